@@ -84,6 +84,14 @@ def _ts(obj: Mapping[str, Any], name: str = "ts", optional: bool = False) -> int
                 expect="milliseconds since the epoch")
 
 
+def _fault(obj: Mapping[str, Any], optional: bool = False) -> str:
+    """A fault name, or ``code_N`` for a vendor code the map does not name."""
+    value = _get(obj, "fault", str, optional=optional,
+                 check=lambda v: v in FAULT_NAMES or (v.startswith("code_") and v[5:].isdigit()),
+                 expect="one of " + "|".join(FAULT_NAMES) + " or code_N")
+    return value or "none"
+
+
 def _positive(obj: Mapping[str, Any], name: str) -> int:
     return _get(obj, name, int, check=lambda v: v >= 1, expect="an integer >= 1")
 
@@ -132,7 +140,7 @@ class Telemetry:
                            expect="a 32-bit meter value"),
             temperature_C=_get(o, "temperature_C", _NUM, check=lambda v: -60 <= v <= 200,
                                expect="-60..200 °C"),
-            fault=_choice(o, "fault", FAULT_NAMES),
+            fault=_fault(o),
             heartbeat=_get(o, "heartbeat", int, optional=True) or 0,
             active_limit_W=_get(o, "active_limit_W", int, optional=True),
             active_target_Wh=_get(o, "active_target_Wh", int, optional=True),
@@ -234,7 +242,7 @@ class PileEvent:
             ts=_ts(o), session=_positive(o, "session"), seq=_positive(o, "seq"),
             type=_choice(o, "type", get_args(EventType)),
             port=_get(o, "port", int, check=lambda v: 1 <= v <= 99, expect="1..99"),
-            fault=_choice(o, "fault", FAULT_NAMES, optional=True) or "none",
+            fault=_fault(o, optional=True),
             energy_Wh=_get(o, "energy_Wh", int, optional=True),
             detail=_get(o, "detail", str, optional=True),
             replayed=_get(o, "replayed", bool, optional=True) or False,

@@ -1,0 +1,201 @@
+"""Commands from the central service (or a technician) to a pile's port.
+
+A command is validated (known pile and port, pile reachable, port state allows it, power within the
+pile's rating, not expired), answered ``accepted``, written to the control registers through the
+bus owner at command priority, and confirmed by reading back the pile's acknowledgement. The final
+``cmd/result`` is ``done``, ``rejected``, ``failed`` or ``expired``. Commands are idempotent by id:
+a repeated id gets the recorded result again and is never executed twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Callable
+
+import structlog
+
+from drivers.errors import DriverError
+from gateway.publisher import Publisher, wall_ms
+from gateway.runtime import GatewayRuntime, PileRuntime
+from protocols import topics
+from protocols.payloads import CommandMessage, CommandResult, PayloadError
+from protocols.registers import Command, CommandStatus, PortState, decode, encode
+
+log = structlog.get_logger(__name__)
+
+_OPS = {"start": Command.START, "stop": Command.STOP, "limit": Command.SET_LIMIT}
+_STARTABLE = {PortState.AVAILABLE, PortState.PLUGGED, PortState.FINISHED}
+_REJECTIONS = {
+    CommandStatus.REJECTED_STATE: "the pile refused: port state does not allow it",
+    CommandStatus.REJECTED_FAULT: "the pile refused: port is faulted",
+    CommandStatus.REJECTED_PARAM: "the pile refused: parameter out of range",
+}
+
+
+class Rejected(Exception):
+    """A command that must not be executed; the message says why."""
+
+
+class CommandExecutor:
+    """Validates, executes and confirms commands; remembers results by command id."""
+
+    def __init__(self, runtime: GatewayRuntime, publisher: Publisher, *, timeout_s: float,
+                 clock_ms: Callable[[], int] = wall_ms, history: int = 10_000,
+                 readback_interval_s: float = 0.05) -> None:
+        self.runtime, self.publisher = runtime, publisher
+        self.timeout_s, self._clock_ms = timeout_s, clock_ms
+        self._history = history
+        self._readback_interval_s = readback_interval_s
+        self._results: OrderedDict[str, CommandResult] = OrderedDict()
+        self._running: dict[str, asyncio.Task[CommandResult]] = {}
+        self._seq: dict[tuple[str, int], int] = {}
+        self.counts: dict[str, int] = {"received": 0, "invalid": 0, "duplicate": 0}
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        """MQTT hand-off (on the loop): parse and start executing; never raises."""
+        try:
+            parsed = topics.parse(topic)
+        except topics.TopicError as exc:
+            log.warning("command on a foreign topic", topic=topic, error=str(exc))
+            return
+        if parsed.kind != "cmd" or parsed.pile not in self.runtime.piles or parsed.port is None:
+            return
+        self.counts["received"] += 1
+        try:
+            command = CommandMessage.from_json(payload)
+        except PayloadError as exc:
+            self._reject_malformed(parsed.pile, parsed.port, payload, str(exc))
+            return
+        self.submit(parsed.pile, parsed.port, command)
+
+    def submit(self, pile_id: str, port: int, command: CommandMessage) -> asyncio.Task[CommandResult]:
+        """Execute ``command`` once; a repeated id returns the first execution's task or result."""
+        if command.id in self._running:
+            self.counts["duplicate"] += 1
+            return self._running[command.id]
+        task = asyncio.get_running_loop().create_task(self._execute(pile_id, port, command),
+                                                      name=f"cmd-{command.id}")
+        self._running[command.id] = task
+        task.add_done_callback(lambda _t: self._running.pop(command.id, None))
+        return task
+
+    async def _execute(self, pile_id: str, port: int, command: CommandMessage) -> CommandResult:
+        if command.id in self._results:
+            self.counts["duplicate"] += 1
+            result = self._results[command.id]
+            self.publisher.cmd_result(pile_id, port, result)  # answer again, do not execute again
+            return result
+        result = await self._run(pile_id, port, command)
+        self._remember(result)
+        self.publisher.cmd_result(pile_id, port, result)
+        log.info("command", pile=pile_id, port=port, id=command.id, op=command.op,
+                 status=result.status, reason=result.reason)
+        return result
+
+    async def _run(self, pile_id: str, port: int, command: CommandMessage) -> CommandResult:
+        if self._clock_ms() > command.expires_at:
+            return self._result(command, "expired", "expires_at is in the past")
+        pile = self.runtime.piles[pile_id]
+        try:
+            self._validate(pile, port, command)
+        except Rejected as exc:
+            return self._result(command, "rejected", str(exc))
+        self.publisher.cmd_result(pile_id, port, self._result(command, "accepted"))
+        try:
+            return await asyncio.wait_for(self._write_and_confirm(pile, port, command),
+                                          self.timeout_s)
+        except TimeoutError:
+            return self._result(command, "failed",
+                                f"no read-back confirmation within {self.timeout_s}s")
+        except DriverError as exc:
+            return self._result(command, "failed", f"{exc.kind}: {exc}")
+
+    def _validate(self, pile: PileRuntime, port: int, command: CommandMessage) -> None:
+        if not 1 <= port <= pile.config.ports:
+            raise Rejected(f"pile {pile.id} has no port {port} (ports 1..{pile.config.ports})")
+        if pile.state not in ("online", "faulted"):
+            raise Rejected(f"pile {pile.id} is not reachable (state {pile.state or 'unknown'})")
+        values = pile.last.get(port, {})
+        power = command.params.get("power_W")
+        rated = pile.rated_power_W
+        if power is not None and rated is not None and power > rated:
+            raise Rejected(f"power_W {power} exceeds the pile's rated {rated} W")
+        if command.op == "start":
+            if values.get("fault"):
+                raise Rejected(f"port {port} is faulted (fault code {values.get('fault')})")
+            if values.get("state") not in _STARTABLE:
+                raise Rejected(f"port {port} cannot start in state {values.get('state')}")
+        if command.op == "limit" and values.get("state") != PortState.CHARGING:
+            raise Rejected(f"port {port} is not charging")
+
+    async def _write_and_confirm(self, pile: PileRuntime, port: int,
+                                 command: CommandMessage) -> CommandResult:
+        regmap, unit = pile.regmap, pile.config.unit
+        seq = self._next_seq(pile, port)
+        words = encode(regmap, regmap.control, {
+            "command": int(_OPS[command.op]), "command_seq": seq,
+            "target_energy_Wh": command.params.get("energy_Wh", 0),
+            "power_limit_W": command.params.get("power_W", 0)})
+        await pile.bus.write_registers(unit, regmap.port_address(port, regmap.control), words)
+        address = regmap.port_address(port, regmap.readback)
+        while True:
+            raw = await pile.bus.read_registers(unit, address, regmap.readback.size)
+            readback = decode(regmap, regmap.readback, raw)
+            if readback["ack_seq"] == seq:
+                return self._confirmed(command, readback)
+            await asyncio.sleep(self._readback_interval_s)
+
+    def _confirmed(self, command: CommandMessage, readback: dict[str, object]) -> CommandResult:
+        status = readback["ack_status"]
+        if status == CommandStatus.OK:
+            return self._result(command, "done", readback=readback)
+        reason = _REJECTIONS.get(CommandStatus(status) if isinstance(status, int) and
+                                 status in CommandStatus._value2member_map_ else
+                                 CommandStatus.NONE, f"the pile answered status {status}")
+        return self._result(command, "rejected", reason, readback)
+
+    def _next_seq(self, pile: PileRuntime, port: int) -> int:
+        key = (pile.id, port)
+        last = self._seq.get(key)
+        if last is None:  # continue after the pile's own last ack so a restart cannot collide
+            ack = pile.last.get(port, {}).get("ack_seq")
+            last = ack if isinstance(ack, int) else 0
+        seq = last % 0xFFFF + 1
+        self._seq[key] = seq
+        return seq
+
+    def _result(self, command: CommandMessage, status: str, reason: str | None = None,
+                readback: dict[str, object] | None = None) -> CommandResult:
+        return CommandResult(command.id, status, self._clock_ms(), reason,  # type: ignore[arg-type]
+                             readback)
+
+    def _remember(self, result: CommandResult) -> None:
+        self._results[result.id] = result
+        while len(self._results) > self._history:
+            self._results.popitem(last=False)
+
+    def _reject_malformed(self, pile: str, port: int, payload: bytes, reason: str) -> None:
+        self.counts["invalid"] += 1
+        log.warning("malformed command", pile=pile, port=port, error=reason)
+        command_id = _peek_id(payload)
+        if command_id:
+            self.publisher.cmd_result(pile, port, CommandResult(
+                command_id, "rejected", self._clock_ms(), f"malformed command: {reason}"))
+
+    async def close(self) -> None:
+        for task in list(self._running.values()):
+            task.cancel()
+        await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+
+def _peek_id(payload: bytes) -> str | None:
+    """The ``id`` of a command that failed validation, if one can be read, to answer it."""
+    import json
+
+    try:
+        obj = json.loads(payload)
+    except ValueError:
+        return None
+    value = obj.get("id") if isinstance(obj, dict) else None
+    return value if isinstance(value, str) and 1 <= len(value) <= 64 else None

@@ -1,0 +1,150 @@
+"""The gateway's local control API (loopback HTTP) used by ``pilectl``, and its Prometheus metrics.
+
+Endpoints: ``GET /status``, ``GET /plan``, ``GET /telemetry``, ``POST /read``, ``POST /command``,
+``GET /metrics``. It listens on a loopback address only (enforced by the config) because it can
+start and stop charging without any other authentication.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from drivers.errors import DriverError
+from drivers.plan import compile_read_plan, format_plan
+from gateway.commands import CommandExecutor
+from gateway.runtime import GatewayRuntime
+from protocols.payloads import CommandMessage, PayloadError
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class BadRequest(Exception):
+    """A control API request is malformed; the message names the field."""
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda o: json.dumps(o, default=str))
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except BadRequest as exc:
+        return _json({"error": str(exc)}, 400)
+    except DriverError as exc:
+        return _json({"error": f"{exc.kind}: {exc}"}, 502)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise BadRequest("body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object")
+    return body
+
+
+def _int(body: Mapping[str, Any], name: str, low: int, high: int) -> int:
+    value = body.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BadRequest(f"{name} must be an integer {low}..{high}, got {value!r}")
+    return value
+
+
+class ControlApi:
+    """Builds the aiohttp application over the running gateway's parts."""
+
+    def __init__(self, runtime: GatewayRuntime, executor: CommandExecutor,
+                 status: Callable[[], dict[str, Any]],
+                 metrics: Callable[[], list[tuple[str, str, Mapping[str, str], float]]]) -> None:
+        self.runtime, self.executor = runtime, executor
+        self._status, self._metrics = status, metrics
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[_errors])
+        app.router.add_get("/status", self.get_status)
+        app.router.add_get("/plan", self.get_plan)
+        app.router.add_get("/telemetry", self.get_telemetry)
+        app.router.add_post("/read", self.post_read)
+        app.router.add_post("/command", self.post_command)
+        app.router.add_get("/metrics", self.get_metrics)
+        return app
+
+    async def get_status(self, request: web.Request) -> web.Response:
+        return _json(self._status())
+
+    async def get_plan(self, request: web.Request) -> web.Response:
+        plans = {}
+        for pile in self.runtime.piles.values():
+            cfg = pile.config
+            plan = compile_read_plan(pile.regmap, cfg.ports, max_registers=cfg.max_registers,
+                                     max_gap=cfg.max_gap)
+            plans[pile.id] = {"bus": cfg.bus, "unit": cfg.unit, "text": format_plan(plan),
+                              "requests": [[r.address, r.count] for r in plan.requests]}
+        return _json(plans)
+
+    async def get_telemetry(self, request: web.Request) -> web.Response:
+        return _json({pid: {"ts": p.last_ts_ms, "state": p.state, "ports": p.last}
+                      for pid, p in self.runtime.piles.items()})
+
+    async def post_read(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        unit = _int(body, "unit", 1, 247)
+        if body.get("pile") is not None:
+            pile = self.runtime.piles.get(str(body["pile"]))
+            if pile is None:
+                raise BadRequest(f"pile must be one of {sorted(self.runtime.piles)}")
+        else:  # the bus is the one whose pile has that unit, if there is exactly one
+            matches = [p for p in self.runtime.piles.values() if p.config.unit == unit]
+            if len(matches) != 1:
+                raise BadRequest(f"unit {unit} is on {len(matches)} buses; name a pile to pick one")
+            pile = matches[0]
+        address = _int(body, "address", 0, 65535)
+        count = _int(body, "count", 1, 125)
+        words = await pile.bus.read_registers(unit, address, count)
+        return _json({"pile": pile.id, "unit": unit, "address": address, "registers": words})
+
+    async def post_command(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        pile_id = str(body.get("pile"))
+        if pile_id not in self.runtime.piles:
+            raise BadRequest(f"pile must be one of {sorted(self.runtime.piles)}")
+        port = _int(body, "port", 1, 99)
+        raw = {"id": f"local-{uuid.uuid4().hex[:12]}", "op": body.get("op"),
+               "params": body.get("params", {}),
+               "expires_at": int(time.time() * 1000) + 60_000}
+        try:
+            command = CommandMessage.from_json(json.dumps(raw))
+        except PayloadError as exc:
+            raise BadRequest(str(exc)) from None
+        result = await self.executor.submit(pile_id, port, command)
+        return _json(json.loads(result.to_json()))
+
+    async def get_metrics(self, request: web.Request) -> web.Response:
+        return web.Response(text=render_metrics(self._metrics()),
+                            content_type="text/plain", charset="utf-8")
+
+
+def render_metrics(samples: list[tuple[str, str, Mapping[str, str], float]]) -> str:
+    """Prometheus text exposition of (name, type, labels, value) samples, grouped by name."""
+    lines: list[str] = []
+    declared: set[str] = set()
+    for name, kind, labels, value in samples:
+        if name not in declared:
+            lines.append(f"# TYPE {name} {kind}")
+            declared.add(name)
+        label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
+        lines.append(f"{name}{{{label_text}}} {value}" if label_text else f"{name} {value}")
+    return "\n".join(lines) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -1,0 +1,261 @@
+"""``pilectl``: the field technician's CLI on the gateway.
+
+It talks to the running gateway's local control API (``control_listen`` in the gateway config) and
+can check a config file or print a read plan without a running gateway. Every command takes
+``--json`` for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import click
+
+DEFAULT_URL = "http://127.0.0.1:8470"
+
+
+class GatewayUnreachable(click.ClickException):
+    """The control API did not answer."""
+
+
+def _url(ctx: click.Context) -> str:
+    obj = ctx.find_root().obj or {}
+    if obj.get("config"):
+        from gateway.config import load_config
+
+        return f"http://{load_config(obj['config']).control_listen}"
+    return str(obj.get("url", DEFAULT_URL)).rstrip("/")
+
+
+def _call(ctx: click.Context, path: str, body: dict[str, Any] | None = None) -> Any:
+    url = _url(ctx) + path
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method="POST" if data else "GET",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 (loopback URL)
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
+        raise click.ClickException(f"gateway refused: {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise GatewayUnreachable(f"cannot reach the gateway at {url}: {exc}") from None
+
+
+def _emit(data: Any, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(data, indent=2, default=str) if as_json else text)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="print JSON")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--url", default=DEFAULT_URL, show_default=True, envvar="PILECTL_URL",
+              help="the gateway's control API")
+@click.option("--config", "config", type=click.Path(dir_okay=False), envvar="PILECTL_CONFIG",
+              help="take the control address from this gateway config")
+@click.pass_context
+def main(ctx: click.Context, url: str, config: str | None) -> None:
+    """Inspect and operate a running pilegate gateway.
+
+    Example:
+
+        pilectl status
+        pilectl start F1 1 --energy-wh 5000
+    """
+    ctx.obj = {"url": url, "config": config}
+
+
+@main.command()
+@json_option
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Buses, piles (state, last poll, latency, errors), uplink and outbox.
+
+    Example:
+
+        pilectl status
+    """
+    data = _call(ctx, "/status")
+    _emit(data, as_json, format_status(data))
+
+
+def format_status(data: dict[str, Any]) -> str:
+    gw, up, ob = data["gateway"], data["uplink"], data["outbox"]
+    lines = [f"gateway {gw['id']} station {gw['station']} v{gw['version']} "
+             f"up {gw['uptime_s']}s session {gw['session']}",
+             f"uplink  {'connected' if up.get('connected') else 'DISCONNECTED'}  "
+             f"sent {up.get('sent', 0)} acked {up.get('acked', 0)} "
+             f"inflight {up.get('inflight', 0)} reconnects {up.get('reconnects', 0)}",
+             f"outbox  depth {ob.get('depth', 0)} bytes {ob.get('bytes', 0)} "
+             f"dropped {ob.get('dropped', ob.get('dropped_total', 0))}",
+             "", f"{'PILE':<8} {'BUS':<12} {'UNIT':>4} {'STATE':<11} {'LATENCY':>8} {'ERRORS':>6}"]
+    for name, bus in data["buses"].items():
+        for dev in bus.get("devices", []):
+            pile = data["piles"].get(dev.get("pile_id"), {})
+            latency = dev.get("last_latency_s")
+            lines.append(f"{dev.get('pile_id', '?'):<8} {name:<12} {dev.get('unit', ''):>4} "
+                         f"{pile.get('state') or 'unknown':<11} "
+                         f"{(f'{latency * 1000:.1f}ms' if latency else '-'):>8} "
+                         f"{dev.get('errors', 0) + dev.get('timeouts', 0):>6}")
+    return "\n".join(lines)
+
+
+@main.command()
+@json_option
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="compute the plan from this config instead of asking the gateway")
+@click.pass_context
+def plan(ctx: click.Context, as_json: bool, config_file: str | None) -> None:
+    """Print each pile's read plan: the merged Modbus requests of one poll cycle.
+
+    Example:
+
+        pilectl plan --config /etc/pilegate/gateway.toml
+    """
+    data = offline_plans(config_file) if config_file else _call(ctx, "/plan")
+    text = "\n".join(f"{pid} (bus {p['bus']}, unit {p['unit']}):\n{p['text']}"
+                     for pid, p in data.items())
+    _emit(data, as_json, text)
+
+
+def offline_plans(config_file: str) -> dict[str, Any]:
+    from drivers.plan import compile_read_plan, format_plan
+    from gateway.config import load_config
+    from protocols.registers import get_map
+
+    config = load_config(config_file)
+    plans = {}
+    for p in config.piles:
+        rp = compile_read_plan(get_map(p.map), p.ports, max_registers=p.max_registers,
+                               max_gap=p.max_gap)
+        plans[p.id] = {"bus": p.bus, "unit": p.unit, "text": format_plan(rp),
+                       "requests": [[r.address, r.count] for r in rp.requests]}
+    return plans
+
+
+@main.command()
+@click.argument("unit", type=click.IntRange(1, 247))
+@click.argument("address", type=click.IntRange(0, 65535))
+@click.argument("count", type=click.IntRange(1, 125))
+@click.option("--pile", help="pick the bus of this pile (needed when UNIT is on several buses)")
+@json_option
+@click.pass_context
+def read(ctx: click.Context, unit: int, address: int, count: int, pile: str | None,
+         as_json: bool) -> None:
+    """Read COUNT holding registers from ADDRESS of Modbus device UNIT.
+
+    Example:
+
+        pilectl read 1 100 11 --pile F1
+    """
+    data = _call(ctx, "/read", {"unit": unit, "address": address, "count": count, "pile": pile})
+    rows = [f"{address + i:>5}  {w:>5}  0x{w:04x}" for i, w in enumerate(data["registers"])]
+    _emit(data, as_json, "\n".join([f"{'ADDR':>5}  {'DEC':>5}  HEX", *rows]))
+
+
+def _command(ctx: click.Context, pile: str, port: int, op: str, params: dict[str, int],
+             as_json: bool) -> None:
+    result = _call(ctx, "/command", {"pile": pile, "port": port, "op": op, "params": params})
+    reason = f" ({result['reason']})" if result.get("reason") else ""
+    _emit(result, as_json, f"{op} {pile} port {port}: {result['status']}{reason}")
+    if result["status"] != "done":
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("pile")
+@click.argument("port", type=click.IntRange(1, 99))
+@click.option("--energy-wh", type=click.IntRange(0), help="stop after delivering this energy")
+@click.option("--power-w", type=click.IntRange(0), help="power limit")
+@json_option
+@click.pass_context
+def start(ctx: click.Context, pile: str, port: int, energy_wh: int | None,
+          power_w: int | None, as_json: bool) -> None:
+    """Start charging on PILE's PORT.
+
+    Example:
+
+        pilectl start F1 1 --energy-wh 5000
+    """
+    params = {k: v for k, v in (("energy_Wh", energy_wh), ("power_W", power_w)) if v is not None}
+    _command(ctx, pile, port, "start", params, as_json)
+
+
+@main.command()
+@click.argument("pile")
+@click.argument("port", type=click.IntRange(1, 99))
+@json_option
+@click.pass_context
+def stop(ctx: click.Context, pile: str, port: int, as_json: bool) -> None:
+    """Stop charging on PILE's PORT.
+
+    Example:
+
+        pilectl stop F1 1
+    """
+    _command(ctx, pile, port, "stop", {}, as_json)
+
+
+@main.command()
+@click.argument("pile")
+@click.argument("port", type=click.IntRange(1, 99))
+@click.argument("power_w", type=click.IntRange(0))
+@json_option
+@click.pass_context
+def limit(ctx: click.Context, pile: str, port: int, power_w: int, as_json: bool) -> None:
+    """Limit the power of the session on PILE's PORT to POWER_W watts.
+
+    Example:
+
+        pilectl limit T1 1 3500
+    """
+    _command(ctx, pile, port, "limit", {"power_W": power_w}, as_json)
+
+
+@main.command()
+@json_option
+@click.pass_context
+def telemetry(ctx: click.Context, as_json: bool) -> None:
+    """The latest reading of every port.
+
+    Example:
+
+        pilectl telemetry --json
+    """
+    data = _call(ctx, "/telemetry")
+    lines = [f"{'PILE':<8} {'PORT':>4} {'STATE':>5} {'V':>7} {'A':>8} {'W':>7} {'Wh':>10} {'°C':>6}"]
+    for pid, pile in data.items():
+        for port, v in pile.get("ports", {}).items():
+            lines.append(f"{pid:<8} {port:>4} {v.get('state', ''):>5} {v.get('voltage_V', 0):>7} "
+                         f"{v.get('current_A', 0):>8} {v.get('power_W', 0):>7} "
+                         f"{v.get('energy_Wh', 0):>10} {v.get('temperature_C', 0):>6}")
+    _emit(data, as_json, "\n".join(lines))
+
+
+@main.command("check-config")
+@click.argument("file", type=click.Path(dir_okay=False))
+@json_option
+def check_config(file: str, as_json: bool) -> None:
+    """Validate a gateway config file and list every problem by entry name.
+
+    Example:
+
+        pilectl check-config /etc/pilegate/gateway.toml
+    """
+    from gateway.config import ConfigError, load_config
+
+    try:
+        config = load_config(Path(file))
+    except ConfigError as exc:
+        _emit({"ok": False, "problems": exc.problems}, as_json, str(exc))
+        sys.exit(2)
+    summary = {"ok": True, "gateway": config.id, "station": config.station,
+               "buses": len(config.buses), "piles": len(config.piles)}
+    _emit(summary, as_json, f"OK: gateway {config.id} of station {config.station}, "
+                            f"{len(config.buses)} buses, {len(config.piles)} piles")
