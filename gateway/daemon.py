@@ -72,7 +72,6 @@ class Gateway:
         self.buses = {b.name: Bus(bus_spec(config, b)) for b in config.buses}
         self.publisher = Publisher(config.station, config.id, self.outbox, self._notify,
                                    flush_interval_s=config.outbox.flush_interval_s)
-        self.publisher.set_session(self.outbox.next_session())
         self.runtime = GatewayRuntime(config, self.buses, self.publisher)
         self.executor = CommandExecutor(self.runtime, self.publisher,
                                         timeout_s=config.command_timeout_s)
@@ -80,6 +79,7 @@ class Gateway:
                              on_connect=self._on_connect, on_message=self.executor.on_message,
                              subscriptions=[(f"{topics.ROOT}/{topics.VERSION}/{config.station}"
                                              "/pile/+/port/+/cmd", 1)])
+        self.publisher.set_session(self.uplink.reserve_session())
         n = max(len(self.buses), 1)
         period = config.poll_period_s
         self.pollers = [Poller(bus, period, self.runtime.on_results, phase_s=period * i / n)

@@ -45,7 +45,9 @@ class Publisher:
         self.written = 0
 
     def set_session(self, session: int) -> None:
-        """A new uplink session began: sequence numbers restart."""
+        """A new uplink session began: sequence numbers restart (unless it is the same one)."""
+        if session == self.session:
+            return
         self.session = session
         self._seq.clear()
 

@@ -47,3 +47,7 @@ def main() -> None:
 
         pilegate demo --time-scale 60
     """
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Gateway load benchmark: one gateway process polling N simulated piles over Modbus TCP.
+
+Starts Mosquitto on a free loopback port, N simulated single-port piles (10 values each) split over
+several simulator processes, one gateway (one TCP bus per pile, 1 Hz), and a subscriber that counts
+telemetry arriving at the broker. After a warm-up it samples the gateway's CPU time and RSS from
+/proc over a fixed window and prints the figures. Everything is bounded in time and stopped at the end.
+
+    .venv/bin/python bench/gateway_load.py --piles 1000 --seconds 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pilegate.broker import MosquittoBroker
+from tests.e2e.harness import GatewaySettings, spawn, start_gateway, wait_until
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mib(pid: int) -> float:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE / 2**20
+
+
+class Counter:
+    """Counts telemetry messages arriving at the broker (QoS 0 subscription, own thread)."""
+
+    def __init__(self, port: int) -> None:
+        self.count = 0
+        self.replayed = 0
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-counter")
+        self.client.on_connect = lambda c, *_: c.subscribe("pilegate/v1/+/pile/+/port/+/telemetry")
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.count += 1
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def sim_configs(workdir: Path, piles: int, processes: int) -> list[Path]:
+    paths = []
+    per = -(-piles // processes)
+    for i in range(processes):
+        ids = range(i * per, min(piles, (i + 1) * per))
+        lines = ["time_scale = 1.0", "tick_s = 0.5", ""]
+        for n in ids:
+            lines += ["[[piles]]", f'id = "P{n:04d}"', 'kind = "trickle"',
+                      "rated_power_W = 7000", "tcp_port = 0", ""]
+        path = workdir / f"sim{i}.toml"
+        path.write_text("\n".join(lines))
+        paths.append(path)
+    return paths
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--piles", type=int, default=1000)
+    ap.add_argument("--sim-processes", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=30.0, help="measurement window")
+    ap.add_argument("--warmup", type=float, default=10.0)
+    args = ap.parse_args()
+    import json
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        broker = MosquittoBroker(workdir / "broker")
+        broker.start()
+        sims, gateway, counter = [], None, None
+        try:
+            piles: dict[str, dict[str, object]] = {}
+            for i, cfg in enumerate(sim_configs(workdir, args.piles, args.sim_processes)):
+                ready = workdir / f"sim{i}.ready.json"
+                proc = spawn(f"sim{i}", ["sim", "--config", str(cfg), "--ready-file", str(ready)],
+                             workdir)
+                sims.append(proc)
+                doc = wait_until(lambda r=ready: r.exists() and json.loads(r.read_text()), 120,
+                                 "simulator ready", proc)
+                piles.update(doc["piles"])
+            settings = GatewaySettings(poll_period_s=1.0, timeout_s=0.5, keepalive_s=30,
+                                       extra_gateway={"log_level": "warning"})
+            gateway = start_gateway(workdir, piles, broker.port, settings)
+            counter = Counter(broker.port)
+            pid = gateway.proc.popen.pid
+            time.sleep(args.warmup)  # benchmark warm-up: a fixed duration, not a condition
+            c0, n0, r0, t0 = cpu_s(pid), counter.count, rss_mib(pid), time.monotonic()
+            rss_samples = [r0]
+            while time.monotonic() - t0 < args.seconds:
+                time.sleep(1.0)
+                rss_samples.append(rss_mib(pid))
+            c1, n1, t1 = cpu_s(pid), counter.count, time.monotonic()
+            status = gateway.status()
+            elapsed = t1 - t0
+            overruns = sum(b["poller"]["overruns"] for b in status["buses"].values())
+            online = sum(1 for p in status["piles"].values() if p["state"] == "online")
+            print(f"piles={args.piles} (online {online}) sim_processes={args.sim_processes} "
+                  f"window={elapsed:.1f}s")
+            print(f"telemetry at broker: {(n1 - n0) / elapsed:.1f} msg/s "
+                  f"(expected {args.piles:.0f}/s at 1 Hz)")
+            print(f"gateway CPU: {100 * (c1 - c0) / elapsed:.1f}% of one core")
+            print(f"gateway RSS: start {r0:.1f} MiB, end {rss_samples[-1]:.1f} MiB, "
+                  f"max {max(rss_samples):.1f} MiB")
+            print(f"outbox depth {status['outbox'].get('depth')}, poll overruns {overruns}, "
+                  f"uplink {json.dumps(status['uplink'])}")
+        finally:
+            if counter:
+                counter.stop()
+            if gateway:
+                gateway.proc.stop()
+            for proc in sims:
+                proc.stop()
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Real processes for end-to-end tests and benchmarks: the simulator and the gateway.
+
+Each is started with ``python -m pilegate.cli``, on ephemeral loopback ports, with its output in a
+log file that a failing test prints. Stopping is always bounded: SIGTERM, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    """A child process with its log; ``stop()`` is SIGTERM then SIGKILL after a deadline."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> int:
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        return int(self.popen.returncode)
+
+
+def spawn(name: str, args: list[str], workdir: Path) -> Proc:
+    log_path = workdir / f"{name}.log"
+    log_file = log_path.open("ab")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    popen = subprocess.Popen([sys.executable, "-m", "pilegate.cli", *args], stdout=log_file,
+                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    log_file.close()
+    return Proc(name, popen, log_path)
+
+
+def wait_until(predicate: Any, timeout_s: float, what: str, proc: Proc | None = None) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        if proc is not None and not proc.alive():
+            raise AssertionError(f"{proc.name} exited ({proc.popen.returncode}) while waiting "
+                                 f"for {what}:\n{proc.log()[-4000:]}")
+        time.sleep(0.05)
+    tail = f":\n{proc.log()[-4000:]}" if proc else ""
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}{tail}")
+
+
+@dataclass
+class SimProcess:
+    proc: Proc
+    piles: dict[str, dict[str, Any]]
+    control_port: int
+
+    def fault(self, pile: str, kind: str, port: int = 1) -> None:
+        body = json.dumps({"port": port, "kind": kind}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.control_port}/piles/{pile}/fault",
+                                     data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 (loopback)
+            assert resp.status == 200
+
+    def snapshot(self) -> dict[str, Any]:
+        url = f"http://127.0.0.1:{self.control_port}/piles"
+        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 (loopback)
+            return dict(json.loads(resp.read()))
+
+
+def start_sim(workdir: Path, *, fast: int = 1, trickle: int = 1, time_scale: float = 60.0,
+              extra: list[str] | None = None) -> SimProcess:
+    params = workdir / "station.toml"
+    params.write_text(f"FastChargingPileNum = {fast}\nTrickleChargingPileNum = {trickle}\n"
+                      "fast_power_kw = 30\nslow_power_kw = 10\n")
+    ready = workdir / "sim.ready.json"
+    control_port = free_port()
+    proc = spawn("sim", ["sim", "--station", str(params), "--time-scale", str(time_scale),
+                         "--control-port", str(control_port), "--ready-file", str(ready),
+                         *(extra or [])], workdir)
+    doc = wait_until(lambda: ready.exists() and json.loads(ready.read_text()), 30,
+                     "simulator ready", proc)
+    return SimProcess(proc, doc["piles"], control_port)
+
+
+@dataclass
+class GatewayProcess:
+    proc: Proc
+    config_path: Path
+    control_port: int
+    data_dir: Path
+
+    def status(self) -> dict[str, Any]:
+        url = f"http://127.0.0.1:{self.control_port}/status"
+        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 (loopback)
+            return dict(json.loads(resp.read()))
+
+
+@dataclass
+class GatewaySettings:
+    station: str = "s1"
+    gateway: str = "gw1"
+    poll_period_s: float = 0.5
+    timeout_s: float = 0.2
+    fail_after_cycles: int = 2
+    keepalive_s: int = 5
+    extra_gateway: dict[str, Any] = field(default_factory=dict)
+
+
+def gateway_config(piles: dict[str, dict[str, Any]], mqtt_port: int, data_dir: Path,
+                   control_port: int, s: GatewaySettings) -> str:
+    lines = ["[gateway]", f'id = "{s.gateway}"', f'station = "{s.station}"',
+             f'data_dir = "{data_dir}"', f"poll_period_s = {s.poll_period_s}",
+             f'control_listen = "127.0.0.1:{control_port}"', 'log_format = "json"',
+             *(f"{k} = {json.dumps(v)}" for k, v in s.extra_gateway.items()), "",
+             "[mqtt]", f'url = "mqtt://127.0.0.1:{mqtt_port}"', f"keepalive_s = {s.keepalive_s}",
+             ""]
+    for pile_id, ep in sorted(piles.items()):
+        lines += ["[[bus]]", f'name = "b-{pile_id}"', 'transport = "tcp"',
+                  f'host = "{ep["host"]}"', f"port = {ep['port']}", f"timeout_s = {s.timeout_s}",
+                  f"fail_after_cycles = {s.fail_after_cycles}", "backoff_max_s = 1.0", "",
+                  "[[pile]]", f'id = "{pile_id}"', f'bus = "b-{pile_id}"',
+                  f"unit = {ep.get('unit', 1)}", f"ports = {ep.get('ports', 1)}", ""]
+    return "\n".join(lines)
+
+
+def start_gateway(workdir: Path, piles: dict[str, dict[str, Any]], mqtt_port: int,
+                  settings: GatewaySettings | None = None, name: str = "gateway") -> GatewayProcess:
+    settings = settings or GatewaySettings()
+    control_port = free_port()
+    data_dir = workdir / f"{name}-data"
+    config_path = workdir / f"{name}.toml"
+    config_path.write_text(gateway_config(piles, mqtt_port, data_dir, control_port, settings))
+    proc = spawn(name, ["gateway", "--config", str(config_path)], workdir)
+    gw = GatewayProcess(proc, config_path, control_port, data_dir)
+
+    def answering() -> bool:
+        try:
+            gw.status()
+        except OSError:
+            return False
+        return True
+
+    wait_until(answering, 30, "gateway control API", proc)
+    return gw
