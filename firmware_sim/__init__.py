@@ -1,0 +1,1 @@
+"""Simulated charging piles: real Modbus TCP/RTU servers with charging physics and fault injection."""
