@@ -19,10 +19,11 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pilegate.broker import MosquittoBroker
+from pilegate.broker import MosquittoBroker, free_port
 from tests.e2e.harness import GatewaySettings, spawn, start_gateway, wait_until
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -45,7 +46,7 @@ class Counter:
         self.count = 0
         self.replayed = 0
         self._lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-counter")
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-counter")
         self.client.on_connect = lambda c, *_: c.subscribe("pilegate/v1/+/pile/+/port/+/telemetry")
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)
@@ -86,7 +87,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        broker = MosquittoBroker(workdir / "broker")
+        broker = MosquittoBroker(free_port(), workdir / "broker")
         broker.start()
         sims, gateway, counter = [], None, None
         try:

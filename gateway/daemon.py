@@ -26,7 +26,7 @@ from drivers.specs import BusSpec, DeviceSpec, SerialTransport, TcpTransport
 from gateway.commands import CommandExecutor
 from gateway.config import BusConfig, ConfigError, GatewayConfig, load_config
 from gateway.control import ControlApi
-from gateway.outbox import OutMessage, Outbox, OutboxLimits
+from gateway.outbox import Outbox, OutboxLimits, OutMessage
 from gateway.poller import Poller
 from gateway.publisher import Publisher
 from gateway.runtime import GatewayRuntime
@@ -172,9 +172,10 @@ class Gateway:
         ]
         for key, value in self.outbox.stats().items():
             samples.append((f"pilegate_gateway_outbox_{key}", "gauge", {}, float(value)))
-        for key, value in self.uplink.stats().items():
-            if isinstance(value, int | float):
-                samples.append((f"pilegate_gateway_uplink_{key}", "gauge", {}, float(value)))
+        for key, uplink_value in self.uplink.stats().items():
+            if isinstance(uplink_value, int | float):
+                samples.append((f"pilegate_gateway_uplink_{key}", "gauge", {},
+                                float(uplink_value)))
         for poller in self.pollers:
             labels = {"bus": poller.bus.spec.name}
             samples.append(("pilegate_gateway_poll_cycles_total", "counter", labels,

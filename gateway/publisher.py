@@ -10,12 +10,13 @@ within a session and restarts at 1 when the session changes, so the central de-d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 
 import structlog
 
-from gateway.outbox import OutMessage, Outbox
+from gateway.outbox import Outbox, OutMessage
 from gateway.tracker import PortEvent, fault_name, state_name
 from protocols import topics
 from protocols.payloads import CommandResult, GatewayStatus, PileEvent, PileStatus, Telemetry
@@ -107,10 +108,8 @@ class Publisher:
     async def run(self) -> None:
         """Flush every ``flush_interval_s``, or at once when something urgent is queued."""
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._urgent.wait(), self._flush_interval_s)
-            except TimeoutError:
-                pass
             self._urgent.clear()
             try:
                 self.flush()

@@ -94,6 +94,21 @@ async def wait_for_http(url: str, child: Child, timeout_s: float) -> None:
     raise DemoError(f"{child.name} did not answer {url} after {timeout_s}s")
 
 
+async def wait_for_piles_online(url: str, child: Child, piles: set[str], timeout_s: float) -> None:
+    """Poll the gateway's status until it has read every pile once (commands need that)."""
+    import aiohttp
+
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            async with session.get(url) as resp:
+                states = {k: v["state"] for k, v in (await resp.json())["piles"].items()}
+            if all(states.get(p) in ("online", "faulted") for p in piles):
+                return
+            await asyncio.sleep(0.1)
+    raise DemoError(f"piles not online after {timeout_s}s: {states}; see {child.log_path}")
+
+
 def gateway_toml(piles: dict[str, Any], mqtt_port: int, control_port: int,
                  data_dir: Path, poll_period_s: float) -> str:
     """A gateway config for the simulated piles (one TCP bus per pile)."""
@@ -148,10 +163,11 @@ class LiveView:
 def subscribe_live_view(view: LiveView, port: int) -> Any:
     """A paho client (own thread) that feeds ``view`` from the station's topics."""
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"demo-view-{os.getpid()}")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"demo-view-{os.getpid()}")
     client.on_connect = lambda c, *_: c.subscribe(f"pilegate/v1/{STATION}/#", qos=0)
-    client.on_message = lambda _c, _u, msg: view.on_message(msg.topic, msg.payload)
+    client.on_message = lambda _c, _u, msg: view.on_message(msg.topic, bytes(msg.payload))
     client.connect("127.0.0.1", port)
     client.loop_start()
     return client
@@ -160,8 +176,9 @@ def subscribe_live_view(view: LiveView, port: int) -> Any:
 async def start_demo_charging(port: int, piles: dict[str, Any], time_scale: float) -> None:
     """Start a session on every port through the real command path (MQTT cmd topic)."""
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"demo-cmd-{os.getpid()}")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"demo-cmd-{os.getpid()}")
     client.connect("127.0.0.1", port)
     client.loop_start()
     try:
@@ -211,10 +228,11 @@ async def run_demo(opts: dict[str, Any]) -> None:
         children.append(gateway)
         url = f"http://127.0.0.1:{control_port}"
         await wait_for_http(f"{url}/status", gateway, 30)
+        await wait_for_piles_online(f"{url}/status", gateway, set(piles), 30)
         view = LiveView()
         view_client = subscribe_live_view(view, mqtt_port)
         click.echo(f"READY {url}")
-        click.echo(f"  broker  mqtt://127.0.0.1:{mqtt_port} ({broker.kind})")
+        click.echo(f"  broker  mqtt://127.0.0.1:{mqtt_port} ({getattr(broker, 'name', 'broker')})")
         click.echo(f"  piles   {', '.join(sorted(piles))} (time scale x{opts['time_scale']})")
         click.echo(f"  gateway control API {url}  (pilectl --url {url} status)")
         click.echo(f"  logs    {data_dir}/*.log")

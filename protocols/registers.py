@@ -16,6 +16,7 @@ import enum
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 FieldType = Literal["u16", "i16", "u32", "i32", "str"]
@@ -94,7 +95,7 @@ class Field:
     unit: str = ""
     length: int = 0  # registers; required for "str", derived otherwise
 
-    @property
+    @cached_property
     def width(self) -> int:
         return self.length if self.type == "str" else _WIDTH[self.type]
 
@@ -108,8 +109,8 @@ class Block:
     fields: tuple[Field, ...]
     writable: bool = False
 
-    @property
-    def size(self) -> int:
+    @cached_property
+    def size(self) -> int:  # cached: decode asks for it on every poll of every pile
         return max(f.offset + f.width for f in self.fields)
 
     def field(self, name: str) -> Field:

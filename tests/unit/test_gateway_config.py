@@ -51,15 +51,17 @@ def test_duplicate_unit_on_one_bus_is_named():
 
 
 def test_same_unit_on_different_buses_is_fine():
-    text = BASE + ('[[bus]]\nname = "b2"\ntransport = "tcp"\nhost = "127.0.0.1"\n'
-                   '[[pile]]\nid = "F2"\nbus = "b2"\nunit = 1\n')
+    text = BASE + (
+        '[[bus]]\nname = "b2"\ntransport = "tcp"\nhost = "127.0.0.1"\n'
+        '[[pile]]\nid = "F2"\nbus = "b2"\nunit = 1\n'
+    )
     assert len(parse_config(tomllib.loads(text)).piles) == 2
 
 
 def test_every_problem_is_listed_together():
     text = BASE.replace('transport = "tcp"', 'transport = "tcp"\ntimeout_s = 2.0') + (
-        '[[pile]]\nid = "F1"\nbus = "nowhere"\nunit = 300\n'
-        '[mqtt]\nurl = "http://broker"\n')
+        '[[pile]]\nid = "F1"\nbus = "nowhere"\nunit = 300\n[mqtt]\nurl = "http://broker"\n'
+    )
     found = problems(text)
     assert "bus[b1].timeout_s: 2.0 must be shorter than gateway.poll_period_s (1.0)" in found
     assert "pile[F1]: duplicate pile id" in found
@@ -68,17 +70,20 @@ def test_every_problem_is_listed_together():
     assert any(p.startswith("mqtt.url: 'http://broker'") for p in found)
 
 
-@pytest.mark.parametrize(("edit", "expected"), [
-    (("\n[[bus]]", '\n[[bus]]\nbaud = 9600'), "bus[b1]: unknown key 'baud'"),
-    (('transport = "tcp"', 'transport = "udp"'), "bus[b1].transport: 'udp' is not tcp or rtu"),
-    (('host = "127.0.0.1"\n', ''), "bus[b1].host: required for transport tcp"),
-    (('unit = 1', 'unit = 1\nmap = "acme"'), "pile[F1].map: 'acme' is not a known register map"),
-    (('unit = 1', 'unit = 1\nports = 9'), "pile[F1].ports: 9 is not 1..4"),
-    (('unit = 1', 'unit = 1\nkind = "medium"'), "pile[F1].kind: 'medium' is not fast or trickle"),
-    (('id = "F1"', 'id = "F/1"'), "pile[F/1].id 'F/1' must be"),
-    (('station = "s1"', ''), "gateway.station: required"),
-    (('poll_period_s = 1.0', 'poll_period_s = "fast"'), "gateway.poll_period_s: expected"),
-])
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (("\n[[bus]]", "\n[[bus]]\nbaud = 9600"), "bus[b1]: unknown key 'baud'"),
+        (('transport = "tcp"', 'transport = "udp"'), "bus[b1].transport: 'udp' is not tcp or rtu"),
+        (('host = "127.0.0.1"\n', ""), "bus[b1].host: required for transport tcp"),
+        (("unit = 1", 'unit = 1\nmap = "acme"'), "pile[F1].map: 'acme' is not a known register map"),
+        (("unit = 1", "unit = 1\nports = 9"), "pile[F1].ports: 9 is not 1..4"),
+        (("unit = 1", 'unit = 1\nkind = "medium"'), "pile[F1].kind: 'medium' is not fast or trickle"),
+        (('id = "F1"', 'id = "F/1"'), "pile[F/1].id 'F/1' must be"),
+        (('station = "s1"', ""), "gateway.station: required"),
+        (("poll_period_s = 1.0", 'poll_period_s = "fast"'), "gateway.poll_period_s: expected"),
+    ],
+)
 def test_single_problem_is_named(edit, expected):
     old, new = edit
     found = problems(BASE.replace(old, new, 1))
@@ -93,8 +98,9 @@ def test_rtu_bus_needs_a_device_and_a_standard_rate():
 
 
 def test_control_api_must_stay_on_loopback():
-    found = problems(BASE.replace('poll_period_s = 1.0',
-                                  'poll_period_s = 1.0\ncontrol_listen = "0.0.0.0:8470"'))
+    found = problems(
+        BASE.replace("poll_period_s = 1.0", 'poll_period_s = 1.0\ncontrol_listen = "0.0.0.0:8470"')
+    )
     assert any(p.startswith("gateway.control_listen") for p in found)
 
 

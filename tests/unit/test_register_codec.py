@@ -8,19 +8,35 @@ from protocols.registers import SIM_V1, CodecError, decode, encode, encode_field
 
 ORDERS = [(b, w) for b in ("big", "little") for w in ("big", "little")]
 
-TELEMETRY = {"state": 2, "voltage_V": 402.5, "current_A": -12.34, "power_W": 30000,
-             "energy_Wh": 4_000_000_000, "temperature_C": -5.5, "fault": 3, "heartbeat": 65535}
-IDENTITY = {"vendor": "pilegate", "model": "SIM-F30", "serial": "F1-0001", "firmware": "1.2.3",
-            "num_ports": 2, "rated_power_W": 30000, "max_current_A": 80.5, "kind": 1}
-CONTROL = {"command": 1, "command_seq": 65535, "target_energy_Wh": 2**32 - 1,
-           "power_limit_W": 7400}
+TELEMETRY = {
+    "state": 2,
+    "voltage_V": 402.5,
+    "current_A": -12.34,
+    "power_W": 30000,
+    "energy_Wh": 4_000_000_000,
+    "temperature_C": -5.5,
+    "fault": 3,
+    "heartbeat": 65535,
+}
+IDENTITY = {
+    "vendor": "pilegate",
+    "model": "SIM-F30",
+    "serial": "F1-0001",
+    "firmware": "1.2.3",
+    "num_ports": 2,
+    "rated_power_W": 30000,
+    "max_current_A": 80.5,
+    "kind": 1,
+}
+CONTROL = {"command": 1, "command_seq": 65535, "target_energy_Wh": 2**32 - 1, "power_limit_W": 7400}
 READBACK = {"ack_seq": 7, "ack_status": 4, "active_target_Wh": 5000, "active_limit_W": 0}
 
 
 @pytest.mark.parametrize(("byte_order", "word_order"), ORDERS)
-@pytest.mark.parametrize(("block_name", "values"), [
-    ("telemetry", TELEMETRY), ("identity", IDENTITY), ("control", CONTROL),
-    ("readback", READBACK)])
+@pytest.mark.parametrize(
+    ("block_name", "values"),
+    [("telemetry", TELEMETRY), ("identity", IDENTITY), ("control", CONTROL), ("readback", READBACK)],
+)
 def test_every_field_round_trips(byte_order, word_order, block_name, values):
     regmap = dataclasses.replace(SIM_V1, byte_order=byte_order, word_order=word_order)
     block = getattr(regmap, block_name)
@@ -50,11 +66,14 @@ def test_negative_value_uses_twos_complement():
     assert encode_field(SIM_V1, SIM_V1.telemetry, "temperature_C", -0.1) == [0xFFFF]
 
 
-@pytest.mark.parametrize(("name", "value", "message"), [
-    ("energy_Wh", 2**32, "out of range"),
-    ("state", -1, "out of range"),
-    ("voltage_V", "high", "expected a number"),
-])
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("energy_Wh", 2**32, "out of range"),
+        ("state", -1, "out of range"),
+        ("voltage_V", "high", "expected a number"),
+    ],
+)
 def test_out_of_range_value_is_rejected_by_name(name, value, message):
     with pytest.raises(CodecError, match=f"{name}.*{message}"):
         encode(SIM_V1, SIM_V1.telemetry, {name: value})

@@ -18,10 +18,12 @@ def test_fault_raised_and_cleared_are_reported_once():
     tracker.update(reading(PortState.CHARGING))
     raised = tracker.update(reading(PortState.FAULTED, FaultCode.OVER_TEMPERATURE, 1500))
     assert [(e.type, e.fault, e.energy_Wh) for e in raised] == [
-        ("fault_raised", "over_temperature", 1500), ("session_stopped", "none", 1500)]
+        ("fault_raised", "over_temperature", 1500),
+        ("session_stopped", "none", 1500),
+    ]
     assert tracker.update(reading(PortState.FAULTED, FaultCode.OVER_TEMPERATURE)) == []
     cleared = tracker.update(reading(PortState.AVAILABLE))
-    assert [(e.type, e.fault) for e in cleared][0] == ("fault_cleared", "over_temperature")
+    assert (cleared[0].type, cleared[0].fault) == ("fault_cleared", "over_temperature")
 
 
 def test_session_start_and_stop_carry_the_meter_value():
@@ -29,7 +31,9 @@ def test_session_start_and_stop_carry_the_meter_value():
     tracker.update(reading(PortState.AVAILABLE, energy=10))
     started = tracker.update(reading(PortState.CHARGING, energy=10))
     assert [(e.type, e.port, e.energy_Wh) for e in started] == [
-        ("plugged", 2, 10), ("session_started", 2, 10)]
+        ("plugged", 2, 10),
+        ("session_started", 2, 10),
+    ]
     stopped = tracker.update(reading(PortState.FINISHED, energy=5010))
     assert [(e.type, e.energy_Wh) for e in stopped] == [("session_stopped", 5010)]
     assert [e.type for e in tracker.update(reading(PortState.AVAILABLE))] == ["unplugged"]
@@ -39,8 +43,9 @@ def test_pile_state_follows_faults_and_comm_faults():
     pile = PileTracker("F1", ports=2)
     _, state = pile.on_reading({1: reading(PortState.AVAILABLE), 2: reading(PortState.AVAILABLE)})
     assert state == "online"
-    _, state = pile.on_reading({1: reading(PortState.AVAILABLE),
-                                2: reading(PortState.FAULTED, FaultCode.METER_FAULT)})
+    _, state = pile.on_reading(
+        {1: reading(PortState.AVAILABLE), 2: reading(PortState.FAULTED, FaultCode.METER_FAULT)}
+    )
     assert state == "faulted"
     assert pile.on_comm_fault() == "comm_fault"
     assert pile.on_comm_fault() is None  # unchanged: nothing to publish
