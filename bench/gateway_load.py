@@ -82,6 +82,7 @@ def main() -> None:
     ap.add_argument("--sim-processes", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=30.0, help="measurement window")
     ap.add_argument("--warmup", type=float, default=10.0)
+    ap.add_argument("--profile", type=Path, help="also record the gateway with py-spy (collapsed stacks)")
     args = ap.parse_args()
     import json
 
@@ -106,6 +107,12 @@ def main() -> None:
             counter = Counter(broker.port)
             pid = gateway.proc.popen.pid
             time.sleep(args.warmup)  # benchmark warm-up: a fixed duration, not a condition
+            if args.profile:
+                import subprocess
+
+                subprocess.Popen(["py-spy", "record", "-p", str(pid), "-d", str(int(args.seconds)),
+                                  "-f", "raw", "-r", "200", "-o", str(args.profile)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             c0, n0, r0, t0 = cpu_s(pid), counter.count, rss_mib(pid), time.monotonic()
             rss_samples = [r0]
             while time.monotonic() - t0 < args.seconds:

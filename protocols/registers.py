@@ -188,16 +188,75 @@ def _encode_field(f: Field, value: object, byte_order: Order, word_order: Order)
     return words if word_order == "big" else list(reversed(words))
 
 
+_STRUCT_CODES = {"u16": "H", "i16": "h", "u32": "I", "i32": "i"}
+
+
+@dataclass(frozen=True)
+class _CompiledBlock:
+    """A block of a big-endian map decoded by one ``struct.unpack``: the poll hot path."""
+
+    words: struct.Struct  # the block's registers as bytes
+    fields: struct.Struct  # those bytes as the fields' raw values
+    names: tuple[str, ...]
+    scales: tuple[float, ...]
+    strings: tuple[bool, ...]
+    regmap: RegisterMap  # kept so the cache key (ids) cannot be reused while cached
+    block: Block
+
+
+_COMPILED: dict[tuple[int, int], _CompiledBlock | None] = {}
+
+
+def _compile(regmap: RegisterMap, block: Block) -> _CompiledBlock | None:
+    if regmap.byte_order != "big" or regmap.word_order != "big":
+        return None  # rare vendor orders take the generic path
+    layout, position = [">"], 0
+    for f in sorted(block.fields, key=lambda f: f.offset):
+        if f.offset < position:
+            return None  # overlapping fields: generic path
+        layout.append(f"{2 * (f.offset - position)}x" if f.offset > position else "")
+        layout.append(f"{2 * f.width}s" if f.type == "str" else _STRUCT_CODES[f.type])
+        position = f.offset + f.width
+    ordered = sorted(block.fields, key=lambda f: f.offset)
+    return _CompiledBlock(
+        struct.Struct(f">{block.size}H"), struct.Struct("".join(layout)),
+        tuple(f.name for f in ordered), tuple(f.scale for f in ordered),
+        tuple(f.type == "str" for f in ordered), regmap, block)
+
+
+def _compiled(regmap: RegisterMap, block: Block) -> _CompiledBlock | None:
+    key = (id(regmap), id(block))
+    try:
+        return _COMPILED[key]
+    except KeyError:
+        compiled = _COMPILED[key] = _compile(regmap, block)
+        return compiled
+
+
 def decode(regmap: RegisterMap, block: Block, registers: Sequence[int]) -> dict[str, object]:
     """Values of every field of ``block`` from ``registers``, which start at the block's base."""
     if len(registers) < block.size:
         raise CodecError(f"{block.name}: need {block.size} registers, got {len(registers)}")
-    return {
-        f.name: _decode_field(
-            f, registers[f.offset : f.offset + f.width], regmap.byte_order, regmap.word_order
-        )
-        for f in block.fields
-    }
+    compiled = _compiled(regmap, block)
+    if compiled is None:
+        return {
+            f.name: _decode_field(
+                f, registers[f.offset : f.offset + f.width], regmap.byte_order, regmap.word_order
+            )
+            for f in block.fields
+        }
+    try:
+        raw = compiled.fields.unpack(compiled.words.pack(*registers[: block.size]))
+    except struct.error as exc:
+        raise CodecError(f"{block.name}: register value out of 0..65535 ({exc})") from None
+    out: dict[str, object] = {}
+    for name, value, scale, is_str in zip(compiled.names, raw, compiled.scales, compiled.strings,
+                                          strict=True):
+        if is_str:
+            out[name] = value.rstrip(b"\x00 ").decode("ascii", errors="replace")
+        else:
+            out[name] = value if scale == 1.0 else round(value * scale, 6)
+    return out
 
 
 def encode(regmap: RegisterMap, block: Block, values: Mapping[str, object]) -> list[int]:
