@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -94,15 +95,21 @@ def format_status(data: dict[str, Any]) -> str:
              f"inflight {up.get('inflight', 0)} reconnects {up.get('reconnects', 0)}",
              f"outbox  depth {ob.get('depth', 0)} bytes {ob.get('bytes', 0)} "
              f"dropped {ob.get('dropped', ob.get('dropped_total', 0))}",
-             "", f"{'PILE':<8} {'BUS':<12} {'UNIT':>4} {'STATE':<11} {'LATENCY':>8} {'ERRORS':>6}"]
+             "", f"{'PILE':<8} {'BUS':<12} {'UNIT':>4} {'STATE':<11} {'LAST POLL':>9} "
+                 f"{'LATENCY':>8} {'TIMEOUTS':>8} {'ERRORS':>6}  LAST ERROR"]
+    now_ms = time.time() * 1000
     for name, bus in data["buses"].items():
-        for dev in bus.get("devices", []):
-            pile = data["piles"].get(dev.get("pile_id"), {})
-            latency = dev.get("last_latency_s")
-            lines.append(f"{dev.get('pile_id', '?'):<8} {name:<12} {dev.get('unit', ''):>4} "
+        for pile_id, dev in bus.get("devices", {}).items():
+            pile = data["piles"].get(pile_id, {})
+            latency, last_ok = dev.get("last_latency_s"), dev.get("last_ok_ms")
+            counters = dev.get("counters", {})
+            error = (dev.get("last_error") or {}).get("message", "") if pile.get(
+                "state") == "comm_fault" else ""
+            lines.append(f"{pile_id:<8} {name:<12} {dev.get('unit', ''):>4} "
                          f"{pile.get('state') or 'unknown':<11} "
+                         f"{(f'{(now_ms - last_ok) / 1000:.1f}s ago' if last_ok else 'never'):>9} "
                          f"{(f'{latency * 1000:.1f}ms' if latency else '-'):>8} "
-                         f"{dev.get('errors', 0) + dev.get('timeouts', 0):>6}")
+                         f"{counters.get('timeouts', 0):>8} {counters.get('errors', 0):>6}  {error}")
     return "\n".join(lines)
 
 
@@ -259,3 +266,7 @@ def check_config(file: str, as_json: bool) -> None:
                "buses": len(config.buses), "piles": len(config.piles)}
     _emit(summary, as_json, f"OK: gateway {config.id} of station {config.station}, "
                             f"{len(config.buses)} buses, {len(config.piles)} piles")
+
+
+if __name__ == "__main__":
+    main()
