@@ -1,0 +1,185 @@
+"""The central database schema as named migrations: one data model for both REST APIs.
+
+One users table (a driver registered on the user API is a user of the operator API), one set of
+stations, piles and ports (the ones the gateways report and the scheduler uses), one table of orders
+(a user-API bill detail is an operator-API order). Money is stored twice: exactly, as a fraction
+string that billing computed (``amount``), and as a REAL copy (``amount_num``) for SQL aggregates;
+balances are integer cents. Times are ISO 8601 UTC strings unless the column name says ``_ms``.
+New schema changes are new migrations appended here, never edits of applied ones.
+"""
+
+from __future__ import annotations
+
+import sqlite_utils
+from sqlite_utils import Migrations
+
+migrations = Migrations("pilegate-central")
+
+# the operator API's permission levels (spec data dictionary); role ids 1..4 are the system roles
+SYSTEM_ROLES = (
+    (1, "普通用户", "普通用户角色", 1),
+    (2, "VIP用户", "VIP用户角色", 2),
+    (3, "管理员", "管理员角色", 3),
+    (4, "超级管理员", "超级管理员角色", 4),
+)
+
+_CORE = """
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    username TEXT NOT NULL UNIQUE COLLATE NOCASE,   -- the user API's username = the operator API's openId
+    password_hash TEXT NOT NULL,
+    email TEXT, phone TEXT, nickname TEXT, avatar TEXT,
+    gender INTEGER NOT NULL DEFAULT 0,
+    balance_cents INTEGER NOT NULL DEFAULT 0 CHECK (balance_cents >= 0),
+    status INTEGER NOT NULL DEFAULT 1,               -- 0 disabled, 1 normal
+    register_time TEXT NOT NULL, last_login_time TEXT, update_time TEXT
+);
+CREATE TABLE roles (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE, description TEXT,
+    permission_level INTEGER NOT NULL CHECK (permission_level BETWEEN 1 AND 4),
+    is_system INTEGER NOT NULL DEFAULT 0, create_time TEXT, update_time TEXT
+);
+CREATE TABLE user_roles (
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    role_id INTEGER NOT NULL REFERENCES roles(id) ON DELETE CASCADE,
+    assigned_time TEXT, PRIMARY KEY (user_id, role_id)
+);
+CREATE TABLE tokens (
+    token_hash TEXT PRIMARY KEY,                     -- sha256 of the token (the token itself is never stored)
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    created_at TEXT NOT NULL, expires_at TEXT NOT NULL, last_used_at TEXT
+);
+CREATE INDEX tokens_user ON tokens(user_id);
+CREATE TABLE user_addresses (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    recipient_name TEXT, recipient_phone TEXT, province TEXT, city TEXT, district TEXT,
+    detail_address TEXT, postal_code TEXT, is_default INTEGER NOT NULL DEFAULT 0, tag TEXT,
+    create_time TEXT, update_time TEXT
+);
+CREATE INDEX user_addresses_user ON user_addresses(user_id);
+CREATE TABLE notifications (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL,        -- user API type: queue_update|charging_start|charging_complete|pile_fault|system|recharge
+    type INTEGER NOT NULL,     -- operator API type: 1 system, 2 order, 3 activity, 4 recharge
+    title TEXT NOT NULL, content TEXT NOT NULL, related_id TEXT,
+    is_read INTEGER NOT NULL DEFAULT 0, read_time TEXT, create_time TEXT NOT NULL
+);
+CREATE INDEX notifications_user ON notifications(user_id, is_read);
+CREATE TABLE stations (
+    id TEXT PRIMARY KEY,
+    code TEXT UNIQUE,          -- the MQTT station id of pilegate/v1/{station}/...
+    name TEXT NOT NULL, status INTEGER NOT NULL DEFAULT 1, address TEXT, location TEXT,
+    create_time TEXT, update_time TEXT
+);
+CREATE TABLE piles (
+    id TEXT PRIMARY KEY,
+    station_id TEXT NOT NULL REFERENCES stations(id),
+    pile_no TEXT NOT NULL UNIQUE,                    -- the MQTT pile id (F1, T2, ...)
+    pile_type INTEGER NOT NULL CHECK (pile_type IN (1, 2)),   -- 1 DC fast, 2 AC slow
+    power_rate REAL NOT NULL,                        -- kW
+    manufacturer TEXT, imei TEXT, total_ports INTEGER NOT NULL DEFAULT 1,
+    protocol_version TEXT, software_version TEXT, hardware_version TEXT,
+    status INTEGER NOT NULL DEFAULT 0,               -- 0 offline, 1 idle, 2 in use, 3 fault
+    online_status INTEGER NOT NULL DEFAULT 0,        -- 0 offline, 1 online
+    in_service INTEGER NOT NULL DEFAULT 1,           -- operator switch: 0 = taken out of service
+    signal_strength INTEGER, temperature REAL, last_heartbeat_time TEXT, gateway TEXT,
+    installation_date TEXT, last_maintenance_date TEXT, create_time TEXT, update_time TEXT
+);
+CREATE TABLE ports (
+    id TEXT PRIMARY KEY,
+    pile_id TEXT NOT NULL REFERENCES piles(id) ON DELETE CASCADE,
+    port_no TEXT NOT NULL,
+    port_type INTEGER NOT NULL DEFAULT 1,            -- 1 GB, 2 EU, 3 US
+    status INTEGER NOT NULL DEFAULT 0,               -- as piles.status
+    fault_type INTEGER NOT NULL DEFAULT 0,
+    is_disabled INTEGER NOT NULL DEFAULT 0,
+    current_order_id TEXT, last_order_id TEXT,
+    voltage REAL, current_ampere REAL, power REAL, temperature REAL,
+    meter_wh INTEGER, electricity REAL,              -- cumulative meter (Wh, and kWh)
+    total_charging_times INTEGER NOT NULL DEFAULT 0,
+    total_charging_duration INTEGER NOT NULL DEFAULT 0,
+    total_power_consumption REAL NOT NULL DEFAULT 0,
+    last_check_time TEXT, last_telemetry_ms INTEGER, update_time TEXT,
+    UNIQUE (pile_id, port_no)
+);
+CREATE TABLE charging_requests (
+    id TEXT PRIMARY KEY,                             -- also the scheduler's car id
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    queue_number TEXT NOT NULL,
+    charging_mode TEXT NOT NULL,                     -- fast | slow
+    requested_amount TEXT NOT NULL,                  -- kWh, exact
+    battery_capacity REAL,
+    current_status TEXT NOT NULL,                    -- waiting | charging | completed | cancelled
+    bill_id TEXT, created_at TEXT NOT NULL, updated_at TEXT, finished_at TEXT
+);
+CREATE INDEX charging_requests_user ON charging_requests(user_id, current_status);
+CREATE TABLE bills (
+    id TEXT PRIMARY KEY,
+    request_id TEXT NOT NULL UNIQUE REFERENCES charging_requests(id),
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    generated_time TEXT NOT NULL,
+    electricity TEXT NOT NULL, total_amount TEXT NOT NULL, duration INTEGER NOT NULL
+);
+CREATE TABLE orders (
+    id TEXT PRIMARY KEY,
+    order_no TEXT NOT NULL UNIQUE,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    request_id TEXT REFERENCES charging_requests(id),
+    bill_id TEXT REFERENCES bills(id),
+    pile_id TEXT REFERENCES piles(id) ON DELETE SET NULL,
+    port_id TEXT REFERENCES ports(id) ON DELETE SET NULL,
+    pile_no TEXT, port_no TEXT,
+    status INTEGER NOT NULL DEFAULT 1,               -- 0 to pay, 1 charging, 2 done, 3 cancelled, 4 abnormal
+    billing_mode INTEGER NOT NULL DEFAULT 1,         -- 0 by time, 1 energy + energy service, 2 energy + time service
+    start_time TEXT, end_time TEXT, duration INTEGER NOT NULL DEFAULT 0,
+    electricity TEXT NOT NULL DEFAULT '0', electricity_num REAL NOT NULL DEFAULT 0,
+    amount TEXT NOT NULL DEFAULT '0', amount_num REAL NOT NULL DEFAULT 0,
+    service_fee TEXT NOT NULL DEFAULT '0', service_fee_num REAL NOT NULL DEFAULT 0,
+    total_amount TEXT NOT NULL DEFAULT '0', total_amount_num REAL NOT NULL DEFAULT 0,
+    detail TEXT,                                     -- the billing detail record (JSON)
+    start_meter_wh INTEGER, end_meter_wh INTEGER,
+    payment_status INTEGER NOT NULL DEFAULT 0, payment_time TEXT, payment_method INTEGER,
+    transaction_id TEXT, generated_time TEXT, create_time TEXT NOT NULL, update_time TEXT
+);
+CREATE INDEX orders_user ON orders(user_id, create_time);
+CREATE INDEX orders_pile ON orders(pile_id, create_time);
+CREATE INDEX orders_status ON orders(status, create_time);
+CREATE INDEX orders_created ON orders(create_time);
+CREATE INDEX orders_bill ON orders(bill_id);
+CREATE TABLE params (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TEXT);
+CREATE TABLE scheduler_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1), state TEXT NOT NULL, updated_at TEXT NOT NULL
+);
+CREATE TABLE live_sessions (
+    car TEXT PRIMARY KEY REFERENCES charging_requests(id),
+    pile_no TEXT NOT NULL, port INTEGER NOT NULL, order_id TEXT,
+    command_id TEXT, started_ms INTEGER, start_meter_wh INTEGER,
+    last_ms INTEGER, last_meter_wh INTEGER, samples TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE commands (
+    id TEXT PRIMARY KEY, pile_no TEXT NOT NULL, port INTEGER NOT NULL, op TEXT NOT NULL,
+    params TEXT NOT NULL, car TEXT, status TEXT NOT NULL, reason TEXT, attempt INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL, updated_ms INTEGER
+);
+CREATE TABLE telemetry (
+    pile_no TEXT NOT NULL, port INTEGER NOT NULL, ts INTEGER NOT NULL,
+    session INTEGER NOT NULL, seq INTEGER NOT NULL, state TEXT NOT NULL,
+    voltage_v REAL, current_a REAL, power_w REAL, energy_wh INTEGER NOT NULL,
+    temperature_c REAL, fault TEXT, replayed INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX telemetry_port_ts ON telemetry(pile_no, port, ts);
+"""
+
+
+@migrations(name="0001_core")
+def core(db: sqlite_utils.Database) -> None:
+    """Every table of both APIs and the live service, and the four system roles."""
+    for statement in _CORE.split(";"):  # not executescript(): it would commit mid-migration
+        if statement.strip():
+            db.execute(statement)
+    for role_id, name, description, level in SYSTEM_ROLES:
+        db.execute("INSERT INTO roles (id, name, description, permission_level, is_system) "
+                   "VALUES (?, ?, ?, ?, 1)", [role_id, name, description, level])
