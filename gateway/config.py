@@ -8,23 +8,17 @@ single source of defaults and help lines; ``config/gateway.example.toml`` docume
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from pilegate.settings import NUMBER as _NUM
+from pilegate.settings import ConfigError, is_loopback_listen, parse_mqtt_url, read_secret
+from pilegate.settings import check as _check
+from pilegate.settings import take as _take
 from protocols.registers import MAPS
 from protocols.topics import TopicError, check_id
-
-
-class ConfigError(ValueError):
-    """The configuration file has problems; ``problems`` lists each one by entry name."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        self.problems = problems
-        listing = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{source}: {len(problems)} problem(s)\n{listing}")
 
 
 @dataclass(frozen=True)
@@ -153,35 +147,6 @@ PILE_KEYS: dict[str, tuple[Any, str]] = {
 }
 
 
-def _take(table: Mapping[str, Any], keys: Mapping[str, tuple[Any, str]], where: str,
-          problems: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key in table:
-        if key not in keys:
-            problems.append(f"{where}: unknown key {key!r}")
-    for key, (default, _help) in keys.items():
-        if key in table:
-            out[key] = table[key]
-        elif default is ...:
-            problems.append(f"{where}.{key}: required")
-            out[key] = None
-        else:
-            out[key] = default
-    return out
-
-
-def _check(problems: list[str], where: str, value: Any, kind: type | tuple[type, ...],
-           ok: Callable[[Any], bool] = lambda v: True, expect: str = "") -> None:
-    if value is None:
-        return
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
-        names = " or ".join(k.__name__ for k in kinds)
-        problems.append(f"{where}: expected {names}, got {value!r}")
-    elif not ok(value):
-        problems.append(f"{where}: {value!r} is not {expect}")
-
-
 def _check_id(problems: list[str], where: str, value: Any) -> None:
     if isinstance(value, str):
         try:
@@ -192,34 +157,18 @@ def _check_id(problems: list[str], where: str, value: Any) -> None:
         problems.append(f"{where}: expected a string, got {value!r}")
 
 
-_NUM = (int, float)
-
-
 def _parse_mqtt(raw: Mapping[str, Any], gw: Mapping[str, Any], problems: list[str],
                 base: Path) -> MqttSettings:
     m = _take(raw, MQTT_KEYS, "mqtt", problems)
-    url = urlsplit(str(m["url"]))
-    host, port = url.hostname, None
-    try:
-        port = url.port
-    except ValueError:
-        problems.append(f"mqtt.url: bad port in {m['url']!r}")
-    if url.scheme not in ("mqtt", "mqtts") or not host:
-        problems.append(f"mqtt.url: {m['url']!r} is not mqtt://host:port or mqtts://host:port")
-    password = m["password"]
-    if m["password_file"]:
-        path = base / str(m["password_file"])
-        try:
-            password = path.read_text().splitlines()[0].strip()
-        except (OSError, IndexError):
-            problems.append(f"mqtt.password_file: cannot read a password from {path}")
+    host, port, tls = parse_mqtt_url(m["url"], "mqtt.url", problems)
+    password = read_secret(m["password"], m["password_file"], "mqtt.password_file", base,
+                           problems)
     _check(problems, "mqtt.keepalive_s", m["keepalive_s"], int, lambda v: 5 <= v <= 3600,
            "5..3600")
     _check(problems, "mqtt.max_inflight", m["max_inflight"], int, lambda v: 1 <= v <= 65535,
            "1..65535")
-    tls = url.scheme == "mqtts"
     client_id = m["client_id"] or f"pilegate-gw-{gw.get('station')}-{gw.get('id')}"
-    return MqttSettings(host=host or "", port=port or (8883 if tls else 1883), tls=tls,
+    return MqttSettings(host=host, port=port, tls=tls,
                         username=m["username"], password=password, client_id=str(client_id),
                         keepalive_s=m["keepalive_s"], max_inflight=m["max_inflight"])
 
@@ -331,7 +280,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>",
     _check(problems, "gateway.command_timeout_s", gw["command_timeout_s"], _NUM,
            lambda v: 0.1 <= v <= 60, "0.1..60")
     _check(problems, "gateway.control_listen", gw["control_listen"], str,
-           _is_loopback_listen, "a loopback host:port (127.0.0.1:PORT)")
+           is_loopback_listen, "a loopback host:port (127.0.0.1:PORT)")
     mqtt = _parse_mqtt(data.get("mqtt", {}), gw, problems, base)
     outbox = _parse_outbox(data.get("outbox", {}), problems)
     raw_buses, raw_piles = data.get("bus", []), data.get("pile", [])
@@ -350,12 +299,6 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>",
         log_format=gw["log_format"], control_listen=gw["control_listen"],
         command_timeout_s=float(gw["command_timeout_s"]), mqtt=mqtt, outbox=outbox,
         buses=tuple(buses), piles=tuple(piles))
-
-
-def _is_loopback_listen(value: str) -> bool:
-    host, _, port = value.rpartition(":")
-    return host in ("127.0.0.1", "localhost", "[::1]") and port.isdigit() and \
-        0 <= int(port) <= 65535
 
 
 def load_config(path: str | Path) -> GatewayConfig:
