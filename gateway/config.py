@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from pilegate.settings import NUMBER as _NUM
-from pilegate.settings import ConfigError, is_loopback_listen, parse_mqtt_url, read_secret
+from pilegate.settings import ConfigError as ConfigError  # re-exported for callers
 from pilegate.settings import check as _check
+from pilegate.settings import is_loopback_listen, parse_mqtt_url, read_secret
 from pilegate.settings import take as _take
 from protocols.registers import MAPS
 from protocols.topics import TopicError, check_id

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
+pytest_plugins = ["tests.broker_fixtures"]
+
 
 def _children() -> set[int]:
     pid = os.getpid()

@@ -1,0 +1,417 @@
+"""MQTT brokers for tests and the demo, and the ACL file of a production Mosquitto.
+
+* :class:`MosquittoBroker` runs ``mosquitto -c <conf>`` as a child process with a config it writes
+  into its data dir (listener on 127.0.0.1, persistence off unless asked, optional password and
+  ACL files). :class:`EmbeddedBroker` runs an amqtt broker (QoS 1, retained messages, last will)
+  as ``python -m pilegate.broker --port N``, for ``pilegate demo`` when mosquitto is not on PATH.
+* Both are **synchronous** handles (:class:`BrokerHandle`): ``start()`` returns once the port
+  accepts connections, ``stop()`` terminates (SIGTERM), ``kill()`` is SIGKILL for tests, and
+  ``start()`` again reuses the SAME port. They are also context managers (``with broker: ...``).
+  ``start()`` blocks for the few milliseconds the broker needs; call it from a thread
+  (``asyncio.to_thread``) if the caller's loop must not pause.
+* :func:`render_acl` writes the Mosquitto ACL for a station: gateway users may publish only their
+  own gateway status and their piles' status/telemetry/event/cmd-result topics and subscribe only
+  to their piles' cmd topics; the central user reads everything and publishes only cmd topics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Protocol, Self
+
+import structlog
+
+from protocols import topics
+
+log = structlog.get_logger(__name__)
+
+HOST = "127.0.0.1"
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 5.0
+_POLL_S = 0.02
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class BrokerError(Exception):
+    """A broker could not be started or stopped."""
+
+
+class BrokerStartError(BrokerError):
+    """The broker process exited or did not accept connections in time."""
+
+
+class AclError(ValueError):
+    """An ACL input (station, gateway, pile or user name) cannot be written safely."""
+
+
+def free_port(host: str = HOST) -> int:
+    """A TCP port that was free a moment ago on ``host`` (bind port 0, read it, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_accepts(port: int, host: str = HOST, timeout_s: float = 0.2) -> bool:
+    """Whether a TCP connect to host:port succeeds now."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+class BrokerHandle(Protocol):
+    """What :func:`start_broker` returns: a started broker on 127.0.0.1:port."""
+
+    host: str
+    port: int
+
+    @property
+    def running(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+class _ProcessBroker:
+    """A broker run as a child process; config and output (``broker.log``) live in ``data_dir``
+    (a new temporary directory if None). ``port`` None means a free port, chosen once."""
+
+    name = "broker"
+
+    def __init__(self, port: int | None, data_dir: str | Path | None) -> None:
+        self.host = HOST
+        self.port = port if port is not None else free_port()
+        self.data_dir = Path(data_dir) if data_dir is not None else Path(tempfile.mkdtemp(prefix="pilegate-"))
+        self.log_path = self.data_dir / "broker.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log = log.bind(broker=self.name, port=self.port)
+
+    def _argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def _prepare(self) -> None:
+        """Write whatever files the process needs."""
+
+    def _env(self) -> dict[str, str] | None:
+        return None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self.running and self._proc is not None else None
+
+    def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Start the process and return once the port accepts connections."""
+        if self.running:
+            raise BrokerError(f"{self.name} on port {self.port} is already running")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._prepare()
+        with self.log_path.open("ab") as out:
+            self._proc = subprocess.Popen(
+                self._argv(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self._env(),
+            )
+        self._wait_ready(timeout_s)
+        self._log.info("broker started", pid=self._proc.pid)
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not port_accepts(self.port, self.host):
+            proc = self._proc
+            if proc is None or proc.poll() is not None:
+                raise BrokerStartError(f"{self.name} exited during start-up: {self.log_tail()}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise BrokerStartError(
+                    f"{self.name} not accepting on port {self.port} after {timeout_s} s: {self.log_tail()}"
+                )
+            time.sleep(_POLL_S)
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The last lines of the broker's output (for error messages)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return " | ".join(text.strip().splitlines()[-lines:])
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """SIGTERM and wait (SIGKILL after ``timeout_s``); a stopped broker is left alone."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self._log.warning("broker ignored SIGTERM; killing", pid=proc.pid)
+            proc.kill()
+            proc.wait()
+        self._log.info("broker stopped", pid=proc.pid)
+
+    def kill(self) -> None:
+        """SIGKILL: the broker vanishes without closing connections cleanly or saving state."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        self._log.info("broker killed", pid=proc.pid)
+
+    def __enter__(self) -> Self:
+        if not self.running:
+            self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class MosquittoBroker(_ProcessBroker):
+    """``mosquitto -c <data_dir>/mosquitto.conf`` listening on 127.0.0.1:port.
+
+    ``persistence=True`` keeps sessions, queued QoS 1 messages and retained messages across a
+    ``stop()``/``start()`` (saved on SIGTERM, not on ``kill()``). Without a ``password_file``
+    anonymous clients are allowed.
+    """
+
+    name = "mosquitto"
+
+    def __init__(
+        self,
+        port: int | None = None,
+        data_dir: str | Path | None = None,
+        *,
+        password_file: str | Path | None = None,
+        acl_file: str | Path | None = None,
+        persistence: bool = False,
+        executable: str | None = None,
+    ) -> None:
+        super().__init__(port, data_dir)
+        self.password_file = Path(password_file) if password_file else None
+        self.acl_file = Path(acl_file) if acl_file else None
+        self.persistence = persistence
+        self.executable = executable or find_mosquitto()
+        if self.executable is None:
+            raise BrokerError("mosquitto not found on PATH or in /usr/sbin")
+        self.conf_path = self.data_dir / "mosquitto.conf"
+
+    def _argv(self) -> list[str]:
+        assert self.executable is not None
+        return [self.executable, "-c", str(self.conf_path)]
+
+    def _prepare(self) -> None:
+        self.conf_path.write_text(self.render_conf())
+
+    def render_conf(self) -> str:
+        """The mosquitto.conf this broker runs with."""
+        lines = [
+            "# written by pilegate.broker.MosquittoBroker",
+            f"user {getpass.getuser()}",
+            f"listener {self.port} {self.host}",
+            f"allow_anonymous {'false' if self.password_file else 'true'}",
+            f"persistence {'true' if self.persistence else 'false'}",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "connection_messages true",
+            "max_queued_messages 0",  # tests subscribe slowly; never drop what they queue
+            "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+        ]
+        if self.persistence:
+            lines.append(f"persistence_location {self.data_dir.resolve()}/")
+        if self.password_file:
+            lines.append(f"password_file {self.password_file.resolve()}")
+        if self.acl_file:
+            lines.append(f"acl_file {self.acl_file.resolve()}")
+        return "\n".join(lines) + "\n"
+
+
+def find_mosquitto() -> str | None:
+    """Path of the mosquitto executable (PATH, then /usr/sbin), or None."""
+    return shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
+
+
+def add_mosquitto_user(password_file: str | Path, username: str, password: str) -> None:
+    """Create or update ``username`` in a Mosquitto password file (``mosquitto_passwd -b``)."""
+    tool = shutil.which("mosquitto_passwd") or shutil.which("mosquitto_passwd", path="/usr/sbin")
+    if tool is None:
+        raise BrokerError("mosquitto_passwd not found on PATH")
+    path = Path(password_file)
+    argv = [tool, "-b", str(path), username, password]
+    if not path.exists():
+        argv.insert(1, "-c")
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise BrokerError(f"mosquitto_passwd failed for {username!r}: {result.stderr.strip()}")
+
+
+class EmbeddedBroker(_ProcessBroker):
+    """An amqtt broker in a child process (``python -m pilegate.broker --port N``).
+
+    Anonymous, no persistence; supports QoS 0/1, retained messages and the last will. Needs the
+    ``demo`` extra (amqtt).
+    """
+
+    name = "amqtt"
+
+    def _argv(self) -> list[str]:
+        return [sys.executable, "-m", "pilegate.broker", "--host", self.host, "--port", str(self.port)]
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), env.get("PYTHONPATH")]))
+        return env
+
+
+def start_broker(
+    port: int, data_dir: str | Path, prefer: Literal["mosquitto", "embedded"] = "mosquitto"
+) -> BrokerHandle:
+    """A started broker on 127.0.0.1:port: Mosquitto if preferred and installed, else amqtt."""
+    broker: MosquittoBroker | EmbeddedBroker
+    if prefer == "mosquitto" and find_mosquitto() is not None:
+        broker = MosquittoBroker(port, data_dir)
+    else:
+        broker = EmbeddedBroker(port, data_dir)
+    broker.start()
+    return broker
+
+
+# -- the embedded broker process ----------------------------------------------------------------
+
+
+def amqtt_config(host: str, port: int) -> dict[str, Any]:
+    """amqtt broker config: one TCP listener, anonymous clients, no $SYS chatter."""
+    return {
+        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
+        "timeout_disconnect_delay": 0,
+        "plugins": {
+            "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
+        },
+    }
+
+
+@contextlib.asynccontextmanager
+async def embedded_broker(port: int, host: str = HOST) -> AsyncIterator[None]:
+    """Run an amqtt broker on the current loop for the duration of the block."""
+    from amqtt.broker import Broker  # optional dependency (the demo extra)
+
+    broker = Broker(amqtt_config(host, port))
+    await broker.start()
+    try:
+        yield
+    finally:
+        await broker.shutdown()
+
+
+async def _serve_until_signal(port: int, host: str) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with embedded_broker(port, host):
+        print(f"amqtt broker listening on {host}:{port}", flush=True)
+        await stop.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the embedded broker until SIGTERM/SIGINT: ``python -m pilegate.broker --port N``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pilegate.broker", description="Embedded amqtt MQTT broker for pilegate demo."
+    )
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default=HOST)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(_serve_until_signal(args.port, args.host))
+
+
+# -- ACLs ---------------------------------------------------------------------------------------
+
+
+def gateway_user(station: str, gateway: str) -> str:
+    """Broker user name of a gateway (as in config/gateway.example.toml): gw-{station}-{gateway}."""
+    return f"gw-{topics.check_id('station', station)}-{topics.check_id('gateway', gateway)}"
+
+
+def render_acl(station: str, gateways: Mapping[str, Sequence[str]], central_user: str) -> str:
+    """The Mosquitto ACL file for one station.
+
+    ``gateways`` maps gateway id -> the ids of its piles; each gateway's user is
+    :func:`gateway_user`. Raises AclError naming any id that cannot appear in a topic.
+    """
+    try:
+        _check_acl_input(station, gateways, central_user)
+    except topics.TopicError as exc:
+        raise AclError(str(exc)) from None
+    root = f"{topics.ROOT}/{topics.VERSION}"
+    out = [
+        "# Mosquitto ACL for pilegate station " + station,
+        "# generated by pilegate.broker.render_acl; regenerate when piles move between gateways.",
+        "# No anonymous access: nothing is granted before the first 'user' line.",
+        "",
+        f"user {central_user}",
+        f"topic read {root}/#",
+        f"topic write {root}/+/pile/+/port/+/cmd",
+    ]
+    for gateway, piles in gateways.items():
+        out += [
+            "",
+            f"user {gateway_user(station, gateway)}",
+            f"topic write {topics.gw_status(station, gateway)}",
+        ]
+        for pile in piles:
+            base = f"{root}/{station}/pile/{pile}"
+            out += [
+                f"topic write {base}/status",
+                f"topic write {base}/event",
+                f"topic write {base}/port/+/telemetry",
+                f"topic write {base}/port/+/cmd/result",
+                f"topic read {base}/port/+/cmd",
+            ]
+    return "\n".join(out) + "\n"
+
+
+def _check_acl_input(station: str, gateways: Mapping[str, Sequence[str]], central_user: str) -> None:
+    topics.check_id("station", station)
+    topics.check_id("central user", central_user)
+    owner: dict[str, str] = {}
+    for gateway, piles in gateways.items():
+        topics.check_id("gateway", gateway)
+        for pile in piles:
+            topics.check_id(f"pile of gateway {gateway}", pile)
+            if owner.setdefault(pile, gateway) != gateway:
+                raise AclError(f"pile {pile!r} listed under gateways {owner[pile]!r} and {gateway!r}")
+
+
+if __name__ == "__main__":
+    main()

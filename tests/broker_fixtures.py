@@ -1,0 +1,227 @@
+"""Pytest fixtures for tests that need a real MQTT broker: ``mosquitto`` and ``mqtt_probe``.
+
+Use them from any test module with ``pytest_plugins = ["tests.broker_fixtures"]`` (or from a
+conftest.py). ``mosquitto`` is a started :class:`pilegate.broker.MosquittoBroker` on a free port
+(``.port``, ``.stop()``, ``.start()`` on the same port, ``.kill()``), stopped at teardown.
+``mqtt_probe`` is a connected :class:`MqttProbe` on that broker, and ``mqtt_probe_factory`` makes
+more (``await mqtt_probe_factory(port, username=..., clean_session=False)``), closed at teardown::
+
+    await mqtt_probe.subscribe("pilegate/v1/#")
+    msgs = await mqtt_probe.wait_for(lambda ms: len(ms) >= 10, timeout_s=5)
+
+The probe runs paho's own network thread (it is a test helper, not product code), hands every
+message to the test's loop with ``call_soon_threadsafe``, reconnects by itself when the broker
+comes back, and re-subscribes on every connect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from pilegate.broker import MosquittoBroker, free_port
+
+_ids = itertools.count(1)
+
+
+class ProbeTimeoutError(AssertionError):
+    """A probe condition did not become true in time."""
+
+
+@dataclass(frozen=True)
+class ProbeMessage:
+    """One message the probe received."""
+
+    topic: str
+    payload: bytes
+    retain: bool
+    qos: int
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """MQTT filter matching (``+`` one level, ``#`` the rest)."""
+    return bool(mqtt.topic_matches_sub(topic_filter, topic))
+
+
+class MqttProbe:
+    """A paho subscriber that records messages and lets async tests wait for conditions."""
+
+    def __init__(
+        self,
+        port: int,
+        host: str = "127.0.0.1",
+        *,
+        client_id: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        clean_session: bool = True,
+    ) -> None:
+        self.port, self.host = port, host
+        self.client_id = client_id or f"probe-{next(_ids)}"
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=clean_session
+        )
+        if username is not None:
+            self._client.username_pw_set(username, password)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=2)
+        self._client.on_connect = self._on_connect
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
+        self._filters: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._messages: list[ProbeMessage] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._changed: asyncio.Event | None = None
+        self._connects = 0
+        self._subacks: dict[int, list[Any]] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def connect(self, timeout_s: float = 5.0) -> None:
+        """Connect and start paho's thread; returns after CONNACK."""
+        self._loop = asyncio.get_running_loop()
+        self._changed = asyncio.Event()
+        self._client.connect(self.host, self.port, keepalive=10)
+        self._client.loop_start()
+        await self.wait_connected(timeout_s)
+
+    async def wait_connected(self, timeout_s: float = 5.0, *, connects: int = 1) -> None:
+        """Wait until the probe has connected ``connects`` times in total."""
+        await self._until(lambda: self._connects >= connects, timeout_s, "probe connected")
+
+    def close(self) -> None:
+        """Disconnect and join paho's thread."""
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    # -- subscribing and publishing ----------------------------------------------------------
+
+    async def subscribe(self, topic_filter: str, qos: int = 1, timeout_s: float = 5.0) -> list[Any]:
+        """Subscribe (re-made on every reconnect); returns the SUBACK reason codes."""
+        self._filters[topic_filter] = qos
+        rc, mid = self._client.subscribe(topic_filter, qos)
+        assert mid is not None, f"subscribe {topic_filter} failed: {mqtt.error_string(rc)}"
+        await self._until(lambda: mid in self._subacks, timeout_s, f"SUBACK for {topic_filter}")
+        return self._subacks[mid]
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        self._client.publish(topic, payload, qos, retain)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    @property
+    def messages(self) -> list[ProbeMessage]:
+        """Everything received so far, in arrival order (a snapshot)."""
+        with self._lock:
+            return list(self._messages)
+
+    def matching(self, topic_filter: str) -> list[ProbeMessage]:
+        return [m for m in self.messages if topic_matches(topic_filter, m.topic)]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._messages.clear()
+
+    async def wait_for(
+        self, pred: Callable[[list[ProbeMessage]], bool], timeout_s: float = 10.0
+    ) -> list[ProbeMessage]:
+        """Wait until ``pred(messages)`` is true; returns the messages then."""
+        await self._until(lambda: pred(self.messages), timeout_s, "probe condition")
+        return self.messages
+
+    async def _until(self, cond: Callable[[], bool], timeout_s: float, what: str) -> None:
+        assert self._loop is not None and self._changed is not None, "call connect() first"
+        deadline = self._loop.time() + timeout_s
+        while not cond():
+            remaining = deadline - self._loop.time()
+            if remaining <= 0:
+                summary = [(m.topic, m.payload[:80]) for m in self.messages[-10:]]
+                raise ProbeTimeoutError(f"{what}: not true after {timeout_s} s; last: {summary}")
+            self._changed.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._changed.wait()
+            except TimeoutError:
+                continue
+
+    # -- paho callbacks (paho's thread) -------------------------------------------------------
+
+    def _poke(self) -> None:
+        loop, changed = self._loop, self._changed
+        if loop is not None and changed is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(changed.set)
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if self._filters:
+            client.subscribe(list(self._filters.items()))
+        self._connects += 1
+        self._poke()
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[Any], properties: Any
+    ) -> None:
+        self._subacks[mid] = reasons
+        self._poke()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self._messages.append(ProbeMessage(msg.topic, bytes(msg.payload), bool(msg.retain), msg.qos))
+        self._poke()
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    """A started Mosquitto on a free 127.0.0.1 port (persistence off), stopped at teardown."""
+    broker = MosquittoBroker(free_port(), tmp_path / "mosquitto")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+async def mqtt_probe(mosquitto: MosquittoBroker) -> AsyncIterator[MqttProbe]:
+    """A connected MqttProbe on the ``mosquitto`` broker, closed at teardown."""
+    probe = MqttProbe(mosquitto.port)
+    await probe.connect()
+    try:
+        yield probe
+    finally:
+        probe.close()
+
+
+ProbeFactory = Callable[..., Awaitable[MqttProbe]]
+
+
+@pytest.fixture
+async def mqtt_probe_factory() -> AsyncIterator[ProbeFactory]:
+    """``await make(port, **MqttProbe kwargs)``: a connected probe, closed at teardown."""
+    probes: list[MqttProbe] = []
+
+    async def make(port: int, **kwargs: Any) -> MqttProbe:
+        probe = MqttProbe(port, **kwargs)
+        probes.append(probe)
+        await probe.connect()
+        return probe
+
+    try:
+        yield make
+    finally:
+        for probe in probes:
+            probe.close()
