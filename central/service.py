@@ -205,6 +205,7 @@ class ChargingService:
         self.sessions: dict[str, LiveSession] = {}
         self.users: dict[str, int] = {}  # car (request id) -> user id
         self.battery: dict[str, float | None] = {}
+        self.created: dict[str, datetime] = {}  # car -> when the request was made
         self.last_request: dict[int, RequestView] = {}  # finished requests, per user
         self.bills: dict[str, Bill] = {}  # recently finished requests' bills
         self.usernames: dict[int, str] = {}
@@ -234,6 +235,7 @@ class ChargingService:
         for row in requests:
             self.users[row["id"]] = row["user_id"]
             self.battery[row["id"]] = row["battery_capacity"]
+            self.created[row["id"]] = datetime.fromisoformat(row["created_at"])
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._flush_sessions(), name="sessions-flush"),
                        loop.create_task(self._fault_silent_piles(), name="silent-piles")]
@@ -393,10 +395,24 @@ class ChargingService:
         return {"delivered_kwh": profile if profile is not None else 0}
 
     def _profile(self, session: LiveSession) -> MeterSamples | Fraction:
-        if session.base_wh is None or not session.samples:
+        """The segment's meter samples in station time, from its start.
+
+        The pile cannot deliver before it was dispatched, so the idle reading taken before the
+        segment started stands at the segment start: none of the meter's difference is lost.
+        """
+        request = self.scheduler.get(session.car)
+        if session.base_wh is None or not session.samples or request is None \
+                or request.segment_start is None:
             return Fraction(0)
-        return MeterSamples([(self.clock.at_ms(ms), wh - session.base_wh)
-                             for ms, wh in session.samples])
+        start = request.segment_start
+        samples = [(start, Fraction(0))]
+        for ms, wh in session.samples:
+            at = self.clock.at_ms(ms)
+            if at > start:
+                samples.append((at, Fraction(wh - session.base_wh)))
+            else:  # at or before the start: the meter then is the segment's base
+                samples[0] = (start, Fraction(wh - session.base_wh))
+        return MeterSamples(samples)
 
     # ---- queries for the API ------------------------------------------------------------------
 
@@ -588,9 +604,8 @@ class ChargingService:
                 continue
             car = point.queue[0]
             if self.scheduler.requests[car].state is RequestState.CHARGING:
-                session = self.sessions.get(car)
-                readings[point.point.point_id] = (self._profile(session) if session
-                                                  else Fraction(0))
+                session = self.sessions.get(car)  # readings are keyed by car
+                readings[car] = self._profile(session) if session else Fraction(0)
         return readings
 
     # ---- live input: telemetry, pile states, command outcomes ---------------------------------
@@ -601,6 +616,8 @@ class ChargingService:
         previous = self.last_reading.get(key)
         if previous is None or reading.ts >= previous[0]:
             self.last_reading[key] = (reading.ts, reading.energy_Wh)
+        if previous is None and self.health.get(pile_no) == "online":
+            self._schedule(self._health_changed(pile_no, "online"))  # its meter is known now
         session = next((s for s in self.sessions.values()
                         if s.pile_no == pile_no and s.port == port), None)
         if session is None:
@@ -656,10 +673,16 @@ class ChargingService:
             await self._set_fault(pile_no, "command", False)
 
     async def _health_changed(self, pile_no: str, state: str) -> None:
+        """A pile can take cars when it is online and the central knows its meter."""
         async with self._lock:
             if not any(p.point.pile_id == pile_no for p in self.scheduler.points.values()):
                 return
-            await self._set_fault(pile_no, "health", state != "online")
+            healthy = state == "online" and self._meter_known(pile_no)
+            await self._set_fault(pile_no, "health", not healthy)
+
+    def _meter_known(self, pile_no: str) -> bool:
+        return any(p == pile_no for p, _ in self.last_reading) or any(
+            s.pile_no == pile_no and s.base_wh is not None for s in self.sessions.values())
 
     async def _session_started(self, session: LiveSession) -> None:
         async with self._lock:
@@ -714,6 +737,7 @@ class ChargingService:
 
     def _on_RequestQueued(self, event: Any, changes: Changes) -> None:
         car = event.car
+        self.created[car] = event.at
         row = {"id": car, "user_id": self.users[car], "queue_number": event.queue_number,
                "charging_mode": API_MODES[Mode(event.mode)], "requested_amount": str(event.kwh),
                "battery_capacity": self.battery.get(car), "current_status": "waiting",
@@ -774,13 +798,13 @@ class ChargingService:
             order_id, end_wh = session.order_id, (session.samples[-1][1] if session.samples
                                                   else None)
             pile_no, port = session.pile_no, session.port
-            if not (session.stopping or session.port_stopped or detail.reason == "faulted"):
+            if not (session.stopping or session.port_stopped or detail.reason == "fault"):
                 changes.commands.append((pile_no, port, "stop", {}, event.car))
         else:
             order_id, end_wh = uuid.uuid4().hex, None
         changes.writes.append(lambda db: _finish_order(db, order_id, detail, event, pile_no,
                                                        port, self.users.get(event.car), end_wh))
-        if detail.reason == "faulted":
+        if detail.reason == "fault":
             user = self.users.get(event.car)
             if user is not None:
                 changes.writes.append(_notify(
@@ -826,7 +850,7 @@ class ChargingService:
                 current_status=status, queue_position=0, ahead_count=0, estimated_wait_time=0.0,
                 charging_pile_id=bill.details[-1].pile_id if bill.details else None,
                 start_time=bill.details[0].start if bill.details else None,
-                current_amount=_float(bill.kwh), created_at=at)
+                current_amount=_float(bill.kwh), created_at=self.created.pop(car, at))
 
     def _on_PointStatusChanged(self, event: PointStatusChanged, changes: Changes) -> None:
         log.info("point status", point=event.point_id, status=event.status)
@@ -889,7 +913,7 @@ def _insert_order(db: sqlite_utils.Database, order: dict[str, Any]) -> None:
 def _finish_order(db: sqlite_utils.Database, order_id: str, detail: DetailRecord, event: Any,
                   pile_no: str, port: int, user: int | None, end_wh: int | None) -> None:
     kwh, charge, service = detail.kwh, detail.charge_fee, detail.service_fee
-    row = {"status": 4 if detail.reason == "faulted" else 2,
+    row = {"status": 4 if detail.reason == "fault" else 2,
            "start_time": iso(detail.start), "end_time": iso(detail.stop),
            "duration": int((detail.stop - detail.start).total_seconds()),
            "electricity": str(kwh), "electricity_num": float(kwh),
@@ -917,7 +941,8 @@ def _load_state(db: sqlite_utils.Database) -> tuple[
     rows = list(db.query("SELECT state FROM scheduler_state WHERE id = 1"))
     state = json.loads(rows[0]["state"]) if rows else None
     sessions = list(db.query("SELECT * FROM live_sessions"))
-    requests = list(db.query("SELECT id, user_id, battery_capacity FROM charging_requests "
+    requests = list(db.query("SELECT id, user_id, battery_capacity, created_at "
+                             "FROM charging_requests "
                              "WHERE current_status IN ('waiting', 'charging')"))
     users = {r["id"]: r["username"] for r in db.query("SELECT id, username FROM users")}
     return state, sessions, requests, users

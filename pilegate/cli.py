@@ -10,6 +10,8 @@ from pilegate import __version__
 
 # command name -> "module:attribute" of a click.Command, imported on first use
 COMMANDS: dict[str, str] = {
+    "central": "central.app:central_command",
+    "create-user": "central.app:create_user_command",
     "demo": "pilegate.demo:demo_command",
     "gateway": "gateway.daemon:gateway_command",
     "sim": "firmware_sim.cli:sim",

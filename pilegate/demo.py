@@ -1,9 +1,10 @@
 """``pilegate demo``: one whole station on one machine, each part a real process.
 
 It starts an MQTT broker (Mosquitto when on PATH, else the embedded Python broker), the simulated
-piles of the station parameters (default 2 fast + 3 trickle, each a Modbus TCP server), and the
-gateway polling them; prints ``READY <url>`` once every part is up, then a compact live view of the
-telemetry read back from the broker. Ctrl-C or SIGTERM stops every child, gateway first so it can
+piles of the station parameters (default 2 fast + 3 trickle, each a Modbus TCP server), the gateway
+polling them, and the central service with its REST APIs; prints ``READY http://127.0.0.1:<port>``
+and the operator login once every part is up, then a compact live view of the telemetry read back
+from the broker. Ctrl-C or SIGTERM stops every child, central and gateway first so the gateway can
 flush its outbox and leave its status ``offline``.
 """
 
@@ -173,26 +174,27 @@ def subscribe_live_view(view: LiveView, port: int) -> Any:
     return client
 
 
-async def start_demo_charging(port: int, piles: dict[str, Any], time_scale: float) -> None:
-    """Start a session on every port through the real command path (MQTT cmd topic)."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
+DEMO_DRIVERS = [("demo-fast-1", "fast", 30), ("demo-fast-2", "fast", 20),
+                ("demo-slow-1", "slow", 10), ("demo-slow-2", "slow", 8), ("demo-slow-3", "slow", 6)]
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"demo-cmd-{os.getpid()}")
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    try:
-        expires = int(time.time() * 1000) + 60_000
-        for pile_id, ep in sorted(piles.items()):
-            for p in range(1, int(ep.get("ports", 1)) + 1):
-                energy = int(ep["rated_power_W"]) // 2  # half an hour at rated power
-                cmd = {"id": f"demo-{pile_id}-{p}-{secrets.token_hex(3)}", "op": "start",
-                       "params": {"energy_Wh": energy}, "expires_at": expires}
-                client.publish(f"pilegate/v1/{STATION}/pile/{pile_id}/port/{p}/cmd",
-                               json.dumps(cmd), qos=1).wait_for_publish(5)
-    finally:
-        client.loop_stop()
-        client.disconnect()
+
+async def start_demo_charging(url: str) -> None:
+    """Demo drivers register and ask for a charge through the driver API (the real flow)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        for username, mode, kwh in DEMO_DRIVERS:
+            password = secrets.token_urlsafe(12)
+            body = {"username": username, "password": password,
+                    "email": f"{username}@example.invalid", "phone": "13800000000"}
+            async with session.post(f"{url}/api/auth/register/", json=body) as resp:
+                if resp.status >= 300:
+                    continue  # the driver exists from an earlier demo run
+                token = (await resp.json())["data"]["token"]
+            request = {"charging_mode": mode, "requested_amount": kwh, "battery_capacity": 60}
+            async with session.post(f"{url}/api/charging/request/", json=request,
+                                    headers={"Authorization": f"Token {token}"}) as resp:
+                await resp.read()
 
 
 async def run_demo(opts: dict[str, Any]) -> None:
@@ -226,19 +228,32 @@ async def run_demo(opts: dict[str, Any]) -> None:
         gateway = await spawn("gateway", [python, "-m", "pilegate.cli", "gateway", "--config",
                                           str(config_path)], data_dir)
         children.append(gateway)
-        url = f"http://127.0.0.1:{control_port}"
-        await wait_for_http(f"{url}/status", gateway, 30)
-        await wait_for_piles_online(f"{url}/status", gateway, set(piles), 30)
+        control = f"http://127.0.0.1:{control_port}"
+        await wait_for_http(f"{control}/status", gateway, 30)
+        await wait_for_piles_online(f"{control}/status", gateway, set(piles), 30)
+        central_path = data_dir / "central.toml"
+        central_path.write_text(central_toml(mqtt_port, data_dir, opts))
+        password = opts["admin_password"] or secrets.token_urlsafe(12)
+        await create_admin(python, central_path, password, data_dir)
+        central = await spawn("central", [python, "-m", "pilegate.cli", "central", "--config",
+                                          str(central_path), "--port", str(opts["http_port"])],
+                              data_dir)
+        children.append(central)
+        url = f"http://127.0.0.1:{opts['http_port']}"
+        await wait_for_http(f"{url}/api/openapi.json", central, 30)
         view = LiveView()
         view_client = subscribe_live_view(view, mqtt_port)
         click.echo(f"READY {url}")
-        click.echo(f"  broker  mqtt://127.0.0.1:{mqtt_port} ({getattr(broker, 'name', 'broker')})")
-        click.echo(f"  piles   {', '.join(sorted(piles))} (time scale x{opts['time_scale']})")
-        click.echo(f"  gateway control API {url}  (pilectl --url {url} status)")
-        click.echo(f"  logs    {data_dir}/*.log")
+        click.echo(f"  operator login: admin / {password}  (user API username, operator API openId)")
+        click.echo(f"  driver API   {url}/api/charging/...   OpenAPI {url}/api/openapi.json")
+        click.echo(f"  broker       mqtt://127.0.0.1:{mqtt_port} "
+                   f"({getattr(broker, 'name', 'broker')})")
+        click.echo(f"  piles        {', '.join(sorted(piles))} (time scale x{opts['time_scale']})")
+        click.echo(f"  gateway      pilectl --url {control} status")
+        click.echo(f"  logs         {data_dir}/*.log")
         sys.stdout.flush()
         if opts["charge"]:
-            await start_demo_charging(mqtt_port, piles, opts["time_scale"])
+            await start_demo_charging(url)
         await _live(view, stop, children, opts["view_interval_s"])
     finally:
         if view_client is not None:
@@ -264,6 +279,29 @@ async def _live(view: LiveView, stop: asyncio.Event, children: list[Child],
             sys.stdout.flush()
 
 
+def central_toml(mqtt_port: int, data_dir: Path, opts: dict[str, Any]) -> str:
+    """A central config for the demo station (its database in the data dir)."""
+    params = opts["params"] or _default_params(data_dir)
+    return "\n".join([
+        "[central]", f'station = "{STATION}"', 'station_name = "pilegate demo station"',
+        f'data_dir = "{data_dir / "central"}"', f"time_scale = {opts['time_scale']}",
+        'log_format = "json"', "", "[mqtt]", f'url = "mqtt://127.0.0.1:{mqtt_port}"',
+        'client_id = "pilegate-central-demo"', "", "[station]",
+        f'params_file = "{Path(params).resolve()}"', ""])
+
+
+async def create_admin(python: str, config: Path, password: str, data_dir: Path) -> None:
+    """The operator account ``admin`` with ``password`` (created, or its password reset)."""
+    env = {**os.environ, "PILEGATE_PASSWORD": password}
+    with (data_dir / "central.log").open("ab") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            python, "-m", "pilegate.cli", "create-user", "--config", str(config),
+            "--username", "admin", "--admin", "--update", env=env, stdout=log_file,
+            stderr=log_file, stdin=asyncio.subprocess.DEVNULL)
+        if await process.wait() != 0:
+            raise DemoError(f"could not create the admin account; see {data_dir}/central.log")
+
+
 def _default_params(data_dir: Path) -> Path:
     path = data_dir / "station.toml"
     if not path.exists():
@@ -273,8 +311,8 @@ def _default_params(data_dir: Path) -> Path:
 
 
 @click.command("demo")
-@click.option("--http-port", type=click.IntRange(0, 65535), default=5045, show_default=True,
-              help="port of the central service's HTTP API (central joins in a later release)")
+@click.option("--http-port", type=click.IntRange(1, 65535), default=5045, show_default=True,
+              help="port of the central service's REST APIs")
 @click.option("--mqtt-port", type=click.IntRange(0, 65535), default=0,
               help="broker port (default: a free port)")
 @click.option("--time-scale", type=click.FloatRange(0.1, 3600), default=1.0, show_default=True,
@@ -289,7 +327,7 @@ def _default_params(data_dir: Path) -> Path:
 @click.option("--poll-period", "poll_period_s", type=click.FloatRange(0.1, 60), default=1.0,
               show_default=True, help="gateway poll period in seconds")
 @click.option("--charge/--no-charge", default=True, show_default=True,
-              help="start a session on every port once the station is up")
+              help="demo drivers ask for charges through the driver API once the station is up")
 @click.option("--view-interval", "view_interval_s", type=float, default=2.0, show_default=True,
               help="seconds between live-view refreshes (0 = none)")
 def demo_command(**opts: Any) -> None:

@@ -12,7 +12,9 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     """Route structlog and stdlib logging to stderr at ``level``; ``fmt`` is auto, json or console."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer() if use_json
+        # plain tracebacks: a pretty one would print local variables, passwords among them
+        else structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
     )
     numeric = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(

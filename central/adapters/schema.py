@@ -62,7 +62,7 @@ CREATE INDEX user_addresses_user ON user_addresses(user_id);
 CREATE TABLE notifications (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-    kind TEXT NOT NULL,        -- user API type: queue_update|charging_start|charging_complete|pile_fault|system|recharge
+    kind TEXT NOT NULL,        -- user API type: queue_update, charging_start, charging_complete, pile_fault
     type INTEGER NOT NULL,     -- operator API type: 1 system, 2 order, 3 activity, 4 recharge
     title TEXT NOT NULL, content TEXT NOT NULL, related_id TEXT,
     is_read INTEGER NOT NULL DEFAULT 0, read_time TEXT, create_time TEXT NOT NULL
@@ -133,7 +133,7 @@ CREATE TABLE orders (
     port_id TEXT REFERENCES ports(id) ON DELETE SET NULL,
     pile_no TEXT, port_no TEXT,
     status INTEGER NOT NULL DEFAULT 1,               -- 0 to pay, 1 charging, 2 done, 3 cancelled, 4 abnormal
-    billing_mode INTEGER NOT NULL DEFAULT 1,         -- 0 by time, 1 energy + energy service, 2 energy + time service
+    billing_mode INTEGER NOT NULL DEFAULT 1,  -- 0 time, 1 energy + energy service, 2 energy + time service
     start_time TEXT, end_time TEXT, duration INTEGER NOT NULL DEFAULT 0,
     electricity TEXT NOT NULL DEFAULT '0', electricity_num REAL NOT NULL DEFAULT 0,
     amount TEXT NOT NULL DEFAULT '0', amount_num REAL NOT NULL DEFAULT 0,

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,3 +172,92 @@ def start_gateway(workdir: Path, piles: dict[str, dict[str, Any]], mqtt_port: in
 
     wait_until(answering, 30, "gateway control API", proc)
     return gw
+
+
+@dataclass
+class CentralProcess:
+    proc: Proc
+    config_path: Path
+    url: str
+
+    def restart(self, workdir: Path) -> CentralProcess:
+        port = self.url.rsplit(":", 1)[1]
+        proc = spawn(self.proc.name, ["central", "--config", str(self.config_path),
+                                      "--port", port], workdir)
+        central = CentralProcess(proc, self.config_path, self.url)
+        wait_until(central.answering, 30, "central HTTP", proc)
+        return central
+
+    def answering(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/openapi.json", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+
+def central_config(station: str, mqtt_port: int, data_dir: Path, time_scale: float,
+                   fast: int, trickle: int, extra_station: str = "") -> str:
+    return f"""
+[central]
+station = "{station}"
+data_dir = "{data_dir}"
+time_scale = {time_scale}
+log_format = "json"
+[mqtt]
+url = "mqtt://127.0.0.1:{mqtt_port}"
+client_id = "central-{station}"
+[station]
+FastChargingPileNum = {fast}
+TrickleChargingPileNum = {trickle}
+WaitingAreaSize = 6
+ChargingQueueLen = 2
+{extra_station}
+"""
+
+
+def start_central(workdir: Path, mqtt_port: int, *, station: str = "s1", time_scale: float = 60,
+                  fast: int = 1, trickle: int = 1, admin_password: str | None = None,
+                  extra_station: str = "") -> CentralProcess:
+    config_path = workdir / "central.toml"
+    config_path.write_text(central_config(station, mqtt_port, workdir / "central-data",
+                                          time_scale, fast, trickle, extra_station))
+    if admin_password:
+        env = {**os.environ, "PILEGATE_PASSWORD": admin_password}
+        subprocess.run([sys.executable, "-m", "pilegate.cli", "create-user", "--config",
+                        str(config_path), "--username", "admin", "--admin"], env=env,
+                       check=True, capture_output=True, timeout=60)
+    port = free_port()
+    proc = spawn("central", ["central", "--config", str(config_path), "--port", str(port)],
+                 workdir)
+    central = CentralProcess(proc, config_path, f"http://127.0.0.1:{port}")
+    wait_until(central.answering, 30, "central HTTP", proc)
+    return central
+
+
+class Api:
+    """A tiny JSON client for the REST APIs: returns (status, body)."""
+
+    def __init__(self, base: str, token: str | None = None) -> None:
+        self.base, self.token = base, token
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Token {self.token}"
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=15) as resp:
+                raw = resp.read()
+                return resp.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            return exc.code, json.loads(raw) if raw else None
+
+    def register(self, username: str, password: str = "secret-pw-1") -> Api:
+        status, body = self.call("POST", "/api/auth/register/",
+                                 {"username": username, "password": password,
+                                  "email": f"{username}@example.com", "phone": "13800138000"})
+        assert status in (200, 201), body
+        return Api(self.base, body["data"]["token"])

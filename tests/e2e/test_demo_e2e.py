@@ -33,7 +33,8 @@ def processes_mentioning(text: str) -> list[str]:
 def test_demo_comes_up_charges_and_stops_cleanly(tmp_path, broker):
     data_dir = tmp_path / "demo"
     argv = [sys.executable, "-m", "pilegate.cli", "demo", "--data-dir", str(data_dir),
-            "--mqtt-port", str(free_port()), "--time-scale", "120", "--broker", broker,
+            "--mqtt-port", str(free_port()), "--http-port", str(free_port()),
+            "--time-scale", "120", "--broker", broker,
             "--view-interval", "0.5", "--poll-period", "0.5"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []

@@ -1,0 +1,217 @@
+"""The central service's one composition root: ``create_app(config)`` builds everything.
+
+Background parts live in the application's cleanup context (started before ``yield``, stopped
+after): the store, the charging service, the MQTT ingest and command sender. Nothing is built at
+import time. ``pilegate central`` runs it; ``pilegate create-user`` adds accounts to its database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import click
+import sqlite_utils
+import structlog
+from aiohttp import web
+
+from central.adapters.schema import migrations
+from central.adapters.storage import Store
+from central.clock import ClockAnchor, StationClock
+from central.config import CentralConfig, load_config
+from central.domain.params import StationParams, params_from_mapping
+from central.service import ChargingService
+from pilegate.logs import configure_logging
+from pilegate.settings import ConfigError
+
+log = structlog.get_logger(__name__)
+
+STORE = web.AppKey("store", Store)
+SERVICE = web.AppKey("service", ChargingService)
+
+
+def _anchor(db: sqlite_utils.Database, now_s: float) -> ClockAnchor:
+    """The persisted station-clock anchor; created at the first start."""
+    rows = list(db.query("SELECT value FROM params WHERE key = 'clock_anchor'"))
+    if rows:
+        value = json.loads(rows[0]["value"])
+        return ClockAnchor(value["wall_s"], value["station_s"])
+    db.table("params").insert({"key": "clock_anchor",
+                               "value": json.dumps({"wall_s": now_s, "station_s": now_s})})
+    return ClockAnchor(now_s, now_s)
+
+
+def _stored_params(db: sqlite_utils.Database) -> dict[str, Any] | None:
+    rows = list(db.query("SELECT value FROM params WHERE key = 'station'"))
+    return dict(json.loads(rows[0]["value"])) if rows else None
+
+
+def ensure_station(db: sqlite_utils.Database, config: CentralConfig, params: StationParams,
+                   now: str) -> None:
+    """The station and its scheduler's piles exist as records (both APIs list them)."""
+    stations = list(db.query("SELECT id FROM stations WHERE code = ?", [config.station]))
+    if stations:
+        station_id = stations[0]["id"]
+    else:
+        station_id = uuid.uuid4().hex
+        db.table("stations").insert({"id": station_id, "code": config.station,
+                                     "name": config.station_name, "status": 1,
+                                     "create_time": now, "update_time": now})
+    piles = [(f"F{i}", 1, params.fast_power_kw) for i in range(1, params.fast_pile_num + 1)]
+    piles += [(f"T{i}", 2, params.slow_power_kw) for i in range(1, params.trickle_pile_num + 1)]
+    for pile_no, pile_type, power in piles:
+        if db.table("piles").count_where("pile_no = ?", [pile_no]):
+            continue
+        pile_id = uuid.uuid4().hex
+        db.table("piles").insert({"id": pile_id, "station_id": station_id, "pile_no": pile_no,
+                                  "pile_type": pile_type, "power_rate": float(power),
+                                  "total_ports": 1, "status": 0, "online_status": 0,
+                                  "create_time": now, "update_time": now})
+        db.table("ports").insert({"id": uuid.uuid4().hex, "pile_id": pile_id, "port_no": "1",
+                                  "port_type": 1, "status": 0, "update_time": now})
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    from central.adapters.mqtt import CentralMqtt, MqttSettings
+    from central.commands import CommandSender
+    from central.ingest import Ingest
+
+    config: CentralConfig = app["config"]
+    store = Store(config.db_path, [migrations])
+    await store.open()
+    stored = await store.read(_stored_params)
+    params = params_from_mapping(stored) if stored else config.params
+    anchor = await store.write(lambda db: _anchor(db, time.time()))
+    clock = StationClock(config.time_scale, anchor)
+    await store.write(lambda db: ensure_station(db, config, params, clock.now().isoformat()))
+    holder: dict[str, Ingest] = {}
+    m = config.mqtt
+    mqtt = CentralMqtt(
+        MqttSettings(host=m.host, port=m.port, username=m.username, password=m.password,
+                     client_id=m.client_id, tls=m.tls, keepalive_s=m.keepalive_s),
+        [f"pilegate/v1/{config.station}/#"], lambda topic, payload: holder["ingest"].handle(
+            topic, payload))
+    sender = CommandSender(mqtt, store, config.station)
+    service = ChargingService(store, params, clock, sender, station=config.station)
+    sender.on_outcome = lambda o: service.on_command_outcome(o.pile_no, o.op, o.car, o.status,
+                                                             o.reason)
+    ingest = holder["ingest"] = Ingest(store, config.station, service, commands=sender)
+    app[STORE], app[SERVICE] = store, service
+    app["clock"], app["ingest"], app["mqtt"], app["commands"] = clock, ingest, mqtt, sender
+    app["timezone"] = params.timezone
+    await service.start()
+    await ingest.start()
+    await sender.start()
+    await mqtt.start()
+    log.info("central started", station=config.station, http_port=config.http_port)
+    try:
+        yield
+    finally:
+        await mqtt.stop()
+        await sender.stop()
+        await ingest.stop()
+        await service.close()
+        await store.close()
+        log.info("central stopped")
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    ingest = request.app["ingest"]
+    lines = []
+    for key, value in ingest.stats().items():
+        if isinstance(value, int | float):
+            lines += [f"# TYPE pilegate_central_ingest_{key} gauge",
+                      f"pilegate_central_ingest_{key} {value}"]
+    service: ChargingService = request.app[SERVICE]
+    lines += ["# TYPE pilegate_central_waiting_cars gauge",
+              f"pilegate_central_waiting_cars {service.scheduler.waiting_count}",
+              "# TYPE pilegate_central_live_sessions gauge",
+              f"pilegate_central_live_sessions {len(service.sessions)}"]
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+def create_app(config: CentralConfig) -> web.Application:
+    """The whole central service as one aiohttp application."""
+    from central.web.user_api import add_user_api
+
+    app = web.Application(client_max_size=1024**2)
+    app["config"] = config
+    app["auth_token_ttl_s"] = config.token_ttl_s
+    app.cleanup_ctx.append(_lifecycle)
+    add_user_api(app)
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+def _load(config_path: str) -> CentralConfig:
+    try:
+        return load_config(Path(config_path))
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+
+
+@click.command("central")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="central TOML file (see config/central.example.toml)")
+@click.option("--port", type=int, default=None, help="override http.port")
+def central_command(config_path: str, port: int | None) -> None:
+    """Run the central service: MQTT ingest, charging queue, billing and the REST APIs.
+
+    Example:
+
+        pilegate central --config /etc/pilegate/central.toml
+    """
+    config = _load(config_path)
+    if port is not None:
+        import dataclasses
+
+        config = dataclasses.replace(config, http_port=port)
+    configure_logging(config.log_level, config.log_format)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        web.run_app(create_app(config), host=config.http_host, port=config.http_port,
+                    print=lambda *_: None, access_log=None, shutdown_timeout=10)
+
+
+@click.command("create-user")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="central TOML file (its database gets the user)")
+@click.option("--username", default="admin", show_default=True)
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
+              envvar="PILEGATE_PASSWORD", help="or set PILEGATE_PASSWORD")
+@click.option("--admin", is_flag=True, help="make the user a super administrator (level 4)")
+@click.option("--update", is_flag=True, help="set the password if the user exists already")
+def create_user_command(config_path: str, username: str, password: str, admin: bool,
+                        update: bool) -> None:
+    """Create an account in the central database (the first operator of a new install).
+
+    Example:
+
+        pilegate create-user --config /etc/pilegate/central.toml --username admin --admin
+    """
+    from central.auth import AuthError, create_or_update_user
+
+    config = _load(config_path)
+
+    async def run() -> str:
+        store = Store(config.db_path, [migrations])
+        await store.open()
+        try:
+            return await store.write(lambda db: create_or_update_user(
+                db, username, password, level=4 if admin else 1, update=update))
+        finally:
+            await store.close()
+
+    try:
+        outcome = asyncio.run(run())
+    except AuthError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{outcome} user {username}{' (super administrator)' if admin else ''}")

@@ -1,0 +1,145 @@
+"""Central service configuration: TOML parsed once into frozen dataclasses, validated completely.
+
+Station parameters come from ``[station]`` (inline keys as in ``config/station.example.toml``) or
+from ``params_file``; the database lives in ``data_dir``. Every problem is reported together by
+entry name, as for the gateway.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from central.domain.params import StationParams, StationParamsError, params_from_mapping
+from pilegate.settings import NUMBER, ConfigError, check, parse_mqtt_url, read_secret, take
+from protocols.topics import TopicError, check_id
+
+CENTRAL_KEYS: dict[str, tuple[Any, str]] = {
+    "station": ("station1", "MQTT station id: the {station} of pilegate/v1/{station}/..."),
+    "station_name": ("Charging station", "display name of the station record"),
+    "data_dir": ("/var/lib/pilegate/central", "where central.db lives"),
+    "time_scale": (1.0, "station seconds per real second (the demo runs faster than life)"),
+    "log_level": ("info", "debug | info | warning | error"),
+    "log_format": ("auto", "auto (JSON unless on a terminal) | json | console"),
+}
+HTTP_KEYS: dict[str, tuple[Any, str]] = {
+    "host": ("127.0.0.1", "address the REST APIs listen on"),
+    "port": (5045, "port of the REST APIs and the dashboard"),
+}
+MQTT_KEYS: dict[str, tuple[Any, str]] = {
+    "url": ("mqtt://127.0.0.1:1883", "broker URL, mqtt://host:port or mqtts://host:port"),
+    "username": (None, "broker user of the central service (see config/mosquitto)"),
+    "password": (None, "broker password (prefer password_file)"),
+    "password_file": (None, "file whose first line is the broker password"),
+    "client_id": ("pilegate-central", "MQTT client id"),
+    "keepalive_s": (15, "MQTT keepalive in seconds"),
+}
+AUTH_KEYS: dict[str, tuple[Any, str]] = {
+    "token_ttl_s": (7 * 86400, "how long a login token is valid"),
+}
+STATION_EXTRA_KEYS: dict[str, tuple[Any, str]] = {
+    "params_file": (None, "station parameters TOML instead of inline keys"),
+}
+
+
+@dataclass(frozen=True)
+class CentralMqttSettings:
+    host: str
+    port: int
+    tls: bool
+    username: str | None
+    password: str | None
+    client_id: str
+    keepalive_s: int
+
+
+@dataclass(frozen=True)
+class CentralConfig:
+    station: str
+    station_name: str
+    data_dir: Path
+    time_scale: float
+    log_level: str
+    log_format: str
+    http_host: str
+    http_port: int
+    token_ttl_s: int
+    mqtt: CentralMqttSettings
+    params: StationParams
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "central.db"
+
+
+def _params(raw: Any, base: Path, problems: list[str]) -> StationParams | None:
+    table = dict(raw) if isinstance(raw, Mapping) else {}
+    path = table.pop("params_file", None)
+    if path:
+        try:
+            table = {**tomllib.loads((base / str(path)).read_text()), **table}
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            problems.append(f"station.params_file: cannot read {base / str(path)}: {exc}")
+            return None
+    try:
+        return params_from_mapping(table)
+    except StationParamsError as exc:
+        problems.extend(f"station.{key}: {what}" for key, what in exc.problems)
+        return None
+
+
+def parse_config(data: Mapping[str, Any], source: str = "<config>",
+                 base: Path | None = None) -> CentralConfig:
+    """Validate a parsed TOML document; raise ConfigError listing every problem."""
+    problems: list[str] = []
+    base = base or Path.cwd()
+    for key in data:
+        if key not in ("central", "http", "mqtt", "auth", "station"):
+            problems.append(f"unknown table {key!r}")
+    c = take(data.get("central", {}), CENTRAL_KEYS, "central", problems)
+    try:
+        check_id("central.station", str(c["station"]))
+    except TopicError as exc:
+        problems.append(str(exc))
+    check(problems, "central.time_scale", c["time_scale"], NUMBER, lambda v: 0 < v <= 3600,
+          "0 < scale <= 3600")
+    check(problems, "central.log_level", c["log_level"], str,
+          lambda v: v in ("debug", "info", "warning", "error"), "debug|info|warning|error")
+    h = take(data.get("http", {}), HTTP_KEYS, "http", problems)
+    check(problems, "http.port", h["port"], int, lambda v: 0 <= v <= 65535, "0..65535")
+    check(problems, "http.host", h["host"], str, bool, "a host")
+    m = take(data.get("mqtt", {}), MQTT_KEYS, "mqtt", problems)
+    host, port, tls = parse_mqtt_url(m["url"], "mqtt.url", problems)
+    password = read_secret(m["password"], m["password_file"], "mqtt.password_file", base,
+                           problems)
+    check(problems, "mqtt.keepalive_s", m["keepalive_s"], int, lambda v: 5 <= v <= 3600,
+          "5..3600")
+    a = take(data.get("auth", {}), AUTH_KEYS, "auth", problems)
+    check(problems, "auth.token_ttl_s", a["token_ttl_s"], int, lambda v: 60 <= v <= 90 * 86400,
+          "60 s .. 90 days")
+    params = _params(data.get("station", {}), base, problems)
+    if problems or params is None:
+        raise ConfigError(source, problems)
+    return CentralConfig(
+        station=c["station"], station_name=str(c["station_name"]),
+        data_dir=base / str(c["data_dir"]), time_scale=float(c["time_scale"]),
+        log_level=c["log_level"], log_format=c["log_format"], http_host=h["host"],
+        http_port=h["port"], token_ttl_s=a["token_ttl_s"],
+        mqtt=CentralMqttSettings(host, port, tls, m["username"], password, m["client_id"],
+                                 m["keepalive_s"]),
+        params=params)
+
+
+def load_config(path: str | Path) -> CentralConfig:
+    """Read and validate a central TOML file. Relative paths in it are relative to the file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read: {exc.strerror}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None
+    return parse_config(data, str(path), path.parent.resolve())

@@ -1,0 +1,27 @@
+"""The central service's REST surface: the driver API (spec/user-api.md), operator endpoints in the
+same style, the OpenAPI document, and the auth / error middlewares other APIs reuse.
+
+The application factory calls :func:`add_user_api` (also importable from
+:mod:`central.web.user_api`) before the app starts. App keys read:
+
+- the store, :class:`central.adapters.storage.Store`, opened (with the central migrations) before
+  the first request: ``app[central.app.STORE]`` (or ``app["store"]``).
+- the charging service, :class:`central.service.ChargingService` (charging routes, parameters, the
+  station time zone): ``app[central.app.SERVICE]`` (or ``app["service"]``).
+- ``app[central.web.middleware.AUTH_KEY]`` or ``app["auth"]`` (optional):
+  :class:`central.auth.AuthSettings` (token lifetime, login limiter,
+  clock); when absent one is installed with ``app["auth_token_ttl_s"]`` (else 7 days).
+- ``app["timezone"]`` (optional): IANA zone name used when there is no service (default
+  Asia/Shanghai).
+
+Another API (issue 4's operator platform API) adds its routes with
+:func:`central.web.openapi.register_routes` and its own :class:`central.web.errors.ApiStyle`; the
+middlewares and the OpenAPI document then cover it too.
+"""
+
+from __future__ import annotations
+
+from central.web.openapi import register_routes
+from central.web.user_api import add_user_api
+
+__all__ = ["add_user_api", "register_routes"]

@@ -1,0 +1,224 @@
+"""Who may call what, and the error boundary of every API route.
+
+Access is a table, not code: each route registered through :func:`central.web.openapi.register_routes`
+records a :class:`RoutePolicy` (access level + the API style that renders its errors); any other path
+under a prefix of :data:`PREFIX_POLICIES` gets that prefix's policy (deny by default under ``/api/``);
+paths outside every prefix (metrics, dashboard) pass through untouched.
+
+Two middlewares: :func:`error_middleware` (outer) renders every exception of a policed request
+through :func:`central.web.errors.api_error_for`; :func:`auth_middleware` (inner) reads
+``Authorization: Token <t>`` or ``Bearer <t>`` and stores the caller under :data:`USER_KEY`.
+
+App keys read (set by the application factory): the store and the charging service, under
+``app["store"]`` / ``app["service"]`` or the factory's typed keys ``central.app.STORE`` /
+``central.app.SERVICE``; optionally the account settings (central.auth.AuthSettings) under :data:`AUTH_KEY` or
+``app["auth"]`` (else :func:`install_middlewares` creates them, with ``app["auth_token_ttl_s"]`` as
+token lifetime) and
+``app["timezone"]`` (IANA name, used when the service is absent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zoneinfo
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from aiohttp import web
+from aiohttp.web_urldispatcher import AbstractRoute
+
+from central.adapters.storage import Store
+from central.auth import AuthSettings, AuthUser, InvalidToken, verify_token
+from central.web.errors import (
+    AUTH_INVALID,
+    AUTH_REQUIRED,
+    PERMISSION_DENIED,
+    USER_STYLE,
+    ApiError,
+    ApiStyle,
+    api_error_for,
+)
+
+if TYPE_CHECKING:
+    from central.service import ChargingService
+
+T = TypeVar("T")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+
+
+class Access(StrEnum):
+    """Who may call a route."""
+
+    PUBLIC = "public"  # no token needed
+    USER = "user"  # any valid token
+    STAFF = "staff"  # a token of a level >= 3 account (is_staff)
+
+
+@dataclass(frozen=True)
+class RoutePolicy:
+    """Access rule and error style of one route."""
+
+    access: Access
+    style: ApiStyle
+
+
+PREFIX_POLICIES: tuple[tuple[str, RoutePolicy], ...] = (("/api/", RoutePolicy(Access.USER, USER_STYLE)),)
+"""Policies of paths no registered route matched (404/405 bodies), longest prefix first."""
+
+POLICIES_KEY = web.AppKey("pilegate_route_policies", dict[AbstractRoute, RoutePolicy])
+USER_KEY = web.RequestKey("pilegate_user", AuthUser)
+TOKEN_KEY = web.RequestKey("pilegate_token", str)
+_INSTALLED_KEY = web.AppKey("pilegate_middlewares_installed", bool)
+AUTH_KEY = web.AppKey("pilegate_auth", AuthSettings)
+HASHER_KEY = web.AppKey("pilegate_password_hasher", ThreadPoolExecutor)
+HASH_THREADS = 2  # scrypt takes ~60 ms and 16 MiB: a small pool keeps logins off the loop, bounded
+_SCHEMES = ("token", "bearer")
+
+
+def policy_for(request: web.Request) -> RoutePolicy | None:
+    """The policy of the route a request matched, else of its path prefix, else None (not an API)."""
+    route = request.match_info.route
+    policies = request.app.get(POLICIES_KEY, {})
+    if route in policies:
+        return policies[route]
+    for prefix, policy in PREFIX_POLICIES:
+        if request.path.startswith(prefix):
+            return policy
+    return None
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render every error of a policed request in its API's style; never leak a stack trace."""
+    policy = policy_for(request)
+    if policy is None:
+        return await handler(request)
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return policy.style.render(api_error_for(exc))
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        return policy.style.render(api_error_for(exc))
+
+
+def bearer_token(request: web.Request) -> str:
+    """The token of ``Authorization: Token <t>`` / ``Bearer <t>``; ApiError 401 if absent or malformed."""
+    header = request.headers.get("Authorization", "").strip()
+    if not header:
+        raise ApiError(401, AUTH_REQUIRED, "需要认证: 请提供 Authorization: Token <token>")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() not in _SCHEMES or not token.strip():
+        raise ApiError(401, AUTH_INVALID, "认证无效: Authorization 应为 'Token <token>' 或 'Bearer <token>'")
+    return token.strip()
+
+
+async def authenticate_request(request: web.Request) -> AuthUser:
+    """Verify the request's token and remember the caller on the request."""
+    token = bearer_token(request)
+    settings = auth_settings(request.app)
+    now = settings.clock()
+    try:
+        user = await store_of(request).read(lambda db: verify_token(db, token, now=now))
+    except InvalidToken as exc:
+        raise ApiError(401, AUTH_INVALID, f"认证无效: {exc}") from exc
+    request[USER_KEY] = user
+    request[TOKEN_KEY] = token
+    return user
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Enforce the route's access level; unmatched paths fall through to their 404/405."""
+    policy = policy_for(request)
+    if policy is None or policy.access is Access.PUBLIC or request.match_info.http_exception is not None:
+        return await handler(request)
+    user = await authenticate_request(request)
+    if policy.access is Access.STAFF and not user.is_staff:
+        raise ApiError(403, PERMISSION_DENIED, "权限不足: 需要管理员账户")
+    return await handler(request)
+
+
+def install_middlewares(app: web.Application) -> None:
+    """Add the error and auth middlewares once, and default auth settings if the app has none."""
+    if app.get(_INSTALLED_KEY):
+        return
+    app[_INSTALLED_KEY] = True
+    app.middlewares.extend([error_middleware, auth_middleware])
+    app.setdefault(POLICIES_KEY, {})
+    app[HASHER_KEY] = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="password-hash")
+    app.on_cleanup.append(_stop_hasher)
+    if AUTH_KEY not in app:
+        given, ttl_s = app.get("auth"), app.get("auth_token_ttl_s")
+        if isinstance(given, AuthSettings):
+            app[AUTH_KEY] = given
+        else:
+            app[AUTH_KEY] = AuthSettings(token_ttl=timedelta(seconds=ttl_s)) if ttl_s else AuthSettings()
+
+
+async def _stop_hasher(app: web.Application) -> None:
+    app[HASHER_KEY].shutdown(wait=True)
+
+
+async def off_loop(request: web.Request, fn: Callable[..., T], *args: Any) -> T:
+    """Run a slow pure function (password hashing) on the app's hashing threads."""
+    return await asyncio.get_running_loop().run_in_executor(request.app[HASHER_KEY], fn, *args)
+
+
+# --- what handlers read ------------------------------------------------------------------------
+
+
+def current_user(request: web.Request) -> AuthUser:
+    """The caller (set by :func:`auth_middleware`)."""
+    if USER_KEY not in request:
+        raise ApiError(401, AUTH_REQUIRED)
+    return request[USER_KEY]
+
+
+def _app_value(app: web.Application, name: str) -> Any:
+    """``app[name]`` (string key, as the brief's contract) or the composition root's typed key."""
+    if name in app:
+        return app[name]
+    from central import app as root  # the factory's AppKeys (STORE, SERVICE); no import cycle
+
+    keys: dict[str, web.AppKey[Any]] = {"store": root.STORE, "service": root.SERVICE}
+    return app.get(keys[name]) if name in keys else None
+
+
+def store_of(request: web.Request) -> Store:
+    """The store (``app["store"]`` or ``central.app.STORE``)."""
+    store = _app_value(request.app, "store")
+    if store is None:
+        raise RuntimeError("the application has no store")
+    return cast(Store, store)
+
+
+def service_of(request: web.Request) -> ChargingService:
+    """The charging service (``app["service"]`` or ``central.app.SERVICE``)."""
+    service = _app_value(request.app, "service")
+    if service is None:
+        raise RuntimeError("the charging service is not running")
+    return cast("ChargingService", service)
+
+
+def auth_settings(app: web.Application) -> AuthSettings:
+    """The app's account settings (installed by :func:`install_middlewares`)."""
+    return app[AUTH_KEY]
+
+
+def station_zone(request: web.Request) -> zoneinfo.ZoneInfo:
+    """The station time zone: the service's parameters, else ``app["timezone"]``, else Asia/Shanghai."""
+    name = None
+    service = _app_value(request.app, "service")
+    if service is not None:
+        name = service.parameters().get("timezone")
+    name = name or request.app.get("timezone") or DEFAULT_TIMEZONE
+    return zoneinfo.ZoneInfo(str(name))
