@@ -38,6 +38,7 @@ from central.domain.errors import (
     DomainError,
     DuplicateRequestError,
     NotChargingError,
+    PileStateError,
     UnknownPileError,
     UnknownRequestError,
 )
@@ -216,6 +217,8 @@ class ChargingService:
         self._tasks: list[asyncio.Task[None]] = []
         self._wall_ms = wall_ms or (lambda: int(self.clock._wall() * 1000))
         self._dirty_sessions: set[str] = set()
+        self.port_watchers: dict[tuple[str, int], Callable[[Telemetry], None]] = {}
+        self.outcome_watchers: list[Callable[[str, str, str | None, str, str | None], None]] = []
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -608,11 +611,57 @@ class ChargingService:
                 readings[car] = self._profile(session) if session else Fraction(0)
         return readings
 
+    # ---- hooks for operator orders (central.orders): a port outside the queue ---------------------
+
+    async def reserve_port(self, pile_no: str, port: int) -> None:
+        """Take a port's charging point out of the queue for an operator order.
+
+        Refused (PileStateError) while a queued car is charging there or the pile is not healthy;
+        cars queued behind it are re-placed as when a pile is taken out of service.
+        """
+        async with self._lock:
+            point_id = self._point_id(pile_no, port)
+            state = self.scheduler.points[point_id]
+            if state.queue and self.scheduler.requests[state.queue[0]].state is \
+                    RequestState.CHARGING:
+                raise PileStateError(f"{point_id} is charging a queued car")
+            if not state.working:
+                raise PileStateError(f"{point_id} is {state.status}")
+            await self._apply(lambda now: self.scheduler.pile_disable(now, point_id))
+
+    async def release_port(self, pile_no: str, port: int) -> None:
+        """Give a reserved port back to the queue."""
+        async with self._lock:
+            point_id = self._point_id(pile_no, port)
+            if self.scheduler.points[point_id].disabled:
+                await self._apply(lambda now: self.scheduler.pile_enable(now, point_id))
+
+    def _point_id(self, pile_no: str, port: int) -> str:
+        for candidate in (f"{pile_no}-{port}", pile_no if port == 1 else ""):
+            if candidate in self.scheduler.points:
+                return candidate
+        raise UnknownPileError(f"no charging point for pile {pile_no} port {port}")
+
+    def last_meter(self, pile_no: str, port: int) -> tuple[int, int] | None:
+        """(wall ms, Wh) of the port's latest reading, if the central has seen one."""
+        return self.last_reading.get((pile_no, port))
+
+    async def send_command(self, pile_no: str, port: int, op: str, params: Mapping[str, int],
+                           *, tag: str | None = None) -> str:
+        """A command through the one command path (ids, expiry, retries, outcome)."""
+        return await self.commands.send(pile_no, port, op, dict(params), car=tag)  # type: ignore[arg-type]
+
     # ---- live input: telemetry, pile states, command outcomes ---------------------------------
 
     def on_telemetry(self, pile_no: str, port: int, reading: Telemetry) -> None:
         """Meter progress of a session; the end of a segment when the port stops charging."""
         key = (pile_no, port)
+        watcher = self.port_watchers.get(key)
+        if watcher is not None:
+            try:
+                watcher(reading)
+            except Exception:
+                log.exception("port watcher failed", pile=pile_no, port=port)
         previous = self.last_reading.get(key)
         if previous is None or reading.ts >= previous[0]:
             self.last_reading[key] = (reading.ts, reading.energy_Wh)
@@ -659,6 +708,8 @@ class ChargingService:
     def on_command_outcome(self, pile_no: str, op: str, car: str | None, status: str,
                            reason: str | None) -> None:
         """A command's final outcome; a start that never took makes the pile faulted for a while."""
+        for watch in self.outcome_watchers:
+            watch(pile_no, op, car, status, reason)
         if status == "done" or op != "start" or car not in self.sessions:
             return
         log.warning("start command failed; pile treated as faulted", pile=pile_no, car=car,
