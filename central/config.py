@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from central.domain.params import StationParams, StationParamsError, params_from_mapping
-from pilegate.settings import NUMBER, ConfigError, check, parse_mqtt_url, read_secret, take
+from pilegate.settings import (
+    NUMBER,
+    ConfigError,
+    check,
+    parse_mqtt_url,
+    read_secret,
+    read_toml,
+    take,
+)
 from protocols.topics import TopicError, check_id
 
 CENTRAL_KEYS: dict[str, tuple[Any, str]] = {
@@ -136,10 +144,5 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>",
 def load_config(path: str | Path) -> CentralConfig:
     """Read and validate a central TOML file. Relative paths in it are relative to the file."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(str(path), [f"cannot read: {exc.strerror}"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None
+    data = read_toml(path)
     return parse_config(data, str(path), path.parent.resolve())

@@ -7,7 +7,6 @@ single source of defaults and help lines; ``config/gateway.example.toml`` docume
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 from pilegate.settings import NUMBER as _NUM
 from pilegate.settings import ConfigError as ConfigError  # re-exported for callers
 from pilegate.settings import check as _check
-from pilegate.settings import is_loopback_listen, parse_mqtt_url, read_secret
+from pilegate.settings import is_loopback_listen, parse_mqtt_url, read_secret, read_toml
 from pilegate.settings import take as _take
 from protocols.registers import MAPS
 from protocols.topics import TopicError, check_id
@@ -305,10 +304,5 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>",
 def load_config(path: str | Path) -> GatewayConfig:
     """Read and validate a gateway TOML file. Relative paths in it are relative to the file."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(str(path), [f"cannot read: {exc.strerror}"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None
+    data = read_toml(path)
     return parse_config(data, str(path), path.parent.resolve())

@@ -7,6 +7,7 @@ listing every problem by entry name.
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,16 @@ class ConfigError(ValueError):
         self.problems = problems
         listing = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"{source}: {len(problems)} problem(s)\n{listing}")
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file as a dict, or a ConfigError saying why it cannot be read."""
+    try:
+        return tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read: {exc.strerror}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None
 
 
 def take(table: Any, keys: Mapping[str, tuple[Any, str]], where: str,
