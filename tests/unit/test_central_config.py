@@ -1,0 +1,59 @@
+"""Central config validation: every problem at once, by entry name; the example is valid."""
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from central.config import load_config, parse_config
+from pilegate.settings import ConfigError
+
+EXAMPLE = Path(__file__).parents[2] / "config" / "central.example.toml"
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(tomllib.loads(text), "central.toml")
+    return info.value.problems
+
+
+def test_shipped_example_is_valid_and_reads_the_station_file():
+    config = load_config(EXAMPLE)
+    assert config.http_port == 5045
+    assert config.params.fast_pile_num == 2 and config.params.trickle_pile_num == 3
+    assert config.mqtt.username == "pilegate-central"
+
+
+def test_defaults_need_no_file():
+    config = parse_config({})
+    assert config.station == "station1" and config.time_scale == 1.0
+    assert config.db_path.name == "central.db"
+
+
+def test_every_problem_is_listed_by_entry():
+    found = problems("""
+[central]
+station = "a/b"
+time_scale = 0
+colour = "blue"
+[http]
+port = 70000
+[mqtt]
+url = "http://broker"
+[station]
+WaitingAreaSize = -1
+[dashboard]
+""")
+    assert "unknown table 'dashboard'" in found
+    assert "central: unknown key 'colour'" in found
+    assert "central.time_scale: 0 is not 0 < scale <= 3600" in found
+    assert "http.port: 70000 is not 0..65535" in found
+    assert any(p.startswith("central.station 'a/b' must be") for p in found)
+    assert any(p.startswith("mqtt.url: 'http://broker'") for p in found)
+    assert any(p.startswith("station.WaitingAreaSize") for p in found)
+
+
+def test_a_missing_params_file_is_named(tmp_path):
+    (tmp_path / "c.toml").write_text('[station]\nparams_file = "nope.toml"\n')
+    with pytest.raises(ConfigError, match="station.params_file: cannot read"):
+        load_config(tmp_path / "c.toml")
