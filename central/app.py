@@ -27,6 +27,7 @@ from central.adapters.storage import Store
 from central.clock import ClockAnchor, StationClock
 from central.config import CentralConfig, load_config
 from central.domain.params import StationParams, params_from_mapping
+from central.retention import run_retention
 from central.service import ChargingService
 from pilegate.logs import configure_logging
 from pilegate.settings import ConfigError
@@ -110,10 +111,15 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await ingest.start()
     await sender.start()
     await mqtt.start()
+    retention = asyncio.get_running_loop().create_task(
+        run_retention(store, config.telemetry_retention_days), name="telemetry-retention")
     log.info("central started", station=config.station, http_port=config.http_port)
     try:
         yield
     finally:
+        retention.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await retention
         await mqtt.stop()
         await sender.stop()
         await ingest.stop()

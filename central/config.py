@@ -32,6 +32,7 @@ CENTRAL_KEYS: dict[str, tuple[Any, str]] = {
     "time_scale": (1.0, "station seconds per real second (the demo runs faster than life)"),
     "log_level": ("info", "debug | info | warning | error"),
     "log_format": ("auto", "auto (JSON unless on a terminal) | json | console"),
+    "telemetry_retention_days": (30, "raw telemetry older than this is pruned (bills keep theirs)"),
 }
 HTTP_KEYS: dict[str, tuple[Any, str]] = {
     "host": ("127.0.0.1", "address the REST APIs listen on"),
@@ -72,6 +73,7 @@ class CentralConfig:
     time_scale: float
     log_level: str
     log_format: str
+    telemetry_retention_days: float
     http_host: str
     http_port: int
     token_ttl_s: int
@@ -114,6 +116,8 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>",
         problems.append(str(exc))
     check(problems, "central.time_scale", c["time_scale"], NUMBER, lambda v: 0 < v <= 3600,
           "0 < scale <= 3600")
+    check(problems, "central.telemetry_retention_days", c["telemetry_retention_days"], NUMBER,
+          lambda v: 0 < v <= 3650, "0 < days <= 3650")
     check(problems, "central.log_level", c["log_level"], str,
           lambda v: v in ("debug", "info", "warning", "error"), "debug|info|warning|error")
     h = take(data.get("http", {}), HTTP_KEYS, "http", problems)
@@ -134,7 +138,8 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>",
     return CentralConfig(
         station=c["station"], station_name=str(c["station_name"]),
         data_dir=base / str(c["data_dir"]), time_scale=float(c["time_scale"]),
-        log_level=c["log_level"], log_format=c["log_format"], http_host=h["host"],
+        log_level=c["log_level"], log_format=c["log_format"],
+        telemetry_retention_days=float(c["telemetry_retention_days"]), http_host=h["host"],
         http_port=h["port"], token_ttl_s=a["token_ttl_s"],
         mqtt=CentralMqttSettings(host, port, tls, m["username"], password, m["client_id"],
                                  m["keepalive_s"]),
