@@ -32,8 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import socket
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +42,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.outbox import Outbox, OutMessage, StoredMessage, wall_ms
+from pilegate.mqtt_socket import close_socket, connect_in_thread, pending_tls_bytes
 
 log = structlog.get_logger(__name__)
 
@@ -324,31 +323,8 @@ class Uplink:
 
     async def _open_socket(self, client: mqtt.Client) -> None:
         """TCP (and TLS) connect and send CONNECT, in a thread: it may block for seconds."""
-        loop = asyncio.get_running_loop()
-        opened: asyncio.Future[None] = loop.create_future()
-        cfg = self.config
-
-        def deliver(exc: BaseException | None) -> None:
-            if opened.cancelled():
-                _close_socket(client)
-            elif exc is not None:
-                opened.set_exception(exc)
-            else:
-                opened.set_result(None)
-
-        def work() -> None:
-            exc: BaseException | None = None
-            try:
-                client.connect(cfg.host, cfg.port, cfg.keepalive_s)
-            except Exception as err:
-                exc = err
-            try:
-                loop.call_soon_threadsafe(deliver, exc)
-            except RuntimeError:  # the loop is gone: nobody will use this socket
-                _close_socket(client)
-
-        threading.Thread(target=work, name=f"uplink-connect:{cfg.client_id}", daemon=True).start()
-        await opened
+        c = self.config
+        await connect_in_thread(client, c.host, c.port, c.keepalive_s, f"uplink-connect:{c.client_id}")
 
     def _attach(self, client: mqtt.Client) -> None:
         """Register the connected socket with the loop and take over paho's socket callbacks."""
@@ -381,7 +357,7 @@ class Uplink:
         if sock is not None and self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(sock)
             self._loop.remove_writer(sock)
-        _close_socket(client)
+        close_socket(client)
         if self._client is client:
             self._client = None
 
@@ -617,7 +593,7 @@ class Uplink:
         try:
             client.loop_read()
             sock = client.socket()
-            while sock is not None and _pending_tls_bytes(sock) > 0:
+            while sock is not None and pending_tls_bytes(sock) > 0:
                 client.loop_read()
                 sock = client.socket()
         except Exception as exc:
@@ -645,16 +621,3 @@ class Uplink:
     def _on_socket_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         if self._loop is not None:
             self._loop.remove_writer(sock)
-
-
-def _pending_tls_bytes(sock: Any) -> int:
-    """Decrypted bytes an SSL socket holds that select() cannot see."""
-    pending = getattr(sock, "pending", None)
-    return int(pending()) if callable(pending) else 0
-
-
-def _close_socket(client: mqtt.Client) -> None:
-    sock = client.socket()
-    if isinstance(sock, socket.socket):
-        with contextlib.suppress(OSError):
-            sock.close()

@@ -24,8 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import socket
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +32,8 @@ import paho.mqtt.client as mqtt
 import structlog
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
+
+from pilegate.mqtt_socket import close_socket, connect_in_thread, pending_tls_bytes
 
 log = structlog.get_logger(__name__)
 
@@ -273,31 +273,8 @@ class CentralMqtt:
 
     async def _open_socket(self, client: mqtt.Client) -> None:
         """TCP (and TLS) connect and send CONNECT in a daemon thread: it may block for seconds."""
-        loop = asyncio.get_running_loop()
-        opened: asyncio.Future[None] = loop.create_future()
-        s = self.settings
-
-        def deliver(exc: BaseException | None) -> None:
-            if opened.cancelled():
-                _close_socket(client)
-            elif exc is not None:
-                opened.set_exception(exc)
-            else:
-                opened.set_result(None)
-
-        def work() -> None:
-            exc: BaseException | None = None
-            try:
-                client.connect(s.host, s.port, s.keepalive_s)
-            except Exception as err:
-                exc = err
-            try:
-                loop.call_soon_threadsafe(deliver, exc)
-            except RuntimeError:  # the loop is gone: nobody will use this socket
-                _close_socket(client)
-
-        threading.Thread(target=work, name=f"mqtt-connect:{s.client_id}", daemon=True).start()
-        await opened
+        c = self.settings
+        await connect_in_thread(client, c.host, c.port, c.keepalive_s, f"mqtt-connect:{c.client_id}")
 
     def _attach(self, client: mqtt.Client) -> None:
         sock = client.socket()
@@ -367,7 +344,7 @@ class CentralMqtt:
         if sock is not None and loop is not None and not loop.is_closed():
             loop.remove_reader(sock)
             loop.remove_writer(sock)
-        _close_socket(client)
+        close_socket(client)
 
     def _mark_lost(self, why: str) -> None:
         self._log.debug("connection ended", reason=why)
@@ -430,7 +407,7 @@ class CentralMqtt:
                 if self._packets_in == before:
                     break
             sock = client.socket()
-            while sock is not None and _pending_tls_bytes(sock) > 0:
+            while sock is not None and pending_tls_bytes(sock) > 0:
                 client.loop_read()
                 sock = client.socket()
         except Exception as exc:
@@ -473,16 +450,3 @@ class CentralMqtt:
         if self._writer_added and self._loop is not None:
             self._loop.remove_writer(sock)
             self._writer_added = False
-
-
-def _pending_tls_bytes(sock: Any) -> int:
-    """Decrypted bytes an SSL socket holds that select() cannot see."""
-    pending = getattr(sock, "pending", None)
-    return int(pending()) if callable(pending) else 0
-
-
-def _close_socket(client: mqtt.Client) -> None:
-    sock = client.socket()
-    if isinstance(sock, socket.socket):
-        with contextlib.suppress(OSError):
-            sock.close()
