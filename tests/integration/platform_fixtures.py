@@ -1,0 +1,184 @@
+"""Fixtures for the operator platform API tests: one real app serving BOTH APIs over one store.
+
+:func:`start_platform` builds what ``tests.integration.central_fixtures.start_central`` builds (real
+Store, real ChargingService on a fake wall clock, recorded pile commands) and registers the user API
+and the operator platform API (``add_operator_platform_api``; while the stations/orders modules do
+not exist yet, only ``accounts.ROUTES``). It returns a ``Central`` (``call``, ``user``,
+``telemetry``, ``wall``, ``store``, ``service``), so everything written against the driver API's
+fixtures works here too.
+
+A test module loads them with ``pytest_plugins = ("tests.integration.platform_fixtures",)``; to import
+the helpers too, first ``pytest.register_assert_rewrite("tests.integration.platform_fixtures")`` (else
+pytest warns that the plugin was imported before it could rewrite its asserts). Fixtures:
+``platform`` (the running app), ``normal_user`` and ``other_user`` (level 1), ``admin_user``
+(level 3, 管理员), ``super_admin`` (level 4, 超级管理员); each account is an ``Account``
+(``user_id``, ``username`` (= openId), ``token``, ``password``, ``headers``). Override
+``platform_station_params`` in a module for another station. Helpers: :func:`expect_problem`,
+:func:`expect_invalid`, :func:`problem_of`, :func:`invalid_of`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import AsyncIterator, Awaitable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+pytest.register_assert_rewrite("tests.integration.central_fixtures")
+
+from central import auth  # noqa: E402 - after the rewrite registration above
+from central.adapters.schema import migrations  # noqa: E402
+from central.adapters.storage import Store  # noqa: E402
+from central.app import SERVICE, STORE  # noqa: E402
+from central.clock import ClockAnchor, StationClock  # noqa: E402
+from central.domain.params import StationParams, params_from_mapping  # noqa: E402
+from central.service import ChargingService  # noqa: E402
+from central.web import add_user_api  # noqa: E402
+from central.web.middleware import AUTH_KEY  # noqa: E402
+from central.web.openapi import register_routes  # noqa: E402
+from tests.integration.central_fixtures import (  # noqa: E402
+    PASSWORD,
+    SMALL_STATION,
+    START,
+    Account,
+    Central,
+    FakeWall,
+    RecordingCommands,
+    stop_central,
+)
+
+_SIBLINGS = ("central.web.platform.stations", "central.web.platform.orders")
+
+
+def add_platform_routes(app: web.Application) -> None:
+    """The whole operator platform API; only the accounts part while its siblings are missing."""
+    if all(importlib.util.find_spec(name) is not None for name in _SIBLINGS):
+        from central.web.platform import add_operator_platform_api
+
+        add_operator_platform_api(app)
+        return
+    from central.web.platform import accounts
+
+    register_routes(app, accounts.ROUTES)
+
+
+async def start_platform(tmp_path: Path, params: StationParams, start: datetime = START) -> Central:
+    """Store, service (piles online), an app with both APIs, and a client; stop it with
+    :func:`stop_platform`."""
+    store = Store(tmp_path / "central.db", [migrations])
+    await store.open()
+    wall = FakeWall(start)
+    clock = StationClock(1.0, ClockAnchor(wall(), wall()), wall=wall)
+    commands = RecordingCommands()
+    service = ChargingService(store, params, clock, commands, station="test")
+    await service.start()
+    piles = [f"F{i}" for i in range(1, params.fast_pile_num + 1)]
+    piles += [f"T{i}" for i in range(1, params.trickle_pile_num + 1)]
+    for pile in piles:
+        service.health[pile] = "online"
+    app = web.Application()
+    app[STORE], app[SERVICE] = store, service
+    app[AUTH_KEY] = auth.AuthSettings(clock=wall.now)
+    add_user_api(app)
+    add_platform_routes(app)
+    client = TestClient(TestServer(app, host="127.0.0.1", port=0))
+    await client.start_server()
+    return Central(client, app, store, service, wall, commands)
+
+
+stop_platform = stop_central
+
+
+@pytest.fixture
+def platform_station_params() -> StationParams:
+    """One fast and one trickle pile (override per module)."""
+    return params_from_mapping(SMALL_STATION)
+
+
+@pytest.fixture
+async def platform(tmp_path: Path, platform_station_params: StationParams) -> AsyncIterator[Central]:
+    """A running app serving the user API and the operator platform API."""
+    running = await start_platform(tmp_path, platform_station_params)
+    try:
+        yield running
+    finally:
+        await stop_platform(running)
+
+
+@pytest.fixture
+async def normal_user(platform: Central) -> Account:
+    """A level-1 account (普通用户)."""
+    return await platform.user("alice")
+
+
+@pytest.fixture
+async def other_user(platform: Central) -> Account:
+    """Another level-1 account."""
+    return await platform.user("bob")
+
+
+@pytest.fixture
+async def admin_user(platform: Central) -> Account:
+    """A level-3 account (管理员): reads and changes other users' data."""
+    return await platform.user("admin3", level=3)
+
+
+@pytest.fixture
+async def super_admin(platform: Central) -> Account:
+    """A level-4 account (超级管理员): also manages roles."""
+    return await platform.user("root4", level=4)
+
+
+def expect_problem(status: int, body: Any, expected: int) -> dict[str, Any]:
+    """Assert an RFC 7807 problem details body with ``expected`` status; return it."""
+    assert status == expected, (status, body)
+    assert isinstance(body, dict) and body.get("status") == expected, body
+    assert isinstance(body.get("type"), str) and isinstance(body.get("title"), str), body
+    return body
+
+
+def expect_invalid(status: int, body: Any, *fields: str) -> dict[str, list[str]]:
+    """Assert a 400 validation problem naming every field of ``fields``; return its ``errors``."""
+    expect_problem(status, body, 400)
+    assert body["title"] == "One or more validation errors occurred.", body
+    errors: dict[str, list[str]] = body["errors"]
+    missing = [field for field in fields if field not in errors]
+    assert not missing, f"{missing} not named in {errors}"
+    return errors
+
+
+async def problem_of(call: Awaitable[tuple[int, Any]], expected: int) -> dict[str, Any]:
+    """Await a ``Central.call`` and assert it answered a problem with ``expected`` status."""
+    status, body = await call
+    return expect_problem(status, body, expected)
+
+
+async def invalid_of(call: Awaitable[tuple[int, Any]], *fields: str) -> dict[str, list[str]]:
+    """Await a ``Central.call`` and assert it answered 400 naming every field of ``fields``."""
+    status, body = await call
+    return expect_invalid(status, body, *fields)
+
+
+__all__ = [
+    "PASSWORD",
+    "Account",
+    "Central",
+    "add_platform_routes",
+    "admin_user",
+    "expect_invalid",
+    "expect_problem",
+    "invalid_of",
+    "normal_user",
+    "other_user",
+    "platform",
+    "platform_station_params",
+    "problem_of",
+    "start_platform",
+    "stop_platform",
+    "super_admin",
+]
