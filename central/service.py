@@ -873,6 +873,7 @@ class ChargingService:
                         changes: Changes) -> None:
         user = self.users.get(car)
         self.bills[car] = bill
+        self._close_open_segment(car, at, changes)
         seconds = int(sum((d.stop - d.start).total_seconds() for d in bill.details))
         bill_row = {"id": car, "request_id": car, "user_id": user, "generated_time": iso(at),
                     "electricity": str(bill.kwh), "total_amount": str(bill.total),
@@ -902,6 +903,19 @@ class ChargingService:
                 charging_pile_id=bill.details[-1].pile_id if bill.details else None,
                 start_time=bill.details[0].start if bill.details else None,
                 current_amount=_float(bill.kwh), created_at=self.created.pop(car, at))
+
+    def _close_open_segment(self, car: str, at: datetime, changes: Changes) -> None:
+        """A request that ended with a segment never billed (cancelled in the instant it was
+        dispatched): its order is cancelled with nothing delivered and its port stopped."""
+        session = self.sessions.pop(car, None)
+        if session is None:
+            return
+        self._dirty_sessions.add(car)
+        changes.writes.append(lambda db: db.execute(
+            "UPDATE orders SET status = 3, end_time = ?, update_time = ? "
+            "WHERE id = ? AND status = 1", [iso(at), iso(at), session.order_id]))
+        if not (session.stopping or session.port_stopped):
+            changes.commands.append((session.pile_no, session.port, "stop", {}, car))
 
     def _on_PointStatusChanged(self, event: PointStatusChanged, changes: Changes) -> None:
         log.info("point status", point=event.point_id, status=event.status)
