@@ -145,6 +145,7 @@ async def _metrics(request: web.Request) -> web.Response:
 
 def create_app(config: CentralConfig) -> web.Application:
     """The whole central service as one aiohttp application."""
+    from central.web.platform import add_operator_platform_api
     from central.web.user_api import add_user_api
 
     app = web.Application(client_max_size=1024**2)
@@ -152,6 +153,7 @@ def create_app(config: CentralConfig) -> web.Application:
     app["auth_token_ttl_s"] = config.token_ttl_s
     app.cleanup_ctx.append(_lifecycle)
     add_user_api(app)
+    add_operator_platform_api(app)
     app.router.add_get("/metrics", _metrics)
     return app
 

@@ -42,6 +42,7 @@ from central.web.errors import (
     ApiStyle,
     api_error_for,
 )
+from central.web.platform.common import PLATFORM_STYLE
 
 if TYPE_CHECKING:
     from central.service import ChargingService
@@ -67,7 +68,13 @@ class RoutePolicy:
     style: ApiStyle
 
 
-PREFIX_POLICIES: tuple[tuple[str, RoutePolicy], ...] = (("/api/", RoutePolicy(Access.USER, USER_STYLE)),)
+_PLATFORM_PREFIXES = ("/api/ChargingStations", "/api/ChargingPiles", "/api/ChargingPorts",
+                      "/api/Users", "/api/UserRoles", "/api/UserAddresses",
+                      "/api/UserNotifications", "/api/Orders")
+PREFIX_POLICIES: tuple[tuple[str, RoutePolicy], ...] = (
+    *((prefix, RoutePolicy(Access.USER, PLATFORM_STYLE)) for prefix in _PLATFORM_PREFIXES),
+    ("/api/", RoutePolicy(Access.USER, USER_STYLE)),
+)
 """Policies of paths no registered route matched (404/405 bodies), longest prefix first."""
 
 POLICIES_KEY = web.AppKey("pilegate_route_policies", dict[AbstractRoute, RoutePolicy])

@@ -125,10 +125,9 @@ def _success_schema(spec: RouteSpec) -> dict[str, Any]:
 
 
 def _responses(spec: RouteSpec, error_ref: str) -> dict[str, Any]:
-    success = {
-        "description": "success",
-        "content": {"application/json": {"schema": _success_schema(spec)}},
-    }
+    success: dict[str, Any] = {"description": "success"}
+    if spec.status != 204:  # 204 No Content has no body to describe
+        success["content"] = {"application/json": {"schema": _success_schema(spec)}}
     responses: dict[str, Any] = {str(spec.status): success}
     for status, codes in _error_codes(spec).items():
         text = ", ".join(f"{code} ({MESSAGES.get(code, code)})" for code in codes)

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 MODES = ("fast", "slow")
 MAX_KWH = 1000.0  # a request or battery above this is a typo, not a car
+MIN_KWH = 0.01  # below this a request is noise: piles meter in whole Wh
 BILLS_PAGE_LIMIT = (1, 100)
 NOTIFICATIONS_LIMIT = (1, 500)
 PERIODS = ("peak", "normal", "valley")
@@ -107,14 +108,15 @@ class Fields:
         return value
 
     def amount(self, name: str, *, required: bool = True, maximum: float = MAX_KWH) -> float | None:
-        """A finite number > 0 and <= ``maximum``."""
+        """A finite number >= MIN_KWH and <= ``maximum``."""
         if self._absent(name, required):
             return None
         value = self.data[name]
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.problems[name] = f"must be a number, got {json_type(value)}"
-        elif not math.isfinite(value) or not 0 < value <= maximum:
-            self.problems[name] = f"must be a number > 0 and <= {maximum:g}, got {value!r}"
+        elif not math.isfinite(value) or not MIN_KWH <= value <= maximum:
+            self.problems[name] = (f"must be a number >= {MIN_KWH:g} and <= {maximum:g}, "
+                                   f"got {value!r}")
         else:
             return float(value)
         return None
@@ -629,7 +631,7 @@ def _obj(properties: Mapping[str, Any], required: tuple[str, ...] | None = None)
 
 
 _MODE = {"type": "string", "enum": list(MODES)}
-_KWH = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_KWH}
+_KWH = {"type": "number", "minimum": MIN_KWH, "maximum": MAX_KWH}
 REGISTER_BODY = _obj(
     {
         "username": {"type": "string", "pattern": r"^[A-Za-z0-9_.\-@]{3,64}$"},
@@ -733,7 +735,9 @@ NOTIFICATION = _obj(
         "id": _INT,
         "type": {
             "type": "string",
-            "enum": ["queue_update", "charging_start", "charging_complete", "pile_fault"],
+            # the four of the spec, and the kinds of notices written through the operator API
+            "enum": ["queue_update", "charging_start", "charging_complete", "pile_fault",
+                     "system", "order", "activity", "recharge"],
         },
         "message": _STR,
         "timestamp": _DT,

@@ -75,11 +75,14 @@ def conflict(message: str) -> ApiError:
     return ApiError(409, "CONFLICT", message)
 
 
+PAGE_NUMBER_MAX = 10**9  # far past any last page, and OFFSET stays inside SQLite's integers
+
+
 def paging(request: web.Request) -> tuple[int, int]:
-    """(pageNumber, pageSize) from the query: defaults 1 and 10; size clamped to 100."""
+    """(pageNumber, pageSize) from the query: defaults 1 and 10; clamped to 10**9 and 100."""
     page = _positive_int(request, "pageNumber", 1)
     size = _positive_int(request, "pageSize", PAGE_SIZE_DEFAULT)
-    return page, min(size, PAGE_SIZE_MAX)
+    return min(page, PAGE_NUMBER_MAX), min(size, PAGE_SIZE_MAX)
 
 
 def _positive_int(request: web.Request, name: str, default: int) -> int:
