@@ -1,0 +1,819 @@
+"""The operator platform API's orders (spec/admin-api.md section 4): every charging session of both
+APIs as an order, operator orders that start real charges, payment, and statistics.
+
+Driver-API sessions are orders too (rows with a request id); their lifecycle stays with the
+charging service (complete / cancel of a charging one goes through it), and they are paid like any
+other. Operator orders are :mod:`central.orders`. Access: level >= 3 for everything, except that a
+user may read (byUser of themself, paged with userId = themself, get), create, complete, cancel and
+pay their own orders (403 otherwise). ``startDate`` / ``endDate`` are station-local dates,
+inclusive, on the order's start time. Money is rounded half up to 0.01 and kWh to 0.001 for
+display (exact in the database); datetimes are ISO 8601 UTC with ``Z``.
+:data:`ROUTES` is the route table (see :mod:`central.web.openapi`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from fractions import Fraction
+from typing import Any, TypeVar
+
+import sqlite_utils
+import structlog
+from aiohttp import web
+
+from central import orders as core
+from central.domain.units import display_number, exact
+from central.web.errors import RESOURCE_NOT_FOUND, ApiError, json_response
+from central.web.middleware import Access, current_user, service_of, station_zone
+from central.web.openapi import RouteSpec
+from central.web.platform.accounts import (
+    forbidden,
+    like_pattern,
+    no_content,
+    page_offset,
+    query_code,
+    query_keyword,
+    require_self_or_staff,
+    utc_z,
+)
+from central.web.platform.common import (
+    BILLING_MODE,
+    ORDER_STATUS,
+    PAGE_PARAMETERS,
+    PAYMENT_METHOD,
+    PAYMENT_STATUS,
+    PLATFORM_STYLE,
+    conflict,
+    described,
+    invalid,
+    not_found,
+    page_object,
+    page_schema,
+    paging,
+)
+from central.web.platform.stations import MAX_KEY, created, path_key, query_key, read, read_fields, write
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+MAX_KWH = 1000.0
+MAX_DURATION_S = 30 * 24 * 3600
+TRANSACTION_ID_LEN = (1, 64)
+
+# --- reading orders --------------------------------------------------------------------------------
+
+_ORDER_SELECT = (
+    "SELECT o.id, o.order_no, o.user_id, COALESCE(NULLIF(u.nickname, ''), u.username) AS user_nickname, "
+    "o.pile_id, o.pile_no, o.port_id, o.port_no, o.request_id, o.status, o.billing_mode, o.start_time, "
+    "o.end_time, o.duration, o.electricity, o.amount, o.service_fee, o.total_amount, o.payment_status, "
+    "o.payment_time, o.payment_method, o.transaction_id, o.create_time, o.update_time "
+    "FROM orders o LEFT JOIN users u ON u.id = o.user_id"
+)
+_NEWEST_FIRST = "o.start_time DESC, o.rowid DESC"
+
+
+def duration_text(seconds: int) -> str:
+    """``2小时0分钟0秒``."""
+    hours, rest = divmod(max(0, seconds), 3600)
+    return f"{hours}小时{rest // 60}分钟{rest % 60}秒"
+
+
+def money(text: str | None) -> float:
+    return display_number(Fraction(text or "0"), 2)
+
+
+def kwh(value: Fraction) -> float:
+    return display_number(value, 3)
+
+
+@dataclass(frozen=True)
+class LiveFigures:
+    """What a charging order shows before it is billed: kWh so far (if followed) and elapsed time."""
+
+    now: datetime
+    delivered: Mapping[str, Fraction]
+
+    def electricity(self, row: Mapping[str, Any]) -> Fraction:
+        if row["status"] == core.CHARGING and row["id"] in self.delivered:
+            return self.delivered[row["id"]]
+        return Fraction(row["electricity"] or "0")
+
+    def seconds(self, row: Mapping[str, Any]) -> int:
+        if row["status"] == core.CHARGING and row["start_time"]:
+            started = datetime.fromisoformat(row["start_time"])
+            return max(0, int((self.now - started).total_seconds()))
+        return int(row["duration"] or 0)
+
+
+def order_json(row: Mapping[str, Any], live: LiveFigures) -> dict[str, Any]:
+    """The spec's order shape (plus createTime)."""
+    seconds = live.seconds(row)
+    return {
+        "id": row["id"],
+        "orderNo": row["order_no"],
+        "userId": row["user_id"],
+        "userNickname": row["user_nickname"],
+        "pileId": row["pile_id"],
+        "pileNo": row["pile_no"],
+        "portId": row["port_id"],
+        "portNo": row["port_no"],
+        "status": row["status"],
+        "statusDescription": described(row["status"], ORDER_STATUS),
+        "billingMode": row["billing_mode"],
+        "billingModeDescription": described(row["billing_mode"], BILLING_MODE),
+        "startTime": utc_z(row["start_time"]),
+        "endTime": utc_z(row["end_time"]),
+        "duration": seconds,
+        "durationFormatted": duration_text(seconds),
+        "electricity": kwh(live.electricity(row)),
+        "amount": money(row["amount"]),
+        "serviceFee": money(row["service_fee"]),
+        "totalAmount": money(row["total_amount"]),
+        "paymentStatus": row["payment_status"],
+        "paymentStatusDescription": described(row["payment_status"], PAYMENT_STATUS),
+        "paymentTime": utc_z(row["payment_time"]),
+        "paymentMethod": row["payment_method"],
+        "paymentMethodDescription": described(row["payment_method"], PAYMENT_METHOD),
+        "transactionId": row["transaction_id"],
+        "createTime": utc_z(row["create_time"]),
+        "updateTime": utc_z(row["update_time"]),
+    }
+
+
+async def live_figures(request: web.Request) -> LiveFigures:
+    """Progress of charging orders this process follows (operator orders and driver sessions)."""
+    service = service_of(request)
+    delivered = {s.order_id: Fraction(s.delivered_wh, 1000) for s in service.sessions.values()}
+    orders = await core.operator_orders(service)
+    delivered.update({oid: Fraction(s.meter.delivered_wh, 1000) for oid, s in orders.sessions.items()})
+    return LiveFigures(service.now(), delivered)
+
+
+async def order_list(request: web.Request, fn: Callable[[sqlite_utils.Database], list[Any]]) -> web.Response:
+    rows, live = await read(request, fn), await live_figures(request)
+    return json_response([order_json(row, live) for row in rows])
+
+
+@dataclass(frozen=True)
+class OrderQuery:
+    """The paged list's filters; dates already as a UTC ``[since, until)`` range on start_time."""
+
+    user_id: int | None = None
+    pile_id: str | None = None
+    status: int | None = None
+    since: str | None = None
+    until: str | None = None
+    keyword: str | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses, args = ["1 = 1"], list[Any]()
+        for clause, value in (
+            ("o.user_id = ?", self.user_id),
+            ("o.pile_id = ?", self.pile_id),
+            ("o.status = ?", self.status),
+            ("o.start_time >= ?", self.since),
+            ("o.start_time < ?", self.until),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                args.append(value)
+        if self.keyword is not None:
+            clause, more = keyword_clause(self.keyword)
+            clauses.append(clause)
+            args += more
+        return " AND ".join(clauses), args
+
+
+def keyword_clause(keyword: str) -> tuple[str, list[Any]]:
+    """Orders whose orderNo starts with the keyword, whose pileNo is it or contains it (piles on
+    record), or whose user's nickname or openId contains it: a union of index lookups."""
+    prefix, pattern = keyword.upper(), like_pattern(keyword)
+    return (
+        "o.rowid IN (SELECT rowid FROM orders WHERE order_no >= ? AND order_no < ? "
+        "UNION ALL SELECT rowid FROM orders WHERE pile_no IN "
+        "(SELECT pile_no FROM piles WHERE pile_no LIKE ? ESCAPE '\\' UNION SELECT ?) "
+        "UNION ALL SELECT rowid FROM orders WHERE user_id IN "
+        "(SELECT id FROM users WHERE nickname LIKE ? ESCAPE '\\' OR username LIKE ? ESCAPE '\\'))",
+        [prefix, prefix + "\U0010ffff", pattern, keyword, pattern, pattern],
+    )
+
+
+def count_statement(query: OrderQuery, *, counts: bool) -> tuple[str, list[Any]]:
+    """The statement counting the matches: the trigger-kept per-status counts when only a status
+    (or nothing) filters and ``counts`` exist (central.orders.ORDER_MIGRATIONS), else COUNT(*) (a
+    covering index range for every other filter)."""
+    if counts and OrderQuery(status=query.status) == query:
+        if query.status is None:
+            return "SELECT COALESCE(SUM(n), 0) FROM order_counts", []
+        return "SELECT COALESCE(SUM(n), 0) FROM order_counts WHERE status = ?", [query.status]
+    where, args = query.where()
+    return f"SELECT COUNT(*) FROM orders o WHERE {where}", args  # noqa: S608
+
+
+def page_statement(query: OrderQuery, size: int, offset: int) -> tuple[str, list[Any]]:
+    """The page's rows, newest start first. Its rowids come from an index alone (a deep offset
+    skips index entries, not rows), then only those rows are read and joined."""
+    where, args = query.where()
+    rowids = f"SELECT o.rowid FROM orders o WHERE {where} ORDER BY {_NEWEST_FIRST} LIMIT ? OFFSET ?"  # noqa: S608
+    return f"{_ORDER_SELECT} WHERE o.rowid IN ({rowids}) ORDER BY {_NEWEST_FIRST}", [*args, size, offset]
+
+
+def has_counts(db: sqlite_utils.Database) -> bool:
+    return (
+        db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'order_counts'").fetchone()
+        is not None
+    )
+
+
+def order_page(db: sqlite_utils.Database, query: OrderQuery, size: int, offset: int) -> tuple[int, list[Any]]:
+    """(total count, rows of the page), newest start first."""
+    sql, args = count_statement(query, counts=has_counts(db))
+    total = int(db.execute(sql, args).fetchone()[0])
+    sql, args = page_statement(query, size, offset)
+    return total, list(db.query(sql, args))
+
+
+def query_int(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        raise invalid(name, f"must be a positive integer, got {raw[:40]!r}")
+    return int(raw)
+
+
+def query_day(request: web.Request, name: str) -> date | None:
+    raw = request.query.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        if len(raw) != 10:
+            raise ValueError
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise invalid(name, f"must be a date YYYY-MM-DD, got {raw[:40]!r}") from None
+
+
+def date_range(request: web.Request) -> tuple[str | None, str | None]:
+    """startDate..endDate (station-local, inclusive) as stored UTC bounds [since, until)."""
+    start, end = query_day(request, "startDate"), query_day(request, "endDate")
+    if start and end and end < start:
+        raise invalid("endDate", f"must not be before startDate ({start.isoformat()})")
+    zone = station_zone(request)
+
+    def bound(day: date | None) -> str | None:
+        return datetime.combine(day, time(), zone).astimezone(UTC).isoformat() if day else None
+
+    return bound(start), bound(end + timedelta(days=1) if end else None)
+
+
+# --- handlers: reading -----------------------------------------------------------------------------
+
+
+async def list_orders(request: web.Request) -> web.StreamResponse:
+    """GET /api/Orders: every order, newest first (level >= 3)."""
+    return await order_list(request, lambda db: list(db.query(f"{_ORDER_SELECT} ORDER BY {_NEWEST_FIRST}")))
+
+
+async def paged_orders(request: web.Request) -> web.StreamResponse:
+    """GET /api/Orders/paged."""
+    page, size = paging(request)
+    since, until = date_range(request)
+    query = OrderQuery(
+        user_id=query_int(request, "userId"),
+        pile_id=query_key(request, "pileId"),
+        status=query_code(request, "status", ORDER_STATUS),
+        since=since,
+        until=until,
+        keyword=query_keyword(request),
+    )
+    actor = current_user(request)
+    if not actor.is_staff and query.user_id != actor.id:
+        raise forbidden(f"权限不足: 查看他人订单需要管理员权限；请使用 userId={actor.id}")
+    total, rows = await read(request, lambda db: order_page(db, query, size, page_offset(page, size)))
+    live = await live_figures(request)
+    return json_response(page_object(page, size, total, [order_json(r, live) for r in rows]))
+
+
+async def orders_by_user(request: web.Request) -> web.StreamResponse:
+    """GET /api/Orders/byUser/{userId}."""
+    text = request.match_info["userId"]
+    if not text.isdigit() or len(text) > 18:
+        raise invalid("userId", f"must be a positive integer, got {text[:40]!r}")
+    user_id = int(text)
+    require_self_or_staff(current_user(request), user_id)
+
+    def rows(db: sqlite_utils.Database) -> list[Any]:
+        if db.execute("SELECT 1 FROM users WHERE id = ?", [user_id]).fetchone() is None:
+            raise not_found("用户", user_id)
+        return list(db.query(f"{_ORDER_SELECT} WHERE o.user_id = ? ORDER BY {_NEWEST_FIRST}", [user_id]))
+
+    return await order_list(request, rows)
+
+
+async def orders_by_pile(request: web.Request) -> web.StreamResponse:
+    """GET /api/Orders/byPile/{pileId} (level >= 3)."""
+    pile_id = path_key(request, "pileId", "充电桩")
+
+    def rows(db: sqlite_utils.Database) -> list[Any]:
+        if db.execute("SELECT 1 FROM piles WHERE id = ?", [pile_id]).fetchone() is None:
+            raise not_found("充电桩", pile_id)
+        return list(db.query(f"{_ORDER_SELECT} WHERE o.pile_id = ? ORDER BY {_NEWEST_FIRST}", [pile_id]))
+
+    return await order_list(request, rows)
+
+
+async def owned_order(request: web.Request) -> dict[str, Any]:
+    """The order of the path's ``id``: 404 if absent, 403 if another user's and not staff."""
+    order_id = path_key(request, "id", "订单")
+    rows = await read(request, lambda db: list(db.query(f"{_ORDER_SELECT} WHERE o.id = ?", [order_id])))
+    if not rows:
+        raise not_found("订单", order_id)
+    actor = current_user(request)
+    if rows[0]["user_id"] != actor.id and not actor.is_staff:
+        raise forbidden(f"权限不足: 订单 {order_id} 属于其他用户 (需要 permission level >= 3)")
+    return dict(rows[0])
+
+
+async def get_order(request: web.Request) -> web.StreamResponse:
+    """GET /api/Orders/{id}."""
+    row = await owned_order(request)
+    return json_response(order_json(row, await live_figures(request)))
+
+
+_STATISTICS = (
+    "SELECT COUNT(*) AS total, COALESCE(SUM(electricity_num), 0) AS kwh, "
+    "COALESCE(SUM(duration), 0) AS seconds, "
+    "COALESCE(SUM(total_amount_num), 0) AS amount, "
+    "COALESCE(SUM(CASE WHEN status = 0 THEN 1 ELSE 0 END), 0) AS pending, "
+    "COALESCE(SUM(CASE WHEN status = 1 THEN 1 ELSE 0 END), 0) AS charging, "
+    "COALESCE(SUM(CASE WHEN status = 2 THEN 1 ELSE 0 END), 0) AS completed, "
+    "COALESCE(SUM(CASE WHEN status = 3 THEN 1 ELSE 0 END), 0) AS cancelled, "
+    "COALESCE(SUM(CASE WHEN status = 4 THEN 1 ELSE 0 END), 0) AS abnormal FROM orders o WHERE "
+)
+
+
+def statistics_row(db: sqlite_utils.Database, since: str | None, until: str | None) -> dict[str, Any]:
+    """One aggregate query over the orders whose start time is in ``[since, until)``."""
+    where, args = OrderQuery(since=since, until=until).where()
+    return dict(next(iter(db.query(_STATISTICS + where, args))))
+
+
+async def statistics(request: web.Request) -> web.StreamResponse:
+    """GET /api/Orders/statistics?startDate&endDate (level >= 3)."""
+    since, until = date_range(request)
+    row = await read(request, lambda db: statistics_row(db, since, until))
+    return json_response(
+        {
+            "totalOrders": row["total"],
+            "totalElectricity": round(row["kwh"], 3),
+            "totalDuration": int(row["seconds"]),
+            "totalAmount": round(row["amount"], 2),
+            "pendingPaymentOrders": row["pending"],
+            "chargingOrders": row["charging"],
+            "completedOrders": row["completed"],
+            "cancelledOrders": row["cancelled"],
+            "abnormalOrders": row["abnormal"],
+        }
+    )
+
+
+# --- handlers: changing ------------------------------------------------------------------------------
+
+
+async def acting(action: Awaitable[T]) -> T:
+    """Run an order operation, mapping its refusals to 404 / 409."""
+    try:
+        return await action
+    except core.OrderNotFound as exc:
+        raise ApiError(404, RESOURCE_NOT_FOUND, str(exc)) from None
+    except core.OrderConflict as exc:
+        raise conflict(str(exc)) from None
+
+
+def order_target(
+    db: sqlite_utils.Database, user_id: int, pile_id: str, port_id: str, mode: int
+) -> core.OrderTarget:
+    """The validated target of a new order (404 for ids that do not exist, 409 for a busy port)."""
+    if db.execute("SELECT 1 FROM users WHERE id = ?", [user_id]).fetchone() is None:
+        raise not_found("用户 (userId)", user_id)
+    pile = db.execute("SELECT pile_no, power_rate FROM piles WHERE id = ?", [pile_id]).fetchone()
+    if pile is None:
+        raise not_found("充电桩 (pileId)", pile_id)
+    port = db.execute(
+        "SELECT pile_id, port_no, is_disabled, current_order_id, status, "
+        "(SELECT id FROM orders WHERE id = ports.current_order_id AND status = 1) AS charging "
+        "FROM ports WHERE id = ?",
+        [port_id],
+    ).fetchone()
+    if port is None:
+        raise not_found("充电端口 (portId)", port_id)
+    if port[0] != pile_id:
+        raise invalid("portId", f"port {port_id} is not a port of pile {pile_id}")
+    if port[2]:
+        raise conflict(f"端口 {pile[0]}-{port[1]} 已停用")
+    if port[5] is not None:
+        raise conflict(f"端口 {pile[0]}-{port[1]} 正在充电 (订单 {port[5]})")
+    if port[4] == 3:
+        raise conflict(f"端口 {pile[0]}-{port[1]} 故障")
+    if not str(port[1]).isdigit():
+        raise conflict(f"端口编号 {port[1]!r} 不是数字，无法下发充电命令")
+    return core.OrderTarget(user_id, pile_id, pile[0], port_id, int(port[1]), exact(pile[1]), mode)
+
+
+async def create_order(request: web.Request) -> web.StreamResponse:
+    """POST /api/Orders: an order that starts a real charge on the port."""
+    body = await read_fields(request)
+    user_id = body.integer("userId", required=True)
+    pile_id = body.text("pileId", required=True, max_len=MAX_KEY)
+    port_id = body.text("portId", required=True, max_len=MAX_KEY)
+    mode = body.integer("billingMode", choices=BILLING_MODE)
+    body.check()
+    assert user_id is not None and pile_id is not None and port_id is not None
+    require_self_or_staff(current_user(request), user_id)
+    billing = core.ENERGY_AND_ENERGY_FEE if mode is None else mode
+    target = await read(request, lambda db: order_target(db, user_id, pile_id, port_id, billing))
+    orders = await core.operator_orders(service_of(request))
+    order_id = await acting(orders.create(target))
+    return created(order_id)
+
+
+def query_number(request: web.Request, name: str, maximum: float) -> float | None:
+    raw = request.query.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise invalid(name, f"must be a number, got {raw[:40]!r}") from None
+    if not math.isfinite(value) or not 0 <= value <= maximum:
+        raise invalid(name, f"must be a number from 0 to {maximum:g}, got {raw[:40]!r}")
+    return value
+
+
+async def complete_order(request: web.Request) -> web.StreamResponse:
+    """POST /api/Orders/{id}/complete?electricity&duration."""
+    electricity = query_number(request, "electricity", MAX_KWH)
+    duration = query_number(request, "duration", MAX_DURATION_S)
+    row = await owned_order(request)
+    if row["request_id"] is not None and row["status"] == core.CHARGING:
+        await service_of(request).complete(row["user_id"])  # a driver session: the service ends it
+        return no_content()
+    orders = await core.operator_orders(service_of(request))
+    kwh_given = exact(electricity) if electricity is not None else None
+    seconds = int(duration) if duration is not None else None
+    await acting(orders.complete(row["id"], electricity_kwh=kwh_given, duration_s=seconds))
+    return no_content()
+
+
+async def cancel_order(request: web.Request) -> web.StreamResponse:
+    """POST /api/Orders/{id}/cancel."""
+    row = await owned_order(request)
+    if row["request_id"] is not None and row["status"] == core.CHARGING:
+        await service_of(request).cancel(row["user_id"], row["request_id"])
+        return no_content()
+    orders = await core.operator_orders(service_of(request))
+    await acting(orders.cancel(row["id"]))
+    return no_content()
+
+
+async def set_order_status(request: web.Request) -> web.StreamResponse:
+    """PUT /api/Orders/{id}/status (level >= 3)."""
+    order_id = path_key(request, "id", "订单")
+    body = await read_fields(request)
+    status = body.integer("status", required=True, choices=ORDER_STATUS)
+    body.check()
+    assert status is not None
+    row = await owned_order(request)
+    if row["request_id"] is not None and row["status"] == core.CHARGING:
+        raise conflict("司机端正在充电的会话由充电服务管理；请用 /complete 或 /cancel 结束")
+    orders = await core.operator_orders(service_of(request))
+    await acting(orders.set_status(order_id, status))
+    return no_content()
+
+
+async def pay(request: web.Request) -> web.StreamResponse:
+    """POST /api/Orders/{id}/pay."""
+    body = await read_fields(request)
+    method = body.integer("paymentMethod", required=True, choices=PAYMENT_METHOD)
+    high = TRANSACTION_ID_LEN[1]
+    transaction = body.text("transactionId", required=method in (core.WECHAT, core.ALIPAY), max_len=high)
+    body.check()
+    assert method is not None
+    row = await owned_order(request)
+    payment = core.Payment(row["id"], method, transaction, service_of(request).now())
+    paid = await acting(write(request, lambda db: core.pay_order(db, payment)))
+    log.info("order paid", order=row["id"], method=method, cents=paid, by=current_user(request).id)
+    return no_content()
+
+
+# --- the route table -------------------------------------------------------------------------------
+
+_STR, _INT, _NUM = {"type": "string"}, {"type": "integer"}, {"type": "number"}
+_NSTR, _NINT = {"type": ["string", "null"]}, {"type": ["integer", "null"]}
+_DT = {"type": ["string", "null"], "format": "date-time"}
+
+
+def _obj(properties: Mapping[str, Any], required: Iterable[str] = ()) -> dict[str, Any]:
+    return {"type": "object", "properties": dict(properties), "required": list(required)}
+
+
+def _codes(table: Mapping[int, str]) -> dict[str, Any]:
+    text = ", ".join(f"{code}={name}" for code, name in table.items())
+    return {"type": "integer", "enum": list(table), "description": text}
+
+
+ORDER = _obj(
+    {
+        "id": _STR,
+        "orderNo": _STR,
+        "userId": _INT,
+        "userNickname": {**_NSTR, "description": "the user's nickname, else their openId"},
+        "pileId": _NSTR,
+        "pileNo": _NSTR,
+        "portId": _NSTR,
+        "portNo": _NSTR,
+        "status": _codes(ORDER_STATUS),
+        "statusDescription": _STR,
+        "billingMode": _codes(BILLING_MODE),
+        "billingModeDescription": _STR,
+        "startTime": _DT,
+        "endTime": _DT,
+        "duration": {**_INT, "description": "seconds (so far, while charging)"},
+        "durationFormatted": _STR,
+        "electricity": {**_NUM, "description": "kWh (so far, while charging), 3 decimals"},
+        "amount": {**_NUM, "description": "charging (or time) fee, 2 decimals"},
+        "serviceFee": _NUM,
+        "totalAmount": _NUM,
+        "paymentStatus": _codes(PAYMENT_STATUS),
+        "paymentStatusDescription": _STR,
+        "paymentTime": _DT,
+        "paymentMethod": {
+            **_codes(PAYMENT_METHOD),
+            "type": ["integer", "null"],
+            "enum": [*PAYMENT_METHOD, None],
+        },
+        "paymentMethodDescription": _NSTR,
+        "transactionId": _NSTR,
+        "createTime": _DT,
+        "updateTime": _DT,
+    }
+)
+STATISTICS = _obj(
+    {
+        "totalOrders": _INT,
+        "totalElectricity": {**_NUM, "description": "kWh"},
+        "totalDuration": {**_INT, "description": "seconds"},
+        "totalAmount": _NUM,
+        "pendingPaymentOrders": _INT,
+        "chargingOrders": _INT,
+        "completedOrders": _INT,
+        "cancelledOrders": _INT,
+        "abnormalOrders": _INT,
+    }
+)
+CREATE_BODY = _obj(
+    {
+        "userId": {"type": "integer", "minimum": 1},
+        "pileId": {"type": "string", "minLength": 1, "maxLength": MAX_KEY},
+        "portId": {"type": "string", "minLength": 1, "maxLength": MAX_KEY},
+        "billingMode": {**_codes(BILLING_MODE), "default": 1},
+    },
+    ("userId", "pileId", "portId"),
+)
+STATUS_BODY = _obj({"status": _codes(ORDER_STATUS)}, ("status",))
+PAY_BODY = _obj(
+    {
+        "paymentMethod": _codes(PAYMENT_METHOD),
+        "transactionId": {
+            "type": ["string", "null"],
+            "minLength": 1,
+            "maxLength": TRANSACTION_ID_LEN[1],
+            "description": "required for 1 微信 and 2 支付宝",
+        },
+    },
+    ("paymentMethod",),
+)
+ID_RESULT = _obj({"id": _STR}, ("id",))
+
+_DENIED, _MISSING, _CONFLICT = (403, "PERMISSION_DENIED"), (404, "RESOURCE_NOT_FOUND"), (409, "CONFLICT")
+_STAFF = "Needs permission level >= 3 (管理员); otherwise 403."
+_OWN = "Your own order, or any with permission level >= 3 (管理员); otherwise 403."
+_DATES = (
+    {"name": "startDate", "in": "query", "schema": {"type": "string", "format": "date"},
+     "description": "first station-local date (inclusive) of the orders' start time"},
+    {"name": "endDate", "in": "query", "schema": {"type": "string", "format": "date"},
+     "description": "last station-local date (inclusive) of the orders' start time"},
+)  # fmt: skip
+_ID = ({"name": "id", "in": "path", "required": True, "description": "订单ID",
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY}},)  # fmt: skip
+_BILLING = (
+    "Billing (exact, rounded for display only): billingMode 1 (电量+电量服务费): amount = Σ kWh charged in "
+    "each time-of-use period × that period's rate (peak/normal/valley, station time, as driver bills), "
+    "serviceFee = kWh × service_rate. billingMode 2 (电量+时间服务费): amount as mode 1, serviceFee = hours "
+    "× service_rate × the pile's powerRate (kW). billingMode 0 (按时间): amount = hours × normal_rate × the "
+    "pile's powerRate (kW), serviceFee = 0. totalAmount = amount + serviceFee. kWh is the port's meter "
+    "difference from the idle reading before the start to the stopped reading; hours run from the order's "
+    "start to the stopped reading."
+)
+
+
+def _route(method: str, path: str, handler: Any, summary: str, access: Access, **options: Any) -> RouteSpec:
+    errors = tuple(options.pop("errors", ()))
+    if access is Access.USER:
+        errors = (_DENIED, *errors)
+    return RouteSpec(
+        method, path, handler, summary, access, "Orders", PLATFORM_STYLE, errors=errors, **options
+    )
+
+
+def _routes() -> list[RouteSpec]:
+    s, u = Access.STAFF, Access.USER
+    listing = {"type": "array", "items": ORDER}
+    return [
+        _route(
+            "GET",
+            "/api/Orders",
+            list_orders,
+            "获取所有订单",
+            s,
+            response=listing,
+            description=f"{_STAFF} Newest start first; for large tables use /api/Orders/paged.",
+        ),
+        _route(
+            "GET",
+            "/api/Orders/paged",
+            paged_orders,
+            "获取订单分页列表",
+            u,
+            parameters=(
+                *PAGE_PARAMETERS,
+                {"name": "userId", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                {"name": "pileId", "in": "query", "schema": {"type": "string", "maxLength": MAX_KEY}},
+                {"name": "status", "in": "query", "schema": _codes(ORDER_STATUS)},
+                *_DATES,
+            ),
+            response=page_schema(ORDER),
+            errors=((400, "VALIDATION_ERROR"),),
+            description="Level >= 3, or userId equal to yourself (403 otherwise). Newest start first. "
+            "keyword: orderNo starting with it, pileNo equal to it (or containing it, for "
+            "piles on record), or the user's nickname/openId containing it. pageSize above "
+            "100 is clamped to 100; pageNumber or pageSize below 1 is 400; a page past the "
+            "end is empty with correct totals.",
+        ),
+        _route(
+            "GET",
+            "/api/Orders/statistics",
+            statistics,
+            "获取订单统计数据",
+            s,
+            parameters=_DATES,
+            response=STATISTICS,
+            description=f"{_STAFF} One aggregate over the orders whose start time falls in the dates "
+            "(all orders without dates); totalAmount sums totalAmount of every status.",
+        ),
+        _route(
+            "GET",
+            "/api/Orders/byUser/{userId}",
+            orders_by_user,
+            "获取用户订单列表",
+            u,
+            parameters=(
+                {
+                    "name": "userId",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 1},
+                },
+            ),
+            response=listing,
+            errors=(_MISSING,),
+            description="Your own, or any user's with level >= 3.",
+        ),
+        _route(
+            "GET",
+            "/api/Orders/byPile/{pileId}",
+            orders_by_pile,
+            "获取充电桩订单列表",
+            s,
+            parameters=(
+                {
+                    "name": "pileId",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY},
+                },
+            ),
+            response=listing,
+            errors=(_MISSING,),
+            description=_STAFF,
+        ),
+        _route(
+            "GET",
+            "/api/Orders/{id}",
+            get_order,
+            "获取订单详情",
+            u,
+            parameters=_ID,
+            response=ORDER,
+            errors=(_MISSING,),
+            description=_OWN,
+        ),
+        _route(
+            "POST",
+            "/api/Orders",
+            create_order,
+            "创建订单 (starts a real charge)",
+            u,
+            request_body=CREATE_BODY,
+            response=ID_RESULT,
+            status=201,
+            errors=(_MISSING, _CONFLICT),
+            description="Level >= 3, or userId equal to yourself. The port must belong to the pile, "
+            "be enabled and free, and its pile online (409 otherwise; ids that do not exist "
+            "are 404). The order (status 1 充电中) takes the port out of the driver queue and "
+            "sends the pile a start command; a start the pile refuses makes it 4 异常 and frees "
+            "the port. billingMode defaults to 1. " + _BILLING,
+        ),
+        _route(
+            "PUT",
+            "/api/Orders/{id}/status",
+            set_order_status,
+            "更新订单状态",
+            s,
+            parameters=_ID,
+            request_body=STATUS_BODY,
+            status=204,
+            errors=(_MISSING, _CONFLICT),
+            description=f"{_STAFF} Legal changes only (409 otherwise): 1→4 (stops the port and bills "
+            "what it delivered), 0→2/3/4, 4→0/2/3; 2 and 3 are final, and a paid order "
+            "cannot be cancelled. A charging driver session is the service's (409).",
+        ),
+        _route(
+            "POST",
+            "/api/Orders/{id}/pay",
+            pay,
+            "订单支付",
+            u,
+            parameters=_ID,
+            request_body=PAY_BODY,
+            status=204,
+            errors=(_MISSING, _CONFLICT),
+            description=f"{_OWN} Payable: unpaid and 0 待支付 (becomes 2 已完成), 2 已完成, or 4 异常 with "
+            "an amount. paymentMethod 3 (余额) debits totalAmount rounded half up to the cent "
+            "from the order's user, in one transaction with marking the order paid: 409 "
+            "余额不足 if the balance is short, 409 if already paid (never a second debit). "
+            "Methods 1 and 2 record transactionId (1-64 characters, required). The user gets "
+            "an 订单通知 (type 2).",
+        ),
+        _route(
+            "POST",
+            "/api/Orders/{id}/cancel",
+            cancel_order,
+            "取消订单",
+            u,
+            parameters=_ID,
+            status=204,
+            errors=(_MISSING, _CONFLICT),
+            description=f"{_OWN} Only a charging order (409 otherwise). Its port is stopped; it becomes 3 "
+            "已取消 with nothing to pay if the meter shows nothing delivered, else it is billed "
+            "as /complete (0 待支付). A driver session is cancelled through the charging service "
+            "(billed by its rules).",
+        ),
+        _route(
+            "POST",
+            "/api/Orders/{id}/complete",
+            complete_order,
+            "完成订单",
+            u,
+            parameters=(
+                *_ID,
+                {
+                    "name": "electricity",
+                    "in": "query",
+                    "schema": {"type": "number", "minimum": 0, "maximum": MAX_KWH},
+                    "description": "kWh; used ONLY when the port never reported charging for this order",
+                },
+                {
+                    "name": "duration",
+                    "in": "query",
+                    "schema": {"type": "number", "minimum": 0, "maximum": MAX_DURATION_S},
+                    "description": "seconds; used ONLY when the port never reported charging for this order",
+                },
+            ),
+            status=204,
+            errors=(_MISSING, _CONFLICT),
+            description=f"{_OWN} Only a charging order (409 otherwise). Sends stop, waits up to 5 s for the "
+            "stopped meter reading, bills it and frees the port; the order becomes 0 待支付 and "
+            "the user gets an 订单通知 (type 2). If the port reported charging, electricity "
+            "and duration are IGNORED in favour of the meter; if it never did, they are used "
+            "(default 0 kWh over the time since the start). A charging driver-API session is completed "
+            "through the charging service (its bill: the driver API's rules). " + _BILLING,
+        ),
+    ]
+
+
+ROUTES: list[RouteSpec] = _routes()

@@ -1,0 +1,1216 @@
+"""The operator platform API's station part (spec/admin-api.md sections 1, 2 and 8): charging
+stations, piles and ports, over the same rows the gateways report and the scheduler uses.
+
+Reading needs any valid token; creating, changing and deleting needs permission level >= 3. A pile
+created here is a real record: its ports 1..totalPorts are created with it, so it can take operator
+orders once its gateway reports it, and the driver API's pile list shows it
+(:func:`piles_status_with_registered`). Live fields (port voltage, current, power, temperature,
+meter, status, fault; pile online status, temperature, heartbeat) are whatever the ingest last
+wrote; nothing here invents them. Deleting a station that still has piles, or a pile or port with a
+charging order or a driver car at it, is refused with 409. Datetimes are ISO 8601 UTC with ``Z``.
+:data:`ROUTES` is the route table (see :mod:`central.web.openapi`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlite_utils
+from aiohttp import web
+
+from central.web.errors import json_response
+from central.web.middleware import Access, service_of, store_of
+from central.web.openapi import RouteSpec
+from central.web.platform.accounts import (
+    Body,
+    like_pattern,
+    no_content,
+    now_iso,
+    page_offset,
+    query_code,
+    query_keyword,
+    read_body,
+    utc_z,
+)
+from central.web.platform.common import (
+    FAULT_TYPE,
+    ONLINE_STATUS,
+    PAGE_PARAMETERS,
+    PILE_STATUS,
+    PILE_TYPE,
+    PLATFORM_STYLE,
+    PORT_TYPE,
+    STATION_STATUS,
+    conflict,
+    described,
+    invalid,
+    not_found,
+    page_object,
+    page_schema,
+    paging,
+)
+from central.web.user_api import json_type
+
+if TYPE_CHECKING:
+    from central.service import ChargingService
+
+MAX_PORTS = 10
+POWER_KW = (0.1, 500.0)
+PORT_NO = (1, 99)  # the MQTT topic's port range
+PILE_NO = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # an MQTT pile id (protocols.topics)
+PILE_NO_HINT = "must be 1-64 of A-Z a-z 0-9 _ . : - (the pile's MQTT id)"
+MAX_KEY = 64  # a path id longer than this names nothing
+
+
+# --- input -----------------------------------------------------------------------------------------
+
+
+class Fields(Body):
+    """:class:`Body` plus the numbers, dates and port numbers of stations, piles and ports."""
+
+    def number(self, name: str, *, required: bool = False, bounds: tuple[float, float]) -> float | None:
+        """A finite number within ``bounds`` (inclusive)."""
+        value = self.data.get(name)
+        if self._missing(name, value, required):
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.bad(name, f"must be a number, got {json_type(value)}")
+        elif not math.isfinite(value) or not bounds[0] <= value <= bounds[1]:
+            self.bad(name, f"must be a number from {bounds[0]:g} to {bounds[1]:g}, got {value!r}")
+        else:
+            return float(value)
+        return None
+
+    def day(self, name: str) -> str | None:
+        """An ISO 8601 date (a date-time keeps its date part) as ``YYYY-MM-DD``."""
+        value = self.text(name, max_len=40)
+        if value is None:
+            return None
+        try:
+            return (
+                date.fromisoformat(value) if len(value) == 10 else datetime.fromisoformat(value).date()
+            ).isoformat()
+        except ValueError:
+            self.bad(name, f"must be an ISO 8601 date such as 2025-01-01, got {value!r}")
+            return None
+
+    def port_no(self, name: str, *, required: bool = False) -> str | None:
+        """A port number 1..99 (integer or digit string), stored as its decimal text."""
+        value = self.data.get(name)
+        if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 3:
+            value = int(value.strip())
+        if self._missing(name, value, required):
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not PORT_NO[0] <= value <= PORT_NO[1]:
+            self.bad(name, f"must be a port number from {PORT_NO[0]} to {PORT_NO[1]}, got {value!r}")
+            return None
+        return str(value)
+
+    def given(self, name: str) -> bool:
+        """The body names the field with a non-null value."""
+        return self.data.get(name) is not None
+
+
+async def read_fields(request: web.Request) -> Fields:
+    body = await read_body(request)
+    return Fields(body.data)
+
+
+def path_key(request: web.Request, name: str, what: str) -> str:
+    """A text path id (station, pile, port, order ids are hex strings); too long → 404."""
+    key = request.match_info[name]
+    if not 1 <= len(key) <= MAX_KEY:
+        raise not_found(what, key[:MAX_KEY])
+    return key
+
+
+def query_key(request: web.Request, name: str) -> str | None:
+    """An optional text id in the query (400 naming it when too long)."""
+    raw = request.query.get(name, "").strip()
+    if not raw:
+        return None
+    if len(raw) > MAX_KEY:
+        raise invalid(name, f"must be an id of at most {MAX_KEY} characters")
+    return raw
+
+
+def created(new_id: str) -> web.Response:
+    return json_response({"id": new_id}, 201)
+
+
+async def read(request: web.Request, fn: Callable[[sqlite_utils.Database], Any]) -> Any:
+    return await store_of(request).read(fn)
+
+
+async def write(request: web.Request, fn: Callable[[sqlite_utils.Database], Any]) -> Any:
+    return await store_of(request).write(fn)
+
+
+def _paged(
+    request: web.Request, rows_of: Callable[..., tuple[int, list[Any]]], *filters: Any
+) -> Callable[[sqlite_utils.Database], tuple[int, list[Any]]]:
+    page, size = paging(request)
+    return lambda db: rows_of(db, *filters, size, page_offset(page, size))
+
+
+def _where(
+    clauses: Iterable[tuple[str, Any]], keyword: str | None, columns: tuple[str, ...]
+) -> tuple[str, list[Any]]:
+    """A WHERE clause of ``column = ?`` filters (None skipped) and a keyword over ``columns``."""
+    sql, args = ["1 = 1"], list[Any]()
+    for clause, value in clauses:
+        if value is not None:
+            sql.append(clause)
+            args.append(value)
+    if keyword is not None:
+        sql.append("(" + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in columns) + ")")
+        args += [like_pattern(keyword)] * len(columns)
+    return " AND ".join(sql), args
+
+
+def _page(
+    db: sqlite_utils.Database,
+    select: str,
+    count_from: str,
+    where: str,
+    args: list[Any],
+    order: str,
+    size: int,
+    offset: int,
+    shape: Callable[[Mapping[str, Any]], dict[str, Any]],
+) -> tuple[int, list[Any]]:
+    total = db.execute(f"SELECT COUNT(*) FROM {count_from} WHERE {where}", args).fetchone()[0]  # noqa: S608
+    rows = db.query(f"{select} WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?", [*args, size, offset])
+    return int(total), [shape(row) for row in rows]
+
+
+async def page_response(
+    request: web.Request, fn: Callable[[sqlite_utils.Database], tuple[int, list[Any]]]
+) -> web.Response:
+    page, size = paging(request)
+    total, items = await read(request, fn)
+    return json_response(page_object(page, size, total, items))
+
+
+# --- driver queue ------------------------------------------------------------------------------------
+
+
+def point_port(point_id: str, pile_no: str) -> str | None:
+    """The port number (text) of a scheduler charging point of ``pile_no``, else None."""
+    if point_id == pile_no:
+        return "1"
+    prefix = f"{pile_no}-"
+    return point_id[len(prefix) :] if point_id.startswith(prefix) else None
+
+
+def driver_cars(service: ChargingService | None, pile_no: str, port_no: str | None = None) -> int:
+    """Cars the driver queue has at the pile's charging points (or at one port's point)."""
+    if service is None:
+        return 0
+    cars = 0
+    for state in service.scheduler.points.values():
+        port = point_port(state.point.point_id, pile_no)
+        if port is not None and (port_no is None or port == port_no):
+            cars += len(state.queue)
+    return cars
+
+
+def _service(request: web.Request) -> ChargingService | None:
+    try:
+        return service_of(request)
+    except RuntimeError:
+        return None
+
+
+def refuse_driver_cars(request: web.Request, pile_no: str, port_no: str | None, action: str) -> None:
+    """409 while the driver queue has cars at the pile (or port)."""
+    cars = driver_cars(_service(request), pile_no, port_no)
+    if cars:
+        where = f"充电桩 {pile_no}" + (f" 端口 {port_no}" if port_no else "")
+        raise conflict(f"{where} 有 {cars} 辆司机端车辆正在充电或排队，不能{action}")
+
+
+def active_orders(db: sqlite_utils.Database, pile_id: str, port_id: str | None = None) -> int:
+    """Charging orders (status 1) at a pile or port: by their pile / port, or held by a port
+    (``ports.current_order_id``; a pointer to an order no longer charging is stale, not busy)."""
+    port_clause, args = ("AND t.id = ?", [pile_id, port_id]) if port_id else ("", [pile_id])
+    order_clause = "o.port_id = ?" if port_id else "o.pile_id = ?"
+    sql = (
+        f"SELECT COUNT(*) FROM orders o WHERE o.status = 1 AND ({order_clause} OR o.id IN "  # noqa: S608
+        f"(SELECT t.current_order_id FROM ports t WHERE t.pile_id = ? {port_clause}))"
+    )
+    return int(db.execute(sql, [port_id or pile_id, *args]).fetchone()[0])
+
+
+def refuse_active(
+    db: sqlite_utils.Database, pile_id: str, port_id: str | None, what: str, action: str
+) -> None:
+    count = active_orders(db, pile_id, port_id)
+    if count:
+        raise conflict(f"{what} 有 {count} 个进行中的充电订单或会话，不能{action}")
+
+
+# --- stations --------------------------------------------------------------------------------------
+
+_STATION_SELECT = (
+    "SELECT s.id, s.name, s.status, s.address, s.location, s.update_time, "
+    "(SELECT COUNT(*) FROM piles p WHERE p.station_id = s.id) AS pile_count FROM stations s"
+)
+
+
+def station_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The spec's station shape."""
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "status": row["status"],
+        "statusDescription": described(row["status"], STATION_STATUS),
+        "address": row["address"],
+        "location": row["location"],
+        "updateTime": utc_z(row["update_time"]),
+        "pileCount": row["pile_count"],
+    }
+
+
+def station_row(db: sqlite_utils.Database, station_id: str) -> dict[str, Any]:
+    rows = list(db.query(f"{_STATION_SELECT} WHERE s.id = ?", [station_id]))
+    if not rows:
+        raise not_found("充电站", station_id)
+    return rows[0]
+
+
+async def list_stations(request: web.Request) -> web.StreamResponse:
+    """GET /api/ChargingStations."""
+    rows = await read(request, lambda db: list(db.query(f"{_STATION_SELECT} ORDER BY s.rowid")))
+    return json_response([station_json(r) for r in rows])
+
+
+async def get_station(request: web.Request) -> web.StreamResponse:
+    """GET /api/ChargingStations/{id}."""
+    station_id = path_key(request, "id", "充电站")
+    return json_response(station_json(await read(request, lambda db: station_row(db, station_id))))
+
+
+def station_page(
+    db: sqlite_utils.Database, status: int | None, keyword: str | None, size: int, offset: int
+) -> tuple[int, list[Any]]:
+    where, args = _where([("s.status = ?", status)], keyword, ("s.name", "s.address", "s.location"))
+    return _page(db, _STATION_SELECT, "stations s", where, args, "s.rowid", size, offset, station_json)
+
+
+async def paged_stations(request: web.Request) -> web.StreamResponse:
+    """GET /api/ChargingStations/paged?pageNumber&pageSize&status&keyword."""
+    status, keyword = query_code(request, "status", STATION_STATUS), query_keyword(request)
+    return await page_response(request, _paged(request, station_page, status, keyword))
+
+
+def station_fields(body: Fields, *, creating: bool) -> dict[str, Any]:
+    """The station columns the body sets (all required ones when creating)."""
+    values = {
+        "name": body.text("name", required=creating, max_len=100),
+        "status": body.integer("status", choices=STATION_STATUS),
+        "address": body.text("address", max_len=200),
+        "location": body.text("location", max_len=100),
+    }
+    body.check()
+    if creating:
+        values["status"] = 1 if values["status"] is None else values["status"]
+        return values
+    keep = {"name", "status"}  # a null name or status keeps the stored one; texts may be cleared
+    return {k: v for k, v in values.items() if body.present(_camel(k)) and (v is not None or k not in keep)}
+
+
+def _camel(column: str) -> str:
+    head, *rest = column.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+async def create_station(request: web.Request) -> web.StreamResponse:
+    """POST /api/ChargingStations."""
+    values = station_fields(await read_fields(request), creating=True)
+    station_id, now = uuid.uuid4().hex, now_iso(request)
+    row = {"id": station_id, **values, "create_time": now, "update_time": now}
+    await write(request, lambda db: db.table("stations").insert(row))
+    return created(station_id)
+
+
+async def update_station(request: web.Request) -> web.StreamResponse:
+    """PUT /api/ChargingStations/{id}."""
+    station_id = path_key(request, "id", "充电站")
+    changes = {**station_fields(await read_fields(request), creating=False), "update_time": now_iso(request)}
+
+    def update(db: sqlite_utils.Database) -> None:
+        station_row(db, station_id)
+        db.table("stations").update(station_id, changes)
+
+    await write(request, update)
+    return no_content()
+
+
+async def delete_station(request: web.Request) -> web.StreamResponse:
+    """DELETE /api/ChargingStations/{id}: only a station without piles."""
+    station_id = path_key(request, "id", "充电站")
+
+    def delete(db: sqlite_utils.Database) -> None:
+        row = station_row(db, station_id)
+        if row["pile_count"]:
+            raise conflict(f"充电站 {station_id} 下还有 {row['pile_count']} 个充电桩，请先删除充电桩")
+        db.execute("DELETE FROM stations WHERE id = ?", [station_id])
+
+    await write(request, delete)
+    return no_content()
+
+
+# --- piles -----------------------------------------------------------------------------------------
+
+_PILE_SELECT = "SELECT p.*, s.name AS station_name FROM piles p LEFT JOIN stations s ON s.id = p.station_id"
+
+
+def pile_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The spec's pile shape."""
+    return {
+        "id": row["id"],
+        "stationId": row["station_id"],
+        "stationName": row["station_name"],
+        "pileNo": row["pile_no"],
+        "pileType": row["pile_type"],
+        "pileTypeDescription": described(row["pile_type"], PILE_TYPE),
+        "status": row["status"],
+        "statusDescription": described(row["status"], PILE_STATUS),
+        "powerRate": row["power_rate"],
+        "manufacturer": row["manufacturer"],
+        "imei": row["imei"],
+        "totalPorts": row["total_ports"],
+        "protocolVersion": row["protocol_version"],
+        "softwareVersion": row["software_version"],
+        "hardwareVersion": row["hardware_version"],
+        "onlineStatus": row["online_status"],
+        "onlineStatusDescription": described(row["online_status"], ONLINE_STATUS),
+        "signalStrength": row["signal_strength"],
+        "temperature": row["temperature"],
+        "lastHeartbeatTime": utc_z(row["last_heartbeat_time"]),
+        "installationDate": row["installation_date"],
+        "lastMaintenanceDate": row["last_maintenance_date"],
+        "updateTime": utc_z(row["update_time"]),
+    }
+
+
+def pile_row(db: sqlite_utils.Database, pile_id: str) -> dict[str, Any]:
+    rows = list(db.query(f"{_PILE_SELECT} WHERE p.id = ?", [pile_id]))
+    if not rows:
+        raise not_found("充电桩", pile_id)
+    return rows[0]
+
+
+async def list_piles(request: web.Request) -> web.StreamResponse:
+    """GET /api/ChargingPiles."""
+    rows = await read(request, lambda db: list(db.query(f"{_PILE_SELECT} ORDER BY p.pile_no")))
+    return json_response([pile_json(r) for r in rows])
+
+
+async def get_pile(request: web.Request) -> web.StreamResponse:
+    """GET /api/ChargingPiles/{id}."""
+    pile_id = path_key(request, "id", "充电桩")
+    return json_response(pile_json(await read(request, lambda db: pile_row(db, pile_id))))
+
+
+async def piles_by_station(request: web.Request) -> web.StreamResponse:
+    """GET /api/ChargingPiles/byStation/{stationId}."""
+    station_id = path_key(request, "stationId", "充电站")
+
+    def rows(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+        station_row(db, station_id)
+        return list(db.query(f"{_PILE_SELECT} WHERE p.station_id = ? ORDER BY p.pile_no", [station_id]))
+
+    return json_response([pile_json(r) for r in await read(request, rows)])
+
+
+def pile_page(
+    db: sqlite_utils.Database,
+    station_id: str | None,
+    status: int | None,
+    keyword: str | None,
+    size: int,
+    offset: int,
+) -> tuple[int, list[Any]]:
+    where, args = _where(
+        [("p.station_id = ?", station_id), ("p.status = ?", status)],
+        keyword,
+        ("p.pile_no", "p.manufacturer", "p.imei", "s.name"),
+    )
+    count_from = "piles p LEFT JOIN stations s ON s.id = p.station_id"
+    return _page(db, _PILE_SELECT, count_from, where, args, "p.pile_no", size, offset, pile_json)
+
+
+async def paged_piles(request: web.Request) -> web.StreamResponse:
+    """GET /api/ChargingPiles/paged?pageNumber&pageSize&stationId&status&keyword."""
+    station_id, status = query_key(request, "stationId"), query_code(request, "status", PILE_STATUS)
+    keyword = query_keyword(request)
+    return await page_response(request, _paged(request, pile_page, station_id, status, keyword))
+
+
+_PILE_TEXTS = {
+    "manufacturer": 100,
+    "imei": 32,
+    "protocolVersion": 32,
+    "softwareVersion": 32,
+    "hardwareVersion": 32,
+}
+_PILE_COLUMNS = {
+    "pileNo": "pile_no",
+    "pileType": "pile_type",
+    "powerRate": "power_rate",
+    "totalPorts": "total_ports",
+    "protocolVersion": "protocol_version",
+    "softwareVersion": "software_version",
+    "hardwareVersion": "hardware_version",
+    "installationDate": "installation_date",
+    "lastMaintenanceDate": "last_maintenance_date",
+    "stationId": "station_id",
+    "manufacturer": "manufacturer",
+    "imei": "imei",
+}
+
+
+def pile_fields(body: Fields, *, creating: bool) -> dict[str, Any]:
+    """The pile columns the body sets (by column name); required ones when creating."""
+    values: dict[str, Any] = {
+        "stationId": body.text("stationId", required=creating, max_len=MAX_KEY),
+        "pileNo": body.text("pileNo", required=creating, pattern=PILE_NO, hint=PILE_NO_HINT),
+        "pileType": body.integer("pileType", required=creating, choices=PILE_TYPE),
+        "powerRate": body.number("powerRate", required=creating, bounds=POWER_KW),
+        "totalPorts": body.integer("totalPorts", required=creating, bounds=(1, MAX_PORTS)),
+        "installationDate": body.day("installationDate"),
+        "lastMaintenanceDate": body.day("lastMaintenanceDate"),
+        **{name: body.text(name, max_len=size) for name, size in _PILE_TEXTS.items()},
+    }
+    body.check()
+    required = ("stationId", "pileNo", "pileType", "powerRate", "totalPorts")
+    if creating:
+        return {_PILE_COLUMNS[k]: v for k, v in values.items()}
+    return {
+        _PILE_COLUMNS[k]: v
+        for k, v in values.items()
+        if body.present(k) and (v is not None or k not in required)
+    }
+
+
+def require_station(db: sqlite_utils.Database, station_id: str) -> None:
+    if db.execute("SELECT 1 FROM stations WHERE id = ?", [station_id]).fetchone() is None:
+        raise not_found("充电站 (stationId)", station_id)
+
+
+def require_unique_pile_no(db: sqlite_utils.Database, pile_no: str, pile_id: str | None = None) -> None:
+    row = db.execute("SELECT id FROM piles WHERE pile_no = ?", [pile_no]).fetchone()
+    if row is not None and row[0] != pile_id:
+        raise conflict(f"pileNo: 充电桩编号 {pile_no} 已存在")
+
+
+def add_ports(db: sqlite_utils.Database, pile_id: str, numbers: Iterable[int], now: str) -> None:
+    for number in numbers:
+        db.execute(
+            "INSERT OR IGNORE INTO ports (id, pile_id, port_no, port_type, status, update_time) "
+            "VALUES (?, ?, ?, 1, 0, ?)",
+            [uuid.uuid4().hex, pile_id, str(number), now],
+        )
+
+
+async def create_pile(request: web.Request) -> web.StreamResponse:
+    """POST /api/ChargingPiles: the pile and its ports 1..totalPorts."""
+    values = pile_fields(await read_fields(request), creating=True)
+    pile_id, now = uuid.uuid4().hex, now_iso(request)
+
+    def insert(db: sqlite_utils.Database) -> None:
+        require_station(db, values["station_id"])
+        require_unique_pile_no(db, values["pile_no"])
+        db.table("piles").insert(
+            {
+                "id": pile_id,
+                **values,
+                "status": 0,
+                "online_status": 0,
+                "in_service": 1,
+                "create_time": now,
+                "update_time": now,
+            }
+        )
+        add_ports(db, pile_id, range(1, values["total_ports"] + 1), now)
+
+    await write(request, _unique(insert, "pileNo", "充电桩编号已存在"))
+    return created(pile_id)
+
+
+def _unique(
+    fn: Callable[[sqlite_utils.Database], None], field: str, message: str
+) -> Callable[[sqlite_utils.Database], None]:
+    """``fn`` with a UNIQUE violation (a concurrent duplicate) reported as 409 naming ``field``."""
+
+    def run(db: sqlite_utils.Database) -> None:
+        try:
+            fn(db)
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE" not in str(exc):
+                raise
+            raise conflict(f"{field}: {message}") from None
+
+    return run
+
+
+def resize_ports(db: sqlite_utils.Database, pile_id: str, total: int, now: str) -> None:
+    """Numbered ports 1..total exist; numbered ports above ``total`` are removed unless busy."""
+    numbered = [
+        int(r[0])
+        for r in db.execute("SELECT port_no FROM ports WHERE pile_id = ?", [pile_id])
+        if str(r[0]).isdigit()
+    ]
+    extra = [n for n in numbered if n > total]
+    for number in extra:
+        port = db.execute(
+            "SELECT id FROM ports WHERE pile_id = ? AND port_no = ?", [pile_id, str(number)]
+        ).fetchone()
+        refuse_active(db, pile_id, port[0], f"端口 {number}", "删除 (totalPorts)")
+        db.execute("DELETE FROM ports WHERE id = ?", [port[0]])
+    add_ports(db, pile_id, range(1, total + 1), now)
+    count = db.execute("SELECT COUNT(*) FROM ports WHERE pile_id = ?", [pile_id]).fetchone()[0]
+    if count > MAX_PORTS:
+        raise conflict(f"totalPorts: 充电桩已有 {count} 个端口，超过 {MAX_PORTS}")
+    db.execute("UPDATE piles SET total_ports = ? WHERE id = ?", [count, pile_id])
+
+
+async def update_pile(request: web.Request) -> web.StreamResponse:
+    """PUT /api/ChargingPiles/{id}: the fields given; a new pileNo only while nothing charges."""
+    pile_id = path_key(request, "id", "充电桩")
+    changes = pile_fields(await read_fields(request), creating=False)
+    now = now_iso(request)
+    current = await read(request, lambda db: pile_row(db, pile_id))
+    renamed = "pile_no" in changes and changes["pile_no"] != current["pile_no"]
+    if renamed:
+        refuse_driver_cars(request, current["pile_no"], None, "修改编号")
+
+    def update(db: sqlite_utils.Database) -> None:
+        pile_row(db, pile_id)
+        if "station_id" in changes:
+            require_station(db, changes["station_id"])
+        if renamed:
+            require_unique_pile_no(db, changes["pile_no"], pile_id)
+            refuse_active(db, pile_id, None, f"充电桩 {current['pile_no']}", "修改编号")
+        total = changes.pop("total_ports", None)
+        db.table("piles").update(pile_id, {**changes, "update_time": now})
+        if total is not None:
+            resize_ports(db, pile_id, total, now)
+
+    await write(request, _unique(update, "pileNo", "充电桩编号已存在"))
+    return no_content()
+
+
+async def delete_pile(request: web.Request) -> web.StreamResponse:
+    """DELETE /api/ChargingPiles/{id}: refused while it charges or has driver cars."""
+    pile_id = path_key(request, "id", "充电桩")
+    current = await read(request, lambda db: pile_row(db, pile_id))
+    refuse_driver_cars(request, current["pile_no"], None, "删除")
+
+    def delete(db: sqlite_utils.Database) -> None:
+        pile_row(db, pile_id)
+        refuse_active(db, pile_id, None, f"充电桩 {current['pile_no']}", "删除")
+        db.execute("DELETE FROM piles WHERE id = ?", [pile_id])  # its ports cascade
+
+    await write(request, delete)
+    await service_of(request).unregister_pile(current["pile_no"])  # no longer schedulable
+    return no_content()
+
+
+# --- ports -----------------------------------------------------------------------------------------
+
+_PORT_SELECT = "SELECT t.*, p.pile_no FROM ports t JOIN piles p ON p.id = t.pile_id"
+_PORT_ORDER = "p.pile_no, CAST(t.port_no AS INTEGER), t.port_no"
+
+
+def port_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The spec's port shape (status codes as the piles'; fault types per the pile registers)."""
+    return {
+        "id": row["id"],
+        "pileId": row["pile_id"],
+        "pileNo": row["pile_no"],
+        "portNo": row["port_no"],
+        "portType": row["port_type"],
+        "portTypeDescription": described(row["port_type"], PORT_TYPE),
+        "status": row["status"],
+        "statusDescription": described(row["status"], PILE_STATUS),
+        "faultType": row["fault_type"],
+        "faultTypeDescription": described(row["fault_type"], FAULT_TYPE),
+        "isDisabled": bool(row["is_disabled"]),
+        "currentOrderId": row["current_order_id"],
+        "voltage": row["voltage"],
+        "currentAmpere": row["current_ampere"],
+        "power": row["power"],
+        "temperature": row["temperature"],
+        "electricity": row["electricity"],
+        "totalChargingTimes": row["total_charging_times"],
+        "totalChargingDuration": row["total_charging_duration"],
+        "totalPowerConsumption": round(row["total_power_consumption"] or 0, 3),
+        "lastCheckTime": utc_z(row["last_check_time"]),
+        "lastOrderId": row["last_order_id"],
+        "updateTime": utc_z(row["update_time"]),
+    }
+
+
+def port_row(db: sqlite_utils.Database, port_id: str) -> dict[str, Any]:
+    rows = list(db.query(f"{_PORT_SELECT} WHERE t.id = ?", [port_id]))
+    if not rows:
+        raise not_found("充电端口", port_id)
+    return rows[0]
+
+
+async def list_ports(request: web.Request) -> web.StreamResponse:
+    """GET /api/ChargingPorts."""
+    rows = await read(request, lambda db: list(db.query(f"{_PORT_SELECT} ORDER BY {_PORT_ORDER}")))
+    return json_response([port_json(r) for r in rows])
+
+
+async def get_port(request: web.Request) -> web.StreamResponse:
+    """GET /api/ChargingPorts/{id}."""
+    port_id = path_key(request, "id", "充电端口")
+    return json_response(port_json(await read(request, lambda db: port_row(db, port_id))))
+
+
+async def ports_by_pile(request: web.Request) -> web.StreamResponse:
+    """GET /api/ChargingPorts/by-pile/{pileId}."""
+    pile_id = path_key(request, "pileId", "充电桩")
+
+    def rows(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+        pile_row(db, pile_id)
+        return list(db.query(f"{_PORT_SELECT} WHERE t.pile_id = ? ORDER BY {_PORT_ORDER}", [pile_id]))
+
+    return json_response([port_json(r) for r in await read(request, rows)])
+
+
+def port_page(
+    db: sqlite_utils.Database,
+    pile_id: str | None,
+    status: int | None,
+    keyword: str | None,
+    size: int,
+    offset: int,
+) -> tuple[int, list[Any]]:
+    where, args = _where(
+        [("t.pile_id = ?", pile_id), ("t.status = ?", status)], keyword, ("p.pile_no", "t.port_no")
+    )
+    count_from = "ports t JOIN piles p ON p.id = t.pile_id"
+    return _page(db, _PORT_SELECT, count_from, where, args, _PORT_ORDER, size, offset, port_json)
+
+
+async def paged_ports(request: web.Request) -> web.StreamResponse:
+    """GET /api/ChargingPorts/paged?pageNumber&pageSize&pileId&status&keyword."""
+    pile_id, status = query_key(request, "pileId"), query_code(request, "status", PILE_STATUS)
+    keyword = query_keyword(request)
+    return await page_response(request, _paged(request, port_page, pile_id, status, keyword))
+
+
+def require_unique_port_no(
+    db: sqlite_utils.Database, pile_id: str, port_no: str, port_id: str | None = None
+) -> None:
+    row = db.execute("SELECT id FROM ports WHERE pile_id = ? AND port_no = ?", [pile_id, port_no]).fetchone()
+    if row is not None and row[0] != port_id:
+        raise conflict(f"portNo: 端口编号 {port_no} 在该充电桩下已存在")
+
+
+def count_ports(db: sqlite_utils.Database, pile_id: str) -> int:
+    count = int(db.execute("SELECT COUNT(*) FROM ports WHERE pile_id = ?", [pile_id]).fetchone()[0])
+    db.execute("UPDATE piles SET total_ports = ? WHERE id = ?", [count, pile_id])
+    return count
+
+
+async def create_port(request: web.Request) -> web.StreamResponse:
+    """POST /api/ChargingPorts: a port of an existing pile (at most 10 per pile)."""
+    body = await read_fields(request)
+    pile_id = body.text("pileId", required=True, max_len=MAX_KEY)
+    port_no = body.port_no("portNo", required=True)
+    port_type = body.integer("portType", choices=PORT_TYPE) or 1
+    body.check()
+    assert pile_id is not None and port_no is not None
+    port_id, now = uuid.uuid4().hex, now_iso(request)
+
+    def insert(db: sqlite_utils.Database) -> None:
+        if db.execute("SELECT 1 FROM piles WHERE id = ?", [pile_id]).fetchone() is None:
+            raise not_found("充电桩 (pileId)", pile_id)
+        require_unique_port_no(db, pile_id, port_no)
+        db.table("ports").insert(
+            {
+                "id": port_id,
+                "pile_id": pile_id,
+                "port_no": port_no,
+                "port_type": port_type,
+                "status": 0,
+                "update_time": now,
+            }
+        )
+        if count_ports(db, pile_id) > MAX_PORTS:
+            raise conflict(f"充电桩最多 {MAX_PORTS} 个端口")
+
+    await write(request, _unique(insert, "portNo", "端口编号在该充电桩下已存在"))
+    return created(port_id)
+
+
+async def update_port(request: web.Request) -> web.StreamResponse:
+    """PUT /api/ChargingPorts/{id}: portNo (only while idle), portType, isDisabled."""
+    port_id = path_key(request, "id", "充电端口")
+    body = await read_fields(request)
+    values = {
+        "port_no": body.port_no("portNo"),
+        "port_type": body.integer("portType", choices=PORT_TYPE),
+        "is_disabled": body.boolean("isDisabled"),
+    }
+    body.check()
+    changes: dict[str, Any] = {k: v for k, v in values.items() if v is not None}
+    if "is_disabled" in changes:
+        changes["is_disabled"] = int(changes["is_disabled"])
+    current = await read(request, lambda db: port_row(db, port_id))
+    renumbered = "port_no" in changes and changes["port_no"] != current["port_no"]
+    if renumbered:
+        refuse_driver_cars(request, current["pile_no"], current["port_no"], "修改端口编号")
+    changes["update_time"] = now_iso(request)
+
+    def update(db: sqlite_utils.Database) -> None:
+        port_row(db, port_id)
+        if renumbered:
+            require_unique_port_no(db, current["pile_id"], changes["port_no"], port_id)
+            refuse_active(db, current["pile_id"], port_id, f"端口 {current['port_no']}", "修改端口编号")
+        db.table("ports").update(port_id, changes)
+
+    await write(request, _unique(update, "portNo", "端口编号在该充电桩下已存在"))
+    return no_content()
+
+
+async def delete_port(request: web.Request) -> web.StreamResponse:
+    """DELETE /api/ChargingPorts/{id}: refused while it charges, and for a pile's last port."""
+    port_id = path_key(request, "id", "充电端口")
+    current = await read(request, lambda db: port_row(db, port_id))
+    refuse_driver_cars(request, current["pile_no"], current["port_no"], "删除")
+
+    def delete(db: sqlite_utils.Database) -> None:
+        port_row(db, port_id)
+        refuse_active(db, current["pile_id"], port_id, f"端口 {current['port_no']}", "删除")
+        db.execute("DELETE FROM ports WHERE id = ?", [port_id])
+        if count_ports(db, current["pile_id"]) < 1:
+            raise conflict("充电桩至少保留一个端口 (totalPorts 1..10)；请删除充电桩")
+
+    await write(request, delete)
+    return no_content()
+
+
+# --- the driver API's pile list ----------------------------------------------------------------------
+
+
+def registered_piles(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    """Every pile record with the user charging there (operator orders and driver sessions)."""
+    return list(
+        db.query(
+            "SELECT p.pile_no, p.pile_type, p.status, p.online_status, p.in_service, "
+            "(SELECT u.username FROM ports t JOIN orders o ON o.id = t.current_order_id "
+            " JOIN users u ON u.id = o.user_id WHERE t.pile_id = p.id LIMIT 1) AS charging_user "
+            "FROM piles p ORDER BY p.pile_no"
+        )
+    )
+
+
+def with_registered_piles(
+    status: Mapping[str, Any], piles: Iterable[Mapping[str, Any]], scheduled: set[str]
+) -> dict[str, Any]:
+    """The driver API's pile list plus the recorded piles the scheduler does not know.
+
+    Those have no queue; their status is the record's: ``offline`` unless online and in service,
+    ``fault`` for status 3, else ``normal``; ``is_working`` while an order charges there.
+    """
+    out = {"fast_piles": list(status.get("fast_piles", [])), "slow_piles": list(status.get("slow_piles", []))}
+    for pile in piles:
+        if pile["pile_no"] in scheduled:
+            continue
+        online = pile["online_status"] == 1 and pile["in_service"] == 1
+        entry = {
+            "pile_id": pile["pile_no"],
+            "pile_type": "fast" if pile["pile_type"] == 1 else "slow",
+            "status": "offline" if not online else "fault" if pile["status"] == 3 else "normal",
+            "is_working": pile["charging_user"] is not None,
+            "current_user": pile["charging_user"],
+            "queue": [],
+        }
+        out["fast_piles" if pile["pile_type"] == 1 else "slow_piles"].append(entry)
+    return out
+
+
+async def piles_status_with_registered(request: web.Request) -> dict[str, Any]:
+    """``service.piles_status()`` plus every recorded pile the scheduler does not know (for
+    GET /api/charging/piles/status/)."""
+    service = service_of(request)
+    scheduled = {state.point.pile_id for state in service.scheduler.points.values()}
+    piles = await read(request, registered_piles)
+    return with_registered_piles(service.piles_status(), piles, scheduled)
+
+
+# --- the route table -------------------------------------------------------------------------------
+
+_STR, _INT, _NUM, _BOOL = {"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"}
+_NSTR, _NNUM, _NINT = (
+    {"type": ["string", "null"]},
+    {"type": ["number", "null"]},
+    {"type": ["integer", "null"]},
+)
+_DT = {"type": ["string", "null"], "format": "date-time"}
+_DATE = {"type": ["string", "null"], "format": "date"}
+
+
+def _obj(properties: Mapping[str, Any], required: Iterable[str] = ()) -> dict[str, Any]:
+    return {"type": "object", "properties": dict(properties), "required": list(required)}
+
+
+def _codes(table: Mapping[int, str]) -> dict[str, Any]:
+    return {
+        "type": "integer",
+        "enum": list(table),
+        "description": ", ".join(f"{code}={text}" for code, text in table.items()),
+    }
+
+
+def _text(max_len: int, pattern: str | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": ["string", "null"], "maxLength": max_len}
+    if pattern:
+        schema["pattern"] = pattern
+    return schema
+
+
+STATION = _obj(
+    {
+        "id": _STR,
+        "name": _STR,
+        "status": _INT,
+        "statusDescription": _NSTR,
+        "address": _NSTR,
+        "location": _NSTR,
+        "updateTime": _DT,
+        "pileCount": _INT,
+    }
+)
+STATION_BODY = _obj(
+    {
+        "name": {"type": "string", "minLength": 1, "maxLength": 100},
+        "status": _codes(STATION_STATUS),
+        "address": _text(200),
+        "location": _text(100),
+    },
+    ("name",),
+)
+PILE = _obj(
+    {
+        "id": _STR,
+        "stationId": _STR,
+        "stationName": _NSTR,
+        "pileNo": _STR,
+        "pileType": _INT,
+        "pileTypeDescription": _NSTR,
+        "status": _INT,
+        "statusDescription": _NSTR,
+        "powerRate": _NUM,
+        "manufacturer": _NSTR,
+        "imei": _NSTR,
+        "totalPorts": _INT,
+        "protocolVersion": _NSTR,
+        "softwareVersion": _NSTR,
+        "hardwareVersion": _NSTR,
+        "onlineStatus": _INT,
+        "onlineStatusDescription": _NSTR,
+        "signalStrength": _NINT,
+        "temperature": _NNUM,
+        "lastHeartbeatTime": _DT,
+        "installationDate": _DATE,
+        "lastMaintenanceDate": _DATE,
+        "updateTime": _DT,
+    }
+)
+_PILE_PROPS = {
+    "stationId": {"type": "string", "minLength": 1, "maxLength": MAX_KEY},
+    "pileNo": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"},
+    "pileType": _codes(PILE_TYPE),
+    "powerRate": {"type": "number", "minimum": POWER_KW[0], "maximum": POWER_KW[1], "description": "kW"},
+    "totalPorts": {"type": "integer", "minimum": 1, "maximum": MAX_PORTS},
+    **{name: _text(size) for name, size in _PILE_TEXTS.items()},
+    "installationDate": {**_DATE, "description": "ISO 8601 date"},
+}
+PILE_CREATE = _obj(_PILE_PROPS, ("stationId", "pileNo", "pileType", "powerRate", "totalPorts"))
+PILE_UPDATE = _obj({**_PILE_PROPS, "lastMaintenanceDate": {**_DATE, "description": "ISO 8601 date"}})
+PORT = _obj(
+    {
+        "id": _STR,
+        "pileId": _STR,
+        "pileNo": _STR,
+        "portNo": _STR,
+        "portType": _INT,
+        "portTypeDescription": _NSTR,
+        "status": _INT,
+        "statusDescription": _NSTR,
+        "faultType": _INT,
+        "faultTypeDescription": _NSTR,
+        "isDisabled": _BOOL,
+        "currentOrderId": _NSTR,
+        "voltage": _NNUM,
+        "currentAmpere": _NNUM,
+        "power": {**_NNUM, "description": "kW"},
+        "temperature": _NNUM,
+        "electricity": {**_NNUM, "description": "cumulative meter, kWh"},
+        "totalChargingTimes": _INT,
+        "totalChargingDuration": {**_INT, "description": "seconds"},
+        "totalPowerConsumption": {**_NUM, "description": "kWh"},
+        "lastCheckTime": _DT,
+        "lastOrderId": _NSTR,
+        "updateTime": _DT,
+    }
+)
+_PORT_NO = {
+    "type": ["integer", "string"],
+    "description": "port number 1..99 (a digit string is accepted)",
+    "minimum": PORT_NO[0],
+    "maximum": PORT_NO[1],
+    "pattern": "^[0-9]{1,2}$",
+}
+PORT_CREATE = _obj(
+    {
+        "pileId": {"type": "string", "minLength": 1, "maxLength": MAX_KEY},
+        "portNo": _PORT_NO,
+        "portType": _codes(PORT_TYPE),
+    },
+    ("pileId", "portNo"),
+)
+PORT_UPDATE = _obj({"portNo": _PORT_NO, "portType": _codes(PORT_TYPE), "isDisabled": _BOOL})
+ID_RESULT = _obj({"id": _STR}, ("id",))
+
+_DENIED, _MISSING, _CONFLICT = (403, "PERMISSION_DENIED"), (404, "RESOURCE_NOT_FOUND"), (409, "CONFLICT")
+_READ_NOTE = "Any valid token."
+_STAFF_NOTE = "Needs permission level >= 3 (管理员); otherwise 403."
+
+
+def _path(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY},
+    }
+
+
+def _query(name: str, schema: Mapping[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": dict(schema),
+        "description": description,
+    }
+
+
+def _route(method: str, path: str, handler: Any, summary: str, tag: str, **options: Any) -> RouteSpec:
+    access = Access.USER if method == "GET" else Access.STAFF
+    errors = tuple(options.pop("errors", ()))
+    note = _READ_NOTE if access is Access.USER else _STAFF_NOTE
+    description = f"{note} {options.pop('description', '')}".strip()
+    return RouteSpec(
+        method,
+        path,
+        handler,
+        summary,
+        access,
+        tag,
+        PLATFORM_STYLE,
+        errors=errors,
+        description=description,
+        **options,
+    )
+
+
+def _crud(
+    base: str,
+    tag: str,
+    what: str,
+    item: Mapping[str, Any],
+    handlers: Mapping[str, Any],
+    filters: tuple[dict[str, Any], ...],
+    bodies: tuple[Mapping[str, Any], Mapping[str, Any]],
+    notes: Mapping[str, str],
+) -> list[RouteSpec]:
+    """The six routes every resource of this module has (list, paged, get, create, update, delete)."""
+    rid = (_path("id", f"{what}ID"),)
+    return [
+        _route(
+            "GET", base, handlers["list"], f"获取所有{what}", tag, response={"type": "array", "items": item}
+        ),
+        _route(
+            "GET",
+            f"{base}/paged",
+            handlers["paged"],
+            f"获取{what}分页列表",
+            tag,
+            parameters=(*PAGE_PARAMETERS, *filters),
+            response=page_schema(item),
+            description="pageSize above 100 is clamped to 100; pageNumber or pageSize below 1 is "
+            "400; a page past the end is empty with correct totals. " + notes.get("paged", ""),
+        ),
+        _route(
+            "GET",
+            f"{base}/{{id}}",
+            handlers["get"],
+            f"获取{what}详情",
+            tag,
+            parameters=rid,
+            response=item,
+            errors=(_MISSING,),
+        ),
+        _route(
+            "POST",
+            base,
+            handlers["create"],
+            f"创建{what}",
+            tag,
+            request_body=bodies[0],
+            response=ID_RESULT,
+            status=201,
+            errors=(_MISSING, _CONFLICT),
+            description=notes.get("create", ""),
+        ),
+        _route(
+            "PUT",
+            f"{base}/{{id}}",
+            handlers["update"],
+            f"更新{what}",
+            tag,
+            parameters=rid,
+            request_body=bodies[1],
+            status=204,
+            errors=(_MISSING, _CONFLICT),
+            description='Fields left out (or null) are kept; optional texts sent as "" are cleared. '
+            + notes.get("update", ""),
+        ),
+        _route(
+            "DELETE",
+            f"{base}/{{id}}",
+            handlers["delete"],
+            f"删除{what}",
+            tag,
+            parameters=rid,
+            status=204,
+            errors=(_MISSING, _CONFLICT),
+            description=notes.get("delete", ""),
+        ),
+    ]
+
+
+def _status_filter(table: Mapping[int, str], what: str) -> dict[str, Any]:
+    return _query("status", _codes(table), what)
+
+
+def _routes() -> list[RouteSpec]:
+    stations = _crud(
+        "/api/ChargingStations",
+        "ChargingStations",
+        "充电站",
+        STATION,
+        {
+            "list": list_stations,
+            "paged": paged_stations,
+            "get": get_station,
+            "create": create_station,
+            "update": update_station,
+            "delete": delete_station,
+        },
+        (_status_filter(STATION_STATUS, "充电站状态"),),
+        (STATION_BODY, {**STATION_BODY, "required": []}),
+        {
+            "paged": "keyword matches name, address or location.",
+            "create": "status defaults to 1 (在线).",
+            "delete": "409 while the station has piles.",
+        },
+    )
+    piles = _crud(
+        "/api/ChargingPiles",
+        "ChargingPiles",
+        "充电桩",
+        PILE,
+        {
+            "list": list_piles,
+            "paged": paged_piles,
+            "get": get_pile,
+            "create": create_pile,
+            "update": update_pile,
+            "delete": delete_pile,
+        },
+        (_query("stationId", _STR, "充电站ID"), _status_filter(PILE_STATUS, "充电桩状态")),
+        (PILE_CREATE, PILE_UPDATE),
+        {
+            "paged": "keyword matches pileNo, manufacturer, imei or the station name.",
+            "create": "Creates the pile's ports 1..totalPorts too (so it can take orders once its gateway "
+            "reports it; until then status and onlineStatus are 0 离线). pileNo is the pile's MQTT id "
+            "and must be unique (409 naming pileNo); a stationId that does not exist is 404.",
+            "update": "A new totalPorts adds ports up to it, or removes numbered ports above it (409 if one "
+            "charges). pileNo changes only while nothing charges there (409).",
+            "delete": "409 while an order charges there, a driver session uses a port, or driver cars are "
+            "queued at it; its ports are deleted with it.",
+        },
+    )
+    piles.insert(
+        2,
+        _route(
+            "GET",
+            "/api/ChargingPiles/byStation/{stationId}",
+            piles_by_station,
+            "根据充电站ID获取充电桩列表",
+            "ChargingPiles",
+            parameters=(_path("stationId", "充电站ID"),),
+            response={"type": "array", "items": PILE},
+            errors=(_MISSING,),
+        ),
+    )
+    ports = _crud(
+        "/api/ChargingPorts",
+        "ChargingPorts",
+        "充电端口",
+        PORT,
+        {
+            "list": list_ports,
+            "paged": paged_ports,
+            "get": get_port,
+            "create": create_port,
+            "update": update_port,
+            "delete": delete_port,
+        },
+        (_query("pileId", _STR, "充电桩ID"), _status_filter(PILE_STATUS, "端口状态 (as the piles')")),
+        (PORT_CREATE, PORT_UPDATE),
+        {
+            "paged": "keyword matches pileNo or portNo.",
+            "create": "portNo is the MQTT port number 1..99, unique within the pile (409 naming "
+            "portNo); a pile has at most 10 ports (409). A pileId that does not exist is 404.",
+            "update": "isDisabled: true refuses new orders on the port. portNo changes only while "
+            "idle (409).",
+            "delete": "409 while it charges or driver cars are queued at it, and for the pile's last port.",
+        },
+    )
+    ports.insert(
+        2,
+        _route(
+            "GET",
+            "/api/ChargingPorts/by-pile/{pileId}",
+            ports_by_pile,
+            "获取充电桩下的所有充电端口",
+            "ChargingPorts",
+            parameters=(_path("pileId", "充电桩ID"),),
+            response={"type": "array", "items": PORT},
+            errors=(_MISSING,),
+        ),
+    )
+    return [*stations, *piles, *ports]
+
+
+ROUTES: list[RouteSpec] = _routes()
