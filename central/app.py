@@ -83,9 +83,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     from central.adapters.mqtt import CentralMqtt, MqttSettings
     from central.commands import CommandSender
     from central.ingest import Ingest
+    from central.orders import ORDER_MIGRATIONS, operator_orders
 
     config: CentralConfig = app["config"]
-    store = Store(config.db_path, [migrations])
+    store = Store(config.db_path, [migrations, ORDER_MIGRATIONS])
     await store.open()
     stored = await store.read(_stored_params)
     params = params_from_mapping(stored) if stored else config.params
@@ -108,6 +109,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     app["clock"], app["ingest"], app["mqtt"], app["commands"] = clock, ingest, mqtt, sender
     app["timezone"] = params.timezone
     await service.start()
+    await operator_orders(service)  # resume operator orders that were charging
     await ingest.start()
     await sender.start()
     await mqtt.start()

@@ -54,7 +54,7 @@ from central.domain.events import (
     RequestCompleted,
     SegmentEnded,
 )
-from central.domain.model import Mode, RequestState
+from central.domain.model import Mode, PointState, RequestState, multi_port_points
 from central.domain.params import StationParams, params_from_mapping
 from central.domain.scheduler import Scheduler
 from central.domain.tariff import MeterSamples
@@ -726,10 +726,44 @@ class ChargingService:
     async def _health_changed(self, pile_no: str, state: str) -> None:
         """A pile can take cars when it is online and the central knows its meter."""
         async with self._lock:
-            if not any(p.point.pile_id == pile_no for p in self.scheduler.points.values()):
+            known = any(p.point.pile_id == pile_no for p in self.scheduler.points.values())
+            if not known and (state != "online" or not await self._register_pile(pile_no)):
                 return
             healthy = state == "online" and self._meter_known(pile_no)
             await self._set_fault(pile_no, "health", not healthy)
+
+    async def _register_pile(self, pile_no: str) -> bool:
+        """Add a recorded pile the scheduler does not know (operator-created, or first reported
+        by a gateway) as charging points; they start faulted until healthy. False: no record."""
+        rows = await self.store.read(lambda db: list(db.query(
+            "SELECT pile_type, power_rate, total_ports FROM piles WHERE pile_no = ?", [pile_no])))
+        if not rows:
+            return False
+        row = rows[0]
+        mode = Mode.FAST if row["pile_type"] == 1 else Mode.TRICKLE
+        for point in multi_port_points([(pile_no, mode, int(row["total_ports"]),
+                                          Fraction(str(row["power_rate"])))]):
+            state = PointState(point)
+            state.faulted = True
+            self.scheduler.points[point.point_id] = state
+        self.faulted_by.setdefault(pile_no, set()).add("health")
+        await self._apply(lambda now: None)  # persist the new points with the queue
+        log.info("pile registered with the scheduler", pile=pile_no, mode=mode.value,
+                 ports=row["total_ports"], power_kw=row["power_rate"])
+        return True
+
+    async def unregister_pile(self, pile_no: str) -> None:
+        """Remove a deleted pile's charging points (refused while cars are at them)."""
+        async with self._lock:
+            points = [p for p in self.scheduler.points.values() if p.point.pile_id == pile_no]
+            if any(p.queue for p in points):
+                raise PileStateError(f"pile {pile_no} still has cars queued")
+            for p in points:
+                del self.scheduler.points[p.point.point_id]
+            self.faulted_by.pop(pile_no, None)
+            self.health.pop(pile_no, None)
+            if points:
+                await self._apply(lambda now: None)
 
     def _meter_known(self, pile_no: str) -> bool:
         return any(p == pile_no for p, _ in self.last_reading) or any(
@@ -911,9 +945,13 @@ class ChargingService:
         if session is None:
             return
         self._dirty_sessions.add(car)
-        changes.writes.append(lambda db: db.execute(
-            "UPDATE orders SET status = 3, end_time = ?, update_time = ? "
-            "WHERE id = ? AND status = 1", [iso(at), iso(at), session.order_id]))
+        def cancel_order(db: sqlite_utils.Database) -> None:
+            db.execute("UPDATE orders SET status = 3, end_time = ?, update_time = ? "
+                       "WHERE id = ? AND status = 1", [iso(at), iso(at), session.order_id])
+            db.execute("UPDATE ports SET current_order_id = NULL, last_order_id = ? "
+                       "WHERE current_order_id = ?", [session.order_id, session.order_id])
+
+        changes.writes.append(cancel_order)
         if not (session.stopping or session.port_stopped):
             changes.commands.append((session.pile_no, session.port, "stop", {}, car))
 

@@ -381,7 +381,9 @@ async def queue_status(request: web.Request) -> web.StreamResponse:
 
 async def piles_status(request: web.Request) -> web.StreamResponse:
     """GET /api/charging/piles/status/."""
-    return ok(local_values(service_of(request).piles_status(), station_zone(request)))
+    from central.web.platform.stations import piles_status_with_registered
+
+    return ok(local_values(await piles_status_with_registered(request), station_zone(request)))
 
 
 async def get_parameters(request: web.Request) -> web.StreamResponse:

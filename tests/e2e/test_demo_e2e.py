@@ -38,7 +38,9 @@ def test_demo_comes_up_charges_and_stops_cleanly(tmp_path, broker):
             "--view-interval", "0.5", "--poll-period", "0.5"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")),
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    reader = threading.Thread(target=lambda: lines.extend(iter(stdout.readline, "")),
                               daemon=True)
     reader.start()
     try:

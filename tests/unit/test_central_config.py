@@ -55,5 +55,5 @@ WaitingAreaSize = -1
 
 def test_a_missing_params_file_is_named(tmp_path):
     (tmp_path / "c.toml").write_text('[station]\nparams_file = "nope.toml"\n')
-    with pytest.raises(ConfigError, match="station.params_file: cannot read"):
+    with pytest.raises(ConfigError, match=r"station\.params_file: cannot read"):
         load_config(tmp_path / "c.toml")
