@@ -1,0 +1,145 @@
+"""REST latency of the central while it ingests telemetry: p50/p99 idle and under a paced load.
+
+Real processes on 127.0.0.1: Mosquitto on a free port, the central service (``pilegate central``),
+and a publisher process that sends QoS 1 telemetry for ``--streams`` streams at ``--rate`` messages
+per second (raw MQTT packets, so the publisher is not the bottleneck). A client then times driver
+and operator API calls, first with no telemetry, then while the load runs; the stored-telemetry
+rate during the window comes from the central's /metrics. Bounded in requests and seconds.
+
+    .venv/bin/python bench/rest_under_ingest.py --rate 5000 --requests 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.ingest_bench import STATION, _publish_packet, _remaining_length, messages
+from pilegate.broker import MosquittoBroker, free_port
+from tests.e2e.harness import Api, start_central
+
+PATHS = ["/api/charging/queue/status/", "/api/charging/request/status/",
+         "/api/charging/bills/", "/api/charging/piles/status/", "/api/Orders/paged?pageSize=20"]
+
+
+def paced_publisher(port: int, rate: int, seconds: float, streams: int) -> None:
+    """Send QoS 1 telemetry at ``rate`` msg/s for ``seconds`` (raw MQTT 3.1.1 over a socket)."""
+    count = int(rate * seconds)
+    batch = messages(count, streams, time.time_ns() // 1_000_000)
+    packets = [_publish_packet(t, p, n % 65535 + 1) for n, (t, p) in enumerate(batch)]
+    client_id = b"bench-paced"
+    variable = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(client_id).to_bytes(2, "big") + client_id
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"\x10" + _remaining_length(len(variable)) + variable)
+    assert sock.recv(4)[:2] == b"\x20\x02", "no CONNACK"
+    sock.setblocking(False)
+    chunk, start = 50, time.perf_counter()
+    for i in range(0, count, chunk):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)  # pacing the load generator, not waiting for a condition
+        sock.setblocking(True)
+        sock.sendall(b"".join(packets[i:i + chunk]))
+        sock.setblocking(False)
+        try:
+            while sock.recv(65536):
+                pass
+        except BlockingIOError:
+            pass
+    sock.setblocking(True)
+    sock.sendall(b"\xe0\x00")
+    sock.close()
+
+
+async def timed_calls(base: str, driver: str, admin: str, requests: int) -> list[float]:
+    latencies = []
+    async with aiohttp.ClientSession() as session:
+        for n in range(requests):
+            path = PATHS[n % len(PATHS)]
+            token = admin if path.startswith("/api/Orders") else driver
+            t0 = time.perf_counter()
+            async with session.get(base + path, headers={"Authorization": f"Token {token}"}) as r:
+                await r.read()
+                assert r.status == 200, (path, r.status)
+            latencies.append((time.perf_counter() - t0) * 1000)
+    return latencies
+
+
+def stored(base: str) -> int:
+    import urllib.request
+
+    with urllib.request.urlopen(base + "/metrics", timeout=5) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith("pilegate_central_ingest_stored "):
+                return int(float(line.split()[1]))
+    return 0
+
+
+def summary(name: str, latencies: list[float]) -> str:
+    q = statistics.quantiles(latencies, n=100)
+    return (f"{name:<14} n={len(latencies)} p50={statistics.median(latencies):.1f} ms "
+            f"p99={q[98]:.1f} ms max={max(latencies):.1f} ms")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rate", type=int, default=5000, help="telemetry messages per second")
+    ap.add_argument("--streams", type=int, default=1000)
+    ap.add_argument("--requests", type=int, default=400)
+    ap.add_argument("--seconds", type=float, default=30.0, help="length of the load")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        broker = MosquittoBroker(free_port(), workdir / "mosquitto")
+        broker.start()
+        central = None
+        try:
+            central = start_central(workdir, broker.port, station=STATION,
+                                    admin_password="bench-admin-pw")
+            api = Api(central.url)
+            driver = api.register("bench-driver")
+            _, body = api.call("POST", "/api/Users/login",
+                               {"openId": "admin", "password": "bench-admin-pw"})
+            admin = body["token"]
+            driver.call("POST", "/api/charging/request/",
+                        {"charging_mode": "fast", "requested_amount": 10})
+            idle = asyncio.run(timed_calls(central.url, str(driver.token), admin, args.requests))
+            publisher = multiprocessing.Process(
+                target=paced_publisher, args=(broker.port, args.rate, args.seconds, args.streams))
+            before, t0 = stored(central.url), time.perf_counter()
+            publisher.start()
+            time.sleep(min(3.0, args.seconds / 4))  # let the load reach its rate before timing
+            loaded = asyncio.run(timed_calls(central.url, str(driver.token), admin,
+                                             args.requests))
+            window = time.perf_counter() - t0
+            ingested = stored(central.url) - before
+            publisher.join(args.seconds + 30)
+            print(f"central REST latency, {len(PATHS)} endpoints round robin "
+                  f"({', '.join(p.split('?')[0] for p in PATHS)})")
+            print(summary("idle", idle))
+            print(summary(f"ingest {args.rate}/s", loaded))
+            print(f"telemetry stored while timing: {ingested / window:.0f} msg/s "
+                  f"({ingested} in {window:.1f} s; offered {args.rate}/s)")
+            print(json.dumps({"idle_p99_ms": statistics.quantiles(idle, n=100)[98],
+                              "loaded_p99_ms": statistics.quantiles(loaded, n=100)[98]}))
+        finally:
+            if central:
+                central.proc.stop()
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()
