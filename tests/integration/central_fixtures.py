@@ -13,7 +13,7 @@ nothing else from here (the plugin must be imported by pytest first, for asserti
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -159,8 +159,18 @@ class Central:
         self.service.on_telemetry(pile_no, port, reading)
 
 
-async def start_central(tmp_path: Path, params: StationParams, start: datetime = START) -> Central:
-    """Store, service (piles online), app and client; stop it with :func:`stop_central`."""
+RouteSet = Callable[[web.Application], None]
+
+
+async def start_central(
+    tmp_path: Path,
+    params: StationParams,
+    start: datetime = START,
+    *,
+    route_sets: Sequence[RouteSet] = (add_user_api,),
+) -> Central:
+    """Store, service (piles online), an app serving ``route_sets`` (default: the user API) and a
+    client; stop it with :func:`stop_central`."""
     store = Store(tmp_path / "central.db", [migrations])
     await store.open()
     wall = FakeWall(start)
@@ -175,7 +185,8 @@ async def start_central(tmp_path: Path, params: StationParams, start: datetime =
     app = web.Application()
     app[STORE], app[SERVICE] = store, service
     app[AUTH_KEY] = auth.AuthSettings(clock=wall.now)
-    add_user_api(app)
+    for add_routes in route_sets:
+        add_routes(app)
     client = TestClient(TestServer(app, host="127.0.0.1", port=0))
     await client.start_server()
     return Central(client, app, store, service, wall, commands)

@@ -1,9 +1,8 @@
 """Fixtures for the operator platform API tests: one real app serving BOTH APIs over one store.
 
-:func:`start_platform` builds what ``tests.integration.central_fixtures.start_central`` builds (real
-Store, real ChargingService on a fake wall clock, recorded pile commands) and registers the user API
-and the operator platform API (``add_operator_platform_api``; while the stations/orders modules do
-not exist yet, only ``accounts.ROUTES``). It returns a ``Central`` (``call``, ``user``,
+:func:`start_platform` is ``tests.integration.central_fixtures.start_central`` (real Store, real
+ChargingService on a fake wall clock, recorded pile commands) registering the user API and the
+operator platform API (``add_operator_platform_api``). It returns a ``Central`` (``call``, ``user``,
 ``telemetry``, ``wall``, ``store``, ``service``), so everything written against the driver API's
 fixtures works here too.
 
@@ -19,76 +18,35 @@ pytest warns that the plugin was imported before it could rewrite its asserts). 
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import AsyncIterator, Awaitable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
 pytest.register_assert_rewrite("tests.integration.central_fixtures")
 
-from central import auth  # noqa: E402 - after the rewrite registration above
-from central.adapters.schema import migrations  # noqa: E402
-from central.adapters.storage import Store  # noqa: E402
-from central.app import SERVICE, STORE  # noqa: E402
-from central.clock import ClockAnchor, StationClock  # noqa: E402
-from central.domain.params import StationParams, params_from_mapping  # noqa: E402
-from central.service import ChargingService  # noqa: E402
+from central.domain.params import StationParams, params_from_mapping  # noqa: E402 - after the rewrite registration above
 from central.web import add_user_api  # noqa: E402
-from central.web.middleware import AUTH_KEY  # noqa: E402
-from central.web.openapi import register_routes  # noqa: E402
+from central.web.platform import add_operator_platform_api  # noqa: E402
 from tests.integration.central_fixtures import (  # noqa: E402
     PASSWORD,
     SMALL_STATION,
     START,
     Account,
     Central,
-    FakeWall,
-    RecordingCommands,
+    start_central,
     stop_central,
 )
 
-_SIBLINGS = ("central.web.platform.stations", "central.web.platform.orders")
-
-
-def add_platform_routes(app: web.Application) -> None:
-    """The whole operator platform API; only the accounts part while its siblings are missing."""
-    if all(importlib.util.find_spec(name) is not None for name in _SIBLINGS):
-        from central.web.platform import add_operator_platform_api
-
-        add_operator_platform_api(app)
-        return
-    from central.web.platform import accounts
-
-    register_routes(app, accounts.ROUTES)
+BOTH_APIS = (add_user_api, add_operator_platform_api)
 
 
 async def start_platform(tmp_path: Path, params: StationParams, start: datetime = START) -> Central:
-    """Store, service (piles online), an app with both APIs, and a client; stop it with
+    """:func:`~tests.integration.central_fixtures.start_central` serving both APIs; stop it with
     :func:`stop_platform`."""
-    store = Store(tmp_path / "central.db", [migrations])
-    await store.open()
-    wall = FakeWall(start)
-    clock = StationClock(1.0, ClockAnchor(wall(), wall()), wall=wall)
-    commands = RecordingCommands()
-    service = ChargingService(store, params, clock, commands, station="test")
-    await service.start()
-    piles = [f"F{i}" for i in range(1, params.fast_pile_num + 1)]
-    piles += [f"T{i}" for i in range(1, params.trickle_pile_num + 1)]
-    for pile in piles:
-        service.health[pile] = "online"
-    app = web.Application()
-    app[STORE], app[SERVICE] = store, service
-    app[AUTH_KEY] = auth.AuthSettings(clock=wall.now)
-    add_user_api(app)
-    add_platform_routes(app)
-    client = TestClient(TestServer(app, host="127.0.0.1", port=0))
-    await client.start_server()
-    return Central(client, app, store, service, wall, commands)
+    return await start_central(tmp_path, params, start, route_sets=BOTH_APIS)
 
 
 stop_platform = stop_central
@@ -168,7 +126,6 @@ __all__ = [
     "PASSWORD",
     "Account",
     "Central",
-    "add_platform_routes",
     "admin_user",
     "expect_invalid",
     "expect_problem",

@@ -18,13 +18,10 @@ are ISO 8601 UTC with ``Z``. :data:`ROUTES` is the route table (see :mod:`centra
 
 from __future__ import annotations
 
-import math
 import re
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import sqlite_utils
@@ -32,274 +29,79 @@ import structlog
 from aiohttp import web
 
 from central import auth
-from central.web.errors import PERMISSION_DENIED, VALIDATION_ERROR, ApiError, json_response
-from central.web.middleware import TOKEN_KEY, Access, auth_settings, current_user, off_loop, store_of
+from central.web.errors import ApiError, json_response
+from central.web.middleware import TOKEN_KEY, Access, auth_settings, current_user, off_loop
 from central.web.openapi import RouteSpec
 from central.web.platform.common import (
+    BOOL,
+    CONFLICT_409,
+    DATETIME,
+    DENIED_403,
     GENDER,
+    ID_RESULT,
+    ID_SCHEMA,
+    INT,
+    INT_TEXT,
+    MAX_BATCH,
+    MISSING_404,
     NOTIFICATION_TYPE,
+    NSTR,
+    NUM,
     PAGE_PARAMETERS,
     PERMISSION_LEVEL,
     PLATFORM_STYLE,
+    STR,
     USER_STATUS,
+    Body,
+    Resource,
+    codes_schema,
     conflict,
+    created,
     described,
+    forbidden,
+    id_path,
     invalid,
+    item_response,
+    list_response,
+    no_content,
     not_found,
-    page_object,
+    now_iso,
+    obj_schema,
+    page_response,
     page_schema,
     paging,
+    path_id,
+    path_parameter,
+    query_code,
+    query_keyword,
+    read,
+    read_body,
+    require_self_or_staff,
+    require_user,
+    row_exists,
+    text_schema,
+    utc_z,
+    where_clause,
+    write,
 )
-from central.web.user_api import json_object, json_type, login_with_password
+from central.web.user_api import login_with_password
 
 log = structlog.get_logger(__name__)
 
-MAX_ID = 2**63 - 1  # SQLite's INTEGER range: a larger id names nothing
 SUPER_LEVEL = 4
 KIND_OF_TYPE = {1: "system", 2: "order", 3: "activity", 4: "recharge"}  # notifications.kind
 TOP_UP_MAX_CENTS = 100_000_00
 MAX_ADDRESSES = 50
-MAX_BATCH = 1000
-KEYWORD_MAX = 100
 ACTIVE_REQUEST_STATES = ("waiting", "charging")
 ORDER_CHARGING = 1
-_INT_TEXT = re.compile(r"[+-]?\d{1,40}")
 _POSTAL = re.compile(r"[A-Za-z0-9 \-]{3,16}")
 
-# --- input -----------------------------------------------------------------------------------------
-
-
-def _unicode_ok(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates cannot be stored
-        return False
-    return True
-
-
-class Body:
-    """Reads the camelCase fields of a JSON object body, collecting problems per field."""
-
-    def __init__(self, data: Mapping[str, Any]) -> None:
-        self.data = data
-        self.problems: dict[str, list[str]] = {}
-
-    def present(self, name: str) -> bool:
-        """Whether the body names the field at all (even as null)."""
-        return name in self.data
-
-    def bad(self, name: str, message: str) -> None:
-        self.problems.setdefault(name, []).append(message)
-
-    def _missing(self, name: str, value: Any, required: bool) -> bool:
-        if value is None and required:
-            self.bad(name, "is required")
-        return value is None
-
-    def text(
-        self,
-        name: str,
-        *,
-        required: bool = False,
-        max_len: int = 200,
-        pattern: re.Pattern[str] | None = None,
-        hint: str = "",
-    ) -> str | None:
-        """A string (blank reads as absent)."""
-        value = self.data.get(name)
-        if isinstance(value, str) and not value.strip():
-            value = None
-        if self._missing(name, value, required):
-            return None
-        if not isinstance(value, str):
-            self.bad(name, f"must be a string, got {json_type(value)}")
-        elif len(value) > max_len:
-            self.bad(name, f"must be at most {max_len} characters (got {len(value)})")
-        elif not _unicode_ok(value):
-            self.bad(name, "must be valid Unicode text")
-        elif pattern is not None and not pattern.fullmatch(value):
-            self.bad(name, hint or f"must match {pattern.pattern}")
-        else:
-            return value
-        return None
-
-    def integer(
-        self,
-        name: str,
-        *,
-        required: bool = False,
-        choices: Mapping[int, str] | None = None,
-        bounds: tuple[int, int] = (1, MAX_ID),
-    ) -> int | None:
-        """An integer (one of ``choices`` when given, else within ``bounds``)."""
-        value = self.data.get(name)
-        if self._missing(name, value, required):
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.bad(name, f"must be an integer, got {json_type(value)}")
-        elif choices is not None and value not in choices:
-            codes = ", ".join(f"{code}={text}" for code, text in choices.items())
-            self.bad(name, f"must be one of {codes}; got {value}")
-        elif choices is None and not bounds[0] <= value <= bounds[1]:
-            self.bad(name, f"must be an integer from {bounds[0]} to {bounds[1]}, got {value}")
-        else:
-            return value
-        return None
-
-    def boolean(self, name: str) -> bool | None:
-        """true / false (absent or null: None)."""
-        value = self.data.get(name)
-        if value is None or isinstance(value, bool):
-            return value
-        self.bad(name, f"must be true or false, got {json_type(value)}")
-        return None
-
-    def ids(self, name: str, *, allow_empty: bool = False) -> list[int] | None:
-        """A list of positive integer ids (duplicates dropped, order kept), at most MAX_BATCH."""
-        value = self.data.get(name)
-        if self._missing(name, value, True):
-            return None
-        if not isinstance(value, list):
-            self.bad(name, f"must be an array of integers, got {json_type(value)}")
-        elif not value and not allow_empty:
-            self.bad(name, "must not be empty")
-        elif len(value) > MAX_BATCH:
-            self.bad(name, f"must have at most {MAX_BATCH} items (got {len(value)})")
-        elif not all(_is_id(item) for item in value):
-            self.bad(name, f"every item must be an integer from 1 to {MAX_ID}")
-        else:
-            return list(dict.fromkeys(value))
-        return None
-
-    def money_cents(self, name: str, *, maximum_cents: int) -> int | None:
-        """A required amount in yuan: > 0, at most 2 decimals, at most the maximum; as cents."""
-        value = self.data.get(name)
-        if self._missing(name, value, True):
-            return None
-        cents = _cents(value)
-        if cents is None:
-            self.bad(name, f"must be a number with at most 2 decimals, got {value!r}")
-        elif not 0 < cents <= maximum_cents:
-            self.bad(name, f"must be greater than 0 and at most {maximum_cents // 100}, got {value!r}")
-        else:
-            return cents
-        return None
-
-    def check(self) -> None:
-        """Raise the 400 problem naming every bad field, if any."""
-        if self.problems:
-            summary = "; ".join(f"{k}: {' '.join(v)}" for k, v in self.problems.items())
-            raise ApiError(400, VALIDATION_ERROR, summary, self.problems)
-
-
-def _is_id(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_ID
-
-
-def _cents(value: object) -> int | None:
-    """Exact cents of a JSON number with at most 2 decimals, else None."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    try:
-        amount = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-    except InvalidOperation:
-        return None
-    cents = amount * 100
-    return int(cents) if cents == cents.to_integral_value() else None
-
-
-async def read_body(request: web.Request) -> Body:
-    """The request's JSON object body (400 naming ``body`` otherwise)."""
-    return Body(await json_object(request))
-
-
-def path_id(request: web.Request, name: str, what: str) -> int:
-    """An integer path parameter: not an integer → 400 naming it; out of id range → 404."""
-    text = request.match_info[name]
-    if not _INT_TEXT.fullmatch(text):
-        raise invalid(name, f"must be an integer, got {text[:40]!r}")
-    value = int(text)
-    if not 1 <= value <= MAX_ID:
-        raise not_found(what, value)
-    return value
-
-
-def query_code(request: web.Request, name: str, table: Mapping[int, str]) -> int | None:
-    """An optional enum code in the query (400 naming it unless one of ``table``)."""
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return None
-    if not _INT_TEXT.fullmatch(raw) or int(raw) not in table:
-        codes = ", ".join(f"{code}={text}" for code, text in table.items())
-        raise invalid(name, f"must be one of {codes}; got {raw[:40]!r}")
-    return int(raw)
-
-
-def query_keyword(request: web.Request) -> str | None:
-    """The optional ``keyword`` (at most KEYWORD_MAX characters)."""
-    raw = request.query.get("keyword", "").strip()
-    if not raw:
-        return None
-    if len(raw) > KEYWORD_MAX or not _unicode_ok(raw):
-        raise invalid("keyword", f"must be valid text of at most {KEYWORD_MAX} characters")
-    return raw
-
-
-def like_pattern(keyword: str) -> str:
-    """A LIKE pattern (ESCAPE '\\') matching ``keyword`` anywhere."""
-    escaped = keyword.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
-def page_offset(page: int, size: int) -> int:
-    """The row offset of a page, bounded so a page far past the end cannot overflow SQLite."""
-    return min((page - 1) * size, MAX_ID // 2)
-
-
-# --- output and small helpers ----------------------------------------------------------------------
-
-
-def utc_z(text: str | None) -> str | None:
-    """A stored time as ISO 8601 UTC with ``Z`` (naive values are UTC)."""
-    if not text:
-        return None
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError:
-        return text
-    at = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+# --- access and small helpers ----------------------------------------------------------------------
 
 
 def yuan(cents: int) -> float:
     """Integer cents as a yuan number with 2 decimals."""
     return round(cents / 100, 2)
-
-
-def now_iso(request: web.Request) -> str:
-    """Now (the app's account clock) as a stored ISO 8601 UTC string."""
-    return auth_settings(request.app).clock().astimezone(UTC).isoformat()
-
-
-def no_content() -> web.Response:
-    return web.Response(status=204)
-
-
-def created(new_id: int) -> web.Response:
-    return json_response({"id": new_id}, 201)
-
-
-def forbidden(message: str) -> ApiError:
-    """403 PERMISSION_DENIED."""
-    return ApiError(403, PERMISSION_DENIED, message)
-
-
-def require_self_or_staff(actor: auth.AuthUser, user_id: int) -> None:
-    """A user may act on their own data; another user's needs level >= 3."""
-    if actor.id != user_id and not actor.is_staff:
-        raise forbidden(f"权限不足: 用户 {user_id} 的数据需要管理员权限 (permission level >= 3)")
 
 
 def require_super(actor: auth.AuthUser) -> None:
@@ -312,15 +114,6 @@ def require_not_outranked(actor: auth.AuthUser, user_id: int, target_level: int)
     """An administrator may not manage a user of a higher level than their own."""
     if actor.id != user_id and target_level > actor.level:
         raise forbidden(f"权限不足: 用户 {user_id} 的权限级别 ({target_level}) 高于你的 ({actor.level})")
-
-
-def _exists(db: sqlite_utils.Database, table: str, row_id: int) -> bool:
-    return db.execute(f"SELECT 1 FROM {table} WHERE id = ?", [row_id]).fetchone() is not None  # noqa: S608
-
-
-def require_user(db: sqlite_utils.Database, user_id: int) -> None:
-    if not _exists(db, "users", user_id):
-        raise not_found("用户", user_id)
 
 
 def active_super_admins(db: sqlite_utils.Database) -> int:
@@ -337,14 +130,6 @@ def keep_a_super_admin(db: sqlite_utils.Database, before: int) -> None:
     """Inside a write: refuse (409, rolled back) a change that leaves no active super admin."""
     if before > 0 and active_super_admins(db) == 0:
         raise conflict("不能移除最后一个超级管理员: 至少需要一个启用的 permission level 4 账户")
-
-
-async def read(request: web.Request, fn: Callable[[sqlite_utils.Database], Any]) -> Any:
-    return await store_of(request).read(fn)
-
-
-async def write(request: web.Request, fn: Callable[[sqlite_utils.Database], Any]) -> Any:
-    return await store_of(request).write(fn)
 
 
 # --- users -----------------------------------------------------------------------------------------
@@ -380,61 +165,28 @@ def user_json(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def user_row(db: sqlite_utils.Database, user_id: int) -> dict[str, Any]:
-    rows = list(db.query(f"{_USER_SELECT} WHERE u.id = ?", [user_id]))
-    if not rows:
-        raise not_found("用户", user_id)
-    return rows[0]
-
-
-@dataclass(frozen=True)
-class UserFilter:
-    """The paged list's filters."""
-
-    status: int | None
-    keyword: str | None
-
-    def where(self) -> tuple[str, list[Any]]:
-        clauses, args = ["1 = 1"], list[Any]()
-        if self.status is not None:
-            clauses.append("u.status = ?")
-            args.append(self.status)
-        if self.keyword is not None:
-            columns = ("u.username", "u.nickname", "u.phone", "u.email")
-            clauses.append("(" + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in columns) + ")")
-            args += [like_pattern(self.keyword)] * len(columns)
-        return " AND ".join(clauses), args
-
-
-def user_page(db: sqlite_utils.Database, filt: UserFilter, page: int, size: int) -> tuple[int, list[Any]]:
-    where, args = filt.where()
-    total = db.execute(f"SELECT COUNT(*) FROM users u WHERE {where}", args).fetchone()[0]  # noqa: S608
-    rows = db.query(
-        f"{_USER_SELECT} WHERE {where} ORDER BY u.id LIMIT ? OFFSET ?",
-        [*args, size, page_offset(page, size)],
-    )
-    return int(total), [user_json(row) for row in rows]
+USERS = Resource("用户", _USER_SELECT, "u.id", "u.id", user_json, count_from="users u")
+_USER_SEARCH = ("u.username", "u.nickname", "u.phone", "u.email")
 
 
 async def list_users(request: web.Request) -> web.StreamResponse:
     """GET /api/Users: every user (level >= 3)."""
-    rows = await read(request, lambda db: list(db.query(f"{_USER_SELECT} ORDER BY u.id")))
-    return json_response([user_json(row) for row in rows])
+    return await list_response(request, USERS)
 
 
 async def paged_users(request: web.Request) -> web.StreamResponse:
     """GET /api/Users/paged: status filter, keyword over openId / nickname / phone / email."""
-    page, size = paging(request)
-    filt = UserFilter(query_code(request, "status", USER_STATUS), query_keyword(request))
-    total, items = await read(request, lambda db: user_page(db, filt, page, size))
-    return json_response(page_object(page, size, total, items))
+    page_size = paging(request)  # read before the filters: a bad page is the error reported first
+    status = query_code(request, "status", USER_STATUS)
+    where = where_clause([("u.status = ?", status)], query_keyword(request), _USER_SEARCH)
+    return await page_response(request, USERS, where, page_size)
 
 
 async def get_user(request: web.Request) -> web.StreamResponse:
     """GET /api/Users/{id}: yourself, or anyone with level >= 3."""
     user_id = path_id(request, "id", "用户")
     require_self_or_staff(current_user(request), user_id)
-    return json_response(user_json(await read(request, lambda db: user_row(db, user_id))))
+    return await item_response(request, USERS, user_id)
 
 
 _PHONE_HINT = "must be a phone number: digits, optionally + at the start, spaces or -"
@@ -528,7 +280,7 @@ async def update_user(request: web.Request) -> web.StreamResponse:
     stamp = now_iso(request)
 
     def update(db: sqlite_utils.Database) -> None:
-        row = user_row(db, user_id)
+        row = USERS.row(db, user_id)
         require_not_outranked(actor, user_id, row["level"])
         if status is not None and status != row["status"]:
             check_status_change(actor, user_id, status)
@@ -582,7 +334,7 @@ async def delete_user(request: web.Request) -> web.StreamResponse:
     user_id, actor = path_id(request, "id", "用户"), current_user(request)
 
     def delete(db: sqlite_utils.Database) -> None:
-        row = user_row(db, user_id)
+        row = USERS.row(db, user_id)
         require_not_outranked(actor, user_id, row["level"])
         if actor.id == user_id:
             raise conflict("不能删除自己的账户")
@@ -608,7 +360,7 @@ async def platform_login(request: web.Request) -> web.StreamResponse:
     body.check()
     assert open_id is not None and password is not None
     user, token = await login_with_password(request, open_id, password)
-    row = await read(request, lambda db: user_row(db, user.id))
+    row = await read(request, lambda db: USERS.row(db, user.id))
     return json_response(
         {
             "id": user.id,
@@ -653,7 +405,7 @@ async def change_password(request: web.Request) -> web.StreamResponse:
 
 
 def password_target(db: sqlite_utils.Database, actor: auth.AuthUser, user_id: int) -> auth.LoginRecord:
-    row = user_row(db, user_id)
+    row = USERS.row(db, user_id)
     require_not_outranked(actor, user_id, row["level"])
     record = auth.find_login(db, row["username"])
     assert record is not None
@@ -712,11 +464,7 @@ def role_json(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def role_row(db: sqlite_utils.Database, role_id: int) -> dict[str, Any]:
-    rows = list(db.query(f"{_ROLE_SELECT} WHERE id = ?", [role_id]))
-    if not rows:
-        raise not_found("角色", role_id)
-    return rows[0]
+ROLES = Resource("角色", _ROLE_SELECT, "id", "id", role_json)
 
 
 def require_free_name(db: sqlite_utils.Database, name: str, role_id: int = 0) -> None:
@@ -727,14 +475,12 @@ def require_free_name(db: sqlite_utils.Database, name: str, role_id: int = 0) ->
 
 async def list_roles(request: web.Request) -> web.StreamResponse:
     """GET /api/UserRoles (level >= 3)."""
-    rows = await read(request, lambda db: list(db.query(f"{_ROLE_SELECT} ORDER BY id")))
-    return json_response([role_json(row) for row in rows])
+    return await list_response(request, ROLES)
 
 
 async def get_role(request: web.Request) -> web.StreamResponse:
     """GET /api/UserRoles/{id} (level >= 3)."""
-    role_id = path_id(request, "id", "角色")
-    return json_response(role_json(await read(request, lambda db: role_row(db, role_id))))
+    return await item_response(request, ROLES, path_id(request, "id", "角色"))
 
 
 @dataclass(frozen=True)
@@ -787,7 +533,7 @@ async def update_role(request: web.Request) -> web.StreamResponse:
     stamp = now_iso(request)
 
     def update(db: sqlite_utils.Database) -> None:
-        row = role_row(db, role_id)
+        row = ROLES.row(db, role_id)
         level = role.level if role.level is not None else row["permission_level"]
         if row["is_system"] and level != row["permission_level"]:
             raise conflict(f"系统角色 {row['name']} 的权限级别不能修改")
@@ -811,7 +557,7 @@ async def delete_role(request: web.Request) -> web.StreamResponse:
     require_super(current_user(request))
 
     def delete(db: sqlite_utils.Database) -> None:
-        row = role_row(db, role_id)
+        row = ROLES.row(db, role_id)
         if row["is_system"]:
             raise conflict(f"系统角色 {row['name']} 不能删除")
         before = active_super_admins(db)
@@ -838,8 +584,7 @@ async def roles_by_user(request: web.Request) -> web.StreamResponse:
     """GET /api/UserRoles/byUser/{userId}: yourself, or level >= 3."""
     user_id = path_id(request, "userId", "用户")
     require_self_or_staff(current_user(request), user_id)
-    rows = await read(request, lambda db: roles_of(db, user_id))
-    return json_response([role_json(row) for row in rows])
+    return await list_response(request, ROLES, lambda db: roles_of(db, user_id))
 
 
 async def assign_role(request: web.Request) -> web.StreamResponse:
@@ -854,7 +599,7 @@ async def assign_role(request: web.Request) -> web.StreamResponse:
 
     def assign(db: sqlite_utils.Database) -> int:
         require_user(db, user_id)
-        role = role_row(db, role_id)
+        role = ROLES.row(db, role_id)
         if actor.id == user_id and role["permission_level"] > actor.level:
             raise forbidden("权限不足: 不能提升自己的权限级别")
         db.execute(
@@ -876,7 +621,7 @@ async def remove_role(request: web.Request) -> web.StreamResponse:
 
     def remove(db: sqlite_utils.Database) -> None:
         require_user(db, user_id)
-        role_row(db, role_id)
+        ROLES.row(db, role_id)
         before = active_super_admins(db)
         cursor = db.execute("DELETE FROM user_roles WHERE user_id = ? AND role_id = ?", [user_id, role_id])
         if cursor.rowcount == 0:
@@ -895,7 +640,7 @@ async def check_role(request: web.Request) -> web.StreamResponse:
 
     def holds(db: sqlite_utils.Database) -> bool:
         require_user(db, user_id)
-        role_row(db, role_id)
+        ROLES.row(db, role_id)
         row = db.execute("SELECT 1 FROM user_roles WHERE user_id = ? AND role_id = ?", [user_id, role_id])
         return row.fetchone() is not None
 
@@ -906,7 +651,7 @@ async def check_permission(request: web.Request) -> web.StreamResponse:
     """GET /api/UserRoles/checkPermission/{userId}/{permissionLevel} → level >= permissionLevel."""
     user_id = path_id(request, "userId", "用户")
     raw = request.match_info["permissionLevel"]
-    if not _INT_TEXT.fullmatch(raw) or int(raw) not in PERMISSION_LEVEL:
+    if not INT_TEXT.fullmatch(raw) or int(raw) not in PERMISSION_LEVEL:
         raise invalid("permissionLevel", f"must be one of 1, 2, 3, 4; got {raw[:40]!r}")
     require_self_or_staff(current_user(request), user_id)
 
@@ -950,16 +695,12 @@ def address_json(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def address_row(db: sqlite_utils.Database, address_id: int) -> dict[str, Any]:
-    rows = list(db.query("SELECT * FROM user_addresses WHERE id = ?", [address_id]))
-    if not rows:
-        raise not_found("地址", address_id)
-    return rows[0]
+ADDRESSES = Resource("地址", "SELECT * FROM user_addresses", "id", "is_default DESC, id", address_json)
 
 
 def own_address(db: sqlite_utils.Database, actor: auth.AuthUser, address_id: int) -> dict[str, Any]:
     """The address, if the caller may act on it (404 absent, 403 another user's)."""
-    row = address_row(db, address_id)
+    row = ADDRESSES.row(db, address_id)
     require_self_or_staff(actor, row["user_id"])
     return row
 
@@ -1000,11 +741,9 @@ async def addresses_by_user(request: web.Request) -> web.StreamResponse:
 
     def rows(db: sqlite_utils.Database) -> list[dict[str, Any]]:
         require_user(db, user_id)
-        return list(
-            db.query("SELECT * FROM user_addresses WHERE user_id = ? ORDER BY is_default DESC, id", [user_id])
-        )
+        return ADDRESSES.rows(db, "user_id = ?", [user_id])
 
-    return json_response([address_json(row) for row in await read(request, rows)])
+    return await list_response(request, ADDRESSES, rows)
 
 
 async def get_address(request: web.Request) -> web.StreamResponse:
@@ -1098,7 +837,7 @@ async def set_default_address(request: web.Request) -> web.StreamResponse:
 
     def set_default(db: sqlite_utils.Database) -> None:
         require_user(db, user_id)
-        row = address_row(db, address_id)
+        row = ADDRESSES.row(db, address_id)
         if row["user_id"] != user_id:
             raise ApiError(404, "RESOURCE_NOT_FOUND", f"地址 {address_id} 不属于用户 {user_id}")
         make_default(db, user_id, address_id)
@@ -1113,7 +852,6 @@ async def set_default_address(request: web.Request) -> web.StreamResponse:
 _NOTIFICATION_SELECT = (
     "SELECT id, user_id, title, content, type, related_id, is_read, read_time, create_time FROM notifications"
 )
-_NEWEST_FIRST = "ORDER BY julianday(create_time) DESC, id DESC"
 
 
 @dataclass(frozen=True)
@@ -1152,13 +890,16 @@ def notification_json(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+NOTIFICATIONS = Resource(
+    "通知", _NOTIFICATION_SELECT, "id", "julianday(create_time) DESC, id DESC", notification_json
+)
+
+
 def notification_row(db: sqlite_utils.Database, actor: auth.AuthUser, notification_id: int) -> dict[str, Any]:
     """The notification, if the caller may act on it (404 absent, 403 another user's)."""
-    rows = list(db.query(f"{_NOTIFICATION_SELECT} WHERE id = ?", [notification_id]))
-    if not rows:
-        raise not_found("通知", notification_id)
-    require_self_or_staff(actor, rows[0]["user_id"])
-    return rows[0]
+    row = NOTIFICATIONS.row(db, notification_id)
+    require_self_or_staff(actor, row["user_id"])
+    return row
 
 
 def read_notification_text(body: Body) -> NotificationText:
@@ -1181,22 +922,19 @@ def user_notifications(
 
     def rows(db: sqlite_utils.Database) -> list[dict[str, Any]]:
         require_user(db, user_id)
-        sql = f"{_NOTIFICATION_SELECT} WHERE user_id = ?{unread} {_NEWEST_FIRST}"
-        return list(db.query(sql, [user_id]))
+        return NOTIFICATIONS.rows(db, f"user_id = ?{unread}", [user_id])
 
     return rows
 
 
 async def notifications_by_user(request: web.Request) -> web.StreamResponse:
     """GET /api/UserNotifications/byUser/{userId}: newest first."""
-    rows = await read(request, user_notifications(request, unread_only=False))
-    return json_response([notification_json(row) for row in rows])
+    return await list_response(request, NOTIFICATIONS, user_notifications(request, unread_only=False))
 
 
 async def unread_notifications(request: web.Request) -> web.StreamResponse:
     """GET /api/UserNotifications/unread/{userId}: newest first."""
-    rows = await read(request, user_notifications(request, unread_only=True))
-    return json_response([notification_json(row) for row in rows])
+    return await list_response(request, NOTIFICATIONS, user_notifications(request, unread_only=True))
 
 
 async def get_notification(request: web.Request) -> web.StreamResponse:
@@ -1222,7 +960,7 @@ async def create_notification(request: web.Request) -> web.StreamResponse:
 
 
 def require_users(db: sqlite_utils.Database, user_ids: Iterable[int]) -> None:
-    missing = [uid for uid in user_ids if not _exists(db, "users", uid)]
+    missing = [uid for uid in user_ids if not row_exists(db, "users", uid)]
     if missing:
         shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
         raise ApiError(404, "RESOURCE_NOT_FOUND", f"用户不存在: {shown}")
@@ -1325,70 +1063,35 @@ async def unread_count(request: web.Request) -> web.StreamResponse:
 
 # --- the route table -------------------------------------------------------------------------------
 
-_INT, _STR, _BOOL, _NUM = {"type": "integer"}, {"type": "string"}, {"type": "boolean"}, {"type": "number"}
-_NSTR = {"type": ["string", "null"]}
-_DT = {"type": ["string", "null"], "format": "date-time"}
-
-
-def _obj(properties: Mapping[str, Any], required: Iterable[str] = ()) -> dict[str, Any]:
-    return {"type": "object", "properties": dict(properties), "required": list(required)}
-
-
-def _codes(table: Mapping[int, str], *, nullable: bool = False) -> dict[str, Any]:
-    codes: list[Any] = list(table)
-    text = ", ".join(f"{code}={name}" for code, name in table.items())
-    return {"enum": [*codes, None] if nullable else codes, "description": text}
-
-
-def _text(max_len: int, *, nullable: bool = True, pattern: str | None = None) -> dict[str, Any]:
-    """A text field; a required one (not nullable) must hold a non-blank character."""
-    schema: dict[str, Any] = {"type": ["string", "null"] if nullable else "string", "maxLength": max_len}
-    if pattern is None and not nullable:
-        schema["minLength"], pattern = 1, r"\S"
-    if pattern is not None:
-        schema["pattern"] = pattern
-    return schema
-
-
-def _path(name: str, description: str, schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "path",
-        "required": True,
-        "description": description,
-        "schema": dict(schema or {"type": "integer", "minimum": 1}),
-    }
-
-
 _PHONE = r"^\+?[0-9][0-9 \-]{2,30}$"
 _EMAIL = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$"
-USER = _obj(
+USER = obj_schema(
     {
-        "id": _INT,
-        "openId": _STR,
-        "nickname": _NSTR,
-        "avatar": _NSTR,
-        "phone": _NSTR,
-        "email": _NSTR,
-        "balance": {**_NUM, "description": "yuan"},
-        "registerTime": _DT,
-        "lastLoginTime": _DT,
-        "status": _codes(USER_STATUS),
-        "statusDescription": _STR,
-        "gender": _codes(GENDER),
-        "genderDescription": _STR,
-        "permissionLevel": _codes(PERMISSION_LEVEL),
-        "permissionLevelDescription": _STR,
+        "id": INT,
+        "openId": STR,
+        "nickname": NSTR,
+        "avatar": NSTR,
+        "phone": NSTR,
+        "email": NSTR,
+        "balance": {**NUM, "description": "yuan"},
+        "registerTime": DATETIME,
+        "lastLoginTime": DATETIME,
+        "status": codes_schema(USER_STATUS),
+        "statusDescription": STR,
+        "gender": codes_schema(GENDER),
+        "genderDescription": STR,
+        "permissionLevel": codes_schema(PERMISSION_LEVEL),
+        "permissionLevelDescription": STR,
     }
 )
 _PROFILE_FIELDS = {
-    "nickname": _text(64),
-    "avatar": _text(1024),
-    "phone": _text(32, pattern=_PHONE),
-    "email": _text(254, pattern=_EMAIL),
-    "gender": _codes(GENDER, nullable=True),
+    "nickname": text_schema(64),
+    "avatar": text_schema(1024),
+    "phone": text_schema(32, pattern=_PHONE),
+    "email": text_schema(254, pattern=_EMAIL),
+    "gender": codes_schema(GENDER, nullable=True),
 }
-USER_CREATE = _obj(
+USER_CREATE = obj_schema(
     {
         "openId": {"type": "string", "pattern": r"^[A-Za-z0-9_.\-@]{3,64}$"},
         "password": {
@@ -1401,24 +1104,25 @@ USER_CREATE = _obj(
     },
     ("openId", "password"),
 )
-USER_UPDATE = _obj({**_PROFILE_FIELDS, "status": _codes(USER_STATUS, nullable=True)})
-LOGIN = _obj(
-    {"openId": _text(256, nullable=False), "password": _text(1024, nullable=False)}, ("openId", "password")
+USER_UPDATE = obj_schema({**_PROFILE_FIELDS, "status": codes_schema(USER_STATUS, nullable=True)})
+LOGIN = obj_schema(
+    {"openId": text_schema(256, nullable=False), "password": text_schema(1024, nullable=False)},
+    ("openId", "password"),
 )
-LOGIN_RESULT = _obj(
+LOGIN_RESULT = obj_schema(
     {
-        "id": _INT,
-        "openId": _STR,
-        "nickname": _NSTR,
-        "avatar": _NSTR,
-        "token": _STR,
-        "permissionLevel": _INT,
-        "permissionLevelDescription": _STR,
+        "id": INT,
+        "openId": STR,
+        "nickname": NSTR,
+        "avatar": NSTR,
+        "token": STR,
+        "permissionLevel": INT,
+        "permissionLevelDescription": STR,
     }
 )
-PASSWORD = _obj(
+PASSWORD = obj_schema(
     {
-        "oldPassword": {**_text(1024), "description": "required when changing your own password"},
+        "oldPassword": {**text_schema(1024), "description": "required when changing your own password"},
         "newPassword": {
             "type": "string",
             "minLength": auth.PASSWORD_LENGTH[0],
@@ -1428,7 +1132,7 @@ PASSWORD = _obj(
     },
     ("newPassword",),
 )
-BALANCE = _obj(
+BALANCE = obj_schema(
     {
         "amount": {
             "type": "number",
@@ -1440,87 +1144,87 @@ BALANCE = _obj(
     },
     ("amount",),
 )
-ROLE = _obj(
+ROLE = obj_schema(
     {
-        "id": _INT,
-        "name": _STR,
-        "description": _NSTR,
-        "permissionLevel": _codes(PERMISSION_LEVEL),
-        "permissionLevelDescription": _STR,
-        "isSystem": _BOOL,
+        "id": INT,
+        "name": STR,
+        "description": NSTR,
+        "permissionLevel": codes_schema(PERMISSION_LEVEL),
+        "permissionLevelDescription": STR,
+        "isSystem": BOOL,
     }
 )
 ROLE_FIELDS = {
-    "name": _text(50, nullable=False),
-    "description": _text(200),
-    "permissionLevel": _codes(PERMISSION_LEVEL),
+    "name": text_schema(50, nullable=False),
+    "description": text_schema(200),
+    "permissionLevel": codes_schema(PERMISSION_LEVEL),
 }
-ASSIGN = _obj(
-    {"userId": {"type": "integer", "minimum": 1}, "roleId": {"type": "integer", "minimum": 1}},
+ASSIGN = obj_schema(
+    {"userId": ID_SCHEMA, "roleId": ID_SCHEMA},
     ("userId", "roleId"),
 )
-ADDRESS = _obj(
+ADDRESS = obj_schema(
     {
-        "id": _INT,
-        "userId": _INT,
-        "recipientName": _STR,
-        "recipientPhone": _STR,
-        "province": _STR,
-        "city": _STR,
-        "district": _NSTR,
-        "detailAddress": _STR,
-        "fullAddress": _STR,
-        "postalCode": _NSTR,
-        "isDefault": _BOOL,
-        "tag": _NSTR,
-        "createTime": _DT,
-        "updateTime": _DT,
+        "id": INT,
+        "userId": INT,
+        "recipientName": STR,
+        "recipientPhone": STR,
+        "province": STR,
+        "city": STR,
+        "district": NSTR,
+        "detailAddress": STR,
+        "fullAddress": STR,
+        "postalCode": NSTR,
+        "isDefault": BOOL,
+        "tag": NSTR,
+        "createTime": DATETIME,
+        "updateTime": DATETIME,
     }
 )
-ADDRESS_BODY = _obj(
+ADDRESS_BODY = obj_schema(
     {
-        **{name: _text(size, nullable=not required) for name, (_c, required, size) in _ADDRESS_TEXT.items()},
-        "recipientPhone": _text(32, nullable=False, pattern=_PHONE),
-        "postalCode": _text(16, pattern=r"^[A-Za-z0-9 \-]{3,16}$"),
+        **{
+            name: text_schema(size, nullable=not required)
+            for name, (_c, required, size) in _ADDRESS_TEXT.items()
+        },
+        "recipientPhone": text_schema(32, nullable=False, pattern=_PHONE),
+        "postalCode": text_schema(16, pattern=r"^[A-Za-z0-9 \-]{3,16}$"),
         "isDefault": {"type": ["boolean", "null"]},
     },
     [*(name for name, (_c, required, _s) in _ADDRESS_TEXT.items() if required), "recipientPhone"],
 )
-NOTIFICATION = _obj(
+NOTIFICATION = obj_schema(
     {
-        "id": _INT,
-        "userId": _INT,
-        "title": _STR,
-        "content": _STR,
-        "type": _codes(NOTIFICATION_TYPE),
-        "typeDescription": _STR,
-        "relatedId": _NSTR,
-        "isRead": _BOOL,
-        "readTime": _DT,
-        "createTime": _DT,
+        "id": INT,
+        "userId": INT,
+        "title": STR,
+        "content": STR,
+        "type": codes_schema(NOTIFICATION_TYPE),
+        "typeDescription": STR,
+        "relatedId": NSTR,
+        "isRead": BOOL,
+        "readTime": DATETIME,
+        "createTime": DATETIME,
     }
 )
 _NOTIFICATION_TEXT = {
-    "title": _text(100, nullable=False),
-    "content": _text(2000, nullable=False),
-    "type": _codes(NOTIFICATION_TYPE),
-    "relatedId": _text(64),
+    "title": text_schema(100, nullable=False),
+    "content": text_schema(2000, nullable=False),
+    "type": codes_schema(NOTIFICATION_TYPE),
+    "relatedId": text_schema(64),
 }
-_IDS = {"type": "array", "items": {"type": "integer", "minimum": 1}, "maxItems": MAX_BATCH}
-NOTIFICATION_BODY = _obj(
-    {"userId": {"type": "integer", "minimum": 1}, **_NOTIFICATION_TEXT},
+_IDS = {"type": "array", "items": ID_SCHEMA, "maxItems": MAX_BATCH}
+NOTIFICATION_BODY = obj_schema(
+    {"userId": ID_SCHEMA, **_NOTIFICATION_TEXT},
     ("userId", "title", "content", "type"),
 )
-BATCH_BODY = _obj(
+BATCH_BODY = obj_schema(
     {"userIds": {**_IDS, "minItems": 1}, **_NOTIFICATION_TEXT}, ("userIds", "title", "content", "type")
 )
-BATCH_READ = _obj({"notificationIds": _IDS}, ("notificationIds",))
-ID_RESULT, COUNT_RESULT = _obj({"id": _INT}, ("id",)), _obj({"count": _INT}, ("count",))
+BATCH_READ = obj_schema({"notificationIds": _IDS}, ("notificationIds",))
+COUNT_RESULT = obj_schema({"count": INT}, ("count",))
 
-_DENIED = (403, PERMISSION_DENIED)
-_MISSING = (404, "RESOURCE_NOT_FOUND")
-_CONFLICT = (409, "CONFLICT")
-_USER_ID = _path("userId", "用户ID")
+_USER_ID = id_path("userId", "用户ID")
 _STAFF_NOTE = "Needs permission level >= 3 (管理员)."
 _OWN_NOTE = "Your own data, or any user's with permission level >= 3 (管理员); otherwise 403."
 _SUPER_NOTE = "Needs permission level 4 (超级管理员); otherwise 403."
@@ -1531,12 +1235,12 @@ def _route(
 ) -> RouteSpec:
     errors = tuple(options.pop("errors", ()))
     if access is not Access.PUBLIC:
-        errors = (_DENIED, *errors)
+        errors = (DENIED_403, *errors)
     return RouteSpec(method, path, handler, summary, access, tag, PLATFORM_STYLE, errors=errors, **options)
 
 
 def _user_routes() -> list[RouteSpec]:
-    s, u, tag, uid = Access.STAFF, Access.USER, "Users", (_path("id", "用户ID"),)
+    s, u, tag, uid = Access.STAFF, Access.USER, "Users", (id_path("id", "用户ID"),)
     return [
         _route(
             "GET",
@@ -1555,7 +1259,10 @@ def _user_routes() -> list[RouteSpec]:
             "获取用户分页列表",
             s,
             tag,
-            parameters=(*PAGE_PARAMETERS, {"name": "status", "in": "query", "schema": _codes(USER_STATUS)}),
+            parameters=(
+                *PAGE_PARAMETERS,
+                {"name": "status", "in": "query", "schema": codes_schema(USER_STATUS)},
+            ),
             response=page_schema(USER),
             description=f"{_STAFF_NOTE} keyword matches openId, nickname, phone or email; "
             "pageSize above 100 is clamped to 100, 0 or less is 400.",
@@ -1583,7 +1290,7 @@ def _user_routes() -> list[RouteSpec]:
             tag,
             parameters=uid,
             response=USER,
-            errors=(_MISSING,),
+            errors=(MISSING_404,),
             description=_OWN_NOTE,
         ),
         _route(
@@ -1596,7 +1303,7 @@ def _user_routes() -> list[RouteSpec]:
             request_body=USER_CREATE,
             response=ID_RESULT,
             status=201,
-            errors=(_CONFLICT,),
+            errors=(CONFLICT_409,),
             description=f"{_STAFF_NOTE} openId (= the driver API's username) must be unused "
             "(409 otherwise); the new user has level 1.",
         ),
@@ -1610,7 +1317,7 @@ def _user_routes() -> list[RouteSpec]:
             parameters=uid,
             request_body=USER_UPDATE,
             status=204,
-            errors=(_MISSING, _CONFLICT),
+            errors=(MISSING_404, CONFLICT_409),
             description=f"{_OWN_NOTE} Fields left out are kept; a text field sent as null or "
             '"" is cleared. status needs level >= 3; an administrator cannot '
             "change a user of a higher level; nobody disables their own account.",
@@ -1624,7 +1331,7 @@ def _user_routes() -> list[RouteSpec]:
             tag,
             parameters=uid,
             status=204,
-            errors=(_MISSING, _CONFLICT),
+            errors=(MISSING_404, CONFLICT_409),
             description=f"{_STAFF_NOTE} 409 while the user has an active charging request or "
             "a charging order, and for a user with orders or charging records "
             "(kept for billing: disable with status 0 instead); 409 for yourself.",
@@ -1639,7 +1346,7 @@ def _user_routes() -> list[RouteSpec]:
             parameters=uid,
             request_body=PASSWORD,
             status=204,
-            errors=(_MISSING, (429, "AUTH_INVALID")),
+            errors=(MISSING_404, (429, "AUTH_INVALID")),
             description=f"{_OWN_NOTE} Changing your own password needs oldPassword (a wrong one "
             "is 400 naming oldPassword and counts as a failed login); an "
             "administrator resetting another user's may omit it. The user's other "
@@ -1655,7 +1362,7 @@ def _user_routes() -> list[RouteSpec]:
             parameters=uid,
             request_body=BALANCE,
             status=204,
-            errors=(_MISSING,),
+            errors=(MISSING_404,),
             description=f"{_STAFF_NOTE} amount > 0, at most 2 decimals, at most 100000; "
             "the user gets a 充值通知 (type 4) notification.",
         ),
@@ -1663,8 +1370,8 @@ def _user_routes() -> list[RouteSpec]:
 
 
 def _role_routes() -> list[RouteSpec]:
-    s, u, tag, rid = Access.STAFF, Access.USER, "UserRoles", (_path("id", "角色ID"),)
-    pair = (_USER_ID, _path("roleId", "角色ID"))
+    s, u, tag, rid = Access.STAFF, Access.USER, "UserRoles", (id_path("id", "角色ID"),)
+    pair = (_USER_ID, id_path("roleId", "角色ID"))
     return [
         _route(
             "GET",
@@ -1685,7 +1392,7 @@ def _role_routes() -> list[RouteSpec]:
             tag,
             parameters=rid,
             response=ROLE,
-            errors=(_MISSING,),
+            errors=(MISSING_404,),
             description=_STAFF_NOTE,
         ),
         _route(
@@ -1695,10 +1402,10 @@ def _role_routes() -> list[RouteSpec]:
             "创建角色",
             s,
             tag,
-            request_body=_obj(ROLE_FIELDS, ("name", "permissionLevel")),
+            request_body=obj_schema(ROLE_FIELDS, ("name", "permissionLevel")),
             response=ID_RESULT,
             status=201,
-            errors=(_CONFLICT,),
+            errors=(CONFLICT_409,),
             description=f"{_SUPER_NOTE} name must be unused.",
         ),
         _route(
@@ -1709,9 +1416,9 @@ def _role_routes() -> list[RouteSpec]:
             s,
             tag,
             parameters=rid,
-            request_body=_obj(ROLE_FIELDS),
+            request_body=obj_schema(ROLE_FIELDS),
             status=204,
-            errors=(_MISSING, _CONFLICT),
+            errors=(MISSING_404, CONFLICT_409),
             description=f"{_SUPER_NOTE} Fields left out are kept; a system role's "
             "permissionLevel cannot change (409).",
         ),
@@ -1724,7 +1431,7 @@ def _role_routes() -> list[RouteSpec]:
             tag,
             parameters=rid,
             status=204,
-            errors=(_MISSING, _CONFLICT),
+            errors=(MISSING_404, CONFLICT_409),
             description=f"{_SUPER_NOTE} System roles cannot be deleted (409).",
         ),
         _route(
@@ -1736,7 +1443,7 @@ def _role_routes() -> list[RouteSpec]:
             tag,
             parameters=(_USER_ID,),
             response={"type": "array", "items": ROLE},
-            errors=(_MISSING,),
+            errors=(MISSING_404,),
             description=_OWN_NOTE,
         ),
         _route(
@@ -1747,8 +1454,8 @@ def _role_routes() -> list[RouteSpec]:
             s,
             tag,
             request_body=ASSIGN,
-            errors=(_MISSING,),
-            response=_obj({"userId": _INT, "roleId": _INT, "permissionLevel": _INT}),
+            errors=(MISSING_404,),
+            response=obj_schema({"userId": INT, "roleId": INT, "permissionLevel": INT}),
             description=f"{_SUPER_NOTE} Assigning a role the user holds changes nothing; "
             "nobody raises their own level.",
         ),
@@ -1761,7 +1468,7 @@ def _role_routes() -> list[RouteSpec]:
             tag,
             parameters=pair,
             status=204,
-            errors=(_MISSING, _CONFLICT),
+            errors=(MISSING_404, CONFLICT_409),
             description=f"{_SUPER_NOTE} A user without roles is level 1; the last active super "
             "administrator cannot lose level 4 (409).",
         ),
@@ -1773,8 +1480,8 @@ def _role_routes() -> list[RouteSpec]:
             u,
             tag,
             parameters=pair,
-            response=_BOOL,
-            errors=(_MISSING,),
+            response=BOOL,
+            errors=(MISSING_404,),
             description=_OWN_NOTE,
         ),
         _route(
@@ -1786,18 +1493,20 @@ def _role_routes() -> list[RouteSpec]:
             tag,
             parameters=(
                 _USER_ID,
-                _path("permissionLevel", "权限级别", {"type": "integer", "enum": list(PERMISSION_LEVEL)}),
+                path_parameter(
+                    "permissionLevel", "权限级别", {"type": "integer", "enum": list(PERMISSION_LEVEL)}
+                ),
             ),
-            response=_BOOL,
-            errors=(_MISSING,),
+            response=BOOL,
+            errors=(MISSING_404,),
             description=f"{_OWN_NOTE} true when the user's level >= permissionLevel.",
         ),
     ]
 
 
 def _address_routes() -> list[RouteSpec]:
-    u, tag, aid = Access.USER, "UserAddresses", (_path("id", "地址ID"),)
-    one = {"response": ADDRESS, "errors": (_MISSING,), "description": _OWN_NOTE}
+    u, tag, aid = Access.USER, "UserAddresses", (id_path("id", "地址ID"),)
+    one = {"response": ADDRESS, "errors": (MISSING_404,), "description": _OWN_NOTE}
     return [
         _route(
             "GET",
@@ -1808,7 +1517,7 @@ def _address_routes() -> list[RouteSpec]:
             tag,
             parameters=(_USER_ID,),
             response={"type": "array", "items": ADDRESS},
-            errors=(_MISSING,),
+            errors=(MISSING_404,),
             description=f"{_OWN_NOTE} The default address first.",
         ),
         _route("GET", "/api/UserAddresses/{id}", get_address, "获取地址详情", u, tag, parameters=aid, **one),
@@ -1833,7 +1542,7 @@ def _address_routes() -> list[RouteSpec]:
             request_body=ADDRESS_BODY,
             response=ID_RESULT,
             status=201,
-            errors=(_MISSING, _CONFLICT),
+            errors=(MISSING_404, CONFLICT_409),
             description=f"{_OWN_NOTE} The user's first address, or one with isDefault true, "
             f"becomes the only default. At most {MAX_ADDRESSES} addresses (409).",
         ),
@@ -1847,7 +1556,7 @@ def _address_routes() -> list[RouteSpec]:
             parameters=aid,
             request_body=ADDRESS_BODY,
             status=204,
-            errors=(_MISSING,),
+            errors=(MISSING_404,),
             description=f"{_OWN_NOTE} Replaces the fields; isDefault true makes it the only "
             "default (false keeps the current default: set another one instead).",
         ),
@@ -1860,7 +1569,7 @@ def _address_routes() -> list[RouteSpec]:
             tag,
             parameters=aid,
             status=204,
-            errors=(_MISSING,),
+            errors=(MISSING_404,),
             description=f"{_OWN_NOTE} Deleting the default makes the newest remaining one default.",
         ),
         _route(
@@ -1870,22 +1579,22 @@ def _address_routes() -> list[RouteSpec]:
             "设置默认地址",
             u,
             tag,
-            parameters=(_USER_ID, _path("addressId", "地址ID")),
+            parameters=(_USER_ID, id_path("addressId", "地址ID")),
             status=204,
-            errors=(_MISSING,),
+            errors=(MISSING_404,),
             description=f"{_OWN_NOTE} 404 when the address is not the user's.",
         ),
     ]
 
 
 def _notification_routes() -> list[RouteSpec]:
-    s, u, tag, nid = Access.STAFF, Access.USER, "UserNotifications", (_path("id", "通知ID"),)
+    s, u, tag, nid = Access.STAFF, Access.USER, "UserNotifications", (id_path("id", "通知ID"),)
     many = {
         "response": {"type": "array", "items": NOTIFICATION},
-        "errors": (_MISSING,),
+        "errors": (MISSING_404,),
         "description": f"{_OWN_NOTE} Newest first.",
     }
-    count = {"response": COUNT_RESULT, "errors": (_MISSING,), "description": _OWN_NOTE}
+    count = {"response": COUNT_RESULT, "errors": (MISSING_404,), "description": _OWN_NOTE}
     return [
         _route(
             "GET",
@@ -1916,7 +1625,7 @@ def _notification_routes() -> list[RouteSpec]:
             tag,
             parameters=nid,
             response=NOTIFICATION,
-            errors=(_MISSING,),
+            errors=(MISSING_404,),
             description=_OWN_NOTE,
         ),
         _route(
@@ -1929,7 +1638,7 @@ def _notification_routes() -> list[RouteSpec]:
             request_body=NOTIFICATION_BODY,
             response=ID_RESULT,
             status=201,
-            errors=(_MISSING,),
+            errors=(MISSING_404,),
             description=f"{_STAFF_NOTE} The driver API lists it too (its type: "
             "system / order / activity / recharge).",
         ),
@@ -1943,7 +1652,7 @@ def _notification_routes() -> list[RouteSpec]:
             request_body=BATCH_BODY,
             response=COUNT_RESULT,
             status=201,
-            errors=(_MISSING,),
+            errors=(MISSING_404,),
             description=f"{_STAFF_NOTE} One notification per distinct user id; any unknown "
             "user id is 404 and nothing is created.",
         ),
@@ -1956,7 +1665,7 @@ def _notification_routes() -> list[RouteSpec]:
             tag,
             parameters=nid,
             status=204,
-            errors=(_MISSING,),
+            errors=(MISSING_404,),
             description=_OWN_NOTE,
         ),
         _route(
@@ -1989,7 +1698,7 @@ def _notification_routes() -> list[RouteSpec]:
             tag,
             parameters=nid,
             status=204,
-            errors=(_MISSING,),
+            errors=(MISSING_404,),
             description=_OWN_NOTE,
         ),
         _route(

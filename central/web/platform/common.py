@@ -1,35 +1,61 @@
-"""What every route of the operator platform API shares: its error style, paging and enums.
+"""What every route of the operator platform API shares: its error style, paging, enums, request
+input, responses, row reading and the pieces of its OpenAPI schemas.
 
 Errors are RFC 7807 problem details as ASP.NET Core renders them (``type``, ``title``, ``status``,
 ``detail``, and for validation an ``errors`` map of field -> messages). Success bodies are the
 resource itself, not wrapped. Paging follows the spec's object; enum codes carry the spec's
-``...Description`` texts verbatim from its data dictionary.
+``...Description`` texts verbatim from its data dictionary. Datetimes are ISO 8601 UTC with ``Z``.
+
+:mod:`central.web.middleware` imports this module (for :data:`PLATFORM_STYLE`), and
+:mod:`central.web.user_api` imports the middleware, so the helpers that need either import it when
+they are called.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import sqlite_utils
 from aiohttp import web
 
-from central.web.errors import VALIDATION_ERROR, ApiError, ApiStyle
+from central.auth import AuthUser
+from central.web.errors import (
+    PERMISSION_DENIED,
+    RESOURCE_NOT_FOUND,
+    VALIDATION_ERROR,
+    ApiError,
+    ApiStyle,
+    json_response,
+)
 
 PAGE_SIZE_DEFAULT = 10
 PAGE_SIZE_MAX = 100
+MAX_ID = 2**63 - 1  # SQLite's INTEGER range: a larger id names nothing
+MAX_KEY = 64  # a text path id (station, pile, port, order) longer than this names nothing
+MAX_BATCH = 1000
+KEYWORD_MAX = 100
+INT_TEXT = re.compile(r"[+-]?\d{1,40}")
+
+# --- the error style -------------------------------------------------------------------------------
 
 _TYPES = {
-    400: ("https://tools.ietf.org/html/rfc9110#section-15.5.1",
-          "One or more validation errors occurred."),
+    400: ("https://tools.ietf.org/html/rfc9110#section-15.5.1", "One or more validation errors occurred."),
     401: ("https://tools.ietf.org/html/rfc9110#section-15.5.2", "Unauthorized"),
     403: ("https://tools.ietf.org/html/rfc9110#section-15.5.4", "Forbidden"),
     404: ("https://tools.ietf.org/html/rfc9110#section-15.5.5", "Not Found"),
     405: ("https://tools.ietf.org/html/rfc9110#section-15.5.6", "Method Not Allowed"),
     409: ("https://tools.ietf.org/html/rfc9110#section-15.5.10", "Conflict"),
     429: ("https://tools.ietf.org/html/rfc6585#section-4", "Too Many Requests"),
-    500: ("https://tools.ietf.org/html/rfc9110#section-15.6.1",
-          "An error occurred while processing your request."),
+    500: (
+        "https://tools.ietf.org/html/rfc9110#section-15.6.1",
+        "An error occurred while processing your request.",
+    ),
 }
 
 
@@ -39,20 +65,25 @@ def problem_body(error: ApiError) -> dict[str, Any]:
     body: dict[str, Any] = {"type": kind, "title": title, "status": error.status}
     details = error.details or {}
     if error.status == 400 and error.code == VALIDATION_ERROR:
-        body["errors"] = {field: value if isinstance(value, list) else [str(value)]
-                          for field, value in details.items()} or {"$": [error.message]}
+        body["errors"] = {
+            field: value if isinstance(value, list) else [str(value)] for field, value in details.items()
+        } or {"$": [error.message]}
     else:
         body["detail"] = error.message
     return body
 
 
 PROBLEM_SCHEMA: dict[str, Any] = {
-    "type": "object", "required": ["type", "title", "status"],
-    "properties": {"type": {"type": "string"}, "title": {"type": "string"},
-                   "status": {"type": "integer"}, "detail": {"type": "string"},
-                   "errors": {"type": "object",
-                              "additionalProperties": {"type": "array",
-                                                       "items": {"type": "string"}}}}}
+    "type": "object",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+    },
+}
 
 
 def _plain_success(schema: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -74,6 +105,19 @@ def not_found(what: str, key: object) -> ApiError:
 def conflict(message: str) -> ApiError:
     return ApiError(409, "CONFLICT", message)
 
+
+def forbidden(message: str) -> ApiError:
+    """403 PERMISSION_DENIED."""
+    return ApiError(403, PERMISSION_DENIED, message)
+
+
+def require_self_or_staff(actor: AuthUser, user_id: int) -> None:
+    """A user may act on their own data; another user's needs level >= 3."""
+    if actor.id != user_id and not actor.is_staff:
+        raise forbidden(f"权限不足: 用户 {user_id} 的数据需要管理员权限 (permission level >= 3)")
+
+
+# --- paging ----------------------------------------------------------------------------------------
 
 PAGE_NUMBER_MAX = 10**9  # far past any last page, and OFFSET stays inside SQLite's integers
 
@@ -98,31 +142,49 @@ def _positive_int(request: web.Request, name: str, default: int) -> int:
     return value
 
 
+def page_offset(page: int, size: int) -> int:
+    """The row offset of a page, bounded so a page far past the end cannot overflow SQLite."""
+    return min((page - 1) * size, MAX_ID // 2)
+
+
 def page_object(page: int, size: int, total: int, items: Sequence[Any]) -> dict[str, Any]:
     """The spec's paging object."""
     pages = math.ceil(total / size) if total else 0
-    return {"pageNumber": page, "pageSize": size, "totalCount": total, "totalPages": pages,
-            "hasPrevious": page > 1, "hasNext": page < pages, "items": list(items)}
+    return {
+        "pageNumber": page,
+        "pageSize": size,
+        "totalCount": total,
+        "totalPages": pages,
+        "hasPrevious": page > 1,
+        "hasNext": page < pages,
+        "items": list(items),
+    }
 
 
 PAGE_PARAMETERS: tuple[dict[str, Any], ...] = (
-    {"name": "pageNumber", "in": "query", "schema": {"type": "integer", "minimum": 1,
-                                                     "default": 1}},
-    {"name": "pageSize", "in": "query", "schema": {"type": "integer", "minimum": 1,
-                                                   "default": 10}},
+    {"name": "pageNumber", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1}},
+    {"name": "pageSize", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 10}},
     {"name": "keyword", "in": "query", "schema": {"type": "string"}},
 )
 
 
 def page_schema(item: Mapping[str, Any]) -> dict[str, Any]:
-    return {"type": "object", "properties": {
-        "pageNumber": {"type": "integer"}, "pageSize": {"type": "integer"},
-        "totalCount": {"type": "integer"}, "totalPages": {"type": "integer"},
-        "hasPrevious": {"type": "boolean"}, "hasNext": {"type": "boolean"},
-        "items": {"type": "array", "items": dict(item)}}}
+    return {
+        "type": "object",
+        "properties": {
+            "pageNumber": {"type": "integer"},
+            "pageSize": {"type": "integer"},
+            "totalCount": {"type": "integer"},
+            "totalPages": {"type": "integer"},
+            "hasPrevious": {"type": "boolean"},
+            "hasNext": {"type": "boolean"},
+            "items": {"type": "array", "items": dict(item)},
+        },
+    }
 
 
-# The spec's data dictionary (数据字典), verbatim.
+# --- the spec's data dictionary (数据字典), verbatim ---------------------------------------------------
+
 STATION_STATUS = {0: "离线", 1: "在线", 2: "维护中", 3: "故障"}
 PILE_TYPE = {1: "直流快充", 2: "交流慢充"}
 PILE_STATUS = {0: "离线", 1: "空闲", 2: "使用中", 3: "故障"}
@@ -143,3 +205,431 @@ FAULT_TYPE = {0: "无故障", 1: "过温", 2: "电表故障", 3: "接触器故�
 def described(code: int | None, table: Mapping[int, str]) -> str | None:
     """The description of ``code`` in ``table`` (None for a code the table lacks)."""
     return table.get(code) if code is not None else None
+
+
+# --- request input ---------------------------------------------------------------------------------
+
+
+def _unicode_ok(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates cannot be stored
+        return False
+    return True
+
+
+def _json_type(value: object) -> str:
+    from central.web.user_api import json_type  # see the module docstring
+
+    return json_type(value)
+
+
+class Body:
+    """Reads the camelCase fields of a JSON object body, collecting problems per field."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.data = data
+        self.problems: dict[str, list[str]] = {}
+
+    def present(self, name: str) -> bool:
+        """Whether the body names the field at all (even as null)."""
+        return name in self.data
+
+    def bad(self, name: str, message: str) -> None:
+        self.problems.setdefault(name, []).append(message)
+
+    def _missing(self, name: str, value: Any, required: bool) -> bool:
+        if value is None and required:
+            self.bad(name, "is required")
+        return value is None
+
+    def text(
+        self,
+        name: str,
+        *,
+        required: bool = False,
+        max_len: int = 200,
+        pattern: re.Pattern[str] | None = None,
+        hint: str = "",
+    ) -> str | None:
+        """A string (blank reads as absent)."""
+        value = self.data.get(name)
+        if isinstance(value, str) and not value.strip():
+            value = None
+        if self._missing(name, value, required):
+            return None
+        if not isinstance(value, str):
+            self.bad(name, f"must be a string, got {_json_type(value)}")
+        elif len(value) > max_len:
+            self.bad(name, f"must be at most {max_len} characters (got {len(value)})")
+        elif not _unicode_ok(value):
+            self.bad(name, "must be valid Unicode text")
+        elif pattern is not None and not pattern.fullmatch(value):
+            self.bad(name, hint or f"must match {pattern.pattern}")
+        else:
+            return value
+        return None
+
+    def integer(
+        self,
+        name: str,
+        *,
+        required: bool = False,
+        choices: Mapping[int, str] | None = None,
+        bounds: tuple[int, int] = (1, MAX_ID),
+    ) -> int | None:
+        """An integer (one of ``choices`` when given, else within ``bounds``)."""
+        value = self.data.get(name)
+        if self._missing(name, value, required):
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.bad(name, f"must be an integer, got {_json_type(value)}")
+        elif choices is not None and value not in choices:
+            codes = ", ".join(f"{code}={text}" for code, text in choices.items())
+            self.bad(name, f"must be one of {codes}; got {value}")
+        elif choices is None and not bounds[0] <= value <= bounds[1]:
+            self.bad(name, f"must be an integer from {bounds[0]} to {bounds[1]}, got {value}")
+        else:
+            return value
+        return None
+
+    def boolean(self, name: str) -> bool | None:
+        """true / false (absent or null: None)."""
+        value = self.data.get(name)
+        if value is None or isinstance(value, bool):
+            return value
+        self.bad(name, f"must be true or false, got {_json_type(value)}")
+        return None
+
+    def ids(self, name: str, *, allow_empty: bool = False) -> list[int] | None:
+        """A list of positive integer ids (duplicates dropped, order kept), at most MAX_BATCH."""
+        value = self.data.get(name)
+        if self._missing(name, value, True):
+            return None
+        if not isinstance(value, list):
+            self.bad(name, f"must be an array of integers, got {_json_type(value)}")
+        elif not value and not allow_empty:
+            self.bad(name, "must not be empty")
+        elif len(value) > MAX_BATCH:
+            self.bad(name, f"must have at most {MAX_BATCH} items (got {len(value)})")
+        elif not all(_is_id(item) for item in value):
+            self.bad(name, f"every item must be an integer from 1 to {MAX_ID}")
+        else:
+            return list(dict.fromkeys(value))
+        return None
+
+    def money_cents(self, name: str, *, maximum_cents: int) -> int | None:
+        """A required amount in yuan: > 0, at most 2 decimals, at most the maximum; as cents."""
+        value = self.data.get(name)
+        if self._missing(name, value, True):
+            return None
+        cents = _cents(value)
+        if cents is None:
+            self.bad(name, f"must be a number with at most 2 decimals, got {value!r}")
+        elif not 0 < cents <= maximum_cents:
+            self.bad(name, f"must be greater than 0 and at most {maximum_cents // 100}, got {value!r}")
+        else:
+            return cents
+        return None
+
+    def check(self) -> None:
+        """Raise the 400 problem naming every bad field, if any."""
+        if self.problems:
+            summary = "; ".join(f"{k}: {' '.join(v)}" for k, v in self.problems.items())
+            raise ApiError(400, VALIDATION_ERROR, summary, self.problems)
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_ID
+
+
+def _cents(value: object) -> int | None:
+    """Exact cents of a JSON number with at most 2 decimals, else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    try:
+        amount = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    except InvalidOperation:
+        return None
+    cents = amount * 100
+    return int(cents) if cents == cents.to_integral_value() else None
+
+
+async def read_body(request: web.Request) -> Body:
+    """The request's JSON object body (400 naming ``body`` otherwise)."""
+    from central.web.user_api import json_object  # see the module docstring
+
+    return Body(await json_object(request))
+
+
+def path_id(request: web.Request, name: str, what: str) -> int:
+    """An integer path parameter: not an integer → 400 naming it; out of id range → 404."""
+    text = request.match_info[name]
+    if not INT_TEXT.fullmatch(text):
+        raise invalid(name, f"must be an integer, got {text[:40]!r}")
+    value = int(text)
+    if not 1 <= value <= MAX_ID:
+        raise not_found(what, value)
+    return value
+
+
+def path_key(request: web.Request, name: str, what: str) -> str:
+    """A text path id (station, pile, port, order ids are hex strings); too long → 404."""
+    key = request.match_info[name]
+    if not 1 <= len(key) <= MAX_KEY:
+        raise not_found(what, key[:MAX_KEY])
+    return key
+
+
+def query_key(request: web.Request, name: str) -> str | None:
+    """An optional text id in the query (400 naming it when too long)."""
+    raw = request.query.get(name, "").strip()
+    if not raw:
+        return None
+    if len(raw) > MAX_KEY:
+        raise invalid(name, f"must be an id of at most {MAX_KEY} characters")
+    return raw
+
+
+def query_code(request: web.Request, name: str, table: Mapping[int, str]) -> int | None:
+    """An optional enum code in the query (400 naming it unless one of ``table``)."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    if not INT_TEXT.fullmatch(raw) or int(raw) not in table:
+        codes = ", ".join(f"{code}={text}" for code, text in table.items())
+        raise invalid(name, f"must be one of {codes}; got {raw[:40]!r}")
+    return int(raw)
+
+
+def query_keyword(request: web.Request) -> str | None:
+    """The optional ``keyword`` (at most KEYWORD_MAX characters)."""
+    raw = request.query.get("keyword", "").strip()
+    if not raw:
+        return None
+    if len(raw) > KEYWORD_MAX or not _unicode_ok(raw):
+        raise invalid("keyword", f"must be valid text of at most {KEYWORD_MAX} characters")
+    return raw
+
+
+def like_pattern(keyword: str) -> str:
+    """A LIKE pattern (ESCAPE '\\') matching ``keyword`` anywhere."""
+    escaped = keyword.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def where_clause(
+    filters: Iterable[tuple[str, Any]], keyword: str | None = None, columns: tuple[str, ...] = ()
+) -> tuple[str, list[Any]]:
+    """A WHERE clause of ``column = ?`` filters (None skipped) and a keyword over ``columns``."""
+    sql, args = ["1 = 1"], list[Any]()
+    for clause, value in filters:
+        if value is not None:
+            sql.append(clause)
+            args.append(value)
+    if keyword is not None:
+        sql.append("(" + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in columns) + ")")
+        args += [like_pattern(keyword)] * len(columns)
+    return " AND ".join(sql), args
+
+
+# --- responses and stored values -------------------------------------------------------------------
+
+
+def utc_z(text: str | None) -> str | None:
+    """A stored time as ISO 8601 UTC with ``Z`` (naive values are UTC)."""
+    if not text:
+        return None
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    at = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def now_iso(request: web.Request) -> str:
+    """Now (the app's account clock) as a stored ISO 8601 UTC string."""
+    from central.web.middleware import auth_settings  # see the module docstring
+
+    return auth_settings(request.app).clock().astimezone(UTC).isoformat()
+
+
+def no_content() -> web.Response:
+    return web.Response(status=204)
+
+
+def created(new_id: int | str) -> web.Response:
+    return json_response({"id": new_id}, 201)
+
+
+# --- reading rows ----------------------------------------------------------------------------------
+
+RowShape = Callable[[Mapping[str, Any]], dict[str, Any]]
+
+
+async def read(request: web.Request, fn: Callable[[sqlite_utils.Database], Any]) -> Any:
+    from central.web.middleware import store_of  # see the module docstring
+
+    return await store_of(request).read(fn)
+
+
+async def write(request: web.Request, fn: Callable[[sqlite_utils.Database], Any]) -> Any:
+    from central.web.middleware import store_of  # see the module docstring
+
+    return await store_of(request).write(fn)
+
+
+def row_exists(db: sqlite_utils.Database, table: str, row_id: object) -> bool:
+    return db.execute(f"SELECT 1 FROM {table} WHERE id = ?", [row_id]).fetchone() is not None  # noqa: S608
+
+
+def require_row(db: sqlite_utils.Database, table: str, row_id: object, what: str) -> None:
+    """404 naming ``what`` unless ``table`` has the id."""
+    if not row_exists(db, table, row_id):
+        raise not_found(what, row_id)
+
+
+def require_user(db: sqlite_utils.Database, user_id: int) -> None:
+    require_row(db, "users", user_id, "用户")
+
+
+@dataclass(frozen=True)
+class Resource:
+    """How the API reads one resource: its name in a 404, its SELECT (joins included), its id column,
+    its list order, its JSON shape, and the FROM clause a paged list counts over."""
+
+    what: str
+    select: str
+    key: str
+    order: str
+    shape: RowShape
+    count_from: str = ""
+
+    def row(self, db: sqlite_utils.Database, key: object) -> dict[str, Any]:
+        """The row of ``key`` (404 naming the resource when there is none)."""
+        rows = list(db.query(f"{self.select} WHERE {self.key} = ?", [key]))
+        if not rows:
+            raise not_found(self.what, key)
+        return rows[0]
+
+    def rows(
+        self, db: sqlite_utils.Database, where: str = "", args: Sequence[Any] = ()
+    ) -> list[dict[str, Any]]:
+        """The rows matching ``where`` (every row when empty), in list order."""
+        condition = f" WHERE {where}" if where else ""
+        return list(db.query(f"{self.select}{condition} ORDER BY {self.order}", list(args)))
+
+    def page(
+        self, db: sqlite_utils.Database, where: tuple[str, list[Any]], size: int, offset: int
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """(how many rows match, the shaped rows of one page)."""
+        clause, args = where
+        count = f"SELECT COUNT(*) FROM {self.count_from} WHERE {clause}"  # noqa: S608
+        total = db.execute(count, args).fetchone()[0]
+        rows = db.query(
+            f"{self.select} WHERE {clause} ORDER BY {self.order} LIMIT ? OFFSET ?", [*args, size, offset]
+        )
+        return int(total), [self.shape(row) for row in rows]
+
+
+async def list_response(
+    request: web.Request,
+    resource: Resource,
+    fetch: Callable[[sqlite_utils.Database], list[dict[str, Any]]] | None = None,
+) -> web.Response:
+    """The JSON array of the rows ``fetch`` reads (default: every row of the resource)."""
+    rows = await read(request, fetch or resource.rows)
+    return json_response([resource.shape(row) for row in rows])
+
+
+async def children_response(
+    request: web.Request, parent: Resource, parent_key: object, children: Resource, column: str
+) -> web.Response:
+    """The JSON array of the ``children`` rows whose ``column`` is ``parent_key`` (404 naming the
+    parent when it does not exist)."""
+
+    def rows(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+        parent.row(db, parent_key)
+        return children.rows(db, f"{column} = ?", [parent_key])
+
+    return await list_response(request, children, rows)
+
+
+async def item_response(request: web.Request, resource: Resource, key: object) -> web.Response:
+    """The JSON of the resource's row ``key`` (404 when there is none)."""
+    return json_response(resource.shape(await read(request, lambda db: resource.row(db, key))))
+
+
+async def page_response(
+    request: web.Request, resource: Resource, where: tuple[str, list[Any]], page_size: tuple[int, int]
+) -> web.Response:
+    """The spec's paging object of the rows matching ``where`` (``page_size``: :func:`paging`'s)."""
+    page, size = page_size
+    offset = page_offset(page, size)
+    total, items = await read(request, lambda db: resource.page(db, where, size, offset))
+    return json_response(page_object(page, size, total, items))
+
+
+# --- pieces of the OpenAPI schemas -----------------------------------------------------------------
+
+STR, INT, NUM, BOOL = {"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"}
+NSTR, NNUM, NINT = {"type": ["string", "null"]}, {"type": ["number", "null"]}, {"type": ["integer", "null"]}
+DATETIME = {"type": ["string", "null"], "format": "date-time"}
+DATE = {"type": ["string", "null"], "format": "date"}
+ID_SCHEMA = {"type": "integer", "minimum": 1}
+KEY_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_KEY}
+DENIED_403 = (403, PERMISSION_DENIED)
+MISSING_404 = (404, RESOURCE_NOT_FOUND)
+CONFLICT_409 = (409, "CONFLICT")
+
+
+def obj_schema(properties: Mapping[str, Any], required: Iterable[str] = ()) -> dict[str, Any]:
+    return {"type": "object", "properties": dict(properties), "required": list(required)}
+
+
+def codes_schema(table: Mapping[int, str], *, nullable: bool = False) -> dict[str, Any]:
+    """The codes of ``table`` as an enum described ``code=text, ...`` (no JSON type)."""
+    codes: list[Any] = list(table)
+    text = ", ".join(f"{code}={name}" for code, name in table.items())
+    return {"enum": [*codes, None] if nullable else codes, "description": text}
+
+
+def int_codes_schema(table: Mapping[int, str]) -> dict[str, Any]:
+    """:func:`codes_schema` of type integer."""
+    return {"type": "integer", **codes_schema(table)}
+
+
+def text_schema(max_len: int, *, nullable: bool = True, pattern: str | None = None) -> dict[str, Any]:
+    """A text field; a required one (not nullable) must hold a non-blank character."""
+    schema: dict[str, Any] = {"type": ["string", "null"] if nullable else "string", "maxLength": max_len}
+    if pattern is None and not nullable:
+        schema["minLength"], pattern = 1, r"\S"
+    if pattern is not None:
+        schema["pattern"] = pattern
+    return schema
+
+
+def path_parameter(name: str, description: str, schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A path parameter (without a description when ``description`` is empty)."""
+    parameter: dict[str, Any] = {"name": name, "in": "path", "required": True}
+    if description:
+        parameter["description"] = description
+    parameter["schema"] = dict(schema)
+    return parameter
+
+
+def id_path(name: str, description: str) -> dict[str, Any]:
+    """An integer id path parameter (users, roles, addresses, notifications)."""
+    return path_parameter(name, description, ID_SCHEMA)
+
+
+def key_path(name: str, description: str) -> dict[str, Any]:
+    """A text id path parameter (stations, piles, ports, orders)."""
+    return path_parameter(name, description, KEY_SCHEMA)
+
+
+ID_RESULT = obj_schema({"id": INT}, ("id",))
+KEY_RESULT = obj_schema({"id": STR}, ("id",))

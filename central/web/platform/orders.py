@@ -14,7 +14,7 @@ display (exact in the database); datetimes are ISO 8601 UTC with ``Z``.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from fractions import Fraction
@@ -29,32 +29,54 @@ from central.domain.units import display_number, exact
 from central.web.errors import RESOURCE_NOT_FOUND, ApiError, json_response
 from central.web.middleware import Access, current_user, service_of, station_zone
 from central.web.openapi import RouteSpec
-from central.web.platform.accounts import (
-    forbidden,
-    like_pattern,
-    no_content,
-    page_offset,
-    query_code,
-    query_keyword,
-    require_self_or_staff,
-    utc_z,
-)
 from central.web.platform.common import (
     BILLING_MODE,
+    CONFLICT_409,
+    DATETIME,
+    DENIED_403,
+    ID_SCHEMA,
+    INT,
+    KEY_RESULT,
+    KEY_SCHEMA,
+    MAX_KEY,
+    MISSING_404,
+    NSTR,
+    NUM,
     ORDER_STATUS,
     PAGE_PARAMETERS,
     PAYMENT_METHOD,
     PAYMENT_STATUS,
     PLATFORM_STYLE,
+    STR,
     conflict,
+    created,
     described,
+    forbidden,
+    int_codes_schema,
     invalid,
+    key_path,
+    like_pattern,
+    no_content,
     not_found,
+    obj_schema,
     page_object,
+    page_offset,
     page_schema,
     paging,
+    path_key,
+    path_parameter,
+    query_code,
+    query_key,
+    query_keyword,
+    read,
+    read_body,
+    require_row,
+    require_self_or_staff,
+    require_user,
+    utc_z,
+    where_clause,
+    write,
 )
-from central.web.platform.stations import MAX_KEY, created, path_key, query_key, read, read_fields, write
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -169,22 +191,19 @@ class OrderQuery:
     keyword: str | None = None
 
     def where(self) -> tuple[str, list[Any]]:
-        clauses, args = ["1 = 1"], list[Any]()
-        for clause, value in (
-            ("o.user_id = ?", self.user_id),
-            ("o.pile_id = ?", self.pile_id),
-            ("o.status = ?", self.status),
-            ("o.start_time >= ?", self.since),
-            ("o.start_time < ?", self.until),
-        ):
-            if value is not None:
-                clauses.append(clause)
-                args.append(value)
-        if self.keyword is not None:
-            clause, more = keyword_clause(self.keyword)
-            clauses.append(clause)
-            args += more
-        return " AND ".join(clauses), args
+        where, args = where_clause(
+            [
+                ("o.user_id = ?", self.user_id),
+                ("o.pile_id = ?", self.pile_id),
+                ("o.status = ?", self.status),
+                ("o.start_time >= ?", self.since),
+                ("o.start_time < ?", self.until),
+            ]
+        )
+        if self.keyword is None:
+            return where, args
+        clause, more = keyword_clause(self.keyword)
+        return f"{where} AND {clause}", [*args, *more]
 
 
 def keyword_clause(keyword: str) -> tuple[str, list[Any]]:
@@ -236,13 +255,16 @@ def order_page(db: sqlite_utils.Database, query: OrderQuery, size: int, offset: 
     return total, list(db.query(sql, args))
 
 
+def digits_int(name: str, text: str) -> int:
+    """An id written as 1-18 digits (400 naming ``name`` otherwise)."""
+    if not text.isdigit() or len(text) > 18:
+        raise invalid(name, f"must be a positive integer, got {text[:40]!r}")
+    return int(text)
+
+
 def query_int(request: web.Request, name: str) -> int | None:
     raw = request.query.get(name, "").strip()
-    if not raw:
-        return None
-    if not raw.isdigit() or len(raw) > 18:
-        raise invalid(name, f"must be a positive integer, got {raw[:40]!r}")
-    return int(raw)
+    return digits_int(name, raw) if raw else None
 
 
 def query_day(request: web.Request, name: str) -> date | None:
@@ -300,15 +322,11 @@ async def paged_orders(request: web.Request) -> web.StreamResponse:
 
 async def orders_by_user(request: web.Request) -> web.StreamResponse:
     """GET /api/Orders/byUser/{userId}."""
-    text = request.match_info["userId"]
-    if not text.isdigit() or len(text) > 18:
-        raise invalid("userId", f"must be a positive integer, got {text[:40]!r}")
-    user_id = int(text)
+    user_id = digits_int("userId", request.match_info["userId"])
     require_self_or_staff(current_user(request), user_id)
 
     def rows(db: sqlite_utils.Database) -> list[Any]:
-        if db.execute("SELECT 1 FROM users WHERE id = ?", [user_id]).fetchone() is None:
-            raise not_found("用户", user_id)
+        require_user(db, user_id)
         return list(db.query(f"{_ORDER_SELECT} WHERE o.user_id = ? ORDER BY {_NEWEST_FIRST}", [user_id]))
 
     return await order_list(request, rows)
@@ -319,8 +337,7 @@ async def orders_by_pile(request: web.Request) -> web.StreamResponse:
     pile_id = path_key(request, "pileId", "充电桩")
 
     def rows(db: sqlite_utils.Database) -> list[Any]:
-        if db.execute("SELECT 1 FROM piles WHERE id = ?", [pile_id]).fetchone() is None:
-            raise not_found("充电桩", pile_id)
+        require_row(db, "piles", pile_id, "充电桩")
         return list(db.query(f"{_ORDER_SELECT} WHERE o.pile_id = ? ORDER BY {_NEWEST_FIRST}", [pile_id]))
 
     return await order_list(request, rows)
@@ -398,8 +415,7 @@ def order_target(
     db: sqlite_utils.Database, user_id: int, pile_id: str, port_id: str, mode: int
 ) -> core.OrderTarget:
     """The validated target of a new order (404 for ids that do not exist, 409 for a busy port)."""
-    if db.execute("SELECT 1 FROM users WHERE id = ?", [user_id]).fetchone() is None:
-        raise not_found("用户 (userId)", user_id)
+    require_row(db, "users", user_id, "用户 (userId)")
     pile = db.execute("SELECT pile_no, power_rate FROM piles WHERE id = ?", [pile_id]).fetchone()
     if pile is None:
         raise not_found("充电桩 (pileId)", pile_id)
@@ -426,7 +442,7 @@ def order_target(
 
 async def create_order(request: web.Request) -> web.StreamResponse:
     """POST /api/Orders: an order that starts a real charge on the port."""
-    body = await read_fields(request)
+    body = await read_body(request)
     user_id = body.integer("userId", required=True)
     pile_id = body.text("pileId", required=True, max_len=MAX_KEY)
     port_id = body.text("portId", required=True, max_len=MAX_KEY)
@@ -483,7 +499,7 @@ async def cancel_order(request: web.Request) -> web.StreamResponse:
 async def set_order_status(request: web.Request) -> web.StreamResponse:
     """PUT /api/Orders/{id}/status (level >= 3)."""
     order_id = path_key(request, "id", "订单")
-    body = await read_fields(request)
+    body = await read_body(request)
     status = body.integer("status", required=True, choices=ORDER_STATUS)
     body.check()
     assert status is not None
@@ -497,7 +513,7 @@ async def set_order_status(request: web.Request) -> web.StreamResponse:
 
 async def pay(request: web.Request) -> web.StreamResponse:
     """POST /api/Orders/{id}/pay."""
-    body = await read_fields(request)
+    body = await read_body(request)
     method = body.integer("paymentMethod", required=True, choices=PAYMENT_METHOD)
     high = TRANSACTION_ID_LEN[1]
     transaction = body.text("transactionId", required=method in (core.WECHAT, core.ALIPAY), max_len=high)
@@ -512,82 +528,68 @@ async def pay(request: web.Request) -> web.StreamResponse:
 
 # --- the route table -------------------------------------------------------------------------------
 
-_STR, _INT, _NUM = {"type": "string"}, {"type": "integer"}, {"type": "number"}
-_NSTR, _NINT = {"type": ["string", "null"]}, {"type": ["integer", "null"]}
-_DT = {"type": ["string", "null"], "format": "date-time"}
-
-
-def _obj(properties: Mapping[str, Any], required: Iterable[str] = ()) -> dict[str, Any]:
-    return {"type": "object", "properties": dict(properties), "required": list(required)}
-
-
-def _codes(table: Mapping[int, str]) -> dict[str, Any]:
-    text = ", ".join(f"{code}={name}" for code, name in table.items())
-    return {"type": "integer", "enum": list(table), "description": text}
-
-
-ORDER = _obj(
+ORDER = obj_schema(
     {
-        "id": _STR,
-        "orderNo": _STR,
-        "userId": _INT,
-        "userNickname": {**_NSTR, "description": "the user's nickname, else their openId"},
-        "pileId": _NSTR,
-        "pileNo": _NSTR,
-        "portId": _NSTR,
-        "portNo": _NSTR,
-        "status": _codes(ORDER_STATUS),
-        "statusDescription": _STR,
-        "billingMode": _codes(BILLING_MODE),
-        "billingModeDescription": _STR,
-        "startTime": _DT,
-        "endTime": _DT,
-        "duration": {**_INT, "description": "seconds (so far, while charging)"},
-        "durationFormatted": _STR,
-        "electricity": {**_NUM, "description": "kWh (so far, while charging), 3 decimals"},
-        "amount": {**_NUM, "description": "charging (or time) fee, 2 decimals"},
-        "serviceFee": _NUM,
-        "totalAmount": _NUM,
-        "paymentStatus": _codes(PAYMENT_STATUS),
-        "paymentStatusDescription": _STR,
-        "paymentTime": _DT,
+        "id": STR,
+        "orderNo": STR,
+        "userId": INT,
+        "userNickname": {**NSTR, "description": "the user's nickname, else their openId"},
+        "pileId": NSTR,
+        "pileNo": NSTR,
+        "portId": NSTR,
+        "portNo": NSTR,
+        "status": int_codes_schema(ORDER_STATUS),
+        "statusDescription": STR,
+        "billingMode": int_codes_schema(BILLING_MODE),
+        "billingModeDescription": STR,
+        "startTime": DATETIME,
+        "endTime": DATETIME,
+        "duration": {**INT, "description": "seconds (so far, while charging)"},
+        "durationFormatted": STR,
+        "electricity": {**NUM, "description": "kWh (so far, while charging), 3 decimals"},
+        "amount": {**NUM, "description": "charging (or time) fee, 2 decimals"},
+        "serviceFee": NUM,
+        "totalAmount": NUM,
+        "paymentStatus": int_codes_schema(PAYMENT_STATUS),
+        "paymentStatusDescription": STR,
+        "paymentTime": DATETIME,
         "paymentMethod": {
-            **_codes(PAYMENT_METHOD),
+            **int_codes_schema(PAYMENT_METHOD),
             "type": ["integer", "null"],
             "enum": [*PAYMENT_METHOD, None],
         },
-        "paymentMethodDescription": _NSTR,
-        "transactionId": _NSTR,
-        "createTime": _DT,
-        "updateTime": _DT,
+        "paymentMethodDescription": NSTR,
+        "transactionId": NSTR,
+        "createTime": DATETIME,
+        "updateTime": DATETIME,
     }
 )
-STATISTICS = _obj(
+STATISTICS = obj_schema(
     {
-        "totalOrders": _INT,
-        "totalElectricity": {**_NUM, "description": "kWh"},
-        "totalDuration": {**_INT, "description": "seconds"},
-        "totalAmount": _NUM,
-        "pendingPaymentOrders": _INT,
-        "chargingOrders": _INT,
-        "completedOrders": _INT,
-        "cancelledOrders": _INT,
-        "abnormalOrders": _INT,
+        "totalOrders": INT,
+        "totalElectricity": {**NUM, "description": "kWh"},
+        "totalDuration": {**INT, "description": "seconds"},
+        "totalAmount": NUM,
+        "pendingPaymentOrders": INT,
+        "chargingOrders": INT,
+        "completedOrders": INT,
+        "cancelledOrders": INT,
+        "abnormalOrders": INT,
     }
 )
-CREATE_BODY = _obj(
+CREATE_BODY = obj_schema(
     {
-        "userId": {"type": "integer", "minimum": 1},
-        "pileId": {"type": "string", "minLength": 1, "maxLength": MAX_KEY},
-        "portId": {"type": "string", "minLength": 1, "maxLength": MAX_KEY},
-        "billingMode": {**_codes(BILLING_MODE), "default": 1},
+        "userId": ID_SCHEMA,
+        "pileId": KEY_SCHEMA,
+        "portId": KEY_SCHEMA,
+        "billingMode": {**int_codes_schema(BILLING_MODE), "default": 1},
     },
     ("userId", "pileId", "portId"),
 )
-STATUS_BODY = _obj({"status": _codes(ORDER_STATUS)}, ("status",))
-PAY_BODY = _obj(
+STATUS_BODY = obj_schema({"status": int_codes_schema(ORDER_STATUS)}, ("status",))
+PAY_BODY = obj_schema(
     {
-        "paymentMethod": _codes(PAYMENT_METHOD),
+        "paymentMethod": int_codes_schema(PAYMENT_METHOD),
         "transactionId": {
             "type": ["string", "null"],
             "minLength": 1,
@@ -597,9 +599,6 @@ PAY_BODY = _obj(
     },
     ("paymentMethod",),
 )
-ID_RESULT = _obj({"id": _STR}, ("id",))
-
-_DENIED, _MISSING, _CONFLICT = (403, "PERMISSION_DENIED"), (404, "RESOURCE_NOT_FOUND"), (409, "CONFLICT")
 _STAFF = "Needs permission level >= 3 (管理员); otherwise 403."
 _OWN = "Your own order, or any with permission level >= 3 (管理员); otherwise 403."
 _DATES = (
@@ -608,8 +607,7 @@ _DATES = (
     {"name": "endDate", "in": "query", "schema": {"type": "string", "format": "date"},
      "description": "last station-local date (inclusive) of the orders' start time"},
 )  # fmt: skip
-_ID = ({"name": "id", "in": "path", "required": True, "description": "订单ID",
-        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY}},)  # fmt: skip
+_ID = (key_path("id", "订单ID"),)
 _BILLING = (
     "Billing (exact, rounded for display only): billingMode 1 (电量+电量服务费): amount = Σ kWh charged in "
     "each time-of-use period × that period's rate (peak/normal/valley, station time, as driver bills), "
@@ -624,7 +622,7 @@ _BILLING = (
 def _route(method: str, path: str, handler: Any, summary: str, access: Access, **options: Any) -> RouteSpec:
     errors = tuple(options.pop("errors", ()))
     if access is Access.USER:
-        errors = (_DENIED, *errors)
+        errors = (DENIED_403, *errors)
     return RouteSpec(
         method, path, handler, summary, access, "Orders", PLATFORM_STYLE, errors=errors, **options
     )
@@ -651,9 +649,9 @@ def _routes() -> list[RouteSpec]:
             u,
             parameters=(
                 *PAGE_PARAMETERS,
-                {"name": "userId", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                {"name": "userId", "in": "query", "schema": ID_SCHEMA},
                 {"name": "pileId", "in": "query", "schema": {"type": "string", "maxLength": MAX_KEY}},
-                {"name": "status", "in": "query", "schema": _codes(ORDER_STATUS)},
+                {"name": "status", "in": "query", "schema": int_codes_schema(ORDER_STATUS)},
                 *_DATES,
             ),
             response=page_schema(ORDER),
@@ -681,16 +679,9 @@ def _routes() -> list[RouteSpec]:
             orders_by_user,
             "获取用户订单列表",
             u,
-            parameters=(
-                {
-                    "name": "userId",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "integer", "minimum": 1},
-                },
-            ),
+            parameters=(path_parameter("userId", "", ID_SCHEMA),),
             response=listing,
-            errors=(_MISSING,),
+            errors=(MISSING_404,),
             description="Your own, or any user's with level >= 3.",
         ),
         _route(
@@ -699,16 +690,9 @@ def _routes() -> list[RouteSpec]:
             orders_by_pile,
             "获取充电桩订单列表",
             s,
-            parameters=(
-                {
-                    "name": "pileId",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY},
-                },
-            ),
+            parameters=(path_parameter("pileId", "", KEY_SCHEMA),),
             response=listing,
-            errors=(_MISSING,),
+            errors=(MISSING_404,),
             description=_STAFF,
         ),
         _route(
@@ -719,7 +703,7 @@ def _routes() -> list[RouteSpec]:
             u,
             parameters=_ID,
             response=ORDER,
-            errors=(_MISSING,),
+            errors=(MISSING_404,),
             description=_OWN,
         ),
         _route(
@@ -729,9 +713,9 @@ def _routes() -> list[RouteSpec]:
             "创建订单 (starts a real charge)",
             u,
             request_body=CREATE_BODY,
-            response=ID_RESULT,
+            response=KEY_RESULT,
             status=201,
-            errors=(_MISSING, _CONFLICT),
+            errors=(MISSING_404, CONFLICT_409),
             description="Level >= 3, or userId equal to yourself. The port must belong to the pile, "
             "be enabled and free, and its pile online (409 otherwise; ids that do not exist "
             "are 404). The order (status 1 充电中) takes the port out of the driver queue and "
@@ -747,7 +731,7 @@ def _routes() -> list[RouteSpec]:
             parameters=_ID,
             request_body=STATUS_BODY,
             status=204,
-            errors=(_MISSING, _CONFLICT),
+            errors=(MISSING_404, CONFLICT_409),
             description=f"{_STAFF} Legal changes only (409 otherwise): 1→4 (stops the port and bills "
             "what it delivered), 0→2/3/4, 4→0/2/3; 2 and 3 are final, and a paid order "
             "cannot be cancelled. A charging driver session is the service's (409).",
@@ -761,7 +745,7 @@ def _routes() -> list[RouteSpec]:
             parameters=_ID,
             request_body=PAY_BODY,
             status=204,
-            errors=(_MISSING, _CONFLICT),
+            errors=(MISSING_404, CONFLICT_409),
             description=f"{_OWN} Payable: unpaid and 0 待支付 (becomes 2 已完成), 2 已完成, or 4 异常 with "
             "an amount. paymentMethod 3 (余额) debits totalAmount rounded half up to the cent "
             "from the order's user, in one transaction with marking the order paid: 409 "
@@ -777,7 +761,7 @@ def _routes() -> list[RouteSpec]:
             u,
             parameters=_ID,
             status=204,
-            errors=(_MISSING, _CONFLICT),
+            errors=(MISSING_404, CONFLICT_409),
             description=f"{_OWN} Only a charging order (409 otherwise). Its port is stopped; it becomes 3 "
             "已取消 with nothing to pay if the meter shows nothing delivered, else it is billed "
             "as /complete (0 待支付). A driver session is cancelled through the charging service "
@@ -805,7 +789,7 @@ def _routes() -> list[RouteSpec]:
                 },
             ),
             status=204,
-            errors=(_MISSING, _CONFLICT),
+            errors=(MISSING_404, CONFLICT_409),
             description=f"{_OWN} Only a charging order (409 otherwise). Sends stop, waits up to 5 s for the "
             "stopped meter reading, bills it and frees the port; the order becomes 0 待支付 and "
             "the user gets an 订单通知 (type 2). If the port reported charging, electricity "

@@ -24,22 +24,23 @@ from typing import TYPE_CHECKING, Any
 import sqlite_utils
 from aiohttp import web
 
-from central.web.errors import json_response
-from central.web.middleware import Access, service_of, store_of
+from central.web.middleware import Access, service_of
 from central.web.openapi import RouteSpec
-from central.web.platform.accounts import (
-    Body,
-    like_pattern,
-    no_content,
-    now_iso,
-    page_offset,
-    query_code,
-    query_keyword,
-    read_body,
-    utc_z,
-)
 from central.web.platform.common import (
+    BOOL,
+    CONFLICT_409,
+    DATE,
+    DATETIME,
     FAULT_TYPE,
+    INT,
+    KEY_RESULT,
+    KEY_SCHEMA,
+    MAX_KEY,
+    MISSING_404,
+    NINT,
+    NNUM,
+    NSTR,
+    NUM,
     ONLINE_STATUS,
     PAGE_PARAMETERS,
     PILE_STATUS,
@@ -47,13 +48,34 @@ from central.web.platform.common import (
     PLATFORM_STYLE,
     PORT_TYPE,
     STATION_STATUS,
+    STR,
+    Body,
+    Resource,
+    children_response,
     conflict,
+    created,
     described,
-    invalid,
-    not_found,
-    page_object,
+    int_codes_schema,
+    item_response,
+    key_path,
+    list_response,
+    no_content,
+    now_iso,
+    obj_schema,
+    page_response,
     page_schema,
     paging,
+    path_key,
+    query_code,
+    query_key,
+    query_keyword,
+    read,
+    read_body,
+    require_row,
+    text_schema,
+    utc_z,
+    where_clause,
+    write,
 )
 from central.web.user_api import json_type
 
@@ -65,7 +87,6 @@ POWER_KW = (0.1, 500.0)
 PORT_NO = (1, 99)  # the MQTT topic's port range
 PILE_NO = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # an MQTT pile id (protocols.topics)
 PILE_NO_HINT = "must be 1-64 of A-Z a-z 0-9 _ . : - (the pile's MQTT id)"
-MAX_KEY = 64  # a path id longer than this names nothing
 
 
 # --- input -----------------------------------------------------------------------------------------
@@ -112,90 +133,10 @@ class Fields(Body):
             return None
         return str(value)
 
-    def given(self, name: str) -> bool:
-        """The body names the field with a non-null value."""
-        return self.data.get(name) is not None
-
 
 async def read_fields(request: web.Request) -> Fields:
     body = await read_body(request)
     return Fields(body.data)
-
-
-def path_key(request: web.Request, name: str, what: str) -> str:
-    """A text path id (station, pile, port, order ids are hex strings); too long → 404."""
-    key = request.match_info[name]
-    if not 1 <= len(key) <= MAX_KEY:
-        raise not_found(what, key[:MAX_KEY])
-    return key
-
-
-def query_key(request: web.Request, name: str) -> str | None:
-    """An optional text id in the query (400 naming it when too long)."""
-    raw = request.query.get(name, "").strip()
-    if not raw:
-        return None
-    if len(raw) > MAX_KEY:
-        raise invalid(name, f"must be an id of at most {MAX_KEY} characters")
-    return raw
-
-
-def created(new_id: str) -> web.Response:
-    return json_response({"id": new_id}, 201)
-
-
-async def read(request: web.Request, fn: Callable[[sqlite_utils.Database], Any]) -> Any:
-    return await store_of(request).read(fn)
-
-
-async def write(request: web.Request, fn: Callable[[sqlite_utils.Database], Any]) -> Any:
-    return await store_of(request).write(fn)
-
-
-def _paged(
-    request: web.Request, rows_of: Callable[..., tuple[int, list[Any]]], *filters: Any
-) -> Callable[[sqlite_utils.Database], tuple[int, list[Any]]]:
-    page, size = paging(request)
-    return lambda db: rows_of(db, *filters, size, page_offset(page, size))
-
-
-def _where(
-    clauses: Iterable[tuple[str, Any]], keyword: str | None, columns: tuple[str, ...]
-) -> tuple[str, list[Any]]:
-    """A WHERE clause of ``column = ?`` filters (None skipped) and a keyword over ``columns``."""
-    sql, args = ["1 = 1"], list[Any]()
-    for clause, value in clauses:
-        if value is not None:
-            sql.append(clause)
-            args.append(value)
-    if keyword is not None:
-        sql.append("(" + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in columns) + ")")
-        args += [like_pattern(keyword)] * len(columns)
-    return " AND ".join(sql), args
-
-
-def _page(
-    db: sqlite_utils.Database,
-    select: str,
-    count_from: str,
-    where: str,
-    args: list[Any],
-    order: str,
-    size: int,
-    offset: int,
-    shape: Callable[[Mapping[str, Any]], dict[str, Any]],
-) -> tuple[int, list[Any]]:
-    total = db.execute(f"SELECT COUNT(*) FROM {count_from} WHERE {where}", args).fetchone()[0]  # noqa: S608
-    rows = db.query(f"{select} WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?", [*args, size, offset])
-    return int(total), [shape(row) for row in rows]
-
-
-async def page_response(
-    request: web.Request, fn: Callable[[sqlite_utils.Database], tuple[int, list[Any]]]
-) -> web.Response:
-    page, size = paging(request)
-    total, items = await read(request, fn)
-    return json_response(page_object(page, size, total, items))
 
 
 # --- driver queue ------------------------------------------------------------------------------------
@@ -278,36 +219,24 @@ def station_json(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def station_row(db: sqlite_utils.Database, station_id: str) -> dict[str, Any]:
-    rows = list(db.query(f"{_STATION_SELECT} WHERE s.id = ?", [station_id]))
-    if not rows:
-        raise not_found("充电站", station_id)
-    return rows[0]
+STATIONS = Resource("充电站", _STATION_SELECT, "s.id", "s.rowid", station_json, count_from="stations s")
 
 
 async def list_stations(request: web.Request) -> web.StreamResponse:
     """GET /api/ChargingStations."""
-    rows = await read(request, lambda db: list(db.query(f"{_STATION_SELECT} ORDER BY s.rowid")))
-    return json_response([station_json(r) for r in rows])
+    return await list_response(request, STATIONS)
 
 
 async def get_station(request: web.Request) -> web.StreamResponse:
     """GET /api/ChargingStations/{id}."""
-    station_id = path_key(request, "id", "充电站")
-    return json_response(station_json(await read(request, lambda db: station_row(db, station_id))))
-
-
-def station_page(
-    db: sqlite_utils.Database, status: int | None, keyword: str | None, size: int, offset: int
-) -> tuple[int, list[Any]]:
-    where, args = _where([("s.status = ?", status)], keyword, ("s.name", "s.address", "s.location"))
-    return _page(db, _STATION_SELECT, "stations s", where, args, "s.rowid", size, offset, station_json)
+    return await item_response(request, STATIONS, path_key(request, "id", "充电站"))
 
 
 async def paged_stations(request: web.Request) -> web.StreamResponse:
     """GET /api/ChargingStations/paged?pageNumber&pageSize&status&keyword."""
     status, keyword = query_code(request, "status", STATION_STATUS), query_keyword(request)
-    return await page_response(request, _paged(request, station_page, status, keyword))
+    where = where_clause([("s.status = ?", status)], keyword, ("s.name", "s.address", "s.location"))
+    return await page_response(request, STATIONS, where, paging(request))
 
 
 def station_fields(body: Fields, *, creating: bool) -> dict[str, Any]:
@@ -346,7 +275,7 @@ async def update_station(request: web.Request) -> web.StreamResponse:
     changes = {**station_fields(await read_fields(request), creating=False), "update_time": now_iso(request)}
 
     def update(db: sqlite_utils.Database) -> None:
-        station_row(db, station_id)
+        STATIONS.row(db, station_id)
         db.table("stations").update(station_id, changes)
 
     await write(request, update)
@@ -358,7 +287,7 @@ async def delete_station(request: web.Request) -> web.StreamResponse:
     station_id = path_key(request, "id", "充电站")
 
     def delete(db: sqlite_utils.Database) -> None:
-        row = station_row(db, station_id)
+        row = STATIONS.row(db, station_id)
         if row["pile_count"]:
             raise conflict(f"充电站 {station_id} 下还有 {row['pile_count']} 个充电桩，请先删除充电桩")
         db.execute("DELETE FROM stations WHERE id = ?", [station_id])
@@ -369,7 +298,8 @@ async def delete_station(request: web.Request) -> web.StreamResponse:
 
 # --- piles -----------------------------------------------------------------------------------------
 
-_PILE_SELECT = "SELECT p.*, s.name AS station_name FROM piles p LEFT JOIN stations s ON s.id = p.station_id"
+_PILES_FROM = "piles p LEFT JOIN stations s ON s.id = p.station_id"
+_PILE_SELECT = f"SELECT p.*, s.name AS station_name FROM {_PILES_FROM}"  # noqa: S608
 
 
 def pile_json(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -401,58 +331,34 @@ def pile_json(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def pile_row(db: sqlite_utils.Database, pile_id: str) -> dict[str, Any]:
-    rows = list(db.query(f"{_PILE_SELECT} WHERE p.id = ?", [pile_id]))
-    if not rows:
-        raise not_found("充电桩", pile_id)
-    return rows[0]
+PILES = Resource("充电桩", _PILE_SELECT, "p.id", "p.pile_no", pile_json, count_from=_PILES_FROM)
 
 
 async def list_piles(request: web.Request) -> web.StreamResponse:
     """GET /api/ChargingPiles."""
-    rows = await read(request, lambda db: list(db.query(f"{_PILE_SELECT} ORDER BY p.pile_no")))
-    return json_response([pile_json(r) for r in rows])
+    return await list_response(request, PILES)
 
 
 async def get_pile(request: web.Request) -> web.StreamResponse:
     """GET /api/ChargingPiles/{id}."""
-    pile_id = path_key(request, "id", "充电桩")
-    return json_response(pile_json(await read(request, lambda db: pile_row(db, pile_id))))
+    return await item_response(request, PILES, path_key(request, "id", "充电桩"))
 
 
 async def piles_by_station(request: web.Request) -> web.StreamResponse:
     """GET /api/ChargingPiles/byStation/{stationId}."""
     station_id = path_key(request, "stationId", "充电站")
-
-    def rows(db: sqlite_utils.Database) -> list[dict[str, Any]]:
-        station_row(db, station_id)
-        return list(db.query(f"{_PILE_SELECT} WHERE p.station_id = ? ORDER BY p.pile_no", [station_id]))
-
-    return json_response([pile_json(r) for r in await read(request, rows)])
-
-
-def pile_page(
-    db: sqlite_utils.Database,
-    station_id: str | None,
-    status: int | None,
-    keyword: str | None,
-    size: int,
-    offset: int,
-) -> tuple[int, list[Any]]:
-    where, args = _where(
-        [("p.station_id = ?", station_id), ("p.status = ?", status)],
-        keyword,
-        ("p.pile_no", "p.manufacturer", "p.imei", "s.name"),
-    )
-    count_from = "piles p LEFT JOIN stations s ON s.id = p.station_id"
-    return _page(db, _PILE_SELECT, count_from, where, args, "p.pile_no", size, offset, pile_json)
+    return await children_response(request, STATIONS, station_id, PILES, "p.station_id")
 
 
 async def paged_piles(request: web.Request) -> web.StreamResponse:
     """GET /api/ChargingPiles/paged?pageNumber&pageSize&stationId&status&keyword."""
     station_id, status = query_key(request, "stationId"), query_code(request, "status", PILE_STATUS)
-    keyword = query_keyword(request)
-    return await page_response(request, _paged(request, pile_page, station_id, status, keyword))
+    where = where_clause(
+        [("p.station_id = ?", station_id), ("p.status = ?", status)],
+        query_keyword(request),
+        ("p.pile_no", "p.manufacturer", "p.imei", "s.name"),
+    )
+    return await page_response(request, PILES, where, paging(request))
 
 
 _PILE_TEXTS = {
@@ -502,8 +408,7 @@ def pile_fields(body: Fields, *, creating: bool) -> dict[str, Any]:
 
 
 def require_station(db: sqlite_utils.Database, station_id: str) -> None:
-    if db.execute("SELECT 1 FROM stations WHERE id = ?", [station_id]).fetchone() is None:
-        raise not_found("充电站 (stationId)", station_id)
+    require_row(db, "stations", station_id, "充电站 (stationId)")
 
 
 def require_unique_pile_no(db: sqlite_utils.Database, pile_no: str, pile_id: str | None = None) -> None:
@@ -588,13 +493,13 @@ async def update_pile(request: web.Request) -> web.StreamResponse:
     pile_id = path_key(request, "id", "充电桩")
     changes = pile_fields(await read_fields(request), creating=False)
     now = now_iso(request)
-    current = await read(request, lambda db: pile_row(db, pile_id))
+    current = await read(request, lambda db: PILES.row(db, pile_id))
     renamed = "pile_no" in changes and changes["pile_no"] != current["pile_no"]
     if renamed:
         refuse_driver_cars(request, current["pile_no"], None, "修改编号")
 
     def update(db: sqlite_utils.Database) -> None:
-        pile_row(db, pile_id)
+        PILES.row(db, pile_id)
         if "station_id" in changes:
             require_station(db, changes["station_id"])
         if renamed:
@@ -612,11 +517,11 @@ async def update_pile(request: web.Request) -> web.StreamResponse:
 async def delete_pile(request: web.Request) -> web.StreamResponse:
     """DELETE /api/ChargingPiles/{id}: refused while it charges or has driver cars."""
     pile_id = path_key(request, "id", "充电桩")
-    current = await read(request, lambda db: pile_row(db, pile_id))
+    current = await read(request, lambda db: PILES.row(db, pile_id))
     refuse_driver_cars(request, current["pile_no"], None, "删除")
 
     def delete(db: sqlite_utils.Database) -> None:
-        pile_row(db, pile_id)
+        PILES.row(db, pile_id)
         refuse_active(db, pile_id, None, f"充电桩 {current['pile_no']}", "删除")
         db.execute("DELETE FROM piles WHERE id = ?", [pile_id])  # its ports cascade
 
@@ -627,7 +532,8 @@ async def delete_pile(request: web.Request) -> web.StreamResponse:
 
 # --- ports -----------------------------------------------------------------------------------------
 
-_PORT_SELECT = "SELECT t.*, p.pile_no FROM ports t JOIN piles p ON p.id = t.pile_id"
+_PORTS_FROM = "ports t JOIN piles p ON p.id = t.pile_id"
+_PORT_SELECT = f"SELECT t.*, p.pile_no FROM {_PORTS_FROM}"  # noqa: S608
 _PORT_ORDER = "p.pile_no, CAST(t.port_no AS INTEGER), t.port_no"
 
 
@@ -660,56 +566,34 @@ def port_json(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def port_row(db: sqlite_utils.Database, port_id: str) -> dict[str, Any]:
-    rows = list(db.query(f"{_PORT_SELECT} WHERE t.id = ?", [port_id]))
-    if not rows:
-        raise not_found("充电端口", port_id)
-    return rows[0]
+PORTS = Resource("充电端口", _PORT_SELECT, "t.id", _PORT_ORDER, port_json, count_from=_PORTS_FROM)
 
 
 async def list_ports(request: web.Request) -> web.StreamResponse:
     """GET /api/ChargingPorts."""
-    rows = await read(request, lambda db: list(db.query(f"{_PORT_SELECT} ORDER BY {_PORT_ORDER}")))
-    return json_response([port_json(r) for r in rows])
+    return await list_response(request, PORTS)
 
 
 async def get_port(request: web.Request) -> web.StreamResponse:
     """GET /api/ChargingPorts/{id}."""
-    port_id = path_key(request, "id", "充电端口")
-    return json_response(port_json(await read(request, lambda db: port_row(db, port_id))))
+    return await item_response(request, PORTS, path_key(request, "id", "充电端口"))
 
 
 async def ports_by_pile(request: web.Request) -> web.StreamResponse:
     """GET /api/ChargingPorts/by-pile/{pileId}."""
     pile_id = path_key(request, "pileId", "充电桩")
-
-    def rows(db: sqlite_utils.Database) -> list[dict[str, Any]]:
-        pile_row(db, pile_id)
-        return list(db.query(f"{_PORT_SELECT} WHERE t.pile_id = ? ORDER BY {_PORT_ORDER}", [pile_id]))
-
-    return json_response([port_json(r) for r in await read(request, rows)])
-
-
-def port_page(
-    db: sqlite_utils.Database,
-    pile_id: str | None,
-    status: int | None,
-    keyword: str | None,
-    size: int,
-    offset: int,
-) -> tuple[int, list[Any]]:
-    where, args = _where(
-        [("t.pile_id = ?", pile_id), ("t.status = ?", status)], keyword, ("p.pile_no", "t.port_no")
-    )
-    count_from = "ports t JOIN piles p ON p.id = t.pile_id"
-    return _page(db, _PORT_SELECT, count_from, where, args, _PORT_ORDER, size, offset, port_json)
+    return await children_response(request, PILES, pile_id, PORTS, "t.pile_id")
 
 
 async def paged_ports(request: web.Request) -> web.StreamResponse:
     """GET /api/ChargingPorts/paged?pageNumber&pageSize&pileId&status&keyword."""
     pile_id, status = query_key(request, "pileId"), query_code(request, "status", PILE_STATUS)
-    keyword = query_keyword(request)
-    return await page_response(request, _paged(request, port_page, pile_id, status, keyword))
+    where = where_clause(
+        [("t.pile_id = ?", pile_id), ("t.status = ?", status)],
+        query_keyword(request),
+        ("p.pile_no", "t.port_no"),
+    )
+    return await page_response(request, PORTS, where, paging(request))
 
 
 def require_unique_port_no(
@@ -737,8 +621,7 @@ async def create_port(request: web.Request) -> web.StreamResponse:
     port_id, now = uuid.uuid4().hex, now_iso(request)
 
     def insert(db: sqlite_utils.Database) -> None:
-        if db.execute("SELECT 1 FROM piles WHERE id = ?", [pile_id]).fetchone() is None:
-            raise not_found("充电桩 (pileId)", pile_id)
+        require_row(db, "piles", pile_id, "充电桩 (pileId)")
         require_unique_port_no(db, pile_id, port_no)
         db.table("ports").insert(
             {
@@ -770,14 +653,14 @@ async def update_port(request: web.Request) -> web.StreamResponse:
     changes: dict[str, Any] = {k: v for k, v in values.items() if v is not None}
     if "is_disabled" in changes:
         changes["is_disabled"] = int(changes["is_disabled"])
-    current = await read(request, lambda db: port_row(db, port_id))
+    current = await read(request, lambda db: PORTS.row(db, port_id))
     renumbered = "port_no" in changes and changes["port_no"] != current["port_no"]
     if renumbered:
         refuse_driver_cars(request, current["pile_no"], current["port_no"], "修改端口编号")
     changes["update_time"] = now_iso(request)
 
     def update(db: sqlite_utils.Database) -> None:
-        port_row(db, port_id)
+        PORTS.row(db, port_id)
         if renumbered:
             require_unique_port_no(db, current["pile_id"], changes["port_no"], port_id)
             refuse_active(db, current["pile_id"], port_id, f"端口 {current['port_no']}", "修改端口编号")
@@ -790,11 +673,11 @@ async def update_port(request: web.Request) -> web.StreamResponse:
 async def delete_port(request: web.Request) -> web.StreamResponse:
     """DELETE /api/ChargingPorts/{id}: refused while it charges, and for a pile's last port."""
     port_id = path_key(request, "id", "充电端口")
-    current = await read(request, lambda db: port_row(db, port_id))
+    current = await read(request, lambda db: PORTS.row(db, port_id))
     refuse_driver_cars(request, current["pile_no"], current["port_no"], "删除")
 
     def delete(db: sqlite_utils.Database) -> None:
-        port_row(db, port_id)
+        PORTS.row(db, port_id)
         refuse_active(db, current["pile_id"], port_id, f"端口 {current['port_no']}", "删除")
         db.execute("DELETE FROM ports WHERE id = ?", [port_id])
         if count_ports(db, current["pile_id"]) < 1:
@@ -855,119 +738,90 @@ async def piles_status_with_registered(request: web.Request) -> dict[str, Any]:
 
 # --- the route table -------------------------------------------------------------------------------
 
-_STR, _INT, _NUM, _BOOL = {"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"}
-_NSTR, _NNUM, _NINT = (
-    {"type": ["string", "null"]},
-    {"type": ["number", "null"]},
-    {"type": ["integer", "null"]},
-)
-_DT = {"type": ["string", "null"], "format": "date-time"}
-_DATE = {"type": ["string", "null"], "format": "date"}
-
-
-def _obj(properties: Mapping[str, Any], required: Iterable[str] = ()) -> dict[str, Any]:
-    return {"type": "object", "properties": dict(properties), "required": list(required)}
-
-
-def _codes(table: Mapping[int, str]) -> dict[str, Any]:
-    return {
-        "type": "integer",
-        "enum": list(table),
-        "description": ", ".join(f"{code}={text}" for code, text in table.items()),
-    }
-
-
-def _text(max_len: int, pattern: str | None = None) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": ["string", "null"], "maxLength": max_len}
-    if pattern:
-        schema["pattern"] = pattern
-    return schema
-
-
-STATION = _obj(
+STATION = obj_schema(
     {
-        "id": _STR,
-        "name": _STR,
-        "status": _INT,
-        "statusDescription": _NSTR,
-        "address": _NSTR,
-        "location": _NSTR,
-        "updateTime": _DT,
-        "pileCount": _INT,
+        "id": STR,
+        "name": STR,
+        "status": INT,
+        "statusDescription": NSTR,
+        "address": NSTR,
+        "location": NSTR,
+        "updateTime": DATETIME,
+        "pileCount": INT,
     }
 )
-STATION_BODY = _obj(
+STATION_BODY = obj_schema(
     {
         "name": {"type": "string", "minLength": 1, "maxLength": 100},
-        "status": _codes(STATION_STATUS),
-        "address": _text(200),
-        "location": _text(100),
+        "status": int_codes_schema(STATION_STATUS),
+        "address": text_schema(200),
+        "location": text_schema(100),
     },
     ("name",),
 )
-PILE = _obj(
+PILE = obj_schema(
     {
-        "id": _STR,
-        "stationId": _STR,
-        "stationName": _NSTR,
-        "pileNo": _STR,
-        "pileType": _INT,
-        "pileTypeDescription": _NSTR,
-        "status": _INT,
-        "statusDescription": _NSTR,
-        "powerRate": _NUM,
-        "manufacturer": _NSTR,
-        "imei": _NSTR,
-        "totalPorts": _INT,
-        "protocolVersion": _NSTR,
-        "softwareVersion": _NSTR,
-        "hardwareVersion": _NSTR,
-        "onlineStatus": _INT,
-        "onlineStatusDescription": _NSTR,
-        "signalStrength": _NINT,
-        "temperature": _NNUM,
-        "lastHeartbeatTime": _DT,
-        "installationDate": _DATE,
-        "lastMaintenanceDate": _DATE,
-        "updateTime": _DT,
+        "id": STR,
+        "stationId": STR,
+        "stationName": NSTR,
+        "pileNo": STR,
+        "pileType": INT,
+        "pileTypeDescription": NSTR,
+        "status": INT,
+        "statusDescription": NSTR,
+        "powerRate": NUM,
+        "manufacturer": NSTR,
+        "imei": NSTR,
+        "totalPorts": INT,
+        "protocolVersion": NSTR,
+        "softwareVersion": NSTR,
+        "hardwareVersion": NSTR,
+        "onlineStatus": INT,
+        "onlineStatusDescription": NSTR,
+        "signalStrength": NINT,
+        "temperature": NNUM,
+        "lastHeartbeatTime": DATETIME,
+        "installationDate": DATE,
+        "lastMaintenanceDate": DATE,
+        "updateTime": DATETIME,
     }
 )
 _PILE_PROPS = {
-    "stationId": {"type": "string", "minLength": 1, "maxLength": MAX_KEY},
+    "stationId": KEY_SCHEMA,
     "pileNo": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"},
-    "pileType": _codes(PILE_TYPE),
+    "pileType": int_codes_schema(PILE_TYPE),
     "powerRate": {"type": "number", "minimum": POWER_KW[0], "maximum": POWER_KW[1], "description": "kW"},
     "totalPorts": {"type": "integer", "minimum": 1, "maximum": MAX_PORTS},
-    **{name: _text(size) for name, size in _PILE_TEXTS.items()},
-    "installationDate": {**_DATE, "description": "ISO 8601 date"},
+    **{name: text_schema(size) for name, size in _PILE_TEXTS.items()},
+    "installationDate": {**DATE, "description": "ISO 8601 date"},
 }
-PILE_CREATE = _obj(_PILE_PROPS, ("stationId", "pileNo", "pileType", "powerRate", "totalPorts"))
-PILE_UPDATE = _obj({**_PILE_PROPS, "lastMaintenanceDate": {**_DATE, "description": "ISO 8601 date"}})
-PORT = _obj(
+PILE_CREATE = obj_schema(_PILE_PROPS, ("stationId", "pileNo", "pileType", "powerRate", "totalPorts"))
+PILE_UPDATE = obj_schema({**_PILE_PROPS, "lastMaintenanceDate": {**DATE, "description": "ISO 8601 date"}})
+PORT = obj_schema(
     {
-        "id": _STR,
-        "pileId": _STR,
-        "pileNo": _STR,
-        "portNo": _STR,
-        "portType": _INT,
-        "portTypeDescription": _NSTR,
-        "status": _INT,
-        "statusDescription": _NSTR,
-        "faultType": _INT,
-        "faultTypeDescription": _NSTR,
-        "isDisabled": _BOOL,
-        "currentOrderId": _NSTR,
-        "voltage": _NNUM,
-        "currentAmpere": _NNUM,
-        "power": {**_NNUM, "description": "kW"},
-        "temperature": _NNUM,
-        "electricity": {**_NNUM, "description": "cumulative meter, kWh"},
-        "totalChargingTimes": _INT,
-        "totalChargingDuration": {**_INT, "description": "seconds"},
-        "totalPowerConsumption": {**_NUM, "description": "kWh"},
-        "lastCheckTime": _DT,
-        "lastOrderId": _NSTR,
-        "updateTime": _DT,
+        "id": STR,
+        "pileId": STR,
+        "pileNo": STR,
+        "portNo": STR,
+        "portType": INT,
+        "portTypeDescription": NSTR,
+        "status": INT,
+        "statusDescription": NSTR,
+        "faultType": INT,
+        "faultTypeDescription": NSTR,
+        "isDisabled": BOOL,
+        "currentOrderId": NSTR,
+        "voltage": NNUM,
+        "currentAmpere": NNUM,
+        "power": {**NNUM, "description": "kW"},
+        "temperature": NNUM,
+        "electricity": {**NNUM, "description": "cumulative meter, kWh"},
+        "totalChargingTimes": INT,
+        "totalChargingDuration": {**INT, "description": "seconds"},
+        "totalPowerConsumption": {**NUM, "description": "kWh"},
+        "lastCheckTime": DATETIME,
+        "lastOrderId": NSTR,
+        "updateTime": DATETIME,
     }
 )
 _PORT_NO = {
@@ -977,30 +831,18 @@ _PORT_NO = {
     "maximum": PORT_NO[1],
     "pattern": "^[0-9]{1,2}$",
 }
-PORT_CREATE = _obj(
+PORT_CREATE = obj_schema(
     {
-        "pileId": {"type": "string", "minLength": 1, "maxLength": MAX_KEY},
+        "pileId": KEY_SCHEMA,
         "portNo": _PORT_NO,
-        "portType": _codes(PORT_TYPE),
+        "portType": int_codes_schema(PORT_TYPE),
     },
     ("pileId", "portNo"),
 )
-PORT_UPDATE = _obj({"portNo": _PORT_NO, "portType": _codes(PORT_TYPE), "isDisabled": _BOOL})
-ID_RESULT = _obj({"id": _STR}, ("id",))
+PORT_UPDATE = obj_schema({"portNo": _PORT_NO, "portType": int_codes_schema(PORT_TYPE), "isDisabled": BOOL})
 
-_DENIED, _MISSING, _CONFLICT = (403, "PERMISSION_DENIED"), (404, "RESOURCE_NOT_FOUND"), (409, "CONFLICT")
 _READ_NOTE = "Any valid token."
 _STAFF_NOTE = "Needs permission level >= 3 (管理员); otherwise 403."
-
-
-def _path(name: str, description: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "path",
-        "required": True,
-        "description": description,
-        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY},
-    }
 
 
 def _query(name: str, schema: Mapping[str, Any], description: str) -> dict[str, Any]:
@@ -1043,7 +885,7 @@ def _crud(
     notes: Mapping[str, str],
 ) -> list[RouteSpec]:
     """The six routes every resource of this module has (list, paged, get, create, update, delete)."""
-    rid = (_path("id", f"{what}ID"),)
+    rid = (key_path("id", f"{what}ID"),)
     return [
         _route(
             "GET", base, handlers["list"], f"获取所有{what}", tag, response={"type": "array", "items": item}
@@ -1067,7 +909,7 @@ def _crud(
             tag,
             parameters=rid,
             response=item,
-            errors=(_MISSING,),
+            errors=(MISSING_404,),
         ),
         _route(
             "POST",
@@ -1076,9 +918,9 @@ def _crud(
             f"创建{what}",
             tag,
             request_body=bodies[0],
-            response=ID_RESULT,
+            response=KEY_RESULT,
             status=201,
-            errors=(_MISSING, _CONFLICT),
+            errors=(MISSING_404, CONFLICT_409),
             description=notes.get("create", ""),
         ),
         _route(
@@ -1090,7 +932,7 @@ def _crud(
             parameters=rid,
             request_body=bodies[1],
             status=204,
-            errors=(_MISSING, _CONFLICT),
+            errors=(MISSING_404, CONFLICT_409),
             description='Fields left out (or null) are kept; optional texts sent as "" are cleared. '
             + notes.get("update", ""),
         ),
@@ -1102,14 +944,14 @@ def _crud(
             tag,
             parameters=rid,
             status=204,
-            errors=(_MISSING, _CONFLICT),
+            errors=(MISSING_404, CONFLICT_409),
             description=notes.get("delete", ""),
         ),
     ]
 
 
 def _status_filter(table: Mapping[int, str], what: str) -> dict[str, Any]:
-    return _query("status", _codes(table), what)
+    return _query("status", int_codes_schema(table), what)
 
 
 def _routes() -> list[RouteSpec]:
@@ -1147,7 +989,7 @@ def _routes() -> list[RouteSpec]:
             "update": update_pile,
             "delete": delete_pile,
         },
-        (_query("stationId", _STR, "充电站ID"), _status_filter(PILE_STATUS, "充电桩状态")),
+        (_query("stationId", STR, "充电站ID"), _status_filter(PILE_STATUS, "充电桩状态")),
         (PILE_CREATE, PILE_UPDATE),
         {
             "paged": "keyword matches pileNo, manufacturer, imei or the station name.",
@@ -1168,9 +1010,9 @@ def _routes() -> list[RouteSpec]:
             piles_by_station,
             "根据充电站ID获取充电桩列表",
             "ChargingPiles",
-            parameters=(_path("stationId", "充电站ID"),),
+            parameters=(key_path("stationId", "充电站ID"),),
             response={"type": "array", "items": PILE},
-            errors=(_MISSING,),
+            errors=(MISSING_404,),
         ),
     )
     ports = _crud(
@@ -1186,7 +1028,7 @@ def _routes() -> list[RouteSpec]:
             "update": update_port,
             "delete": delete_port,
         },
-        (_query("pileId", _STR, "充电桩ID"), _status_filter(PILE_STATUS, "端口状态 (as the piles')")),
+        (_query("pileId", STR, "充电桩ID"), _status_filter(PILE_STATUS, "端口状态 (as the piles')")),
         (PORT_CREATE, PORT_UPDATE),
         {
             "paged": "keyword matches pileNo or portNo.",
@@ -1205,9 +1047,9 @@ def _routes() -> list[RouteSpec]:
             ports_by_pile,
             "获取充电桩下的所有充电端口",
             "ChargingPorts",
-            parameters=(_path("pileId", "充电桩ID"),),
+            parameters=(key_path("pileId", "充电桩ID"),),
             response={"type": "array", "items": PORT},
-            errors=(_MISSING,),
+            errors=(MISSING_404,),
         ),
     )
     return [*stations, *piles, *ports]
