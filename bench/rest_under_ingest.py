@@ -1,6 +1,7 @@
 """REST latency of the central while it ingests telemetry: p50/p99 idle and under a paced load.
 
-Real processes on 127.0.0.1: Mosquitto on a free port, the central service (``pilegate central``),
+Real processes on 127.0.0.1: Mosquitto on a free port (with the shipped config's window of 100
+unacknowledged messages per subscriber), the central service (``pilegate central``),
 and a publisher process that sends QoS 1 telemetry for ``--streams`` streams at ``--rate`` messages
 per second (raw MQTT packets, so the publisher is not the bottleneck). A client then times driver
 and operator API calls, first with no telemetry, then while the load runs; the stored-telemetry
@@ -26,8 +27,14 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.ingest_bench import STATION, _publish_packet, _remaining_length, messages
-from pilegate.broker import MosquittoBroker, free_port
+from bench.ingest_bench import (
+    STATION,
+    BenchBroker,
+    _publish_packet,
+    _remaining_length,
+    messages,
+)
+from pilegate.broker import free_port
 from tests.e2e.harness import Api, start_central
 
 PATHS = ["/api/charging/queue/status/", "/api/charging/request/status/",
@@ -65,7 +72,9 @@ def paced_publisher(port: int, rate: int, seconds: float, streams: int) -> None:
 
 
 async def timed_calls(base: str, driver: str, admin: str, requests: int) -> list[float]:
+    """Latencies (ms) of ``requests`` calls round robin over PATHS; per path in BY_PATH."""
     latencies = []
+    BY_PATH.clear()
     async with aiohttp.ClientSession() as session:
         for n in range(requests):
             path = PATHS[n % len(PATHS)]
@@ -75,7 +84,11 @@ async def timed_calls(base: str, driver: str, admin: str, requests: int) -> list
                 await r.read()
                 assert r.status == 200, (path, r.status)
             latencies.append((time.perf_counter() - t0) * 1000)
+            BY_PATH.setdefault(path.split("?")[0], []).append(latencies[-1])
     return latencies
+
+
+BY_PATH: dict[str, list[float]] = {}
 
 
 def stored(base: str) -> int:
@@ -103,7 +116,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        broker = MosquittoBroker(free_port(), workdir / "mosquitto")
+        broker = BenchBroker(free_port(), workdir / "mosquitto")  # production's window of 100
         broker.start()
         central = None
         try:
@@ -119,9 +132,11 @@ def main() -> None:
             idle = asyncio.run(timed_calls(central.url, str(driver.token), admin, args.requests))
             publisher = multiprocessing.Process(
                 target=paced_publisher, args=(broker.port, args.rate, args.seconds, args.streams))
-            before, t0 = stored(central.url), time.perf_counter()
             publisher.start()
-            time.sleep(min(3.0, args.seconds / 4))  # let the load reach its rate before timing
+            deadline = time.monotonic() + 60
+            while stored(central.url) < args.rate and time.monotonic() < deadline:
+                time.sleep(0.1)  # until about a second of telemetry has been stored
+            before, t0 = stored(central.url), time.perf_counter()
             loaded = asyncio.run(timed_calls(central.url, str(driver.token), admin,
                                              args.requests))
             window = time.perf_counter() - t0
@@ -131,6 +146,8 @@ def main() -> None:
                   f"({', '.join(p.split('?')[0] for p in PATHS)})")
             print(summary("idle", idle))
             print(summary(f"ingest {args.rate}/s", loaded))
+            for path, values in BY_PATH.items():
+                print(summary(f"  {path.split('/')[-2] or path}", values))
             print(f"telemetry stored while timing: {ingested / window:.0f} msg/s "
                   f"({ingested} in {window:.1f} s; offered {args.rate}/s)")
             print(json.dumps({"idle_p99_ms": statistics.quantiles(idle, n=100)[98],
