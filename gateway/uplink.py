@@ -42,7 +42,12 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.outbox import Outbox, OutMessage, StoredMessage, wall_ms
-from pilegate.mqtt_socket import close_socket, connect_in_thread, pending_tls_bytes
+from pilegate.mqtt_socket import (
+    connect_in_thread,
+    detach_socket,
+    forget_socket,
+    pending_tls_bytes,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -350,14 +355,7 @@ class Uplink:
 
     def _detach(self, client: mqtt.Client) -> None:
         """Unregister and close the socket of ``client`` without DISCONNECT (the will fires)."""
-        client.on_socket_close = None
-        client.on_socket_register_write = None
-        client.on_socket_unregister_write = None
-        sock = client.socket()
-        if sock is not None and self._loop is not None and not self._loop.is_closed():
-            self._loop.remove_reader(sock)
-            self._loop.remove_writer(sock)
-        close_socket(client)
+        detach_socket(client, self._loop)
         if self._client is client:
             self._client = None
 
@@ -608,9 +606,7 @@ class Uplink:
             self._mark_lost(f"write: {exc}")
 
     def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.remove_reader(sock)
-            self._loop.remove_writer(sock)
+        forget_socket(self._loop, sock)
         if client is self._client:
             self._mark_lost("socket closed")
 

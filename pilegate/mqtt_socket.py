@@ -51,6 +51,22 @@ def pending_tls_bytes(sock: Any) -> int:
     return int(pending()) if callable(pending) else 0
 
 
+def forget_socket(loop: asyncio.AbstractEventLoop | None, sock: Any) -> None:
+    """Stop watching ``sock`` on ``loop`` (if the loop still runs)."""
+    if sock is not None and loop is not None and not loop.is_closed():
+        loop.remove_reader(sock)
+        loop.remove_writer(sock)
+
+
+def detach_socket(client: mqtt.Client, loop: asyncio.AbstractEventLoop | None) -> None:
+    """Unhook paho's socket callbacks, stop watching the socket, close it without DISCONNECT."""
+    client.on_socket_close = None
+    client.on_socket_register_write = None
+    client.on_socket_unregister_write = None
+    forget_socket(loop, client.socket())
+    close_socket(client)
+
+
 def close_socket(client: mqtt.Client) -> None:
     """Close the client's socket without a DISCONNECT (so the broker fires the will)."""
     sock = client.socket()

@@ -33,7 +33,12 @@ import structlog
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-from pilegate.mqtt_socket import close_socket, connect_in_thread, pending_tls_bytes
+from pilegate.mqtt_socket import (
+    connect_in_thread,
+    detach_socket,
+    forget_socket,
+    pending_tls_bytes,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -336,15 +341,7 @@ class CentralMqtt:
         self._write_scheduled = self._writer_added = False
 
     def _detach(self, client: mqtt.Client) -> None:
-        client.on_socket_close = None
-        client.on_socket_register_write = None
-        client.on_socket_unregister_write = None
-        sock = client.socket()
-        loop = self._loop
-        if sock is not None and loop is not None and not loop.is_closed():
-            loop.remove_reader(sock)
-            loop.remove_writer(sock)
-        close_socket(client)
+        detach_socket(client, self._loop)
 
     def _mark_lost(self, why: str) -> None:
         self._log.debug("connection ended", reason=why)
@@ -434,10 +431,7 @@ class CentralMqtt:
             self._writer_added = True
 
     def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.remove_reader(sock)
-            loop.remove_writer(sock)
+        forget_socket(self._loop, sock)
         if client is self._client:
             self._mark_lost("socket closed")
 
