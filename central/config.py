@@ -22,6 +22,7 @@ from pilegate.settings import (
     read_secret,
     read_toml,
     take,
+    unknown_tables,
 )
 from protocols.topics import TopicError, check_id
 
@@ -106,9 +107,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>",
     """Validate a parsed TOML document; raise ConfigError listing every problem."""
     problems: list[str] = []
     base = base or Path.cwd()
-    for key in data:
-        if key not in ("central", "http", "mqtt", "auth", "station"):
-            problems.append(f"unknown table {key!r}")
+    unknown_tables(data, ("central", "http", "mqtt", "auth", "station"), problems)
     c = take(data.get("central", {}), CENTRAL_KEYS, "central", problems)
     try:
         check_id("central.station", str(c["station"]))

@@ -15,7 +15,7 @@ from typing import Any
 from pilegate.settings import NUMBER as _NUM
 from pilegate.settings import ConfigError as ConfigError  # re-exported for callers
 from pilegate.settings import check as _check
-from pilegate.settings import is_loopback_listen, parse_mqtt_url, read_secret, read_toml
+from pilegate.settings import is_loopback_listen, parse_mqtt_url, read_secret, read_toml, unknown_tables
 from pilegate.settings import take as _take
 from protocols.registers import MAPS
 from protocols.topics import TopicError, check_id
@@ -265,9 +265,7 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>",
     """Validate a parsed TOML document; raise ConfigError listing every problem."""
     problems: list[str] = []
     base = base or Path.cwd()
-    for key in data:
-        if key not in ("gateway", "mqtt", "outbox", "bus", "pile"):
-            problems.append(f"unknown table {key!r}")
+    unknown_tables(data, ("gateway", "mqtt", "outbox", "bus", "pile"), problems)
     gw = _take(data.get("gateway", {}), GATEWAY_KEYS, "gateway", problems)
     _check_id(problems, "gateway.id", gw["id"])
     _check_id(problems, "gateway.station", gw["station"])

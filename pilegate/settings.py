@@ -36,6 +36,11 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None
 
 
+def unknown_tables(data: Mapping[str, Any], known: tuple[str, ...], problems: list[str]) -> None:
+    """Record every top-level table of ``data`` that is not in ``known``."""
+    problems.extend(f"unknown table {key!r}" for key in data if key not in known)
+
+
 def take(table: Any, keys: Mapping[str, tuple[Any, str]], where: str,
          problems: list[str]) -> dict[str, Any]:
     """The keys of ``table`` with defaults filled in; unknown and missing keys are problems."""
