@@ -196,8 +196,7 @@ class ChargingService:
     """The scheduler, its persistence, and its live link to the piles."""
 
     def __init__(self, store: Store, params: StationParams, clock: StationClock,
-                 commands: CommandPort, *, station: str = "station1",
-                 wall_ms: Callable[[], int] | None = None) -> None:
+                 commands: CommandPort, *, station: str = "station1") -> None:
         self.store, self.params, self.clock = store, params, clock
         self.commands = commands
         self.station = station
@@ -215,7 +214,6 @@ class ChargingService:
         self.last_reading: dict[tuple[str, int], tuple[int, int]] = {}  # (pile, port) -> ms, raw Wh
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
-        self._wall_ms = wall_ms or (lambda: int(self.clock._wall() * 1000))
         self._dirty_sessions: set[str] = set()
         self.port_watchers: dict[tuple[str, int], Callable[[Telemetry], None]] = {}
         self.outcome_watchers: list[Callable[[str, str, str | None, str, str | None], None]] = []
@@ -693,7 +691,7 @@ class ChargingService:
             self._schedule(self._segment_done(session.car))
         elif session.delivered_wh >= session.target_kwh * 1000 and not session.stopping:
             session.stopping = True
-            self._schedule(self._stop(session))
+            self._schedule(self._command(session.pile_no, session.port, "stop", {}, session.car))
 
     def on_pile_state(self, pile_no: str, state: str) -> None:
         self.health[pile_no] = state
@@ -791,9 +789,6 @@ class ChargingService:
             session = self.sessions.get(car)
             how = session.ending if session is not None and session.ending else "complete"
             await self._apply(lambda now: self._finalize(now, car, how))
-
-    async def _stop(self, session: LiveSession) -> None:
-        await self._command(session.pile_no, session.port, "stop", {}, session.car)
 
     def _schedule(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(self._guard(coro))
