@@ -30,6 +30,7 @@ from central.domain.params import StationParams, params_from_mapping
 from central.retention import run_retention
 from central.service import ChargingService
 from pilegate.logs import configure_logging
+from pilegate.metrics import Sample, render_metrics
 from pilegate.settings import ConfigError
 
 log = structlog.get_logger(__name__)
@@ -131,18 +132,14 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    ingest = request.app["ingest"]
-    lines = []
-    for key, value in ingest.stats().items():
-        if isinstance(value, int | float):
-            lines += [f"# TYPE pilegate_central_ingest_{key} gauge",
-                      f"pilegate_central_ingest_{key} {value}"]
     service: ChargingService = request.app[SERVICE]
-    lines += ["# TYPE pilegate_central_waiting_cars gauge",
-              f"pilegate_central_waiting_cars {service.scheduler.waiting_count}",
-              "# TYPE pilegate_central_live_sessions gauge",
-              f"pilegate_central_live_sessions {len(service.sessions)}"]
-    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+    samples: list[Sample] = [
+        (f"pilegate_central_ingest_{key}", "gauge", {}, value)
+        for key, value in request.app["ingest"].stats().items()
+        if isinstance(value, int | float)]
+    samples += [("pilegate_central_waiting_cars", "gauge", {}, service.scheduler.waiting_count),
+                ("pilegate_central_live_sessions", "gauge", {}, len(service.sessions))]
+    return web.Response(text=render_metrics(samples), content_type="text/plain")
 
 
 def create_app(config: CentralConfig) -> web.Application:

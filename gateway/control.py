@@ -19,6 +19,7 @@ from drivers.errors import DriverError
 from drivers.plan import compile_read_plan, format_plan
 from gateway.commands import CommandExecutor
 from gateway.runtime import GatewayRuntime
+from pilegate.metrics import Sample, render_metrics
 from protocols.payloads import CommandMessage, PayloadError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -64,7 +65,7 @@ class ControlApi:
 
     def __init__(self, runtime: GatewayRuntime, executor: CommandExecutor,
                  status: Callable[[], dict[str, Any]],
-                 metrics: Callable[[], list[tuple[str, str, Mapping[str, str], float]]]) -> None:
+                 metrics: Callable[[], list[Sample]]) -> None:
         self.runtime, self.executor = runtime, executor
         self._status, self._metrics = status, metrics
 
@@ -131,20 +132,3 @@ class ControlApi:
     async def get_metrics(self, request: web.Request) -> web.Response:
         return web.Response(text=render_metrics(self._metrics()),
                             content_type="text/plain", charset="utf-8")
-
-
-def render_metrics(samples: list[tuple[str, str, Mapping[str, str], float]]) -> str:
-    """Prometheus text exposition of (name, type, labels, value) samples, grouped by name."""
-    lines: list[str] = []
-    declared: set[str] = set()
-    for name, kind, labels, value in samples:
-        if name not in declared:
-            lines.append(f"# TYPE {name} {kind}")
-            declared.add(name)
-        label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
-        lines.append(f"{name}{{{label_text}}} {value}" if label_text else f"{name} {value}")
-    return "\n".join(lines) + "\n"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

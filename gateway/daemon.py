@@ -13,7 +13,6 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from gateway.runtime import GatewayRuntime
 from gateway.uplink import Uplink, UplinkConfig
 from pilegate import __version__
 from pilegate.logs import configure_logging
+from pilegate.metrics import Sample
 from protocols import topics
 from protocols.payloads import GatewayStatus
 from protocols.registers import get_map
@@ -165,8 +165,8 @@ class Gateway:
             "piles": self.runtime.snapshot(),
         }
 
-    def metrics(self) -> list[tuple[str, str, Mapping[str, str], float]]:
-        samples: list[tuple[str, str, Mapping[str, str], float]] = [
+    def metrics(self) -> list[Sample]:
+        samples: list[Sample] = [
             ("pilegate_gateway_telemetry_total", "counter", {}, self.runtime.telemetry_count),
             ("pilegate_gateway_outbox_written_total", "counter", {}, self.publisher.written),
         ]
