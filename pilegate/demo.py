@@ -18,15 +18,17 @@ import secrets
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from pilegate.broker import free_port, start_broker
 
 STATION, GATEWAY = "demo", "gw1"
+T = TypeVar("T")
 
 
 class DemoError(click.ClickException):
@@ -64,50 +66,53 @@ async def spawn(name: str, argv: list[str], data_dir: Path) -> Child:
     return Child(name, process, log_path)
 
 
-async def wait_for_file(path: Path, child: Child, timeout_s: float) -> dict[str, Any]:
-    """The JSON a child writes to ``path`` once it is ready; fails if the child dies first."""
+async def wait_for(child: Child, timeout_s: float, what: str,
+                   probe: Callable[[], Awaitable[T | None]]) -> T:
+    """Poll ``probe`` until it returns a value; fail when ``child`` dies or time runs out."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if path.exists():
-            return dict(json.loads(path.read_text()))
         if child.process.returncode is not None:
             raise DemoError(f"{child.name} exited with {child.process.returncode}; "
                             f"see {child.log_path}")
+        result = await probe()
+        if result is not None:
+            return result
         await asyncio.sleep(0.05)
-    raise DemoError(f"{child.name} not ready after {timeout_s}s; see {child.log_path}")
+    raise DemoError(f"{child.name}: no {what} after {timeout_s}s; see {child.log_path}")
+
+
+async def wait_for_file(path: Path, child: Child, timeout_s: float) -> dict[str, Any]:
+    """The JSON a child writes to ``path`` once it is ready."""
+    async def ready() -> dict[str, Any] | None:
+        return dict(json.loads(path.read_text())) if path.exists() else None
+
+    return await wait_for(child, timeout_s, f"ready file {path}", ready)
+
+
+async def get_json(url: str) -> Any:
+    """``url``'s JSON body when it answers 200, else None (not up yet)."""
+    import aiohttp
+
+    with contextlib.suppress(aiohttp.ClientError, OSError):
+        async with aiohttp.ClientSession() as session, session.get(url) as resp:
+            if resp.status == 200:
+                return await resp.json(content_type=None)
+    return None
 
 
 async def wait_for_http(url: str, child: Child, timeout_s: float) -> None:
     """Poll ``url`` until it answers 200."""
-    import aiohttp
-
-    deadline = time.monotonic() + timeout_s
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if child.process.returncode is not None:
-                raise DemoError(f"{child.name} exited with {child.process.returncode}; "
-                                f"see {child.log_path}")
-            with contextlib.suppress(aiohttp.ClientError, OSError):
-                async with session.get(url) as resp:
-                    if resp.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-    raise DemoError(f"{child.name} did not answer {url} after {timeout_s}s")
+    await wait_for(child, timeout_s, f"answer from {url}", lambda: get_json(url))
 
 
 async def wait_for_piles_online(url: str, child: Child, piles: set[str], timeout_s: float) -> None:
     """Poll the gateway's status until it has read every pile once (commands need that)."""
-    import aiohttp
+    async def all_online() -> bool | None:
+        status = await get_json(url)
+        states = {k: v["state"] for k, v in status["piles"].items()} if status else {}
+        return True if all(states.get(p) in ("online", "faulted") for p in piles) else None
 
-    deadline = time.monotonic() + timeout_s
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            async with session.get(url) as resp:
-                states = {k: v["state"] for k, v in (await resp.json())["piles"].items()}
-            if all(states.get(p) in ("online", "faulted") for p in piles):
-                return
-            await asyncio.sleep(0.1)
-    raise DemoError(f"piles not online after {timeout_s}s: {states}; see {child.log_path}")
+    await wait_for(child, timeout_s, f"every pile online at {url}", all_online)
 
 
 def gateway_toml(piles: dict[str, Any], mqtt_port: int, control_port: int,
