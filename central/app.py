@@ -12,7 +12,6 @@ import contextlib
 import json
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import structlog
 from aiohttp import web
 
 from central.adapters.schema import migrations
+from central.adapters.stations import FAST, TRICKLE, ensure_station
 from central.adapters.storage import Store
 from central.clock import ClockAnchor, StationClock
 from central.config import CentralConfig, load_config
@@ -55,29 +55,11 @@ def _stored_params(db: sqlite_utils.Database) -> dict[str, Any] | None:
     return dict(json.loads(rows[0]["value"])) if rows else None
 
 
-def ensure_station(db: sqlite_utils.Database, config: CentralConfig, params: StationParams,
-                   now: str) -> None:
-    """The station and its scheduler's piles exist as records (both APIs list them)."""
-    stations = list(db.query("SELECT id FROM stations WHERE code = ?", [config.station]))
-    if stations:
-        station_id = stations[0]["id"]
-    else:
-        station_id = uuid.uuid4().hex
-        db.table("stations").insert({"id": station_id, "code": config.station,
-                                     "name": config.station_name, "status": 1,
-                                     "create_time": now, "update_time": now})
-    piles = [(f"F{i}", 1, params.fast_power_kw) for i in range(1, params.fast_pile_num + 1)]
-    piles += [(f"T{i}", 2, params.slow_power_kw) for i in range(1, params.trickle_pile_num + 1)]
-    for pile_no, pile_type, power in piles:
-        if db.table("piles").count_where("pile_no = ?", [pile_no]):
-            continue
-        pile_id = uuid.uuid4().hex
-        db.table("piles").insert({"id": pile_id, "station_id": station_id, "pile_no": pile_no,
-                                  "pile_type": pile_type, "power_rate": float(power),
-                                  "total_ports": 1, "status": 0, "online_status": 0,
-                                  "create_time": now, "update_time": now})
-        db.table("ports").insert({"id": uuid.uuid4().hex, "pile_id": pile_id, "port_no": "1",
-                                  "port_type": 1, "status": 0, "update_time": now})
+def _param_piles(params: StationParams) -> list[tuple[str, int, float]]:
+    """The piles the station parameters describe: ``(pile_no, pile_type, power_kw)``."""
+    piles = [(f"F{i}", FAST, float(params.fast_power_kw)) for i in range(1, params.fast_pile_num + 1)]
+    piles += [(f"T{i}", TRICKLE, float(params.slow_power_kw)) for i in range(1, params.trickle_pile_num + 1)]
+    return piles
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -93,7 +75,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     params = params_from_mapping(stored) if stored else config.params
     anchor = await store.write(lambda db: _anchor(db, time.time()))
     clock = StationClock(config.time_scale, anchor)
-    await store.write(lambda db: ensure_station(db, config, params, clock.now().isoformat()))
+    await store.write(lambda db: ensure_station(db, code=config.station, name=config.station_name,
+                                                piles=_param_piles(params), now=clock.now().isoformat()))
     holder: dict[str, Ingest] = {}
     m = config.mqtt
     mqtt = CentralMqtt(
