@@ -106,6 +106,12 @@ def ensure_station(
         if db.table("piles").count_where("pile_no = ?", [pile_no]):
             continue
         pile_id = create_pile(
-            db, station_id=sid, pile_no=pile_no, pile_type=pile_type, power_kw=power_kw, now=now, total_ports=1
+            db,
+            station_id=sid,
+            pile_no=pile_no,
+            pile_type=pile_type,
+            power_kw=power_kw,
+            now=now,
+            total_ports=1,
         )
         add_ports(db, pile_id, [1], now)
