@@ -36,10 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sqlite_utils
 import structlog
 
+from central.adapters.ingest import Ingest
 from central.adapters.mqtt import CentralMqtt, MqttSettings
 from central.adapters.schema import migrations
 from central.adapters.storage import Store
-from central.ingest import Ingest
 from pilegate.broker import MosquittoBroker, free_port
 from protocols import topics
 from protocols.payloads import CommandResult, PileEvent, PileStatus, Telemetry

@@ -5,7 +5,7 @@ Run: ``.venv/bin/python bench/orders_paged.py [--orders 1000000] [--requests 300
 
 Generates ``--orders`` orders in a fresh SQLite file (batched inserts; 5,000 users, 20 piles, start
 times spread over the 365 days before 2025-06-01 with a daily rhythm; statuses and billing modes in
-realistic shares), opens it with the central's migrations plus :data:`central.orders.ORDER_MIGRATIONS`
+realistic shares), opens it with the central's migrations plus :data:`ORDER_MIGRATIONS`
 (the order indexes), serves the user API and the operator platform API on 127.0.0.1 with the real
 ChargingService, and times ``--requests`` requests from one client: first pages and deeper pages,
 userId / pileId / status filters, one-day and one-month date ranges, keyword by orderNo prefix, pile
@@ -39,10 +39,10 @@ from central import auth
 from central.adapters.schema import migrations
 from central.adapters.storage import Store, connect
 from central.app import SERVICE, STORE
-from central.clock import StationClock
+from central.application.charging import ChargingService
+from central.application.clock import StationClock
+from central.application.orders import ORDER_MIGRATIONS
 from central.domain.params import params_from_mapping
-from central.orders import ORDER_MIGRATIONS
-from central.service import ChargingService
 from central.web import add_user_api
 from central.web.middleware import AUTH_KEY
 from central.web.platform import add_operator_platform_api

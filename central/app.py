@@ -21,14 +21,14 @@ import sqlite_utils
 import structlog
 from aiohttp import web
 
+from central.adapters.retention import run_retention
 from central.adapters.schema import migrations
 from central.adapters.stations import FAST, TRICKLE, ensure_station
 from central.adapters.storage import Store
-from central.clock import ClockAnchor, StationClock
+from central.application.charging import ChargingService
+from central.application.clock import ClockAnchor, StationClock
 from central.config import CentralConfig, load_config
 from central.domain.params import StationParams, params_from_mapping
-from central.retention import run_retention
-from central.service import ChargingService
 from pilegate.logs import configure_logging
 from pilegate.metrics import Sample, render_metrics
 from pilegate.settings import ConfigError
@@ -45,8 +45,9 @@ def _anchor(db: sqlite_utils.Database, now_s: float) -> ClockAnchor:
     if rows:
         value = json.loads(rows[0]["value"])
         return ClockAnchor(value["wall_s"], value["station_s"])
-    db.table("params").insert({"key": "clock_anchor",
-                               "value": json.dumps({"wall_s": now_s, "station_s": now_s})})
+    db.table("params").insert(
+        {"key": "clock_anchor", "value": json.dumps({"wall_s": now_s, "station_s": now_s})}
+    )
     return ClockAnchor(now_s, now_s)
 
 
@@ -63,10 +64,10 @@ def _param_piles(params: StationParams) -> list[tuple[str, int, float]]:
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    from central.adapters.commands import CommandSender
+    from central.adapters.ingest import Ingest
     from central.adapters.mqtt import CentralMqtt, MqttSettings
-    from central.commands import CommandSender
-    from central.ingest import Ingest
-    from central.orders import ORDER_MIGRATIONS, operator_orders
+    from central.application.orders import ORDER_MIGRATIONS, operator_orders
 
     config: CentralConfig = app["config"]
     store = Store(config.db_path, [migrations, ORDER_MIGRATIONS])
@@ -75,19 +76,33 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     params = params_from_mapping(stored) if stored else config.params
     anchor = await store.write(lambda db: _anchor(db, time.time()))
     clock = StationClock(config.time_scale, anchor)
-    await store.write(lambda db: ensure_station(db, code=config.station, name=config.station_name,
-                                                piles=_param_piles(params), now=clock.now().isoformat()))
+    await store.write(
+        lambda db: ensure_station(
+            db,
+            code=config.station,
+            name=config.station_name,
+            piles=_param_piles(params),
+            now=clock.now().isoformat(),
+        )
+    )
     holder: dict[str, Ingest] = {}
     m = config.mqtt
     mqtt = CentralMqtt(
-        MqttSettings(host=m.host, port=m.port, username=m.username, password=m.password,
-                     client_id=m.client_id, tls=m.tls, keepalive_s=m.keepalive_s),
-        [f"pilegate/v1/{config.station}/#"], lambda topic, payload: holder["ingest"].handle(
-            topic, payload))
+        MqttSettings(
+            host=m.host,
+            port=m.port,
+            username=m.username,
+            password=m.password,
+            client_id=m.client_id,
+            tls=m.tls,
+            keepalive_s=m.keepalive_s,
+        ),
+        [f"pilegate/v1/{config.station}/#"],
+        lambda topic, payload: holder["ingest"].handle(topic, payload),
+    )
     sender = CommandSender(mqtt, store, config.station)
     service = ChargingService(store, params, clock, sender, station=config.station)
-    sender.on_outcome = lambda o: service.on_command_outcome(o.pile_no, o.op, o.car, o.status,
-                                                             o.reason)
+    sender.on_outcome = lambda o: service.on_command_outcome(o.pile_no, o.op, o.car, o.status, o.reason)
     ingest = holder["ingest"] = Ingest(store, config.station, service, commands=sender)
     app[STORE], app[SERVICE] = store, service
     app["clock"], app["ingest"], app["mqtt"], app["commands"] = clock, ingest, mqtt, sender
@@ -98,7 +113,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await sender.start()
     await mqtt.start()
     retention = asyncio.get_running_loop().create_task(
-        run_retention(store, config.telemetry_retention_days), name="telemetry-retention")
+        run_retention(store, config.telemetry_retention_days), name="telemetry-retention"
+    )
     log.info("central started", station=config.station, http_port=config.http_port)
     try:
         yield
@@ -119,9 +135,12 @@ async def _metrics(request: web.Request) -> web.Response:
     samples: list[Sample] = [
         (f"pilegate_central_ingest_{key}", "gauge", {}, value)
         for key, value in request.app["ingest"].stats().items()
-        if isinstance(value, int | float)]
-    samples += [("pilegate_central_waiting_cars", "gauge", {}, service.scheduler.waiting_count),
-                ("pilegate_central_live_sessions", "gauge", {}, len(service.sessions))]
+        if isinstance(value, int | float)
+    ]
+    samples += [
+        ("pilegate_central_waiting_cars", "gauge", {}, service.scheduler.waiting_count),
+        ("pilegate_central_live_sessions", "gauge", {}, len(service.sessions)),
+    ]
     return web.Response(text=render_metrics(samples), content_type="text/plain")
 
 
@@ -149,8 +168,13 @@ def _load(config_path: str) -> CentralConfig:
 
 
 @click.command("central")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
-              help="central TOML file (see config/central.example.toml)")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="central TOML file (see config/central.example.toml)",
+)
 @click.option("--port", type=int, default=None, help="override http.port")
 def central_command(config_path: str, port: int | None) -> None:
     """Run the central service: MQTT ingest, charging queue, billing and the REST APIs.
@@ -170,20 +194,36 @@ def central_command(config_path: str, port: int | None) -> None:
     # loop sooner than the default 5 ms so REST latency stays low while telemetry is stored
     sys.setswitchinterval(0.0005)
     with contextlib.suppress(KeyboardInterrupt):
-        web.run_app(create_app(config), host=config.http_host, port=config.http_port,
-                    print=lambda *_: None, access_log=None, shutdown_timeout=10)
+        web.run_app(
+            create_app(config),
+            host=config.http_host,
+            port=config.http_port,
+            print=lambda *_: None,
+            access_log=None,
+            shutdown_timeout=10,
+        )
 
 
 @click.command("create-user")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
-              help="central TOML file (its database gets the user)")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="central TOML file (its database gets the user)",
+)
 @click.option("--username", default="admin", show_default=True)
-@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
-              envvar="PILEGATE_PASSWORD", help="or set PILEGATE_PASSWORD")
+@click.option(
+    "--password",
+    prompt=True,
+    hide_input=True,
+    confirmation_prompt=True,
+    envvar="PILEGATE_PASSWORD",
+    help="or set PILEGATE_PASSWORD",
+)
 @click.option("--admin", is_flag=True, help="make the user a super administrator (level 4)")
 @click.option("--update", is_flag=True, help="set the password if the user exists already")
-def create_user_command(config_path: str, username: str, password: str, admin: bool,
-                        update: bool) -> None:
+def create_user_command(config_path: str, username: str, password: str, admin: bool, update: bool) -> None:
     """Create an account in the central database (the first operator of a new install).
 
     Example:
@@ -198,8 +238,11 @@ def create_user_command(config_path: str, username: str, password: str, admin: b
         store = Store(config.db_path, [migrations])
         await store.open()
         try:
-            return await store.write(lambda db: create_or_update_user(
-                db, username, password, level=4 if admin else 1, update=update))
+            return await store.write(
+                lambda db: create_or_update_user(
+                    db, username, password, level=4 if admin else 1, update=update
+                )
+            )
         finally:
             await store.close()
 

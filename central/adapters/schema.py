@@ -181,5 +181,7 @@ def core(db: sqlite_utils.Database) -> None:
         if statement.strip():
             db.execute(statement)
     for role_id, name, description, level in SYSTEM_ROLES:
-        db.execute("INSERT INTO roles (id, name, description, permission_level, is_system) "
-                   "VALUES (?, ?, ?, ?, 1)", [role_id, name, description, level])
+        db.execute(
+            "INSERT INTO roles (id, name, description, permission_level, is_system) VALUES (?, ?, ?, ?, 1)",
+            [role_id, name, description, level],
+        )

@@ -33,8 +33,9 @@ class StoreClosed(Exception):
 
 def connect(path: Path | str) -> sqlite_utils.Database:
     """A connection with the pragmas every pilegate connection uses."""
-    conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30,
-                           isolation_level=None)  # autocommit; transactions are explicit
+    conn = sqlite3.connect(
+        str(path), check_same_thread=False, timeout=30, isolation_level=None
+    )  # autocommit; transactions are explicit
     db = sqlite_utils.Database(conn)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoint, never corrupt
@@ -46,8 +47,7 @@ def connect(path: Path | str) -> sqlite_utils.Database:
 class Store:
     """One database file, one writer thread, reader threads; ``open()`` applies migrations."""
 
-    def __init__(self, path: Path | str, migrations: Sequence[Migrations], *,
-                 readers: int = 4) -> None:
+    def __init__(self, path: Path | str, migrations: Sequence[Migrations], *, readers: int = 4) -> None:
         self.path = Path(path)
         self._migrations = migrations
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -60,8 +60,9 @@ class Store:
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         ready: Future[None] = Future()
-        self._writer = threading.Thread(target=self._write_loop, args=(ready,),
-                                        name="sqlite-writer", daemon=True)
+        self._writer = threading.Thread(
+            target=self._write_loop, args=(ready,), name="sqlite-writer", daemon=True
+        )
         self._writer.start()
         await asyncio.wrap_future(ready)
 

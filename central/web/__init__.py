@@ -6,8 +6,8 @@ The application factory calls :func:`add_user_api` (also importable from
 
 - the store, :class:`central.adapters.storage.Store`, opened (with the central migrations) before
   the first request: ``app[central.app.STORE]`` (or ``app["store"]``).
-- the charging service, :class:`central.service.ChargingService` (charging routes, parameters, the
-  station time zone): ``app[central.app.SERVICE]`` (or ``app["service"]``).
+- the charging service, :class:`central.application.charging.ChargingService` (charging routes,
+  parameters, the station time zone): ``app[central.app.SERVICE]`` (or ``app["service"]``).
 - ``app[central.web.middleware.AUTH_KEY]`` or ``app["auth"]`` (optional):
   :class:`central.auth.AuthSettings` (token lifetime, login limiter,
   clock); when absent one is installed with ``app["auth_token_ttl_s"]`` (else 7 days).

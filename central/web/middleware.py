@@ -45,7 +45,7 @@ from central.web.errors import (
 from central.web.platform.common import PLATFORM_STYLE
 
 if TYPE_CHECKING:
-    from central.service import ChargingService
+    from central.application.charging import ChargingService
 
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -68,9 +68,16 @@ class RoutePolicy:
     style: ApiStyle
 
 
-_PLATFORM_PREFIXES = ("/api/ChargingStations", "/api/ChargingPiles", "/api/ChargingPorts",
-                      "/api/Users", "/api/UserRoles", "/api/UserAddresses",
-                      "/api/UserNotifications", "/api/Orders")
+_PLATFORM_PREFIXES = (
+    "/api/ChargingStations",
+    "/api/ChargingPiles",
+    "/api/ChargingPorts",
+    "/api/Users",
+    "/api/UserRoles",
+    "/api/UserAddresses",
+    "/api/UserNotifications",
+    "/api/Orders",
+)
 PREFIX_POLICIES: tuple[tuple[str, RoutePolicy], ...] = (
     *((prefix, RoutePolicy(Access.USER, PLATFORM_STYLE)) for prefix in _PLATFORM_PREFIXES),
     ("/api/", RoutePolicy(Access.USER, USER_STYLE)),

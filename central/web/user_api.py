@@ -46,7 +46,7 @@ from central.web.middleware import (
 from central.web.openapi import OPENAPI_SPEC, RouteSpec, register_routes
 
 if TYPE_CHECKING:
-    from central.service import RequestView
+    from central.application.charging import RequestView
 
 MODES = ("fast", "slow")
 MAX_KWH = 1000.0  # a request or battery above this is a typo, not a car
@@ -115,8 +115,7 @@ class Fields:
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.problems[name] = f"must be a number, got {json_type(value)}"
         elif not math.isfinite(value) or not MIN_KWH <= value <= maximum:
-            self.problems[name] = (f"must be a number >= {MIN_KWH:g} and <= {maximum:g}, "
-                                   f"got {value!r}")
+            self.problems[name] = f"must be a number >= {MIN_KWH:g} and <= {maximum:g}, got {value!r}"
         else:
             return float(value)
         return None
@@ -738,8 +737,16 @@ NOTIFICATION = _obj(
         "type": {
             "type": "string",
             # the four of the spec, and the kinds of notices written through the operator API
-            "enum": ["queue_update", "charging_start", "charging_complete", "pile_fault",
-                     "system", "order", "activity", "recharge"],
+            "enum": [
+                "queue_update",
+                "charging_start",
+                "charging_complete",
+                "pile_fault",
+                "system",
+                "order",
+                "activity",
+                "recharge",
+            ],
         },
         "message": _STR,
         "timestamp": _DT,

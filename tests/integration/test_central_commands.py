@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from central.adapters.commands import CommandError, CommandOutcome, CommandSender
+from central.adapters.ingest import Ingest
 from central.adapters.mqtt import CentralMqtt, MqttSettings
 from central.adapters.schema import migrations
 from central.adapters.storage import Store
-from central.commands import CommandError, CommandOutcome, CommandSender
-from central.ingest import Ingest
 from pilegate.broker import MosquittoBroker
 from protocols import topics
 from protocols.payloads import CommandResult, PileEvent, Telemetry

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import pytest
 
+from central.adapters.ingest import Ingest
 from central.adapters.mqtt import CentralMqtt, ConnectTimeoutError, MqttSettings, NotConnectedError
 from central.adapters.schema import migrations
 from central.adapters.storage import Store
-from central.ingest import Ingest
 from pilegate.broker import MosquittoBroker, add_mosquitto_user, free_port
 from protocols import topics
 from protocols.payloads import (

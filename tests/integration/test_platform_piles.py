@@ -12,7 +12,7 @@ import pytest
 pytest.register_assert_rewrite("tests.integration.platform_fixtures")
 from aiohttp.test_utils import make_mocked_request  # noqa: E402
 
-from central.ingest import Ingest  # noqa: E402
+from central.adapters.ingest import Ingest  # noqa: E402
 from central.web.platform.stations import piles_status_with_registered  # noqa: E402
 from protocols import topics  # noqa: E402
 from protocols.payloads import PileStatus, Telemetry  # noqa: E402

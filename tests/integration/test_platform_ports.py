@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 pytest.register_assert_rewrite("tests.integration.platform_fixtures")
-from central.ingest import Ingest  # noqa: E402
+from central.adapters.ingest import Ingest  # noqa: E402
 from protocols import topics  # noqa: E402
 from protocols.payloads import PileStatus, Telemetry  # noqa: E402
 from tests.integration.platform_fixtures import expect_invalid, expect_problem  # noqa: E402

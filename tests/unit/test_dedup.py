@@ -2,7 +2,7 @@
 
 import tracemalloc
 
-from central.ingest import Deduplicator
+from central.adapters.ingest import Deduplicator
 
 T1 = "pilegate/v1/s1/pile/F1/port/1/telemetry"
 T2 = "pilegate/v1/s1/pile/F2/port/1/telemetry"

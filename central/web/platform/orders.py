@@ -3,7 +3,7 @@ APIs as an order, operator orders that start real charges, payment, and statisti
 
 Driver-API sessions are orders too (rows with a request id); their lifecycle stays with the
 charging service (complete / cancel of a charging one goes through it), and they are paid like any
-other. Operator orders are :mod:`central.orders`. Access: level >= 3 for everything, except that a
+other. Operator orders are :mod:`central.application.orders`. Access: level >= 3 for everything, except that a
 user may read (byUser of themself, paged with userId = themself, get), create, complete, cancel and
 pay their own orders (403 otherwise). ``startDate`` / ``endDate`` are station-local dates,
 inclusive, on the order's start time. Money is rounded half up to 0.01 and kWh to 0.001 for
@@ -24,7 +24,7 @@ import sqlite_utils
 import structlog
 from aiohttp import web
 
-from central import orders as core
+from central.application import orders as core
 from central.domain.units import display_number, exact
 from central.web.errors import RESOURCE_NOT_FOUND, ApiError, json_response
 from central.web.middleware import Access, current_user, service_of, station_zone
@@ -222,7 +222,7 @@ def keyword_clause(keyword: str) -> tuple[str, list[Any]]:
 
 def count_statement(query: OrderQuery, *, counts: bool) -> tuple[str, list[Any]]:
     """The statement counting the matches: the trigger-kept per-status counts when only a status
-    (or nothing) filters and ``counts`` exist (central.orders.ORDER_MIGRATIONS), else COUNT(*) (a
+    (or nothing) filters and ``counts`` exist (central.application.orders.ORDER_MIGRATIONS), else COUNT(*) (a
     covering index range for every other filter)."""
     if counts and OrderQuery(status=query.status) == query:
         if query.status is None:

@@ -80,7 +80,7 @@ from central.web.platform.common import (
 from central.web.user_api import json_type
 
 if TYPE_CHECKING:
-    from central.service import ChargingService
+    from central.application.charging import ChargingService
 
 MAX_PORTS = 10
 POWER_KW = (0.1, 500.0)

@@ -32,7 +32,7 @@ import sqlite_utils
 import structlog
 
 from central.adapters.storage import Store
-from central.clock import StationClock
+from central.application.clock import StationClock
 from central.domain.billing import Bill, DetailRecord
 from central.domain.errors import (
     DomainError,
@@ -71,11 +71,18 @@ API_MODES = {Mode.FAST: "fast", Mode.TRICKLE: "slow"}
 
 
 class CommandPort(Protocol):
-    """What the service needs to command piles (central.commands.CommandSender)."""
+    """What the service needs to command piles (central.adapters.commands.CommandSender)."""
 
-    async def send(self, pile_no: str, port: int, op: Literal["start", "stop", "limit"],
-                   params: Mapping[str, int], *, car: str | None = None,
-                   expires_in_s: float = 30.0) -> str: ...
+    async def send(
+        self,
+        pile_no: str,
+        port: int,
+        op: Literal["start", "stop", "limit"],
+        params: Mapping[str, int],
+        *,
+        car: str | None = None,
+        expires_in_s: float = 30.0,
+    ) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -148,27 +155,48 @@ class LiveSession:
             self.samples.append((ts_ms, wh))
 
     def to_row(self) -> dict[str, Any]:
-        state = {"target_kwh": str(self.target_kwh), "stopping": self.stopping,
-                 "ending": self.ending, "port_stopped": self.port_stopped,
-                 "last_raw_wh": self.last_raw_wh, "wraps": self.wraps, "point": self.point_id}
-        return {"car": self.car, "pile_no": self.pile_no, "port": self.port,
-                "order_id": self.order_id, "command_id": self.command_id,
-                "started_ms": self.started_ms, "start_meter_wh": self.base_wh,
-                "last_ms": self.samples[-1][0] if self.samples else None,
-                "last_meter_wh": self.samples[-1][1] if self.samples else None,
-                "samples": json.dumps({"samples": self.samples, **state})}
+        state = {
+            "target_kwh": str(self.target_kwh),
+            "stopping": self.stopping,
+            "ending": self.ending,
+            "port_stopped": self.port_stopped,
+            "last_raw_wh": self.last_raw_wh,
+            "wraps": self.wraps,
+            "point": self.point_id,
+        }
+        return {
+            "car": self.car,
+            "pile_no": self.pile_no,
+            "port": self.port,
+            "order_id": self.order_id,
+            "command_id": self.command_id,
+            "started_ms": self.started_ms,
+            "start_meter_wh": self.base_wh,
+            "last_ms": self.samples[-1][0] if self.samples else None,
+            "last_meter_wh": self.samples[-1][1] if self.samples else None,
+            "samples": json.dumps({"samples": self.samples, **state}),
+        }
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> LiveSession:
         extra = json.loads(row["samples"])
-        return cls(car=row["car"], point_id=extra["point"], pile_no=row["pile_no"],
-                   port=row["port"], target_kwh=Fraction(extra["target_kwh"]),
-                   order_id=row["order_id"], command_id=row["command_id"],
-                   started_ms=row["started_ms"], base_wh=row["start_meter_wh"],
-                   samples=[(int(t), int(e)) for t, e in extra["samples"]],
-                   stopping=extra["stopping"], ending=extra.get("ending"),
-                   port_stopped=extra.get("port_stopped", False), last_raw_wh=extra["last_raw_wh"],
-                   wraps=extra["wraps"])
+        return cls(
+            car=row["car"],
+            point_id=extra["point"],
+            pile_no=row["pile_no"],
+            port=row["port"],
+            target_kwh=Fraction(extra["target_kwh"]),
+            order_id=row["order_id"],
+            command_id=row["command_id"],
+            started_ms=row["started_ms"],
+            base_wh=row["start_meter_wh"],
+            samples=[(int(t), int(e)) for t, e in extra["samples"]],
+            stopping=extra["stopping"],
+            ending=extra.get("ending"),
+            port_stopped=extra.get("port_stopped", False),
+            last_raw_wh=extra["last_raw_wh"],
+            wraps=extra["wraps"],
+        )
 
 
 @dataclass
@@ -195,8 +223,15 @@ def _minutes(value: Fraction | None) -> float:
 class ChargingService:
     """The scheduler, its persistence, and its live link to the piles."""
 
-    def __init__(self, store: Store, params: StationParams, clock: StationClock,
-                 commands: CommandPort, *, station: str = "station1") -> None:
+    def __init__(
+        self,
+        store: Store,
+        params: StationParams,
+        clock: StationClock,
+        commands: CommandPort,
+        *,
+        station: str = "station1",
+    ) -> None:
         self.store, self.params, self.clock = store, params, clock
         self.commands = commands
         self.station = station
@@ -238,10 +273,13 @@ class ChargingService:
             self.battery[row["id"]] = row["battery_capacity"]
             self.created[row["id"]] = datetime.fromisoformat(row["created_at"])
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._flush_sessions(), name="sessions-flush"),
-                       loop.create_task(self._fault_silent_piles(), name="silent-piles")]
-        log.info("charging service started", requests=len(self.scheduler.requests),
-                 sessions=len(self.sessions))
+        self._tasks = [
+            loop.create_task(self._flush_sessions(), name="sessions-flush"),
+            loop.create_task(self._fault_silent_piles(), name="silent-piles"),
+        ]
+        log.info(
+            "charging service started", requests=len(self.scheduler.requests), sessions=len(self.sessions)
+        )
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -262,8 +300,10 @@ class ChargingService:
         except BaseException:
             self.scheduler = Scheduler.from_dict(snapshot, self.params)
             raise
-        state = {"scheduler": self.scheduler.to_dict(),
-                 "faulted_by": {p: sorted(r) for p, r in self.faulted_by.items() if r}}
+        state = {
+            "scheduler": self.scheduler.to_dict(),
+            "faulted_by": {p: sorted(r) for p, r in self.faulted_by.items() if r},
+        }
         sessions = [self.sessions[c].to_row() for c in self._dirty_sessions if c in self.sessions]
         gone = [c for c in self._dirty_sessions if c not in self.sessions]
         self._dirty_sessions.clear()
@@ -271,8 +311,9 @@ class ChargingService:
         def write(db: sqlite_utils.Database) -> None:
             for fn in changes.writes:
                 fn(db)
-            db.table("scheduler_state").upsert({"id": 1, "state": json.dumps(state),
-                                          "updated_at": iso(now)}, pk="id")
+            db.table("scheduler_state").upsert(
+                {"id": 1, "state": json.dumps(state), "updated_at": iso(now)}, pk="id"
+            )
             for row in sessions:
                 db.table("live_sessions").upsert(row, pk="car")
             for car in gone:
@@ -287,11 +328,17 @@ class ChargingService:
             await self._command(pile_no, port, op, params, car)
         return result
 
-    async def _command(self, pile_no: str, port: int, op: str, params: dict[str, int],
-                       car: str | None) -> None:
+    async def _command(
+        self, pile_no: str, port: int, op: str, params: dict[str, int], car: str | None
+    ) -> None:
         try:
-            command_id = await self.commands.send(pile_no, port, op, params,  # type: ignore[arg-type]
-                                                  car=car)
+            command_id = await self.commands.send(
+                pile_no,
+                port,
+                op,  # type: ignore[arg-type]
+                params,
+                car=car,
+            )
         except Exception as exc:  # the command layer reports final failures via on_outcome
             log.warning("command not sent", pile=pile_no, port=port, op=op, error=str(exc))
             return
@@ -301,22 +348,29 @@ class ChargingService:
 
     # ---- driver actions -------------------------------------------------------------------
 
-    async def submit(self, user_id: int, mode: str, kwh: float,
-                     battery_capacity: float | None) -> RequestView:
+    async def submit(
+        self, user_id: int, mode: str, kwh: float, battery_capacity: float | None
+    ) -> RequestView:
         async with self._lock:
             if any(u == user_id and c in self.scheduler.requests for c, u in self.users.items()):
                 raise DuplicateRequestError("you already have an active charging request")
             car = uuid.uuid4().hex
             amount = Fraction(str(kwh))
             if user_id not in self.usernames:
-                self.usernames.update(await self.store.read(lambda db: {
-                    r["id"]: r["username"] for r in db.query(
-                        "SELECT id, username FROM users WHERE id = ?", [user_id])}))
+                self.usernames.update(
+                    await self.store.read(
+                        lambda db: {
+                            r["id"]: r["username"]
+                            for r in db.query("SELECT id, username FROM users WHERE id = ?", [user_id])
+                        }
+                    )
+                )
             changes = Changes()
             self.users[car], self.battery[car] = user_id, battery_capacity
             try:
                 number = await self._apply(
-                    lambda now: self.scheduler.arrive(now, car, Mode.parse(mode), amount), changes)
+                    lambda now: self.scheduler.arrive(now, car, Mode.parse(mode), amount), changes
+                )
             except BaseException:
                 del self.users[car], self.battery[car]
                 raise
@@ -327,8 +381,9 @@ class ChargingService:
         if self.users.get(request_id) != user_id or request_id not in self.scheduler.requests:
             raise UnknownRequestError(f"no active request {request_id}")
 
-    async def change(self, user_id: int, request_id: str, *, mode: str | None,
-                     kwh: float | None) -> RequestView:
+    async def change(
+        self, user_id: int, request_id: str, *, mode: str | None, kwh: float | None
+    ) -> RequestView:
         async with self._lock:
             self._owned(user_id, request_id)
             new_mode = Mode.parse(mode) if mode is not None else None
@@ -346,25 +401,34 @@ class ChargingService:
     async def complete(self, user_id: int) -> CompletionView:
         """End the user's charging now: stop the port, bill what the meter says."""
         async with self._lock:
-            car = next((c for c, u in self.users.items() if u == user_id
-                        and (r := self.scheduler.get(c)) is not None
-                        and r.state is RequestState.CHARGING), None)
+            car = next(
+                (
+                    c
+                    for c, u in self.users.items()
+                    if u == user_id
+                    and (r := self.scheduler.get(c)) is not None
+                    and r.state is RequestState.CHARGING
+                ),
+                None,
+            )
             if car is None:
                 raise NotChargingError("you have no car charging")
         await self._end(car, "complete")
         bill = self.bills[car]
-        return CompletionView(bill_id=car, total_amount=_float(bill.kwh),
-                              total_cost=float(round(bill.total, 2)),
-                              charging_duration=_float(sum(
-                                  (Fraction((d.stop - d.start).total_seconds()) / 60
-                                   for d in bill.details), Fraction(0))))
+        return CompletionView(
+            bill_id=car,
+            total_amount=_float(bill.kwh),
+            total_cost=float(round(bill.total, 2)),
+            charging_duration=_float(
+                sum((Fraction((d.stop - d.start).total_seconds()) / 60 for d in bill.details), Fraction(0))
+            ),
+        )
 
     async def _end(self, car: str, how: str) -> None:
         """Stop a charging port and let its final reading end the segment; else end it now."""
         async with self._lock:
             session = self.sessions.get(car)
-            live = (session is not None and session.started_ms is not None
-                    and not session.port_stopped)
+            live = session is not None and session.started_ms is not None and not session.port_stopped
             if session is not None and live:
                 session.ending, session.stopping = how, True
                 self._dirty_sessions.add(car)
@@ -402,8 +466,7 @@ class ChargingService:
         segment started stands at the segment start: none of the meter's difference is lost.
         """
         request = self.scheduler.get(session.car)
-        if session.base_wh is None or not session.samples or request is None \
-                or request.segment_start is None:
+        if session.base_wh is None or not session.samples or request is None or request.segment_start is None:
             return Fraction(0)
         start = request.segment_start
         samples = [(start, Fraction(0))]
@@ -418,8 +481,7 @@ class ChargingService:
     # ---- queries for the API ------------------------------------------------------------------
 
     def current_request(self, user_id: int) -> RequestView | None:
-        car = next((c for c, u in self.users.items()
-                    if u == user_id and c in self.scheduler.requests), None)
+        car = next((c for c, u in self.users.items() if u == user_id and c in self.scheduler.requests), None)
         return self._view(car) if car else self.last_request.get(user_id)
 
     def _view(self, car: str) -> RequestView:
@@ -432,17 +494,25 @@ class ChargingService:
         session = self.sessions.get(car)
         charging = request.state is RequestState.CHARGING
         current = request.delivered_kwh + (
-            Fraction(session.delivered_wh, 1000) if charging and session else Fraction(0))
+            Fraction(session.delivered_wh, 1000) if charging and session else Fraction(0)
+        )
         point = self.scheduler.points.get(standing.point_id or "")
         return RequestView(
-            request_id=car, user_id=self.users.get(car, 0), queue_number=request.queue_number,
-            charging_mode=API_MODES[request.mode], requested_amount=_float(request.requested_kwh),
-            battery_capacity=self.battery.get(car), current_status=standing.status,
-            queue_position=standing.queue_position, ahead_count=standing.ahead_count,
+            request_id=car,
+            user_id=self.users.get(car, 0),
+            queue_number=request.queue_number,
+            charging_mode=API_MODES[request.mode],
+            requested_amount=_float(request.requested_kwh),
+            battery_capacity=self.battery.get(car),
+            current_status=standing.status,
+            queue_position=standing.queue_position,
+            ahead_count=standing.ahead_count,
             estimated_wait_time=_minutes(wait.wait_minutes),
             charging_pile_id=point.point.pile_id if point else None,
             start_time=request.segment_start if charging else None,
-            current_amount=_float(current), created_at=request.created_at)
+            current_amount=_float(current),
+            created_at=request.created_at,
+        )
 
     def queue_status(self) -> dict[str, Any]:
         now = self.now()
@@ -450,14 +520,27 @@ class ChargingService:
 
         def line(mode: Mode) -> dict[str, Any]:
             cars = [r.car for r in self.scheduler.fault_queue(mode)] + [
-                r.car for r in self.scheduler.waiting_line(mode)]
-            return {"waiting_count": len(cars), "queue_list": [
-                {"queue_number": self.scheduler.requests[c].queue_number,
-                 "estimated_wait_time": _minutes(waits[c].wait_minutes)} for c in cars]}
+                r.car for r in self.scheduler.waiting_line(mode)
+            ]
+            return {
+                "waiting_count": len(cars),
+                "queue_list": [
+                    {
+                        "queue_number": self.scheduler.requests[c].queue_number,
+                        "estimated_wait_time": _minutes(waits[c].wait_minutes),
+                    }
+                    for c in cars
+                ],
+            }
 
-        return {"fast_charging": line(Mode.FAST), "slow_charging": line(Mode.TRICKLE),
-                "waiting_area_capacity": {"current": self.scheduler.waiting_count,
-                                          "max": self.params.waiting_area_size}}
+        return {
+            "fast_charging": line(Mode.FAST),
+            "slow_charging": line(Mode.TRICKLE),
+            "waiting_area_capacity": {
+                "current": self.scheduler.waiting_count,
+                "max": self.params.waiting_area_size,
+            },
+        }
 
     def piles_status(self) -> dict[str, Any]:
         fast: list[dict[str, Any]] = []
@@ -466,15 +549,17 @@ class ChargingService:
             pile = point.point.pile_id
             health = self.health.get(pile)
             unreachable = health in (None, "offline") and not point.queue
-            status = ("offline" if point.disabled or unreachable
-                      else "fault" if point.faulted else "normal")
+            status = "offline" if point.disabled or unreachable else "fault" if point.faulted else "normal"
             head = point.queue[0] if point.queue else None
-            charging = head is not None and self.scheduler.requests[head].state is \
-                RequestState.CHARGING
-            entry = {"pile_id": point.point.point_id, "pile_type": API_MODES[point.point.mode],
-                     "status": status, "is_working": charging,
-                     "current_user": self._username(head) if charging else None,
-                     "queue": [self.scheduler.requests[c].queue_number for c in point.queue]}
+            charging = head is not None and self.scheduler.requests[head].state is RequestState.CHARGING
+            entry = {
+                "pile_id": point.point.point_id,
+                "pile_type": API_MODES[point.point.mode],
+                "status": status,
+                "is_working": charging,
+                "current_user": self._username(head) if charging else None,
+                "queue": [self.scheduler.requests[c].queue_number for c in point.queue],
+            }
             (fast if point.point.mode is Mode.FAST else slow).append(entry)
         return {"fast_piles": fast, "slow_piles": slow}
 
@@ -484,13 +569,19 @@ class ChargingService:
 
     def parameters(self) -> dict[str, Any]:
         p = self.params.to_mapping()
-        return {"FastChargingPileNum": p["FastChargingPileNum"],
-                "TrickleChargingPileNum": p["TrickleChargingPileNum"],
-                "WaitingAreaSize": p["WaitingAreaSize"], "ChargingQueueLen": p["ChargingQueueLen"],
-                "pricing": p["pricing"], "time_periods": p["time_periods"],
-                "fast_power_kw": p["fast_power_kw"], "slow_power_kw": p["slow_power_kw"],
-                "fault_strategy": p["fault_strategy"], "dispatch_policy": p["dispatch_policy"],
-                "timezone": p["timezone"]}
+        return {
+            "FastChargingPileNum": p["FastChargingPileNum"],
+            "TrickleChargingPileNum": p["TrickleChargingPileNum"],
+            "WaitingAreaSize": p["WaitingAreaSize"],
+            "ChargingQueueLen": p["ChargingQueueLen"],
+            "pricing": p["pricing"],
+            "time_periods": p["time_periods"],
+            "fast_power_kw": p["fast_power_kw"],
+            "slow_power_kw": p["slow_power_kw"],
+            "fault_strategy": p["fault_strategy"],
+            "dispatch_policy": p["dispatch_policy"],
+            "timezone": p["timezone"],
+        }
 
     async def update_parameters(self, changes: Mapping[str, Any]) -> dict[str, Any]:
         """Prices, periods, strategies and sizes; pile counts and powers need a restart."""
@@ -500,16 +591,23 @@ class ChargingService:
                 if isinstance(changes.get(table), Mapping):
                     merged[table] = {**self.params.to_mapping()[table], **changes[table]}
             params = params_from_mapping(merged)
-            fixed = ("FastChargingPileNum", "TrickleChargingPileNum", "fast_power_kw",
-                     "slow_power_kw", "timezone")
+            fixed = (
+                "FastChargingPileNum",
+                "TrickleChargingPileNum",
+                "fast_power_kw",
+                "slow_power_kw",
+                "timezone",
+            )
             restart = [k for k in fixed if merged[k] != self.params.to_mapping()[k]]
             state = self.scheduler.to_dict()
             self.params = params
             self.scheduler = Scheduler.from_dict(state, params)
             mapping = params.to_mapping()
-            await self.store.write(lambda db: db.table("params").upsert(
-                {"key": "station", "value": json.dumps(mapping), "updated_at": iso(self.now())},
-                pk="key"))
+            await self.store.write(
+                lambda db: db.table("params").upsert(
+                    {"key": "station", "value": json.dumps(mapping), "updated_at": iso(self.now())}, pk="key"
+                )
+            )
             if restart:
                 log.warning("parameters saved; they apply after a restart", keys=restart)
             return self.parameters()
@@ -521,14 +619,18 @@ class ChargingService:
             cars = []
             for car in point.queue:
                 r = self.scheduler.requests[car]
-                cars.append({"user_id": self.users.get(car),
-                             "username": self._username(car),
-                             "request_id": car, "queue_number": r.queue_number,
-                             "battery_capacity": self.battery.get(car),
-                             "requested_amount": _float(r.requested_kwh),
-                             "queued_at": iso(r.created_at),
-                             "waited_minutes": round((now - r.created_at).total_seconds() / 60,
-                                                     2)})
+                cars.append(
+                    {
+                        "user_id": self.users.get(car),
+                        "username": self._username(car),
+                        "request_id": car,
+                        "queue_number": r.queue_number,
+                        "battery_capacity": self.battery.get(car),
+                        "requested_amount": _float(r.requested_kwh),
+                        "queued_at": iso(r.created_at),
+                        "waited_minutes": round((now - r.created_at).total_seconds() / 60, 2),
+                    }
+                )
             out.append({"pile_id": point.point.point_id, "cars": cars})
         return out
 
@@ -538,36 +640,66 @@ class ChargingService:
         start, end = _period_bounds(period, day)
         lo = datetime.combine(start, datetime.min.time(), self.tz)
         hi = datetime.combine(end, datetime.min.time(), self.tz)
-        rows = await self.store.read(lambda db: list(db.query(
-            "SELECT pile_no, duration, electricity, amount, service_fee, total_amount FROM orders "
-            "WHERE request_id IS NOT NULL AND status IN (2, 4) AND start_time >= ? "
-            "AND start_time < ?", [iso(lo), iso(hi)])))
+        rows = await self.store.read(
+            lambda db: list(
+                db.query(
+                    "SELECT pile_no, duration, electricity, amount, service_fee, total_amount FROM orders "
+                    "WHERE request_id IS NOT NULL AND status IN (2, 4) AND start_time >= ? "
+                    "AND start_time < ?",
+                    [iso(lo), iso(hi)],
+                )
+            )
+        )
         report: dict[str, dict[str, Any]] = {
-            p.point.point_id: {"sessions": 0, "seconds": 0, "kwh": Fraction(0),
-                               "charge": Fraction(0), "service": Fraction(0)}
-            for p in self.scheduler.points.values()}
+            p.point.point_id: {
+                "sessions": 0,
+                "seconds": 0,
+                "kwh": Fraction(0),
+                "charge": Fraction(0),
+                "service": Fraction(0),
+            }
+            for p in self.scheduler.points.values()
+        }
         for row in rows:
-            r = report.setdefault(row["pile_no"], {"sessions": 0, "seconds": 0, "kwh": Fraction(0),
-                                                   "charge": Fraction(0),
-                                                   "service": Fraction(0)})
+            r = report.setdefault(
+                row["pile_no"],
+                {
+                    "sessions": 0,
+                    "seconds": 0,
+                    "kwh": Fraction(0),
+                    "charge": Fraction(0),
+                    "service": Fraction(0),
+                },
+            )
             r["sessions"] += 1
             r["seconds"] += row["duration"]
             r["kwh"] += Fraction(row["electricity"])
             r["charge"] += Fraction(row["amount"])
             r["service"] += Fraction(row["service_fee"])
-        return [{"pile_id": pile, "period": period, "from": start.isoformat(),
-                 "to": (end - timedelta(days=1)).isoformat(), "sessions": r["sessions"],
-                 "charging_minutes": round(r["seconds"] / 60, 2), "kwh": _float(r["kwh"]),
-                 "charging_fee": float(round(r["charge"], 2)),
-                 "service_fee": float(round(r["service"], 2)),
-                 "total": float(round(r["charge"] + r["service"], 2))}
-                for pile, r in sorted(report.items())]
+        return [
+            {
+                "pile_id": pile,
+                "period": period,
+                "from": start.isoformat(),
+                "to": (end - timedelta(days=1)).isoformat(),
+                "sessions": r["sessions"],
+                "charging_minutes": round(r["seconds"] / 60, 2),
+                "kwh": _float(r["kwh"]),
+                "charging_fee": float(round(r["charge"], 2)),
+                "service_fee": float(round(r["service"], 2)),
+                "total": float(round(r["charge"] + r["service"], 2)),
+            }
+            for pile, r in sorted(report.items())
+        ]
 
     # ---- operator actions --------------------------------------------------------------------
 
     def _pile_points(self, pile_no: str) -> list[str]:
-        points = [p.point.point_id for p in self.scheduler.points.values()
-                  if p.point.pile_id == pile_no or p.point.point_id == pile_no]
+        points = [
+            p.point.point_id
+            for p in self.scheduler.points.values()
+            if p.point.pile_id == pile_no or p.point.point_id == pile_no
+        ]
         if not points:
             raise UnknownPileError(f"no pile {pile_no}")
         return points
@@ -578,8 +710,9 @@ class ChargingService:
             if in_service:
                 await self._apply(lambda now: self.scheduler.pile_enable(now, pile_no))
             else:
-                await self._apply(lambda now: self.scheduler.pile_disable(
-                    now, pile_no, readings=self._readings_at(pile_no)))
+                await self._apply(
+                    lambda now: self.scheduler.pile_disable(now, pile_no, readings=self._readings_at(pile_no))
+                )
 
     async def declare_fault(self, pile_no: str, faulted: bool) -> None:
         async with self._lock:
@@ -593,8 +726,9 @@ class ChargingService:
         if bool(reasons) == was:
             return
         if faulted:
-            await self._apply(lambda now: self.scheduler.pile_fault(
-                now, pile_no, readings=self._readings_at(pile_no)))
+            await self._apply(
+                lambda now: self.scheduler.pile_fault(now, pile_no, readings=self._readings_at(pile_no))
+            )
         else:
             await self._apply(lambda now: self.scheduler.pile_recover(now, pile_no))
 
@@ -609,7 +743,7 @@ class ChargingService:
                 readings[car] = self._profile(session) if session else Fraction(0)
         return readings
 
-    # ---- hooks for operator orders (central.orders): a port outside the queue ---------------------
+    # ---- hooks for operator orders (central.application.orders): a port outside the queue ----
 
     async def reserve_port(self, pile_no: str, port: int) -> None:
         """Take a port's charging point out of the queue for an operator order.
@@ -620,8 +754,7 @@ class ChargingService:
         async with self._lock:
             point_id = self._point_id(pile_no, port)
             state = self.scheduler.points[point_id]
-            if state.queue and self.scheduler.requests[state.queue[0]].state is \
-                    RequestState.CHARGING:
+            if state.queue and self.scheduler.requests[state.queue[0]].state is RequestState.CHARGING:
                 raise PileStateError(f"{point_id} is charging a queued car")
             if not state.working:
                 raise PileStateError(f"{point_id} is {state.status}")
@@ -644,8 +777,9 @@ class ChargingService:
         """(wall ms, Wh) of the port's latest reading, if the central has seen one."""
         return self.last_reading.get((pile_no, port))
 
-    async def send_command(self, pile_no: str, port: int, op: str, params: Mapping[str, int],
-                           *, tag: str | None = None) -> str:
+    async def send_command(
+        self, pile_no: str, port: int, op: str, params: Mapping[str, int], *, tag: str | None = None
+    ) -> str:
         """A command through the one command path (ids, expiry, retries, outcome)."""
         return await self.commands.send(pile_no, port, op, dict(params), car=tag)  # type: ignore[arg-type]
 
@@ -665,8 +799,7 @@ class ChargingService:
             self.last_reading[key] = (reading.ts, reading.energy_Wh)
         if previous is None and self.health.get(pile_no) == "online":
             self._schedule(self._health_changed(pile_no, "online"))  # its meter is known now
-        session = next((s for s in self.sessions.values()
-                        if s.pile_no == pile_no and s.port == port), None)
+        session = next((s for s in self.sessions.values() if s.pile_no == pile_no and s.port == port), None)
         if session is None:
             return
         if session.samples and reading.ts <= session.samples[-1][0]:
@@ -703,15 +836,21 @@ class ChargingService:
     def on_command_result(self, pile_no: str, port: int, result: CommandResult) -> None:
         log.debug("command result", pile=pile_no, port=port, id=result.id, status=result.status)
 
-    def on_command_outcome(self, pile_no: str, op: str, car: str | None, status: str,
-                           reason: str | None) -> None:
+    def on_command_outcome(
+        self, pile_no: str, op: str, car: str | None, status: str, reason: str | None
+    ) -> None:
         """A command's final outcome; a start that never took makes the pile faulted for a while."""
         for watch in self.outcome_watchers:
             watch(pile_no, op, car, status, reason)
         if status == "done" or op != "start" or car not in self.sessions:
             return
-        log.warning("start command failed; pile treated as faulted", pile=pile_no, car=car,
-                    status=status, reason=reason)
+        log.warning(
+            "start command failed; pile treated as faulted",
+            pile=pile_no,
+            car=car,
+            status=status,
+            reason=reason,
+        )
         self._schedule(self._command_failed(pile_no))
 
     async def _command_failed(self, pile_no: str) -> None:
@@ -733,21 +872,30 @@ class ChargingService:
     async def _register_pile(self, pile_no: str) -> bool:
         """Add a recorded pile the scheduler does not know (operator-created, or first reported
         by a gateway) as charging points; they start faulted until healthy. False: no record."""
-        rows = await self.store.read(lambda db: list(db.query(
-            "SELECT pile_type, power_rate, total_ports FROM piles WHERE pile_no = ?", [pile_no])))
+        rows = await self.store.read(
+            lambda db: list(
+                db.query("SELECT pile_type, power_rate, total_ports FROM piles WHERE pile_no = ?", [pile_no])
+            )
+        )
         if not rows:
             return False
         row = rows[0]
         mode = Mode.FAST if row["pile_type"] == 1 else Mode.TRICKLE
-        for point in multi_port_points([(pile_no, mode, int(row["total_ports"]),
-                                          Fraction(str(row["power_rate"])))]):
+        for point in multi_port_points(
+            [(pile_no, mode, int(row["total_ports"]), Fraction(str(row["power_rate"])))]
+        ):
             state = PointState(point)
             state.faulted = True
             self.scheduler.points[point.point_id] = state
         self.faulted_by.setdefault(pile_no, set()).add("health")
         await self._apply(lambda now: None)  # persist the new points with the queue
-        log.info("pile registered with the scheduler", pile=pile_no, mode=mode.value,
-                 ports=row["total_ports"], power_kw=row["power_rate"])
+        log.info(
+            "pile registered with the scheduler",
+            pile=pile_no,
+            mode=mode.value,
+            ports=row["total_ports"],
+            power_kw=row["power_rate"],
+        )
         return True
 
     async def unregister_pile(self, pile_no: str) -> None:
@@ -765,20 +913,31 @@ class ChargingService:
 
     def _meter_known(self, pile_no: str) -> bool:
         return any(p == pile_no for p, _ in self.last_reading) or any(
-            s.pile_no == pile_no and s.base_wh is not None for s in self.sessions.values())
+            s.pile_no == pile_no and s.base_wh is not None for s in self.sessions.values()
+        )
 
     async def _session_started(self, session: LiveSession) -> None:
         async with self._lock:
             changes = Changes()
             user = self.users.get(session.car)
             started = self.clock.at_ms(session.started_ms or 0)
-            changes.writes.append(lambda db: db.execute(
-                "UPDATE orders SET status = 1, start_meter_wh = ?, update_time = ? WHERE id = ?",
-                [session.base_wh, iso(started), session.order_id]))
+            changes.writes.append(
+                lambda db: db.execute(
+                    "UPDATE orders SET status = 1, start_meter_wh = ?, update_time = ? WHERE id = ?",
+                    [session.base_wh, iso(started), session.order_id],
+                )
+            )
             if user is not None:
-                changes.writes.append(_notify(user, "charging_start", "开始充电",
-                                              f"您的车辆已在充电桩 {session.point_id} 开始充电",
-                                              session.car, started))
+                changes.writes.append(
+                    _notify(
+                        user,
+                        "charging_start",
+                        "开始充电",
+                        f"您的车辆已在充电桩 {session.point_id} 开始充电",
+                        session.car,
+                        started,
+                    )
+                )
             await self._apply(lambda now: None, changes)
 
     async def _segment_done(self, car: str) -> None:
@@ -818,54 +977,87 @@ class ChargingService:
     def _on_RequestQueued(self, event: Any, changes: Changes) -> None:
         car = event.car
         self.created[car] = event.at
-        row = {"id": car, "user_id": self.users[car], "queue_number": event.queue_number,
-               "charging_mode": API_MODES[Mode(event.mode)], "requested_amount": str(event.kwh),
-               "battery_capacity": self.battery.get(car), "current_status": "waiting",
-               "created_at": iso(event.at), "updated_at": iso(event.at)}
+        row = {
+            "id": car,
+            "user_id": self.users[car],
+            "queue_number": event.queue_number,
+            "charging_mode": API_MODES[Mode(event.mode)],
+            "requested_amount": str(event.kwh),
+            "battery_capacity": self.battery.get(car),
+            "current_status": "waiting",
+            "created_at": iso(event.at),
+            "updated_at": iso(event.at),
+        }
         changes.writes.append(lambda db: db.table("charging_requests").insert(row))
 
     def _on_RequestChanged(self, event: RequestChanged, changes: Changes) -> None:
-        changes.writes.append(lambda db: db.execute(
-            "UPDATE charging_requests SET queue_number = ?, charging_mode = ?, "
-            "requested_amount = ?, updated_at = ? WHERE id = ?",
-            [event.queue_number, API_MODES[Mode(event.mode)], str(event.kwh), iso(event.at),
-             event.car]))
+        changes.writes.append(
+            lambda db: db.execute(
+                "UPDATE charging_requests SET queue_number = ?, charging_mode = ?, "
+                "requested_amount = ?, updated_at = ? WHERE id = ?",
+                [event.queue_number, API_MODES[Mode(event.mode)], str(event.kwh), iso(event.at), event.car],
+            )
+        )
 
     def _on_CarCalled(self, event: CarCalled, changes: Changes) -> None:
         user = self.users.get(event.car)
         if user is not None:
             place = "开始充电" if event.position == 0 else f"在充电区排第 {event.position} 位"
-            changes.writes.append(_notify(user, "queue_update", "叫号",
-                                          f"请前往充电桩 {event.point_id}，{place}", event.car,
-                                          event.at))
+            changes.writes.append(
+                _notify(
+                    user,
+                    "queue_update",
+                    "叫号",
+                    f"请前往充电桩 {event.point_id}，{place}",
+                    event.car,
+                    event.at,
+                )
+            )
 
     def _on_CarReturned(self, event: CarReturned, changes: Changes) -> None:
         user = self.users.get(event.car)
         if user is not None:
-            changes.writes.append(_notify(user, "queue_update", "重新排队",
-                                          f"充电桩 {event.point_id} 不可用，您的车辆将重新调度",
-                                          event.car, event.at))
+            changes.writes.append(
+                _notify(
+                    user,
+                    "queue_update",
+                    "重新排队",
+                    f"充电桩 {event.point_id} 不可用，您的车辆将重新调度",
+                    event.car,
+                    event.at,
+                )
+            )
 
     def _on_ChargingStarted(self, event: ChargingStarted, changes: Changes) -> None:
         pile_no, port = self._point(event.point_id)
         order_id = uuid.uuid4().hex
-        session = LiveSession(event.car, event.point_id, pile_no, port, event.target_kwh,
-                              order_id)
+        session = LiveSession(event.car, event.point_id, pile_no, port, event.target_kwh, order_id)
         last = self.last_reading.get((pile_no, port))
         if last is not None:  # the idle meter just before the start
             wh = session.unwrap(last[1])
             session.samples, session.base_wh = [(last[0], wh)], wh
         self.sessions[event.car] = session
         self._dirty_sessions.add(event.car)
-        order = {"id": order_id, "order_no": _order_no(event.at, order_id),
-                 "user_id": self.users.get(event.car), "request_id": event.car,
-                 "pile_no": pile_no, "port_no": str(port), "status": 1, "billing_mode": 1,
-                 "start_time": iso(event.at), "create_time": iso(event.at),
-                 "update_time": iso(event.at)}
+        order = {
+            "id": order_id,
+            "order_no": _order_no(event.at, order_id),
+            "user_id": self.users.get(event.car),
+            "request_id": event.car,
+            "pile_no": pile_no,
+            "port_no": str(port),
+            "status": 1,
+            "billing_mode": 1,
+            "start_time": iso(event.at),
+            "create_time": iso(event.at),
+            "update_time": iso(event.at),
+        }
         changes.writes.append(lambda db: _insert_order(db, order))
-        changes.writes.append(lambda db: db.execute(
-            "UPDATE charging_requests SET current_status = 'charging', updated_at = ? "
-            "WHERE id = ?", [iso(event.at), event.car]))
+        changes.writes.append(
+            lambda db: db.execute(
+                "UPDATE charging_requests SET current_status = 'charging', updated_at = ? WHERE id = ?",
+                [iso(event.at), event.car],
+            )
+        )
         energy_Wh = math.ceil(event.target_kwh * 1000)
         changes.commands.append((pile_no, port, "start", {"energy_Wh": energy_Wh}, event.car))
 
@@ -875,22 +1067,31 @@ class ChargingService:
         detail = event.detail
         pile_no, port = self._point(event.point_id)
         if session is not None:
-            order_id, end_wh = session.order_id, (session.samples[-1][1] if session.samples
-                                                  else None)
+            order_id, end_wh = session.order_id, (session.samples[-1][1] if session.samples else None)
             pile_no, port = session.pile_no, session.port
             if not (session.stopping or session.port_stopped or detail.reason == "fault"):
                 changes.commands.append((pile_no, port, "stop", {}, event.car))
         else:
             order_id, end_wh = uuid.uuid4().hex, None
-        changes.writes.append(lambda db: _finish_order(db, order_id, detail, event, pile_no,
-                                                       port, self.users.get(event.car), end_wh))
+        changes.writes.append(
+            lambda db: _finish_order(
+                db, order_id, detail, event, pile_no, port, self.users.get(event.car), end_wh
+            )
+        )
         if detail.reason == "fault":
             user = self.users.get(event.car)
             if user is not None:
-                changes.writes.append(_notify(
-                    user, "pile_fault", "充电桩故障",
-                    f"充电桩 {event.point_id} 故障，已为您结算 {float(round(detail.kwh, 2))} kWh，"
-                    "剩余电量将优先重新调度", event.car, event.at))
+                changes.writes.append(
+                    _notify(
+                        user,
+                        "pile_fault",
+                        "充电桩故障",
+                        f"充电桩 {event.point_id} 故障，已为您结算 {float(round(detail.kwh, 2))} kWh，"
+                        "剩余电量将优先重新调度",
+                        event.car,
+                        event.at,
+                    )
+                )
 
     def _on_RequestCompleted(self, event: RequestCompleted, changes: Changes) -> None:
         self._finish_request(event.car, event.bill, "completed", event.at, changes)
@@ -898,40 +1099,64 @@ class ChargingService:
     def _on_RequestCancelled(self, event: RequestCancelled, changes: Changes) -> None:
         self._finish_request(event.car, event.bill, "cancelled", event.at, changes)
 
-    def _finish_request(self, car: str, bill: Bill, status: str, at: datetime,
-                        changes: Changes) -> None:
+    def _finish_request(self, car: str, bill: Bill, status: str, at: datetime, changes: Changes) -> None:
         user = self.users.get(car)
         self.bills[car] = bill
         self._close_open_segment(car, at, changes)
         seconds = int(sum((d.stop - d.start).total_seconds() for d in bill.details))
-        bill_row = {"id": car, "request_id": car, "user_id": user, "generated_time": iso(at),
-                    "electricity": str(bill.kwh), "total_amount": str(bill.total),
-                    "duration": seconds}
+        bill_row = {
+            "id": car,
+            "request_id": car,
+            "user_id": user,
+            "generated_time": iso(at),
+            "electricity": str(bill.kwh),
+            "total_amount": str(bill.total),
+            "duration": seconds,
+        }
 
         def write(db: sqlite_utils.Database) -> None:
             db.table("bills").insert(bill_row)
-            db.execute("UPDATE charging_requests SET current_status = ?, bill_id = ?, "
-                       "finished_at = ?, updated_at = ? WHERE id = ?",
-                       [status, car, iso(at), iso(at), car])
+            db.execute(
+                "UPDATE charging_requests SET current_status = ?, bill_id = ?, "
+                "finished_at = ?, updated_at = ? WHERE id = ?",
+                [status, car, iso(at), iso(at), car],
+            )
             db.execute("UPDATE orders SET bill_id = ? WHERE request_id = ?", [car, car])
 
         changes.writes.append(write)
         if user is not None:
-            text = (f"充电完成，共 {float(round(bill.kwh, 2))} kWh，费用 {float(round(bill.total, 2))} 元"
-                    if status == "completed" else
-                    f"充电请求已取消，已充 {float(round(bill.kwh, 2))} kWh，费用 "
-                    f"{float(round(bill.total, 2))} 元")
-            changes.writes.append(_notify(user, "charging_complete",
-                                          "充电完成" if status == "completed" else "已取消",
-                                          text, car, at))
+            text = (
+                f"充电完成，共 {float(round(bill.kwh, 2))} kWh，费用 {float(round(bill.total, 2))} 元"
+                if status == "completed"
+                else f"充电请求已取消，已充 {float(round(bill.kwh, 2))} kWh，费用 "
+                f"{float(round(bill.total, 2))} 元"
+            )
+            changes.writes.append(
+                _notify(
+                    user,
+                    "charging_complete",
+                    "充电完成" if status == "completed" else "已取消",
+                    text,
+                    car,
+                    at,
+                )
+            )
             self.last_request[user] = RequestView(
-                request_id=car, user_id=user, queue_number=bill.queue_number,
+                request_id=car,
+                user_id=user,
+                queue_number=bill.queue_number,
                 charging_mode=API_MODES[Mode(bill.mode)] if bill.mode in ("F", "T") else bill.mode,
-                requested_amount=_float(bill.requested_kwh), battery_capacity=self.battery.get(car),
-                current_status=status, queue_position=0, ahead_count=0, estimated_wait_time=0.0,
+                requested_amount=_float(bill.requested_kwh),
+                battery_capacity=self.battery.get(car),
+                current_status=status,
+                queue_position=0,
+                ahead_count=0,
+                estimated_wait_time=0.0,
                 charging_pile_id=bill.details[-1].pile_id if bill.details else None,
                 start_time=bill.details[0].start if bill.details else None,
-                current_amount=_float(bill.kwh), created_at=self.created.pop(car, at))
+                current_amount=_float(bill.kwh),
+                created_at=self.created.pop(car, at),
+            )
 
     def _close_open_segment(self, car: str, at: datetime, changes: Changes) -> None:
         """A request that ended with a segment never billed (cancelled in the instant it was
@@ -940,11 +1165,16 @@ class ChargingService:
         if session is None:
             return
         self._dirty_sessions.add(car)
+
         def cancel_order(db: sqlite_utils.Database) -> None:
-            db.execute("UPDATE orders SET status = 3, end_time = ?, update_time = ? "
-                       "WHERE id = ? AND status = 1", [iso(at), iso(at), session.order_id])
-            db.execute("UPDATE ports SET current_order_id = NULL, last_order_id = ? "
-                       "WHERE current_order_id = ?", [session.order_id, session.order_id])
+            db.execute(
+                "UPDATE orders SET status = 3, end_time = ?, update_time = ? WHERE id = ? AND status = 1",
+                [iso(at), iso(at), session.order_id],
+            )
+            db.execute(
+                "UPDATE ports SET current_order_id = NULL, last_order_id = ? WHERE current_order_id = ?",
+                [session.order_id, session.order_id],
+            )
 
         changes.writes.append(cancel_order)
         if not (session.stopping or session.port_stopped):
@@ -984,10 +1214,19 @@ class ChargingService:
                         await self._set_fault(pile_no, "health", True)
 
 
-def _notify(user_id: int, kind: str, title: str, content: str, related: str | None,
-            at: datetime) -> Callable[[sqlite_utils.Database], object]:
-    row = {"user_id": user_id, "kind": kind, "type": 2, "title": title, "content": content,
-           "related_id": related, "is_read": 0, "create_time": iso(at)}
+def _notify(
+    user_id: int, kind: str, title: str, content: str, related: str | None, at: datetime
+) -> Callable[[sqlite_utils.Database], object]:
+    row = {
+        "user_id": user_id,
+        "kind": kind,
+        "type": 2,
+        "title": title,
+        "content": content,
+        "related_id": related,
+        "is_read": 0,
+        "create_time": iso(at),
+    }
     return lambda db: db.table("notifications").insert(row)
 
 
@@ -999,49 +1238,85 @@ def _insert_order(db: sqlite_utils.Database, order: dict[str, Any]) -> None:
     piles = list(db.query("SELECT id FROM piles WHERE pile_no = ?", [order["pile_no"]]))
     if piles:
         order["pile_id"] = piles[0]["id"]
-        ports = list(db.query("SELECT id FROM ports WHERE pile_id = ? AND port_no = ?",
-                              [piles[0]["id"], order["port_no"]]))
+        ports = list(
+            db.query(
+                "SELECT id FROM ports WHERE pile_id = ? AND port_no = ?", [piles[0]["id"], order["port_no"]]
+            )
+        )
         if ports:
             order["port_id"] = ports[0]["id"]
-            db.execute("UPDATE ports SET current_order_id = ? WHERE id = ?",
-                       [order["id"], ports[0]["id"]])
+            db.execute("UPDATE ports SET current_order_id = ? WHERE id = ?", [order["id"], ports[0]["id"]])
     db.table("orders").insert(order)
 
 
-def _finish_order(db: sqlite_utils.Database, order_id: str, detail: DetailRecord, event: Any,
-                  pile_no: str, port: int, user: int | None, end_wh: int | None) -> None:
+def _finish_order(
+    db: sqlite_utils.Database,
+    order_id: str,
+    detail: DetailRecord,
+    event: Any,
+    pile_no: str,
+    port: int,
+    user: int | None,
+    end_wh: int | None,
+) -> None:
     kwh, charge, service = detail.kwh, detail.charge_fee, detail.service_fee
-    row = {"status": 4 if detail.reason == "fault" else 2,
-           "start_time": iso(detail.start), "end_time": iso(detail.stop),
-           "duration": int((detail.stop - detail.start).total_seconds()),
-           "electricity": str(kwh), "electricity_num": float(kwh),
-           "amount": str(charge), "amount_num": float(charge),
-           "service_fee": str(service), "service_fee_num": float(service),
-           "total_amount": str(charge + service), "total_amount_num": float(charge + service),
-           "detail": json.dumps(detail.to_dict()), "end_meter_wh": end_wh,
-           "generated_time": iso(event.at), "update_time": iso(event.at)}
+    row = {
+        "status": 4 if detail.reason == "fault" else 2,
+        "start_time": iso(detail.start),
+        "end_time": iso(detail.stop),
+        "duration": int((detail.stop - detail.start).total_seconds()),
+        "electricity": str(kwh),
+        "electricity_num": float(kwh),
+        "amount": str(charge),
+        "amount_num": float(charge),
+        "service_fee": str(service),
+        "service_fee_num": float(service),
+        "total_amount": str(charge + service),
+        "total_amount_num": float(charge + service),
+        "detail": json.dumps(detail.to_dict()),
+        "end_meter_wh": end_wh,
+        "generated_time": iso(event.at),
+        "update_time": iso(event.at),
+    }
     if db.table("orders").count_where("id = ?", [order_id]):
         db.table("orders").update(order_id, row)
     else:
-        db.table("orders").insert({"id": order_id, "order_no": _order_no(event.at, order_id),
-                             "user_id": user, "request_id": event.car, "pile_no": pile_no,
-                             "port_no": str(port), "billing_mode": 1,
-                             "create_time": iso(event.at), **row})
-    db.execute("UPDATE ports SET current_order_id = NULL, last_order_id = ?, "
-               "total_charging_times = total_charging_times + 1, "
-               "total_charging_duration = total_charging_duration + ?, "
-               "total_power_consumption = total_power_consumption + ? "
-               "WHERE current_order_id = ?", [order_id, row["duration"], float(kwh), order_id])
+        db.table("orders").insert(
+            {
+                "id": order_id,
+                "order_no": _order_no(event.at, order_id),
+                "user_id": user,
+                "request_id": event.car,
+                "pile_no": pile_no,
+                "port_no": str(port),
+                "billing_mode": 1,
+                "create_time": iso(event.at),
+                **row,
+            }
+        )
+    db.execute(
+        "UPDATE ports SET current_order_id = NULL, last_order_id = ?, "
+        "total_charging_times = total_charging_times + 1, "
+        "total_charging_duration = total_charging_duration + ?, "
+        "total_power_consumption = total_power_consumption + ? "
+        "WHERE current_order_id = ?",
+        [order_id, row["duration"], float(kwh), order_id],
+    )
 
 
-def _load_state(db: sqlite_utils.Database) -> tuple[
-        dict[str, Any] | None, list[dict[str, Any]], list[dict[str, Any]], dict[int, str]]:
+def _load_state(
+    db: sqlite_utils.Database,
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]], list[dict[str, Any]], dict[int, str]]:
     rows = list(db.query("SELECT state FROM scheduler_state WHERE id = 1"))
     state = json.loads(rows[0]["state"]) if rows else None
     sessions = list(db.query("SELECT * FROM live_sessions"))
-    requests = list(db.query("SELECT id, user_id, battery_capacity, created_at "
-                             "FROM charging_requests "
-                             "WHERE current_status IN ('waiting', 'charging')"))
+    requests = list(
+        db.query(
+            "SELECT id, user_id, battery_capacity, created_at "
+            "FROM charging_requests "
+            "WHERE current_status IN ('waiting', 'charging')"
+        )
+    )
     users = {r["id"]: r["username"] for r in db.query("SELECT id, username FROM users")}
     return state, sessions, requests, users
 

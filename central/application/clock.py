@@ -24,8 +24,9 @@ class ClockAnchor:
 class StationClock:
     """Maps wall-clock time to station time; time zone handling is the caller's (UTC here)."""
 
-    def __init__(self, scale: float = 1.0, anchor: ClockAnchor | None = None,
-                 wall: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, scale: float = 1.0, anchor: ClockAnchor | None = None, wall: Callable[[], float] = time.time
+    ) -> None:
         if scale <= 0:
             raise ValueError(f"time scale must be positive, got {scale}")
         self.scale = scale

@@ -23,7 +23,9 @@ def prune_batch(db: sqlite_utils.Database, cutoff_ms: int, rows: int = BATCH_ROW
     """Delete up to ``rows`` of the oldest-inserted readings older than ``cutoff_ms``."""
     cursor = db.execute(
         "DELETE FROM telemetry WHERE rowid IN "
-        "(SELECT rowid FROM telemetry WHERE ts < ? ORDER BY rowid LIMIT ?)", [cutoff_ms, rows])
+        "(SELECT rowid FROM telemetry WHERE ts < ? ORDER BY rowid LIMIT ?)",
+        [cutoff_ms, rows],
+    )
     return int(cursor.rowcount)
 
 

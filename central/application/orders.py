@@ -4,7 +4,7 @@ starts on one chosen port, outside the driver queue, its bill by billing mode, a
 Starting takes the port's charging point out of the driver queue (``service.reserve_port``; a pile
 the scheduler does not know has no queue to leave), starts the port through the one command path
 (``service.send_command``, tagged with the order id) and follows the port's meter through
-``service.port_watchers`` with the driver sessions' rules (:class:`central.service.LiveSession`):
+``service.port_watchers`` with the driver sessions' rules (:class:`central.application.charging.LiveSession`):
 the base is the idle reading before the start, the 32-bit meter is unwrapped, a sample is kept
 every ``SAMPLE_SPACING_S`` station seconds. A start the pile refuses or that never takes (a final
 command outcome other than ``done``) makes the order 异常 (4) and frees the port.
@@ -41,6 +41,7 @@ import sqlite_utils
 import structlog
 from sqlite_utils import Migrations
 
+from central.application.charging import SAMPLE_SPACING_S, LiveSession
 from central.domain.errors import DomainError, PileStateError, UnknownPileError
 from central.domain.tariff import (
     ConstantPower,
@@ -52,11 +53,10 @@ from central.domain.tariff import (
     Tariff,
 )
 from central.domain.units import exact, hours_between, round_display
-from central.service import SAMPLE_SPACING_S, LiveSession
 from protocols.payloads import Telemetry
 
 if TYPE_CHECKING:
-    from central.service import ChargingService
+    from central.application.charging import ChargingService
 
 log = structlog.get_logger(__name__)
 

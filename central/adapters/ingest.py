@@ -90,7 +90,7 @@ class IngestListener(Protocol):
 
 
 class CommandResultSink(Protocol):
-    """The command layer's bookkeeping (central.commands.CommandSender)."""
+    """The command layer's bookkeeping (central.adapters.commands.CommandSender)."""
 
     def on_result(self, pile_no: str, port: int, result: CommandResult) -> None: ...
 
