@@ -38,12 +38,12 @@ from aiohttp import ClientSession, web
 from central import auth
 from central.adapters.schema import migrations
 from central.adapters.storage import Store, connect
-from central.app import SERVICE, STORE
 from central.application.charging import ChargingService
 from central.application.clock import StationClock
 from central.application.orders import ORDER_MIGRATIONS
 from central.domain.params import params_from_mapping
 from central.web import add_user_api
+from central.web.keys import SERVICE, STORE
 from central.web.middleware import AUTH_KEY
 from central.web.platform import add_operator_platform_api
 from central.web.platform.orders import OrderQuery, count_statement, page_statement

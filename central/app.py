@@ -29,14 +29,13 @@ from central.application.charging import ChargingService
 from central.application.clock import ClockAnchor, StationClock
 from central.config import CentralConfig, load_config
 from central.domain.params import StationParams, params_from_mapping
+from central.web.keys import SERVICE, STORE
 from pilegate.logs import configure_logging
 from pilegate.metrics import Sample, render_metrics
 from pilegate.settings import ConfigError
 
 log = structlog.get_logger(__name__)
 
-STORE = web.AppKey("store", Store)
-SERVICE = web.AppKey("service", ChargingService)
 
 
 def _anchor(db: sqlite_utils.Database, now_s: float) -> ClockAnchor:

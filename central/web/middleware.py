@@ -42,6 +42,7 @@ from central.web.errors import (
     ApiStyle,
     api_error_for,
 )
+from central.web.keys import SERVICE, STORE
 from central.web.platform.common import PLATFORM_STYLE
 
 if TYPE_CHECKING:
@@ -201,9 +202,7 @@ def _app_value(app: web.Application, name: str) -> Any:
     """``app[name]`` (string key, as the brief's contract) or the composition root's typed key."""
     if name in app:
         return app[name]
-    from central import app as root  # the factory's AppKeys (STORE, SERVICE); no import cycle
-
-    keys: dict[str, web.AppKey[Any]] = {"store": root.STORE, "service": root.SERVICE}
+    keys: dict[str, web.AppKey[Any]] = {"store": STORE, "service": SERVICE}
     return app.get(keys[name]) if name in keys else None
 
 

@@ -26,11 +26,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from central import auth
 from central.adapters.schema import migrations
 from central.adapters.storage import Store
-from central.app import SERVICE, STORE
 from central.application.charging import ChargingService
 from central.application.clock import ClockAnchor, StationClock
 from central.domain.params import StationParams, params_from_mapping
 from central.web import add_user_api
+from central.web.keys import SERVICE, STORE
 from central.web.middleware import AUTH_KEY
 from protocols.payloads import Telemetry
 

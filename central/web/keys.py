@@ -1,0 +1,12 @@
+"""The typed keys under which the composition root (:mod:`central.app`) hands its parts to the web
+layer. Handlers read ``request.app[KEY]``; nothing is looked up by a string name."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from central.adapters.storage import Store
+from central.application.charging import ChargingService
+
+STORE = web.AppKey("store", Store)
+SERVICE = web.AppKey("service", ChargingService)
