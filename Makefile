@@ -16,17 +16,20 @@ $(STAMP): setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(BIN)/pilegate demo $(ARGS)
 
-## test: set up and run the whole test suite (unit, integration, e2e) plus ruff and mypy
+## test: set up and run ruff (check and format), mypy, the import-layer contract and every test
 test: $(STAMP)
 	scripts/system-deps
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
