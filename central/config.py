@@ -55,6 +55,19 @@ STATION_EXTRA_KEYS: dict[str, tuple[Any, str]] = {
 }
 
 
+
+def load_params(path: str | Path) -> StationParams:
+    """Read and validate a station parameters TOML file."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise StationParamsError([(str(path), f"cannot read: {exc.strerror}")]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise StationParamsError([(str(path), f"not valid TOML: {exc}")]) from exc
+    return params_from_mapping(data)
+
+
 @dataclass(frozen=True)
 class CentralMqttSettings:
     host: str
