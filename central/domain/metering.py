@@ -18,7 +18,7 @@ Rules:
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 METER_WRAP = 2**32
 """The pile meter's range in Wh (a 32-bit counter)."""
@@ -68,6 +68,9 @@ class MeterSession:
             wh = _value(session.unwrap(last[1]))
             session.samples, session.base_wh = [(last[0], wh)], wh
         return session
+
+    def copy(self) -> MeterSession:
+        return replace(self, samples=list(self.samples))
 
     def unwrap(self, raw_wh: int) -> int | MeterReset:
         """The reading on the unwrapped scale, or a :class:`MeterReset` if it went backwards."""

@@ -15,10 +15,6 @@ class OrderStatus(enum.IntEnum):
     CANCELLED = 3
     ABNORMAL = 4
 
-    @property
-    def text(self) -> str:
-        return STATUS_TEXT[self]
-
 
 class PaymentStatus(enum.IntEnum):
     UNPAID = 0
@@ -31,14 +27,14 @@ class PaymentMethod(enum.IntEnum):
     BALANCE = 3
 
 
-STATUS_TEXT: Mapping[OrderStatus, str] = {
+STATUS_TEXT: Mapping[int, str] = {
     OrderStatus.TO_PAY: "待支付",
     OrderStatus.CHARGING: "充电中",
     OrderStatus.COMPLETED: "已完成",
     OrderStatus.CANCELLED: "已取消",
     OrderStatus.ABNORMAL: "异常",
 }
-TRANSITIONS: Mapping[OrderStatus, frozenset[OrderStatus]] = {
+TRANSITIONS: Mapping[int, frozenset[int]] = {
     OrderStatus.CHARGING: frozenset({OrderStatus.ABNORMAL}),  # complete / cancel have their own routes
     OrderStatus.TO_PAY: frozenset({OrderStatus.COMPLETED, OrderStatus.CANCELLED, OrderStatus.ABNORMAL}),
     OrderStatus.ABNORMAL: frozenset({OrderStatus.TO_PAY, OrderStatus.COMPLETED, OrderStatus.CANCELLED}),

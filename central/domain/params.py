@@ -1,4 +1,5 @@
-"""Station parameters: one frozen dataclass, parsed from a mapping (a TOML document or an API body) and validated whole.
+"""Station parameters: one frozen dataclass, parsed from a mapping (a TOML document or an API body)
+and validated whole.
 
 Names follow the user API (``FastChargingPileNum`` ...). Every problem is collected and reported by
 key in one :class:`StationParamsError`, so an operator fixes a file in one pass. ``SETTINGS`` is the

@@ -280,7 +280,6 @@ class Scheduler:
         """The piles the scheduler has charging points of."""
         return {p.point.pile_id for p in self.points.values()}
 
-
     @property
     def waiting_count(self) -> int:
         """Cars in the waiting area (both modes)."""
