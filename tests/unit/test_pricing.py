@@ -42,4 +42,4 @@ def test_by_time_charges_hours_at_the_normal_rate_and_pile_power_and_no_service_
 
 def test_nothing_keeps_the_interval_and_charges_nothing():
     figures = price_order(BillingMode.ENERGY_AND_ENERGY_FEE, START, STOP, PROFILE, TARIFF, POWER).nothing()
-    assert (figures.kwh, figures.total, figures.seconds) == (0, 0, 7200)
+    assert (figures.kwh, figures.total, figures.seconds) == (Fraction(0), Fraction(0), 7200)
