@@ -56,6 +56,12 @@ def stored_params(db: sqlite_utils.Database) -> dict[str, Any] | None:
     return dict(json.loads(rows[0]["value"])) if rows else None
 
 
+def stored_detail(detail_json: str | None) -> DetailRecord | None:
+    """The detail record a billed driver segment keeps in ``orders.detail``, typed (None if the
+    segment was never billed)."""
+    return DetailRecord.from_dict(json.loads(detail_json)) if detail_json else None
+
+
 def session_row(session: LiveSession) -> dict[str, Any]:
     """The ``live_sessions`` row of a session (the meter state rides in the ``samples`` JSON)."""
     m = session.meter

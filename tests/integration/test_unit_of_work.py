@@ -3,19 +3,22 @@ repositories round-trip what the application stores."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
 import pytest
 
 from central import auth
+from central.adapters.charging import stored_detail
 from central.adapters.schema import ORDER_MIGRATIONS, migrations
 from central.adapters.storage import Store
 from central.adapters.unit_of_work import SqliteUnitOfWork
-from central.application.ports import Notice, Repositories
+from central.application.ports import Notice, Repositories, SessionOrder
 from central.application.sessions import LiveSession
 from central.application.unit_of_work import Changes
+from central.domain.billing import DetailRecord, PeriodCharge
 from central.domain.metering import MeterSession
+from central.domain.tariff import Period
 
 AT = datetime(2024, 1, 1, 2, 0, tzinfo=UTC)
 
@@ -75,3 +78,16 @@ async def test_an_ended_session_is_deleted(uow):
     await Changes().commit(uow, {}, [_session("car1")], [], AT)
     await Changes().commit(uow, {}, [], ["car1"], AT)
     assert await uow.read(lambda r: r.charging.live_sessions()) == []
+
+
+async def test_a_billed_segment_reads_back_as_its_detail_record(uow):
+    user = await _user(uow)
+    await uow.write(lambda r: r.charging.add_request("car1", user, "F1", "fast", Fraction(5), None, AT))
+    order = SessionOrder("order-1", user, "car1", "F1", 1, AT)
+    start = AT - timedelta(hours=1)
+    periods = {Period.VALLEY: PeriodCharge(Fraction(5), Fraction(1), Fraction(2))}
+    detail = DetailRecord("d1", "car1", "F1", "F1", "F1", start, AT, AT, periods, Fraction(4), "completed")
+    await uow.write(lambda r: r.charging.finish_session_order(order, detail, 12_000))
+    stored = await uow.store.read(lambda db: db.execute("SELECT detail FROM orders").fetchone()[0])
+    assert stored_detail(stored) == detail
+    assert stored_detail(None) is None
