@@ -1,8 +1,9 @@
 """The central service's one composition root: ``create_app(config)`` builds everything.
 
 Background parts live in the application's cleanup context (started before ``yield``, stopped
-after): the store, the charging service, the MQTT ingest and command sender. Nothing is built at
-import time. ``pilegate central`` runs it; ``pilegate create-user`` adds accounts to its database.
+after): the store and its unit of work, the charging service, operator orders, the MQTT ingest and
+command sender; the web layer gets them under the typed keys of :mod:`central.web.keys`. Nothing is
+built at import time. ``pilegate central`` runs it; ``pilegate create-user`` adds accounts to its database.
 """
 
 from __future__ import annotations

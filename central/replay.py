@@ -1,6 +1,6 @@
 """Scenario replay: parse ``HH:MM (TYPE,ID,MODE,VALUE)`` lines, drive the domain scheduler with a
 virtual clock and ideal constant-power piles, and write one JSON object per event line plus a final
-``{"end", "bills"}`` object (DESIGN.md "Scenario replay").
+``{"end", "bills"}`` object.
 
 Times are the station's local wall clock. The clock starts at ``start_time`` (default: the first
 event); an event whose HH:MM is earlier than the previous event's is on the next day, and times on

@@ -34,7 +34,7 @@ from central.domain.orders import OrderStatus, PaymentMethod, PaymentStatus
 from central.domain.pricing import OrderFigures
 from central.domain.units import round_display
 
-FREE_PORT = (  # a port's pointer to an order no longer charging is stale: the port is free
+FREE_PORT = (  # a port's pointer to an order no longer charging (status 1) is stale: the port is free
     "(current_order_id IS NULL OR current_order_id NOT IN (SELECT id FROM orders WHERE status = 1))"
 )
 _ORDER_ROW = "SELECT o.*, p.power_rate FROM orders o LEFT JOIN piles p ON p.id = o.pile_id WHERE o.id = ?"

@@ -23,7 +23,9 @@ MINUTES_PER_DAY = 24 * 60
 
 
 class FaultStrategy(StrEnum):
-    """How the cars of a faulted pile are re-placed (see DESIGN.md "Charging queue rules")."""
+    """How the cars of a faulted pile are re-placed: interrupted cars always lead the fault group;
+    ``priority`` then keeps the group and appends the faulted pile's queued cars, ``time_order`` puts
+    every waiting car of the mode in queue-number order."""
 
     PRIORITY = "priority"
     TIME_ORDER = "time_order"

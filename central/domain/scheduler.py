@@ -1,4 +1,4 @@
-"""The charging-queue scheduler: a pure state machine implementing DESIGN.md "Charging queue rules".
+"""The charging-queue scheduler: a pure state machine of the station's charging queue rules.
 
 Every operation takes ``now`` (an aware datetime), changes state and records events in
 ``self.events`` (drain them with :meth:`Scheduler.pop_events`). Nothing decides on its own when a
