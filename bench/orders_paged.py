@@ -36,14 +36,15 @@ import structlog
 from aiohttp import ClientSession, web
 
 from central import auth
-from central.adapters.schema import migrations
+from central.adapters.schema import ORDER_MIGRATIONS, migrations
 from central.adapters.storage import Store, connect
+from central.adapters.unit_of_work import SqliteUnitOfWork
 from central.application.charging import ChargingService
 from central.application.clock import StationClock
-from central.application.orders import ORDER_MIGRATIONS
+from central.application.orders import OperatorOrders
 from central.domain.params import params_from_mapping
 from central.web import add_user_api
-from central.web.keys import SERVICE, STORE
+from central.web.keys import ORDERS, SERVICE, STORE
 from central.web.middleware import AUTH_KEY
 from central.web.platform import add_operator_platform_api
 from central.web.platform.orders import OrderQuery, count_statement, page_statement
@@ -192,9 +193,10 @@ async def serve(path: Path) -> tuple[web.AppRunner, Store, str, str]:
     store = Store(path, [migrations, ORDER_MIGRATIONS])
     await store.open()
     params = params_from_mapping({"FastChargingPileNum": 10, "TrickleChargingPileNum": 10})
-    service = ChargingService(store, params, StationClock(), NoCommands(), station="s1")
+    uow, clock = SqliteUnitOfWork(store), StationClock()
+    service = ChargingService(uow, params, clock, NoCommands(), station="s1")
     app = web.Application()
-    app[STORE], app[SERVICE] = store, service
+    app[STORE], app[SERVICE], app[ORDERS] = store, service, OperatorOrders(service, uow, clock)
     app[AUTH_KEY] = auth.AuthSettings()
     add_user_api(app)
     add_operator_platform_api(app)

@@ -1,58 +1,50 @@
 """The central service's one composition root: ``create_app(config)`` builds everything.
 
 Background parts live in the application's cleanup context (started before ``yield``, stopped
-after): the store, the charging service, the MQTT ingest and command sender. Nothing is built at
-import time. ``pilegate central`` runs it; ``pilegate create-user`` adds accounts to its database.
+after): the store and its unit of work, the charging service, operator orders, the MQTT ingest and
+command sender; the web layer gets them under the typed keys of :mod:`central.web.keys`. Nothing is
+built at import time. ``pilegate central`` runs it; ``pilegate create-user`` adds accounts to its database.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import dataclasses
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import click
-import sqlite_utils
 import structlog
 from aiohttp import web
 
+from central.adapters.charging import clock_anchor, stored_params
+from central.adapters.commands import CommandSender
+from central.adapters.ingest import Ingest
+from central.adapters.mqtt import CentralMqtt, MqttSettings
 from central.adapters.retention import run_retention
-from central.adapters.schema import migrations
+from central.adapters.schema import ORDER_MIGRATIONS, migrations
 from central.adapters.stations import FAST, TRICKLE, ensure_station
 from central.adapters.storage import Store
+from central.adapters.unit_of_work import SqliteUnitOfWork
 from central.application.charging import ChargingService
-from central.application.clock import ClockAnchor, StationClock
+from central.application.clock import StationClock
+from central.application.orders import OperatorOrders
+from central.auth import AuthError, AuthSettings, create_or_update_user
 from central.config import CentralConfig, load_config
 from central.domain.params import StationParams, params_from_mapping
-from central.web.keys import SERVICE, STORE
+from central.web.keys import INGEST, ORDERS, SERVICE, STORE
+from central.web.middleware import AUTH_KEY
+from central.web.platform import add_operator_platform_api
+from central.web.user_api import add_user_api
 from pilegate.logs import configure_logging
 from pilegate.metrics import Sample, render_metrics
 from pilegate.settings import ConfigError
 
 log = structlog.get_logger(__name__)
-
-
-
-def _anchor(db: sqlite_utils.Database, now_s: float) -> ClockAnchor:
-    """The persisted station-clock anchor; created at the first start."""
-    rows = list(db.query("SELECT value FROM params WHERE key = 'clock_anchor'"))
-    if rows:
-        value = json.loads(rows[0]["value"])
-        return ClockAnchor(value["wall_s"], value["station_s"])
-    db.table("params").insert(
-        {"key": "clock_anchor", "value": json.dumps({"wall_s": now_s, "station_s": now_s})}
-    )
-    return ClockAnchor(now_s, now_s)
-
-
-def _stored_params(db: sqlite_utils.Database) -> dict[str, Any] | None:
-    rows = list(db.query("SELECT value FROM params WHERE key = 'station'"))
-    return dict(json.loads(rows[0]["value"])) if rows else None
 
 
 def _param_piles(params: StationParams) -> list[tuple[str, int, float]]:
@@ -62,78 +54,83 @@ def _param_piles(params: StationParams) -> list[tuple[str, int, float]]:
     return piles
 
 
-async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
-    from central.adapters.commands import CommandSender
-    from central.adapters.ingest import Ingest
-    from central.adapters.mqtt import CentralMqtt, MqttSettings
-    from central.application.orders import ORDER_MIGRATIONS, operator_orders
-
-    config: CentralConfig = app["config"]
-    store = Store(config.db_path, [migrations, ORDER_MIGRATIONS])
-    await store.open()
-    stored = await store.read(_stored_params)
-    params = params_from_mapping(stored) if stored else config.params
-    anchor = await store.write(lambda db: _anchor(db, time.time()))
-    clock = StationClock(config.time_scale, anchor)
-    await store.write(
-        lambda db: ensure_station(
-            db,
-            code=config.station,
-            name=config.station_name,
-            piles=_param_piles(params),
-            now=clock.now().isoformat(),
-        )
-    )
-    holder: dict[str, Ingest] = {}
+def _mqtt_settings(config: CentralConfig) -> MqttSettings:
     m = config.mqtt
-    mqtt = CentralMqtt(
-        MqttSettings(
-            host=m.host,
-            port=m.port,
-            username=m.username,
-            password=m.password,
-            client_id=m.client_id,
-            tls=m.tls,
-            keepalive_s=m.keepalive_s,
-        ),
-        [f"pilegate/v1/{config.station}/#"],
-        lambda topic, payload: holder["ingest"].handle(topic, payload),
+    return MqttSettings(
+        host=m.host,
+        port=m.port,
+        username=m.username,
+        password=m.password,
+        client_id=m.client_id,
+        tls=m.tls,
+        keepalive_s=m.keepalive_s,
     )
-    sender = CommandSender(mqtt, store, config.station)
-    service = ChargingService(store, params, clock, sender, station=config.station)
-    sender.on_outcome = lambda o: service.on_command_outcome(o.pile_no, o.op, o.car, o.status, o.reason)
-    ingest = holder["ingest"] = Ingest(store, config.station, service, commands=sender)
-    app[STORE], app[SERVICE] = store, service
-    app["clock"], app["ingest"], app["mqtt"], app["commands"] = clock, ingest, mqtt, sender
-    app["timezone"] = params.timezone
-    await service.start()
-    await operator_orders(service)  # resume operator orders that were charging
-    await ingest.start()
-    await sender.start()
-    await mqtt.start()
-    retention = asyncio.get_running_loop().create_task(
-        run_retention(store, config.telemetry_retention_days), name="telemetry-retention"
-    )
-    log.info("central started", station=config.station, http_port=config.http_port)
-    try:
-        yield
-    finally:
-        retention.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await retention
-        await mqtt.stop()
-        await sender.stop()
-        await ingest.stop()
-        await service.close()
-        await store.close()
-        log.info("central stopped")
+
+
+def _lifecycle(config: CentralConfig) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The app's cleanup context: build and start every part, hand them to the web layer by typed
+    keys, and stop them in reverse order on shutdown."""
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        store = Store(config.db_path, [migrations, ORDER_MIGRATIONS])
+        await store.open()
+        stored = await store.read(stored_params)
+        params = params_from_mapping(stored) if stored else config.params
+        anchor = await store.write(lambda db: clock_anchor(db, time.time()))
+        clock = StationClock(config.time_scale, anchor)
+        await store.write(
+            lambda db: ensure_station(
+                db,
+                code=config.station,
+                name=config.station_name,
+                piles=_param_piles(params),
+                now=clock.now().isoformat(),
+            )
+        )
+        holder: dict[str, Ingest] = {}
+        mqtt = CentralMqtt(
+            _mqtt_settings(config),
+            [f"pilegate/v1/{config.station}/#"],
+            lambda topic, payload: holder["ingest"].handle(topic, payload),
+        )
+        sender = CommandSender(mqtt, store, config.station)
+        uow = SqliteUnitOfWork(store)
+        service = ChargingService(uow, params, clock, sender, station=config.station)
+        orders = OperatorOrders(service, uow, clock)
+        sender.on_outcome = lambda o: service.on_command_outcome(o.pile_no, o.op, o.car, o.status, o.reason)
+        ingest = holder["ingest"] = Ingest(store, config.station, service, commands=sender)
+        app[STORE], app[SERVICE], app[ORDERS], app[INGEST] = store, service, orders, ingest
+        await service.start()
+        await orders.start()  # resume operator orders that were charging
+        await ingest.start()
+        await sender.start()
+        await mqtt.start()
+        retention = asyncio.get_running_loop().create_task(
+            run_retention(store, config.telemetry_retention_days), name="telemetry-retention"
+        )
+        log.info("central started", station=config.station, http_port=config.http_port)
+        try:
+            yield
+        finally:
+            retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await retention
+            await mqtt.stop()
+            await sender.stop()
+            await ingest.stop()
+            await orders.close()
+            await service.close()
+            await store.close()
+            log.info("central stopped")
+
+    return lifecycle
 
 
 async def _metrics(request: web.Request) -> web.Response:
     service: ChargingService = request.app[SERVICE]
     samples: list[Sample] = [
         (f"pilegate_central_ingest_{key}", "gauge", {}, value)
-        for key, value in request.app["ingest"].stats().items()
+        for key, value in request.app[INGEST].stats().items()
         if isinstance(value, int | float)
     ]
     samples += [
@@ -145,13 +142,9 @@ async def _metrics(request: web.Request) -> web.Response:
 
 def create_app(config: CentralConfig) -> web.Application:
     """The whole central service as one aiohttp application."""
-    from central.web.platform import add_operator_platform_api
-    from central.web.user_api import add_user_api
-
     app = web.Application(client_max_size=1024**2)
-    app["config"] = config
-    app["auth_token_ttl_s"] = config.token_ttl_s
-    app.cleanup_ctx.append(_lifecycle)
+    app[AUTH_KEY] = AuthSettings(token_ttl=timedelta(seconds=config.token_ttl_s))
+    app.cleanup_ctx.append(_lifecycle(config))
     add_user_api(app)
     add_operator_platform_api(app)
     app.router.add_get("/metrics", _metrics)
@@ -184,8 +177,6 @@ def central_command(config_path: str, port: int | None) -> None:
     """
     config = _load(config_path)
     if port is not None:
-        import dataclasses
-
         config = dataclasses.replace(config, http_port=port)
     configure_logging(config.log_level, config.log_format)
     config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -229,8 +220,6 @@ def create_user_command(config_path: str, username: str, password: str, admin: b
 
         pilegate create-user --config /etc/pilegate/central.toml --username admin --admin
     """
-    from central.auth import AuthError, create_or_update_user
-
     config = _load(config_path)
 
     async def run() -> str:

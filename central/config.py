@@ -55,6 +55,18 @@ STATION_EXTRA_KEYS: dict[str, tuple[Any, str]] = {
 }
 
 
+def load_params(path: str | Path) -> StationParams:
+    """Read and validate a station parameters TOML file."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise StationParamsError([(str(path), f"cannot read: {exc.strerror}")]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise StationParamsError([(str(path), f"not valid TOML: {exc}")]) from exc
+    return params_from_mapping(data)
+
+
 @dataclass(frozen=True)
 class CentralMqttSettings:
     host: str
@@ -102,8 +114,9 @@ def _params(raw: Any, base: Path, problems: list[str]) -> StationParams | None:
         return None
 
 
-def parse_config(data: Mapping[str, Any], source: str = "<config>",
-                 base: Path | None = None) -> CentralConfig:
+def parse_config(
+    data: Mapping[str, Any], source: str = "<config>", base: Path | None = None
+) -> CentralConfig:
     """Validate a parsed TOML document; raise ConfigError listing every problem."""
     problems: list[str] = []
     base = base or Path.cwd()
@@ -113,36 +126,58 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>",
         check_id("central.station", str(c["station"]))
     except TopicError as exc:
         problems.append(str(exc))
-    check(problems, "central.time_scale", c["time_scale"], NUMBER, lambda v: 0 < v <= 3600,
-          "0 < scale <= 3600")
-    check(problems, "central.telemetry_retention_days", c["telemetry_retention_days"], NUMBER,
-          lambda v: 0 < v <= 3650, "0 < days <= 3650")
-    check(problems, "central.log_level", c["log_level"], str,
-          lambda v: v in ("debug", "info", "warning", "error"), "debug|info|warning|error")
+    check(
+        problems, "central.time_scale", c["time_scale"], NUMBER, lambda v: 0 < v <= 3600, "0 < scale <= 3600"
+    )
+    check(
+        problems,
+        "central.telemetry_retention_days",
+        c["telemetry_retention_days"],
+        NUMBER,
+        lambda v: 0 < v <= 3650,
+        "0 < days <= 3650",
+    )
+    check(
+        problems,
+        "central.log_level",
+        c["log_level"],
+        str,
+        lambda v: v in ("debug", "info", "warning", "error"),
+        "debug|info|warning|error",
+    )
     h = take(data.get("http", {}), HTTP_KEYS, "http", problems)
     check(problems, "http.port", h["port"], int, lambda v: 0 <= v <= 65535, "0..65535")
     check(problems, "http.host", h["host"], str, bool, "a host")
     m = take(data.get("mqtt", {}), MQTT_KEYS, "mqtt", problems)
     host, port, tls = parse_mqtt_url(m["url"], "mqtt.url", problems)
-    password = read_secret(m["password"], m["password_file"], "mqtt.password_file", base,
-                           problems)
-    check(problems, "mqtt.keepalive_s", m["keepalive_s"], int, lambda v: 5 <= v <= 3600,
-          "5..3600")
+    password = read_secret(m["password"], m["password_file"], "mqtt.password_file", base, problems)
+    check(problems, "mqtt.keepalive_s", m["keepalive_s"], int, lambda v: 5 <= v <= 3600, "5..3600")
     a = take(data.get("auth", {}), AUTH_KEYS, "auth", problems)
-    check(problems, "auth.token_ttl_s", a["token_ttl_s"], int, lambda v: 60 <= v <= 90 * 86400,
-          "60 s .. 90 days")
+    check(
+        problems,
+        "auth.token_ttl_s",
+        a["token_ttl_s"],
+        int,
+        lambda v: 60 <= v <= 90 * 86400,
+        "60 s .. 90 days",
+    )
     params = _params(data.get("station", {}), base, problems)
     if problems or params is None:
         raise ConfigError(source, problems)
     return CentralConfig(
-        station=c["station"], station_name=str(c["station_name"]),
-        data_dir=base / str(c["data_dir"]), time_scale=float(c["time_scale"]),
-        log_level=c["log_level"], log_format=c["log_format"],
-        telemetry_retention_days=float(c["telemetry_retention_days"]), http_host=h["host"],
-        http_port=h["port"], token_ttl_s=a["token_ttl_s"],
-        mqtt=CentralMqttSettings(host, port, tls, m["username"], password, m["client_id"],
-                                 m["keepalive_s"]),
-        params=params)
+        station=c["station"],
+        station_name=str(c["station_name"]),
+        data_dir=base / str(c["data_dir"]),
+        time_scale=float(c["time_scale"]),
+        log_level=c["log_level"],
+        log_format=c["log_format"],
+        telemetry_retention_days=float(c["telemetry_retention_days"]),
+        http_host=h["host"],
+        http_port=h["port"],
+        token_ttl_s=a["token_ttl_s"],
+        mqtt=CentralMqttSettings(host, port, tls, m["username"], password, m["client_id"], m["keepalive_s"]),
+        params=params,
+    )
 
 
 def load_config(path: str | Path) -> CentralConfig:

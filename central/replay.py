@@ -1,6 +1,6 @@
 """Scenario replay: parse ``HH:MM (TYPE,ID,MODE,VALUE)`` lines, drive the domain scheduler with a
 virtual clock and ideal constant-power piles, and write one JSON object per event line plus a final
-``{"end", "bills"}`` object (DESIGN.md "Scenario replay").
+``{"end", "bills"}`` object.
 
 Times are the station's local wall clock. The clock starts at ``start_time`` (default: the first
 event); an event whose HH:MM is earlier than the previous event's is on the next day, and times on
@@ -20,12 +20,13 @@ from typing import Any, TextIO
 
 import click
 
+from central.config import load_params
 from central.domain.billing import Bill, DetailRecord
 from central.domain.errors import DomainError
 from central.domain.events import Event, RequestCancelled, RequestCompleted, RequestQueued
 from central.domain.ideal import complete_all, complete_until
 from central.domain.model import Request, points_from_params
-from central.domain.params import StationParams, StationParamsError, load_params
+from central.domain.params import StationParams, StationParamsError
 from central.domain.scheduler import Scheduler
 from central.domain.units import QuantityError, display_number, exact, hours_between
 
@@ -234,8 +235,8 @@ def apply_event(scheduler: Scheduler, event: ScenarioEvent, at: datetime) -> dic
 def _snapshot(run: _Run, event: ScenarioEvent, at: datetime, error: dict[str, str] | None) -> dict[str, Any]:
     scheduler = run.scheduler
     piles = {
-        pid: {"status": p.status, "queue": [_queue_entry(scheduler, at, c) for c in p.queue]}
-        for pid, p in scheduler.points.items()
+        p.point.point_id: {"status": p.status, "queue": [_queue_entry(scheduler, at, c) for c in p.queue]}
+        for p in scheduler.point_states()
     }
     out: dict[str, Any] = {
         "time": run.clock.label(at),

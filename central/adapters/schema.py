@@ -185,3 +185,45 @@ def core(db: sqlite_utils.Database) -> None:
             "INSERT INTO roles (id, name, description, permission_level, is_system) VALUES (?, ?, ?, ?, 1)",
             [role_id, name, description, level],
         )
+
+
+# --- operator orders: their own migration set (its name is recorded in databases already) ----------
+
+ORDER_MIGRATIONS = Migrations("pilegate-operator-orders")
+
+
+@ORDER_MIGRATIONS(name="0001_order_indexes")
+def order_indexes(db: sqlite_utils.Database) -> None:
+    """Indexes for the operator API's order pages: newest first by start time, per filter."""
+    for statement in (
+        "CREATE INDEX IF NOT EXISTS orders_start ON orders(start_time)",
+        "CREATE INDEX IF NOT EXISTS orders_user_start ON orders(user_id, start_time)",
+        "CREATE INDEX IF NOT EXISTS orders_pile_start ON orders(pile_id, start_time)",
+        "CREATE INDEX IF NOT EXISTS orders_status_start ON orders(status, start_time)",
+        "CREATE INDEX IF NOT EXISTS orders_pile_no_start ON orders(pile_no, start_time)",
+        "CREATE INDEX IF NOT EXISTS piles_station ON piles(station_id)",
+    ):
+        db.execute(statement)
+
+
+_COUNT_TRIGGERS = (
+    "CREATE TABLE order_counts (status INTEGER PRIMARY KEY, n INTEGER NOT NULL)",
+    "INSERT INTO order_counts (status, n) SELECT status, COUNT(*) FROM orders GROUP BY status",
+    "CREATE TRIGGER order_counts_insert AFTER INSERT ON orders BEGIN "
+    "INSERT INTO order_counts (status, n) VALUES (NEW.status, 1) "
+    "ON CONFLICT (status) DO UPDATE SET n = n + 1; END",
+    "CREATE TRIGGER order_counts_delete AFTER DELETE ON orders BEGIN "
+    "UPDATE order_counts SET n = n - 1 WHERE status = OLD.status; END",
+    "CREATE TRIGGER order_counts_status AFTER UPDATE OF status ON orders "
+    "WHEN OLD.status IS NOT NEW.status BEGIN "
+    "UPDATE order_counts SET n = n - 1 WHERE status = OLD.status; "
+    "INSERT INTO order_counts (status, n) VALUES (NEW.status, 1) "
+    "ON CONFLICT (status) DO UPDATE SET n = n + 1; END",
+)
+
+
+@ORDER_MIGRATIONS(name="0002_order_counts")
+def order_counts(db: sqlite_utils.Database) -> None:
+    """Orders per status, kept by triggers: the unfiltered (or status-only) page count is O(1)."""
+    for statement in _COUNT_TRIGGERS:
+        db.execute(statement)

@@ -1,4 +1,5 @@
-"""Station parameters: one frozen dataclass, parsed from TOML or from a mapping and validated whole.
+"""Station parameters: one frozen dataclass, parsed from a mapping (a TOML document or an API body)
+and validated whole.
 
 Names follow the user API (``FastChargingPileNum`` ...). Every problem is collected and reported by
 key in one :class:`StationParamsError`, so an operator fixes a file in one pass. ``SETTINGS`` is the
@@ -7,14 +8,12 @@ single table of keys, defaults and help lines (the example config mirrors it).
 
 from __future__ import annotations
 
-import tomllib
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time
 from decimal import Decimal
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from central.domain.units import QuantityError, exact
@@ -24,7 +23,9 @@ MINUTES_PER_DAY = 24 * 60
 
 
 class FaultStrategy(StrEnum):
-    """How the cars of a faulted pile are re-placed (see DESIGN.md "Charging queue rules")."""
+    """How the cars of a faulted pile are re-placed: interrupted cars always lead the fault group;
+    ``priority`` then keeps the group and appends the faulted pile's queued cars, ``time_order`` puts
+    every waiting car of the mode in queue-number order."""
 
     PRIORITY = "priority"
     TIME_ORDER = "time_order"
@@ -190,18 +191,6 @@ def parse_range(text: str) -> tuple[int, int]:
     if start == end % MINUTES_PER_DAY and end != MINUTES_PER_DAY:
         raise ValueError(f"{text!r} is empty (use 00:00-24:00 for the whole day)")
     return start, end
-
-
-def load_params(path: str | Path) -> StationParams:
-    """Read and validate a station parameters TOML file."""
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as exc:
-        raise StationParamsError([(str(path), f"cannot read: {exc.strerror}")]) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise StationParamsError([(str(path), f"not valid TOML: {exc}")]) from exc
-    return params_from_mapping(data)
 
 
 def params_from_mapping(data: Mapping[str, Any]) -> StationParams:

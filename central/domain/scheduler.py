@@ -1,4 +1,4 @@
-"""The charging-queue scheduler: a pure state machine implementing DESIGN.md "Charging queue rules".
+"""The charging-queue scheduler: a pure state machine of the station's charging queue rules.
 
 Every operation takes ``now`` (an aware datetime), changes state and records events in
 ``self.events`` (drain them with :meth:`Scheduler.pop_events`). Nothing decides on its own when a
@@ -244,7 +244,41 @@ class Scheduler:
         events, self.events = self.events, []
         return events
 
+    # ---- charging points ----------------------------------------------------------------------
+
+    def add_points(self, points: Sequence[ChargingPoint], *, faulted: bool = False) -> None:
+        """Add charging points (a pile recorded after start-up); ``faulted`` until it is healthy."""
+        if any(p.point_id in self.points for p in points):
+            raise PileStateError("charging point ids must be unique")
+        for point in points:
+            self.points[point.point_id] = PointState(point, faulted=faulted)
+
+    def remove_pile(self, pile: str) -> list[str]:
+        """Remove every charging point of ``pile`` (refused while cars are queued at one). The ids."""
+        points = [p for p in self.points.values() if p.point.pile_id == pile]
+        if any(p.queue for p in points):
+            raise PileStateError(f"pile {pile} still has cars queued")
+        for p in points:
+            del self.points[p.point.point_id]
+        return [p.point.point_id for p in points]
+
     # ---- queries ----------------------------------------------------------------------------
+
+    def point_states(self) -> list[PointState]:
+        """Every charging point in layout order (treat as read-only)."""
+        return list(self.points.values())
+
+    def point(self, point_id: str) -> PointState | None:
+        """One charging point by id (treat as read-only)."""
+        return self.points.get(point_id)
+
+    def points_of(self, pile: str) -> list[PointState]:
+        """The charging points of a pile id (all its ports), or the one point of that id."""
+        return [p for p in self.points.values() if p.point.pile_id == pile or p.point.point_id == pile]
+
+    def pile_ids(self) -> set[str]:
+        """The piles the scheduler has charging points of."""
+        return {p.point.pile_id for p in self.points.values()}
 
     @property
     def waiting_count(self) -> int:

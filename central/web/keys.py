@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from central.adapters.ingest import Ingest
 from central.adapters.storage import Store
 from central.application.charging import ChargingService
+from central.application.orders import OperatorOrders
 
 STORE = web.AppKey("store", Store)
 SERVICE = web.AppKey("service", ChargingService)
+ORDERS = web.AppKey("orders", OperatorOrders)
+INGEST = web.AppKey("ingest", Ingest)

@@ -46,7 +46,7 @@ from central.web.middleware import (
 from central.web.openapi import OPENAPI_SPEC, RouteSpec, register_routes
 
 if TYPE_CHECKING:
-    from central.application.charging import RequestView
+    from central.application.views import RequestView
 
 MODES = ("fast", "slow")
 MAX_KWH = 1000.0  # a request or battery above this is a typo, not a car

@@ -26,11 +26,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from central import auth
 from central.adapters.schema import migrations
 from central.adapters.storage import Store
+from central.adapters.unit_of_work import SqliteUnitOfWork
 from central.application.charging import ChargingService
 from central.application.clock import ClockAnchor, StationClock
+from central.application.orders import OperatorOrders
 from central.domain.params import StationParams, params_from_mapping
 from central.web import add_user_api
-from central.web.keys import SERVICE, STORE
+from central.web.keys import ORDERS, SERVICE, STORE
 from central.web.middleware import AUTH_KEY
 from protocols.payloads import Telemetry
 
@@ -176,14 +178,17 @@ async def start_central(
     wall = FakeWall(start)
     clock = StationClock(1.0, ClockAnchor(wall(), wall()), wall=wall)
     commands = RecordingCommands()
-    service = ChargingService(store, params, clock, commands, station="test")
+    uow = SqliteUnitOfWork(store)
+    service = ChargingService(uow, params, clock, commands, station="test")
+    orders = OperatorOrders(service, uow, clock)
     await service.start()
+    await orders.start()
     for pile in [f"F{i}" for i in range(1, params.fast_pile_num + 1)] + [
         f"T{i}" for i in range(1, params.trickle_pile_num + 1)
     ]:
         service.health[pile] = "online"
     app = web.Application()
-    app[STORE], app[SERVICE] = store, service
+    app[STORE], app[SERVICE], app[ORDERS] = store, service, orders
     app[AUTH_KEY] = auth.AuthSettings(clock=wall.now)
     for add_routes in route_sets:
         add_routes(app)
@@ -195,6 +200,7 @@ async def start_central(
 async def stop_central(central: Central) -> None:
     """Stop the client and server, the service's tasks, then the store."""
     await central.client.close()
+    await central.app[ORDERS].close()
     await central.service.close()
     await central.store.close()
 

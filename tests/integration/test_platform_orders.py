@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 pytest.register_assert_rewrite("tests.integration.platform_fixtures")
+from central.adapters.schema import ORDER_MIGRATIONS  # noqa: E402
 from central.adapters.storage import connect  # noqa: E402
-from central.application.orders import ORDER_MIGRATIONS  # noqa: E402
 from tests.helpers import wait_for  # noqa: E402
 from tests.integration.platform_fixtures import (  # noqa: E402
     expect_invalid,

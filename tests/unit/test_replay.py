@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from central.domain.params import StationParams, load_params
+from central.config import load_params
+from central.domain.params import StationParams
 from central.replay import ScenarioError, parse_scenario, replay, replay_command, to_json_line
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
+from central.config import load_params
 from central.domain.params import (
     DispatchPolicy,
     FaultStrategy,
     StationParams,
     StationParamsError,
-    load_params,
     params_from_mapping,
 )
 

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from central.config import load_params
 from central.domain.errors import SchedulerStateError
 from central.domain.events import Event
 from central.domain.ideal import complete_all, complete_until
-from central.domain.params import StationParams, load_params
+from central.domain.params import StationParams
 from central.domain.scheduler import Scheduler
 from central.replay import ScenarioEvent, VirtualClock, apply_event, parse_scenario
 

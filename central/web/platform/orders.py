@@ -24,9 +24,14 @@ import sqlite_utils
 import structlog
 from aiohttp import web
 
+from central.adapters.orders import Payment, pay_order
 from central.application import orders as core
+from central.application.ports import OrderTarget
+from central.domain.orders import OrderStatus, PaymentMethod
+from central.domain.pricing import BillingMode
 from central.domain.units import display_number, exact
 from central.web.errors import RESOURCE_NOT_FOUND, ApiError, json_response
+from central.web.keys import ORDERS
 from central.web.middleware import Access, current_user, service_of, station_zone
 from central.web.openapi import RouteSpec
 from central.web.platform.common import (
@@ -119,12 +124,12 @@ class LiveFigures:
     delivered: Mapping[str, Fraction]
 
     def electricity(self, row: Mapping[str, Any]) -> Fraction:
-        if row["status"] == core.CHARGING and row["id"] in self.delivered:
+        if row["status"] == OrderStatus.CHARGING and row["id"] in self.delivered:
             return self.delivered[row["id"]]
         return Fraction(row["electricity"] or "0")
 
     def seconds(self, row: Mapping[str, Any]) -> int:
-        if row["status"] == core.CHARGING and row["start_time"]:
+        if row["status"] == OrderStatus.CHARGING and row["start_time"]:
             started = datetime.fromisoformat(row["start_time"])
             return max(0, int((self.now - started).total_seconds()))
         return int(row["duration"] or 0)
@@ -169,7 +174,7 @@ async def live_figures(request: web.Request) -> LiveFigures:
     """Progress of charging orders this process follows (operator orders and driver sessions)."""
     service = service_of(request)
     delivered = {s.order_id: Fraction(s.delivered_wh, 1000) for s in service.sessions.values()}
-    orders = await core.operator_orders(service)
+    orders = request.app[ORDERS]
     delivered.update({oid: Fraction(s.meter.delivered_wh, 1000) for oid, s in orders.sessions.items()})
     return LiveFigures(service.now(), delivered)
 
@@ -222,7 +227,7 @@ def keyword_clause(keyword: str) -> tuple[str, list[Any]]:
 
 def count_statement(query: OrderQuery, *, counts: bool) -> tuple[str, list[Any]]:
     """The statement counting the matches: the trigger-kept per-status counts when only a status
-    (or nothing) filters and ``counts`` exist (central.application.orders.ORDER_MIGRATIONS), else COUNT(*) (a
+    (or nothing) filters and ``counts`` exist (central.adapters.schema.ORDER_MIGRATIONS), else COUNT(*) (a
     covering index range for every other filter)."""
     if counts and OrderQuery(status=query.status) == query:
         if query.status is None:
@@ -413,7 +418,7 @@ async def acting(action: Awaitable[T]) -> T:
 
 def order_target(
     db: sqlite_utils.Database, user_id: int, pile_id: str, port_id: str, mode: int
-) -> core.OrderTarget:
+) -> OrderTarget:
     """The validated target of a new order (404 for ids that do not exist, 409 for a busy port)."""
     require_row(db, "users", user_id, "用户 (userId)")
     pile = db.execute("SELECT pile_no, power_rate FROM piles WHERE id = ?", [pile_id]).fetchone()
@@ -437,7 +442,7 @@ def order_target(
         raise conflict(f"端口 {pile[0]}-{port[1]} 故障")
     if not str(port[1]).isdigit():
         raise conflict(f"端口编号 {port[1]!r} 不是数字，无法下发充电命令")
-    return core.OrderTarget(user_id, pile_id, pile[0], port_id, int(port[1]), exact(pile[1]), mode)
+    return OrderTarget(user_id, pile_id, pile[0], port_id, int(port[1]), exact(pile[1]), mode)
 
 
 async def create_order(request: web.Request) -> web.StreamResponse:
@@ -450,9 +455,9 @@ async def create_order(request: web.Request) -> web.StreamResponse:
     body.check()
     assert user_id is not None and pile_id is not None and port_id is not None
     require_self_or_staff(current_user(request), user_id)
-    billing = core.ENERGY_AND_ENERGY_FEE if mode is None else mode
+    billing = BillingMode.ENERGY_AND_ENERGY_FEE if mode is None else mode
     target = await read(request, lambda db: order_target(db, user_id, pile_id, port_id, billing))
-    orders = await core.operator_orders(service_of(request))
+    orders = request.app[ORDERS]
     order_id = await acting(orders.create(target))
     return created(order_id)
 
@@ -475,10 +480,10 @@ async def complete_order(request: web.Request) -> web.StreamResponse:
     electricity = query_number(request, "electricity", MAX_KWH)
     duration = query_number(request, "duration", MAX_DURATION_S)
     row = await owned_order(request)
-    if row["request_id"] is not None and row["status"] == core.CHARGING:
+    if row["request_id"] is not None and row["status"] == OrderStatus.CHARGING:
         await service_of(request).complete(row["user_id"])  # a driver session: the service ends it
         return no_content()
-    orders = await core.operator_orders(service_of(request))
+    orders = request.app[ORDERS]
     kwh_given = exact(electricity) if electricity is not None else None
     seconds = int(duration) if duration is not None else None
     await acting(orders.complete(row["id"], electricity_kwh=kwh_given, duration_s=seconds))
@@ -488,10 +493,10 @@ async def complete_order(request: web.Request) -> web.StreamResponse:
 async def cancel_order(request: web.Request) -> web.StreamResponse:
     """POST /api/Orders/{id}/cancel."""
     row = await owned_order(request)
-    if row["request_id"] is not None and row["status"] == core.CHARGING:
+    if row["request_id"] is not None and row["status"] == OrderStatus.CHARGING:
         await service_of(request).cancel(row["user_id"], row["request_id"])
         return no_content()
-    orders = await core.operator_orders(service_of(request))
+    orders = request.app[ORDERS]
     await acting(orders.cancel(row["id"]))
     return no_content()
 
@@ -504,9 +509,9 @@ async def set_order_status(request: web.Request) -> web.StreamResponse:
     body.check()
     assert status is not None
     row = await owned_order(request)
-    if row["request_id"] is not None and row["status"] == core.CHARGING:
+    if row["request_id"] is not None and row["status"] == OrderStatus.CHARGING:
         raise conflict("司机端正在充电的会话由充电服务管理；请用 /complete 或 /cancel 结束")
-    orders = await core.operator_orders(service_of(request))
+    orders = request.app[ORDERS]
     await acting(orders.set_status(order_id, status))
     return no_content()
 
@@ -516,12 +521,13 @@ async def pay(request: web.Request) -> web.StreamResponse:
     body = await read_body(request)
     method = body.integer("paymentMethod", required=True, choices=PAYMENT_METHOD)
     high = TRANSACTION_ID_LEN[1]
-    transaction = body.text("transactionId", required=method in (core.WECHAT, core.ALIPAY), max_len=high)
+    by_transfer = method in (PaymentMethod.WECHAT, PaymentMethod.ALIPAY)
+    transaction = body.text("transactionId", required=by_transfer, max_len=high)
     body.check()
     assert method is not None
     row = await owned_order(request)
-    payment = core.Payment(row["id"], method, transaction, service_of(request).now())
-    paid = await acting(write(request, lambda db: core.pay_order(db, payment)))
+    payment = Payment(row["id"], method, transaction, service_of(request).now())
+    paid = await acting(write(request, lambda db: pay_order(db, payment)))
     log.info("order paid", order=row["id"], method=method, cents=paid, by=current_user(request).id)
     return no_content()
 

@@ -155,7 +155,7 @@ def driver_cars(service: ChargingService | None, pile_no: str, port_no: str | No
     if service is None:
         return 0
     cars = 0
-    for state in service.scheduler.points.values():
+    for state in service.scheduler.point_states():
         port = point_port(state.point.point_id, pile_no)
         if port is not None and (port_no is None or port == port_no):
             cars += len(state.queue)
@@ -731,7 +731,7 @@ async def piles_status_with_registered(request: web.Request) -> dict[str, Any]:
     """``service.piles_status()`` plus every recorded pile the scheduler does not know (for
     GET /api/charging/piles/status/)."""
     service = service_of(request)
-    scheduled = {state.point.pile_id for state in service.scheduler.points.values()}
+    scheduled = service.scheduler.pile_ids()
     piles = await read(request, registered_piles)
     return with_registered_piles(service.piles_status(), piles, scheduled)
 

@@ -1,0 +1,58 @@
+"""The application's unit of work over the SQLite :class:`~central.adapters.storage.Store`: each
+write runs on the store's writer thread in ONE transaction with repositories bound to it; reads run
+on a reader connection."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import sqlite_utils
+
+from central.adapters.charging import ChargingRows
+from central.adapters.orders import NoticeRows, OrderRows
+from central.adapters.reports import ReportRows
+from central.adapters.storage import Store
+from central.application.ports import Repositories
+
+T = TypeVar("T")
+
+
+class SqliteRepositories:
+    """The repositories of one connection (the application's ``Repositories``)."""
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+        self._charging = ChargingRows(db)
+        self._orders = OrderRows(db)
+        self._notices = NoticeRows(db)
+        self._reports = ReportRows(db)
+
+    @property
+    def charging(self) -> ChargingRows:
+        return self._charging
+
+    @property
+    def orders(self) -> OrderRows:
+        return self._orders
+
+    @property
+    def notices(self) -> NoticeRows:
+        return self._notices
+
+    @property
+    def reports(self) -> ReportRows:
+        return self._reports
+
+
+class SqliteUnitOfWork:
+    """The application's ``UnitOfWork`` over one store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def write(self, fn: Callable[[Repositories], T]) -> T:
+        return await self.store.write(lambda db: fn(SqliteRepositories(db)))
+
+    async def read(self, fn: Callable[[Repositories], T]) -> T:
+        return await self.store.read(lambda db: fn(SqliteRepositories(db)))
