@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,12 @@ from central.adapters.retention import run_retention
 from central.adapters.schema import migrations
 from central.adapters.stations import FAST, TRICKLE, ensure_station
 from central.adapters.storage import Store
+from central.application.auth import AuthSettings
 from central.application.charging import ChargingService
 from central.application.clock import ClockAnchor, StationClock
 from central.config import CentralConfig, load_config
 from central.domain.params import StationParams, params_from_mapping
-from central.web.keys import SERVICE, STORE
+from central.web.keys import AUTH, SERVICE, STORE
 from pilegate.logs import configure_logging
 from pilegate.metrics import Sample, render_metrics
 from pilegate.settings import ConfigError
@@ -150,7 +152,7 @@ def create_app(config: CentralConfig) -> web.Application:
 
     app = web.Application(client_max_size=1024**2)
     app["config"] = config
-    app["auth_token_ttl_s"] = config.token_ttl_s
+    app[AUTH] = AuthSettings(token_ttl=timedelta(seconds=config.token_ttl_s))
     app.cleanup_ctx.append(_lifecycle)
     add_user_api(app)
     add_operator_platform_api(app)
@@ -229,7 +231,8 @@ def create_user_command(config_path: str, username: str, password: str, admin: b
 
         pilegate create-user --config /etc/pilegate/central.toml --username admin --admin
     """
-    from central.auth import AuthError, create_or_update_user
+    from central.adapters.users import create_or_update_user
+    from central.application.auth import AuthError
 
     config = _load(config_path)
 

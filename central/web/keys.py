@@ -6,7 +6,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from central.adapters.storage import Store
+from central.application.auth import AuthSettings
 from central.application.charging import ChargingService
 
 STORE = web.AppKey("store", Store)
 SERVICE = web.AppKey("service", ChargingService)
+AUTH = web.AppKey("auth", AuthSettings)
+"""Account settings (token lifetime, login limiter, clock); defaults are installed when absent."""
