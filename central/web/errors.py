@@ -45,6 +45,7 @@ RESOURCE_NOT_FOUND = "RESOURCE_NOT_FOUND"
 QUEUE_FULL = "QUEUE_FULL"
 DUPLICATE_REQUEST = "DUPLICATE_REQUEST"
 SYSTEM_ERROR = "SYSTEM_ERROR"
+CONFLICT = "CONFLICT"  # the operator platform's refusals (not one of the driver API's codes)
 
 MESSAGES = {  # the spec's 常见错误码 list
     AUTH_REQUIRED: "需要认证",
@@ -84,6 +85,11 @@ def validation_error(details: Mapping[str, Any], message: str | None = None) -> 
 def not_found(message: str = "资源不存在") -> ApiError:
     """404 RESOURCE_NOT_FOUND (also for another user's resources: they must look absent)."""
     return ApiError(404, RESOURCE_NOT_FOUND, message)
+
+
+def conflict(message: str) -> ApiError:
+    """409 CONFLICT: the request is understood, but the change would break a rule."""
+    return ApiError(409, CONFLICT, message)
 
 
 # --- the mapping ---------------------------------------------------------------------------------

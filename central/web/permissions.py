@@ -17,9 +17,7 @@ from enum import StrEnum
 
 from central.application.auth import AuthUser
 from central.domain.levels import PermissionLevel
-from central.web.errors import PERMISSION_DENIED, ApiError
-
-CONFLICT = "CONFLICT"
+from central.web.errors import PERMISSION_DENIED, ApiError, conflict
 
 
 class Access(StrEnum):
@@ -33,11 +31,6 @@ class Access(StrEnum):
 def forbidden(message: str) -> ApiError:
     """403 PERMISSION_DENIED."""
     return ApiError(403, PERMISSION_DENIED, message)
-
-
-def refused(message: str) -> ApiError:
-    """409 CONFLICT: allowed to ask, but the change would break a rule."""
-    return ApiError(409, CONFLICT, message)
 
 
 def check_access(access: Access, user: AuthUser) -> None:
@@ -80,17 +73,17 @@ def check_status_change(actor: AuthUser, user_id: int, status: int) -> None:
     if not actor.is_staff:
         raise forbidden("权限不足: 只有管理员 (permission level >= 3) 可以修改用户状态")
     if actor.id == user_id and status == 0:
-        raise refused("不能禁用自己的账户")
+        raise conflict("不能禁用自己的账户")
 
 
 def check_deletion(actor: AuthUser, user_id: int) -> None:
     """Nobody deletes their own account."""
     if actor.id == user_id:
-        raise refused("不能删除自己的账户")
+        raise conflict("不能删除自己的账户")
 
 
 def keep_a_super_admin(before: int, after: int) -> None:
     """Refuse a change that takes the last active super administrator away (``before`` and ``after``
     count the active level-4 accounts around it; raised inside the write, the change rolls back)."""
     if before > 0 and after == 0:
-        raise refused("不能移除最后一个超级管理员: 至少需要一个启用的 permission level 4 账户")
+        raise conflict("不能移除最后一个超级管理员: 至少需要一个启用的 permission level 4 账户")

@@ -46,6 +46,7 @@ from central.web.middleware import (
 )
 from central.web.openapi import OPENAPI_SPEC, RouteSpec, register_routes
 from central.web.permissions import Access
+from central.web.platform.stations import piles_status_with_registered
 from central.web.sessions import login_with_password
 
 if TYPE_CHECKING:
@@ -333,8 +334,6 @@ async def queue_status(request: web.Request) -> web.StreamResponse:
 
 async def piles_status(request: web.Request) -> web.StreamResponse:
     """GET /api/charging/piles/status/."""
-    from central.web.platform.stations import piles_status_with_registered
-
     return ok(local_values(await piles_status_with_registered(request), station_zone(request)))
 
 

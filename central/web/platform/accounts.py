@@ -28,7 +28,7 @@ from central.adapters import addresses, notifications, roles, users
 from central.adapters.query import require_user, row_exists
 from central.application import auth
 from central.domain.levels import PERMISSION_LEVEL_NAMES
-from central.web.errors import PLATFORM_STYLE, ApiError, json_response
+from central.web.errors import PLATFORM_STYLE, ApiError, conflict, json_response
 from central.web.middleware import TOKEN_KEY, auth_settings, current_user, off_loop
 from central.web.openapi import RouteSpec
 from central.web.permissions import (
@@ -37,7 +37,6 @@ from central.web.permissions import (
     check_role_grant,
     check_status_change,
     keep_a_super_admin,
-    refused,
     require_not_outranked,
     require_role_manager,
     require_self_or_staff,
@@ -266,11 +265,11 @@ async def delete_user(request: web.Request) -> web.StreamResponse:
         require_not_outranked(actor, user_id, row["level"])
         check_deletion(actor, user_id)
         if (why := users.deletion_blocker(db, user_id)) is not None:
-            raise refused(why)
+            raise conflict(why)
         try:
             guarding_super_admins(db, lambda: users.delete_user(db, user_id))
         except users.UserStillReferenced as exc:
-            raise refused(f"用户 {user_id} 仍被其他记录引用: {exc}") from None
+            raise conflict(f"用户 {user_id} 仍被其他记录引用: {exc}") from None
 
     await write(request, delete)
     log.info("user deleted", user=user_id, by=actor.id)
@@ -444,7 +443,7 @@ async def update_role(request: web.Request) -> web.StreamResponse:
         row = ROLES.row(db, role_id)
         level = role.level if role.level is not None else row["permission_level"]
         if row["is_system"] and level != row["permission_level"]:
-            raise refused(f"系统角色 {row['name']} 的权限级别不能修改")
+            raise conflict(f"系统角色 {row['name']} 的权限级别不能修改")
         if role.name is not None:
             require_free_name(db, role.name, role_id)
         name = role.name or row["name"]
@@ -463,7 +462,7 @@ async def delete_role(request: web.Request) -> web.StreamResponse:
     def delete(db: sqlite_utils.Database) -> None:
         row = ROLES.row(db, role_id)
         if row["is_system"]:
-            raise refused(f"系统角色 {row['name']} 不能删除")
+            raise conflict(f"系统角色 {row['name']} 不能删除")
         guarding_super_admins(db, lambda: roles.delete_role(db, role_id))
 
     await write(request, delete)
@@ -666,7 +665,7 @@ async def create_address(request: web.Request) -> web.StreamResponse:
         require_user(db, user_id)
         count = addresses.count_addresses(db, user_id)
         if count >= MAX_ADDRESSES:
-            raise refused(f"用户 {user_id} 已有 {count} 个地址 (最多 {MAX_ADDRESSES} 个)")
+            raise conflict(f"用户 {user_id} 已有 {count} 个地址 (最多 {MAX_ADDRESSES} 个)")
         address_id = addresses.insert_address(db, user_id, address.columns, stamp)
         if count == 0 or address.is_default:
             addresses.make_default(db, user_id, address_id)

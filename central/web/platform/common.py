@@ -47,10 +47,6 @@ def not_found(what: str, key: object) -> ApiError:
     return ApiError(404, "RESOURCE_NOT_FOUND", f"{what} {key} 不存在")
 
 
-def conflict(message: str) -> ApiError:
-    return ApiError(409, "CONFLICT", message)
-
-
 # --- paging ----------------------------------------------------------------------------------------
 
 PAGE_NUMBER_MAX = 10**9  # far past any last page, and OFFSET stays inside SQLite's integers

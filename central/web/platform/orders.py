@@ -27,7 +27,7 @@ from aiohttp import web
 from central.adapters.query import like_pattern, require_row, require_user, where_clause
 from central.application import orders as core
 from central.domain.units import display_number, exact
-from central.web.errors import PLATFORM_STYLE, RESOURCE_NOT_FOUND, ApiError, json_response
+from central.web.errors import PLATFORM_STYLE, RESOURCE_NOT_FOUND, ApiError, conflict, json_response
 from central.web.middleware import current_user, service_of, station_zone
 from central.web.openapi import RouteSpec
 from central.web.permissions import Access, forbidden, may_act_for, require_self_or_staff
@@ -49,7 +49,6 @@ from central.web.platform.common import (
     PAYMENT_METHOD,
     PAYMENT_STATUS,
     STR,
-    conflict,
     created,
     described,
     int_codes_schema,

@@ -25,7 +25,7 @@ import sqlite_utils
 from aiohttp import web
 
 from central.adapters.query import Resource, require_row, where_clause
-from central.web.errors import PLATFORM_STYLE
+from central.web.errors import PLATFORM_STYLE, conflict
 from central.web.jsonbody import json_type
 from central.web.middleware import service_of
 from central.web.openapi import RouteSpec
@@ -54,7 +54,6 @@ from central.web.platform.common import (
     STR,
     Body,
     children_response,
-    conflict,
     created,
     described,
     int_codes_schema,
