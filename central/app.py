@@ -30,6 +30,7 @@ from central.application.auth import AuthSettings
 from central.application.charging import ChargingService
 from central.application.clock import ClockAnchor, StationClock
 from central.config import CentralConfig, load_config
+from central.domain.levels import PermissionLevel
 from central.domain.params import StationParams, params_from_mapping
 from central.web.keys import AUTH, SERVICE, STORE
 from pilegate.logs import configure_logging
@@ -236,14 +237,14 @@ def create_user_command(config_path: str, username: str, password: str, admin: b
 
     config = _load(config_path)
 
+    level = PermissionLevel.SUPER_ADMIN if admin else PermissionLevel.USER
+
     async def run() -> str:
         store = Store(config.db_path, [migrations])
         await store.open()
         try:
             return await store.write(
-                lambda db: create_or_update_user(
-                    db, username, password, level=4 if admin else 1, update=update
-                )
+                lambda db: create_or_update_user(db, username, password, level=level, update=update)
             )
         finally:
             await store.close()

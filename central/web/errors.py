@@ -1,7 +1,7 @@
-"""The one place that turns exceptions into API errors, and the user API's envelope.
+"""The one place that turns exceptions into API errors, and the two error styles that render them.
 
 Handlers and the domain raise plain exceptions (domain errors carry no HTTP); :func:`api_error_for`
-maps each to an :class:`ApiError` (status, spec error code, message, details), and an
+maps each to an :class:`ApiError` (status, error code, message, details), and an
 :class:`ApiStyle` renders it. Two styles: the user API's envelope
 ``{"success": true, "message"?, "data"?}`` / ``{"success": false, "error": {"code", "message",
 "details"}}`` (:data:`USER_STYLE`), and the operator platform's RFC 7807 problem details as ASP.NET
@@ -47,7 +47,7 @@ DUPLICATE_REQUEST = "DUPLICATE_REQUEST"
 SYSTEM_ERROR = "SYSTEM_ERROR"
 CONFLICT = "CONFLICT"  # the operator platform's refusals (not one of the driver API's codes)
 
-MESSAGES = {  # the spec's 常见错误码 list
+MESSAGES = {  # the common error codes (常见错误码) and their messages
     AUTH_REQUIRED: "需要认证",
     AUTH_INVALID: "认证无效",
     PERMISSION_DENIED: "权限不足",
@@ -60,7 +60,7 @@ MESSAGES = {  # the spec's 常见错误码 list
 
 
 class ApiError(Exception):
-    """An error as the API shows it: HTTP status, spec code, message, details (or None)."""
+    """An error as the API shows it: HTTP status, error code, message, details (or None)."""
 
     def __init__(
         self,
