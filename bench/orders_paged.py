@@ -35,17 +35,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import structlog
 from aiohttp import ClientSession, web
 
-from central import auth
+from central.adapters import users
 from central.adapters.schema import ORDER_MIGRATIONS, migrations
 from central.adapters.storage import Store, connect
 from central.adapters.unit_of_work import SqliteUnitOfWork
+from central.application import auth
 from central.application.charging import ChargingService
 from central.application.clock import StationClock
 from central.application.orders import OperatorOrders
 from central.domain.params import params_from_mapping
 from central.web import add_user_api
-from central.web.keys import ORDERS, SERVICE, STORE
-from central.web.middleware import AUTH_KEY
+from central.web.keys import AUTH, ORDERS, SERVICE, STORE
 from central.web.platform import add_operator_platform_api
 from central.web.platform.orders import OrderQuery, count_statement, page_statement
 
@@ -197,7 +197,7 @@ async def serve(path: Path) -> tuple[web.AppRunner, Store, str, str]:
     service = ChargingService(uow, params, clock, NoCommands(), station="s1")
     app = web.Application()
     app[STORE], app[SERVICE], app[ORDERS] = store, service, OperatorOrders(service, uow, clock)
-    app[AUTH_KEY] = auth.AuthSettings()
+    app[AUTH] = auth.AuthSettings()
     add_user_api(app)
     add_operator_platform_api(app)
     runner = web.AppRunner(app, access_log=None)
@@ -208,8 +208,8 @@ async def serve(path: Path) -> tuple[web.AppRunner, Store, str, str]:
     now = datetime.now(UTC)
 
     def admin(db: Any) -> str:
-        user_id = auth.insert_user(db, f"bench{uuid.uuid4().hex[:6]}", "x", level=3, now=now)
-        return auth.issue_token(db, user_id, now=now)
+        user_id = users.insert_user(db, f"bench{uuid.uuid4().hex[:6]}", "x", level=3, now=now)
+        return users.issue_token(db, user_id, now=now)
 
     return runner, store, f"http://127.0.0.1:{port}", await store.write(admin)
 

@@ -30,14 +30,15 @@ from central.adapters.schema import ORDER_MIGRATIONS, migrations
 from central.adapters.stations import FAST, TRICKLE, ensure_station
 from central.adapters.storage import Store
 from central.adapters.unit_of_work import SqliteUnitOfWork
+from central.adapters.users import create_or_update_user
+from central.application.auth import AuthError, AuthSettings
 from central.application.charging import ChargingService
 from central.application.clock import StationClock
 from central.application.orders import OperatorOrders
-from central.auth import AuthError, AuthSettings, create_or_update_user
 from central.config import CentralConfig, load_config
+from central.domain.levels import PermissionLevel
 from central.domain.params import StationParams, params_from_mapping
-from central.web.keys import INGEST, ORDERS, SERVICE, STORE
-from central.web.middleware import AUTH_KEY
+from central.web.keys import AUTH, INGEST, ORDERS, SERVICE, STORE
 from central.web.platform import add_operator_platform_api
 from central.web.user_api import add_user_api
 from pilegate.logs import configure_logging
@@ -143,7 +144,7 @@ async def _metrics(request: web.Request) -> web.Response:
 def create_app(config: CentralConfig) -> web.Application:
     """The whole central service as one aiohttp application."""
     app = web.Application(client_max_size=1024**2)
-    app[AUTH_KEY] = AuthSettings(token_ttl=timedelta(seconds=config.token_ttl_s))
+    app[AUTH] = AuthSettings(token_ttl=timedelta(seconds=config.token_ttl_s))
     app.cleanup_ctx.append(_lifecycle(config))
     add_user_api(app)
     add_operator_platform_api(app)
@@ -222,14 +223,14 @@ def create_user_command(config_path: str, username: str, password: str, admin: b
     """
     config = _load(config_path)
 
+    level = PermissionLevel.SUPER_ADMIN if admin else PermissionLevel.USER
+
     async def run() -> str:
         store = Store(config.db_path, [migrations])
         await store.open()
         try:
             return await store.write(
-                lambda db: create_or_update_user(
-                    db, username, password, level=4 if admin else 1, update=update
-                )
+                lambda db: create_or_update_user(db, username, password, level=level, update=update)
             )
         finally:
             await store.close()

@@ -1,16 +1,15 @@
-"""The central service's REST surface: the driver API (spec/user-api.md), operator endpoints in the
+"""The central service's REST surface: the driver API, operator endpoints in the
 same style, the OpenAPI document, and the auth / error middlewares other APIs reuse.
 
 The application factory calls :func:`add_user_api` (also importable from
 :mod:`central.web.user_api`) before the app starts. App keys read:
 
 - the store, :class:`central.adapters.storage.Store`, opened (with the central migrations) before
-  the first request: ``app[central.app.STORE]`` (or ``app["store"]``).
+  the first request: ``app[central.web.keys.STORE]``.
 - the charging service, :class:`central.application.charging.ChargingService` (charging routes,
-  parameters, the station time zone): ``app[central.app.SERVICE]`` (or ``app["service"]``).
-- ``app[central.web.middleware.AUTH_KEY]`` or ``app["auth"]`` (optional):
-  :class:`central.auth.AuthSettings` (token lifetime, login limiter,
-  clock); when absent one is installed with ``app["auth_token_ttl_s"]`` (else 7 days).
+  parameters, the station time zone): ``app[central.web.keys.SERVICE]``.
+- ``app[central.web.keys.AUTH]`` (optional): :class:`central.application.auth.AuthSettings` (token
+  lifetime, login limiter, clock); when absent the defaults are installed (tokens live 7 days).
 - ``app["timezone"]`` (optional): IANA zone name used when there is no service (default
   Asia/Shanghai).
 

@@ -1,10 +1,12 @@
-"""The one place that turns exceptions into API errors, and the user API's envelope.
+"""The one place that turns exceptions into API errors, and the two error styles that render them.
 
 Handlers and the domain raise plain exceptions (domain errors carry no HTTP); :func:`api_error_for`
-maps each to an :class:`ApiError` (status, spec error code, message, details), and an
-:class:`ApiStyle` renders it. The user API's style is the spec's envelope:
+maps each to an :class:`ApiError` (status, error code, message, details), and an
+:class:`ApiStyle` renders it. Two styles: the user API's envelope
 ``{"success": true, "message"?, "data"?}`` / ``{"success": false, "error": {"code", "message",
-"details"}}``. Another API (the operator API) registers its routes with its own style.
+"details"}}`` (:data:`USER_STYLE`), and the operator platform's RFC 7807 problem details as ASP.NET
+Core renders them (:data:`PLATFORM_STYLE`: ``type``, ``title``, ``status``, ``detail``, and for
+validation an ``errors`` map of field -> messages; success bodies are the resource itself).
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from central.auth import AccountValidationError, AuthError, InvalidCredentials, InvalidToken, LoginThrottled
+from central.adapters.query import RowNotFound
+from central.application.auth import (
+    AccountValidationError,
+    AuthError,
+    InvalidCredentials,
+    InvalidToken,
+    LoginThrottled,
+)
 from central.domain import errors as domain
 from central.domain.params import StationParamsError
 from central.domain.units import display_number
@@ -36,8 +45,9 @@ RESOURCE_NOT_FOUND = "RESOURCE_NOT_FOUND"
 QUEUE_FULL = "QUEUE_FULL"
 DUPLICATE_REQUEST = "DUPLICATE_REQUEST"
 SYSTEM_ERROR = "SYSTEM_ERROR"
+CONFLICT = "CONFLICT"  # the operator platform's refusals (not one of the driver API's codes)
 
-MESSAGES = {  # the spec's 常见错误码 list
+MESSAGES = {  # the common error codes (常见错误码) and their messages
     AUTH_REQUIRED: "需要认证",
     AUTH_INVALID: "认证无效",
     PERMISSION_DENIED: "权限不足",
@@ -50,7 +60,7 @@ MESSAGES = {  # the spec's 常见错误码 list
 
 
 class ApiError(Exception):
-    """An error as the API shows it: HTTP status, spec code, message, details (or None)."""
+    """An error as the API shows it: HTTP status, error code, message, details (or None)."""
 
     def __init__(
         self,
@@ -75,6 +85,11 @@ def validation_error(details: Mapping[str, Any], message: str | None = None) -> 
 def not_found(message: str = "资源不存在") -> ApiError:
     """404 RESOURCE_NOT_FOUND (also for another user's resources: they must look absent)."""
     return ApiError(404, RESOURCE_NOT_FOUND, message)
+
+
+def conflict(message: str) -> ApiError:
+    """409 CONFLICT: the request is understood, but the change would break a rule."""
+    return ApiError(409, CONFLICT, message)
 
 
 # --- the mapping ---------------------------------------------------------------------------------
@@ -157,6 +172,8 @@ def api_error_for(exc: BaseException) -> ApiError:
         mapped = _domain_error(exc)
     elif isinstance(exc, AuthError):
         mapped = _auth_error(exc)
+    elif isinstance(exc, RowNotFound):
+        mapped = ApiError(404, RESOURCE_NOT_FOUND, str(exc))
     elif isinstance(exc, StationParamsError):
         mapped = validation_error(station_params_details(exc), "参数验证失败")
     elif isinstance(exc, web.HTTPException):
@@ -251,3 +268,54 @@ class ApiStyle:
 
 
 USER_STYLE = ApiStyle("user", envelope_error_body, ENVELOPE_ERROR_SCHEMA, envelope_success_schema)
+
+
+# --- the operator platform's problem details -----------------------------------------------------
+
+_PROBLEM_TYPES = {
+    400: ("https://tools.ietf.org/html/rfc9110#section-15.5.1", "One or more validation errors occurred."),
+    401: ("https://tools.ietf.org/html/rfc9110#section-15.5.2", "Unauthorized"),
+    403: ("https://tools.ietf.org/html/rfc9110#section-15.5.4", "Forbidden"),
+    404: ("https://tools.ietf.org/html/rfc9110#section-15.5.5", "Not Found"),
+    405: ("https://tools.ietf.org/html/rfc9110#section-15.5.6", "Method Not Allowed"),
+    409: ("https://tools.ietf.org/html/rfc9110#section-15.5.10", "Conflict"),
+    429: ("https://tools.ietf.org/html/rfc6585#section-4", "Too Many Requests"),
+    500: (
+        "https://tools.ietf.org/html/rfc9110#section-15.6.1",
+        "An error occurred while processing your request.",
+    ),
+}
+
+
+def problem_body(error: ApiError) -> dict[str, Any]:
+    """RFC 7807 problem details of an API error; validation details become ``errors``."""
+    kind, title = _PROBLEM_TYPES.get(error.status, ("about:blank", "Error"))
+    body: dict[str, Any] = {"type": kind, "title": title, "status": error.status}
+    details = error.details or {}
+    if error.status == 400 and error.code == VALIDATION_ERROR:
+        body["errors"] = {
+            field: value if isinstance(value, list) else [str(value)] for field, value in details.items()
+        } or {"$": [error.message]}
+    else:
+        body["detail"] = error.message
+    return body
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+    },
+}
+
+
+def _plain_success(schema: Mapping[str, Any] | None) -> dict[str, Any]:
+    return dict(schema) if schema is not None else {}
+
+
+PLATFORM_STYLE = ApiStyle("platform", problem_body, PROBLEM_SCHEMA, _plain_success)

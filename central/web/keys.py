@@ -7,6 +7,7 @@ from aiohttp import web
 
 from central.adapters.ingest import Ingest
 from central.adapters.storage import Store
+from central.application.auth import AuthSettings
 from central.application.charging import ChargingService
 from central.application.orders import OperatorOrders
 
@@ -14,3 +15,5 @@ STORE = web.AppKey("store", Store)
 SERVICE = web.AppKey("service", ChargingService)
 ORDERS = web.AppKey("orders", OperatorOrders)
 INGEST = web.AppKey("ingest", Ingest)
+AUTH = web.AppKey("auth", AuthSettings)
+"""Account settings (token lifetime, login limiter, clock); defaults are installed when absent."""

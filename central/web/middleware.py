@@ -1,20 +1,19 @@
-"""Who may call what, and the error boundary of every API route.
+"""The error boundary and the authentication of every API route.
 
 Access is a table, not code: each route registered through :func:`central.web.openapi.register_routes`
 records a :class:`RoutePolicy` (access level + the API style that renders its errors); any other path
 under a prefix of :data:`PREFIX_POLICIES` gets that prefix's policy (deny by default under ``/api/``);
-paths outside every prefix (metrics, dashboard) pass through untouched.
+paths outside every prefix (metrics, dashboard) pass through untouched. The rules themselves are
+:mod:`central.web.permissions`.
 
 Two middlewares: :func:`error_middleware` (outer) renders every exception of a policed request
 through :func:`central.web.errors.api_error_for`; :func:`auth_middleware` (inner) reads
 ``Authorization: Token <t>`` or ``Bearer <t>`` and stores the caller under :data:`USER_KEY`.
 
-App keys read (set by the application factory): the store and the charging service, under
-``app["store"]`` / ``app["service"]`` or the factory's typed keys ``central.app.STORE`` /
-``central.app.SERVICE``; optionally the account settings (central.auth.AuthSettings) under :data:`AUTH_KEY` or
-``app["auth"]`` (else :func:`install_middlewares` creates them, with ``app["auth_token_ttl_s"]`` as
-token lifetime) and
-``app["timezone"]`` (IANA name, used when the service is absent).
+App keys read (set by the composition root, see :mod:`central.web.keys`): the store
+(:data:`~central.web.keys.STORE`), the charging service (:data:`~central.web.keys.SERVICE`), the
+account settings (:data:`~central.web.keys.AUTH`, else :func:`install_middlewares` installs
+defaults) and ``app["timezone"]`` (IANA name, used when the service is absent).
 """
 
 from __future__ import annotations
@@ -24,41 +23,30 @@ import zoneinfo
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractRoute
 
 from central.adapters.storage import Store
-from central.auth import AuthSettings, AuthUser, InvalidToken, verify_token
+from central.adapters.users import verify_token
+from central.application.auth import AuthSettings, AuthUser, InvalidToken
+from central.application.charging import ChargingService
 from central.web.errors import (
     AUTH_INVALID,
     AUTH_REQUIRED,
-    PERMISSION_DENIED,
+    PLATFORM_STYLE,
     USER_STYLE,
     ApiError,
     ApiStyle,
     api_error_for,
 )
-from central.web.keys import SERVICE, STORE
-from central.web.platform.common import PLATFORM_STYLE
-
-if TYPE_CHECKING:
-    from central.application.charging import ChargingService
+from central.web.keys import AUTH, SERVICE, STORE
+from central.web.permissions import Access, check_access
 
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 DEFAULT_TIMEZONE = "Asia/Shanghai"
-
-
-class Access(StrEnum):
-    """Who may call a route."""
-
-    PUBLIC = "public"  # no token needed
-    USER = "user"  # any valid token
-    STAFF = "staff"  # a token of a level >= 3 account (is_staff)
 
 
 @dataclass(frozen=True)
@@ -89,7 +77,6 @@ POLICIES_KEY = web.AppKey("pilegate_route_policies", dict[AbstractRoute, RoutePo
 USER_KEY = web.RequestKey("pilegate_user", AuthUser)
 TOKEN_KEY = web.RequestKey("pilegate_token", str)
 _INSTALLED_KEY = web.AppKey("pilegate_middlewares_installed", bool)
-AUTH_KEY = web.AppKey("pilegate_auth", AuthSettings)
 HASHER_KEY = web.AppKey("pilegate_password_hasher", ThreadPoolExecutor)
 HASH_THREADS = 2  # scrypt takes ~60 ms and 16 MiB: a small pool keeps logins off the loop, bounded
 _SCHEMES = ("token", "bearer")
@@ -156,9 +143,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     policy = policy_for(request)
     if policy is None or policy.access is Access.PUBLIC or request.match_info.http_exception is not None:
         return await handler(request)
-    user = await authenticate_request(request)
-    if policy.access is Access.STAFF and not user.is_staff:
-        raise ApiError(403, PERMISSION_DENIED, "权限不足: 需要管理员账户")
+    check_access(policy.access, await authenticate_request(request))
     return await handler(request)
 
 
@@ -171,12 +156,7 @@ def install_middlewares(app: web.Application) -> None:
     app.setdefault(POLICIES_KEY, {})
     app[HASHER_KEY] = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="password-hash")
     app.on_cleanup.append(_stop_hasher)
-    if AUTH_KEY not in app:
-        given, ttl_s = app.get("auth"), app.get("auth_token_ttl_s")
-        if isinstance(given, AuthSettings):
-            app[AUTH_KEY] = given
-        else:
-            app[AUTH_KEY] = AuthSettings(token_ttl=timedelta(seconds=ttl_s)) if ttl_s else AuthSettings()
+    app.setdefault(AUTH, AuthSettings())
 
 
 async def _stop_hasher(app: web.Application) -> None:
@@ -198,39 +178,31 @@ def current_user(request: web.Request) -> AuthUser:
     return request[USER_KEY]
 
 
-def _app_value(app: web.Application, name: str) -> Any:
-    """``app[name]`` (string key, as the brief's contract) or the composition root's typed key."""
-    if name in app:
-        return app[name]
-    keys: dict[str, web.AppKey[Any]] = {"store": STORE, "service": SERVICE}
-    return app.get(keys[name]) if name in keys else None
-
-
 def store_of(request: web.Request) -> Store:
-    """The store (``app["store"]`` or ``central.app.STORE``)."""
-    store = _app_value(request.app, "store")
+    """The store the composition root opened."""
+    store = request.app.get(STORE)
     if store is None:
         raise RuntimeError("the application has no store")
-    return cast(Store, store)
+    return store
 
 
 def service_of(request: web.Request) -> ChargingService:
-    """The charging service (``app["service"]`` or ``central.app.SERVICE``)."""
-    service = _app_value(request.app, "service")
+    """The charging service (RuntimeError when the application runs without one)."""
+    service = request.app.get(SERVICE)
     if service is None:
         raise RuntimeError("the charging service is not running")
-    return cast("ChargingService", service)
+    return service
 
 
 def auth_settings(app: web.Application) -> AuthSettings:
     """The app's account settings (installed by :func:`install_middlewares`)."""
-    return app[AUTH_KEY]
+    return app[AUTH]
 
 
 def station_zone(request: web.Request) -> zoneinfo.ZoneInfo:
     """The station time zone: the service's parameters, else ``app["timezone"]``, else Asia/Shanghai."""
     name = None
-    service = _app_value(request.app, "service")
+    service = request.app.get(SERVICE)
     if service is not None:
         name = service.parameters().get("timezone")
     name = name or request.app.get("timezone") or DEFAULT_TIMEZONE

@@ -26,7 +26,8 @@ from central.web.errors import (
     VALIDATION_ERROR,
     ApiStyle,
 )
-from central.web.middleware import POLICIES_KEY, Access, Handler, RoutePolicy, install_middlewares
+from central.web.middleware import POLICIES_KEY, Handler, RoutePolicy, install_middlewares
+from central.web.permissions import Access
 
 OPENAPI_PATH = "/api/openapi.json"
 SPECS_KEY = web.AppKey("pilegate_route_specs", list["RouteSpec"])

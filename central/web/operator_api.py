@@ -14,9 +14,11 @@ from typing import Any
 from aiohttp import web
 
 from central.web.errors import RESOURCE_NOT_FOUND, VALIDATION_ERROR, ok, validation_error
-from central.web.middleware import Access, Handler, service_of, station_zone
+from central.web.jsonbody import json_object
+from central.web.middleware import Handler, service_of, station_zone
 from central.web.openapi import RouteSpec
-from central.web.user_api import PARAMETERS, json_object, local_values, query_date
+from central.web.permissions import Access
+from central.web.user_api import PARAMETERS, local_values, query_date
 
 CHANGEABLE_PARAMETERS = (
     "FastChargingPileNum",

@@ -1,8 +1,8 @@
-"""The driver-facing REST API of spec/user-api.md: auth, charging requests, queue, piles, bills,
+"""The driver-facing REST API: auth, charging requests, queue, piles, bills,
 notifications and parameters, in the spec's envelope.
 
 Handlers validate input (every bad field named in ``details``), call the account functions of
-:mod:`central.auth` through the store, or the charging service (``app["service"]``), and render
+:mod:`central.adapters.users` through the store, or the charging service, and render
 the spec's shapes. Numbers are rounded to 0.01 (half up) only here; datetimes are ISO 8601 in the
 station's time zone. :data:`USER_ROUTES` is the route table (see :mod:`central.web.openapi`).
 """
@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 import sqlite_utils
 from aiohttp import web
 
-from central import auth
+from central.adapters import users
+from central.application import auth
 from central.domain.units import QuantityError, display_number, exact
 from central.web.errors import (
     DUPLICATE_REQUEST,
@@ -33,9 +34,9 @@ from central.web.errors import (
     ok,
     validation_error,
 )
+from central.web.jsonbody import json_object, json_type
 from central.web.middleware import (
     TOKEN_KEY,
-    Access,
     auth_settings,
     current_user,
     off_loop,
@@ -44,6 +45,9 @@ from central.web.middleware import (
     store_of,
 )
 from central.web.openapi import OPENAPI_SPEC, RouteSpec, register_routes
+from central.web.permissions import Access
+from central.web.platform.stations import piles_status_with_registered
+from central.web.sessions import login_with_password
 
 if TYPE_CHECKING:
     from central.application.views import RequestView
@@ -56,29 +60,6 @@ NOTIFICATIONS_LIMIT = (1, 500)
 PERIODS = ("peak", "normal", "valley")
 
 # --- input -----------------------------------------------------------------------------------------
-
-_JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
-
-
-def json_type(value: object) -> str:
-    """The JSON name of a decoded value's type (for error details)."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return "number"
-    return _JSON_TYPES.get(type(value), type(value).__name__)
-
-
-async def json_object(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object; 400 naming the problem otherwise."""
-    raw = await request.read()
-    if not raw.strip():
-        raise validation_error({"body": "required: a JSON object"})
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise validation_error({"body": f"not valid JSON: {exc}"}) from None
-    if not isinstance(data, dict):
-        raise validation_error({"body": f"must be a JSON object, got {json_type(data)}"})
-    return data
 
 
 class Fields:
@@ -235,8 +216,8 @@ async def register(request: web.Request) -> web.StreamResponse:
     now = settings.clock()
 
     def create(db: sqlite_utils.Database) -> tuple[int, str]:
-        user_id = auth.insert_user(db, username, password_hash, email=email, phone=phone, now=now)
-        return user_id, auth.issue_token(db, user_id, now=now, ttl=settings.token_ttl)
+        user_id = users.insert_user(db, username, password_hash, email=email, phone=phone, now=now)
+        return user_id, users.issue_token(db, user_id, now=now, ttl=settings.token_ttl)
 
     user_id, token = await store_of(request).write(create)
     return ok({"user_id": user_id, "username": username, "token": token}, "注册成功", status=201)
@@ -254,44 +235,17 @@ async def login(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def login_with_password(
-    request: web.Request, username: str, password: str
-) -> tuple[auth.AuthUser, str]:
-    """Shared by both APIs' logins: throttle, verify the password off the loop, issue a token."""
-    settings, store = auth_settings(request.app), store_of(request)
-    settings.limiter.check(username, request.remote)
-    record = await store.read(lambda db: auth.find_login(db, username))
-    try:
-        await off_loop(request, auth.check_login, record, password)
-    except auth.InvalidCredentials:
-        settings.limiter.record_failure(username, request.remote)
-        raise
-    assert record is not None
-    settings.limiter.record_success(username)
-    now = settings.clock()
-
-    def start_session(db: sqlite_utils.Database) -> tuple[auth.AuthUser, str]:
-        db.execute(
-            "UPDATE users SET last_login_time = ? WHERE id = ?",
-            [now.astimezone(UTC).isoformat(), record.user_id],
-        )
-        user = auth.AuthUser.of(record.user_id, record.username, auth.permission_level(db, record.user_id))
-        return user, auth.issue_token(db, record.user_id, now=now, ttl=settings.token_ttl)
-
-    return await store.write(start_session)
-
-
 async def logout(request: web.Request) -> web.StreamResponse:
     """POST /api/auth/logout/: revoke the token this request carried."""
     token = request[TOKEN_KEY]
-    await store_of(request).write(lambda db: auth.revoke_token(db, token))
+    await store_of(request).write(lambda db: users.revoke_token(db, token))
     return ok(message="登出成功", with_data=False)
 
 
 async def profile(request: web.Request) -> web.StreamResponse:
     """GET /api/auth/profile/: the caller's account."""
     user_id = current_user(request).id
-    data = await store_of(request).read(lambda db: auth.get_profile(db, user_id))
+    data = await store_of(request).read(lambda db: users.get_profile(db, user_id))
     if data is None:
         raise not_found("用户不存在")
     return ok(data)
@@ -380,8 +334,6 @@ async def queue_status(request: web.Request) -> web.StreamResponse:
 
 async def piles_status(request: web.Request) -> web.StreamResponse:
     """GET /api/charging/piles/status/."""
-    from central.web.platform.stations import piles_status_with_registered
-
     return ok(local_values(await piles_status_with_registered(request), station_zone(request)))
 
 

@@ -23,17 +23,17 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from central import auth
+from central.adapters import users
 from central.adapters.schema import migrations
 from central.adapters.storage import Store
 from central.adapters.unit_of_work import SqliteUnitOfWork
+from central.application import auth
 from central.application.charging import ChargingService
 from central.application.clock import ClockAnchor, StationClock
 from central.application.orders import OperatorOrders
 from central.domain.params import StationParams, params_from_mapping
 from central.web import add_user_api
-from central.web.keys import ORDERS, SERVICE, STORE
-from central.web.middleware import AUTH_KEY
+from central.web.keys import AUTH, ORDERS, SERVICE, STORE
 from protocols.payloads import Telemetry
 
 PASSWORD = "correct-horse-9"
@@ -135,10 +135,10 @@ class Central:
         now, hashed = self.wall.now(), password_hash()
 
         def create(db: Any) -> tuple[int, str]:
-            user_id = auth.insert_user(
+            user_id = users.insert_user(
                 db, username, hashed, email=f"{username}@example.com", level=level, now=now
             )
-            return user_id, auth.issue_token(db, user_id, now=now)
+            return user_id, users.issue_token(db, user_id, now=now)
 
         user_id, token = await self.store.write(create)
         return Account(user_id, username, token)
@@ -189,7 +189,7 @@ async def start_central(
         service.health[pile] = "online"
     app = web.Application()
     app[STORE], app[SERVICE], app[ORDERS] = store, service, orders
-    app[AUTH_KEY] = auth.AuthSettings(clock=wall.now)
+    app[AUTH] = auth.AuthSettings(clock=wall.now)
     for add_routes in route_sets:
         add_routes(app)
     client = TestClient(TestServer(app, host="127.0.0.1", port=0))

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from central.web.middleware import Access
+from central.web.permissions import Access
 from central.web.platform import accounts
 
 pytest.register_assert_rewrite("tests.integration.platform_fixtures")

@@ -193,9 +193,12 @@ async def test_create_names_every_bad_field(platform, admin_user):
     expect_invalid(status, body, "body")
 
 
-async def test_a_taken_open_id_is_409_naming_it(platform, admin_user, normal_user):
-    status, body = await create(platform, admin_user, openId="ALICE")
-    assert "openId" in expect_problem(status, body, 409)["detail"]
+async def test_a_taken_open_id_is_a_400_naming_only_open_id(platform, admin_user, normal_user):
+    status, body = await create(platform, admin_user, openId="ALICE")  # taken case-insensitively
+    errors = expect_invalid(status, body, "openId")
+    assert list(errors) == ["openId"] and "taken" in errors["openId"][0]
+    _status, everyone = await platform.call("GET", "/api/Users", user=admin_user)
+    assert [user["openId"].lower() for user in everyone].count("alice") == 1
 
 
 async def test_a_normal_user_may_not_create_users(platform, normal_user):

@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import pytest
 
-from central import auth
+from central.adapters import users
 from central.adapters.charging import stored_detail
 from central.adapters.schema import ORDER_MIGRATIONS, migrations
 from central.adapters.storage import Store
@@ -32,7 +32,7 @@ async def uow(tmp_path):
 
 
 async def _user(uow: SqliteUnitOfWork) -> int:
-    return await uow.store.write(lambda db: auth.insert_user(db, "driver", "secret", level=1, now=AT))
+    return await uow.store.write(lambda db: users.insert_user(db, "driver", "secret", level=1, now=AT))
 
 
 def _session(car: str) -> LiveSession:

@@ -12,9 +12,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from central.web.errors import ApiError
-from central.web.middleware import Access
 from central.web.openapi import RouteSpec, register_routes
 from central.web.operator_api import OPERATOR_ROUTES
+from central.web.permissions import Access
 from central.web.user_api import USER_ROUTES
 
 pytest_plugins = ("tests.integration.central_fixtures",)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from central.web.errors import USER_STYLE
-from central.web.middleware import Access
 from central.web.openapi import SPECS_KEY, RouteSpec, build_document, documented_path, merge_paths
+from central.web.permissions import Access
 from tests.helpers import wait_for
 
 pytest_plugins = ("tests.integration.central_fixtures",)

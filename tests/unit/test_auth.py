@@ -1,6 +1,6 @@
 """Accounts: scrypt password hashes, token expiry on a fake clock, and the login rate limiter.
 
-Pure: the account functions run on an in-memory sqlite-utils database with the central schema.
+The account repository runs on an in-memory sqlite-utils database with the central schema.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlite_utils
 
-from central import auth
+from central.adapters import users
 from central.adapters.schema import migrations
+from central.application import auth
 
 T0 = datetime(2025, 6, 2, 8, 0, tzinfo=UTC)
 
@@ -76,25 +77,25 @@ def test_acceptable_password_has_no_problem():
 
 
 def test_create_user_assigns_the_system_role_of_its_level(db):
-    driver = auth.create_user(db, "ann", "pw-123456", now=T0)
-    admin = auth.create_user(db, "root", "pw-123456", level=4, now=T0)
-    assert auth.permission_level(db, driver) == 1
-    assert auth.permission_level(db, admin) == 4
-    admin_profile, driver_profile = auth.get_profile(db, admin), auth.get_profile(db, driver)
+    driver = users.create_user(db, "ann", "pw-123456", now=T0)
+    admin = users.create_user(db, "root", "pw-123456", level=4, now=T0)
+    assert users.permission_level(db, driver) == 1
+    assert users.permission_level(db, admin) == 4
+    admin_profile, driver_profile = users.get_profile(db, admin), users.get_profile(db, driver)
     assert admin_profile is not None and admin_profile["is_staff"] is True
     assert driver_profile is not None and driver_profile["is_staff"] is False
 
 
 def test_user_without_roles_has_level_one(db):
-    user_id = auth.create_user(db, "ann", "pw-123456", now=T0)
+    user_id = users.create_user(db, "ann", "pw-123456", now=T0)
     db.execute("DELETE FROM user_roles WHERE user_id = ?", [user_id])
-    assert auth.permission_level(db, user_id) == 1
+    assert users.permission_level(db, user_id) == 1
 
 
 def test_username_is_unique_case_insensitively(db):
-    auth.create_user(db, "Ann", "pw-123456", now=T0)
+    users.create_user(db, "Ann", "pw-123456", now=T0)
     with pytest.raises(auth.AccountValidationError) as caught:
-        auth.create_user(db, "aNN", "pw-123456", now=T0)
+        users.create_user(db, "aNN", "pw-123456", now=T0)
     assert caught.value.problems == {"username": "already taken"}
 
 
@@ -109,81 +110,81 @@ def test_bad_usernames_are_refused(name):
 
 
 def test_authenticate_checks_the_password_and_stamps_the_login(db):
-    user_id = auth.create_user(db, "ann", "pw-123456", now=T0)
-    user = auth.authenticate(db, "ANN", "pw-123456", now=T0 + timedelta(hours=1))
+    user_id = users.create_user(db, "ann", "pw-123456", now=T0)
+    user = users.authenticate(db, "ANN", "pw-123456", now=T0 + timedelta(hours=1))
     assert (user.id, user.username, user.level, user.is_staff) == (user_id, "ann", 1, False)
     assert db["users"].get(user_id)["last_login_time"] == (T0 + timedelta(hours=1)).isoformat()
     with pytest.raises(auth.InvalidCredentials):
-        auth.authenticate(db, "ann", "wrong-pw", now=T0)
+        users.authenticate(db, "ann", "wrong-pw", now=T0)
     with pytest.raises(auth.InvalidCredentials):
-        auth.authenticate(db, "nobody", "pw-123456", now=T0)
+        users.authenticate(db, "nobody", "pw-123456", now=T0)
 
 
 def test_disabled_account_cannot_log_in(db):
-    user_id = auth.create_user(db, "ann", "pw-123456", now=T0)
+    user_id = users.create_user(db, "ann", "pw-123456", now=T0)
     db.execute("UPDATE users SET status = 0 WHERE id = ?", [user_id])
     with pytest.raises(auth.InvalidCredentials):
-        auth.authenticate(db, "ann", "pw-123456", now=T0)
+        users.authenticate(db, "ann", "pw-123456", now=T0)
 
 
 def test_create_or_update_user_sets_a_new_password_only_when_asked(db):
-    assert auth.create_or_update_user(db, "admin", "first-pw", level=4, now=T0) == "created"
+    assert users.create_or_update_user(db, "admin", "first-pw", level=4, now=T0) == "created"
     with pytest.raises(auth.AccountValidationError):
-        auth.create_or_update_user(db, "admin", "second-pw", level=4, now=T0)
-    assert auth.create_or_update_user(db, "admin", "second-pw", level=4, update=True, now=T0) == "updated"
-    assert auth.authenticate(db, "admin", "second-pw", now=T0).level == 4
+        users.create_or_update_user(db, "admin", "second-pw", level=4, now=T0)
+    assert users.create_or_update_user(db, "admin", "second-pw", level=4, update=True, now=T0) == "updated"
+    assert users.authenticate(db, "admin", "second-pw", now=T0).level == 4
 
 
 # --- tokens --------------------------------------------------------------------------------------
 
 
 def test_only_the_token_hash_is_stored(db):
-    user_id = auth.create_user(db, "ann", "pw-123456", now=T0)
-    token = auth.issue_token(db, user_id, now=T0)
+    user_id = users.create_user(db, "ann", "pw-123456", now=T0)
+    token = users.issue_token(db, user_id, now=T0)
     stored = [row["token_hash"] for row in db["tokens"].rows]
     assert stored == [auth.token_hash(token)] and token not in stored
 
 
 def test_token_is_valid_until_its_expiry_on_a_fake_clock(db):
-    user_id = auth.create_user(db, "ann", "pw-123456", now=T0)
-    token = auth.issue_token(db, user_id, now=T0, ttl=timedelta(hours=2))
-    assert auth.verify_token(db, token, now=T0 + timedelta(hours=1, minutes=59)).id == user_id
+    user_id = users.create_user(db, "ann", "pw-123456", now=T0)
+    token = users.issue_token(db, user_id, now=T0, ttl=timedelta(hours=2))
+    assert users.verify_token(db, token, now=T0 + timedelta(hours=1, minutes=59)).id == user_id
     with pytest.raises(auth.InvalidToken, match="expired"):
-        auth.verify_token(db, token, now=T0 + timedelta(hours=2))
+        users.verify_token(db, token, now=T0 + timedelta(hours=2))
 
 
 def test_default_token_lifetime_is_seven_days(db):
-    user_id = auth.create_user(db, "ann", "pw-123456", now=T0)
-    token = auth.issue_token(db, user_id, now=T0)
-    auth.verify_token(db, token, now=T0 + timedelta(days=7) - timedelta(seconds=1))
+    user_id = users.create_user(db, "ann", "pw-123456", now=T0)
+    token = users.issue_token(db, user_id, now=T0)
+    users.verify_token(db, token, now=T0 + timedelta(days=7) - timedelta(seconds=1))
     with pytest.raises(auth.InvalidToken):
-        auth.verify_token(db, token, now=T0 + timedelta(days=7))
+        users.verify_token(db, token, now=T0 + timedelta(days=7))
 
 
 def test_unknown_and_revoked_tokens_are_invalid(db):
-    user_id = auth.create_user(db, "ann", "pw-123456", now=T0)
-    token = auth.issue_token(db, user_id, now=T0)
+    user_id = users.create_user(db, "ann", "pw-123456", now=T0)
+    token = users.issue_token(db, user_id, now=T0)
     with pytest.raises(auth.InvalidToken, match="unknown"):
-        auth.verify_token(db, "not-a-token", now=T0)
-    assert auth.revoke_token(db, token) is True
-    assert auth.revoke_token(db, token) is False
+        users.verify_token(db, "not-a-token", now=T0)
+    assert users.revoke_token(db, token) is True
+    assert users.revoke_token(db, token) is False
     with pytest.raises(auth.InvalidToken):
-        auth.verify_token(db, token, now=T0)
+        users.verify_token(db, token, now=T0)
 
 
 def test_token_of_a_disabled_account_is_invalid(db):
-    user_id = auth.create_user(db, "ann", "pw-123456", now=T0)
-    token = auth.issue_token(db, user_id, now=T0)
+    user_id = users.create_user(db, "ann", "pw-123456", now=T0)
+    token = users.issue_token(db, user_id, now=T0)
     db.execute("UPDATE users SET status = 0 WHERE id = ?", [user_id])
     with pytest.raises(auth.InvalidToken, match="disabled"):
-        auth.verify_token(db, token, now=T0)
+        users.verify_token(db, token, now=T0)
 
 
 def test_issuing_a_token_purges_expired_ones(db):
-    user_id = auth.create_user(db, "ann", "pw-123456", now=T0)
-    auth.issue_token(db, user_id, now=T0, ttl=timedelta(minutes=5))
-    auth.issue_token(db, user_id, now=T0, ttl=timedelta(days=1))
-    auth.issue_token(db, user_id, now=T0 + timedelta(hours=1))
+    user_id = users.create_user(db, "ann", "pw-123456", now=T0)
+    users.issue_token(db, user_id, now=T0, ttl=timedelta(minutes=5))
+    users.issue_token(db, user_id, now=T0, ttl=timedelta(days=1))
+    users.issue_token(db, user_id, now=T0 + timedelta(hours=1))
     assert db["tokens"].count == 2
 
 

@@ -1,25 +1,21 @@
-"""The operator platform API's accounts part (spec/admin-api.md sections 3, 5, 6, 7): users, roles,
-addresses and notifications, over the same tables as the driver API.
+"""The operator platform API's accounts part: users, roles, addresses and notifications, over the
+same tables as the driver API.
 
 One users table: ``openId`` is the driver API's ``username``; a token from ``POST /api/Users/login``
-works on both APIs (the same rate-limited login). Who may do what:
+works on both APIs (the same rate-limited login). Who may do what is :mod:`central.web.permissions`
+(in short: your own data, or anyone's with level >= 3; role management needs level 4; nobody
+manages a higher level, and the last active super administrator stays). The rows are read and
+written by the repositories :mod:`central.adapters.users`, :mod:`~central.adapters.roles`,
+:mod:`~central.adapters.addresses` and :mod:`~central.adapters.notifications`.
 
-- a user reads and changes their own record, addresses and notifications; reading or changing
-  another user's data needs permission level >= 3 (管理员); role management needs level 4;
-- an administrator may not change, reset the password of, or delete a user of a HIGHER level;
-- nobody raises their own level, deletes or disables their own account, and the last active super
-  administrator cannot lose level 4 (409).
-
-Notifications written here are the rows the driver API lists under /api/charging/notifications/:
-``type`` is the operator API's 1..4 and ``kind`` (the driver API's ``type``) is
-:data:`KIND_OF_TYPE`. Money is integer cents in the database and yuan (2 decimals) here; datetimes
-are ISO 8601 UTC with ``Z``. :data:`ROUTES` is the route table (see :mod:`central.web.openapi`).
+Notifications written here are the rows the driver API lists under /api/charging/notifications/.
+Money is integer cents in the database and yuan (2 decimals) here; datetimes are ISO 8601 UTC with
+``Z``. :data:`ROUTES` is the route table (see :mod:`central.web.openapi`).
 """
 
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,10 +24,23 @@ import sqlite_utils
 import structlog
 from aiohttp import web
 
-from central import auth
-from central.web.errors import ApiError, json_response
-from central.web.middleware import TOKEN_KEY, Access, auth_settings, current_user, off_loop
+from central.adapters import addresses, notifications, roles, users
+from central.adapters.query import require_user, row_exists
+from central.application import auth
+from central.domain.levels import PERMISSION_LEVEL_NAMES
+from central.web.errors import PLATFORM_STYLE, ApiError, conflict, json_response
+from central.web.middleware import TOKEN_KEY, auth_settings, current_user, off_loop
 from central.web.openapi import RouteSpec
+from central.web.permissions import (
+    Access,
+    check_deletion,
+    check_role_grant,
+    check_status_change,
+    keep_a_super_admin,
+    require_not_outranked,
+    require_role_manager,
+    require_self_or_staff,
+)
 from central.web.platform.common import (
     BOOL,
     CONFLICT_409,
@@ -48,17 +57,12 @@ from central.web.platform.common import (
     NSTR,
     NUM,
     PAGE_PARAMETERS,
-    PERMISSION_LEVEL,
-    PLATFORM_STYLE,
     STR,
     USER_STATUS,
     Body,
-    Resource,
     codes_schema,
-    conflict,
     created,
     described,
-    forbidden,
     id_path,
     invalid,
     item_response,
@@ -67,7 +71,8 @@ from central.web.platform.common import (
     not_found,
     now_iso,
     obj_schema,
-    page_response,
+    page_object,
+    page_offset,
     page_schema,
     paging,
     path_id,
@@ -76,27 +81,17 @@ from central.web.platform.common import (
     query_keyword,
     read,
     read_body,
-    require_self_or_staff,
-    require_user,
-    row_exists,
     text_schema,
     utc_z,
-    where_clause,
     write,
 )
-from central.web.user_api import login_with_password
+from central.web.sessions import login_with_password
 
 log = structlog.get_logger(__name__)
 
-SUPER_LEVEL = 4
-KIND_OF_TYPE = {1: "system", 2: "order", 3: "activity", 4: "recharge"}  # notifications.kind
 TOP_UP_MAX_CENTS = 100_000_00
 MAX_ADDRESSES = 50
-ACTIVE_REQUEST_STATES = ("waiting", "charging")
-ORDER_CHARGING = 1
 _POSTAL = re.compile(r"[A-Za-z0-9 \-]{3,16}")
-
-# --- access and small helpers ----------------------------------------------------------------------
 
 
 def yuan(cents: int) -> float:
@@ -104,48 +99,19 @@ def yuan(cents: int) -> float:
     return round(cents / 100, 2)
 
 
-def require_super(actor: auth.AuthUser) -> None:
-    """Role management needs level 4."""
-    if actor.level < SUPER_LEVEL:
-        raise forbidden("权限不足: 角色管理需要超级管理员 (permission level 4)")
-
-
-def require_not_outranked(actor: auth.AuthUser, user_id: int, target_level: int) -> None:
-    """An administrator may not manage a user of a higher level than their own."""
-    if actor.id != user_id and target_level > actor.level:
-        raise forbidden(f"权限不足: 用户 {user_id} 的权限级别 ({target_level}) 高于你的 ({actor.level})")
-
-
-def active_super_admins(db: sqlite_utils.Database) -> int:
-    """How many enabled accounts hold a level-4 role."""
-    row = db.execute(
-        "SELECT COUNT(DISTINCT ur.user_id) FROM user_roles ur JOIN roles r ON r.id = ur.role_id"
-        " JOIN users u ON u.id = ur.user_id WHERE r.permission_level = ? AND u.status = 1",
-        [SUPER_LEVEL],
-    ).fetchone()
-    return int(row[0])
-
-
-def keep_a_super_admin(db: sqlite_utils.Database, before: int) -> None:
-    """Inside a write: refuse (409, rolled back) a change that leaves no active super admin."""
-    if before > 0 and active_super_admins(db) == 0:
-        raise conflict("不能移除最后一个超级管理员: 至少需要一个启用的 permission level 4 账户")
+def guarding_super_admins(db: sqlite_utils.Database, change: Callable[[], None]) -> None:
+    """Inside a write: run ``change`` and refuse it (409, rolled back) if it leaves no active super
+    administrator."""
+    before = users.active_super_admins(db)
+    change()
+    keep_a_super_admin(before, users.active_super_admins(db))
 
 
 # --- users -----------------------------------------------------------------------------------------
 
-_LEVEL_OF_U = (
-    "COALESCE((SELECT MAX(r.permission_level) FROM user_roles ur JOIN roles r ON r.id = ur.role_id"
-    " WHERE ur.user_id = u.id), 1)"
-)
-_USER_SELECT = (
-    "SELECT u.id, u.username, u.nickname, u.avatar, u.phone, u.email, u.gender, u.balance_cents,"  # noqa: S608
-    f" u.status, u.register_time, u.last_login_time, {_LEVEL_OF_U} AS level FROM users u"
-)
-
 
 def user_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The spec's user shape (plus gender and permission level)."""
+    """The platform's user shape (plus gender and permission level)."""
     return {
         "id": row["id"],
         "openId": row["username"],
@@ -161,12 +127,11 @@ def user_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "gender": row["gender"],
         "genderDescription": described(row["gender"], GENDER),
         "permissionLevel": row["level"],
-        "permissionLevelDescription": described(row["level"], PERMISSION_LEVEL),
+        "permissionLevelDescription": described(row["level"], PERMISSION_LEVEL_NAMES),
     }
 
 
-USERS = Resource("用户", _USER_SELECT, "u.id", "u.id", user_json, count_from="users u")
-_USER_SEARCH = ("u.username", "u.nickname", "u.phone", "u.email")
+USERS = users.USER_ROWS.shaped(user_json)
 
 
 async def list_users(request: web.Request) -> web.StreamResponse:
@@ -176,10 +141,11 @@ async def list_users(request: web.Request) -> web.StreamResponse:
 
 async def paged_users(request: web.Request) -> web.StreamResponse:
     """GET /api/Users/paged: status filter, keyword over openId / nickname / phone / email."""
-    page_size = paging(request)  # read before the filters: a bad page is the error reported first
+    page, size = paging(request)  # read before the filters: a bad page is the error reported first
     status = query_code(request, "status", USER_STATUS)
-    where = where_clause([("u.status = ?", status)], query_keyword(request), _USER_SEARCH)
-    return await page_response(request, USERS, where, page_size)
+    keyword, offset = query_keyword(request), page_offset(page, size)
+    total, rows = await read(request, lambda db: users.user_page(db, status, keyword, size, offset))
+    return json_response(page_object(page, size, total, [user_json(row) for row in rows]))
 
 
 async def get_user(request: web.Request) -> web.StreamResponse:
@@ -215,10 +181,12 @@ class Profile:
 
 
 _OPEN_ID_HINT = "must be 3 to 64 characters: letters, digits, _ . - @"
+_OPEN_ID_TAKEN = "is already taken by another user"
 
 
 async def create_user(request: web.Request) -> web.StreamResponse:
-    """POST /api/Users: a new account (openId + password required), level 1."""
+    """POST /api/Users: a new account (openId + password required), level 1; a taken openId is a
+    bad parameter (400 naming openId)."""
     body = await read_body(request)
     open_id = body.text("openId", required=True, max_len=64, pattern=auth.USERNAME_RE, hint=_OPEN_ID_HINT)
     password = body.text("password", required=True, max_len=auth.PASSWORD_LENGTH[1])
@@ -231,25 +199,22 @@ async def create_user(request: web.Request) -> web.StreamResponse:
     now = auth_settings(request.app).clock()
 
     def insert(db: sqlite_utils.Database) -> int:
-        if auth.username_taken(db, open_id):
-            raise conflict(f"openId {open_id!r} 已存在")
+        if users.username_taken(db, open_id):
+            raise invalid("openId", _OPEN_ID_TAKEN)
         try:
-            user_id = auth.insert_user(
+            return users.insert_user(
                 db,
                 open_id,
                 password_hash,
                 email=profile.email,
                 phone=profile.phone,
                 nickname=profile.nickname,
+                avatar=profile.avatar,
+                gender=profile.gender or 0,
                 now=now,
             )
         except auth.AccountValidationError:
-            raise conflict(f"openId {open_id!r} 已存在") from None
-        db.execute(
-            "UPDATE users SET avatar = ?, gender = ? WHERE id = ?",
-            [profile.avatar, profile.gender or 0, user_id],
-        )
-        return user_id
+            raise invalid("openId", _OPEN_ID_TAKEN) from None
 
     user_id = await write(request, insert)
     log.info("user created", user=user_id, by=current_user(request).id)
@@ -285,48 +250,10 @@ async def update_user(request: web.Request) -> web.StreamResponse:
         if status is not None and status != row["status"]:
             check_status_change(actor, user_id, status)
             changes["status"] = status
-        before = active_super_admins(db)
-        sets = ", ".join(f"{column} = ?" for column in changes)
-        db.execute(
-            f"UPDATE users SET {sets}{', ' if sets else ''}update_time = ? WHERE id = ?",  # noqa: S608
-            [*changes.values(), stamp, user_id],
-        )
-        keep_a_super_admin(db, before)
+        guarding_super_admins(db, lambda: users.update_user(db, user_id, changes, stamp))
 
     await write(request, update)
     return no_content()
-
-
-def check_status_change(actor: auth.AuthUser, user_id: int, status: int) -> None:
-    """Only level >= 3 changes a status, and nobody disables their own account."""
-    if not actor.is_staff:
-        raise forbidden("权限不足: 只有管理员 (permission level >= 3) 可以修改用户状态")
-    if actor.id == user_id and status == 0:
-        raise conflict("不能禁用自己的账户")
-
-
-def deletion_blockers(db: sqlite_utils.Database, user_id: int) -> str | None:
-    """Why the user cannot be deleted (active charging, or billing history to keep), or None."""
-    marks = ", ".join("?" for _ in ACTIVE_REQUEST_STATES)
-    active = db.execute(
-        f"SELECT COUNT(*) FROM charging_requests WHERE user_id = ? AND current_status IN ({marks})",  # noqa: S608
-        [user_id, *ACTIVE_REQUEST_STATES],
-    ).fetchone()[0]
-    if active:
-        return f"用户 {user_id} 有进行中的充电请求"
-    charging = db.execute(
-        "SELECT COUNT(*) FROM orders WHERE user_id = ? AND status = ?", [user_id, ORDER_CHARGING]
-    ).fetchone()[0]
-    if charging:
-        return f"用户 {user_id} 有充电中的订单"
-    history = db.execute(
-        "SELECT (SELECT COUNT(*) FROM orders WHERE user_id = ?)"
-        " + (SELECT COUNT(*) FROM charging_requests WHERE user_id = ?)",
-        [user_id, user_id],
-    ).fetchone()[0]
-    if history:
-        return f"用户 {user_id} 有 {history} 条订单/充电记录需要保留; 请改为禁用账户 (status 0)"
-    return None
 
 
 async def delete_user(request: web.Request) -> web.StreamResponse:
@@ -336,16 +263,13 @@ async def delete_user(request: web.Request) -> web.StreamResponse:
     def delete(db: sqlite_utils.Database) -> None:
         row = USERS.row(db, user_id)
         require_not_outranked(actor, user_id, row["level"])
-        if actor.id == user_id:
-            raise conflict("不能删除自己的账户")
-        if (why := deletion_blockers(db, user_id)) is not None:
+        check_deletion(actor, user_id)
+        if (why := users.deletion_blocker(db, user_id)) is not None:
             raise conflict(why)
-        before = active_super_admins(db)
         try:
-            db.execute("DELETE FROM users WHERE id = ?", [user_id])
-        except sqlite3.IntegrityError as exc:
+            guarding_super_admins(db, lambda: users.delete_user(db, user_id))
+        except users.UserStillReferenced as exc:
             raise conflict(f"用户 {user_id} 仍被其他记录引用: {exc}") from None
-        keep_a_super_admin(db, before)
 
     await write(request, delete)
     log.info("user deleted", user=user_id, by=actor.id)
@@ -369,7 +293,7 @@ async def platform_login(request: web.Request) -> web.StreamResponse:
             "avatar": row["avatar"],
             "token": token,
             "permissionLevel": user.level,
-            "permissionLevelDescription": described(user.level, PERMISSION_LEVEL),
+            "permissionLevelDescription": described(user.level, PERMISSION_LEVEL_NAMES),
         }
     )
 
@@ -392,22 +316,16 @@ async def change_password(request: web.Request) -> web.StreamResponse:
     new_hash = await off_loop(request, auth.hash_password, new)
     keep = auth.token_hash(request[TOKEN_KEY]) if actor.id == user_id else ""
     stamp = now_iso(request)
-
-    def store_password(db: sqlite_utils.Database) -> None:
-        db.execute(
-            "UPDATE users SET password_hash = ?, update_time = ? WHERE id = ?", [new_hash, stamp, user_id]
-        )
-        db.execute("DELETE FROM tokens WHERE user_id = ? AND token_hash != ?", [user_id, keep])
-
-    await write(request, store_password)
+    await write(request, lambda db: users.set_password(db, user_id, new_hash, stamp, keep_token_hash=keep))
     log.info("password changed", user=user_id, by=actor.id)
     return no_content()
 
 
 def password_target(db: sqlite_utils.Database, actor: auth.AuthUser, user_id: int) -> auth.LoginRecord:
+    """The login record of the user whose password changes (404 absent, 403 outranked)."""
     row = USERS.row(db, user_id)
     require_not_outranked(actor, user_id, row["level"])
-    record = auth.find_login(db, row["username"])
+    record = users.find_login(db, row["username"])
     assert record is not None
     return record
 
@@ -431,15 +349,11 @@ async def top_up(request: web.Request) -> web.StreamResponse:
     stamp = now_iso(request)
 
     def credit(db: sqlite_utils.Database) -> int:
-        cursor = db.execute(
-            "UPDATE users SET balance_cents = balance_cents + ?, update_time = ? WHERE id = ?",
-            [cents, stamp, user_id],
-        )
-        if cursor.rowcount == 0:
+        balance = users.credit_balance(db, user_id, cents, stamp)
+        if balance is None:
             raise not_found("用户", user_id)
-        balance = int(db.execute("SELECT balance_cents FROM users WHERE id = ?", [user_id]).fetchone()[0])
         content = f"您的账户已充值 {cents / 100:.2f} 元，当前余额 {balance / 100:.2f} 元。"
-        insert_notification(db, user_id, NotificationText("余额充值成功", content, 4, None), stamp)
+        add_notification(db, user_id, NotificationText("余额充值成功", content, 4, None), stamp)
         return balance
 
     balance = await write(request, credit)
@@ -449,28 +363,26 @@ async def top_up(request: web.Request) -> web.StreamResponse:
 
 # --- roles -----------------------------------------------------------------------------------------
 
-_ROLE_SELECT = "SELECT id, name, description, permission_level, is_system FROM roles"
-
 
 def role_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The spec's role shape."""
+    """The platform's role shape."""
     return {
         "id": row["id"],
         "name": row["name"],
         "description": row["description"],
         "permissionLevel": row["permission_level"],
-        "permissionLevelDescription": described(row["permission_level"], PERMISSION_LEVEL),
+        "permissionLevelDescription": described(row["permission_level"], PERMISSION_LEVEL_NAMES),
         "isSystem": bool(row["is_system"]),
     }
 
 
-ROLES = Resource("角色", _ROLE_SELECT, "id", "id", role_json)
+ROLES = roles.ROLE_ROWS.shaped(role_json)
 
 
 def require_free_name(db: sqlite_utils.Database, name: str, role_id: int = 0) -> None:
-    taken = db.execute("SELECT 1 FROM roles WHERE name = ? AND id != ?", [name, role_id]).fetchone()
-    if taken is not None:
-        raise conflict(f"角色名称 name {name!r} 已存在")
+    """A role name another role has is a bad parameter (400 naming name)."""
+    if roles.name_taken(db, name, role_id):
+        raise invalid("name", f"{name!r} is already the name of another role")
 
 
 async def list_roles(request: web.Request) -> web.StreamResponse:
@@ -497,7 +409,7 @@ class RoleInput:
         role = cls(
             body.text("name", required=required, max_len=50),
             body.text("description", max_len=200),
-            body.integer("permissionLevel", required=required, choices=PERMISSION_LEVEL),
+            body.integer("permissionLevel", required=required, choices=PERMISSION_LEVEL_NAMES),
             body.present("description"),
         )
         body.check()
@@ -506,19 +418,14 @@ class RoleInput:
 
 async def create_role(request: web.Request) -> web.StreamResponse:
     """POST /api/UserRoles (level 4)."""
-    require_super(current_user(request))
+    require_role_manager(current_user(request))
     role = RoleInput.read(await read_body(request), required=True)
-    assert role.name is not None
-    stamp = now_iso(request)
+    assert role.name is not None and role.level is not None
+    name, level, stamp = role.name, role.level, now_iso(request)
 
     def insert(db: sqlite_utils.Database) -> int:
-        require_free_name(db, role.name or "")
-        cursor = db.execute(
-            "INSERT INTO roles (name, description, permission_level, is_system, create_time, update_time)"
-            " VALUES (?, ?, ?, 0, ?, ?)",
-            [role.name, role.description, role.level, stamp, stamp],
-        )
-        return int(cursor.lastrowid or 0)
+        require_free_name(db, name)
+        return roles.insert_role(db, name, role.description, level, stamp)
 
     role_id = await write(request, insert)
     log.info("role created", role=role_id, level=role.level)
@@ -528,7 +435,7 @@ async def create_role(request: web.Request) -> web.StreamResponse:
 async def update_role(request: web.Request) -> web.StreamResponse:
     """PUT /api/UserRoles/{id} (level 4): a system role's level cannot change (409)."""
     role_id = path_id(request, "id", "角色")
-    require_super(current_user(request))
+    require_role_manager(current_user(request))
     role = RoleInput.read(await read_body(request), required=False)
     stamp = now_iso(request)
 
@@ -539,13 +446,9 @@ async def update_role(request: web.Request) -> web.StreamResponse:
             raise conflict(f"系统角色 {row['name']} 的权限级别不能修改")
         if role.name is not None:
             require_free_name(db, role.name, role_id)
+        name = role.name or row["name"]
         description = role.description if role.description_given else row["description"]
-        before = active_super_admins(db)
-        db.execute(
-            "UPDATE roles SET name = ?, description = ?, permission_level = ?, update_time = ? WHERE id = ?",
-            [role.name or row["name"], description, level, stamp, role_id],
-        )
-        keep_a_super_admin(db, before)
+        guarding_super_admins(db, lambda: roles.update_role(db, role_id, name, description, level, stamp))
 
     await write(request, update)
     return no_content()
@@ -554,15 +457,13 @@ async def update_role(request: web.Request) -> web.StreamResponse:
 async def delete_role(request: web.Request) -> web.StreamResponse:
     """DELETE /api/UserRoles/{id} (level 4): system roles cannot be deleted (409)."""
     role_id = path_id(request, "id", "角色")
-    require_super(current_user(request))
+    require_role_manager(current_user(request))
 
     def delete(db: sqlite_utils.Database) -> None:
         row = ROLES.row(db, role_id)
         if row["is_system"]:
             raise conflict(f"系统角色 {row['name']} 不能删除")
-        before = active_super_admins(db)
-        db.execute("DELETE FROM roles WHERE id = ?", [role_id])
-        keep_a_super_admin(db, before)
+        guarding_super_admins(db, lambda: roles.delete_role(db, role_id))
 
     await write(request, delete)
     log.info("role deleted", role=role_id)
@@ -570,14 +471,9 @@ async def delete_role(request: web.Request) -> web.StreamResponse:
 
 
 def roles_of(db: sqlite_utils.Database, user_id: int) -> list[dict[str, Any]]:
+    """The roles of an existing user (404 otherwise)."""
     require_user(db, user_id)
-    return list(
-        db.query(
-            "SELECT r.id, r.name, r.description, r.permission_level, r.is_system FROM roles r"
-            " JOIN user_roles ur ON ur.role_id = r.id WHERE ur.user_id = ? ORDER BY r.id",
-            [user_id],
-        )
-    )
+    return roles.roles_of_user(db, user_id)
 
 
 async def roles_by_user(request: web.Request) -> web.StreamResponse:
@@ -590,7 +486,7 @@ async def roles_by_user(request: web.Request) -> web.StreamResponse:
 async def assign_role(request: web.Request) -> web.StreamResponse:
     """POST /api/UserRoles/assign {"userId", "roleId"} (level 4); assigning a held role is a no-op."""
     actor = current_user(request)
-    require_super(actor)
+    require_role_manager(actor)
     body = await read_body(request)
     user_id, role_id = body.integer("userId", required=True), body.integer("roleId", required=True)
     body.check()
@@ -600,13 +496,9 @@ async def assign_role(request: web.Request) -> web.StreamResponse:
     def assign(db: sqlite_utils.Database) -> int:
         require_user(db, user_id)
         role = ROLES.row(db, role_id)
-        if actor.id == user_id and role["permission_level"] > actor.level:
-            raise forbidden("权限不足: 不能提升自己的权限级别")
-        db.execute(
-            "INSERT OR IGNORE INTO user_roles (user_id, role_id, assigned_time) VALUES (?, ?, ?)",
-            [user_id, role_id, stamp],
-        )
-        return auth.permission_level(db, user_id)
+        check_role_grant(actor, user_id, role["permission_level"])
+        roles.assign_role(db, user_id, role_id, stamp)
+        return users.permission_level(db, user_id)
 
     level = await write(request, assign)
     log.info("role assigned", user=user_id, role=role_id, by=actor.id)
@@ -617,16 +509,17 @@ async def remove_role(request: web.Request) -> web.StreamResponse:
     """DELETE /api/UserRoles/remove/{userId}/{roleId} (level 4); without roles a user is level 1."""
     user_id, role_id = path_id(request, "userId", "用户"), path_id(request, "roleId", "角色")
     actor = current_user(request)
-    require_super(actor)
+    require_role_manager(actor)
 
     def remove(db: sqlite_utils.Database) -> None:
         require_user(db, user_id)
         ROLES.row(db, role_id)
-        before = active_super_admins(db)
-        cursor = db.execute("DELETE FROM user_roles WHERE user_id = ? AND role_id = ?", [user_id, role_id])
-        if cursor.rowcount == 0:
-            raise ApiError(404, "RESOURCE_NOT_FOUND", f"用户 {user_id} 没有角色 {role_id}")
-        keep_a_super_admin(db, before)
+
+        def take() -> None:
+            if not roles.remove_role(db, user_id, role_id):
+                raise ApiError(404, "RESOURCE_NOT_FOUND", f"用户 {user_id} 没有角色 {role_id}")
+
+        guarding_super_admins(db, take)
 
     await write(request, remove)
     log.info("role removed", user=user_id, role=role_id, by=actor.id)
@@ -641,8 +534,7 @@ async def check_role(request: web.Request) -> web.StreamResponse:
     def holds(db: sqlite_utils.Database) -> bool:
         require_user(db, user_id)
         ROLES.row(db, role_id)
-        row = db.execute("SELECT 1 FROM user_roles WHERE user_id = ? AND role_id = ?", [user_id, role_id])
-        return row.fetchone() is not None
+        return roles.holds_role(db, user_id, role_id)
 
     return json_response(await read(request, holds))
 
@@ -651,13 +543,13 @@ async def check_permission(request: web.Request) -> web.StreamResponse:
     """GET /api/UserRoles/checkPermission/{userId}/{permissionLevel} → level >= permissionLevel."""
     user_id = path_id(request, "userId", "用户")
     raw = request.match_info["permissionLevel"]
-    if not INT_TEXT.fullmatch(raw) or int(raw) not in PERMISSION_LEVEL:
+    if not INT_TEXT.fullmatch(raw) or int(raw) not in PERMISSION_LEVEL_NAMES:
         raise invalid("permissionLevel", f"must be one of 1, 2, 3, 4; got {raw[:40]!r}")
     require_self_or_staff(current_user(request), user_id)
 
     def level_of(db: sqlite_utils.Database) -> int:
         require_user(db, user_id)
-        return auth.permission_level(db, user_id)
+        return users.permission_level(db, user_id)
 
     return json_response(await read(request, level_of) >= int(raw))
 
@@ -675,7 +567,7 @@ _ADDRESS_TEXT = {  # JSON name -> (column, required, max length)
 
 
 def address_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The spec's address shape; fullAddress = province + city + district + detailAddress."""
+    """The platform's address shape; fullAddress = province + city + district + detailAddress."""
     parts = (row["province"], row["city"], row["district"], row["detail_address"])
     return {
         "id": row["id"],
@@ -695,7 +587,7 @@ def address_json(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-ADDRESSES = Resource("地址", "SELECT * FROM user_addresses", "id", "is_default DESC, id", address_json)
+ADDRESSES = addresses.ADDRESS_ROWS.shaped(address_json)
 
 
 def own_address(db: sqlite_utils.Database, actor: auth.AuthUser, address_id: int) -> dict[str, Any]:
@@ -729,11 +621,6 @@ class AddressInput:
         return cls(columns, is_default)
 
 
-def make_default(db: sqlite_utils.Database, user_id: int, address_id: int) -> None:
-    """The one default address of the user (inside the caller's transaction)."""
-    db.execute("UPDATE user_addresses SET is_default = (id = ?) WHERE user_id = ?", [address_id, user_id])
-
-
 async def addresses_by_user(request: web.Request) -> web.StreamResponse:
     """GET /api/UserAddresses/byUser/{userId}: the default first."""
     user_id = path_id(request, "userId", "用户")
@@ -741,7 +628,7 @@ async def addresses_by_user(request: web.Request) -> web.StreamResponse:
 
     def rows(db: sqlite_utils.Database) -> list[dict[str, Any]]:
         require_user(db, user_id)
-        return ADDRESSES.rows(db, "user_id = ?", [user_id])
+        return addresses.addresses_of_user(db, user_id)
 
     return await list_response(request, ADDRESSES, rows)
 
@@ -759,10 +646,10 @@ async def default_address(request: web.Request) -> web.StreamResponse:
 
     def default(db: sqlite_utils.Database) -> dict[str, Any]:
         require_user(db, user_id)
-        rows = list(db.query("SELECT * FROM user_addresses WHERE user_id = ? AND is_default = 1", [user_id]))
-        if not rows:
+        row = addresses.default_address(db, user_id)
+        if row is None:
             raise ApiError(404, "RESOURCE_NOT_FOUND", f"用户 {user_id} 没有默认地址")
-        return rows[0]
+        return row
 
     return json_response(address_json(await read(request, default)))
 
@@ -776,19 +663,12 @@ async def create_address(request: web.Request) -> web.StreamResponse:
 
     def insert(db: sqlite_utils.Database) -> int:
         require_user(db, user_id)
-        count = db.execute("SELECT COUNT(*) FROM user_addresses WHERE user_id = ?", [user_id]).fetchone()[0]
+        count = addresses.count_addresses(db, user_id)
         if count >= MAX_ADDRESSES:
             raise conflict(f"用户 {user_id} 已有 {count} 个地址 (最多 {MAX_ADDRESSES} 个)")
-        row = {
-            **address.columns,
-            "user_id": user_id,
-            "is_default": 0,
-            "create_time": stamp,
-            "update_time": stamp,
-        }
-        address_id = int(db.table("user_addresses").insert(row).last_rowid or 0)
+        address_id = addresses.insert_address(db, user_id, address.columns, stamp)
         if count == 0 or address.is_default:
-            make_default(db, user_id, address_id)
+            addresses.make_default(db, user_id, address_id)
         return address_id
 
     return created(await write(request, insert))
@@ -803,9 +683,9 @@ async def update_address(request: web.Request) -> web.StreamResponse:
 
     def update(db: sqlite_utils.Database) -> None:
         row = own_address(db, actor, address_id)
-        db.table("user_addresses").update(address_id, {**address.columns, "update_time": stamp})
+        addresses.update_address(db, address_id, address.columns, stamp)
         if address.is_default:
-            make_default(db, row["user_id"], address_id)
+            addresses.make_default(db, row["user_id"], address_id)
 
     await write(request, update)
     return no_content()
@@ -817,13 +697,7 @@ async def delete_address(request: web.Request) -> web.StreamResponse:
 
     def delete(db: sqlite_utils.Database) -> None:
         row = own_address(db, actor, address_id)
-        db.execute("DELETE FROM user_addresses WHERE id = ?", [address_id])
-        if row["is_default"]:
-            newest = db.execute(
-                "SELECT id FROM user_addresses WHERE user_id = ? ORDER BY id DESC LIMIT 1", [row["user_id"]]
-            ).fetchone()
-            if newest is not None:
-                make_default(db, row["user_id"], int(newest[0]))
+        addresses.delete_address(db, address_id, row["user_id"], bool(row["is_default"]))
 
     await write(request, delete)
     return no_content()
@@ -840,18 +714,14 @@ async def set_default_address(request: web.Request) -> web.StreamResponse:
         row = ADDRESSES.row(db, address_id)
         if row["user_id"] != user_id:
             raise ApiError(404, "RESOURCE_NOT_FOUND", f"地址 {address_id} 不属于用户 {user_id}")
-        make_default(db, user_id, address_id)
-        db.execute("UPDATE user_addresses SET update_time = ? WHERE id = ?", [stamp, address_id])
+        addresses.make_default(db, user_id, address_id)
+        addresses.touch_address(db, address_id, stamp)
 
     await write(request, set_default)
     return no_content()
 
 
 # --- notifications ---------------------------------------------------------------------------------
-
-_NOTIFICATION_SELECT = (
-    "SELECT id, user_id, title, content, type, related_id, is_read, read_time, create_time FROM notifications"
-)
 
 
 @dataclass(frozen=True)
@@ -864,18 +734,21 @@ class NotificationText:
     related_id: str | None
 
 
-def insert_notification(db: sqlite_utils.Database, user_id: int, text: NotificationText, stamp: str) -> int:
-    """One notification row, visible to both APIs (kind from :data:`KIND_OF_TYPE`)."""
-    cursor = db.execute(
-        "INSERT INTO notifications (user_id, kind, type, title, content, related_id, is_read, create_time)"
-        " VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
-        [user_id, KIND_OF_TYPE[text.type], text.type, text.title, text.content, text.related_id, stamp],
+def add_notification(db: sqlite_utils.Database, user_id: int, text: NotificationText, stamp: str) -> int:
+    """One notification row, visible to both APIs."""
+    return notifications.insert_notification(
+        db,
+        user_id,
+        title=text.title,
+        content=text.content,
+        type_code=text.type,
+        related_id=text.related_id,
+        stamp=stamp,
     )
-    return int(cursor.lastrowid or 0)
 
 
 def notification_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The spec's notification shape."""
+    """The platform's notification shape."""
     return {
         "id": row["id"],
         "userId": row["user_id"],
@@ -890,9 +763,7 @@ def notification_json(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-NOTIFICATIONS = Resource(
-    "通知", _NOTIFICATION_SELECT, "id", "julianday(create_time) DESC, id DESC", notification_json
-)
+NOTIFICATIONS = notifications.NOTIFICATION_ROWS.shaped(notification_json)
 
 
 def notification_row(db: sqlite_utils.Database, actor: auth.AuthUser, notification_id: int) -> dict[str, Any]:
@@ -915,14 +786,13 @@ def read_notification_text(body: Body) -> NotificationText:
 def user_notifications(
     request: web.Request, *, unread_only: bool
 ) -> Callable[[sqlite_utils.Database], list[dict[str, Any]]]:
-    """The access-checked query of a user's notifications (path ``userId``)."""
+    """The access-checked read of a user's notifications (path ``userId``)."""
     user_id = path_id(request, "userId", "用户")
     require_self_or_staff(current_user(request), user_id)
-    unread = " AND is_read = 0" if unread_only else ""
 
     def rows(db: sqlite_utils.Database) -> list[dict[str, Any]]:
         require_user(db, user_id)
-        return NOTIFICATIONS.rows(db, f"user_id = ?{unread}", [user_id])
+        return notifications.notifications_of_user(db, user_id, unread_only=unread_only)
 
     return rows
 
@@ -954,12 +824,13 @@ async def create_notification(request: web.Request) -> web.StreamResponse:
 
     def insert(db: sqlite_utils.Database) -> int:
         require_user(db, user_id)
-        return insert_notification(db, user_id, text, stamp)
+        return add_notification(db, user_id, text, stamp)
 
     return created(await write(request, insert))
 
 
 def require_users(db: sqlite_utils.Database, user_ids: Iterable[int]) -> None:
+    """404 naming (the first 20 of) the user ids that do not exist, if any."""
     missing = [uid for uid in user_ids if not row_exists(db, "users", uid)]
     if missing:
         shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
@@ -977,14 +848,10 @@ async def batch_notifications(request: web.Request) -> web.StreamResponse:
     def insert(db: sqlite_utils.Database) -> int:
         require_users(db, user_ids)
         for user_id in user_ids:
-            insert_notification(db, user_id, text, stamp)
+            add_notification(db, user_id, text, stamp)
         return len(user_ids)
 
     return json_response({"count": await write(request, insert)}, 201)
-
-
-def mark_read_sql(where: str) -> str:
-    return f"UPDATE notifications SET is_read = 1, read_time = ? WHERE is_read = 0 AND {where}"  # noqa: S608
 
 
 async def read_notification(request: web.Request) -> web.StreamResponse:
@@ -994,7 +861,7 @@ async def read_notification(request: web.Request) -> web.StreamResponse:
 
     def mark(db: sqlite_utils.Database) -> None:
         notification_row(db, actor, notification_id)
-        db.execute(mark_read_sql("id = ?"), [stamp, notification_id])
+        notifications.mark_read(db, notification_id, stamp)
 
     await write(request, mark)
     return no_content()
@@ -1013,11 +880,11 @@ async def batch_read(request: web.Request) -> web.StreamResponse:
     def mark(db: sqlite_utils.Database) -> int:
         count = 0
         for notification_id in ids:
-            owner = db.execute("SELECT user_id FROM notifications WHERE id = ?", [notification_id]).fetchone()
+            owner = notifications.owner_of(db, notification_id)
             if owner is None:
                 continue
-            require_self_or_staff(actor, int(owner[0]))
-            count += db.execute(mark_read_sql("id = ?"), [stamp, notification_id]).rowcount
+            require_self_or_staff(actor, owner)
+            count += notifications.mark_read(db, notification_id, stamp)
         return count
 
     return json_response({"count": await write(request, mark)})
@@ -1031,7 +898,7 @@ async def read_all(request: web.Request) -> web.StreamResponse:
 
     def mark(db: sqlite_utils.Database) -> int:
         require_user(db, user_id)
-        return int(db.execute(mark_read_sql("user_id = ?"), [stamp, user_id]).rowcount)
+        return notifications.mark_all_read(db, user_id, stamp)
 
     return json_response({"count": await write(request, mark)})
 
@@ -1042,7 +909,7 @@ async def delete_notification(request: web.Request) -> web.StreamResponse:
 
     def delete(db: sqlite_utils.Database) -> None:
         notification_row(db, actor, notification_id)
-        db.execute("DELETE FROM notifications WHERE id = ?", [notification_id])
+        notifications.delete_notification(db, notification_id)
 
     await write(request, delete)
     return no_content()
@@ -1055,8 +922,7 @@ async def unread_count(request: web.Request) -> web.StreamResponse:
 
     def count(db: sqlite_utils.Database) -> int:
         require_user(db, user_id)
-        row = db.execute("SELECT COUNT(*) FROM notifications WHERE user_id = ? AND is_read = 0", [user_id])
-        return int(row.fetchone()[0])
+        return notifications.unread_count(db, user_id)
 
     return json_response({"count": await read(request, count)})
 
@@ -1080,7 +946,7 @@ USER = obj_schema(
         "statusDescription": STR,
         "gender": codes_schema(GENDER),
         "genderDescription": STR,
-        "permissionLevel": codes_schema(PERMISSION_LEVEL),
+        "permissionLevel": codes_schema(PERMISSION_LEVEL_NAMES),
         "permissionLevelDescription": STR,
     }
 )
@@ -1149,7 +1015,7 @@ ROLE = obj_schema(
         "id": INT,
         "name": STR,
         "description": NSTR,
-        "permissionLevel": codes_schema(PERMISSION_LEVEL),
+        "permissionLevel": codes_schema(PERMISSION_LEVEL_NAMES),
         "permissionLevelDescription": STR,
         "isSystem": BOOL,
     }
@@ -1157,7 +1023,7 @@ ROLE = obj_schema(
 ROLE_FIELDS = {
     "name": text_schema(50, nullable=False),
     "description": text_schema(200),
-    "permissionLevel": codes_schema(PERMISSION_LEVEL),
+    "permissionLevel": codes_schema(PERMISSION_LEVEL_NAMES),
 }
 ASSIGN = obj_schema(
     {"userId": ID_SCHEMA, "roleId": ID_SCHEMA},
@@ -1303,9 +1169,8 @@ def _user_routes() -> list[RouteSpec]:
             request_body=USER_CREATE,
             response=ID_RESULT,
             status=201,
-            errors=(CONFLICT_409,),
             description=f"{_STAFF_NOTE} openId (= the driver API's username) must be unused "
-            "(409 otherwise); the new user has level 1.",
+            "(400 naming openId otherwise); the new user has level 1.",
         ),
         _route(
             "PUT",
@@ -1405,8 +1270,7 @@ def _role_routes() -> list[RouteSpec]:
             request_body=obj_schema(ROLE_FIELDS, ("name", "permissionLevel")),
             response=ID_RESULT,
             status=201,
-            errors=(CONFLICT_409,),
-            description=f"{_SUPER_NOTE} name must be unused.",
+            description=f"{_SUPER_NOTE} name must be unused (400 naming name otherwise).",
         ),
         _route(
             "PUT",
@@ -1419,8 +1283,8 @@ def _role_routes() -> list[RouteSpec]:
             request_body=obj_schema(ROLE_FIELDS),
             status=204,
             errors=(MISSING_404, CONFLICT_409),
-            description=f"{_SUPER_NOTE} Fields left out are kept; a system role's "
-            "permissionLevel cannot change (409).",
+            description=f"{_SUPER_NOTE} Fields left out are kept; a name another role has is 400 "
+            "naming name; a system role's permissionLevel cannot change (409).",
         ),
         _route(
             "DELETE",
@@ -1494,7 +1358,7 @@ def _role_routes() -> list[RouteSpec]:
             parameters=(
                 _USER_ID,
                 path_parameter(
-                    "permissionLevel", "权限级别", {"type": "integer", "enum": list(PERMISSION_LEVEL)}
+                    "permissionLevel", "权限级别", {"type": "integer", "enum": list(PERMISSION_LEVEL_NAMES)}
                 ),
             ),
             response=BOOL,

@@ -1,14 +1,9 @@
-"""What every route of the operator platform API shares: its error style, paging, enums, request
-input, responses, row reading and the pieces of its OpenAPI schemas.
+"""What every route of the operator platform API shares: paging, enums, request input, responses
+and the pieces of its OpenAPI schemas.
 
-Errors are RFC 7807 problem details as ASP.NET Core renders them (``type``, ``title``, ``status``,
-``detail``, and for validation an ``errors`` map of field -> messages). Success bodies are the
-resource itself, not wrapped. Paging follows the spec's object; enum codes carry the spec's
-``...Description`` texts verbatim from its data dictionary. Datetimes are ISO 8601 UTC with ``Z``.
-
-:mod:`central.web.middleware` imports this module (for :data:`PLATFORM_STYLE`), and
-:mod:`central.web.user_api` imports the middleware, so the helpers that need either import it when
-they are called.
+Errors are RFC 7807 problem details (:data:`central.web.errors.PLATFORM_STYLE`). Success bodies are
+the resource itself, not wrapped. Paging follows the platform's paging object; enum codes carry the
+``...Description`` texts verbatim from the data dictionary. Datetimes are ISO 8601 UTC with ``Z``.
 """
 
 from __future__ import annotations
@@ -16,7 +11,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -24,15 +18,16 @@ from typing import Any
 import sqlite_utils
 from aiohttp import web
 
-from central.auth import AuthUser
+from central.adapters.query import Resource
 from central.web.errors import (
     PERMISSION_DENIED,
     RESOURCE_NOT_FOUND,
     VALIDATION_ERROR,
     ApiError,
-    ApiStyle,
     json_response,
 )
+from central.web.jsonbody import json_object, json_type
+from central.web.middleware import auth_settings, store_of
 
 PAGE_SIZE_DEFAULT = 10
 PAGE_SIZE_MAX = 100
@@ -42,56 +37,6 @@ MAX_BATCH = 1000
 KEYWORD_MAX = 100
 INT_TEXT = re.compile(r"[+-]?\d{1,40}")
 
-# --- the error style -------------------------------------------------------------------------------
-
-_TYPES = {
-    400: ("https://tools.ietf.org/html/rfc9110#section-15.5.1", "One or more validation errors occurred."),
-    401: ("https://tools.ietf.org/html/rfc9110#section-15.5.2", "Unauthorized"),
-    403: ("https://tools.ietf.org/html/rfc9110#section-15.5.4", "Forbidden"),
-    404: ("https://tools.ietf.org/html/rfc9110#section-15.5.5", "Not Found"),
-    405: ("https://tools.ietf.org/html/rfc9110#section-15.5.6", "Method Not Allowed"),
-    409: ("https://tools.ietf.org/html/rfc9110#section-15.5.10", "Conflict"),
-    429: ("https://tools.ietf.org/html/rfc6585#section-4", "Too Many Requests"),
-    500: (
-        "https://tools.ietf.org/html/rfc9110#section-15.6.1",
-        "An error occurred while processing your request.",
-    ),
-}
-
-
-def problem_body(error: ApiError) -> dict[str, Any]:
-    """RFC 7807 problem details of an API error; validation details become ``errors``."""
-    kind, title = _TYPES.get(error.status, ("about:blank", "Error"))
-    body: dict[str, Any] = {"type": kind, "title": title, "status": error.status}
-    details = error.details or {}
-    if error.status == 400 and error.code == VALIDATION_ERROR:
-        body["errors"] = {
-            field: value if isinstance(value, list) else [str(value)] for field, value in details.items()
-        } or {"$": [error.message]}
-    else:
-        body["detail"] = error.message
-    return body
-
-
-PROBLEM_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["type", "title", "status"],
-    "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "errors": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
-    },
-}
-
-
-def _plain_success(schema: Mapping[str, Any] | None) -> dict[str, Any]:
-    return dict(schema) if schema is not None else {}
-
-
-PLATFORM_STYLE = ApiStyle("platform", problem_body, PROBLEM_SCHEMA, _plain_success)
-
 
 def invalid(field: str, message: str) -> ApiError:
     """A 400 naming ``field`` (camelCase, as the request spelled it)."""
@@ -100,21 +45,6 @@ def invalid(field: str, message: str) -> ApiError:
 
 def not_found(what: str, key: object) -> ApiError:
     return ApiError(404, "RESOURCE_NOT_FOUND", f"{what} {key} 不存在")
-
-
-def conflict(message: str) -> ApiError:
-    return ApiError(409, "CONFLICT", message)
-
-
-def forbidden(message: str) -> ApiError:
-    """403 PERMISSION_DENIED."""
-    return ApiError(403, PERMISSION_DENIED, message)
-
-
-def require_self_or_staff(actor: AuthUser, user_id: int) -> None:
-    """A user may act on their own data; another user's needs level >= 3."""
-    if actor.id != user_id and not actor.is_staff:
-        raise forbidden(f"权限不足: 用户 {user_id} 的数据需要管理员权限 (permission level >= 3)")
 
 
 # --- paging ----------------------------------------------------------------------------------------
@@ -192,7 +122,6 @@ ONLINE_STATUS = {0: "离线", 1: "在线"}
 PORT_TYPE = {1: "国标", 2: "欧标", 3: "美标"}
 USER_STATUS = {0: "禁用", 1: "正常"}
 GENDER = {0: "未知", 1: "男", 2: "女"}
-PERMISSION_LEVEL = {1: "普通用户", 2: "VIP用户", 3: "管理员", 4: "超级管理员"}
 ORDER_STATUS = {0: "待支付", 1: "充电中", 2: "已完成", 3: "已取消", 4: "异常"}
 BILLING_MODE = {0: "按时间", 1: "电量+电量服务费", 2: "电量+时间服务费"}
 PAYMENT_STATUS = {0: "未支付", 1: "已支付", 2: "已退款"}
@@ -216,12 +145,6 @@ def _unicode_ok(text: str) -> bool:
     except UnicodeEncodeError:  # lone surrogates cannot be stored
         return False
     return True
-
-
-def _json_type(value: object) -> str:
-    from central.web.user_api import json_type  # see the module docstring
-
-    return json_type(value)
 
 
 class Body:
@@ -259,7 +182,7 @@ class Body:
         if self._missing(name, value, required):
             return None
         if not isinstance(value, str):
-            self.bad(name, f"must be a string, got {_json_type(value)}")
+            self.bad(name, f"must be a string, got {json_type(value)}")
         elif len(value) > max_len:
             self.bad(name, f"must be at most {max_len} characters (got {len(value)})")
         elif not _unicode_ok(value):
@@ -283,7 +206,7 @@ class Body:
         if self._missing(name, value, required):
             return None
         if isinstance(value, bool) or not isinstance(value, int):
-            self.bad(name, f"must be an integer, got {_json_type(value)}")
+            self.bad(name, f"must be an integer, got {json_type(value)}")
         elif choices is not None and value not in choices:
             codes = ", ".join(f"{code}={text}" for code, text in choices.items())
             self.bad(name, f"must be one of {codes}; got {value}")
@@ -298,7 +221,7 @@ class Body:
         value = self.data.get(name)
         if value is None or isinstance(value, bool):
             return value
-        self.bad(name, f"must be true or false, got {_json_type(value)}")
+        self.bad(name, f"must be true or false, got {json_type(value)}")
         return None
 
     def ids(self, name: str, *, allow_empty: bool = False) -> list[int] | None:
@@ -307,7 +230,7 @@ class Body:
         if self._missing(name, value, True):
             return None
         if not isinstance(value, list):
-            self.bad(name, f"must be an array of integers, got {_json_type(value)}")
+            self.bad(name, f"must be an array of integers, got {json_type(value)}")
         elif not value and not allow_empty:
             self.bad(name, "must not be empty")
         elif len(value) > MAX_BATCH:
@@ -359,8 +282,6 @@ def _cents(value: object) -> int | None:
 
 async def read_body(request: web.Request) -> Body:
     """The request's JSON object body (400 naming ``body`` otherwise)."""
-    from central.web.user_api import json_object  # see the module docstring
-
     return Body(await json_object(request))
 
 
@@ -414,27 +335,6 @@ def query_keyword(request: web.Request) -> str | None:
     return raw
 
 
-def like_pattern(keyword: str) -> str:
-    """A LIKE pattern (ESCAPE '\\') matching ``keyword`` anywhere."""
-    escaped = keyword.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
-def where_clause(
-    filters: Iterable[tuple[str, Any]], keyword: str | None = None, columns: tuple[str, ...] = ()
-) -> tuple[str, list[Any]]:
-    """A WHERE clause of ``column = ?`` filters (None skipped) and a keyword over ``columns``."""
-    sql, args = ["1 = 1"], list[Any]()
-    for clause, value in filters:
-        if value is not None:
-            sql.append(clause)
-            args.append(value)
-    if keyword is not None:
-        sql.append("(" + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in columns) + ")")
-        args += [like_pattern(keyword)] * len(columns)
-    return " AND ".join(sql), args
-
-
 # --- responses and stored values -------------------------------------------------------------------
 
 
@@ -452,8 +352,6 @@ def utc_z(text: str | None) -> str | None:
 
 def now_iso(request: web.Request) -> str:
     """Now (the app's account clock) as a stored ISO 8601 UTC string."""
-    from central.web.middleware import auth_settings  # see the module docstring
-
     return auth_settings(request.app).clock().astimezone(UTC).isoformat()
 
 
@@ -467,72 +365,15 @@ def created(new_id: int | str) -> web.Response:
 
 # --- reading rows ----------------------------------------------------------------------------------
 
-RowShape = Callable[[Mapping[str, Any]], dict[str, Any]]
-
 
 async def read(request: web.Request, fn: Callable[[sqlite_utils.Database], Any]) -> Any:
-    from central.web.middleware import store_of  # see the module docstring
-
+    """Run ``fn(db)`` on one of the store's reader connections."""
     return await store_of(request).read(fn)
 
 
 async def write(request: web.Request, fn: Callable[[sqlite_utils.Database], Any]) -> Any:
-    from central.web.middleware import store_of  # see the module docstring
-
+    """Run ``fn(db)`` in one write transaction of the store."""
     return await store_of(request).write(fn)
-
-
-def row_exists(db: sqlite_utils.Database, table: str, row_id: object) -> bool:
-    return db.execute(f"SELECT 1 FROM {table} WHERE id = ?", [row_id]).fetchone() is not None  # noqa: S608
-
-
-def require_row(db: sqlite_utils.Database, table: str, row_id: object, what: str) -> None:
-    """404 naming ``what`` unless ``table`` has the id."""
-    if not row_exists(db, table, row_id):
-        raise not_found(what, row_id)
-
-
-def require_user(db: sqlite_utils.Database, user_id: int) -> None:
-    require_row(db, "users", user_id, "用户")
-
-
-@dataclass(frozen=True)
-class Resource:
-    """How the API reads one resource: its name in a 404, its SELECT (joins included), its id column,
-    its list order, its JSON shape, and the FROM clause a paged list counts over."""
-
-    what: str
-    select: str
-    key: str
-    order: str
-    shape: RowShape
-    count_from: str = ""
-
-    def row(self, db: sqlite_utils.Database, key: object) -> dict[str, Any]:
-        """The row of ``key`` (404 naming the resource when there is none)."""
-        rows = list(db.query(f"{self.select} WHERE {self.key} = ?", [key]))
-        if not rows:
-            raise not_found(self.what, key)
-        return rows[0]
-
-    def rows(
-        self, db: sqlite_utils.Database, where: str = "", args: Sequence[Any] = ()
-    ) -> list[dict[str, Any]]:
-        """The rows matching ``where`` (every row when empty), in list order."""
-        condition = f" WHERE {where}" if where else ""
-        return list(db.query(f"{self.select}{condition} ORDER BY {self.order}", list(args)))
-
-    def page(
-        self, db: sqlite_utils.Database, where: tuple[str, list[Any]], size: int, offset: int
-    ) -> tuple[int, list[dict[str, Any]]]:
-        """(how many rows match, the shaped rows of one page)."""
-        clause, args = where
-        count = f"SELECT COUNT(*) FROM {self.count_from} WHERE {clause}"  # noqa: S608
-        total = db.execute(count, args).fetchone()[0]
-        rows = db.query(
-            f"{self.select} WHERE {clause} ORDER BY {self.order} LIMIT ? OFFSET ?", [*args, size, offset]
-        )
-        return int(total), [self.shape(row) for row in rows]
 
 
 async def list_response(

@@ -25,15 +25,17 @@ import structlog
 from aiohttp import web
 
 from central.adapters.orders import Payment, pay_order
+from central.adapters.query import like_pattern, require_row, require_user, where_clause
 from central.application import orders as core
 from central.application.ports import OrderTarget
 from central.domain.orders import OrderStatus, PaymentMethod
 from central.domain.pricing import BillingMode
 from central.domain.units import display_number, exact
-from central.web.errors import RESOURCE_NOT_FOUND, ApiError, json_response
+from central.web.errors import PLATFORM_STYLE, RESOURCE_NOT_FOUND, ApiError, conflict, json_response
 from central.web.keys import ORDERS
-from central.web.middleware import Access, current_user, service_of, station_zone
+from central.web.middleware import current_user, service_of, station_zone
 from central.web.openapi import RouteSpec
+from central.web.permissions import Access, forbidden, may_act_for, require_self_or_staff
 from central.web.platform.common import (
     BILLING_MODE,
     CONFLICT_409,
@@ -51,16 +53,12 @@ from central.web.platform.common import (
     PAGE_PARAMETERS,
     PAYMENT_METHOD,
     PAYMENT_STATUS,
-    PLATFORM_STYLE,
     STR,
-    conflict,
     created,
     described,
-    forbidden,
     int_codes_schema,
     invalid,
     key_path,
-    like_pattern,
     no_content,
     not_found,
     obj_schema,
@@ -75,11 +73,7 @@ from central.web.platform.common import (
     query_keyword,
     read,
     read_body,
-    require_row,
-    require_self_or_staff,
-    require_user,
     utc_z,
-    where_clause,
     write,
 )
 
@@ -318,7 +312,7 @@ async def paged_orders(request: web.Request) -> web.StreamResponse:
         keyword=query_keyword(request),
     )
     actor = current_user(request)
-    if not actor.is_staff and query.user_id != actor.id:
+    if not may_act_for(actor, query.user_id):
         raise forbidden(f"权限不足: 查看他人订单需要管理员权限；请使用 userId={actor.id}")
     total, rows = await read(request, lambda db: order_page(db, query, size, page_offset(page, size)))
     live = await live_figures(request)
@@ -355,7 +349,7 @@ async def owned_order(request: web.Request) -> dict[str, Any]:
     if not rows:
         raise not_found("订单", order_id)
     actor = current_user(request)
-    if rows[0]["user_id"] != actor.id and not actor.is_staff:
+    if not may_act_for(actor, rows[0]["user_id"]):
         raise forbidden(f"权限不足: 订单 {order_id} 属于其他用户 (需要 permission level >= 3)")
     return dict(rows[0])
 

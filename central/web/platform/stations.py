@@ -24,8 +24,12 @@ from typing import TYPE_CHECKING, Any
 import sqlite_utils
 from aiohttp import web
 
-from central.web.middleware import Access, service_of
+from central.adapters.query import Resource, require_row, where_clause
+from central.web.errors import PLATFORM_STYLE, conflict
+from central.web.jsonbody import json_type
+from central.web.middleware import service_of
 from central.web.openapi import RouteSpec
+from central.web.permissions import Access
 from central.web.platform.common import (
     BOOL,
     CONFLICT_409,
@@ -45,14 +49,11 @@ from central.web.platform.common import (
     PAGE_PARAMETERS,
     PILE_STATUS,
     PILE_TYPE,
-    PLATFORM_STYLE,
     PORT_TYPE,
     STATION_STATUS,
     STR,
     Body,
-    Resource,
     children_response,
-    conflict,
     created,
     described,
     int_codes_schema,
@@ -71,13 +72,10 @@ from central.web.platform.common import (
     query_keyword,
     read,
     read_body,
-    require_row,
     text_schema,
     utc_z,
-    where_clause,
     write,
 )
-from central.web.user_api import json_type
 
 if TYPE_CHECKING:
     from central.application.charging import ChargingService

@@ -1,9 +1,9 @@
-"""Accounts, passwords, tokens and login throttling, shared by the user API and the operator API.
+"""Accounts without storage: password hashing, tokens, login checks and throttling, the caller.
 
-Pure functions of a sqlite-utils ``Database`` (run them inside ``store.read`` / ``store.write``) and a
-few small classes; nothing here knows HTTP. Passwords are scrypt hashes stored as
-``scrypt$n$r$p$salt_b64$hash_b64``; a token is shown to its owner once and only its sha256 is stored,
-with an expiry. Times are aware datetimes, stored as ISO 8601 UTC strings.
+Passwords are scrypt hashes stored as ``scrypt$n$r$p$salt_b64$hash_b64``; a token is shown to its
+owner once and only its sha256 is stored, with an expiry. Times are aware datetimes, stored as
+ISO 8601 UTC strings (:func:`iso_utc`). The account rows themselves are read and written by
+:mod:`central.adapters.users`.
 """
 
 from __future__ import annotations
@@ -13,15 +13,13 @@ import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import sqlite_utils
+from central.domain.levels import is_staff_level
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 SALT_BYTES, HASH_BYTES = 16, 32
@@ -30,8 +28,6 @@ USERNAME_RE = re.compile(r"[A-Za-z0-9_.\-@]{3,64}")
 EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+")
 PHONE_RE = re.compile(r"\+?[0-9][0-9 \-]{2,30}")
 DEFAULT_TOKEN_TTL = timedelta(days=7)
-STAFF_LEVEL = 3  # 管理员 and above are staff (is_staff on the user API)
-SYSTEM_LEVELS = (1, 2, 3, 4)
 
 
 class AuthError(Exception):
@@ -74,10 +70,11 @@ class AuthUser:
     @classmethod
     def of(cls, user_id: int, username: str, level: int) -> AuthUser:
         """``is_staff`` follows from the permission level."""
-        return cls(user_id, username, level, level >= STAFF_LEVEL)
+        return cls(user_id, username, level, is_staff_level(level))
 
 
-def _iso(at: datetime) -> str:
+def iso_utc(at: datetime) -> str:
+    """An aware time as the stored ISO 8601 UTC text (a naive time is a programming error)."""
     if at.tzinfo is None:
         raise ValueError(f"naive datetime {at.isoformat()}: pass an aware time")
     return at.astimezone(UTC).isoformat()
@@ -133,7 +130,7 @@ def burn_password_check(password: str) -> None:
     verify_password(password, _DUMMY_HASH[0])
 
 
-# --- users -------------------------------------------------------------------------------------
+# --- registration and login ---------------------------------------------------------------------
 
 
 def registration_problems(
@@ -154,77 +151,6 @@ def registration_problems(
     return problems
 
 
-def username_taken(db: sqlite_utils.Database, username: str) -> bool:
-    """Whether an account with this username exists (case-insensitively)."""
-    row = db.execute("SELECT 1 FROM users WHERE username = ? COLLATE NOCASE", [username]).fetchone()
-    return row is not None
-
-
-def insert_user(
-    db: sqlite_utils.Database,
-    username: str,
-    password_hash: str,
-    *,
-    email: str | None = None,
-    phone: str | None = None,
-    nickname: str | None = None,
-    level: int = 1,
-    now: datetime,
-) -> int:
-    """Insert an already-validated account with a precomputed hash; a taken name is a validation error."""
-    stamp = _iso(now)
-    try:
-        cursor = db.execute(
-            "INSERT INTO users (username, password_hash, email, phone, nickname, register_time, update_time)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [username, password_hash, email, phone, nickname or username, stamp, stamp],
-        )
-    except sqlite3.IntegrityError as exc:
-        raise AccountValidationError({"username": "already taken"}) from exc
-    user_id = int(cursor.lastrowid or 0)
-    grant_level(db, user_id, level, now=now)
-    return user_id
-
-
-def create_user(
-    db: sqlite_utils.Database,
-    username: str,
-    password: str,
-    *,
-    email: str | None = None,
-    phone: str | None = None,
-    nickname: str | None = None,
-    level: int = 1,
-    now: datetime,
-) -> int:
-    """Validate, hash and insert an account with the system role of ``level``; returns its id."""
-    problems = registration_problems(username, password, email, phone)
-    if not problems and username_taken(db, username):
-        problems["username"] = "already taken"
-    if problems:
-        raise AccountValidationError(problems)
-    return insert_user(
-        db,
-        username,
-        hash_password(password),
-        email=email,
-        phone=phone,
-        nickname=nickname,
-        level=level,
-        now=now,
-    )
-
-
-def permission_level(db: sqlite_utils.Database, user_id: int) -> int:
-    """The highest permission level among the user's roles (1 when the user has none)."""
-    row = db.execute(
-        "SELECT MAX(r.permission_level) FROM user_roles ur JOIN roles r ON r.id = ur.role_id"
-        " WHERE ur.user_id = ?",
-        [user_id],
-    ).fetchone()
-    return int(row[0]) if row is not None and row[0] is not None else 1
-
-
 @dataclass(frozen=True)
 class LoginRecord:
     """What a login needs to know before checking the password."""
@@ -235,17 +161,8 @@ class LoginRecord:
     active: bool
 
 
-def find_login(db: sqlite_utils.Database, username: str) -> LoginRecord | None:
-    """The account a login names (case-insensitively), or None."""
-    row = db.execute(
-        "SELECT id, username, password_hash, status FROM users WHERE username = ? COLLATE NOCASE",
-        [username],
-    ).fetchone()
-    return None if row is None else LoginRecord(int(row[0]), str(row[1]), str(row[2]), row[3] == 1)
-
-
 def check_login(record: LoginRecord | None, password: str) -> LoginRecord:
-    """Verify a password against what :func:`find_login` returned (slow: run it off the loop)."""
+    """Verify a password against what the account lookup found (slow: run it off the loop)."""
     if record is None:
         burn_password_check(password)
         raise InvalidCredentials("wrong username or password")
@@ -254,77 +171,17 @@ def check_login(record: LoginRecord | None, password: str) -> LoginRecord:
     return record
 
 
-def authenticate(db: sqlite_utils.Database, username: str, password: str, *, now: datetime) -> AuthUser:
-    """Check a username and password, stamp the login time; raises :class:`InvalidCredentials`."""
-    record = check_login(find_login(db, username), password)
-    db.execute("UPDATE users SET last_login_time = ? WHERE id = ?", [_iso(now), record.user_id])
-    return AuthUser.of(record.user_id, record.username, permission_level(db, record.user_id))
-
-
-def get_profile(db: sqlite_utils.Database, user_id: int) -> dict[str, Any] | None:
-    """The user-API profile fields of an account, or None."""
-    row = db.execute("SELECT id, username, email, phone FROM users WHERE id = ?", [user_id]).fetchone()
-    if row is None:
-        return None
-    level = permission_level(db, user_id)
-    return {
-        "id": row[0],
-        "username": row[1],
-        "email": row[2],
-        "phone": row[3],
-        "is_staff": level >= STAFF_LEVEL,
-    }
-
-
 # --- tokens ------------------------------------------------------------------------------------
+
+
+def new_token() -> str:
+    """A fresh random token (shown to its owner once; only :func:`token_hash` of it is stored)."""
+    return secrets.token_urlsafe(32)
 
 
 def token_hash(token: str) -> str:
     """What the tokens table stores for a token."""
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def issue_token(
-    db: sqlite_utils.Database, user_id: int, *, now: datetime, ttl: timedelta = DEFAULT_TOKEN_TTL
-) -> str:
-    """A new token for ``user_id`` valid for ``ttl``; also purges expired tokens. Returns the token."""
-    if ttl <= timedelta(0):
-        raise ValueError(f"token ttl must be positive, got {ttl}")
-    purge_expired_tokens(db, now=now)
-    token = secrets.token_urlsafe(32)
-    db.execute(
-        "INSERT INTO tokens (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
-        [token_hash(token), user_id, _iso(now), _iso(now + ttl)],
-    )
-    return token
-
-
-def verify_token(db: sqlite_utils.Database, token: str, *, now: datetime) -> AuthUser:
-    """The account a token belongs to; raises :class:`InvalidToken` (unknown, expired, disabled)."""
-    row = db.execute(
-        "SELECT u.id, u.username, u.status, t.expires_at FROM tokens t JOIN users u ON u.id = t.user_id"
-        " WHERE t.token_hash = ?",
-        [token_hash(token)],
-    ).fetchone()
-    if row is None:
-        raise InvalidToken("unknown token")
-    if datetime.fromisoformat(row[3]) <= now:
-        raise InvalidToken("token expired")
-    if row[2] != 1:
-        raise InvalidToken("account disabled")
-    return AuthUser.of(int(row[0]), str(row[1]), permission_level(db, int(row[0])))
-
-
-def revoke_token(db: sqlite_utils.Database, token: str) -> bool:
-    """Delete a token (logout); whether it existed."""
-    cursor = db.execute("DELETE FROM tokens WHERE token_hash = ?", [token_hash(token)])
-    return cursor.rowcount > 0
-
-
-def purge_expired_tokens(db: sqlite_utils.Database, *, now: datetime) -> int:
-    """Delete every expired token; how many."""
-    cursor = db.execute("DELETE FROM tokens WHERE julianday(expires_at) <= julianday(?)", [_iso(now)])
-    return cursor.rowcount
 
 
 # --- login throttling --------------------------------------------------------------------------
@@ -417,42 +274,3 @@ class AuthSettings:
     token_ttl: timedelta = DEFAULT_TOKEN_TTL
     limiter: LoginRateLimiter = field(default_factory=LoginRateLimiter)
     clock: Callable[[], datetime] = _utcnow
-
-
-def create_or_update_user(
-    db: sqlite_utils.Database,
-    username: str,
-    password: str,
-    *,
-    level: int = 1,
-    update: bool = False,
-    now: datetime | None = None,
-) -> str:
-    """``pilegate create-user`` / the demo's admin: create the account, or with ``update`` set the
-    password of an existing one (and grant the role of ``level``). Returns "created" or "updated"."""
-    now = now or _utcnow()
-    record = find_login(db, username)
-    if record is None:
-        create_user(db, username, password, level=level, now=now)
-        return "created"
-    if not update:
-        raise AccountValidationError({"username": "already taken (use --update to set its password)"})
-    if (why := password_problem(password)) is not None:
-        raise AccountValidationError({"password": why})
-    db.execute(
-        "UPDATE users SET password_hash = ?, status = 1, update_time = ? WHERE id = ?",
-        [hash_password(password), _iso(now), record.user_id],
-    )
-    grant_level(db, record.user_id, level, now=now)
-    return "updated"
-
-
-def grant_level(db: sqlite_utils.Database, user_id: int, level: int, *, now: datetime) -> None:
-    """Give the user the system role of ``level`` (roles already held are kept)."""
-    if level not in SYSTEM_LEVELS:
-        raise AccountValidationError({"level": f"must be one of {SYSTEM_LEVELS}, got {level!r}"})
-    db.execute(
-        "INSERT OR IGNORE INTO user_roles (user_id, role_id, assigned_time)"
-        " SELECT ?, id, ? FROM roles WHERE permission_level = ? AND is_system = 1",
-        [user_id, _iso(now), level],
-    )
