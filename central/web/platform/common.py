@@ -33,6 +33,7 @@ from central.web.errors import (
     ApiStyle,
     json_response,
 )
+from central.web.shapes import json_type
 
 PAGE_SIZE_DEFAULT = 10
 PAGE_SIZE_MAX = 100
@@ -218,12 +219,6 @@ def _unicode_ok(text: str) -> bool:
     return True
 
 
-def _json_type(value: object) -> str:
-    from central.web.user_api import json_type  # see the module docstring
-
-    return json_type(value)
-
-
 class Body:
     """Reads the camelCase fields of a JSON object body, collecting problems per field."""
 
@@ -259,7 +254,7 @@ class Body:
         if self._missing(name, value, required):
             return None
         if not isinstance(value, str):
-            self.bad(name, f"must be a string, got {_json_type(value)}")
+            self.bad(name, f"must be a string, got {json_type(value)}")
         elif len(value) > max_len:
             self.bad(name, f"must be at most {max_len} characters (got {len(value)})")
         elif not _unicode_ok(value):
@@ -283,7 +278,7 @@ class Body:
         if self._missing(name, value, required):
             return None
         if isinstance(value, bool) or not isinstance(value, int):
-            self.bad(name, f"must be an integer, got {_json_type(value)}")
+            self.bad(name, f"must be an integer, got {json_type(value)}")
         elif choices is not None and value not in choices:
             codes = ", ".join(f"{code}={text}" for code, text in choices.items())
             self.bad(name, f"must be one of {codes}; got {value}")
@@ -298,7 +293,7 @@ class Body:
         value = self.data.get(name)
         if value is None or isinstance(value, bool):
             return value
-        self.bad(name, f"must be true or false, got {_json_type(value)}")
+        self.bad(name, f"must be true or false, got {json_type(value)}")
         return None
 
     def ids(self, name: str, *, allow_empty: bool = False) -> list[int] | None:
@@ -307,7 +302,7 @@ class Body:
         if self._missing(name, value, True):
             return None
         if not isinstance(value, list):
-            self.bad(name, f"must be an array of integers, got {_json_type(value)}")
+            self.bad(name, f"must be an array of integers, got {json_type(value)}")
         elif not value and not allow_empty:
             self.bad(name, "must not be empty")
         elif len(value) > MAX_BATCH:

@@ -25,6 +25,7 @@ import structlog
 from aiohttp import web
 
 from central.application import orders as core
+from central.domain.limits import MAX_KWH
 from central.domain.units import display_number, exact
 from central.web.errors import RESOURCE_NOT_FOUND, ApiError, json_response
 from central.web.middleware import Access, current_user, service_of, station_zone
@@ -81,7 +82,6 @@ from central.web.platform.common import (
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
-MAX_KWH = 1000.0
 MAX_DURATION_S = 30 * 24 * 3600
 TRANSACTION_ID_LEN = (1, 64)
 

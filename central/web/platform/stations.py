@@ -77,7 +77,7 @@ from central.web.platform.common import (
     where_clause,
     write,
 )
-from central.web.user_api import json_type
+from central.web.shapes import json_type
 
 if TYPE_CHECKING:
     from central.application.charging import ChargingService
