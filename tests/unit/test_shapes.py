@@ -72,7 +72,8 @@ def test_rules_see_only_good_fields_and_lose_to_a_fields_own_problem():
 
 
 def test_json_type_names_json_types():
-    assert [json_type(v) for v in ({}, [], "", 1.5, True, None)] == [
+    values: tuple[object, ...] = ({}, [], "", 1.5, True, None)
+    assert [json_type(v) for v in values] == [
         "object",
         "array",
         "string",
