@@ -21,6 +21,7 @@ from central.web.errors import (
     AUTH_REQUIRED,
     MESSAGES,
     PERMISSION_DENIED,
+    RESOURCE_NOT_FOUND,
     SYSTEM_ERROR,
     USER_STYLE,
     VALIDATION_ERROR,
@@ -112,6 +113,10 @@ def _error_codes(spec: RouteSpec) -> dict[int, list[str]]:
         pairs.append((403, PERMISSION_DENIED))
     if spec.request_body is not None or spec.parameters or "{" in spec.path:
         pairs.append((400, VALIDATION_ERROR))
+    if "{" in spec.path:  # a path id that names nothing
+        pairs.append((404, RESOURCE_NOT_FOUND))
+    if spec.request_body is not None:  # a body over the server's size limit
+        pairs.append((413, VALIDATION_ERROR))
     pairs += [*spec.errors, (500, SYSTEM_ERROR)]
     by_status: dict[int, list[str]] = {}
     for status, code in pairs:
