@@ -17,7 +17,8 @@ from aiohttp import web
 from central.web.errors import RESOURCE_NOT_FOUND, VALIDATION_ERROR, ok, validation_error
 from central.web.middleware import Access, Handler, service_of, station_zone
 from central.web.openapi import RouteSpec
-from central.web.user_api import Parameters, TimeRange, json_object, local_values, query_date
+from central.web.shapes import json_object
+from central.web.user_api import Parameters, TimeRange, local_values, query_date
 
 ReportPeriod = Literal["day", "week", "month"]
 REPORT_PERIODS: tuple[str, ...] = get_args(ReportPeriod)

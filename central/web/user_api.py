@@ -48,7 +48,7 @@ from central.web.middleware import (
     store_of,
 )
 from central.web.openapi import OPENAPI_SPEC, RouteSpec, register_routes
-from central.web.shapes import Kwh, LocalTime, OptionalText, Password, Username, decode, json_type
+from central.web.shapes import Kwh, LocalTime, OptionalText, Password, Username, decode, json_object
 
 if TYPE_CHECKING:
     from central.application.charging import RequestView
@@ -57,20 +57,6 @@ BILLS_PAGE_LIMIT = (1, 100)
 NOTIFICATIONS_LIMIT = (1, 500)
 
 # --- input -----------------------------------------------------------------------------------------
-
-
-async def json_object(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object; 400 naming the problem otherwise."""
-    raw = await request.read()
-    if not raw.strip():
-        raise validation_error({"body": "required: a JSON object"})
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise validation_error({"body": f"not valid JSON: {exc}"}) from None
-    if not isinstance(data, dict):
-        raise validation_error({"body": f"must be a JSON object, got {json_type(data)}"})
-    return data
 
 
 def query_int(
@@ -392,7 +378,7 @@ async def register(request: web.Request) -> web.StreamResponse:
             v.get("username"), v.get("password"), v.get("email"), v.get("phone")
         )
 
-    body = decode(await json_object(request), RegisterBody, validation_error, account_rules)
+    body = decode(await json_object(request), RegisterBody, rules=account_rules)
     password_hash = await off_loop(request, auth.hash_password, body.password)
     settings = auth_settings(request.app)
     now = settings.clock()
@@ -409,7 +395,7 @@ async def register(request: web.Request) -> web.StreamResponse:
 
 async def login(request: web.Request) -> web.StreamResponse:
     """POST /api/auth/login/: exchange username + password for a token (throttled on failures)."""
-    body = decode(await json_object(request), LoginBody, validation_error)
+    body = decode(await json_object(request), LoginBody)
     user, token = await login_with_password(request, body.username, body.password)
     return ok(LoggedIn(user.id, user.username, token, user.is_staff), "登录成功")
 
@@ -486,7 +472,7 @@ async def submit_request(request: web.Request) -> web.StreamResponse:
             return {"requested_amount": f"must not exceed battery_capacity ({battery:g}), got {kwh:g}"}
         return {}
 
-    body = decode(await json_object(request), SubmitBody, validation_error, within_battery)
+    body = decode(await json_object(request), SubmitBody, rules=within_battery)
     view = await service_of(request).submit(
         current_user(request).id, body.charging_mode, body.requested_amount, body.battery_capacity
     )
@@ -502,7 +488,7 @@ async def change_request(request: web.Request) -> web.StreamResponse:
             return {"body": "give charging_mode and/or requested_amount"}
         return {}
 
-    body = decode(data, ChangeBody, validation_error, something_to_change)
+    body = decode(data, ChangeBody, rules=something_to_change)
     view = await service_of(request).change(
         current_user(request).id,
         request.match_info["request_id"],

@@ -8,13 +8,27 @@ from typing import Annotated, Any, Literal
 import msgspec
 import pytest
 
-from central.web.shapes import Kwh, OptionalText, decode, field_problems, json_type, schemas
+from central.web.errors import ApiError
+from central.web.shapes import (
+    PLATFORM,
+    Dialect,
+    Kwh,
+    OptionalText,
+    codes,
+    decode,
+    field_problems,
+    json_type,
+    schemas,
+)
 
 
 class Problems(Exception):
     def __init__(self, problems: dict[str, str]) -> None:
         super().__init__(problems)
         self.problems = problems
+
+
+RAISING = Dialect("required", False, Problems)
 
 
 class Order(msgspec.Struct):
@@ -31,7 +45,7 @@ def problems_of(data: Mapping[str, Any]) -> dict[str, str]:
 
 
 def test_a_good_body_becomes_the_struct():
-    order = decode({"mode": "fast", "kwh": 10, "note": "", "extra": 1}, Order, Problems)
+    order = decode({"mode": "fast", "kwh": 10, "note": "", "extra": 1}, Order, RAISING)
     assert order == Order("fast", 10.0, 1, None, None, False)
 
 
@@ -39,7 +53,7 @@ def test_every_bad_field_is_named_with_todays_words():
     assert problems_of({"mode": 1, "kwh": True, "count": 0, "code": "abc", "urgent": "yes"}) == {
         "mode": "must be a string, got number",
         "kwh": "must be a number, got boolean",
-        "count": "must be an integer >= 1 and <= 9, got 0",
+        "count": "must be an integer from 1 to 9, got 0",
         "code": "two capitals",
         "urgent": "must be true or false, got string",
     }
@@ -66,7 +80,7 @@ def test_rules_see_only_good_fields_and_lose_to_a_fields_own_problem():
         return {"kwh": "rule", "mode": "rule"}
 
     with pytest.raises(Problems) as caught:
-        decode({"mode": "fast", "kwh": -1}, Order, Problems, rules)
+        decode({"mode": "fast", "kwh": -1}, Order, RAISING, rules)
     assert caught.value.problems == {"kwh": "must be a number >= 0.01 and <= 1000, got -1", "mode": "rule"}
     assert seen == [{"mode": "fast"}]
 
@@ -92,3 +106,30 @@ def test_schemas_put_structs_in_the_components_with_their_constraints():
     kwh = components["Order"]["properties"]["kwh"]
     assert (kwh["minimum"], kwh["maximum"]) == (0.01, 1000.0)
     assert components["Order"]["required"] == ["mode", "kwh"]
+
+
+class Payment(msgspec.Struct, rename="camel"):
+    payment_method: Annotated[int, codes({1: "微信", 2: "支付宝"})]
+    transaction_id: Annotated[str, msgspec.Meta(max_length=4)] | None = None
+
+
+def test_the_platform_dialect_names_camel_case_fields_in_problem_details():
+    with pytest.raises(ApiError) as caught:
+        decode({"paymentMethod": 3, "transactionId": "12345"}, Payment, PLATFORM)
+    assert caught.value.details == {
+        "paymentMethod": ["must be one of 1=微信, 2=支付宝; got 3"],
+        "transactionId": ["must be at most 4 characters (got 5)"],
+    }
+    assert decode({"paymentMethod": 1, "transactionId": "  "}, Payment, PLATFORM) == Payment(1, None)
+    with pytest.raises(ApiError) as caught:
+        decode({"transactionId": "\ud800"}, Payment, PLATFORM)
+    assert caught.value.details == {
+        "paymentMethod": ["is required"],
+        "transactionId": ["must be valid Unicode text"],
+    }
+
+
+def test_codes_are_an_enum_in_the_schema():
+    _generated, components = schemas([Payment])
+    method = components["Payment"]["properties"]["paymentMethod"]
+    assert (method["enum"], method["description"]) == ([1, 2], "1=微信, 2=支付宝")

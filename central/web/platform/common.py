@@ -19,8 +19,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import sqlite_utils
 from aiohttp import web
 
@@ -33,7 +34,7 @@ from central.web.errors import (
     ApiStyle,
     json_response,
 )
-from central.web.shapes import json_type
+from central.web.shapes import PLATFORM, S, decode, json_object, json_type
 
 PAGE_SIZE_DEFAULT = 10
 PAGE_SIZE_MAX = 100
@@ -354,9 +355,17 @@ def _cents(value: object) -> int | None:
 
 async def read_body(request: web.Request) -> Body:
     """The request's JSON object body (400 naming ``body`` otherwise)."""
-    from central.web.user_api import json_object  # see the module docstring
-
     return Body(await json_object(request))
+
+
+async def read_shape(
+    request: web.Request,
+    shape: type[S],
+    rules: Callable[[Mapping[str, Any]], Mapping[str, str]] | None = None,
+) -> S:
+    """The request's JSON object body as ``shape``: 400 problem details naming every bad field
+    (``rules``: see :func:`central.web.shapes.decode`)."""
+    return decode(await json_object(request), shape, PLATFORM, rules)
 
 
 def path_id(request: web.Request, name: str, what: str) -> int:
@@ -576,6 +585,10 @@ DATETIME = {"type": ["string", "null"], "format": "date-time"}
 DATE = {"type": ["string", "null"], "format": "date"}
 ID_SCHEMA = {"type": "integer", "minimum": 1}
 KEY_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_KEY}
+Id = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]
+"""A row id in a request body."""
+Key = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_KEY)]
+"""A text id (station, pile, port, order) in a request body."""
 DENIED_403 = (403, PERMISSION_DENIED)
 MISSING_404 = (404, RESOURCE_NOT_FOUND)
 CONFLICT_409 = (409, "CONFLICT")
