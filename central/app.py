@@ -145,8 +145,8 @@ async def _metrics(request: web.Request) -> web.Response:
 
 def create_app(config: CentralConfig) -> web.Application:
     """The whole central service as one aiohttp application."""
+    from central.web import add_user_api
     from central.web.platform import add_operator_platform_api
-    from central.web.user_api import add_user_api
 
     app = web.Application(client_max_size=1024**2)
     app["config"] = config

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from fractions import Fraction
-from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 import sqlite_utils
@@ -27,6 +27,7 @@ from aiohttp import web
 
 from central import auth
 from central.adapters import driver_queries
+from central.application.charging import RequestView
 from central.domain.units import QuantityError, display_number, exact
 from central.web.errors import (
     DUPLICATE_REQUEST,
@@ -47,11 +48,9 @@ from central.web.middleware import (
     station_zone,
     store_of,
 )
-from central.web.openapi import OPENAPI_SPEC, RouteSpec, register_routes
+from central.web.openapi import RouteSpec
+from central.web.platform.stations import piles_status_with_registered
 from central.web.shapes import Kwh, LocalTime, OptionalText, Password, Username, decode, json_object
-
-if TYPE_CHECKING:
-    from central.application.charging import RequestView
 
 BILLS_PAGE_LIMIT = (1, 100)
 NOTIFICATIONS_LIMIT = (1, 500)
@@ -532,8 +531,6 @@ async def queue_status(request: web.Request) -> web.StreamResponse:
 
 async def piles_status(request: web.Request) -> web.StreamResponse:
     """GET /api/charging/piles/status/."""
-    from central.web.platform.stations import piles_status_with_registered
-
     status = local_values(await piles_status_with_registered(request), station_zone(request))
     return ok(msgspec.convert(status, PilesStatus))
 
@@ -889,13 +886,3 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         response=Parameters,
     ),
 )
-
-
-def add_user_api(app: web.Application) -> None:
-    """Register the user API, its operator endpoints, /api/openapi.json and the middlewares.
-
-    Call before the app starts. See :mod:`central.web.middleware` for the app keys handlers read.
-    """
-    from central.web.operator_api import OPERATOR_ROUTES  # it builds on this module
-
-    register_routes(app, [*USER_ROUTES, *OPERATOR_ROUTES, OPENAPI_SPEC])
