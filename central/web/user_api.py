@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from fractions import Fraction
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 import msgspec
 import sqlite_utils
@@ -144,9 +144,8 @@ def local_values(value: Any, zone: zoneinfo.ZoneInfo) -> Any:
 # --- shapes: request bodies and response data -----------------------------------------------------
 
 Mode = Literal["fast", "slow"]
-MODES: tuple[str, ...] = get_args(Mode)
 PERIODS = ("peak", "normal", "valley")
-NOTIFICATION_KINDS = Literal[
+NotificationKind = Literal[
     # the four of the spec, and the kinds of notices written through the operator API
     "queue_update",
     "charging_start",
@@ -355,7 +354,7 @@ class BillList(msgspec.Struct):
 
 class Notification(msgspec.Struct):
     id: int
-    type: NOTIFICATION_KINDS
+    type: NotificationKind
     message: str
     timestamp: LocalTime
     read: bool
