@@ -2,9 +2,15 @@
 
 A route exists only as a :class:`RouteSpec`: :func:`register_routes` adds it to the router (with its
 slash-less alias), records its access policy for the middleware, and keeps the spec for the
-document served at ``GET /api/openapi.json``. Another API (issue 4's operator API) calls
+document served at ``GET /api/openapi.json``. Another API (the operator platform API) calls
 :func:`register_routes` with its own specs and :class:`~central.web.errors.ApiStyle`; hand-written
-path items can be merged with :func:`merge_paths`.
+path items can be merged with :func:`merge_paths`. Request and response shapes given as msgspec
+types are turned into schemas once per document (:func:`central.web.shapes.schemas`) and shared
+through ``components/schemas``.
+
+Every operation lists every status it can answer: 401 unless public, 403 for staff routes, 400 for
+input, 404 for a path id that names nothing, 413 for a body over the size limit, 500, and the
+route's own refusals (``errors``).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""Operator endpoints in the user API's style (the spec's "Django Admin" features): station
-parameters, piles in/out of service and declared faults, per-pile reports, and the pile queues.
+"""Operator endpoints in the driver API's style (the "Django Admin" features): station parameters,
+piles in/out of service and declared faults, per-pile reports, and the pile queues.
 
-Every route here is staff-only (permission level >= 3); the envelope and error codes are the user
-API's. :data:`OPERATOR_ROUTES` is the route table (see :mod:`central.web.openapi`).
+Every route here is staff-only (permission level >= 3); the envelope and error codes are the driver
+API's, and request bodies and response data are msgspec Structs like the driver API's.
+:data:`OPERATOR_ROUTES` is the route table (see :mod:`central.web.openapi`).
 """
 
 from __future__ import annotations
