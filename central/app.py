@@ -38,9 +38,9 @@ from central.application.orders import OperatorOrders
 from central.config import CentralConfig, load_config
 from central.domain.levels import PermissionLevel
 from central.domain.params import StationParams, params_from_mapping
+from central.web import add_user_api
 from central.web.keys import AUTH, INGEST, ORDERS, SERVICE, STORE
 from central.web.platform import add_operator_platform_api
-from central.web.user_api import add_user_api
 from pilegate.logs import configure_logging
 from pilegate.metrics import Sample, render_metrics
 from pilegate.settings import ConfigError

@@ -1,8 +1,7 @@
-"""The central service's REST surface: the driver API, operator endpoints in the
-same style, the OpenAPI document, and the auth / error middlewares other APIs reuse.
+"""The central service's REST surface: the driver API, operator endpoints in the same style, the
+OpenAPI document, and the auth / error middlewares other APIs reuse.
 
-The application factory calls :func:`add_user_api` (also importable from
-:mod:`central.web.user_api`) before the app starts. App keys read:
+The application factory calls :func:`add_user_api` before the app starts. App keys read:
 
 - the store, :class:`central.adapters.storage.Store`, opened (with the central migrations) before
   the first request: ``app[central.web.keys.STORE]``.
@@ -13,14 +12,25 @@ The application factory calls :func:`add_user_api` (also importable from
 - ``app["timezone"]`` (optional): IANA zone name used when there is no service (default
   Asia/Shanghai).
 
-Another API (issue 4's operator platform API) adds its routes with
+Another API (the operator platform API) adds its routes with
 :func:`central.web.openapi.register_routes` and its own :class:`central.web.errors.ApiStyle`; the
 middlewares and the OpenAPI document then cover it too.
 """
 
 from __future__ import annotations
 
-from central.web.openapi import register_routes
-from central.web.user_api import add_user_api
+from aiohttp import web
+
+from central.web.openapi import OPENAPI_SPEC, register_routes
+from central.web.operator_api import OPERATOR_ROUTES
+from central.web.user_api import USER_ROUTES
 
 __all__ = ["add_user_api", "register_routes"]
+
+
+def add_user_api(app: web.Application) -> None:
+    """Register the driver API, its operator endpoints, /api/openapi.json and the middlewares.
+
+    Call before the app starts. See :mod:`central.web.middleware` for the app keys handlers read.
+    """
+    register_routes(app, [*USER_ROUTES, *OPERATOR_ROUTES, OPENAPI_SPEC])

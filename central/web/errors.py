@@ -20,6 +20,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
+import msgspec
 import structlog
 from aiohttp import web
 
@@ -188,6 +189,8 @@ def api_error_for(exc: BaseException) -> ApiError:
 
 
 def _json_default(value: object) -> object:
+    if isinstance(value, msgspec.Struct):  # a response shape
+        return msgspec.to_builtins(value)
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, Fraction):

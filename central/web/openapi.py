@@ -2,15 +2,21 @@
 
 A route exists only as a :class:`RouteSpec`: :func:`register_routes` adds it to the router (with its
 slash-less alias), records its access policy for the middleware, and keeps the spec for the
-document served at ``GET /api/openapi.json``. Another API (issue 4's operator API) calls
+document served at ``GET /api/openapi.json``. Another API (the operator platform API) calls
 :func:`register_routes` with its own specs and :class:`~central.web.errors.ApiStyle`; hand-written
-path items can be merged with :func:`merge_paths`.
+path items can be merged with :func:`merge_paths`. Request and response shapes given as msgspec
+types are turned into schemas once per document (:func:`central.web.shapes.schemas`) and shared
+through ``components/schemas``.
+
+Every operation lists every status it can answer: 401 unless public, 403 for staff routes, 400 for
+input, 404 for a path id that names nothing, 413 for a body over the size limit, 500, and the
+route's own refusals (``errors``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +27,7 @@ from central.web.errors import (
     AUTH_REQUIRED,
     MESSAGES,
     PERMISSION_DENIED,
+    RESOURCE_NOT_FOUND,
     SYSTEM_ERROR,
     USER_STYLE,
     VALIDATION_ERROR,
@@ -28,6 +35,7 @@ from central.web.errors import (
 )
 from central.web.middleware import POLICIES_KEY, Handler, RoutePolicy, install_middlewares
 from central.web.permissions import Access
+from central.web.shapes import schemas
 
 OPENAPI_PATH = "/api/openapi.json"
 SPECS_KEY = web.AppKey("pilegate_route_specs", list["RouteSpec"])
@@ -45,8 +53,10 @@ AUTH_NOTE = (
 class RouteSpec:
     """One route: how it is served, who may call it, and how the OpenAPI document describes it.
 
-    ``response`` is the schema of the success payload (inside the style's envelope);
-    ``errors`` lists (status, code) pairs beyond those implied by access and input.
+    ``request_body`` and ``response`` (the success payload, inside the style's envelope) are shapes:
+    a msgspec Struct or any type msgspec describes (``list[Item]``, ``Item | None``), or a
+    hand-written JSON Schema mapping. ``errors`` lists (status, code) pairs beyond those implied by
+    access and input.
     """
 
     method: str
@@ -57,8 +67,8 @@ class RouteSpec:
     tag: str = "charging"
     style: ApiStyle = USER_STYLE
     parameters: tuple[Mapping[str, Any], ...] = ()
-    request_body: Mapping[str, Any] | None = None
-    response: Mapping[str, Any] | None = None
+    request_body: Any = None
+    response: Any = None
     status: int = 200
     errors: tuple[tuple[int, str], ...] = ()
     description: str = ""
@@ -110,6 +120,10 @@ def _error_codes(spec: RouteSpec) -> dict[int, list[str]]:
         pairs.append((403, PERMISSION_DENIED))
     if spec.request_body is not None or spec.parameters or "{" in spec.path:
         pairs.append((400, VALIDATION_ERROR))
+    if "{" in spec.path:  # a path id that names nothing
+        pairs.append((404, RESOURCE_NOT_FOUND))
+    if spec.request_body is not None:  # a body over the server's size limit
+        pairs.append((413, VALIDATION_ERROR))
     pairs += [*spec.errors, (500, SYSTEM_ERROR)]
     by_status: dict[int, list[str]] = {}
     for status, code in pairs:
@@ -119,16 +133,26 @@ def _error_codes(spec: RouteSpec) -> dict[int, list[str]]:
     return dict(sorted(by_status.items()))
 
 
-def _success_schema(spec: RouteSpec) -> dict[str, Any]:
+SchemaOf = Callable[[Any], dict[str, Any]]
+
+
+def _hand_written(shape: Any) -> dict[str, Any]:
+    if not isinstance(shape, Mapping):
+        raise TypeError(f"{shape!r} needs the document's generated schemas: use build_document")
+    return dict(shape)
+
+
+def _success_schema(spec: RouteSpec, schema_of: SchemaOf) -> dict[str, Any]:
+    data = schema_of(spec.response) if spec.response is not None else None
     if spec.enveloped:
-        return spec.style.success_schema(spec.response)
-    return dict(spec.response or {})
+        return spec.style.success_schema(data)
+    return data or {}
 
 
-def _responses(spec: RouteSpec, error_ref: str) -> dict[str, Any]:
+def _responses(spec: RouteSpec, error_ref: str, schema_of: SchemaOf) -> dict[str, Any]:
     success: dict[str, Any] = {"description": "success"}
     if spec.status != 204:  # 204 No Content has no body to describe
-        success["content"] = {"application/json": {"schema": _success_schema(spec)}}
+        success["content"] = {"application/json": {"schema": _success_schema(spec, schema_of)}}
     responses: dict[str, Any] = {str(spec.status): success}
     for status, codes in _error_codes(spec).items():
         text = ", ".join(f"{code} ({MESSAGES.get(code, code)})" for code in codes)
@@ -139,15 +163,15 @@ def _responses(spec: RouteSpec, error_ref: str) -> dict[str, Any]:
     return responses
 
 
-def operation(spec: RouteSpec) -> dict[str, Any]:
-    """The OpenAPI operation object of one route."""
+def operation(spec: RouteSpec, schema_of: SchemaOf = _hand_written) -> dict[str, Any]:
+    """The OpenAPI operation object of one route; ``schema_of`` gives the schema of a shape."""
     slug = re.sub(r"[^A-Za-z0-9]+", "_", spec.path).strip("_")
     op: dict[str, Any] = {
         "operationId": f"{spec.method.lower()}_{slug}",
         "summary": spec.summary,
         "tags": [spec.tag],
         "parameters": [*_path_parameters(spec), *map(dict, spec.parameters)],
-        "responses": _responses(spec, f"#/components/schemas/{spec.style.name}_error"),
+        "responses": _responses(spec, f"#/components/schemas/{spec.style.name}_error", schema_of),
     }
     if spec.description:
         op["description"] = spec.description
@@ -158,7 +182,7 @@ def operation(spec: RouteSpec) -> dict[str, Any]:
     if spec.request_body is not None:
         op["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": dict(spec.request_body)}},
+            "content": {"application/json": {"schema": schema_of(spec.request_body)}},
         }
     return op
 
@@ -193,19 +217,31 @@ SECURITY_SCHEMES: dict[str, Any] = {
 def build_document(
     specs: Sequence[RouteSpec], extra_paths: Mapping[str, Mapping[str, Any]] | None = None
 ) -> dict[str, Any]:
-    """The whole OpenAPI 3.1 document of ``specs`` (plus hand-written ``extra_paths``)."""
-    schemas: dict[str, Any] = {}
+    """The whole OpenAPI 3.1 document of ``specs`` (plus hand-written ``extra_paths``); the schemas of
+    Struct shapes are generated once into the components."""
+    typed = [
+        shape
+        for spec in specs
+        for shape in (spec.request_body, spec.response)
+        if shape is not None and not isinstance(shape, Mapping)
+    ]
+    generated, components = schemas(typed)
+    by_shape = dict(zip(typed, generated, strict=True))
+
+    def schema_of(shape: Any) -> dict[str, Any]:
+        return dict(shape) if isinstance(shape, Mapping) else by_shape[shape]
+
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "pilegate central service", "version": "1", "description": AUTH_NOTE},
         "servers": [{"url": "http://127.0.0.1:5045"}],
         "security": [{"TokenAuth": []}, {"BearerAuth": []}],
         "paths": {},
-        "components": {"securitySchemes": SECURITY_SCHEMES, "schemas": schemas},
+        "components": {"securitySchemes": SECURITY_SCHEMES, "schemas": components},
     }
     for spec in specs:
-        schemas[f"{spec.style.name}_error"] = dict(spec.style.error_schema)
-        merge_paths(document, {spec.path: {spec.method.lower(): operation(spec)}})
+        components[f"{spec.style.name}_error"] = dict(spec.style.error_schema)
+        merge_paths(document, {spec.path: {spec.method.lower(): operation(spec, schema_of)}})
     return merge_paths(document, extra_paths or {})
 
 

@@ -1,36 +1,95 @@
-"""Operator endpoints in the user API's style (the spec's "Django Admin" features): station
-parameters, piles in/out of service and declared faults, per-pile reports, and the pile queues.
+"""Operator endpoints in the driver API's style (the "Django Admin" features): station parameters,
+piles in/out of service and declared faults, per-pile reports, and the pile queues.
 
-Every route here is staff-only (permission level >= 3); the envelope and error codes are the user
-API's. :data:`OPERATOR_ROUTES` is the route table (see :mod:`central.web.openapi`).
+Every route here is staff-only (permission level >= 3); the envelope and error codes are the driver
+API's, and request bodies and response data are msgspec Structs like the driver API's.
+:data:`OPERATOR_ROUTES` is the route table (see :mod:`central.web.openapi`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
+import msgspec
 from aiohttp import web
 
 from central.web.errors import RESOURCE_NOT_FOUND, VALIDATION_ERROR, ok, validation_error
-from central.web.jsonbody import json_object
 from central.web.middleware import Handler, service_of, station_zone
 from central.web.openapi import RouteSpec
 from central.web.permissions import Access
-from central.web.user_api import PARAMETERS, local_values, query_date
+from central.web.shapes import json_object
+from central.web.user_api import Parameters, TimeRange, local_values, query_date
 
-CHANGEABLE_PARAMETERS = (
-    "FastChargingPileNum",
-    "TrickleChargingPileNum",
-    "WaitingAreaSize",
-    "ChargingQueueLen",
-    "pricing",
-    "time_periods",
-    "fault_strategy",
-    "dispatch_policy",
-)
-REPORT_PERIODS = ("day", "week", "month")
+ReportPeriod = Literal["day", "week", "month"]
+REPORT_PERIODS: tuple[str, ...] = get_args(ReportPeriod)
+
+
+class ParameterChanges(msgspec.Struct, omit_defaults=True):
+    """Any subset of the parameters; pricing and time_periods merge by key (the station parameters
+    check the values, naming e.g. ``pricing.peak_rate``)."""
+
+    FastChargingPileNum: int | msgspec.UnsetType = msgspec.UNSET
+    TrickleChargingPileNum: int | msgspec.UnsetType = msgspec.UNSET
+    WaitingAreaSize: int | msgspec.UnsetType = msgspec.UNSET
+    ChargingQueueLen: int | msgspec.UnsetType = msgspec.UNSET
+    pricing: dict[str, float] | msgspec.UnsetType = msgspec.UNSET
+    time_periods: dict[str, list[TimeRange]] | msgspec.UnsetType = msgspec.UNSET
+    fault_strategy: Literal["priority", "time_order"] | msgspec.UnsetType = msgspec.UNSET
+    dispatch_policy: Literal["best_or_wait", "best_free"] | msgspec.UnsetType = msgspec.UNSET
+
+
+CHANGEABLE_PARAMETERS = ParameterChanges.__struct_fields__
+
+
+class PileInService(msgspec.Struct):
+    pile_id: str
+    in_service: bool
+
+
+class PileFaulted(msgspec.Struct):
+    pile_id: str
+    faulted: bool
+
+
+class PileReportRow(msgspec.Struct):
+    """One pile's totals over the period [from, to] (station-local dates)."""
+
+    pile_id: str
+    period: ReportPeriod
+    from_: str = msgspec.field(name="from")
+    to: str
+    sessions: int
+    charging_minutes: float
+    kwh: float
+    charging_fee: float
+    service_fee: float
+    total: float
+
+
+class PileReport(msgspec.Struct):
+    period: ReportPeriod
+    date: Annotated[str, msgspec.Meta(extra_json_schema={"format": "date"})]
+    piles: list[PileReportRow]
+
+
+class QueuedAtPile(msgspec.Struct):
+    """A car at a pile, charging or queued behind it."""
+
+    user_id: int | None
+    username: str | None
+    request_id: str
+    queue_number: str
+    battery_capacity: float | None
+    requested_amount: float
+    queued_at: Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"})] | None
+    waited_minutes: float
+
+
+class PileCars(msgspec.Struct):
+    pile_id: str
+    cars: list[QueuedAtPile]
 
 
 async def update_parameters(request: web.Request) -> web.StreamResponse:
@@ -44,7 +103,7 @@ async def update_parameters(request: web.Request) -> web.StreamResponse:
     if problems:
         raise validation_error(problems)
     params = await service_of(request).update_parameters(changes)
-    return ok(params, "系统参数已更新")
+    return ok(msgspec.convert(params, Parameters), "系统参数已更新")
 
 
 @dataclass(frozen=True)
@@ -55,14 +114,14 @@ class PileAction:
     summary: str
     message: str
     call: Callable[[Any, str], Awaitable[None]]
-    result: tuple[str, bool]
+    response: type[PileInService] | type[PileFaulted]
+    state: bool
 
     def handler(self) -> Handler:
         async def handle(request: web.Request) -> web.StreamResponse:
             pile_id = request.match_info["pile_id"]
             await self.call(service_of(request), pile_id)
-            key, value = self.result
-            return ok({"pile_id": pile_id, key: value}, self.message)
+            return ok(self.response(pile_id, self.state), self.message)
 
         handle.__name__ = f"pile_{self.verb}"
         return handle
@@ -74,28 +133,32 @@ PILE_ACTIONS = (
         "启用充电桩 (back in service)",
         "充电桩已启用",
         lambda s, pile: s.set_pile_in_service(pile, True),
-        ("in_service", True),
+        PileInService,
+        True,
     ),
     PileAction(
         "off",
         "停用充电桩 (out of service; its cars are re-placed)",
         "充电桩已停用",
         lambda s, pile: s.set_pile_in_service(pile, False),
-        ("in_service", False),
+        PileInService,
+        False,
     ),
     PileAction(
         "fault",
         "声明充电桩故障",
         "充电桩已标记为故障",
         lambda s, pile: s.declare_fault(pile, True),
-        ("faulted", True),
+        PileFaulted,
+        True,
     ),
     PileAction(
         "recover",
         "充电桩故障恢复",
         "充电桩已恢复",
         lambda s, pile: s.declare_fault(pile, False),
-        ("faulted", False),
+        PileFaulted,
+        False,
     ),
 )
 
@@ -112,40 +175,16 @@ async def pile_report(request: web.Request) -> web.StreamResponse:
     service, zone = service_of(request), station_zone(request)
     day = day or service.now().astimezone(zone).date()
     rows = await service.pile_report(period, day)
-    return ok({"period": period, "date": day.isoformat(), "piles": local_values(rows, zone)})
+    report = {"period": period, "date": day.isoformat(), "piles": local_values(rows, zone)}
+    return ok(msgspec.convert(report, PileReport))
 
 
 async def pile_queues(request: web.Request) -> web.StreamResponse:
     """GET /api/charging/admin/queues/: the cars at every pile."""
-    return ok(local_values(service_of(request).pile_queues(), station_zone(request)))
+    queues = local_values(service_of(request).pile_queues(), station_zone(request))
+    return ok(msgspec.convert(queues, list[PileCars]))
 
 
-_NUM, _INT, _STR = {"type": "number"}, {"type": "integer"}, {"type": "string"}
-_REPORT_ROW = {
-    "type": "object",
-    "properties": {
-        "pile_id": _STR,
-        "sessions": _INT,
-        "charging_minutes": _NUM,
-        "kwh": _NUM,
-        "charging_fee": _NUM,
-        "service_fee": _NUM,
-        "total": _NUM,
-    },
-}
-_CAR = {
-    "type": "object",
-    "properties": {
-        "user_id": _INT,
-        "username": _STR,
-        "request_id": _STR,
-        "queue_number": _STR,
-        "battery_capacity": {"type": ["number", "null"]},
-        "requested_amount": _NUM,
-        "queued_at": {"type": ["string", "null"], "format": "date-time"},
-        "waited_minutes": _NUM,
-    },
-}
 _OPS = "operator"
 
 
@@ -158,10 +197,7 @@ def _pile_route(action: PileAction) -> RouteSpec:
         Access.STAFF,
         _OPS,
         errors=((404, RESOURCE_NOT_FOUND), (409, VALIDATION_ERROR)),
-        response={
-            "type": "object",
-            "properties": {"pile_id": _STR, action.result[0]: {"const": action.result[1]}},
-        },
+        response=action.response,
         description="409 VALIDATION_ERROR with details.reason when the pile is already in that state.",
     )
 
@@ -174,8 +210,8 @@ OPERATOR_ROUTES: tuple[RouteSpec, ...] = (
         "修改系统参数 (staff)",
         Access.STAFF,
         _OPS,
-        request_body={**PARAMETERS, "required": [], "minProperties": 1},
-        response=PARAMETERS,
+        request_body=Annotated[ParameterChanges, msgspec.Meta(extra_json_schema={"minProperties": 1})],
+        response=Parameters,
         description="Any subset of the GET shape; pricing and time_periods merge by key, a given "
         "time_periods list replaces that period's list; the result must cover the day.",
     ),
@@ -202,10 +238,7 @@ OPERATOR_ROUTES: tuple[RouteSpec, ...] = (
                 "description": "a station-local date in the period (default: today)",
             },
         ),
-        response={
-            "type": "object",
-            "properties": {"period": _STR, "date": _STR, "piles": {"type": "array", "items": _REPORT_ROW}},
-        },
+        response=PileReport,
     ),
     RouteSpec(
         "GET",
@@ -214,12 +247,6 @@ OPERATOR_ROUTES: tuple[RouteSpec, ...] = (
         "各充电桩排队车辆",
         Access.STAFF,
         _OPS,
-        response={
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {"pile_id": _STR, "cars": {"type": "array", "items": _CAR}},
-            },
-        },
+        response=list[PileCars],
     ),
 )

@@ -1,10 +1,12 @@
-"""The driver-facing REST API: auth, charging requests, queue, piles, bills,
-notifications and parameters, in the spec's envelope.
+"""The driver-facing REST API: auth, charging requests, queue, piles, bills, notifications and
+parameters, in the envelope ``{"success", "message"?, "data"?}``.
 
-Handlers validate input (every bad field named in ``details``), call the account functions of
-:mod:`central.adapters.users` through the store, or the charging service, and render
-the spec's shapes. Numbers are rounded to 0.01 (half up) only here; datetimes are ISO 8601 in the
-station's time zone. :data:`USER_ROUTES` is the route table (see :mod:`central.web.openapi`).
+Request bodies and response ``data`` are msgspec Structs (declared below, validated and documented
+through :mod:`central.web.shapes`, every bad field named in ``details``); handlers call the account
+functions of :mod:`central.adapters.users` and the queries of :mod:`central.adapters.driver_queries` through
+the store, or the charging service, and render the shapes. Numbers are rounded to 0.01 (half up)
+only here; datetimes are ISO 8601 in the station's time zone. :data:`USER_ROUTES` is the route
+table (see :mod:`central.web.openapi`).
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 import sqlite_utils
 from aiohttp import web
 
-from central.adapters import users
+from central.adapters import driver_queries, users
 from central.application import auth
+from central.application.views import RequestView
 from central.domain.units import QuantityError, display_number, exact
 from central.web.errors import (
     DUPLICATE_REQUEST,
@@ -34,7 +38,6 @@ from central.web.errors import (
     ok,
     validation_error,
 )
-from central.web.jsonbody import json_object, json_type
 from central.web.middleware import (
     TOKEN_KEY,
     auth_settings,
@@ -44,75 +47,16 @@ from central.web.middleware import (
     station_zone,
     store_of,
 )
-from central.web.openapi import OPENAPI_SPEC, RouteSpec, register_routes
+from central.web.openapi import RouteSpec
 from central.web.permissions import Access
 from central.web.platform.stations import piles_status_with_registered
 from central.web.sessions import login_with_password
+from central.web.shapes import Kwh, LocalTime, OptionalText, Password, Username, decode, json_object
 
-if TYPE_CHECKING:
-    from central.application.views import RequestView
-
-MODES = ("fast", "slow")
-MAX_KWH = 1000.0  # a request or battery above this is a typo, not a car
-MIN_KWH = 0.01  # below this a request is noise: piles meter in whole Wh
 BILLS_PAGE_LIMIT = (1, 100)
 NOTIFICATIONS_LIMIT = (1, 500)
-PERIODS = ("peak", "normal", "valley")
 
 # --- input -----------------------------------------------------------------------------------------
-
-
-class Fields:
-    """Reads the fields of a decoded JSON object, collecting one problem per bad field."""
-
-    def __init__(self, data: Mapping[str, Any]) -> None:
-        self.data = data
-        self.problems: dict[str, str] = {}
-
-    def _absent(self, name: str, required: bool) -> bool:
-        if self.data.get(name) is None:
-            if required:
-                self.problems[name] = "required"
-            return True
-        return False
-
-    def text(self, name: str, *, required: bool = True, blank_is_none: bool = False) -> str | None:
-        """A string field (``""`` read as absent when ``blank_is_none``)."""
-        if blank_is_none and self.data.get(name) == "":
-            return None
-        if self._absent(name, required):
-            return None
-        value = self.data[name]
-        if not isinstance(value, str):
-            self.problems[name] = f"must be a string, got {json_type(value)}"
-            return None
-        return value
-
-    def amount(self, name: str, *, required: bool = True, maximum: float = MAX_KWH) -> float | None:
-        """A finite number >= MIN_KWH and <= ``maximum``."""
-        if self._absent(name, required):
-            return None
-        value = self.data[name]
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.problems[name] = f"must be a number, got {json_type(value)}"
-        elif not math.isfinite(value) or not MIN_KWH <= value <= maximum:
-            self.problems[name] = f"must be a number >= {MIN_KWH:g} and <= {maximum:g}, got {value!r}"
-        else:
-            return float(value)
-        return None
-
-    def choice(self, name: str, options: tuple[str, ...], *, required: bool = True) -> str | None:
-        """One of ``options`` exactly."""
-        value = self.text(name, required=required)
-        if value is not None and value not in options:
-            self.problems[name] = f"must be one of {' | '.join(options)}, got {value!r}"
-            return None
-        return value
-
-    def check(self) -> None:
-        """Raise VALIDATION_ERROR naming every bad field, if any."""
-        if self.problems:
-            raise validation_error(self.problems)
 
 
 def query_int(
@@ -198,41 +142,261 @@ def local_values(value: Any, zone: zoneinfo.ZoneInfo) -> Any:
     return value
 
 
+# --- shapes: request bodies and response data -----------------------------------------------------
+
+Mode = Literal["fast", "slow"]
+PERIODS = ("peak", "normal", "valley")
+NotificationKind = Literal[
+    # the four of the spec, and the kinds of notices written through the operator API
+    "queue_update",
+    "charging_start",
+    "charging_complete",
+    "pile_fault",
+    "system",
+    "order",
+    "activity",
+    "recharge",
+]
+Minutes = Annotated[float, msgspec.Meta(description="minutes")]
+KwhFigure = Annotated[float, msgspec.Meta(description="kWh")]
+TimeRange = Annotated[str, msgspec.Meta(pattern=r"^\d\d:\d\d-\d\d:\d\d$")]
+
+
+class RegisterBody(msgspec.Struct):
+    username: Username
+    password: Password
+    email: Annotated[OptionalText, msgspec.Meta(extra_json_schema={"format": "email"})] = None
+    phone: OptionalText = None
+
+
+class LoginBody(msgspec.Struct):
+    username: str
+    password: str
+
+
+class Registered(msgspec.Struct):
+    user_id: int
+    username: str
+    token: str
+
+
+class LoggedIn(msgspec.Struct):
+    user_id: int
+    username: str
+    token: str
+    is_staff: bool
+
+
+class Profile(msgspec.Struct):
+    id: int
+    username: str
+    email: str | None
+    phone: str | None
+    is_staff: bool
+
+
+class SubmitBody(msgspec.Struct):
+    charging_mode: Mode
+    requested_amount: Kwh
+    battery_capacity: Kwh | None = None
+
+
+class ChangeBody(msgspec.Struct):
+    """At least one of the two."""
+
+    charging_mode: Mode | None = None
+    requested_amount: Kwh | None = None
+
+
+class RequestStatus(msgspec.Struct):
+    """A charging request's status (request_id: what PUT and cancel need)."""
+
+    request_id: str
+    queue_number: str
+    charging_mode: Mode
+    requested_amount: KwhFigure
+    battery_capacity: KwhFigure | None
+    current_status: Literal["waiting", "charging", "completed", "cancelled"]
+    queue_position: int
+    ahead_count: int
+    estimated_wait_time: Annotated[
+        float, msgspec.Meta(description="minutes; -1 when no working pile of the mode")
+    ]
+    charging_pile_id: str | None
+    start_time: LocalTime
+    current_amount: Annotated[float, msgspec.Meta(description="kWh so far")]
+    created_at: LocalTime
+
+
+class Completion(msgspec.Struct):
+    bill_id: str
+    total_amount: KwhFigure
+    total_cost: float
+    charging_duration: Minutes
+
+
+class QueuedCar(msgspec.Struct):
+    queue_number: str
+    estimated_wait_time: Minutes
+
+
+class ModeQueue(msgspec.Struct):
+    waiting_count: int
+    queue_list: list[QueuedCar]
+
+
+class WaitingArea(msgspec.Struct):
+    current: int
+    max: int
+
+
+class QueueStatus(msgspec.Struct):
+    fast_charging: ModeQueue
+    slow_charging: ModeQueue
+    waiting_area_capacity: WaitingArea
+
+
+class PileStatus(msgspec.Struct):
+    pile_id: str
+    pile_type: Mode
+    status: Literal["normal", "fault", "offline"]
+    is_working: bool
+    current_user: str | None
+    queue: list[str]
+
+
+class PilesStatus(msgspec.Struct):
+    fast_piles: list[PileStatus]
+    slow_piles: list[PileStatus]
+
+
+class Pricing(msgspec.Struct):
+    peak_rate: float
+    normal_rate: float
+    valley_rate: float
+    service_rate: float
+
+
+class TimePeriods(msgspec.Struct):
+    peak: list[TimeRange]
+    normal: list[TimeRange]
+    valley: list[TimeRange]
+
+
+class Parameters(msgspec.Struct):
+    FastChargingPileNum: int
+    TrickleChargingPileNum: int
+    WaitingAreaSize: int
+    ChargingQueueLen: int
+    pricing: Pricing
+    time_periods: TimePeriods
+    fast_power_kw: float
+    slow_power_kw: float
+    fault_strategy: Literal["priority", "time_order"]
+    dispatch_policy: Literal["best_or_wait", "best_free"]
+    timezone: str
+
+
+class BillCosts(msgspec.Struct):
+    peak_cost: float
+    normal_cost: float
+    valley_cost: float
+    service_cost: float
+    total_cost: float
+
+
+class BillHours(msgspec.Struct):
+    peak_hours: float
+    normal_hours: float
+    valley_hours: float
+
+
+class BillEntry(msgspec.Struct):
+    """A bill in the list: its figures and costs."""
+
+    bill_id: str
+    generated_time: LocalTime
+    pile_id: str
+    charging_amount: KwhFigure
+    charging_duration: Minutes
+    start_time: LocalTime
+    end_time: LocalTime
+    peak_cost: float
+    normal_cost: float
+    valley_cost: float
+    service_cost: float
+    total_cost: float
+
+
+class BillDetail(msgspec.Struct):
+    """One bill with its cost and time breakdowns."""
+
+    bill_id: str
+    generated_time: LocalTime
+    pile_id: str
+    charging_amount: KwhFigure
+    charging_duration: Minutes
+    start_time: LocalTime
+    end_time: LocalTime
+    cost_breakdown: BillCosts
+    time_breakdown: BillHours
+
+
+class Pagination(msgspec.Struct):
+    current_page: int
+    total_pages: int
+    total_count: int
+
+
+class BillList(msgspec.Struct):
+    bills: list[BillEntry]
+    pagination: Pagination
+
+
+class Notification(msgspec.Struct):
+    id: int
+    type: NotificationKind
+    message: str
+    timestamp: LocalTime
+    read: bool
+
+
+class NotificationRead(msgspec.Struct):
+    id: int
+    read: bool
+
+
 # --- auth ------------------------------------------------------------------------------------------
 
 
 async def register(request: web.Request) -> web.StreamResponse:
     """POST /api/auth/register/: create a driver account and log it in."""
-    fields = Fields(await json_object(request))
-    username, password = fields.text("username"), fields.text("password")
-    email = fields.text("email", required=False, blank_is_none=True)
-    phone = fields.text("phone", required=False, blank_is_none=True)
-    problems = auth.registration_problems(username, password, email, phone)
-    fields.problems = {**problems, **fields.problems}
-    fields.check()
-    assert username is not None and password is not None
-    password_hash = await off_loop(request, auth.hash_password, password)
+
+    def account_rules(v: Mapping[str, Any]) -> Mapping[str, str]:
+        return auth.registration_problems(
+            v.get("username"), v.get("password"), v.get("email"), v.get("phone")
+        )
+
+    body = decode(await json_object(request), RegisterBody, rules=account_rules)
+    password_hash = await off_loop(request, auth.hash_password, body.password)
     settings = auth_settings(request.app)
     now = settings.clock()
 
     def create(db: sqlite_utils.Database) -> tuple[int, str]:
-        user_id = users.insert_user(db, username, password_hash, email=email, phone=phone, now=now)
+        user_id = users.insert_user(
+            db, body.username, password_hash, email=body.email, phone=body.phone, now=now
+        )
         return user_id, users.issue_token(db, user_id, now=now, ttl=settings.token_ttl)
 
     user_id, token = await store_of(request).write(create)
-    return ok({"user_id": user_id, "username": username, "token": token}, "注册成功", status=201)
+    return ok(Registered(user_id, body.username, token), "注册成功", status=201)
 
 
 async def login(request: web.Request) -> web.StreamResponse:
     """POST /api/auth/login/: exchange username + password for a token (throttled on failures)."""
-    fields = Fields(await json_object(request))
-    username, password = fields.text("username"), fields.text("password")
-    fields.check()
-    assert username is not None and password is not None
-    user, token = await login_with_password(request, username, password)
-    return ok(
-        {"user_id": user.id, "username": user.username, "token": token, "is_staff": user.is_staff}, "登录成功"
-    )
+    body = decode(await json_object(request), LoginBody)
+    user, token = await login_with_password(request, body.username, body.password)
+    return ok(LoggedIn(user.id, user.username, token, user.is_staff), "登录成功")
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
@@ -248,15 +412,15 @@ async def profile(request: web.Request) -> web.StreamResponse:
     data = await store_of(request).read(lambda db: users.get_profile(db, user_id))
     if data is None:
         raise not_found("用户不存在")
-    return ok(data)
+    return ok(msgspec.convert(data, Profile))
 
 
 # --- charging requests -----------------------------------------------------------------------------
 
 
-def request_data(view: RequestView, zone: zoneinfo.ZoneInfo) -> dict[str, Any]:
-    """The spec's request status shape (plus request_id, which PUT and cancel need)."""
-    return {
+def request_data(view: RequestView, zone: zoneinfo.ZoneInfo) -> RequestStatus:
+    """The request status shape of a service view."""
+    data = {
         "request_id": view.request_id,
         "queue_number": view.queue_number,
         "charging_mode": view.charging_mode,
@@ -271,32 +435,40 @@ def request_data(view: RequestView, zone: zoneinfo.ZoneInfo) -> dict[str, Any]:
         "current_amount": rounded(view.current_amount),
         "created_at": local_iso(view.created_at, zone),
     }
+    return msgspec.convert(data, RequestStatus)
 
 
 async def submit_request(request: web.Request) -> web.StreamResponse:
     """POST /api/charging/request/: join the waiting area."""
-    fields = Fields(await json_object(request))
-    mode = fields.choice("charging_mode", MODES)
-    kwh = fields.amount("requested_amount")
-    battery = fields.amount("battery_capacity", required=False)
-    if kwh is not None and battery is not None and kwh > battery:
-        fields.problems["requested_amount"] = f"must not exceed battery_capacity ({battery:g}), got {kwh:g}"
-    fields.check()
-    assert mode is not None and kwh is not None
-    view = await service_of(request).submit(current_user(request).id, mode, kwh, battery)
+
+    def within_battery(v: Mapping[str, Any]) -> Mapping[str, str]:
+        kwh, battery = v.get("requested_amount"), v.get("battery_capacity")
+        if kwh is not None and battery is not None and kwh > battery:
+            return {"requested_amount": f"must not exceed battery_capacity ({battery:g}), got {kwh:g}"}
+        return {}
+
+    body = decode(await json_object(request), SubmitBody, rules=within_battery)
+    view = await service_of(request).submit(
+        current_user(request).id, body.charging_mode, body.requested_amount, body.battery_capacity
+    )
     return ok(request_data(view, station_zone(request)), "充电请求提交成功", status=201)
 
 
 async def change_request(request: web.Request) -> web.StreamResponse:
     """PUT /api/charging/request/{request_id}/: change mode and/or amount while waiting."""
-    fields = Fields(await json_object(request))
-    mode = fields.choice("charging_mode", MODES, required=False)
-    kwh = fields.amount("requested_amount", required=False)
-    if mode is None and kwh is None and not fields.problems:
-        fields.problems["body"] = "give charging_mode and/or requested_amount"
-    fields.check()
+    data = await json_object(request)
+
+    def something_to_change(_valid: Mapping[str, Any]) -> Mapping[str, str]:
+        if all(data.get(name) is None for name in ChangeBody.__struct_fields__):
+            return {"body": "give charging_mode and/or requested_amount"}
+        return {}
+
+    body = decode(data, ChangeBody, rules=something_to_change)
     view = await service_of(request).change(
-        current_user(request).id, request.match_info["request_id"], mode=mode, kwh=kwh
+        current_user(request).id,
+        request.match_info["request_id"],
+        mode=body.charging_mode,
+        kwh=body.requested_amount,
     )
     return ok(request_data(view, station_zone(request)), "充电请求修改成功")
 
@@ -324,32 +496,27 @@ async def complete(request: web.Request) -> web.StreamResponse:
         "total_cost": rounded(done.total_cost),
         "charging_duration": rounded(done.charging_duration),
     }
-    return ok(data, "充电已结束")
+    return ok(msgspec.convert(data, Completion), "充电已结束")
 
 
 async def queue_status(request: web.Request) -> web.StreamResponse:
     """GET /api/charging/queue/status/."""
-    return ok(local_values(service_of(request).queue_status(), station_zone(request)))
+    status = local_values(service_of(request).queue_status(), station_zone(request))
+    return ok(msgspec.convert(status, QueueStatus))
 
 
 async def piles_status(request: web.Request) -> web.StreamResponse:
     """GET /api/charging/piles/status/."""
-    return ok(local_values(await piles_status_with_registered(request), station_zone(request)))
+    status = local_values(await piles_status_with_registered(request), station_zone(request))
+    return ok(msgspec.convert(status, PilesStatus))
 
 
 async def get_parameters(request: web.Request) -> web.StreamResponse:
     """GET /api/charging/config/parameters/."""
-    return ok(service_of(request).parameters())
+    return ok(msgspec.convert(service_of(request).parameters(), Parameters))
 
 
 # --- bills -----------------------------------------------------------------------------------------
-
-_BILL_COLUMNS = (
-    "id, generated_time, pile_no, electricity, duration, start_time, end_time, "
-    "service_fee, total_amount, detail"
-)
-_BILL_TIME = "julianday(generated_time)"
-_IS_BILL = "request_id IS NOT NULL AND generated_time IS NOT NULL"  # a finished, priced segment
 
 
 @dataclass(frozen=True)
@@ -375,37 +542,12 @@ class BillQuery:
         until = datetime.combine(end + timedelta(days=1), time(), zone) if end else None
         return cls(page, limit, since, until)
 
-    def where(self, user_id: int) -> tuple[str, list[Any]]:
-        sql, args = f"user_id = ? AND {_IS_BILL}", list[Any]([user_id])
-        for bound, op in ((self.since, ">="), (self.until, "<")):
-            if bound is not None:
-                sql += f" AND {_BILL_TIME} {op} julianday(?)"
-                args.append(bound.astimezone(UTC).isoformat())
-        return sql, args
-
-
-def bill_page(db: sqlite_utils.Database, user_id: int, query: BillQuery) -> tuple[int, list[dict[str, Any]]]:
-    """(total count, rows of the page), newest first."""
-    where, args = query.where(user_id)
-    total = db.execute(f"SELECT COUNT(*) FROM orders WHERE {where}", args).fetchone()[0]  # noqa: S608
-    rows = db.query(
-        f"SELECT {_BILL_COLUMNS} FROM orders WHERE {where} "  # noqa: S608 - columns and clauses are ours
-        f"ORDER BY {_BILL_TIME} DESC, rowid DESC LIMIT ? OFFSET ?",
-        [*args, query.limit, (query.page - 1) * query.limit],
-    )
-    return int(total), list(rows)
-
-
-def bill_rows(db: sqlite_utils.Database, user_id: int, bill_id: str) -> list[dict[str, Any]]:
-    """The user's detail record ``bill_id``, or every record of the request bill ``bill_id``
-    (what POST /complete/ returns); another user's bill is absent."""
-    return list(
-        db.query(
-            f"SELECT {_BILL_COLUMNS} FROM orders WHERE user_id = ? AND {_IS_BILL} "  # noqa: S608
-            "AND (id = ? OR bill_id = ?) ORDER BY julianday(start_time), rowid",
-            [user_id, bill_id, bill_id],
+    def rows(self, db: sqlite_utils.Database, user_id: int) -> tuple[int, list[dict[str, Any]]]:
+        """(total count, rows of this page) of the user's bills."""
+        offset = (self.page - 1) * self.limit
+        return driver_queries.bill_page(
+            db, user_id, since=self.since, until=self.until, limit=self.limit, offset=offset
         )
-    )
 
 
 def _instant(text: str | None) -> datetime:
@@ -485,31 +627,31 @@ class BillFigures:
         costs = {f"{name}_cost": rounded(self.fees[name]) for name in PERIODS}
         return {**costs, "service_cost": rounded(self.service_fee), "total_cost": rounded(self.total)}
 
-    def detail(self, zone: zoneinfo.ZoneInfo) -> dict[str, Any]:
-        """The spec's single-bill shape."""
+    def entry(self, zone: zoneinfo.ZoneInfo) -> BillEntry:
+        """The bill as a list entry."""
+        return msgspec.convert({**self.common(zone), **self.costs()}, BillEntry)
+
+    def detail(self, zone: zoneinfo.ZoneInfo) -> BillDetail:
+        """The bill with its breakdowns."""
         hours = {f"{name}_hours": rounded(self.hours[name]) for name in PERIODS}
-        return {**self.common(zone), "cost_breakdown": self.costs(), "time_breakdown": hours}
+        data = {**self.common(zone), "cost_breakdown": self.costs(), "time_breakdown": hours}
+        return msgspec.convert(data, BillDetail)
 
 
 async def list_bills(request: web.Request) -> web.StreamResponse:
     """GET /api/charging/bills/: the caller's detail records, newest first, paged."""
     zone, user_id = station_zone(request), current_user(request).id
     query = BillQuery.parse(request.query, zone)
-    total, rows = await store_of(request).read(lambda db: bill_page(db, user_id, query))
-    bills = [{**(fig := BillFigures.from_row(row)).common(zone), **fig.costs()} for row in rows]
+    total, rows = await store_of(request).read(lambda db: query.rows(db, user_id))
+    bills = [BillFigures.from_row(row).entry(zone) for row in rows]
     pages = math.ceil(total / query.limit)
-    return ok(
-        {
-            "bills": bills,
-            "pagination": {"current_page": query.page, "total_pages": pages, "total_count": total},
-        }
-    )
+    return ok(BillList(bills, Pagination(query.page, pages, total)))
 
 
 async def get_bill(request: web.Request) -> web.StreamResponse:
     """GET /api/charging/bills/{bill_id}/: one detail record (or a request's bill) with breakdowns."""
     zone, user_id, bill_id = station_zone(request), current_user(request).id, request.match_info["bill_id"]
-    rows = await store_of(request).read(lambda db: bill_rows(db, user_id, bill_id))
+    rows = await store_of(request).read(lambda db: driver_queries.bill_rows(db, user_id, bill_id))
     if not rows:
         raise not_found("详单不存在")
     figures = BillFigures.combine(bill_id, [BillFigures.from_row(row) for row in rows])
@@ -519,17 +661,6 @@ async def get_bill(request: web.Request) -> web.StreamResponse:
 # --- notifications ---------------------------------------------------------------------------------
 
 
-def notification_rows(db: sqlite_utils.Database, user_id: int, limit: int) -> list[dict[str, Any]]:
-    """The user's newest notifications."""
-    return list(
-        db.query(
-            "SELECT id, kind, content, create_time, is_read FROM notifications WHERE user_id = ? "
-            "ORDER BY julianday(create_time) DESC, id DESC LIMIT ?",
-            [user_id, limit],
-        )
-    )
-
-
 async def list_notifications(request: web.Request) -> web.StreamResponse:
     """GET /api/charging/notifications/: the caller's notifications, newest first."""
     problems: dict[str, str] = {}
@@ -537,7 +668,7 @@ async def list_notifications(request: web.Request) -> web.StreamResponse:
     if problems:
         raise validation_error(problems)
     zone, user_id = station_zone(request), current_user(request).id
-    rows = await store_of(request).read(lambda db: notification_rows(db, user_id, limit))
+    rows = await store_of(request).read(lambda db: driver_queries.notification_rows(db, user_id, limit))
     data = [
         {
             "id": r["id"],
@@ -548,163 +679,23 @@ async def list_notifications(request: web.Request) -> web.StreamResponse:
         }
         for r in rows
     ]
-    return ok(data)
+    return ok(msgspec.convert(data, list[Notification]))
 
 
 async def mark_notification_read(request: web.Request) -> web.StreamResponse:
     """PUT /api/charging/notifications/{notification_id}/read/: mark one of the caller's as read."""
     notification_id, user_id = path_int(request, "notification_id"), current_user(request).id
-    now = auth_settings(request.app).clock().astimezone(UTC).isoformat()
+    now = auth_settings(request.app).clock()
 
-    def mark(db: sqlite_utils.Database) -> int:
-        return int(
-            db.execute(
-                "UPDATE notifications SET is_read = 1, read_time = COALESCE(read_time, ?)"
-                " WHERE id = ? AND user_id = ?",
-                [now, notification_id, user_id],
-            ).rowcount
-        )
+    def mark(db: sqlite_utils.Database) -> bool:
+        return driver_queries.mark_notification_read(db, user_id, notification_id, now)
 
     if not await store_of(request).write(mark):
         raise not_found("通知不存在")
-    return ok({"id": notification_id, "read": True}, "通知已标记为已读")
+    return ok(NotificationRead(notification_id, True), "通知已标记为已读")
 
 
 # --- the route table -------------------------------------------------------------------------------
-
-_NUMBER, _INT, _STR, _BOOL = {"type": "number"}, {"type": "integer"}, {"type": "string"}, {"type": "boolean"}
-_DT = {"type": ["string", "null"], "format": "date-time"}
-_NULL_STR = {"type": ["string", "null"]}
-
-
-def _obj(properties: Mapping[str, Any], required: tuple[str, ...] | None = None) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "object", "properties": dict(properties)}
-    schema["required"] = list(properties) if required is None else list(required)
-    return schema
-
-
-_MODE = {"type": "string", "enum": list(MODES)}
-_KWH = {"type": "number", "minimum": MIN_KWH, "maximum": MAX_KWH}
-REGISTER_BODY = _obj(
-    {
-        "username": {"type": "string", "pattern": r"^[A-Za-z0-9_.\-@]{3,64}$"},
-        "password": {
-            "type": "string",
-            "minLength": auth.PASSWORD_LENGTH[0],
-            "maxLength": auth.PASSWORD_LENGTH[1],
-        },
-        "email": {"type": ["string", "null"], "format": "email"},
-        "phone": _NULL_STR,
-    },
-    ("username", "password"),
-)
-LOGIN_BODY = _obj({"username": _STR, "password": _STR})
-REQUEST_VIEW = _obj(
-    {
-        "request_id": _STR,
-        "queue_number": _STR,
-        "charging_mode": _MODE,
-        "requested_amount": _NUMBER,
-        "battery_capacity": {"type": ["number", "null"]},
-        "current_status": {"type": "string", "enum": ["waiting", "charging", "completed", "cancelled"]},
-        "queue_position": _INT,
-        "ahead_count": _INT,
-        "estimated_wait_time": {**_NUMBER, "description": "minutes; -1 when no working pile of the mode"},
-        "charging_pile_id": _NULL_STR,
-        "start_time": _DT,
-        "current_amount": {**_NUMBER, "description": "kWh so far"},
-        "created_at": _DT,
-    }
-)
-_QUEUE_LIST = _obj(
-    {
-        "waiting_count": _INT,
-        "queue_list": {
-            "type": "array",
-            "items": _obj({"queue_number": _STR, "estimated_wait_time": _NUMBER}),
-        },
-    }
-)
-_PILE = _obj(
-    {
-        "pile_id": _STR,
-        "pile_type": {"type": "string", "enum": list(MODES)},
-        "status": {"type": "string", "enum": ["normal", "fault", "offline"]},
-        "is_working": _BOOL,
-        "current_user": _NULL_STR,
-        "queue": {"type": "array"},
-    }
-)
-PARAMETERS = _obj(
-    {
-        "FastChargingPileNum": _INT,
-        "TrickleChargingPileNum": _INT,
-        "WaitingAreaSize": _INT,
-        "ChargingQueueLen": _INT,
-        "pricing": _obj({k: _NUMBER for k in ("peak_rate", "normal_rate", "valley_rate", "service_rate")}),
-        "time_periods": _obj(
-            {
-                p: {"type": "array", "items": {"type": "string", "pattern": r"^\d\d:\d\d-\d\d:\d\d$"}}
-                for p in PERIODS
-            }
-        ),
-        "fault_strategy": {"type": "string", "enum": ["priority", "time_order"]},
-        "dispatch_policy": {"type": "string", "enum": ["best_or_wait", "best_free"]},
-    },
-    (
-        "FastChargingPileNum",
-        "TrickleChargingPileNum",
-        "WaitingAreaSize",
-        "ChargingQueueLen",
-        "pricing",
-        "time_periods",
-    ),
-)
-_BILL_BASE = {
-    "bill_id": _STR,
-    "generated_time": _DT,
-    "pile_id": _STR,
-    "charging_amount": {**_NUMBER, "description": "kWh"},
-    "charging_duration": {**_NUMBER, "description": "minutes"},
-    "start_time": _DT,
-    "end_time": _DT,
-}
-_COSTS = {f"{n}_cost": _NUMBER for n in (*PERIODS, "service", "total")}
-BILL_DETAIL = _obj(
-    {
-        **_BILL_BASE,
-        "cost_breakdown": _obj(_COSTS),
-        "time_breakdown": _obj({f"{n}_hours": _NUMBER for n in PERIODS}),
-    }
-)
-BILL_LIST = _obj(
-    {
-        "bills": {"type": "array", "items": _obj({**_BILL_BASE, **_COSTS})},
-        "pagination": _obj({"current_page": _INT, "total_pages": _INT, "total_count": _INT}),
-    }
-)
-NOTIFICATION = _obj(
-    {
-        "id": _INT,
-        "type": {
-            "type": "string",
-            # the four of the spec, and the kinds of notices written through the operator API
-            "enum": [
-                "queue_update",
-                "charging_start",
-                "charging_complete",
-                "pile_fault",
-                "system",
-                "order",
-                "activity",
-                "recharge",
-            ],
-        },
-        "message": _STR,
-        "timestamp": _DT,
-        "read": _BOOL,
-    }
-)
 
 
 def _query(name: str, schema: Mapping[str, Any], description: str) -> dict[str, Any]:
@@ -730,9 +721,9 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         "用户注册: create an account and get a token",
         Access.PUBLIC,
         _AUTH,
-        request_body=REGISTER_BODY,
+        request_body=RegisterBody,
         status=201,
-        response=_obj({"user_id": _INT, "username": _STR, "token": _STR}),
+        response=Registered,
         description="A taken username (case-insensitively) is VALIDATION_ERROR {username: already taken}.",
     ),
     RouteSpec(
@@ -742,8 +733,8 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         "用户登录",
         Access.PUBLIC,
         _AUTH,
-        request_body=LOGIN_BODY,
-        response=_obj({"user_id": _INT, "username": _STR, "token": _STR, "is_staff": _BOOL}),
+        request_body=LoginBody,
+        response=LoggedIn,
         errors=((401, "AUTH_INVALID"), (429, "AUTH_INVALID")),
         description="After 5 failures in 5 minutes per account, or 20 per client address, logins are "
         "refused with 429 AUTH_INVALID (details.retry_after_s, Retry-After header) until "
@@ -756,24 +747,15 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         profile,
         "获取用户信息",
         tag=_AUTH,
-        response=_obj(
-            {"id": _INT, "username": _STR, "email": _NULL_STR, "phone": _NULL_STR, "is_staff": _BOOL}
-        ),
+        response=Profile,
     ),
     RouteSpec(
         "POST",
         "/api/charging/request/",
         submit_request,
         "提交充电请求",
-        request_body=_obj(
-            {
-                "charging_mode": _MODE,
-                "requested_amount": _KWH,
-                "battery_capacity": {**_KWH, "type": ["number", "null"]},
-            },
-            ("charging_mode", "requested_amount"),
-        ),
-        response=REQUEST_VIEW,
+        request_body=SubmitBody,
+        response=RequestStatus,
         status=201,
         errors=((409, QUEUE_FULL), (409, DUPLICATE_REQUEST)),
     ),
@@ -782,8 +764,8 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         "/api/charging/request/{request_id}/",
         change_request,
         "修改充电请求 (waiting area only)",
-        request_body=_obj({"charging_mode": _MODE, "requested_amount": _KWH}, ()),
-        response=REQUEST_VIEW,
+        request_body=ChangeBody,
+        response=RequestStatus,
         errors=(*_NOT_FOUND, *_CONFLICT, (409, QUEUE_FULL)),
         description="409 VALIDATION_ERROR with details.reason CHANGE_NOT_ALLOWED once in the charging area.",
     ),
@@ -792,7 +774,7 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         "/api/charging/request/{request_id}/cancel/",
         cancel_request,
         "取消充电请求",
-        response=REQUEST_VIEW,
+        response=RequestStatus,
         errors=_NOT_FOUND,
     ),
     RouteSpec(
@@ -800,7 +782,7 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         "/api/charging/request/status/",
         request_status,
         "查看当前充电请求状态",
-        response={**REQUEST_VIEW, "type": ["object", "null"]},
+        response=RequestStatus | None,
         description="data is null (with a message) when the caller has never made a request.",
     ),
     RouteSpec(
@@ -808,14 +790,7 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         "/api/charging/complete/",
         complete,
         "结束充电",
-        response=_obj(
-            {
-                "bill_id": _STR,
-                "total_amount": {**_NUMBER, "description": "kWh"},
-                "total_cost": _NUMBER,
-                "charging_duration": {**_NUMBER, "description": "minutes"},
-            }
-        ),
+        response=Completion,
         errors=(*_NOT_FOUND, *_CONFLICT),
         description="409 VALIDATION_ERROR with details.reason NOT_CHARGING when the caller is not charging.",
     ),
@@ -824,29 +799,21 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         "/api/charging/queue/status/",
         queue_status,
         "查看排队状态 (token required)",
-        response=_obj(
-            {
-                "fast_charging": _QUEUE_LIST,
-                "slow_charging": _QUEUE_LIST,
-                "waiting_area_capacity": _obj({"current": _INT, "max": _INT}),
-            }
-        ),
+        response=QueueStatus,
     ),
     RouteSpec(
         "GET",
         "/api/charging/piles/status/",
         piles_status,
         "查看充电桩状态 (token required)",
-        response=_obj(
-            {"fast_piles": {"type": "array", "items": _PILE}, "slow_piles": {"type": "array", "items": _PILE}}
-        ),
+        response=PilesStatus,
     ),
     RouteSpec(
         "GET",
         "/api/charging/bills/",
         list_bills,
         "查看充电详单列表 (newest first)",
-        response=BILL_LIST,
+        response=BillList,
         parameters=(
             _query("page", {"type": "integer", "minimum": 1, "default": 1}, "页码"),
             _query("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}, "每页数量"),
@@ -859,7 +826,7 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         "/api/charging/bills/{bill_id}/",
         get_bill,
         "查看单个详单",
-        response=BILL_DETAIL,
+        response=BillDetail,
         errors=_NOT_FOUND,
     ),
     RouteSpec(
@@ -867,7 +834,7 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         "/api/charging/notifications/",
         list_notifications,
         "获取用户通知 (newest first)",
-        response={"type": "array", "items": NOTIFICATION},
+        response=list[Notification],
         parameters=(
             _query(
                 "limit",
@@ -881,8 +848,10 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         "/api/charging/notifications/{notification_id}/read/",
         mark_notification_read,
         "标记通知已读",
-        parameters=({"name": "notification_id", "in": "path", "required": True, "schema": _INT},),
-        response=_obj({"id": _INT, "read": _BOOL}),
+        parameters=(
+            {"name": "notification_id", "in": "path", "required": True, "schema": {"type": "integer"}},
+        ),
+        response=NotificationRead,
         errors=_NOT_FOUND,
     ),
     RouteSpec(
@@ -890,16 +859,6 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         "/api/charging/config/parameters/",
         get_parameters,
         "获取系统参数 (token required)",
-        response=PARAMETERS,
+        response=Parameters,
     ),
 )
-
-
-def add_user_api(app: web.Application) -> None:
-    """Register the user API, its operator endpoints, /api/openapi.json and the middlewares.
-
-    Call before the app starts. See :mod:`central.web.middleware` for the app keys handlers read.
-    """
-    from central.web.operator_api import OPERATOR_ROUTES  # it builds on this module
-
-    register_routes(app, [*USER_ROUTES, *OPERATOR_ROUTES, OPENAPI_SPEC])

@@ -5,8 +5,10 @@ schemathesis reads /api/openapi.json and sends every operation of the driver API
 platform API valid and invalid data (examples, coverage and fuzzing phases, at most
 :data:`MAX_EXAMPLES` cases per operation, fixed seed) with the admin's token, checking only
 ``not_a_server_error``. Logout is left out of the run (it would revoke the token the run uses) and
-is called once at the end instead. A failure prints schemathesis' report (operation, input, a curl
-line) and the central's "unexpected error" log lines (with their tracebacks).
+is called once at the end instead. The driver API is also held to its document: every status it
+answers is declared, and every body fits the declared schema. A failure prints schemathesis' report
+(operation, input, a curl line) and the central's "unexpected error" log lines (with their
+tracebacks).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ MAX_EXAMPLES = 20
 RUN_TIMEOUT_S = 150.0
 PLATFORM_PATHS = ("/api/Users", "/api/UserRoles", "/api/UserAddresses/{id}", "/api/UserNotifications")
 LEFT_OUT = ("/api/auth/logout/",)
+DRIVER_PATHS = r"^/api/(auth|charging)/"
+CONFORMANCE = "not_a_server_error,status_code_conformance,response_schema_conformance"
 
 
 @pytest.fixture
@@ -59,12 +63,15 @@ def operations(url: str) -> list[tuple[str, str]]:
     return [(method.upper(), path) for path, item in document["paths"].items() for method in item]
 
 
-def run_schemathesis(url: str, token: str, workdir: Path) -> subprocess.CompletedProcess[str]:
-    """The schemathesis CLI, run in ``workdir`` (its caches and report stay out of the repository)."""
+def run_schemathesis(
+    url: str, token: str, workdir: Path, checks: str = "not_a_server_error", *only: str
+) -> subprocess.CompletedProcess[str]:
+    """The schemathesis CLI, run in ``workdir`` (its caches and report stay out of the repository);
+    ``only`` adds filter options."""
     command = [
         sys.executable, "-m", "schemathesis.cli", "run", f"{url}/api/openapi.json",
         "--header", f"Authorization: Bearer {token}",
-        "--checks", "not_a_server_error",
+        "--checks", checks, *only,
         "--max-examples", str(MAX_EXAMPLES), "--seed", "4",
         "--phases", "examples,coverage,fuzzing", "--mode", "all",
         "--workers", "1", "--request-timeout", "10", "--no-shrink",
@@ -96,3 +103,18 @@ def test_no_operation_of_either_api_answers_a_server_error(central: CentralProce
     tested = re.search(r"Tested:\s+(\d+)", report)  # schemathesis leaves the document itself out
     assert tested is not None and int(tested[1]) == len(expected), report
     assert Api(central.url, token).call("POST", "/api/auth/logout/")[0] == 200
+
+
+def test_the_driver_api_answers_only_what_its_document_declares(
+    central: CentralProcess, tmp_path: Path
+) -> None:
+    pytest.importorskip("schemathesis", reason="pip install 'schemathesis>=3.30' (test extras)")
+    token = admin_token(central.url)
+    result = run_schemathesis(central.url, token, tmp_path, CONFORMANCE, "--include-path-regex", DRIVER_PATHS)
+    report = (result.stdout + result.stderr)[-12000:]
+    assert result.returncode == 0, f"{report}\n--- central errors ---\n{server_errors(central.proc.log())}"
+    expected = [
+        op for op in operations(central.url) if re.match(DRIVER_PATHS, op[1]) and op[1] not in LEFT_OUT
+    ]
+    tested = re.search(r"Tested:\s+(\d+)", report)
+    assert tested is not None and int(tested[1]) == len(expected), report

@@ -13,8 +13,9 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import sqlite_utils
 from aiohttp import web
 
@@ -26,8 +27,8 @@ from central.web.errors import (
     ApiError,
     json_response,
 )
-from central.web.jsonbody import json_object, json_type
 from central.web.middleware import auth_settings, store_of
+from central.web.shapes import PLATFORM, S, decode, json_object, json_type
 
 PAGE_SIZE_DEFAULT = 10
 PAGE_SIZE_MAX = 100
@@ -285,6 +286,16 @@ async def read_body(request: web.Request) -> Body:
     return Body(await json_object(request))
 
 
+async def read_shape(
+    request: web.Request,
+    shape: type[S],
+    rules: Callable[[Mapping[str, Any]], Mapping[str, str]] | None = None,
+) -> S:
+    """The request's JSON object body as ``shape``: 400 problem details naming every bad field
+    (``rules``: see :func:`central.web.shapes.decode`)."""
+    return decode(await json_object(request), shape, PLATFORM, rules)
+
+
 def path_id(request: web.Request, name: str, what: str) -> int:
     """An integer path parameter: not an integer → 400 naming it; out of id range → 404."""
     text = request.match_info[name]
@@ -422,6 +433,10 @@ DATETIME = {"type": ["string", "null"], "format": "date-time"}
 DATE = {"type": ["string", "null"], "format": "date"}
 ID_SCHEMA = {"type": "integer", "minimum": 1}
 KEY_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_KEY}
+Id = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]
+"""A row id in a request body."""
+Key = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_KEY)]
+"""A text id (station, pile, port, order) in a request body."""
 DENIED_403 = (403, PERMISSION_DENIED)
 MISSING_404 = (404, RESOURCE_NOT_FOUND)
 CONFLICT_409 = (409, "CONFLICT")

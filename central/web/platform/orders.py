@@ -18,8 +18,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from fractions import Fraction
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
+import msgspec
 import sqlite_utils
 import structlog
 from aiohttp import web
@@ -28,6 +29,7 @@ from central.adapters.orders import Payment, pay_order
 from central.adapters.query import like_pattern, require_row, require_user, where_clause
 from central.application import orders as core
 from central.application.ports import OrderTarget
+from central.domain.limits import MAX_KWH
 from central.domain.orders import OrderStatus, PaymentMethod
 from central.domain.pricing import BillingMode
 from central.domain.units import display_number, exact
@@ -54,6 +56,8 @@ from central.web.platform.common import (
     PAYMENT_METHOD,
     PAYMENT_STATUS,
     STR,
+    Id,
+    Key,
     created,
     described,
     int_codes_schema,
@@ -72,15 +76,15 @@ from central.web.platform.common import (
     query_key,
     query_keyword,
     read,
-    read_body,
+    read_shape,
     utc_z,
     write,
 )
+from central.web.shapes import codes
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
-MAX_KWH = 1000.0
 MAX_DURATION_S = 30 * 24 * 3600
 TRANSACTION_ID_LEN = (1, 64)
 
@@ -439,17 +443,38 @@ def order_target(
     return OrderTarget(user_id, pile_id, pile[0], port_id, int(port[1]), exact(pile[1]), mode)
 
 
+class OrderCreate(msgspec.Struct, rename="camel"):
+    user_id: Id
+    pile_id: Key
+    port_id: Key
+    billing_mode: (
+        Annotated[int, codes(BILLING_MODE), msgspec.Meta(extra_json_schema={"default": 1})] | None
+    ) = None
+
+
+class OrderStatusChange(msgspec.Struct, rename="camel"):
+    status: Annotated[int, codes(ORDER_STATUS)]
+
+
+class OrderPayment(msgspec.Struct, rename="camel"):
+    payment_method: Annotated[int, codes(PAYMENT_METHOD)]
+    transaction_id: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                min_length=1, max_length=TRANSACTION_ID_LEN[1], description="required for 1 微信 and 2 支付宝"
+            ),
+        ]
+        | None
+    ) = None
+
+
 async def create_order(request: web.Request) -> web.StreamResponse:
     """POST /api/Orders: an order that starts a real charge on the port."""
-    body = await read_body(request)
-    user_id = body.integer("userId", required=True)
-    pile_id = body.text("pileId", required=True, max_len=MAX_KEY)
-    port_id = body.text("portId", required=True, max_len=MAX_KEY)
-    mode = body.integer("billingMode", choices=BILLING_MODE)
-    body.check()
-    assert user_id is not None and pile_id is not None and port_id is not None
+    body = await read_shape(request, OrderCreate)
+    user_id, pile_id, port_id = body.user_id, body.pile_id, body.port_id
     require_self_or_staff(current_user(request), user_id)
-    billing = BillingMode.ENERGY_AND_ENERGY_FEE if mode is None else mode
+    billing = BillingMode.ENERGY_AND_ENERGY_FEE if body.billing_mode is None else body.billing_mode
     target = await read(request, lambda db: order_target(db, user_id, pile_id, port_id, billing))
     orders = request.app[ORDERS]
     order_id = await acting(orders.create(target))
@@ -498,10 +523,7 @@ async def cancel_order(request: web.Request) -> web.StreamResponse:
 async def set_order_status(request: web.Request) -> web.StreamResponse:
     """PUT /api/Orders/{id}/status (level >= 3)."""
     order_id = path_key(request, "id", "订单")
-    body = await read_body(request)
-    status = body.integer("status", required=True, choices=ORDER_STATUS)
-    body.check()
-    assert status is not None
+    status = (await read_shape(request, OrderStatusChange)).status
     row = await owned_order(request)
     if row["request_id"] is not None and row["status"] == OrderStatus.CHARGING:
         raise conflict("司机端正在充电的会话由充电服务管理；请用 /complete 或 /cancel 结束")
@@ -512,15 +534,15 @@ async def set_order_status(request: web.Request) -> web.StreamResponse:
 
 async def pay(request: web.Request) -> web.StreamResponse:
     """POST /api/Orders/{id}/pay."""
-    body = await read_body(request)
-    method = body.integer("paymentMethod", required=True, choices=PAYMENT_METHOD)
-    high = TRANSACTION_ID_LEN[1]
-    by_transfer = method in (PaymentMethod.WECHAT, PaymentMethod.ALIPAY)
-    transaction = body.text("transactionId", required=by_transfer, max_len=high)
-    body.check()
-    assert method is not None
+
+    def transaction_for_wallets(valid: Mapping[str, Any]) -> Mapping[str, str]:
+        wallet = valid.get("payment_method") in (PaymentMethod.WECHAT, PaymentMethod.ALIPAY)
+        return {"transactionId": "is required"} if wallet and valid.get("transaction_id") is None else {}
+
+    body = await read_shape(request, OrderPayment, transaction_for_wallets)
+    method = body.payment_method
     row = await owned_order(request)
-    payment = Payment(row["id"], method, transaction, service_of(request).now())
+    payment = Payment(row["id"], method, body.transaction_id, service_of(request).now())
     paid = await acting(write(request, lambda db: pay_order(db, payment)))
     log.info("order paid", order=row["id"], method=method, cents=paid, by=current_user(request).id)
     return no_content()
@@ -576,28 +598,6 @@ STATISTICS = obj_schema(
         "cancelledOrders": INT,
         "abnormalOrders": INT,
     }
-)
-CREATE_BODY = obj_schema(
-    {
-        "userId": ID_SCHEMA,
-        "pileId": KEY_SCHEMA,
-        "portId": KEY_SCHEMA,
-        "billingMode": {**int_codes_schema(BILLING_MODE), "default": 1},
-    },
-    ("userId", "pileId", "portId"),
-)
-STATUS_BODY = obj_schema({"status": int_codes_schema(ORDER_STATUS)}, ("status",))
-PAY_BODY = obj_schema(
-    {
-        "paymentMethod": int_codes_schema(PAYMENT_METHOD),
-        "transactionId": {
-            "type": ["string", "null"],
-            "minLength": 1,
-            "maxLength": TRANSACTION_ID_LEN[1],
-            "description": "required for 1 微信 and 2 支付宝",
-        },
-    },
-    ("paymentMethod",),
 )
 _STAFF = "Needs permission level >= 3 (管理员); otherwise 403."
 _OWN = "Your own order, or any with permission level >= 3 (管理员); otherwise 403."
@@ -712,7 +712,7 @@ def _routes() -> list[RouteSpec]:
             create_order,
             "创建订单 (starts a real charge)",
             u,
-            request_body=CREATE_BODY,
+            request_body=OrderCreate,
             response=KEY_RESULT,
             status=201,
             errors=(MISSING_404, CONFLICT_409),
@@ -729,7 +729,7 @@ def _routes() -> list[RouteSpec]:
             "更新订单状态",
             s,
             parameters=_ID,
-            request_body=STATUS_BODY,
+            request_body=OrderStatusChange,
             status=204,
             errors=(MISSING_404, CONFLICT_409),
             description=f"{_STAFF} Legal changes only (409 otherwise): 1→4 (stops the port and bills "
@@ -743,7 +743,7 @@ def _routes() -> list[RouteSpec]:
             "订单支付",
             u,
             parameters=_ID,
-            request_body=PAY_BODY,
+            request_body=OrderPayment,
             status=204,
             errors=(MISSING_404, CONFLICT_409),
             description=f"{_OWN} Payable: unpaid and 0 待支付 (becomes 2 已完成), 2 已完成, or 4 异常 with "

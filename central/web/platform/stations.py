@@ -26,7 +26,6 @@ from aiohttp import web
 
 from central.adapters.query import Resource, require_row, where_clause
 from central.web.errors import PLATFORM_STYLE, conflict
-from central.web.jsonbody import json_type
 from central.web.middleware import service_of
 from central.web.openapi import RouteSpec
 from central.web.permissions import Access
@@ -76,6 +75,7 @@ from central.web.platform.common import (
     utc_z,
     write,
 )
+from central.web.shapes import json_type
 
 if TYPE_CHECKING:
     from central.application.charging import ChargingService

@@ -1,0 +1,78 @@
+"""The driver API's reads and small writes: bill pages and bills, notifications, the login stamp.
+
+Plain functions taking a ``sqlite_utils.Database``; they run inside ``Store.read`` / ``Store.write``.
+Times are stored as UTC ISO text and compared through ``julianday`` so offsets do not matter.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlite_utils
+
+BILL_COLUMNS = (
+    "id, generated_time, pile_no, electricity, duration, start_time, end_time, "
+    "service_fee, total_amount, detail"
+)
+_BILL_TIME = "julianday(generated_time)"
+_IS_BILL = "request_id IS NOT NULL AND generated_time IS NOT NULL"  # a finished, priced segment
+
+
+def bill_page(
+    db: sqlite_utils.Database,
+    user_id: int,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    offset: int,
+) -> tuple[int, list[dict[str, Any]]]:
+    """(total count, rows of the page) of the user's bills generated in [since, until), newest first."""
+    where, args = f"user_id = ? AND {_IS_BILL}", list[Any]([user_id])
+    for bound, op in ((since, ">="), (until, "<")):
+        if bound is not None:
+            where += f" AND {_BILL_TIME} {op} julianday(?)"
+            args.append(bound.astimezone(UTC).isoformat())
+    total = db.execute(f"SELECT COUNT(*) FROM orders WHERE {where}", args).fetchone()[0]  # noqa: S608
+    rows = db.query(
+        f"SELECT {BILL_COLUMNS} FROM orders WHERE {where} "  # noqa: S608 - columns and clauses are ours
+        f"ORDER BY {_BILL_TIME} DESC, rowid DESC LIMIT ? OFFSET ?",
+        [*args, limit, offset],
+    )
+    return int(total), list(rows)
+
+
+def bill_rows(db: sqlite_utils.Database, user_id: int, bill_id: str) -> list[dict[str, Any]]:
+    """The user's detail record ``bill_id``, or every record of the request bill ``bill_id``
+    (what POST /complete/ returns); another user's bill is absent."""
+    return list(
+        db.query(
+            f"SELECT {BILL_COLUMNS} FROM orders WHERE user_id = ? AND {_IS_BILL} "  # noqa: S608
+            "AND (id = ? OR bill_id = ?) ORDER BY julianday(start_time), rowid",
+            [user_id, bill_id, bill_id],
+        )
+    )
+
+
+def notification_rows(db: sqlite_utils.Database, user_id: int, limit: int) -> list[dict[str, Any]]:
+    """The user's newest notifications."""
+    return list(
+        db.query(
+            "SELECT id, kind, content, create_time, is_read FROM notifications WHERE user_id = ? "
+            "ORDER BY julianday(create_time) DESC, id DESC LIMIT ?",
+            [user_id, limit],
+        )
+    )
+
+
+def mark_notification_read(
+    db: sqlite_utils.Database, user_id: int, notification_id: int, now: datetime
+) -> bool:
+    """Mark one of the user's notifications read (the first read time is kept); False if not theirs."""
+    cursor = db.execute(
+        "UPDATE notifications SET is_read = 1, read_time = COALESCE(read_time, ?)"
+        " WHERE id = ? AND user_id = ?",
+        [now.astimezone(UTC).isoformat(), notification_id, user_id],
+    )
+    return bool(cursor.rowcount)
