@@ -113,7 +113,9 @@ async def wait_for_token(path: Path, child: Child, timeout_s: float) -> str:
     """The gateway's control API token, once the gateway has written its token file."""
 
     async def token() -> str | None:
-        return path.read_text().strip() or None if path.exists() else None
+        if not path.exists():
+            return None
+        return path.read_text().strip() or None  # empty while the gateway is writing it
 
     return await wait_for(child, timeout_s, f"control token file {path}", token)
 
