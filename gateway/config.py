@@ -80,6 +80,7 @@ class GatewayConfig:
     log_level: str
     log_format: str
     control_listen: str
+    control_token_file: Path
     command_timeout_s: float
     mqtt: MqttSettings
     outbox: OutboxSettings
@@ -102,6 +103,10 @@ GATEWAY_KEYS: dict[str, tuple[Any, str]] = {
     "log_level": ("info", "debug | info | warning | error"),
     "log_format": ("auto", "auto (JSON unless on a terminal) | json | console"),
     "control_listen": ("127.0.0.1:8470", "loopback host:port of the local control API for pilectl"),
+    "control_token_file": (
+        None,
+        "bearer token of the control API, created at start if missing; default control.token in data_dir",
+    ),
     "command_timeout_s": (3.0, "how long a command may take to be confirmed by read-back"),
 }
 MQTT_KEYS: dict[str, tuple[Any, str]] = {
@@ -157,20 +162,25 @@ def _check_id(problems: list[str], where: str, value: Any) -> None:
         problems.append(f"{where}: expected a string, got {value!r}")
 
 
-def _parse_mqtt(raw: Mapping[str, Any], gw: Mapping[str, Any], problems: list[str],
-                base: Path) -> MqttSettings:
+def _parse_mqtt(
+    raw: Mapping[str, Any], gw: Mapping[str, Any], problems: list[str], base: Path
+) -> MqttSettings:
     m = _take(raw, MQTT_KEYS, "mqtt", problems)
     host, port, tls = parse_mqtt_url(m["url"], "mqtt.url", problems)
-    password = read_secret(m["password"], m["password_file"], "mqtt.password_file", base,
-                           problems)
-    _check(problems, "mqtt.keepalive_s", m["keepalive_s"], int, lambda v: 5 <= v <= 3600,
-           "5..3600")
-    _check(problems, "mqtt.max_inflight", m["max_inflight"], int, lambda v: 1 <= v <= 65535,
-           "1..65535")
+    password = read_secret(m["password"], m["password_file"], "mqtt.password_file", base, problems)
+    _check(problems, "mqtt.keepalive_s", m["keepalive_s"], int, lambda v: 5 <= v <= 3600, "5..3600")
+    _check(problems, "mqtt.max_inflight", m["max_inflight"], int, lambda v: 1 <= v <= 65535, "1..65535")
     client_id = m["client_id"] or f"pilegate-gw-{gw.get('station')}-{gw.get('id')}"
-    return MqttSettings(host=host, port=port, tls=tls,
-                        username=m["username"], password=password, client_id=str(client_id),
-                        keepalive_s=m["keepalive_s"], max_inflight=m["max_inflight"])
+    return MqttSettings(
+        host=host,
+        port=port,
+        tls=tls,
+        username=m["username"],
+        password=password,
+        client_id=str(client_id),
+        keepalive_s=m["keepalive_s"],
+        max_inflight=m["max_inflight"],
+    )
 
 
 def _parse_outbox(raw: Mapping[str, Any], problems: list[str]) -> OutboxSettings:
@@ -189,31 +199,39 @@ def _parse_bus(raw: Any, i: int, poll_period_s: Any, problems: list[str]) -> Bus
     where = f"bus[{raw.get('name', i)}]"
     b = _take(raw, BUS_KEYS, where, problems)
     _check(problems, f"{where}.name", b["name"], str, bool, "a non-empty name")
-    _check(problems, f"{where}.transport", b["transport"], str, lambda v: v in ("tcp", "rtu"),
-           "tcp or rtu")
+    _check(problems, f"{where}.transport", b["transport"], str, lambda v: v in ("tcp", "rtu"), "tcp or rtu")
     if b["transport"] == "tcp" and not b["host"]:
         problems.append(f"{where}.host: required for transport tcp")
     if b["transport"] == "rtu" and not b["device"]:
         problems.append(f"{where}.device: required for transport rtu")
     _check(problems, f"{where}.port", b["port"], int, lambda v: 1 <= v <= 65535, "1..65535")
-    _check(problems, f"{where}.baudrate", b["baudrate"], int,
-           lambda v: v in (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200), "a standard rate")
+    _check(
+        problems,
+        f"{where}.baudrate",
+        b["baudrate"],
+        int,
+        lambda v: v in (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200),
+        "a standard rate",
+    )
     _check(problems, f"{where}.bytesize", b["bytesize"], int, lambda v: v in (7, 8), "7 or 8")
-    _check(problems, f"{where}.parity", b["parity"], str, lambda v: v in ("N", "E", "O"),
-           "N, E or O")
+    _check(problems, f"{where}.parity", b["parity"], str, lambda v: v in ("N", "E", "O"), "N, E or O")
     _check(problems, f"{where}.stopbits", b["stopbits"], int, lambda v: v in (1, 2), "1 or 2")
     _check(problems, f"{where}.timeout_s", b["timeout_s"], _NUM, lambda v: v > 0, "positive")
-    if (isinstance(b["timeout_s"], _NUM) and isinstance(poll_period_s, _NUM)
-            and b["timeout_s"] >= poll_period_s):
-        problems.append(f"{where}.timeout_s: {b['timeout_s']} must be shorter than "
-                        f"gateway.poll_period_s ({poll_period_s})")
+    if (
+        isinstance(b["timeout_s"], _NUM)
+        and isinstance(poll_period_s, _NUM)
+        and b["timeout_s"] >= poll_period_s
+    ):
+        problems.append(
+            f"{where}.timeout_s: {b['timeout_s']} must be shorter than "
+            f"gateway.poll_period_s ({poll_period_s})"
+        )
     _check(problems, f"{where}.retries", b["retries"], int, lambda v: 0 <= v <= 5, "0..5")
-    _check(problems, f"{where}.fail_after_cycles", b["fail_after_cycles"], int,
-           lambda v: 1 <= v <= 100, "1..100")
-    _check(problems, f"{where}.backoff_max_s", b["backoff_max_s"], _NUM, lambda v: v > 0,
-           "positive")
-    _check(problems, f"{where}.turnaround_s", b["turnaround_s"], _NUM, lambda v: 0 <= v < 1,
-           "0..1")
+    _check(
+        problems, f"{where}.fail_after_cycles", b["fail_after_cycles"], int, lambda v: 1 <= v <= 100, "1..100"
+    )
+    _check(problems, f"{where}.backoff_max_s", b["backoff_max_s"], _NUM, lambda v: v > 0, "positive")
+    _check(problems, f"{where}.turnaround_s", b["turnaround_s"], _NUM, lambda v: 0 <= v < 1, "0..1")
     return BusConfig(**b)
 
 
@@ -225,16 +243,33 @@ def _parse_pile(raw: Any, i: int, problems: list[str]) -> PileConfig | None:
     p = _take(raw, PILE_KEYS, where, problems)
     _check_id(problems, f"{where}.id", p["id"])
     _check(problems, f"{where}.unit", p["unit"], int, lambda v: 1 <= v <= 247, "1..247")
-    _check(problems, f"{where}.map", p["map"], str, lambda v: v in MAPS,
-           f"a known register map ({', '.join(sorted(MAPS))})")
-    _check(problems, f"{where}.kind", p["kind"], str, lambda v: v in ("fast", "trickle"),
-           "fast or trickle")
-    _check(problems, f"{where}.max_registers", p["max_registers"], int,
-           lambda v: 1 <= v <= 125, "1..125 (the Modbus limit)")
+    _check(
+        problems,
+        f"{where}.map",
+        p["map"],
+        str,
+        lambda v: v in MAPS,
+        f"a known register map ({', '.join(sorted(MAPS))})",
+    )
+    _check(problems, f"{where}.kind", p["kind"], str, lambda v: v in ("fast", "trickle"), "fast or trickle")
+    _check(
+        problems,
+        f"{where}.max_registers",
+        p["max_registers"],
+        int,
+        lambda v: 1 <= v <= 125,
+        "1..125 (the Modbus limit)",
+    )
     _check(problems, f"{where}.max_gap", p["max_gap"], int, lambda v: 0 <= v <= 125, "0..125")
     max_ports = MAPS[p["map"]].max_ports if p["map"] in MAPS else 99
-    _check(problems, f"{where}.ports", p["ports"], int, lambda v: 1 <= v <= max_ports,
-           f"1..{max_ports} for map {p['map']}")
+    _check(
+        problems,
+        f"{where}.ports",
+        p["ports"],
+        int,
+        lambda v: 1 <= v <= max_ports,
+        f"1..{max_ports} for map {p['map']}",
+    )
     return PileConfig(**p)
 
 
@@ -254,14 +289,14 @@ def _cross_check(buses: list[BusConfig], piles: list[PileConfig], problems: list
             problems.append(f"pile[{p.id}].bus: unknown bus {p.bus!r}")
         other = units.setdefault((p.bus, p.unit), p.id)
         if other != p.id:
-            problems.append(f"pile[{p.id}].unit: unit {p.unit} on bus {p.bus!r} already "
-                            f"used by pile {other}")
+            problems.append(f"pile[{p.id}].unit: unit {p.unit} on bus {p.bus!r} already used by pile {other}")
     if not piles:
         problems.append("pile: at least one [[pile]] is required")
 
 
-def parse_config(data: Mapping[str, Any], source: str = "<config>",
-                 base: Path | None = None) -> GatewayConfig:
+def parse_config(
+    data: Mapping[str, Any], source: str = "<config>", base: Path | None = None
+) -> GatewayConfig:
     """Validate a parsed TOML document; raise ConfigError listing every problem."""
     problems: list[str] = []
     base = base or Path.cwd()
@@ -269,34 +304,76 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>",
     gw = _take(data.get("gateway", {}), GATEWAY_KEYS, "gateway", problems)
     _check_id(problems, "gateway.id", gw["id"])
     _check_id(problems, "gateway.station", gw["station"])
-    _check(problems, "gateway.poll_period_s", gw["poll_period_s"], _NUM,
-           lambda v: 0.05 <= v <= 3600, "0.05..3600")
-    _check(problems, "gateway.log_level", gw["log_level"], str,
-           lambda v: v in ("debug", "info", "warning", "error"), "debug|info|warning|error")
-    _check(problems, "gateway.log_format", gw["log_format"], str,
-           lambda v: v in ("auto", "json", "console"), "auto|json|console")
-    _check(problems, "gateway.command_timeout_s", gw["command_timeout_s"], _NUM,
-           lambda v: 0.1 <= v <= 60, "0.1..60")
-    _check(problems, "gateway.control_listen", gw["control_listen"], str,
-           is_loopback_listen, "a loopback host:port (127.0.0.1:PORT)")
+    _check(
+        problems,
+        "gateway.poll_period_s",
+        gw["poll_period_s"],
+        _NUM,
+        lambda v: 0.05 <= v <= 3600,
+        "0.05..3600",
+    )
+    _check(
+        problems,
+        "gateway.log_level",
+        gw["log_level"],
+        str,
+        lambda v: v in ("debug", "info", "warning", "error"),
+        "debug|info|warning|error",
+    )
+    _check(
+        problems,
+        "gateway.log_format",
+        gw["log_format"],
+        str,
+        lambda v: v in ("auto", "json", "console"),
+        "auto|json|console",
+    )
+    _check(
+        problems,
+        "gateway.command_timeout_s",
+        gw["command_timeout_s"],
+        _NUM,
+        lambda v: 0.1 <= v <= 60,
+        "0.1..60",
+    )
+    _check(
+        problems,
+        "gateway.control_listen",
+        gw["control_listen"],
+        str,
+        is_loopback_listen,
+        "a loopback host:port (127.0.0.1:PORT)",
+    )
+    _check(problems, "gateway.control_token_file", gw["control_token_file"], str, bool, "a file path")
     mqtt = _parse_mqtt(data.get("mqtt", {}), gw, problems, base)
     outbox = _parse_outbox(data.get("outbox", {}), problems)
     raw_buses, raw_piles = data.get("bus", []), data.get("pile", [])
     if not isinstance(raw_buses, list) or not isinstance(raw_piles, list):
         problems.append("bus and pile must be arrays of tables ([[bus]], [[pile]])")
         raw_buses, raw_piles = [], []
-    buses = [b for i, r in enumerate(raw_buses)
-             if (b := _parse_bus(r, i, gw["poll_period_s"], problems))]
+    buses = [b for i, r in enumerate(raw_buses) if (b := _parse_bus(r, i, gw["poll_period_s"], problems))]
     piles = [p for i, r in enumerate(raw_piles) if (p := _parse_pile(r, i, problems))]
     _cross_check(buses, piles, problems)
     if problems:
         raise ConfigError(source, problems)
+    data_dir = base / str(gw["data_dir"])
     return GatewayConfig(
-        id=gw["id"], station=gw["station"], data_dir=base / str(gw["data_dir"]),
-        poll_period_s=float(gw["poll_period_s"]), log_level=gw["log_level"],
-        log_format=gw["log_format"], control_listen=gw["control_listen"],
-        command_timeout_s=float(gw["command_timeout_s"]), mqtt=mqtt, outbox=outbox,
-        buses=tuple(buses), piles=tuple(piles))
+        id=gw["id"],
+        station=gw["station"],
+        data_dir=data_dir,
+        poll_period_s=float(gw["poll_period_s"]),
+        log_level=gw["log_level"],
+        log_format=gw["log_format"],
+        control_listen=gw["control_listen"],
+        control_token_file=(
+            base / gw["control_token_file"] if gw["control_token_file"] else data_dir / "control.token"
+        ),
+        command_timeout_s=float(gw["command_timeout_s"]),
+        mqtt=mqtt,
+        outbox=outbox,
+        buses=tuple(buses),
+        piles=tuple(piles),
+    )
 
 
 def load_config(path: str | Path) -> GatewayConfig:

@@ -25,6 +25,7 @@ from drivers.specs import BusSpec, DeviceSpec, SerialTransport, TcpTransport
 from gateway.commands import CommandExecutor
 from gateway.config import BusConfig, ConfigError, GatewayConfig, load_config
 from gateway.control import ControlApi
+from gateway.control_token import TokenFileError, load_or_create_token
 from gateway.outbox import Outbox, OutboxLimits, OutMessage
 from gateway.poller import Poller
 from gateway.publisher import Publisher
@@ -46,17 +47,34 @@ def bus_spec(config: GatewayConfig, bus: BusConfig) -> BusSpec:
     if bus.transport == "tcp":
         transport = TcpTransport(host=bus.host or "", port=bus.port or 502)
     else:
-        transport = SerialTransport(device=bus.device or "", baudrate=bus.baudrate,
-                                    bytesize=bus.bytesize, parity=bus.parity,
-                                    stopbits=bus.stopbits)
+        transport = SerialTransport(
+            device=bus.device or "",
+            baudrate=bus.baudrate,
+            bytesize=bus.bytesize,
+            parity=bus.parity,
+            stopbits=bus.stopbits,
+        )
     devices = tuple(
-        DeviceSpec(pile_id=p.id, unit=p.unit, regmap=get_map(p.map), ports=p.ports,
-                   timeout_s=bus.timeout_s, retries=bus.retries, max_registers=p.max_registers,
-                   max_gap=p.max_gap)
-        for p in config.piles_on(bus.name))
-    return BusSpec(name=bus.name, transport=transport, devices=devices,
-                   fail_after_cycles=bus.fail_after_cycles, backoff_max_s=bus.backoff_max_s,
-                   turnaround_s=bus.turnaround_s)
+        DeviceSpec(
+            pile_id=p.id,
+            unit=p.unit,
+            regmap=get_map(p.map),
+            ports=p.ports,
+            timeout_s=bus.timeout_s,
+            retries=bus.retries,
+            max_registers=p.max_registers,
+            max_gap=p.max_gap,
+        )
+        for p in config.piles_on(bus.name)
+    )
+    return BusSpec(
+        name=bus.name,
+        transport=transport,
+        devices=devices,
+        fail_after_cycles=bus.fail_after_cycles,
+        backoff_max_s=bus.backoff_max_s,
+        turnaround_s=bus.turnaround_s,
+    )
 
 
 class Gateway:
@@ -65,34 +83,53 @@ class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        limits = OutboxLimits(max_messages=config.outbox.max_messages,
-                              max_bytes=config.outbox.max_bytes,
-                              max_age_s=config.outbox.max_age_s)
+        limits = OutboxLimits(
+            max_messages=config.outbox.max_messages,
+            max_bytes=config.outbox.max_bytes,
+            max_age_s=config.outbox.max_age_s,
+        )
         self.outbox = Outbox(config.data_dir / "outbox.db", limits)
         self.buses = {b.name: Bus(bus_spec(config, b)) for b in config.buses}
-        self.publisher = Publisher(config.station, config.id, self.outbox, self._notify,
-                                   flush_interval_s=config.outbox.flush_interval_s)
+        self.publisher = Publisher(
+            config.station,
+            config.id,
+            self.outbox,
+            self._notify,
+            flush_interval_s=config.outbox.flush_interval_s,
+        )
         self.runtime = GatewayRuntime(config, self.buses, self.publisher)
-        self.executor = CommandExecutor(self.runtime, self.publisher,
-                                        timeout_s=config.command_timeout_s)
-        self.uplink = Uplink(self._uplink_config(), self.outbox, will=self._will,
-                             on_connect=self._on_connect, on_message=self.executor.on_message,
-                             subscriptions=[(f"{topics.ROOT}/{topics.VERSION}/{config.station}"
-                                             "/pile/+/port/+/cmd", 1)])
+        self.executor = CommandExecutor(self.runtime, self.publisher, timeout_s=config.command_timeout_s)
+        self.uplink = Uplink(
+            self._uplink_config(),
+            self.outbox,
+            will=self._will,
+            on_connect=self._on_connect,
+            on_message=self.executor.on_message,
+            subscriptions=[(f"{topics.ROOT}/{topics.VERSION}/{config.station}/pile/+/port/+/cmd", 1)],
+        )
         self.publisher.set_session(self.uplink.reserve_session())
         n = max(len(self.buses), 1)
         period = config.poll_period_s
-        self.pollers = [Poller(bus, period, self.runtime.on_results, phase_s=period * i / n)
-                        for i, bus in enumerate(self.buses.values())]
+        self.pollers = [
+            Poller(bus, period, self.runtime.on_results, phase_s=period * i / n)
+            for i, bus in enumerate(self.buses.values())
+        ]
         self._tasks: list[asyncio.Task[None]] = []
         self._web: web.AppRunner | None = None
         self.started_at = time.time()
 
     def _uplink_config(self) -> UplinkConfig:
         m = self.config.mqtt
-        return UplinkConfig(host=m.host, port=m.port, client_id=m.client_id, username=m.username,
-                            password=m.password, keepalive_s=m.keepalive_s,
-                            max_inflight=m.max_inflight, tls=m.tls)
+        return UplinkConfig(
+            host=m.host,
+            port=m.port,
+            client_id=m.client_id,
+            username=m.username,
+            password=m.password,
+            keepalive_s=m.keepalive_s,
+            max_inflight=m.max_inflight,
+            tls=m.tls,
+        )
 
     def _notify(self) -> None:
         self.uplink.notify()
@@ -102,29 +139,39 @@ class Gateway:
 
     def _on_connect(self, session: int) -> list[OutMessage]:
         self.publisher.set_session(session)
-        birth = GatewayStatus("online", session, self.publisher.now_ms(), __version__,
-                              tuple(self.runtime.piles))
+        birth = GatewayStatus(
+            "online", session, self.publisher.now_ms(), __version__, tuple(self.runtime.piles)
+        )
         now = self.publisher.now_ms()
-        statuses = [OutMessage(topics.pile_status(self.config.station, p.id),
-                               p.status(now).to_json(), 1, True, "status", now)
-                    for p in self.runtime.piles.values() if p.state]
+        statuses = [
+            OutMessage(
+                topics.pile_status(self.config.station, p.id), p.status(now).to_json(), 1, True, "status", now
+            )
+            for p in self.runtime.piles.values()
+            if p.state
+        ]
         return [self.publisher.gateway_status(birth), *statuses]
 
     async def start(self) -> None:
+        token = load_or_create_token(self.config.control_token_file)  # fail before touching anything
         for bus in self.buses.values():
             await bus.start()
         await self.runtime.read_identities(timeout_s=max(self.config.poll_period_s, 1.0))
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(p.run(), name=f"poll-{p.bus.spec.name}")
-                       for p in self.pollers]
+        self._tasks = [loop.create_task(p.run(), name=f"poll-{p.bus.spec.name}") for p in self.pollers]
         self._tasks.append(loop.create_task(self.publisher.run(), name="publisher"))
         await self.uplink.start()
-        await self._start_control()
-        log.info("gateway started", gateway=self.config.id, station=self.config.station,
-                 buses=len(self.buses), piles=len(self.runtime.piles))
+        await self._start_control(token)
+        log.info(
+            "gateway started",
+            gateway=self.config.id,
+            station=self.config.station,
+            buses=len(self.buses),
+            piles=len(self.runtime.piles),
+        )
 
-    async def _start_control(self) -> None:
-        api = ControlApi(self.runtime, self.executor, self.status, self.metrics)
+    async def _start_control(self, token: str) -> None:
+        api = ControlApi(self.runtime, self.executor, self.status, self.metrics, token)
         self._web = web.AppRunner(api.app(), access_log=None)
         await self._web.setup()
         host, _, port = self.config.control_listen.rpartition(":")
@@ -142,8 +189,8 @@ class Gateway:
         self.runtime.stop_statuses()
         self.publisher.flush()
         final = self.publisher.gateway_status(
-            GatewayStatus("offline", self.uplink.session or self.publisher.session,
-                          self.publisher.now_ms()))
+            GatewayStatus("offline", self.uplink.session or self.publisher.session, self.publisher.now_ms())
+        )
         await self.uplink.stop([final])
         if self._web:
             await self._web.cleanup()
@@ -154,14 +201,17 @@ class Gateway:
 
     def status(self) -> dict[str, Any]:
         return {
-            "gateway": {"id": self.config.id, "station": self.config.station,
-                        "version": __version__, "uptime_s": round(time.time() - self.started_at),
-                        "session": self.publisher.session},
+            "gateway": {
+                "id": self.config.id,
+                "station": self.config.station,
+                "version": __version__,
+                "uptime_s": round(time.time() - self.started_at),
+                "session": self.publisher.session,
+            },
             "uplink": self.uplink.stats(),
             "outbox": self.outbox.stats(),
             "commands": self.executor.counts,
-            "buses": {p.bus.spec.name: {**p.bus.snapshot(), "poller": vars(p.stats)}
-                      for p in self.pollers},
+            "buses": {p.bus.spec.name: {**p.bus.snapshot(), "poller": vars(p.stats)} for p in self.pollers},
             "piles": self.runtime.snapshot(),
         }
 
@@ -174,21 +224,25 @@ class Gateway:
             samples.append((f"pilegate_gateway_outbox_{key}", "gauge", {}, float(value)))
         for key, uplink_value in self.uplink.stats().items():
             if isinstance(uplink_value, int | float):
-                samples.append((f"pilegate_gateway_uplink_{key}", "gauge", {},
-                                float(uplink_value)))
+                samples.append((f"pilegate_gateway_uplink_{key}", "gauge", {}, float(uplink_value)))
         for poller in self.pollers:
             labels = {"bus": poller.bus.spec.name}
-            samples.append(("pilegate_gateway_poll_cycles_total", "counter", labels,
-                            poller.stats.cycles))
-            samples.append(("pilegate_gateway_poll_overruns_total", "counter", labels,
-                            poller.stats.overruns))
+            samples.append(("pilegate_gateway_poll_cycles_total", "counter", labels, poller.stats.cycles))
+            samples.append(("pilegate_gateway_poll_overruns_total", "counter", labels, poller.stats.overruns))
         for pile in self.runtime.piles.values():
             health = pile.bus.health(pile.id)
             labels = {"pile": pile.id}
-            samples.append(("pilegate_gateway_pile_online", "gauge", labels,
-                            1.0 if pile.state in ("online", "faulted") else 0.0))
-            samples.append(("pilegate_gateway_pile_latency_seconds", "gauge", labels,
-                            health.last_latency_s or 0.0))
+            samples.append(
+                (
+                    "pilegate_gateway_pile_online",
+                    "gauge",
+                    labels,
+                    1.0 if pile.state in ("online", "faulted") else 0.0,
+                )
+            )
+            samples.append(
+                ("pilegate_gateway_pile_latency_seconds", "gauge", labels, health.last_latency_s or 0.0)
+            )
         return samples
 
 
@@ -208,8 +262,13 @@ async def run_gateway(config: GatewayConfig) -> None:
 
 
 @click.command("gateway")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
-              help="gateway TOML file (see config/gateway.example.toml)")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="gateway TOML file (see config/gateway.example.toml)",
+)
 def gateway_command(config_path: str) -> None:
     """Run the edge gateway: poll the piles over Modbus and publish to MQTT.
 
@@ -223,5 +282,9 @@ def gateway_command(config_path: str) -> None:
         click.echo(str(exc), err=True)
         sys.exit(2)
     configure_logging(config.log_level, config.log_format)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_gateway(config))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run_gateway(config))
+    except TokenFileError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)

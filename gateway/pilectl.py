@@ -3,11 +3,18 @@
 It talks to the running gateway's local control API (``control_listen`` in the gateway config) and
 can check a config file or print a read plan without a running gateway. Every command takes
 ``--json`` for scripts.
+
+The control API wants the bearer token the gateway keeps in its control token file. ``pilectl``
+finds it without typing: the file named by ``--token-file`` (``PILECTL_TOKEN_FILE``), else the
+token in ``PILECTL_TOKEN``, else the gateway config's ``control_token_file`` when ``--config`` is
+given, else the default file in the default data dir. Reading it takes membership of the gateway's
+group.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -17,32 +24,70 @@ from typing import Any
 
 import click
 
+from gateway.config import GATEWAY_KEYS, ConfigError, GatewayConfig, load_config
+from gateway.control_token import TokenFileError, read_token
+
 DEFAULT_URL = "http://127.0.0.1:8470"
+DEFAULT_TOKEN_FILE = Path(GATEWAY_KEYS["data_dir"][0]) / "control.token"
 
 
 class GatewayUnreachable(click.ClickException):
     """The control API did not answer."""
 
 
-def _url(ctx: click.Context) -> str:
-    obj = ctx.find_root().obj or {}
-    if obj.get("config"):
-        from gateway.config import load_config
+def _options(ctx: click.Context) -> dict[str, Any]:
+    return dict(ctx.find_root().obj or {})
 
-        return f"http://{load_config(obj['config']).control_listen}"
-    return str(obj.get("url", DEFAULT_URL)).rstrip("/")
+
+def _gateway_config(ctx: click.Context) -> GatewayConfig | None:
+    """The gateway config named by ``--config``, if any."""
+    path = _options(ctx).get("config")
+    if not path:
+        return None
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _url(ctx: click.Context) -> str:
+    config = _gateway_config(ctx)
+    if config is not None:
+        return f"http://{config.control_listen}"
+    return str(_options(ctx).get("url", DEFAULT_URL)).rstrip("/")
+
+
+def _token(ctx: click.Context) -> tuple[str, str]:
+    """The control API token and where it came from (for error messages)."""
+    token_file = _options(ctx).get("token_file")
+    if not token_file and os.environ.get("PILECTL_TOKEN"):
+        return os.environ["PILECTL_TOKEN"].strip(), "PILECTL_TOKEN"
+    if not token_file:
+        config = _gateway_config(ctx)
+        token_file = config.control_token_file if config is not None else DEFAULT_TOKEN_FILE
+    try:
+        return read_token(Path(token_file)), str(token_file)
+    except TokenFileError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _call(ctx: click.Context, path: str, body: dict[str, Any] | None = None) -> Any:
     url = _url(ctx) + path
+    token, source = _token(ctx)
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method="POST" if data else "GET",  # noqa: S310
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(  # noqa: S310 (an http URL)
+        url,
+        data=data,
+        method="POST" if data else "GET",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 (an http URL)
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
+        if exc.code == 401:
+            detail = f"the token from {source} is not this gateway's"
         raise click.ClickException(f"gateway refused: {detail}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise GatewayUnreachable(f"cannot reach the gateway at {url}: {exc}") from None
@@ -56,12 +101,24 @@ json_option = click.option("--json", "as_json", is_flag=True, help="print JSON")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--url", default=DEFAULT_URL, show_default=True, envvar="PILECTL_URL",
-              help="the gateway's control API")
-@click.option("--config", "config", type=click.Path(dir_okay=False), envvar="PILECTL_CONFIG",
-              help="take the control address from this gateway config")
+@click.option(
+    "--url", default=DEFAULT_URL, show_default=True, envvar="PILECTL_URL", help="the gateway's control API"
+)
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False),
+    envvar="PILECTL_CONFIG",
+    help="take the control address and token file from this gateway config",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False),
+    envvar="PILECTL_TOKEN_FILE",
+    help=f"the gateway's control token file [default: from --config, else {DEFAULT_TOKEN_FILE}]",
+)
 @click.pass_context
-def main(ctx: click.Context, url: str, config: str | None) -> None:
+def main(ctx: click.Context, url: str, config: str | None, token_file: str | None) -> None:
     """Inspect and operate a running pilegate gateway.
 
     Example:
@@ -69,7 +126,7 @@ def main(ctx: click.Context, url: str, config: str | None) -> None:
         pilectl status
         pilectl start F1 1 --energy-wh 5000
     """
-    ctx.obj = {"url": url, "config": config}
+    ctx.obj = {"url": url, "config": config, "token_file": token_file}
 
 
 @main.command()
@@ -88,35 +145,45 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 def format_status(data: dict[str, Any]) -> str:
     gw, up, ob = data["gateway"], data["uplink"], data["outbox"]
-    lines = [f"gateway {gw['id']} station {gw['station']} v{gw['version']} "
-             f"up {gw['uptime_s']}s session {gw['session']}",
-             f"uplink  {'connected' if up.get('connected') else 'DISCONNECTED'}  "
-             f"sent {up.get('sent', 0)} acked {up.get('acked', 0)} "
-             f"inflight {up.get('inflight', 0)} reconnects {up.get('reconnects', 0)}",
-             f"outbox  depth {ob.get('depth', 0)} bytes {ob.get('bytes', 0)} "
-             f"dropped {ob.get('dropped', ob.get('dropped_total', 0))}",
-             "", f"{'PILE':<8} {'BUS':<12} {'UNIT':>4} {'STATE':<11} {'LAST POLL':>9} "
-                 f"{'LATENCY':>8} {'TIMEOUTS':>8} {'ERRORS':>6}  LAST ERROR"]
+    lines = [
+        f"gateway {gw['id']} station {gw['station']} v{gw['version']} "
+        f"up {gw['uptime_s']}s session {gw['session']}",
+        f"uplink  {'connected' if up.get('connected') else 'DISCONNECTED'}  "
+        f"sent {up.get('sent', 0)} acked {up.get('acked', 0)} "
+        f"inflight {up.get('inflight', 0)} reconnects {up.get('reconnects', 0)}",
+        f"outbox  depth {ob.get('depth', 0)} bytes {ob.get('bytes', 0)} "
+        f"dropped {ob.get('dropped', ob.get('dropped_total', 0))}",
+        "",
+        f"{'PILE':<8} {'BUS':<12} {'UNIT':>4} {'STATE':<11} {'LAST POLL':>9} "
+        f"{'LATENCY':>8} {'TIMEOUTS':>8} {'ERRORS':>6}  LAST ERROR",
+    ]
     now_ms = time.time() * 1000
     for name, bus in data["buses"].items():
         for pile_id, dev in bus.get("devices", {}).items():
             pile = data["piles"].get(pile_id, {})
             latency, last_ok = dev.get("last_latency_s"), dev.get("last_ok_ms")
             counters = dev.get("counters", {})
-            error = (dev.get("last_error") or {}).get("message", "") if pile.get(
-                "state") == "comm_fault" else ""
-            lines.append(f"{pile_id:<8} {name:<12} {dev.get('unit', ''):>4} "
-                         f"{pile.get('state') or 'unknown':<11} "
-                         f"{(f'{(now_ms - last_ok) / 1000:.1f}s ago' if last_ok else 'never'):>9} "
-                         f"{(f'{latency * 1000:.1f}ms' if latency else '-'):>8} "
-                         f"{counters.get('timeouts', 0):>8} {counters.get('errors', 0):>6}  {error}")
+            error = (
+                (dev.get("last_error") or {}).get("message", "") if pile.get("state") == "comm_fault" else ""
+            )
+            lines.append(
+                f"{pile_id:<8} {name:<12} {dev.get('unit', ''):>4} "
+                f"{pile.get('state') or 'unknown':<11} "
+                f"{(f'{(now_ms - last_ok) / 1000:.1f}s ago' if last_ok else 'never'):>9} "
+                f"{(f'{latency * 1000:.1f}ms' if latency else '-'):>8} "
+                f"{counters.get('timeouts', 0):>8} {counters.get('errors', 0):>6}  {error}"
+            )
     return "\n".join(lines)
 
 
 @main.command()
 @json_option
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
-              help="compute the plan from this config instead of asking the gateway")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="compute the plan from this config instead of asking the gateway",
+)
 @click.pass_context
 def plan(ctx: click.Context, as_json: bool, config_file: str | None) -> None:
     """Print each pile's read plan: the merged Modbus requests of one poll cycle.
@@ -126,23 +193,24 @@ def plan(ctx: click.Context, as_json: bool, config_file: str | None) -> None:
         pilectl plan --config /etc/pilegate/gateway.toml
     """
     data = offline_plans(config_file) if config_file else _call(ctx, "/plan")
-    text = "\n".join(f"{pid} (bus {p['bus']}, unit {p['unit']}):\n{p['text']}"
-                     for pid, p in data.items())
+    text = "\n".join(f"{pid} (bus {p['bus']}, unit {p['unit']}):\n{p['text']}" for pid, p in data.items())
     _emit(data, as_json, text)
 
 
 def offline_plans(config_file: str) -> dict[str, Any]:
     from drivers.plan import compile_read_plan, format_plan
-    from gateway.config import load_config
     from protocols.registers import get_map
 
     config = load_config(config_file)
     plans = {}
     for p in config.piles:
-        rp = compile_read_plan(get_map(p.map), p.ports, max_registers=p.max_registers,
-                               max_gap=p.max_gap)
-        plans[p.id] = {"bus": p.bus, "unit": p.unit, "text": format_plan(rp),
-                       "requests": [[r.address, r.count] for r in rp.requests]}
+        rp = compile_read_plan(get_map(p.map), p.ports, max_registers=p.max_registers, max_gap=p.max_gap)
+        plans[p.id] = {
+            "bus": p.bus,
+            "unit": p.unit,
+            "text": format_plan(rp),
+            "requests": [[r.address, r.count] for r in rp.requests],
+        }
     return plans
 
 
@@ -153,8 +221,7 @@ def offline_plans(config_file: str) -> dict[str, Any]:
 @click.option("--pile", help="pick the bus of this pile (needed when UNIT is on several buses)")
 @json_option
 @click.pass_context
-def read(ctx: click.Context, unit: int, address: int, count: int, pile: str | None,
-         as_json: bool) -> None:
+def read(ctx: click.Context, unit: int, address: int, count: int, pile: str | None, as_json: bool) -> None:
     """Read COUNT holding registers from ADDRESS of Modbus device UNIT.
 
     Example:
@@ -166,8 +233,9 @@ def read(ctx: click.Context, unit: int, address: int, count: int, pile: str | No
     _emit(data, as_json, "\n".join([f"{'ADDR':>5}  {'DEC':>5}  HEX", *rows]))
 
 
-def _command(ctx: click.Context, pile: str, port: int, op: str, params: dict[str, int],
-             as_json: bool) -> None:
+def _command(
+    ctx: click.Context, pile: str, port: int, op: str, params: dict[str, int], as_json: bool
+) -> None:
     result = _call(ctx, "/command", {"pile": pile, "port": port, "op": op, "params": params})
     reason = f" ({result['reason']})" if result.get("reason") else ""
     _emit(result, as_json, f"{op} {pile} port {port}: {result['status']}{reason}")
@@ -182,8 +250,9 @@ def _command(ctx: click.Context, pile: str, port: int, op: str, params: dict[str
 @click.option("--power-w", type=click.IntRange(0), help="power limit")
 @json_option
 @click.pass_context
-def start(ctx: click.Context, pile: str, port: int, energy_wh: int | None,
-          power_w: int | None, as_json: bool) -> None:
+def start(
+    ctx: click.Context, pile: str, port: int, energy_wh: int | None, power_w: int | None, as_json: bool
+) -> None:
     """Start charging on PILE's PORT.
 
     Example:
@@ -239,9 +308,11 @@ def telemetry(ctx: click.Context, as_json: bool) -> None:
     lines = [f"{'PILE':<8} {'PORT':>4} {'STATE':>5} {'V':>7} {'A':>8} {'W':>7} {'Wh':>10} {'°C':>6}"]
     for pid, pile in data.items():
         for port, v in pile.get("ports", {}).items():
-            lines.append(f"{pid:<8} {port:>4} {v.get('state', ''):>5} {v.get('voltage_V', 0):>7} "
-                         f"{v.get('current_A', 0):>8} {v.get('power_W', 0):>7} "
-                         f"{v.get('energy_Wh', 0):>10} {v.get('temperature_C', 0):>6}")
+            lines.append(
+                f"{pid:<8} {port:>4} {v.get('state', ''):>5} {v.get('voltage_V', 0):>7} "
+                f"{v.get('current_A', 0):>8} {v.get('power_W', 0):>7} "
+                f"{v.get('energy_Wh', 0):>10} {v.get('temperature_C', 0):>6}"
+            )
     _emit(data, as_json, "\n".join(lines))
 
 
@@ -255,17 +326,24 @@ def check_config(file: str, as_json: bool) -> None:
 
         pilectl check-config /etc/pilegate/gateway.toml
     """
-    from gateway.config import ConfigError, load_config
-
     try:
         config = load_config(Path(file))
     except ConfigError as exc:
         _emit({"ok": False, "problems": exc.problems}, as_json, str(exc))
         sys.exit(2)
-    summary = {"ok": True, "gateway": config.id, "station": config.station,
-               "buses": len(config.buses), "piles": len(config.piles)}
-    _emit(summary, as_json, f"OK: gateway {config.id} of station {config.station}, "
-                            f"{len(config.buses)} buses, {len(config.piles)} piles")
+    summary = {
+        "ok": True,
+        "gateway": config.id,
+        "station": config.station,
+        "buses": len(config.buses),
+        "piles": len(config.piles),
+    }
+    _emit(
+        summary,
+        as_json,
+        f"OK: gateway {config.id} of station {config.station}, "
+        f"{len(config.buses)} buses, {len(config.piles)} piles",
+    )
 
 
 if __name__ == "__main__":

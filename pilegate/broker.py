@@ -12,6 +12,9 @@
 * :func:`render_acl` writes the Mosquitto ACL for a station: gateway users may publish only their
   own gateway status and their piles' status/telemetry/event/cmd-result topics and subscribe only
   to their piles' cmd topics; the central user reads everything and publishes only cmd topics.
+* :func:`start_broker` with a :class:`StationAccess` runs either broker as production runs
+  Mosquitto: no anonymous clients, a password per user (hashed into the broker's own password
+  file), the station's ACL and, on Mosquitto, the user name as the client id.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import getpass
+import json
 import logging
 import os
 import shutil
@@ -29,7 +34,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self
@@ -75,6 +81,30 @@ def port_accepts(port: int, host: str = HOST, timeout_s: float = 0.2) -> bool:
         return False
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGTERM when its parent dies, even by SIGKILL.
+
+    Linux only (``prctl(PR_SET_PDEATHSIG)``); None elsewhere. The signal follows the *thread* that
+    started the child: start such children from a thread that lives as long as the parent (the
+    main thread or the event loop's), never from a short-lived worker thread.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not in the forked child
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
 class BrokerHandle(Protocol):
     """What :func:`start_broker` returns: a started broker on 127.0.0.1:port."""
 
@@ -93,11 +123,15 @@ class BrokerHandle(Protocol):
 
 class _ProcessBroker:
     """A broker run as a child process; config and output (``broker.log``) live in ``data_dir``
-    (a new temporary directory if None). ``port`` None means a free port, chosen once."""
+    (a new temporary directory if None). ``port`` None means a free port, chosen once.
+    ``die_with_parent``: the broker gets SIGTERM when this process dies (see :func:`die_with_parent`)."""
 
     name = "broker"
 
-    def __init__(self, port: int | None, data_dir: str | Path | None) -> None:
+    def __init__(
+        self, port: int | None, data_dir: str | Path | None, *, die_with_parent: bool = False
+    ) -> None:
+        self.die_with_parent = die_with_parent
         self.host = HOST
         self.port = port if port is not None else free_port()
         self.data_dir = Path(data_dir) if data_dir is not None else Path(tempfile.mkdtemp(prefix="pilegate-"))
@@ -135,6 +169,7 @@ class _ProcessBroker:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=self._env(),
+                preexec_fn=die_with_parent() if self.die_with_parent else None,
             )
         self._wait_ready(timeout_s)
         self._log.info("broker started", pid=self._proc.pid)
@@ -199,7 +234,8 @@ class MosquittoBroker(_ProcessBroker):
 
     ``persistence=True`` keeps sessions, queued QoS 1 messages and retained messages across a
     ``stop()``/``start()`` (saved on SIGTERM, not on ``kill()``). Without a ``password_file``
-    anonymous clients are allowed.
+    anonymous clients are allowed. ``username_as_client_id`` makes the broker use each client's
+    user name as its client id, as the production config does.
     """
 
     name = "mosquitto"
@@ -212,12 +248,15 @@ class MosquittoBroker(_ProcessBroker):
         password_file: str | Path | None = None,
         acl_file: str | Path | None = None,
         persistence: bool = False,
+        username_as_client_id: bool = False,
         executable: str | None = None,
+        die_with_parent: bool = False,
     ) -> None:
-        super().__init__(port, data_dir)
+        super().__init__(port, data_dir, die_with_parent=die_with_parent)
         self.password_file = Path(password_file) if password_file else None
         self.acl_file = Path(acl_file) if acl_file else None
         self.persistence = persistence
+        self.username_as_client_id = username_as_client_id
         self.executable = executable or find_mosquitto()
         if self.executable is None:
             raise BrokerError("mosquitto not found on PATH or in /usr/sbin")
@@ -236,6 +275,7 @@ class MosquittoBroker(_ProcessBroker):
             "# written by pilegate.broker.MosquittoBroker",
             f"user {getpass.getuser()}",
             f"listener {self.port} {self.host}",
+            *(["use_username_as_clientid true"] if self.username_as_client_id else []),  # after listener
             f"allow_anonymous {'false' if self.password_file else 'true'}",
             f"persistence {'true' if self.persistence else 'false'}",
             "log_dest stderr",
@@ -276,16 +316,35 @@ def add_mosquitto_user(password_file: str | Path, username: str, password: str) 
 
 
 class EmbeddedBroker(_ProcessBroker):
-    """An amqtt broker in a child process (``python -m pilegate.broker --port N``).
+    """An amqtt broker in a child process (``python -m pilegate.broker --config <data_dir>/amqtt.json``).
 
-    Anonymous, no persistence; supports QoS 0/1, retained messages and the last will. Needs the
-    ``demo`` extra (amqtt).
+    No persistence; supports QoS 0/1, retained messages and the last will. Anonymous unless given
+    a ``password_file`` (amqtt's format, see :func:`write_amqtt_passwords`) and then an ``acl``
+    (:func:`amqtt_acl`). Needs the ``demo`` extra (amqtt).
     """
 
     name = "amqtt"
 
+    def __init__(
+        self,
+        port: int | None = None,
+        data_dir: str | Path | None = None,
+        *,
+        password_file: str | Path | None = None,
+        acl: Mapping[str, Mapping[str, list[str]]] | None = None,
+        die_with_parent: bool = False,
+    ) -> None:
+        super().__init__(port, data_dir, die_with_parent=die_with_parent)
+        self.password_file = Path(password_file).resolve() if password_file else None
+        self.acl = acl
+        self.conf_path = self.data_dir / "amqtt.json"
+
+    def _prepare(self) -> None:
+        config = amqtt_config(self.host, self.port, self.password_file, self.acl)
+        self.conf_path.write_text(json.dumps(config, indent=2))
+
     def _argv(self) -> list[str]:
-        return [sys.executable, "-m", "pilegate.broker", "--host", self.host, "--port", str(self.port)]
+        return [sys.executable, "-m", "pilegate.broker", "--config", str(self.conf_path)]
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -293,39 +352,139 @@ class EmbeddedBroker(_ProcessBroker):
         return env
 
 
+@dataclass(frozen=True)
+class StationAccess:
+    """The users of one station's broker, their passwords and what the ACL lets each do.
+
+    ``gateways`` maps gateway id -> its pile ids (each gateway's user is :func:`gateway_user`);
+    ``readers`` are users that may only read the station's topics (a dashboard, the demo's view);
+    ``passwords`` holds the password of every one of those users and of ``central_user``.
+    """
+
+    station: str
+    central_user: str
+    gateways: Mapping[str, Sequence[str]]
+    passwords: Mapping[str, str]
+    readers: Sequence[str] = ()
+
+    def users(self) -> list[str]:
+        return [self.central_user, *(gateway_user(self.station, g) for g in self.gateways), *self.readers]
+
+
 def start_broker(
-    port: int, data_dir: str | Path, prefer: Literal["mosquitto", "embedded"] = "mosquitto"
+    port: int,
+    data_dir: str | Path,
+    prefer: Literal["mosquitto", "embedded"] = "mosquitto",
+    *,
+    access: StationAccess | None = None,
+    die_with_parent: bool = False,
 ) -> BrokerHandle:
-    """A started broker on 127.0.0.1:port: Mosquitto if preferred and installed, else amqtt."""
+    """A started broker on 127.0.0.1:port: Mosquitto if preferred and installed, else amqtt.
+
+    With ``access`` it refuses anonymous clients and wrong passwords and enforces the station's
+    ACL (per-user on both brokers; see :func:`amqtt_acl` for how amqtt's differs).
+    """
+    data = Path(data_dir)
+    data.mkdir(parents=True, exist_ok=True)
     broker: MosquittoBroker | EmbeddedBroker
     if prefer == "mosquitto" and find_mosquitto() is not None:
-        broker = MosquittoBroker(port, data_dir)
+        if access is None:
+            broker = MosquittoBroker(port, data, die_with_parent=die_with_parent)
+        else:
+            write_mosquitto_passwords(data / "passwd", _passwords(access))
+            (data / "acl").write_text(
+                render_acl(access.station, access.gateways, access.central_user, access.readers)
+            )
+            broker = MosquittoBroker(
+                port,
+                data,
+                password_file=data / "passwd",
+                acl_file=data / "acl",
+                username_as_client_id=True,
+                die_with_parent=die_with_parent,
+            )
+    elif access is None:
+        broker = EmbeddedBroker(port, data, die_with_parent=die_with_parent)
     else:
-        broker = EmbeddedBroker(port, data_dir)
+        write_amqtt_passwords(data / "passwd", _passwords(access))
+        acl = amqtt_acl(access.station, access.gateways, access.central_user, access.readers)
+        broker = EmbeddedBroker(
+            port, data, password_file=data / "passwd", acl=acl, die_with_parent=die_with_parent
+        )
     broker.start()
     return broker
+
+
+def _passwords(access: StationAccess) -> dict[str, str]:
+    missing = [u for u in access.users() if not access.passwords.get(u)]
+    if missing:
+        raise BrokerError(f"no password for broker users {missing}")
+    return {user: access.passwords[user] for user in access.users()}
+
+
+def _private_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by this user only (mode 0600 from the first byte)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
+def write_mosquitto_passwords(path: Path, passwords: Mapping[str, str]) -> None:
+    """A Mosquitto password file (mode 0600) of salted hashes, made by ``mosquitto_passwd -U``.
+
+    The plain passwords go through a 0600 file, never through a command line others could read.
+    """
+    tool = shutil.which("mosquitto_passwd") or shutil.which("mosquitto_passwd", path="/usr/sbin")
+    if tool is None:
+        raise BrokerError("mosquitto_passwd not found on PATH")
+    _private_file(path, "".join(f"{user}:{password}\n" for user, password in passwords.items()))
+    result = subprocess.run([tool, "-U", str(path)], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        path.unlink(missing_ok=True)
+        raise BrokerError(f"mosquitto_passwd -U failed: {result.stderr.strip()}")
+
+
+def write_amqtt_passwords(path: Path, passwords: Mapping[str, str]) -> None:
+    """amqtt's password file (mode 0600): ``user:argon2-hash`` lines."""
+    from pwdlib import PasswordHash  # optional dependency (the demo extra, with amqtt)
+    from pwdlib.hashers.argon2 import Argon2Hasher
+
+    hasher = PasswordHash((Argon2Hasher(),))
+    _private_file(path, "".join(f"{user}:{hasher.hash(pw)}\n" for user, pw in passwords.items()))
 
 
 # -- the embedded broker process ----------------------------------------------------------------
 
 
-def amqtt_config(host: str, port: int) -> dict[str, Any]:
-    """amqtt broker config: one TCP listener, anonymous clients, no $SYS chatter."""
+def amqtt_config(
+    host: str,
+    port: int,
+    password_file: Path | None = None,
+    acl: Mapping[str, Mapping[str, list[str]]] | None = None,
+) -> dict[str, Any]:
+    """amqtt broker config: one TCP listener, no $SYS chatter; anonymous clients unless a
+    ``password_file`` is given (then only its users with their passwords), topics per ``acl``."""
+    plugins: dict[str, Any]
+    if password_file is None:
+        plugins = {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
+    else:
+        plugins = {"amqtt.plugins.authentication.FileAuthPlugin": {"password_file": str(password_file)}}
+    if acl is not None:
+        plugins["amqtt.plugins.topic_checking.TopicAccessControlListPlugin"] = dict(acl)
     return {
         "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
         "timeout_disconnect_delay": 0,
-        "plugins": {
-            "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
-        },
+        "plugins": plugins,
     }
 
 
 @contextlib.asynccontextmanager
-async def embedded_broker(port: int, host: str = HOST) -> AsyncIterator[None]:
-    """Run an amqtt broker on the current loop for the duration of the block."""
+async def embedded_broker(config: dict[str, Any]) -> AsyncIterator[None]:
+    """Run an amqtt broker with ``config`` (:func:`amqtt_config`) on the current loop for the block."""
     from amqtt.broker import Broker  # optional dependency (the demo extra)
 
-    broker = Broker(amqtt_config(host, port))
+    broker = Broker(config)
     await broker.start()
     try:
         yield
@@ -333,26 +492,33 @@ async def embedded_broker(port: int, host: str = HOST) -> AsyncIterator[None]:
         await broker.shutdown()
 
 
-async def _serve_until_signal(port: int, host: str) -> None:
+async def _serve_until_signal(config: dict[str, Any]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with embedded_broker(port, host):
-        print(f"amqtt broker listening on {host}:{port}", flush=True)
+    async with embedded_broker(config):
+        print(f"amqtt broker listening on {config['listeners']['default']['bind']}", flush=True)
         await stop.wait()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Run the embedded broker until SIGTERM/SIGINT: ``python -m pilegate.broker --port N``."""
+    """Run the embedded broker until SIGTERM/SIGINT.
+
+    ``python -m pilegate.broker --port N`` (anonymous) or ``--config FILE`` (JSON of
+    :func:`amqtt_config`, as :class:`EmbeddedBroker` writes it).
+    """
     parser = argparse.ArgumentParser(
         prog="python -m pilegate.broker", description="Embedded amqtt MQTT broker for pilegate demo."
     )
-    parser.add_argument("--port", type=int, required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--port", type=int, help="listen on this port, anonymous clients allowed")
+    source.add_argument("--config", type=Path, help="amqtt config (JSON) with listener, users and ACL")
     parser.add_argument("--host", default=HOST)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(_serve_until_signal(args.port, args.host))
+    config = json.loads(args.config.read_text()) if args.config else amqtt_config(args.host, args.port)
+    asyncio.run(_serve_until_signal(config))
 
 
 # -- ACLs ---------------------------------------------------------------------------------------
@@ -363,14 +529,17 @@ def gateway_user(station: str, gateway: str) -> str:
     return f"gw-{topics.check_id('station', station)}-{topics.check_id('gateway', gateway)}"
 
 
-def render_acl(station: str, gateways: Mapping[str, Sequence[str]], central_user: str) -> str:
+def render_acl(
+    station: str, gateways: Mapping[str, Sequence[str]], central_user: str, readers: Sequence[str] = ()
+) -> str:
     """The Mosquitto ACL file for one station.
 
     ``gateways`` maps gateway id -> the ids of its piles; each gateway's user is
-    :func:`gateway_user`. Raises AclError naming any id that cannot appear in a topic.
+    :func:`gateway_user`. ``readers`` may only read the station's topics. Raises AclError naming
+    any id that cannot appear in a topic.
     """
     try:
-        _check_acl_input(station, gateways, central_user)
+        _check_acl_input(station, gateways, central_user, readers)
     except topics.TopicError as exc:
         raise AclError(str(exc)) from None
     root = f"{topics.ROOT}/{topics.VERSION}"
@@ -398,12 +567,53 @@ def render_acl(station: str, gateways: Mapping[str, Sequence[str]], central_user
                 f"topic write {base}/port/+/cmd/result",
                 f"topic read {base}/port/+/cmd",
             ]
+    for reader in readers:
+        out += ["", f"user {reader}", f"topic read {root}/{station}/#"]
     return "\n".join(out) + "\n"
 
 
-def _check_acl_input(station: str, gateways: Mapping[str, Sequence[str]], central_user: str) -> None:
+def amqtt_acl(
+    station: str, gateways: Mapping[str, Sequence[str]], central_user: str, readers: Sequence[str] = ()
+) -> dict[str, dict[str, list[str]]]:
+    """The amqtt form of :func:`render_acl`: ``publish_acl`` and ``acl`` (subscribe) per user.
+
+    amqtt checks a subscription's filter, not each topic delivered through it, and a gateway
+    subscribes to its station's ``pile/+/port/+/cmd``; so there a gateway user may receive the cmd
+    topics of every pile of its station (Mosquitto limits it to its own piles). Publishing is
+    limited exactly as with Mosquitto.
+    """
+    try:
+        _check_acl_input(station, gateways, central_user, readers)
+    except topics.TopicError as exc:
+        raise AclError(str(exc)) from None
+    root = f"{topics.ROOT}/{topics.VERSION}"
+    publish = {central_user: [f"{root}/+/pile/+/port/+/cmd"]}
+    subscribe = {central_user: [f"{root}/#"]}
+    for gateway, piles in gateways.items():
+        user = gateway_user(station, gateway)
+        publish[user] = [topics.gw_status(station, gateway)]
+        for pile in piles:
+            base = f"{root}/{station}/pile/{pile}"
+            publish[user] += [
+                f"{base}/status",
+                f"{base}/event",
+                f"{base}/port/+/telemetry",
+                f"{base}/port/+/cmd/result",
+            ]
+        subscribe[user] = [f"{root}/{station}/pile/+/port/+/cmd"]
+    for reader in readers:
+        publish[reader] = []
+        subscribe[reader] = [f"{root}/{station}/#"]
+    return {"publish_acl": publish, "acl": subscribe}
+
+
+def _check_acl_input(
+    station: str, gateways: Mapping[str, Sequence[str]], central_user: str, readers: Sequence[str]
+) -> None:
     topics.check_id("station", station)
     topics.check_id("central user", central_user)
+    for reader in readers:
+        topics.check_id("reader", reader)
     owner: dict[str, str] = {}
     for gateway, piles in gateways.items():
         topics.check_id("gateway", gateway)

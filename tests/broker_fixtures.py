@@ -17,6 +17,7 @@ comes back, and re-subscribes on every connect.
 from __future__ import annotations
 
 import asyncio
+import getpass
 import itertools
 import json
 import threading
@@ -80,12 +81,14 @@ class MqttProbe:
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
+        self._client.on_disconnect = self._on_disconnect
         self._filters: dict[str, int] = {}
         self._lock = threading.Lock()
         self._messages: list[ProbeMessage] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
         self._connects = 0
+        self.disconnects = 0
         self._subacks: dict[int, list[Any]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -172,6 +175,12 @@ class MqttProbe:
         self._connects += 1
         self._poke()
 
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        self.disconnects += 1
+        self._poke()
+
     def _on_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[Any], properties: Any
     ) -> None:
@@ -182,6 +191,82 @@ class MqttProbe:
         with self._lock:
             self._messages.append(ProbeMessage(msg.topic, bytes(msg.payload), bool(msg.retain), msg.qos))
         self._poke()
+
+
+def connect_result(
+    port: int,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    client_id: str = "",
+    timeout_s: float = 5.0,
+) -> str:
+    """The broker's answer to one CONNECT ("Success", "Not authorized", ...), then disconnect."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"probe-{next(_ids)}")
+    if username is not None:
+        client.username_pw_set(username, password)
+    answered = threading.Event()
+    reasons: list[str] = []
+
+    def on_connect(c: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        reasons.append(str(reason))
+        answered.set()
+
+    client.on_connect = on_connect
+    client.connect("127.0.0.1", port, keepalive=10)
+    client.loop_start()
+    try:
+        assert answered.wait(timeout_s), f"no CONNACK from the broker on port {port}"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return reasons[0]
+
+
+_LISTENER_OPTIONS = {
+    "use_username_as_clientid",
+    "max_connections",
+    "mount_point",
+    "protocol",
+    "socket_domain",
+    "bind_interface",
+    "certfile",
+    "keyfile",
+    "cafile",
+    "capath",
+    "require_certificate",
+    "use_identity_as_username",
+    "use_subject_as_username",
+    "tls_version",
+    "http_dir",
+}
+SHIPPED_MOSQUITTO_CONF = Path(__file__).parents[1] / "config" / "mosquitto" / "mosquitto.conf"
+
+
+class ShippedConfMosquitto(MosquittoBroker):
+    """Mosquitto running the shipped production config, moved onto a free loopback port, this test's
+    password and ACL files, its data dir and stderr logging; every other line is the shipped one."""
+
+    def render_conf(self) -> str:
+        assert self.password_file is not None and self.acl_file is not None
+        moved = {
+            "listener": f"listener {self.port} {self.host}",
+            "password_file": f"password_file {self.password_file.resolve()}",
+            "acl_file": f"acl_file {self.acl_file.resolve()}",
+            "persistence_location": f"persistence_location {self.data_dir.resolve()}/",
+            "log_dest": "log_dest stderr",
+        }
+        lines, seen = [f"user {getpass.getuser()}"], set()
+        for line in SHIPPED_MOSQUITTO_CONF.read_text().splitlines():
+            directive = line.split(maxsplit=1)[0] if line.strip() else ""
+            # a listener option before any listener makes Mosquitto open port 1883 on every interface
+            assert directive not in _LISTENER_OPTIONS or "listener" in seen, f"{directive} before listener"
+            if directive in moved:
+                line = moved[directive]
+                seen.add(directive)
+            lines.append(line)
+        assert seen == set(moved), f"the shipped config no longer has {set(moved) - seen}"
+        return "\n".join(lines) + "\n"
 
 
 @pytest.fixture

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.config import load_config
+from gateway.control_token import TokenFileError, read_token
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -57,8 +60,13 @@ def spawn(name: str, args: list[str], workdir: Path) -> Proc:
     log_path = workdir / f"{name}.log"
     log_file = log_path.open("ab")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    popen = subprocess.Popen([sys.executable, "-m", "pilegate.cli", *args], stdout=log_file,
-                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "pilegate.cli", *args],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
     log_file.close()
     return Proc(name, popen, log_path)
 
@@ -70,8 +78,10 @@ def wait_until(predicate: Any, timeout_s: float, what: str, proc: Proc | None = 
         if result:
             return result
         if proc is not None and not proc.alive():
-            raise AssertionError(f"{proc.name} exited ({proc.popen.returncode}) while waiting "
-                                 f"for {what}:\n{proc.log()[-4000:]}")
+            raise AssertionError(
+                f"{proc.name} exited ({proc.popen.returncode}) while waiting "
+                f"for {what}:\n{proc.log()[-4000:]}"
+            )
         time.sleep(0.05)
     tail = f":\n{proc.log()[-4000:]}" if proc else ""
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}{tail}")
@@ -85,9 +95,12 @@ class SimProcess:
 
     def fault(self, pile: str, kind: str, port: int = 1) -> None:
         body = json.dumps({"port": port, "kind": kind}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{self.control_port}/piles/{pile}/fault",
-                                     data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.control_port}/piles/{pile}/fault",
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=5) as resp:
             assert resp.status == 200
 
@@ -97,18 +110,38 @@ class SimProcess:
             return dict(json.loads(resp.read()))
 
 
-def start_sim(workdir: Path, *, fast: int = 1, trickle: int = 1, time_scale: float = 60.0,
-              extra: list[str] | None = None) -> SimProcess:
+def start_sim(
+    workdir: Path,
+    *,
+    fast: int = 1,
+    trickle: int = 1,
+    time_scale: float = 60.0,
+    extra: list[str] | None = None,
+) -> SimProcess:
     params = workdir / "station.toml"
-    params.write_text(f"FastChargingPileNum = {fast}\nTrickleChargingPileNum = {trickle}\n"
-                      "fast_power_kw = 30\nslow_power_kw = 10\n")
+    params.write_text(
+        f"FastChargingPileNum = {fast}\nTrickleChargingPileNum = {trickle}\n"
+        "fast_power_kw = 30\nslow_power_kw = 10\n"
+    )
     ready = workdir / "sim.ready.json"
     control_port = free_port()
-    proc = spawn("sim", ["sim", "--station", str(params), "--time-scale", str(time_scale),
-                         "--control-port", str(control_port), "--ready-file", str(ready),
-                         *(extra or [])], workdir)
-    doc = wait_until(lambda: ready.exists() and json.loads(ready.read_text()), 30,
-                     "simulator ready", proc)
+    proc = spawn(
+        "sim",
+        [
+            "sim",
+            "--station",
+            str(params),
+            "--time-scale",
+            str(time_scale),
+            "--control-port",
+            str(control_port),
+            "--ready-file",
+            str(ready),
+            *(extra or []),
+        ],
+        workdir,
+    )
+    doc = wait_until(lambda: ready.exists() and json.loads(ready.read_text()), 30, "simulator ready", proc)
     return SimProcess(proc, doc["piles"], control_port)
 
 
@@ -119,9 +152,16 @@ class GatewayProcess:
     control_port: int
     data_dir: Path
 
+    def token(self) -> str:
+        """The control API's bearer token, from the file the gateway creates at start."""
+        return read_token(load_config(self.config_path).control_token_file)
+
     def status(self) -> dict[str, Any]:
-        url = f"http://127.0.0.1:{self.control_port}/status"
-        with urllib.request.urlopen(url, timeout=5) as resp:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.control_port}/status",
+            headers={"Authorization": f"Bearer {self.token()}"},
+        )
+        with urllib.request.urlopen(req, timeout=5) as resp:
             return dict(json.loads(resp.read()))
 
 
@@ -136,25 +176,52 @@ class GatewaySettings:
     extra_gateway: dict[str, Any] = field(default_factory=dict)
 
 
-def gateway_config(piles: dict[str, dict[str, Any]], mqtt_port: int, data_dir: Path,
-                   control_port: int, s: GatewaySettings) -> str:
-    lines = ["[gateway]", f'id = "{s.gateway}"', f'station = "{s.station}"',
-             f'data_dir = "{data_dir}"', f"poll_period_s = {s.poll_period_s}",
-             f'control_listen = "127.0.0.1:{control_port}"', 'log_format = "json"',
-             *(f"{k} = {json.dumps(v)}" for k, v in s.extra_gateway.items()), "",
-             "[mqtt]", f'url = "mqtt://127.0.0.1:{mqtt_port}"', f"keepalive_s = {s.keepalive_s}",
-             ""]
+def gateway_config(
+    piles: dict[str, dict[str, Any]], mqtt_port: int, data_dir: Path, control_port: int, s: GatewaySettings
+) -> str:
+    lines = [
+        "[gateway]",
+        f'id = "{s.gateway}"',
+        f'station = "{s.station}"',
+        f'data_dir = "{data_dir}"',
+        f"poll_period_s = {s.poll_period_s}",
+        f'control_listen = "127.0.0.1:{control_port}"',
+        'log_format = "json"',
+        *(f"{k} = {json.dumps(v)}" for k, v in s.extra_gateway.items()),
+        "",
+        "[mqtt]",
+        f'url = "mqtt://127.0.0.1:{mqtt_port}"',
+        f"keepalive_s = {s.keepalive_s}",
+        "",
+    ]
     for pile_id, ep in sorted(piles.items()):
-        lines += ["[[bus]]", f'name = "b-{pile_id}"', 'transport = "tcp"',
-                  f'host = "{ep["host"]}"', f"port = {ep['port']}", f"timeout_s = {s.timeout_s}",
-                  f"fail_after_cycles = {s.fail_after_cycles}", "backoff_max_s = 1.0", "",
-                  "[[pile]]", f'id = "{pile_id}"', f'bus = "b-{pile_id}"',
-                  f"unit = {ep.get('unit', 1)}", f"ports = {ep.get('ports', 1)}", ""]
+        lines += [
+            "[[bus]]",
+            f'name = "b-{pile_id}"',
+            'transport = "tcp"',
+            f'host = "{ep["host"]}"',
+            f"port = {ep['port']}",
+            f"timeout_s = {s.timeout_s}",
+            f"fail_after_cycles = {s.fail_after_cycles}",
+            "backoff_max_s = 1.0",
+            "",
+            "[[pile]]",
+            f'id = "{pile_id}"',
+            f'bus = "b-{pile_id}"',
+            f"unit = {ep.get('unit', 1)}",
+            f"ports = {ep.get('ports', 1)}",
+            "",
+        ]
     return "\n".join(lines)
 
 
-def start_gateway(workdir: Path, piles: dict[str, dict[str, Any]], mqtt_port: int,
-                  settings: GatewaySettings | None = None, name: str = "gateway") -> GatewayProcess:
+def start_gateway(
+    workdir: Path,
+    piles: dict[str, dict[str, Any]],
+    mqtt_port: int,
+    settings: GatewaySettings | None = None,
+    name: str = "gateway",
+) -> GatewayProcess:
     settings = settings or GatewaySettings()
     control_port = free_port()
     data_dir = workdir / f"{name}-data"
@@ -166,7 +233,7 @@ def start_gateway(workdir: Path, piles: dict[str, dict[str, Any]], mqtt_port: in
     def answering() -> bool:
         try:
             gw.status()
-        except OSError:
+        except (OSError, TokenFileError):
             return False
         return True
 
@@ -182,8 +249,7 @@ class CentralProcess:
 
     def restart(self, workdir: Path) -> CentralProcess:
         port = self.url.rsplit(":", 1)[1]
-        proc = spawn(self.proc.name, ["central", "--config", str(self.config_path),
-                                      "--port", port], workdir)
+        proc = spawn(self.proc.name, ["central", "--config", str(self.config_path), "--port", port], workdir)
         central = CentralProcess(proc, self.config_path, self.url)
         wait_until(central.answering, 30, "central HTTP", proc)
         return central
@@ -196,8 +262,15 @@ class CentralProcess:
             return False
 
 
-def central_config(station: str, mqtt_port: int, data_dir: Path, time_scale: float,
-                   fast: int, trickle: int, extra_station: str = "") -> str:
+def central_config(
+    station: str,
+    mqtt_port: int,
+    data_dir: Path,
+    time_scale: float,
+    fast: int,
+    trickle: int,
+    extra_station: str = "",
+) -> str:
     return f"""
 [central]
 station = "{station}"
@@ -216,20 +289,42 @@ ChargingQueueLen = 2
 """
 
 
-def start_central(workdir: Path, mqtt_port: int, *, station: str = "s1", time_scale: float = 60,
-                  fast: int = 1, trickle: int = 1, admin_password: str | None = None,
-                  extra_station: str = "") -> CentralProcess:
+def start_central(
+    workdir: Path,
+    mqtt_port: int,
+    *,
+    station: str = "s1",
+    time_scale: float = 60,
+    fast: int = 1,
+    trickle: int = 1,
+    admin_password: str | None = None,
+    extra_station: str = "",
+) -> CentralProcess:
     config_path = workdir / "central.toml"
-    config_path.write_text(central_config(station, mqtt_port, workdir / "central-data",
-                                          time_scale, fast, trickle, extra_station))
+    config_path.write_text(
+        central_config(station, mqtt_port, workdir / "central-data", time_scale, fast, trickle, extra_station)
+    )
     if admin_password:
         env = {**os.environ, "PILEGATE_PASSWORD": admin_password}
-        subprocess.run([sys.executable, "-m", "pilegate.cli", "create-user", "--config",
-                        str(config_path), "--username", "admin", "--admin"], env=env,
-                       check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pilegate.cli",
+                "create-user",
+                "--config",
+                str(config_path),
+                "--username",
+                "admin",
+                "--admin",
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
     port = free_port()
-    proc = spawn("central", ["central", "--config", str(config_path), "--port", str(port)],
-                 workdir)
+    proc = spawn("central", ["central", "--config", str(config_path), "--port", str(port)], workdir)
     central = CentralProcess(proc, config_path, f"http://127.0.0.1:{port}")
     wait_until(central.answering, 30, "central HTTP", proc)
     return central
@@ -256,8 +351,15 @@ class Api:
             return exc.code, json.loads(raw) if raw else None
 
     def register(self, username: str, password: str = "secret-pw-1") -> Api:
-        status, body = self.call("POST", "/api/auth/register/",
-                                 {"username": username, "password": password,
-                                  "email": f"{username}@example.com", "phone": "13800138000"})
+        status, body = self.call(
+            "POST",
+            "/api/auth/register/",
+            {
+                "username": username,
+                "password": password,
+                "email": f"{username}@example.com",
+                "phone": "13800138000",
+            },
+        )
         assert status in (200, 201), body
         return Api(self.base, body["data"]["token"])

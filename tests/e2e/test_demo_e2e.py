@@ -1,16 +1,20 @@
-"""``pilegate demo`` as a user runs it: READY, live charging, and a clean stop leaving nothing behind."""
+"""``pilegate demo`` as a user runs it: READY, live charging, a broker closed to strangers, a clean
+stop leaving nothing behind, and children that die with the demo even when it is SIGKILLed."""
 
 from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from tests.broker_fixtures import connect_result
 from tests.e2e.harness import free_port
 from tests.helpers import wait_for_sync
 
@@ -29,32 +33,109 @@ def processes_mentioning(text: str) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("broker", ["mosquitto", "embedded"])
-def test_demo_comes_up_charges_and_stops_cleanly(tmp_path, broker):
-    data_dir = tmp_path / "demo"
-    argv = [sys.executable, "-m", "pilegate.cli", "demo", "--data-dir", str(data_dir),
-            "--mqtt-port", str(free_port()), "--http-port", str(free_port()),
-            "--time-scale", "120", "--broker", broker,
-            "--view-interval", "0.5", "--poll-period", "0.5"]
+def start_demo(data_dir: Path, broker: str, mqtt_port: int) -> tuple[subprocess.Popen[str], list[str]]:
+    """``pilegate demo`` in a child process; its output lines collect in the returned list."""
+    argv = [
+        sys.executable,
+        "-m",
+        "pilegate.cli",
+        "demo",
+        "--data-dir",
+        str(data_dir),
+        "--mqtt-port",
+        str(mqtt_port),
+        "--http-port",
+        str(free_port()),
+        "--time-scale",
+        "120",
+        "--broker",
+        broker,
+        "--view-interval",
+        "0.5",
+        "--poll-period",
+        "0.5",
+    ]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     assert proc.stdout is not None
     stdout = proc.stdout
-    reader = threading.Thread(target=lambda: lines.extend(iter(stdout.readline, "")),
-                              daemon=True)
-    reader.start()
+    threading.Thread(target=lambda: lines.extend(iter(stdout.readline, "")), daemon=True).start()
+    return proc, lines
+
+
+def wait_ready(lines: list[str]) -> None:
+    ready = wait_for_sync(
+        lambda: [ln for ln in lines if ln.startswith("READY http://127.0.0.1:")], timeout_s=60, what="READY"
+    )
+    assert ready
+
+
+def children_of(pid: int) -> list[int]:
+    """The pids whose parent is ``pid``."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat_line = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if int(stat_line.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped does not count)."""
     try:
-        ready = wait_for_sync(lambda: [ln for ln in lines if ln.startswith("READY http://127.0.0.1:")],
-                              timeout_s=60, what="READY")
-        assert ready
-        wait_for_sync(lambda: sum("charging" in ln for ln in lines) >= 5, timeout_s=30,
-                      what="all five ports charging in the live view")
-        assert any(f"({'mosquitto' if broker == 'mosquitto' else 'amqtt'})" in ln for ln in lines)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("broker", ["mosquitto", "embedded"])
+def test_demo_comes_up_charges_and_stops_cleanly(tmp_path, broker):
+    data_dir = tmp_path / "demo"
+    mqtt_port = free_port()
+    proc, lines = start_demo(data_dir, broker, mqtt_port)
+    try:
+        wait_ready(lines)
+        wait_for_sync(
+            lambda: sum("charging" in ln for ln in lines) >= 5,
+            timeout_s=30,
+            what="all five ports charging in the live view",
+        )
+        assert any(f"({'mosquitto' if broker == 'mosquitto' else 'amqtt'};" in ln for ln in lines)
+        # the broker refuses strangers: no anonymous clients, no guessed passwords
+        assert connect_result(mqtt_port) != "Success"
+        assert connect_result(mqtt_port, username="pilegate-central", password="guess") != "Success"
+        assert connect_result(mqtt_port, username="gw-demo-gw1", password="guess") != "Success"
+        for user in ("pilegate-central", "gw-demo-gw1", "demo-view"):  # their logins charge above
+            secret = data_dir / "secrets" / f"{user}.password"
+            assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+            assert len(secret.read_text().strip()) >= 24
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0, "".join(lines)[-3000:]
-        reader.join(timeout=5)
-    assert "demo stopped" in "".join(lines)
+    wait_for_sync(lambda: "demo stopped" in "".join(lines), timeout_s=5, what="demo stopped")
     assert processes_mentioning(str(data_dir)) == [], "demo left processes behind"
     gateway_log = (data_dir / "gateway.log").read_text()
     assert '"gateway stopped"' in gateway_log, "the gateway must stop cleanly, not be killed"
+
+
+@pytest.mark.parametrize("broker", ["mosquitto", "embedded"])
+def test_children_die_with_the_demo_even_when_it_is_killed(tmp_path, broker):
+    data_dir = tmp_path / "demo"
+    proc, lines = start_demo(data_dir, broker, free_port())
+    try:
+        wait_ready(lines)
+        children = children_of(proc.pid)
+        assert len(children) >= 4, children  # broker, sim, gateway, central
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [pid for pid in children if alive(pid)] == [], "children outlived the demo"
+        assert processes_mentioning(str(data_dir)) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()

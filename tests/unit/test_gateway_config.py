@@ -117,3 +117,13 @@ def test_password_file_is_read_relative_to_the_config(tmp_path):
     (tmp_path / "pw").write_text("s3cret\n")
     (tmp_path / "gw.toml").write_text(BASE + '[mqtt]\npassword_file = "pw"\n')
     assert load_config(tmp_path / "gw.toml").mqtt.password == "s3cret"
+
+
+def test_control_token_file_defaults_to_the_data_dir_and_is_relative_to_the_config(tmp_path):
+    (tmp_path / "gw.toml").write_text(BASE.replace("poll_period_s", 'data_dir = "data"\npoll_period_s'))
+    assert load_config(tmp_path / "gw.toml").control_token_file == tmp_path / "data" / "control.token"
+    (tmp_path / "gw.toml").write_text(
+        BASE.replace("poll_period_s", 'control_token_file = "secrets/ctl.token"\npoll_period_s')
+    )
+    assert load_config(tmp_path / "gw.toml").control_token_file == tmp_path / "secrets" / "ctl.token"
+    assert EXAMPLE.read_text().count("control_token_file") >= 1

@@ -36,6 +36,10 @@ def test_plan_from_a_config_file_is_one_request_per_single_port_pile():
 
 
 def test_unreachable_gateway_is_a_clear_error():
-    result = CliRunner().invoke(main, ["--url", "http://127.0.0.1:9", "status"])
+    result = CliRunner().invoke(
+        main,
+        ["--url", "http://127.0.0.1:9", "status"],
+        env={"PILECTL_TOKEN": "a-token-of-some-length", "PILECTL_TOKEN_FILE": None},
+    )
     assert result.exit_code == 1
     assert "cannot reach the gateway at http://127.0.0.1:9/status" in result.output
