@@ -33,6 +33,8 @@ ORDER_SELECT = (
 NEWEST_FIRST = "o.start_time DESC, o.rowid DESC"
 _TEXT_MAX = "\U0010ffff"  # above every character: ``prefix + _TEXT_MAX`` bounds a prefix range
 _RANGES_PER_STATEMENT = 200  # SQLite allows at most 500 terms in one compound SELECT
+_RANGE_READS = 6  # what starting an index range costs, in row reads (about 30 us against 5 us)
+_PROBE_WORTH = 500  # row reads of the index ranges above which a window of the newest orders may pay
 
 Row = dict[str, Any]
 
@@ -105,7 +107,7 @@ def order_page(db: sqlite_utils.Database, query: OrderQuery, size: int, offset: 
         else:
             match = KeywordMatch.resolve(db, query.keyword, query)
             total = match.count(db)
-            rowids = match.page(db, size, offset) if offset < total else []
+            rowids = match.page(db, size, offset, total) if offset < total else []
         return total, _rows_of(db, rowids)
 
 
@@ -165,14 +167,15 @@ def _filtered_page(db: sqlite_utils.Database, query: OrderQuery, size: int, offs
 @dataclass(frozen=True)
 class MatchSet:
     """One way an order matches the keyword. ``condition`` selects the set through an index;
-    ``off_index`` is the same test kept off that index (unary ``+``), for counting an overlap
-    through the other set's index; ``ranges`` split the set into index ranges, each a condition
-    whose index already lists its orders newest first (except an order-number range)."""
+    ``off_index`` is the same test kept off that index (unary ``+``), for testing rows found through
+    another index; ``ranges`` split the set into index ranges, and ``ordered`` says whether each
+    range's index already lists its orders newest first (an order-number range does not)."""
 
     condition: str
     args: tuple[Any, ...]
     off_index: str
     ranges: tuple[tuple[str, tuple[Any, ...]], ...]
+    ordered: bool
 
 
 @dataclass(frozen=True)
@@ -180,8 +183,7 @@ class KeywordMatch:
     """The keyword's non-empty match sets under the query's other filters, each with its size."""
 
     sets: tuple[tuple[int, MatchSet], ...]
-    filters: str
-    filter_args: tuple[Any, ...]
+    plain: OrderQuery  # the query without its keyword
 
     @classmethod
     def resolve(cls, db: sqlite_utils.Database, keyword: str, query: OrderQuery) -> KeywordMatch:
@@ -192,19 +194,21 @@ class KeywordMatch:
         by_number = "o.order_no >= ? AND o.order_no < ?"
         bounds = (prefix, prefix + _TEXT_MAX)
         candidates = (
-            MatchSet(by_number, bounds, "+o.order_no >= ? AND +o.order_no < ?", ((by_number, bounds),)),
+            MatchSet(
+                by_number, bounds, "+o.order_no >= ? AND +o.order_no < ?", ((by_number, bounds),), False
+            ),
             _value_set("o.pile_no", [row[0] for row in db.execute(piles, [pattern, keyword])]),
             _value_set("o.user_id", [row[0] for row in db.execute(users, [pattern, pattern])]),
         )
-        where, args = query.without_keyword().filters()
-        unsized = cls((), where, tuple(args))
+        unsized = cls((), query.without_keyword())
         sized = ((unsized.count_of(db, [s.condition], s.args), s) for s in candidates if s.ranges)
         return replace(unsized, sets=tuple((n, s) for n, s in sized if n))
 
     def count_statement(self, conditions: Sequence[str], args: Iterable[Any]) -> tuple[str, list[Any]]:
         """COUNT(*) of the orders meeting the filters and every one of ``conditions``."""
-        where = " AND ".join([self.filters, *conditions])
-        return f"SELECT COUNT(*) FROM orders o WHERE {where}", [*self.filter_args, *args]  # noqa: S608
+        filters, filter_args = self.plain.filters()
+        where = " AND ".join([filters, *conditions])
+        return f"SELECT COUNT(*) FROM orders o WHERE {where}", [*filter_args, *args]  # noqa: S608
 
     def count_of(self, db: sqlite_utils.Database, conditions: Sequence[str], args: Iterable[Any]) -> int:
         return int(db.execute(*self.count_statement(conditions, args)).fetchone()[0])
@@ -221,11 +225,18 @@ class KeywordMatch:
                 total += overlap if width % 2 else -overlap
         return total
 
-    def page(self, db: sqlite_utils.Database, size: int, offset: int) -> list[int]:
-        """The rowids of the page: the newest ``offset + size`` of each index range, merged newest
-        first without repeats, then sliced."""
+    def page(self, db: sqlite_utils.Database, size: int, offset: int, total: int) -> list[int]:
+        """The rowids of the page of ``total`` matches: the newest ``offset + size`` of each index
+        range, merged newest first without repeats, then sliced; or, when that means many ranges or
+        sorting a large order-number range, the newest orders under the filters alone tested one by
+        one, if the matches are dense enough among them."""
         newest = offset + size
         ranges = [r for _, s in self.sets for r in s.ranges]
+        work = sum(_RANGE_READS * len(s.ranges) if s.ordered else n for n, s in self.sets)
+        if work > _PROBE_WORTH:
+            found = self._newest_by_probe(db, newest, total, work)
+            if found is not None:
+                return found[offset:]
         batches = [
             db.execute(*self.newest_statement(ranges[i : i + _RANGES_PER_STATEMENT], newest)).fetchall()
             for i in range(0, len(ranges), _RANGES_PER_STATEMENT)
@@ -234,17 +245,44 @@ class KeywordMatch:
         distinct = (rowid for rowid, _ in itertools.groupby(rowid for _, rowid in merged))
         return list(itertools.islice(distinct, offset, newest))
 
+    def _newest_by_probe(
+        self, db: sqlite_utils.Database, newest: int, total: int, work: int
+    ) -> list[int] | None:
+        """The rowids of the newest ``newest`` matches, found in a window of the newest orders under
+        the filters twice as long as the share of matches suggests; None if that window would read
+        more rows than the index ranges' ``work``, or held fewer (matches not evenly spread)."""
+        everything = _filtered_count(db, self.plain)
+        window = -(-2 * newest * everything // total)
+        if window >= work:
+            return None
+        rowids = [row[0] for row in db.execute(*self.probe_statement(window, newest))]
+        return rowids if len(rowids) == newest or window >= everything else None
+
+    def probe_statement(self, window: int, newest: int) -> tuple[str, list[Any]]:
+        """Rowids of the newest ``newest`` matches among the newest ``window`` orders under the
+        filters, each tested against every set off its index."""
+        filters, filter_args = self.plain.filters()
+        newest_orders = f"WHERE {filters} ORDER BY {NEWEST_FIRST} LIMIT ?"
+        rows = f"SELECT o.rowid AS id, o.start_time FROM orders o {newest_orders}"  # noqa: S608
+        matches = " OR ".join(f"({s.off_index})" for _, s in self.sets)
+        sql = (
+            f"SELECT w.id FROM ({rows}) w JOIN orders o ON o.rowid = w.id WHERE {matches} "  # noqa: S608
+            "ORDER BY w.start_time DESC, w.id DESC LIMIT ?"
+        )
+        return sql, [*filter_args, window, *(a for _, s in self.sets for a in s.args), newest]
+
     def newest_statement(
         self, ranges: Sequence[tuple[str, tuple[Any, ...]]], limit: int
     ) -> tuple[str, list[Any]]:
         """(start_time, rowid) of the newest ``limit`` orders of the ranges together, newest first,
         without repeats; each range reads at most ``limit`` entries of its (covering) index."""
-        newest = f"AND {self.filters} ORDER BY {NEWEST_FIRST} LIMIT ?"
+        filters, filter_args = self.plain.filters()
+        newest = f"AND {filters} ORDER BY {NEWEST_FIRST} LIMIT ?"
         sql = " UNION ".join(
             f"SELECT * FROM (SELECT o.start_time, o.rowid FROM orders o WHERE {where} {newest})"  # noqa: S608
             for where, _ in ranges
         )
-        args = [a for _, range_args in ranges for a in (*range_args, *self.filter_args, limit)]
+        args = [a for _, range_args in ranges for a in (*range_args, *filter_args, limit)]
         return f"{sql} ORDER BY 1 DESC, 2 DESC LIMIT ?", [*args, limit]
 
 
@@ -252,7 +290,7 @@ def _value_set(column: str, values: Sequence[Any]) -> MatchSet:
     """The orders whose ``column`` is one of ``values``: one index range per value."""
     listed = f"{column} IN (SELECT value FROM json_each(?))"  # noqa: S608
     ranges = tuple((f"{column} = ?", (value,)) for value in values)
-    return MatchSet(listed, (json.dumps(list(values)),), f"+{listed}", ranges)
+    return MatchSet(listed, (json.dumps(list(values)),), f"+{listed}", ranges, True)
 
 
 def _newest_first_key(entry: tuple[Any, int]) -> tuple[bool, Any, int]:

@@ -5,8 +5,8 @@ by inclusion-exclusion; the reference is the plain WHERE of the keyword's meanin
 prefix, pile number on record or equal, user's nickname or username) sorted as a whole. On a seeded
 database with overlapping sets, ties in start time, orders without a start, piles not on record and
 LIKE metacharacters, both must give the same totals and the same rows for every keyword shape,
-every filter and several pages; with and without the order indexes, and with index ranges split
-over several statements.
+every filter and several pages; with and without the order indexes, with index ranges split over
+several statements, and with the window of newest orders tried first.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def seed(db: sqlite_utils.Database, rng: random.Random) -> dict[str, Any]:
         )
         users.append(db.execute("SELECT last_insert_rowid()").fetchone()[0])
     station = station_id(db, "s1", now=NOW)
-    piles = [
+    piles: list[tuple[str | None, str | None]] = [
         (create_pile(db, station_id=station, pile_no=no, pile_type=1, power_kw=30, now=NOW), no)
         for no in PILE_NOS
     ]
@@ -125,10 +125,17 @@ def seeded(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     db.conn.close()
 
 
-@pytest.mark.parametrize("ranges_per_statement", [200, 2])
-def test_keyword_pages_and_totals_equal_the_reference(seeded: Any, monkeypatch, ranges_per_statement: int):
+@pytest.mark.parametrize(
+    ("ranges_per_statement", "probe_worth"),
+    [(200, 500), (2, 10**9), (200, 0)],
+    ids=["as-configured", "ranges-over-statements", "window-first"],
+)
+def test_keyword_pages_and_totals_equal_the_reference(
+    seeded: Any, monkeypatch: pytest.MonkeyPatch, ranges_per_statement: int, probe_worth: int
+):
     db, ids = seeded
     monkeypatch.setattr(order_queries, "_RANGES_PER_STATEMENT", ranges_per_statement)
+    monkeypatch.setattr(order_queries, "_PROBE_WORTH", probe_worth)
     order_nos = [row[0] for row in db.execute("SELECT order_no FROM orders ORDER BY rowid LIMIT 5")]
     keywords = [*KEYWORDS, *order_nos, *(no[:9] for no in order_nos), *(no[:10].lower() for no in order_nos)]
     matched = 0
