@@ -10,8 +10,9 @@ realistic shares), opens it with the central's migrations plus :data:`ORDER_MIGR
 ChargingService, and times ``--requests`` requests from one client: first pages and deeper pages,
 userId / pileId / status filters, one-day and one-month date ranges, keyword by orderNo prefix, pile
 number and nickname, and combinations. Prints p50/p99 overall and per kind; ``--explain`` prints
-SQLite's plan of each kind's COUNT and page query (for a keyword: of each match set's count and of
-one batch of its index ranges). An existing ``--db`` with enough orders is reused.
+SQLite's plan of each kind's COUNT and page query (for a keyword: of each match set's count, of one
+batch of its index ranges and of the window of newest orders). An existing ``--db`` with enough
+orders is reused.
 """
 
 from __future__ import annotations
@@ -256,6 +257,7 @@ def explain(path: Path, piles: list[str], order_no: str) -> None:
             print(f"  {name:13} count {plan(db, *match.count_statement([matched.condition], matched.args))}")
         ranges = [r for _, s in match.sets for r in s.ranges]
         print(f"  {name:13} page  ({len(ranges)} ranges) {plan(db, *match.newest_statement(ranges[:2], 50))}")
+        print(f"  {name:13} window {plan(db, *match.probe_statement(2000, 50))}")
     db.conn.close()
 
 
