@@ -7,8 +7,11 @@ whose pile number is a pile on record containing it or is the keyword itself, or
 nickname or username contains it. Each of those three sets is an index range or a few of them, and
 each range of ``orders_pile_no_start`` / ``orders_user_start`` is already in the list's order, so a
 page takes the newest ``offset + size`` entries of every range, merges them and drops repeats
-(an order in two sets) instead of sorting every match; the total counts each set from its index
-and corrects for overlaps by inclusion-exclusion, again without sorting.
+(an order in two sets) instead of sorting every match. When that means hundreds of ranges (a
+keyword many users share) or sorting a large order-number range, the newest orders under the other
+filters are tested one by one instead, if the matches are dense enough for a short window of them
+to hold the page. The total counts each set from its index and corrects for overlaps by
+inclusion-exclusion, again without sorting.
 """
 
 from __future__ import annotations
