@@ -25,8 +25,10 @@ import sqlite_utils
 import structlog
 from aiohttp import web
 
+from central.adapters import order_queries
+from central.adapters.order_queries import OrderQuery
 from central.adapters.orders import Payment, pay_order
-from central.adapters.query import like_pattern, require_row, require_user, where_clause
+from central.adapters.query import require_row, require_user
 from central.application import orders as core
 from central.application.ports import OrderTarget
 from central.domain.limits import MAX_KWH
@@ -89,15 +91,6 @@ MAX_DURATION_S = 30 * 24 * 3600
 TRANSACTION_ID_LEN = (1, 64)
 
 # --- reading orders --------------------------------------------------------------------------------
-
-_ORDER_SELECT = (
-    "SELECT o.id, o.order_no, o.user_id, COALESCE(NULLIF(u.nickname, ''), u.username) AS user_nickname, "
-    "o.pile_id, o.pile_no, o.port_id, o.port_no, o.request_id, o.status, o.billing_mode, o.start_time, "
-    "o.end_time, o.duration, o.electricity, o.amount, o.service_fee, o.total_amount, o.payment_status, "
-    "o.payment_time, o.payment_method, o.transaction_id, o.create_time, o.update_time "
-    "FROM orders o LEFT JOIN users u ON u.id = o.user_id"
-)
-_NEWEST_FIRST = "o.start_time DESC, o.rowid DESC"
 
 
 def duration_text(seconds: int) -> str:
@@ -182,82 +175,6 @@ async def order_list(request: web.Request, fn: Callable[[sqlite_utils.Database],
     return json_response([order_json(row, live) for row in rows])
 
 
-@dataclass(frozen=True)
-class OrderQuery:
-    """The paged list's filters; dates already as a UTC ``[since, until)`` range on start_time."""
-
-    user_id: int | None = None
-    pile_id: str | None = None
-    status: int | None = None
-    since: str | None = None
-    until: str | None = None
-    keyword: str | None = None
-
-    def where(self) -> tuple[str, list[Any]]:
-        where, args = where_clause(
-            [
-                ("o.user_id = ?", self.user_id),
-                ("o.pile_id = ?", self.pile_id),
-                ("o.status = ?", self.status),
-                ("o.start_time >= ?", self.since),
-                ("o.start_time < ?", self.until),
-            ]
-        )
-        if self.keyword is None:
-            return where, args
-        clause, more = keyword_clause(self.keyword)
-        return f"{where} AND {clause}", [*args, *more]
-
-
-def keyword_clause(keyword: str) -> tuple[str, list[Any]]:
-    """Orders whose orderNo starts with the keyword, whose pileNo is it or contains it (piles on
-    record), or whose user's nickname or openId contains it: a union of index lookups."""
-    prefix, pattern = keyword.upper(), like_pattern(keyword)
-    return (
-        "o.rowid IN (SELECT rowid FROM orders WHERE order_no >= ? AND order_no < ? "
-        "UNION ALL SELECT rowid FROM orders WHERE pile_no IN "
-        "(SELECT pile_no FROM piles WHERE pile_no LIKE ? ESCAPE '\\' UNION SELECT ?) "
-        "UNION ALL SELECT rowid FROM orders WHERE user_id IN "
-        "(SELECT id FROM users WHERE nickname LIKE ? ESCAPE '\\' OR username LIKE ? ESCAPE '\\'))",
-        [prefix, prefix + "\U0010ffff", pattern, keyword, pattern, pattern],
-    )
-
-
-def count_statement(query: OrderQuery, *, counts: bool) -> tuple[str, list[Any]]:
-    """The statement counting the matches: the trigger-kept per-status counts when only a status
-    (or nothing) filters and ``counts`` exist (central.adapters.schema.ORDER_MIGRATIONS), else COUNT(*) (a
-    covering index range for every other filter)."""
-    if counts and OrderQuery(status=query.status) == query:
-        if query.status is None:
-            return "SELECT COALESCE(SUM(n), 0) FROM order_counts", []
-        return "SELECT COALESCE(SUM(n), 0) FROM order_counts WHERE status = ?", [query.status]
-    where, args = query.where()
-    return f"SELECT COUNT(*) FROM orders o WHERE {where}", args  # noqa: S608
-
-
-def page_statement(query: OrderQuery, size: int, offset: int) -> tuple[str, list[Any]]:
-    """The page's rows, newest start first. Its rowids come from an index alone (a deep offset
-    skips index entries, not rows), then only those rows are read and joined."""
-    where, args = query.where()
-    rowids = f"SELECT o.rowid FROM orders o WHERE {where} ORDER BY {_NEWEST_FIRST} LIMIT ? OFFSET ?"  # noqa: S608
-    return f"{_ORDER_SELECT} WHERE o.rowid IN ({rowids}) ORDER BY {_NEWEST_FIRST}", [*args, size, offset]
-
-
-def has_counts(db: sqlite_utils.Database) -> bool:
-    return (
-        db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'order_counts'").fetchone()
-        is not None
-    )
-
-
-def order_page(db: sqlite_utils.Database, query: OrderQuery, size: int, offset: int) -> tuple[int, list[Any]]:
-    """(total count, rows of the page), newest start first."""
-    sql, args = count_statement(query, counts=has_counts(db))
-    total = int(db.execute(sql, args).fetchone()[0])
-    sql, args = page_statement(query, size, offset)
-    return total, list(db.query(sql, args))
-
-
 def digits_int(name: str, text: str) -> int:
     """An id written as 1-18 digits (400 naming ``name`` otherwise)."""
     if not text.isdigit() or len(text) > 18:
@@ -300,7 +217,7 @@ def date_range(request: web.Request) -> tuple[str | None, str | None]:
 
 async def list_orders(request: web.Request) -> web.StreamResponse:
     """GET /api/Orders: every order, newest first (level >= 3)."""
-    return await order_list(request, lambda db: list(db.query(f"{_ORDER_SELECT} ORDER BY {_NEWEST_FIRST}")))
+    return await order_list(request, order_queries.all_orders)
 
 
 async def paged_orders(request: web.Request) -> web.StreamResponse:
@@ -318,7 +235,8 @@ async def paged_orders(request: web.Request) -> web.StreamResponse:
     actor = current_user(request)
     if not may_act_for(actor, query.user_id):
         raise forbidden(f"权限不足: 查看他人订单需要管理员权限；请使用 userId={actor.id}")
-    total, rows = await read(request, lambda db: order_page(db, query, size, page_offset(page, size)))
+    offset = page_offset(page, size)
+    total, rows = await read(request, lambda db: order_queries.order_page(db, query, size, offset))
     live = await live_figures(request)
     return json_response(page_object(page, size, total, [order_json(r, live) for r in rows]))
 
@@ -330,7 +248,7 @@ async def orders_by_user(request: web.Request) -> web.StreamResponse:
 
     def rows(db: sqlite_utils.Database) -> list[Any]:
         require_user(db, user_id)
-        return list(db.query(f"{_ORDER_SELECT} WHERE o.user_id = ? ORDER BY {_NEWEST_FIRST}", [user_id]))
+        return order_queries.orders_of_user(db, user_id)
 
     return await order_list(request, rows)
 
@@ -341,7 +259,7 @@ async def orders_by_pile(request: web.Request) -> web.StreamResponse:
 
     def rows(db: sqlite_utils.Database) -> list[Any]:
         require_row(db, "piles", pile_id, "充电桩")
-        return list(db.query(f"{_ORDER_SELECT} WHERE o.pile_id = ? ORDER BY {_NEWEST_FIRST}", [pile_id]))
+        return order_queries.orders_of_pile(db, pile_id)
 
     return await order_list(request, rows)
 
@@ -349,13 +267,13 @@ async def orders_by_pile(request: web.Request) -> web.StreamResponse:
 async def owned_order(request: web.Request) -> dict[str, Any]:
     """The order of the path's ``id``: 404 if absent, 403 if another user's and not staff."""
     order_id = path_key(request, "id", "订单")
-    rows = await read(request, lambda db: list(db.query(f"{_ORDER_SELECT} WHERE o.id = ?", [order_id])))
-    if not rows:
+    row = await read(request, lambda db: order_queries.order_by_id(db, order_id))
+    if row is None:
         raise not_found("订单", order_id)
     actor = current_user(request)
-    if not may_act_for(actor, rows[0]["user_id"]):
+    if not may_act_for(actor, row["user_id"]):
         raise forbidden(f"权限不足: 订单 {order_id} 属于其他用户 (需要 permission level >= 3)")
-    return dict(rows[0])
+    return dict(row)
 
 
 async def get_order(request: web.Request) -> web.StreamResponse:
@@ -364,39 +282,21 @@ async def get_order(request: web.Request) -> web.StreamResponse:
     return json_response(order_json(row, await live_figures(request)))
 
 
-_STATISTICS = (
-    "SELECT COUNT(*) AS total, COALESCE(SUM(electricity_num), 0) AS kwh, "
-    "COALESCE(SUM(duration), 0) AS seconds, "
-    "COALESCE(SUM(total_amount_num), 0) AS amount, "
-    "COALESCE(SUM(CASE WHEN status = 0 THEN 1 ELSE 0 END), 0) AS pending, "
-    "COALESCE(SUM(CASE WHEN status = 1 THEN 1 ELSE 0 END), 0) AS charging, "
-    "COALESCE(SUM(CASE WHEN status = 2 THEN 1 ELSE 0 END), 0) AS completed, "
-    "COALESCE(SUM(CASE WHEN status = 3 THEN 1 ELSE 0 END), 0) AS cancelled, "
-    "COALESCE(SUM(CASE WHEN status = 4 THEN 1 ELSE 0 END), 0) AS abnormal FROM orders o WHERE "
-)
-
-
-def statistics_row(db: sqlite_utils.Database, since: str | None, until: str | None) -> dict[str, Any]:
-    """One aggregate query over the orders whose start time is in ``[since, until)``."""
-    where, args = OrderQuery(since=since, until=until).where()
-    return dict(next(iter(db.query(_STATISTICS + where, args))))
-
-
 async def statistics(request: web.Request) -> web.StreamResponse:
     """GET /api/Orders/statistics?startDate&endDate (level >= 3)."""
     since, until = date_range(request)
-    row = await read(request, lambda db: statistics_row(db, since, until))
+    figures = await read(request, lambda db: order_queries.order_statistics(db, since, until))
     return json_response(
         {
-            "totalOrders": row["total"],
-            "totalElectricity": round(row["kwh"], 3),
-            "totalDuration": int(row["seconds"]),
-            "totalAmount": round(row["amount"], 2),
-            "pendingPaymentOrders": row["pending"],
-            "chargingOrders": row["charging"],
-            "completedOrders": row["completed"],
-            "cancelledOrders": row["cancelled"],
-            "abnormalOrders": row["abnormal"],
+            "totalOrders": figures.total,
+            "totalElectricity": round(figures.kwh, 3),
+            "totalDuration": int(figures.seconds),
+            "totalAmount": round(figures.amount, 2),
+            "pendingPaymentOrders": figures.pending,
+            "chargingOrders": figures.charging,
+            "completedOrders": figures.completed,
+            "cancelledOrders": figures.cancelled,
+            "abnormalOrders": figures.abnormal,
         }
     )
 
@@ -419,28 +319,26 @@ def order_target(
 ) -> OrderTarget:
     """The validated target of a new order (404 for ids that do not exist, 409 for a busy port)."""
     require_row(db, "users", user_id, "用户 (userId)")
-    pile = db.execute("SELECT pile_no, power_rate FROM piles WHERE id = ?", [pile_id]).fetchone()
+    pile = order_queries.pile_record(db, pile_id)
     if pile is None:
         raise not_found("充电桩 (pileId)", pile_id)
-    port = db.execute(
-        "SELECT pile_id, port_no, is_disabled, current_order_id, status, "
-        "(SELECT id FROM orders WHERE id = ports.current_order_id AND status = 1) AS charging "
-        "FROM ports WHERE id = ?",
-        [port_id],
-    ).fetchone()
+    port = order_queries.port_record(db, port_id)
     if port is None:
         raise not_found("充电端口 (portId)", port_id)
-    if port[0] != pile_id:
+    name = f"{pile.pile_no}-{port.port_no}"
+    if port.pile_id != pile_id:
         raise invalid("portId", f"port {port_id} is not a port of pile {pile_id}")
-    if port[2]:
-        raise conflict(f"端口 {pile[0]}-{port[1]} 已停用")
-    if port[5] is not None:
-        raise conflict(f"端口 {pile[0]}-{port[1]} 正在充电 (订单 {port[5]})")
-    if port[4] == 3:
-        raise conflict(f"端口 {pile[0]}-{port[1]} 故障")
-    if not str(port[1]).isdigit():
-        raise conflict(f"端口编号 {port[1]!r} 不是数字，无法下发充电命令")
-    return OrderTarget(user_id, pile_id, pile[0], port_id, int(port[1]), exact(pile[1]), mode)
+    if port.disabled:
+        raise conflict(f"端口 {name} 已停用")
+    if port.charging_order is not None:
+        raise conflict(f"端口 {name} 正在充电 (订单 {port.charging_order})")
+    if port.status == 3:
+        raise conflict(f"端口 {name} 故障")
+    if not str(port.port_no).isdigit():
+        raise conflict(f"端口编号 {port.port_no!r} 不是数字，无法下发充电命令")
+    return OrderTarget(
+        user_id, pile_id, pile.pile_no, port_id, int(port.port_no), exact(pile.power_rate), mode
+    )
 
 
 class OrderCreate(msgspec.Struct, rename="camel"):
