@@ -25,14 +25,14 @@ FAST, TRICKLE = 1, 2  # piles.pile_type
 # The reads of the operator API's station, pile and port resources: SELECT (joins included), the
 # FROM clause a paged list counts over, and the list order.
 STATIONS_FROM = "stations s"
-STATION_SELECT = (
+STATION_READ = (
     "SELECT s.id, s.name, s.status, s.address, s.location, s.update_time, "
     "(SELECT COUNT(*) FROM piles p WHERE p.station_id = s.id) AS pile_count FROM stations s"
 )
 PILES_FROM = "piles p LEFT JOIN stations s ON s.id = p.station_id"
-PILE_SELECT = f"SELECT p.*, s.name AS station_name FROM {PILES_FROM}"  # noqa: S608
+PILE_READ = f"SELECT p.*, s.name AS station_name FROM {PILES_FROM}"  # noqa: S608
 PORTS_FROM = "ports t JOIN piles p ON p.id = t.pile_id"
-PORT_SELECT = f"SELECT t.*, p.pile_no FROM {PORTS_FROM}"  # noqa: S608
+PORT_READ = f"SELECT t.*, p.pile_no FROM {PORTS_FROM}"  # noqa: S608
 PORT_ORDER = "p.pile_no, CAST(t.port_no AS INTEGER), t.port_no"
 
 # --- stations ------------------------------------------------------------------------------------
@@ -120,8 +120,10 @@ def create_pile(
     return pile_id
 
 
-def pile_exists(db: sqlite_utils.Database, pile_id: str) -> bool:
-    return db.execute("SELECT 1 FROM piles WHERE id = ?", [pile_id]).fetchone() is not None
+def total_ports(db: sqlite_utils.Database, pile_id: str) -> int | None:
+    """A pile's port capacity, or None when there is no such pile."""
+    row = db.execute("SELECT total_ports FROM piles WHERE id = ?", [pile_id]).fetchone()
+    return None if row is None else int(row[0])
 
 
 def pile_by_no(db: sqlite_utils.Database, pile_no: str) -> tuple[str, int] | None:
