@@ -735,8 +735,10 @@ _PILE_PROPS = {
     **{name: text_schema(size) for name, size in _PILE_TEXTS.items()},
     "installationDate": {**DATE, "description": "ISO 8601 date"},
 }
-PILE_CREATE = obj_schema(_PILE_PROPS, ("stationId", "pileNo", "pileType", "powerRate", "totalPorts"))
-PILE_UPDATE = obj_schema({**_PILE_PROPS, "lastMaintenanceDate": {**DATE, "description": "ISO 8601 date"}})
+PILE_CREATE_BODY = obj_schema(_PILE_PROPS, ("stationId", "pileNo", "pileType", "powerRate", "totalPorts"))
+PILE_UPDATE_BODY = obj_schema(
+    {**_PILE_PROPS, "lastMaintenanceDate": {**DATE, "description": "ISO 8601 date"}}
+)
 PORT = obj_schema(
     {
         "id": STR,
@@ -766,12 +768,12 @@ PORT = obj_schema(
 )
 _PORT_NO = {
     "type": ["integer", "string"],
-    "description": "port number 1..99 (a digit string is accepted)",
+    "description": "port number 1..99 (a digit string is accepted), one of the pile's 1..totalPorts",
     "minimum": PORT_NO[0],
     "maximum": PORT_NO[1],
     "pattern": "^[0-9]{1,2}$",
 }
-PORT_CREATE = obj_schema(
+PORT_CREATE_BODY = obj_schema(
     {
         "pileId": KEY_SCHEMA,
         "portNo": _PORT_NO,
@@ -779,7 +781,9 @@ PORT_CREATE = obj_schema(
     },
     ("pileId", "portNo"),
 )
-PORT_UPDATE = obj_schema({"portNo": _PORT_NO, "portType": int_codes_schema(PORT_TYPE), "isDisabled": BOOL})
+PORT_UPDATE_BODY = obj_schema(
+    {"portNo": _PORT_NO, "portType": int_codes_schema(PORT_TYPE), "isDisabled": BOOL}
+)
 
 _READ_NOTE = "Any valid token."
 _STAFF_NOTE = "Needs permission level >= 3 (管理员); otherwise 403."
@@ -933,7 +937,7 @@ def _routes() -> list[RouteSpec]:
             "delete": delete_pile,
         },
         (_query("stationId", STR, "充电站ID"), _status_filter(PILE_STATUS, "充电桩状态")),
-        (PILE_CREATE, PILE_UPDATE),
+        (PILE_CREATE_BODY, PILE_UPDATE_BODY),
         {
             "paged": "keyword matches pileNo, manufacturer, imei or the station name.",
             "create": "totalPorts is the pile's port capacity: the pile starts with no ports; add them "
@@ -980,7 +984,7 @@ def _routes() -> list[RouteSpec]:
             "delete": delete_port,
         },
         (_query("pileId", STR, "充电桩ID"), _status_filter(PILE_STATUS, "端口状态 (as the piles')")),
-        (PORT_CREATE, PORT_UPDATE),
+        (PORT_CREATE_BODY, PORT_UPDATE_BODY),
         {
             "paged": "keyword matches pileNo or portNo.",
             "create": "portNo is the MQTT port number: one of 1..totalPorts of the pile and unique "
