@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal, Protocol
 
-import sqlite_utils
 import structlog
 
+from central.adapters import command_log
 from central.adapters.storage import Store
 from protocols import topics
 from protocols.payloads import CommandMessage, CommandResult, PayloadError
@@ -239,7 +239,7 @@ class CommandSender:
             "updated_ms": None,
         }
         try:
-            await self._store.write(partial(_insert_command, row=row))
+            await self._store.write(partial(command_log.insert_command, row=row))
         except Exception:  # the audit row is not worth losing the command for
             self.counts["store_errors"] += 1
             log.exception("command row not stored", id=cid)
@@ -377,7 +377,9 @@ class CommandSender:
         """Update an attempt's row (queued on the writer thread; failures are logged)."""
         try:
             future = self._store.submit(
-                partial(_update_command, cid=cid, status=status, reason=reason, now_ms=self._clock_ms())
+                partial(
+                    command_log.update_command, cid=cid, status=status, reason=reason, now_ms=self._clock_ms()
+                )
             )
         except Exception:
             self.counts["store_errors"] += 1
@@ -410,21 +412,3 @@ def _checked(
     except (topics.TopicError, PayloadError) as exc:
         raise CommandError(str(exc)) from None
     return topic
-
-
-def _insert_command(db: sqlite_utils.Database, *, row: dict[str, Any]) -> None:
-    db.execute(
-        "INSERT INTO commands (id, pile_no, port, op, params, car, status, reason, attempt, "
-        "created_ms, expires_ms, updated_ms) VALUES (:id, :pile_no, :port, :op, :params, "
-        ":car, :status, :reason, :attempt, :created_ms, :expires_ms, :updated_ms)",
-        row,
-    )
-
-
-def _update_command(
-    db: sqlite_utils.Database, *, cid: str, status: str, reason: str | None, now_ms: int
-) -> None:
-    db.execute(
-        "UPDATE commands SET status = ?, reason = ?, updated_ms = ? WHERE id = ?",
-        [status, reason, now_ms, cid],
-    )

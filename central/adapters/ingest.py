@@ -28,7 +28,6 @@ import bisect
 import contextlib
 import sqlite3
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from typing import Any, Protocol
 import sqlite_utils
 import structlog
 
+from central.adapters import stations, telemetry
 from central.adapters.storage import Store
 from protocols import topics
 from protocols.payloads import (
@@ -65,7 +65,7 @@ PORT_STATUS = {
 }
 FAULT_TYPES = {f.name.lower(): int(f) for f in FaultCode}
 PILE_TYPES = {"fast": 1, "trickle": 2}
-FALLBACK_POWER_KW = {1: 30.0, 2: 10.0}  # DESIGN defaults, for a pile that does not state its rating
+FALLBACK_POWER_KW = {1: 30.0, 2: 10.0}  # for a pile that does not state its rating
 NO_LIVE_DATA = ("offline", "comm_fault")  # pile states in which its ports' readings are stale
 LOG_EVERY_S = 10.0
 TOPIC_CACHE_SIZE = 65_536
@@ -232,32 +232,6 @@ class _RateLimitedLog:
         log.warning(event, suppressed=suppressed, **kw)
 
 
-# Multi-row statements: one sqlite3_step per chunk instead of one per row. executemany() releases
-# and re-takes the GIL around every row's step, and on a busy loop each re-take can wait a whole
-# switch interval (5 ms), which made the writer thread the bottleneck end to end.
-MAX_SQL_VARIABLES = 32_000  # SQLite's default limit is 32766 since 3.32
-_INSERT_TELEMETRY = (
-    "INSERT INTO telemetry (pile_no, port, ts, session, seq, state, voltage_v, current_a, power_w, "
-    "energy_wh, temperature_c, fault, replayed) VALUES {values}"
-)
-_UPDATE_PORTS = (  # UPDATE ... FROM needs SQLite 3.33
-    "WITH v(pile_no, port_no, voltage, current_a, power_kw, temperature, meter_wh, kwh, status, "
-    "fault_type, ts, check_time) AS (VALUES {values}) "
-    "UPDATE ports SET voltage = v.voltage, current_ampere = v.current_a, power = v.power_kw, "
-    "temperature = v.temperature, meter_wh = v.meter_wh, electricity = v.kwh, status = v.status, "
-    "fault_type = v.fault_type, last_telemetry_ms = v.ts, last_check_time = v.check_time, "
-    "update_time = ? FROM v JOIN piles ON piles.pile_no = v.pile_no "
-    "WHERE ports.pile_id = piles.id AND ports.port_no = v.port_no "
-    "AND (ports.last_telemetry_ms IS NULL OR ports.last_telemetry_ms <= v.ts)"
-)
-_UPDATE_PILES = (
-    "WITH v(pile_no, temperature, status, heartbeat) AS (VALUES {values}) "
-    "UPDATE piles SET temperature = v.temperature, status = v.status, update_time = ?, "
-    "last_heartbeat_time = max(COALESCE(piles.last_heartbeat_time, ''), v.heartbeat) "
-    "FROM v WHERE piles.pile_no = v.pile_no"
-)
-
-
 class Ingest:
     """Turns the station's MQTT messages into stored rows and listener calls; see the module doc."""
 
@@ -312,7 +286,7 @@ class Ingest:
         if self._task is not None:
             return
         self._stopping = False
-        mapping = await self._store.read(partial(_pile_gateways, station=self.station))
+        mapping = await self._store.read(partial(stations.pile_gateways, station=self.station))
         for pile_no, gateway in mapping:
             self._pile_gateway.setdefault(pile_no, gateway)
         self._task = asyncio.get_running_loop().create_task(self._flush_loop(), name="ingest-flush")
@@ -518,7 +492,9 @@ class Ingest:
             self._port_status.pop(pile, None)
             self._set_state(pile, "offline")
         if piles:
-            self._batch.ops.append(partial(_piles_offline, piles=piles, now_iso=iso_ms(self._clock_ms())))
+            self._batch.ops.append(
+                partial(stations.piles_offline, pile_nos=piles, now=iso_ms(self._clock_ms()))
+            )
         log.info("gateway down: its piles are offline", gateway=gw, state=status.state, piles=list(piles))
 
     def _adopt_piles(self, gw: str, piles: tuple[str, ...]) -> None:
@@ -528,7 +504,7 @@ class Ingest:
         for pile in piles:
             self._pile_gateway[pile] = gw
         if piles:
-            self._batch.ops.append(partial(_set_gateway, gateway=gw, piles=piles))
+            self._batch.ops.append(partial(stations.set_gateway, gateway=gw, pile_nos=piles))
 
     def _set_state(self, pile: str, state: str) -> None:
         if self._pile_state.get(pile) == state:
@@ -560,14 +536,14 @@ def _write_batch(
 ) -> None:
     for op in batch.ops:
         _isolated(db, op)
-    _execute_rows(db, _INSERT_TELEMETRY, batch.rows)
+    telemetry.insert_readings(db, batch.rows)
     ports = [
         (pile, str(port), r.voltage_V, r.current_A, r.power_W / 1000, r.temperature_C, r.energy_Wh,
          r.energy_Wh / 1000, code, _fault_type(r.fault), r.ts, iso_ms(r.ts))
         for (pile, port), (r, code) in batch.ports.items()
     ]  # fmt: skip
-    _execute_rows(db, _UPDATE_PORTS, ports, now_iso)
-    _execute_rows(db, _UPDATE_PILES, piles, now_iso)
+    telemetry.update_port_live(db, ports, now_iso)
+    telemetry.update_pile_live(db, piles, now_iso)
 
 
 def _isolated(db: sqlite_utils.Database, op: Callable[[sqlite_utils.Database], None]) -> None:
@@ -581,18 +557,6 @@ def _isolated(db: sqlite_utils.Database, op: Callable[[sqlite_utils.Database], N
     db.execute("RELEASE ingest_op")
 
 
-def _execute_rows(db: sqlite_utils.Database, sql: str, rows: list[tuple[Any, ...]], *tail: Any) -> None:
-    """Run ``sql`` with its ``{values}`` filled by as many rows per statement as SQLite allows."""
-    if not rows:
-        return
-    width = len(rows[0])
-    per_statement = max(1, (MAX_SQL_VARIABLES - len(tail)) // width)
-    for start in range(0, len(rows), per_statement):
-        chunk = rows[start : start + per_statement]
-        values = ",".join(["(" + ",".join("?" * width) + ")"] * len(chunk))
-        db.conn.execute(sql.format(values=values), [v for row in chunk for v in row] + list(tail))
-
-
 def _telemetry_row(pile: str, port: int, r: Telemetry) -> tuple[Any, ...]:
     return (pile, port, r.ts, r.session, r.seq, r.state, r.voltage_V, r.current_A, r.power_W,
             r.energy_Wh, r.temperature_C, r.fault, 1 if r.replayed else 0)  # fmt: skip
@@ -602,30 +566,6 @@ def _fault_type(fault: str) -> int:
     if fault.startswith("code_"):
         return int(fault[5:])
     return FAULT_TYPES.get(fault, 0)
-
-
-def _pile_gateways(db: sqlite_utils.Database, *, station: str) -> list[tuple[str, str]]:
-    return [
-        (r[0], r[1])
-        for r in db.execute(
-            "SELECT p.pile_no, p.gateway FROM piles p JOIN stations s ON s.id = p.station_id "
-            "WHERE s.code = ? AND p.gateway IS NOT NULL",
-            [station],
-        ).fetchall()
-    ]
-
-
-def _station_id(db: sqlite_utils.Database, station: str, now_iso: str) -> str:
-    row = db.execute("SELECT id FROM stations WHERE code = ?", [station]).fetchone()
-    if row is not None:
-        return str(row[0])
-    station_id = uuid.uuid4().hex
-    db.execute(
-        "INSERT INTO stations (id, code, name, status, create_time, update_time) VALUES (?, ?, ?, 1, ?, ?)",
-        [station_id, station, station, now_iso, now_iso],
-    )
-    log.info("station registered", station=station, id=station_id)
-    return station_id
 
 
 def _apply_pile_status(
@@ -639,30 +579,29 @@ def _apply_pile_status(
     now_iso: str,
 ) -> None:
     """Register an unknown pile (when its kind is known) or update the live fields of a known one."""
-    row = db.execute("SELECT id, total_ports FROM piles WHERE pile_no = ?", [pile_no]).fetchone()
-    online = 1 if status.state in ("online", "faulted") else 0
-    heartbeat = iso_ms(status.ts)
-    if row is None:
+    known = stations.pile_by_no(db, pile_no)
+    online = status.state in ("online", "faulted")
+    if known is None:
         if status.kind is None:
             return  # nothing to register it as yet; a later status with the identity will
         pile_id, total_ports = _register_pile(db, station, pile_no, status, gateway, now_iso), 0
     else:
-        pile_id, total_ports = str(row[0]), int(row[1])
-        db.execute(
-            "UPDATE piles SET online_status = ?, software_version = COALESCE(?, software_version), "
-            "manufacturer = COALESCE(manufacturer, ?), gateway = COALESCE(?, gateway), "
-            "update_time = ? WHERE id = ?",
-            [online, status.firmware, status.vendor, gateway, now_iso, pile_id],
+        pile_id, total_ports = known
+        stations.update_pile_identity(
+            db,
+            pile_id,
+            online=online,
+            firmware=status.firmware,
+            vendor=status.vendor,
+            gateway=gateway,
+            now=now_iso,
         )
-    db.execute(
-        "UPDATE piles SET status = ?, "
-        "last_heartbeat_time = max(COALESCE(last_heartbeat_time, ''), ?) WHERE id = ?",
-        [pile_code, heartbeat, pile_id],
-    )
+    stations.set_pile_status(db, pile_id, pile_code, iso_ms(status.ts))
     if status.ports is not None and status.ports > total_ports:
-        _add_ports(db, pile_id, total_ports, status.ports, now_iso)
+        stations.add_ports(db, pile_id, range(total_ports + 1, status.ports + 1), now_iso)
+        stations.set_total_ports(db, pile_id, status.ports)
     if status.state in NO_LIVE_DATA:
-        db.execute("UPDATE ports SET status = 0, update_time = ? WHERE pile_id = ?", [now_iso, pile_id])
+        stations.ports_offline(db, pile_id, now_iso)
 
 
 def _register_pile(
@@ -673,57 +612,18 @@ def _register_pile(
     gateway: str | None,
     now_iso: str,
 ) -> str:
+    """Record a pile a gateway reports for the first time (its ports follow from its status)."""
     pile_type = PILE_TYPES[status.kind or "fast"]
     power_kw = status.rated_power_W / 1000 if status.rated_power_W else FALLBACK_POWER_KW[pile_type]
-    pile_id = uuid.uuid4().hex
-    db.execute(
-        "INSERT INTO piles (id, station_id, pile_no, pile_type, power_rate, manufacturer, "
-        "total_ports, software_version, status, online_status, gateway, create_time, "
-        "update_time) VALUES (?, ?, ?, ?, ?, ?, 0, ?, 0, ?, ?, ?, ?)",
-        [
-            pile_id,
-            _station_id(db, station, now_iso),
-            pile_no,
-            pile_type,
-            power_kw,
-            status.vendor,
-            status.firmware,
-            1 if status.state in ("online", "faulted") else 0,
-            gateway,
-            now_iso,
-            now_iso,
-        ],
+    pile_id = stations.create_pile(
+        db,
+        station_id=stations.station_id(db, station, now=now_iso),
+        pile_no=pile_no,
+        pile_type=pile_type,
+        power_kw=power_kw,
+        now=now_iso,
+        online=status.state in ("online", "faulted"),
+        extra={"manufacturer": status.vendor, "software_version": status.firmware, "gateway": gateway},
     )
     log.info("pile registered", pile=pile_no, type=pile_type, power_kw=power_kw, ports=status.ports)
     return pile_id
-
-
-def _add_ports(db: sqlite_utils.Database, pile_id: str, have: int, want: int, now_iso: str) -> None:
-    for port in range(have + 1, want + 1):
-        db.execute(
-            "INSERT OR IGNORE INTO ports (id, pile_id, port_no, update_time) VALUES (?, ?, ?, ?)",
-            [uuid.uuid4().hex, pile_id, str(port), now_iso],
-        )
-    db.execute("UPDATE piles SET total_ports = ? WHERE id = ?", [want, pile_id])
-
-
-def _piles_offline(db: sqlite_utils.Database, *, piles: tuple[str, ...], now_iso: str) -> None:
-    marks = ",".join("?" * len(piles))
-    db.execute(
-        f"UPDATE piles SET online_status = 0, status = 0, update_time = ? "  # noqa: S608
-        f"WHERE pile_no IN ({marks})",
-        [now_iso, *piles],
-    )
-    db.execute(
-        f"UPDATE ports SET status = 0, update_time = ? WHERE pile_id IN "  # noqa: S608
-        f"(SELECT id FROM piles WHERE pile_no IN ({marks}))",
-        [now_iso, *piles],
-    )
-
-
-def _set_gateway(db: sqlite_utils.Database, *, gateway: str, piles: tuple[str, ...]) -> None:
-    marks = ",".join("?" * len(piles))
-    db.execute(
-        f"UPDATE piles SET gateway = ? WHERE pile_no IN ({marks})",  # noqa: S608
-        [gateway, *piles],
-    )

@@ -9,24 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 
-import sqlite_utils
 import structlog
 
+from central.adapters import telemetry
 from central.adapters.storage import Store
 
 log = structlog.get_logger(__name__)
 BATCH_ROWS = 10_000
-
-
-def prune_batch(db: sqlite_utils.Database, cutoff_ms: int, rows: int = BATCH_ROWS) -> int:
-    """Delete up to ``rows`` of the oldest-inserted readings older than ``cutoff_ms``."""
-    cursor = db.execute(
-        "DELETE FROM telemetry WHERE rowid IN "
-        "(SELECT rowid FROM telemetry WHERE ts < ? ORDER BY rowid LIMIT ?)",
-        [cutoff_ms, rows],
-    )
-    return int(cursor.rowcount)
 
 
 async def prune(store: Store, retention_days: float, now_s: float | None = None) -> int:
@@ -34,7 +25,7 @@ async def prune(store: Store, retention_days: float, now_s: float | None = None)
     cutoff_ms = int(((now_s or time.time()) - retention_days * 86400) * 1000)
     total = 0
     while True:
-        deleted = await store.write(lambda db: prune_batch(db, cutoff_ms))
+        deleted = await store.write(partial(telemetry.prune_readings, cutoff_ms=cutoff_ms, rows=BATCH_ROWS))
         total += deleted
         if deleted < BATCH_ROWS:
             return total

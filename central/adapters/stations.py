@@ -1,16 +1,20 @@
-"""Stations, piles and ports: the one way each is created.
+"""The stations, piles and ports repository: every query and write of those three tables.
 
 A pile comes into the database from three directions: the station parameters at start-up
 (:func:`ensure_station`), an operator's ``POST /api/ChargingPiles``, and the first status a gateway
 reports for a pile nobody recorded. All of them call :func:`create_pile`; ports are added by
 :func:`add_port` (an operator's ``POST /api/ChargingPorts``) or :func:`add_ports` (ports a
-gateway reports, and the station parameters' single port per pile).
+gateway reports, and the station parameters' single port per pile). ``piles.total_ports`` is a
+pile's port capacity: an operator-created pile starts with none of its ports.
+
+The functions run inside a store transaction (``Store.write`` / ``Store.read``); they report facts
+(ids, counts, rows) and leave refusing a request to their callers.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlite_utils
@@ -18,17 +22,64 @@ import sqlite_utils
 FAST, TRICKLE = 1, 2  # piles.pile_type
 
 
+# The reads of the operator API's station, pile and port resources: SELECT (joins included), the
+# FROM clause a paged list counts over, and the list order.
+STATIONS_FROM = "stations s"
+STATION_READ = (
+    "SELECT s.id, s.name, s.status, s.address, s.location, s.update_time, "
+    "(SELECT COUNT(*) FROM piles p WHERE p.station_id = s.id) AS pile_count FROM stations s"
+)
+PILES_FROM = "piles p LEFT JOIN stations s ON s.id = p.station_id"
+PILE_READ = f"SELECT p.*, s.name AS station_name FROM {PILES_FROM}"  # noqa: S608
+PORTS_FROM = "ports t JOIN piles p ON p.id = t.pile_id"
+PORT_READ = f"SELECT t.*, p.pile_no FROM {PORTS_FROM}"  # noqa: S608
+PORT_ORDER = "p.pile_no, CAST(t.port_no AS INTEGER), t.port_no"
+
+# --- stations ------------------------------------------------------------------------------------
+
+
+def create_station(
+    db: sqlite_utils.Database,
+    *,
+    name: str,
+    now: str,
+    code: str | None = None,
+    status: int = 1,
+    address: str | None = None,
+    location: str | None = None,
+) -> str:
+    """Insert a station and return its id (``code``: the MQTT station id, if it has one)."""
+    new_id = uuid.uuid4().hex
+    db.execute(
+        "INSERT INTO stations (id, code, name, status, address, location, create_time, update_time) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [new_id, code, name, status, address, location, now, now],
+    )
+    return new_id
+
+
 def station_id(db: sqlite_utils.Database, code: str, *, name: str | None = None, now: str) -> str:
     """The id of the station whose ``code`` (the MQTT station id) is given; created if missing."""
     rows = list(db.query("SELECT id FROM stations WHERE code = ?", [code]))
     if rows:
         return str(rows[0]["id"])
-    new_id = uuid.uuid4().hex
-    db.execute(
-        "INSERT INTO stations (id, code, name, status, create_time, update_time) VALUES (?, ?, ?, 1, ?, ?)",
-        [new_id, code, name or code, now, now],
-    )
-    return new_id
+    return create_station(db, code=code, name=name or code, now=now)
+
+
+def station_exists(db: sqlite_utils.Database, station: str) -> bool:
+    return db.execute("SELECT 1 FROM stations WHERE id = ?", [station]).fetchone() is not None
+
+
+def update_station(db: sqlite_utils.Database, station: str, changes: Mapping[str, Any]) -> None:
+    """Set the given columns of a station."""
+    db.table("stations").update(station, dict(changes))
+
+
+def delete_station(db: sqlite_utils.Database, station: str) -> None:
+    db.execute("DELETE FROM stations WHERE id = ?", [station])
+
+
+# --- piles ---------------------------------------------------------------------------------------
 
 
 def create_pile(
@@ -69,6 +120,132 @@ def create_pile(
     return pile_id
 
 
+def total_ports(db: sqlite_utils.Database, pile_id: str) -> int | None:
+    """A pile's port capacity, or None when there is no such pile."""
+    row = db.execute("SELECT total_ports FROM piles WHERE id = ?", [pile_id]).fetchone()
+    return None if row is None else int(row[0])
+
+
+def pile_by_no(db: sqlite_utils.Database, pile_no: str) -> tuple[str, int] | None:
+    """``(id, total_ports)`` of the pile numbered ``pile_no``, or None."""
+    row = db.execute("SELECT id, total_ports FROM piles WHERE pile_no = ?", [pile_no]).fetchone()
+    return None if row is None else (str(row[0]), int(row[1]))
+
+
+def update_pile(db: sqlite_utils.Database, pile_id: str, changes: Mapping[str, Any]) -> None:
+    """Set the given columns of a pile."""
+    db.table("piles").update(pile_id, dict(changes))
+
+
+def delete_pile(db: sqlite_utils.Database, pile_id: str) -> None:
+    """Delete a pile; its ports go with it (ON DELETE CASCADE)."""
+    db.execute("DELETE FROM piles WHERE id = ?", [pile_id])
+
+
+def active_orders(db: sqlite_utils.Database, pile_id: str, port_id: str | None = None) -> int:
+    """Charging orders (status 1) at a pile or port: by their pile / port, or held by a port
+    (``ports.current_order_id``; a pointer to an order no longer charging is stale, not busy)."""
+    port_clause, args = ("AND t.id = ?", [pile_id, port_id]) if port_id else ("", [pile_id])
+    order_clause = "o.port_id = ?" if port_id else "o.pile_id = ?"
+    sql = (
+        f"SELECT COUNT(*) FROM orders o WHERE o.status = 1 AND ({order_clause} OR o.id IN "  # noqa: S608
+        f"(SELECT t.current_order_id FROM ports t WHERE t.pile_id = ? {port_clause}))"
+    )
+    return int(db.execute(sql, [port_id or pile_id, *args]).fetchone()[0])
+
+
+def registered_piles(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    """Every pile record with the user charging there (operator orders and driver sessions)."""
+    return list(
+        db.query(
+            "SELECT p.pile_no, p.pile_type, p.status, p.online_status, p.in_service, "
+            "(SELECT u.username FROM ports t JOIN orders o ON o.id = t.current_order_id "
+            " JOIN users u ON u.id = o.user_id WHERE t.pile_id = p.id LIMIT 1) AS charging_user "
+            "FROM piles p ORDER BY p.pile_no"
+        )
+    )
+
+
+# --- what the gateways report about piles ------------------------------------------------------------
+
+
+def pile_gateways(db: sqlite_utils.Database, *, station: str) -> list[tuple[str, str]]:
+    """``(pile_no, gateway)`` of the station's piles whose gateway is known."""
+    return [
+        (r[0], r[1])
+        for r in db.execute(
+            "SELECT p.pile_no, p.gateway FROM piles p JOIN stations s ON s.id = p.station_id "
+            "WHERE s.code = ? AND p.gateway IS NOT NULL",
+            [station],
+        ).fetchall()
+    ]
+
+
+def update_pile_identity(
+    db: sqlite_utils.Database,
+    pile_id: str,
+    *,
+    online: bool,
+    firmware: str | None,
+    vendor: str | None,
+    gateway: str | None,
+    now: str,
+) -> None:
+    """A known pile's online flag and what its status reports about it (values given win, except
+    that a recorded manufacturer is kept)."""
+    db.execute(
+        "UPDATE piles SET online_status = ?, software_version = COALESCE(?, software_version), "
+        "manufacturer = COALESCE(manufacturer, ?), gateway = COALESCE(?, gateway), "
+        "update_time = ? WHERE id = ?",
+        [1 if online else 0, firmware, vendor, gateway, now, pile_id],
+    )
+
+
+def set_pile_status(db: sqlite_utils.Database, pile_id: str, code: int, heartbeat: str) -> None:
+    """A pile's status code and its latest heartbeat (an older one never replaces a newer)."""
+    db.execute(
+        "UPDATE piles SET status = ?, "
+        "last_heartbeat_time = max(COALESCE(last_heartbeat_time, ''), ?) WHERE id = ?",
+        [code, heartbeat, pile_id],
+    )
+
+
+def set_total_ports(db: sqlite_utils.Database, pile_id: str, total: int) -> None:
+    db.execute("UPDATE piles SET total_ports = ? WHERE id = ?", [total, pile_id])
+
+
+def ports_offline(db: sqlite_utils.Database, pile_id: str, now: str) -> None:
+    """Every port of a pile is offline (status 0)."""
+    db.execute("UPDATE ports SET status = 0, update_time = ? WHERE pile_id = ?", [now, pile_id])
+
+
+def piles_offline(db: sqlite_utils.Database, pile_nos: Sequence[str], now: str) -> None:
+    """The numbered piles and all their ports are offline."""
+    marks = ",".join("?" * len(pile_nos))
+    db.execute(
+        f"UPDATE piles SET online_status = 0, status = 0, update_time = ? "  # noqa: S608
+        f"WHERE pile_no IN ({marks})",
+        [now, *pile_nos],
+    )
+    db.execute(
+        f"UPDATE ports SET status = 0, update_time = ? WHERE pile_id IN "  # noqa: S608
+        f"(SELECT id FROM piles WHERE pile_no IN ({marks}))",
+        [now, *pile_nos],
+    )
+
+
+def set_gateway(db: sqlite_utils.Database, gateway: str, pile_nos: Sequence[str]) -> None:
+    """The numbered piles are served by ``gateway``."""
+    marks = ",".join("?" * len(pile_nos))
+    db.execute(
+        f"UPDATE piles SET gateway = ? WHERE pile_no IN ({marks})",  # noqa: S608
+        [gateway, *pile_nos],
+    )
+
+
+# --- ports ---------------------------------------------------------------------------------------
+
+
 def add_port(db: sqlite_utils.Database, pile_id: str, port_no: str, now: str, *, port_type: int = 1) -> str:
     """Insert one port of a pile and return its id; a duplicate ``port_no`` raises IntegrityError."""
     port_id = uuid.uuid4().hex
@@ -87,6 +264,30 @@ def add_ports(db: sqlite_utils.Database, pile_id: str, port_nos: Iterable[int], 
             "VALUES (?, ?, ?, 1, 0, ?)",
             [uuid.uuid4().hex, pile_id, str(number), now],
         )
+
+
+def port_id_by_no(db: sqlite_utils.Database, pile_id: str, port_no: str) -> str | None:
+    """The id of a pile's port numbered ``port_no``, or None."""
+    row = db.execute("SELECT id FROM ports WHERE pile_id = ? AND port_no = ?", [pile_id, port_no]).fetchone()
+    return None if row is None else str(row[0])
+
+
+def numbered_ports(db: sqlite_utils.Database, pile_id: str) -> dict[int, str]:
+    """``{number: id}`` of a pile's ports whose number is a decimal integer."""
+    rows = db.execute("SELECT port_no, id FROM ports WHERE pile_id = ?", [pile_id]).fetchall()
+    return {int(no): str(pid) for no, pid in rows if str(no).isdigit()}
+
+
+def update_port(db: sqlite_utils.Database, port_id: str, changes: Mapping[str, Any]) -> None:
+    """Set the given columns of a port."""
+    db.table("ports").update(port_id, dict(changes))
+
+
+def delete_port(db: sqlite_utils.Database, port_id: str) -> None:
+    db.execute("DELETE FROM ports WHERE id = ?", [port_id])
+
+
+# --- the station parameters ------------------------------------------------------------------------
 
 
 def ensure_station(

@@ -85,8 +85,10 @@ async def piles(platform, admin_user) -> dict[str, dict[str, str]]:
         }
         status, reply = await platform.call("POST", "/api/ChargingPiles", user=admin_user, json=body)
         assert status == 201
-        _, ports = await platform.call("GET", f"/api/ChargingPorts/by-pile/{reply['id']}", user=admin_user)
-        out[pile_no] = {"id": reply["id"], "port": ports[0]["id"]}
+        port_body = {"pileId": reply["id"], "portNo": 1}
+        status, port = await platform.call("POST", "/api/ChargingPorts", user=admin_user, json=port_body)
+        assert status == 201, port
+        out[pile_no] = {"id": reply["id"], "port": port["id"]}
     return out
 
 

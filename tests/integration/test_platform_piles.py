@@ -1,4 +1,4 @@
-"""Operator platform API, charging piles (spec section 2): CRUD with their ports, byStation, paging,
+"""Operator platform API, charging piles (spec section 2): CRUD, port capacity, byStation, paging,
 validation, access, live fields written by the real ingest, deletion guarded by active sessions, and
 the driver API's pile list.
 """
@@ -108,11 +108,29 @@ async def test_created_pile_reads_back_with_its_station_and_dictionary_texts(
     assert (pile["manufacturer"], pile["imei"], pile["totalPorts"]) == ("ACME", "860000000000001", 2)
 
 
-async def test_creating_a_pile_creates_its_ports(platform, admin_user, station):
+async def add_ports(platform: Any, admin: Any, pile_id: str, *numbers: int) -> None:
+    """The documented second step: POST /api/ChargingPorts for each port number."""
+    for number in numbers:
+        status, reply = await platform.call(
+            "POST", "/api/ChargingPorts", user=admin, json={"pileId": pile_id, "portNo": number}
+        )
+        assert status == 201, reply
+
+
+async def test_a_created_pile_gets_its_ports_from_the_operator(platform, admin_user, station):
     pile_id = await new_pile(platform, admin_user, station, totalPorts=3)
+    status, ports = await platform.call("GET", f"/api/ChargingPorts/by-pile/{pile_id}", user=admin_user)
+    assert status == 200 and ports == []  # totalPorts is the capacity, not ports created
+    await add_ports(platform, admin_user, pile_id, 1, 2, 3)
     status, ports = await platform.call("GET", f"/api/ChargingPorts/by-pile/{pile_id}", user=admin_user)
     assert status == 200 and [p["portNo"] for p in ports] == ["1", "2", "3"]
     assert {(p["pileNo"], p["portType"], p["isDisabled"]) for p in ports} == {("E1", 1, False)}
+    status, body = await platform.call(
+        "POST", "/api/ChargingPorts", user=admin_user, json={"pileId": pile_id, "portNo": 4}
+    )
+    assert set(expect_invalid(status, body, "portNo")) == {"portNo"}  # beyond totalPorts
+    _, pile = await platform.call("GET", f"{BASE}/{pile_id}", user=admin_user)
+    assert pile["totalPorts"] == 3
 
 
 async def test_list_and_by_station(platform, admin_user, station):
@@ -158,10 +176,10 @@ async def test_power_rate_bounds_are_inclusive(platform, admin_user, station):
     await new_pile(platform, admin_user, station, pileNo="HIGH", powerRate=500, totalPorts=10)
 
 
-async def test_duplicate_pile_no_is_a_conflict_naming_it(platform, admin_user, station):
+async def test_duplicate_pile_no_is_a_bad_request_naming_it(platform, admin_user, station):
     await new_pile(platform, admin_user, station)
     status, body = await platform.call("POST", BASE, user=admin_user, json=pile_body(station))
-    assert "pileNo" in expect_problem(status, body, 409)["detail"]
+    assert set(expect_invalid(status, body, "pileNo")) == {"pileNo"}
 
 
 async def test_unknown_station_is_404_naming_it(platform, admin_user):
@@ -169,8 +187,9 @@ async def test_unknown_station_is_404_naming_it(platform, admin_user):
     assert "stationId" in expect_problem(status, body, 404)["detail"]
 
 
-async def test_update_changes_fields_and_resizes_ports(platform, admin_user, station):
+async def test_update_changes_fields_and_the_port_capacity(platform, admin_user, station):
     pile_id = await new_pile(platform, admin_user, station, totalPorts=3)
+    await add_ports(platform, admin_user, pile_id, 1, 2, 3)
     body = {
         "pileNo": "E9",
         "powerRate": 120,
@@ -191,20 +210,24 @@ async def test_update_changes_fields_and_resizes_ports(platform, admin_user, sta
     assert [p["portNo"] for p in ports] == ["1"]
     await platform.call("PUT", f"{BASE}/{pile_id}", user=admin_user, json={"totalPorts": 4})
     _, ports = await platform.call("GET", f"/api/ChargingPorts/by-pile/{pile_id}", user=admin_user)
-    assert [p["portNo"] for p in ports] == ["1", "2", "3", "4"]
+    assert [p["portNo"] for p in ports] == ["1"]  # a larger capacity adds no ports
+    _, pile = await platform.call("GET", f"{BASE}/{pile_id}", user=admin_user)
+    assert pile["totalPorts"] == 4
+    await add_ports(platform, admin_user, pile_id, 4)
 
 
-async def test_update_to_a_taken_pile_no_is_a_conflict(platform, admin_user, station):
+async def test_update_to_a_taken_pile_no_is_a_bad_request(platform, admin_user, station):
     await new_pile(platform, admin_user, station, pileNo="E1")
     second = await new_pile(platform, admin_user, station, pileNo="E2")
     status, body = await platform.call("PUT", f"{BASE}/{second}", user=admin_user, json={"pileNo": "E1"})
-    assert "pileNo" in expect_problem(status, body, 409)["detail"]
+    assert set(expect_invalid(status, body, "pileNo")) == {"pileNo"}
     status, body = await platform.call("PUT", f"{BASE}/{second}", user=admin_user, json={"pileType": 5})
     expect_invalid(status, body, "pileType")
 
 
 async def test_delete_removes_the_pile_and_its_ports(platform, admin_user, station):
     pile_id = await new_pile(platform, admin_user, station)
+    await add_ports(platform, admin_user, pile_id, 1, 2)
     status, _ = await platform.call("DELETE", f"{BASE}/{pile_id}", user=admin_user)
     assert status == 204
     problem(await platform.call("GET", f"{BASE}/{pile_id}", user=admin_user), 404)
@@ -216,6 +239,7 @@ async def test_delete_of_a_pile_with_a_charging_driver_is_a_conflict(
     platform, admin_user, normal_user, station
 ):
     pile_id = await new_pile(platform, admin_user, station, pileNo="F1", totalPorts=1)
+    await add_ports(platform, admin_user, pile_id, 1)
     status, _ = await platform.call(
         "POST",
         "/api/charging/request/",

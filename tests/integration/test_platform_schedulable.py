@@ -24,6 +24,9 @@ async def test_created_pile_becomes_schedulable_when_online_and_stays_while_char
         "stationId": station["id"], "pileNo": "E5", "pileType": 2, "powerRate": 7,
         "totalPorts": 1})
     assert status == 201, reply
+    status, port = await platform.call("POST", "/api/ChargingPorts", user=admin_user,
+                                       json={"pileId": reply["id"], "portNo": 1})
+    assert status == 201, port
     service = platform.service
     assert "E5" not in service.scheduler.points  # not before its gateway says it is there
     service.on_pile_state("E5", "online")
@@ -38,3 +41,5 @@ async def test_created_pile_becomes_schedulable_when_online_and_stays_while_char
     status, problem = await platform.call("DELETE", f"/api/ChargingPiles/{reply['id']}",
                                           user=admin_user)
     assert status == 409, problem  # a car is charging there
+    _, held = await platform.call("GET", f"/api/ChargingPorts/{port['id']}", user=admin_user)
+    assert held["currentOrderId"] is not None  # the driver session's order holds the port

@@ -188,3 +188,18 @@ async def test_paging_object_edges(platform, admin_user):
     ):
         status, body = await platform.call("GET", f"{BASE}/paged?{query}", user=admin_user)
         expect_invalid(status, body, field)
+
+
+async def test_openapi_lists_the_refusals_of_each_station_pile_and_port_operation(platform):
+    status, doc = await platform.call("GET", "/api/openapi.json")
+    assert status == 200
+    paths = doc["paths"]
+    for base in (BASE, "/api/ChargingPiles", "/api/ChargingPorts"):
+        assert "400" in paths[base]["post"]["responses"]  # e.g. a taken pileNo / portNo
+        assert "409" in paths[f"{base}/{{id}}"]["delete"]["responses"]  # in use
+        assert "404" in paths[f"{base}/{{id}}"]["put"]["responses"]
+    for base in ("/api/ChargingPiles", "/api/ChargingPorts"):
+        assert "409" in paths[f"{base}/{{id}}"]["put"]["responses"]  # renumbering while charging
+        assert "409" not in paths[base]["post"]["responses"]  # uniqueness is a 400
+        assert "404" in paths[base]["post"]["responses"]  # stationId / pileId
+    assert "409" not in paths[f"{BASE}/{{id}}"]["put"]["responses"]

@@ -1,14 +1,17 @@
-"""The operator platform API's station part (spec/admin-api.md sections 1, 2 and 8): charging
-stations, piles and ports, over the same rows the gateways report and the scheduler uses.
+"""The operator platform API's station part: charging stations, piles and ports, over the same
+rows the gateways report and the scheduler uses (the rows are read and written by
+:mod:`central.adapters.stations`; handlers here validate, call it and render).
 
 Reading needs any valid token; creating, changing and deleting needs permission level >= 3. A pile
-created here is a real record: its ports 1..totalPorts are created with it, so it can take operator
+created here is a real record with ``totalPorts`` as its port capacity and no ports yet: the
+operator adds them (``POST /api/ChargingPorts``, numbers 1..totalPorts), so it can take operator
 orders once its gateway reports it, and the driver API's pile list shows it
 (:func:`piles_status_with_registered`). Live fields (port voltage, current, power, temperature,
 meter, status, fault; pile online status, temperature, heartbeat) are whatever the ingest last
-wrote; nothing here invents them. Deleting a station that still has piles, or a pile or port with a
-charging order or a driver car at it, is refused with 409. Datetimes are ISO 8601 UTC with ``Z``.
-:data:`ROUTES` is the route table (see :mod:`central.web.openapi`).
+wrote; nothing here invents them. A taken ``pileNo``, or ``portNo`` within a pile, is a request
+parameter error (400 naming the field). Deleting a station that still has piles, or a pile or port
+with a charging order or a driver car at it, is refused with 409. Datetimes are ISO 8601 UTC with
+``Z``. :data:`ROUTES` is the route table (see :mod:`central.web.openapi`).
 """
 
 from __future__ import annotations
@@ -16,17 +19,18 @@ from __future__ import annotations
 import math
 import re
 import sqlite3
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlite_utils
 from aiohttp import web
 
-from central.adapters.query import Resource, require_row, where_clause
+from central.adapters import stations as repo
+from central.adapters.query import Resource, where_clause
+from central.application.charging import ChargingService
 from central.web.errors import PLATFORM_STYLE, conflict
-from central.web.middleware import service_of
+from central.web.keys import SERVICE
 from central.web.openapi import RouteSpec
 from central.web.permissions import Access
 from central.web.platform.common import (
@@ -56,10 +60,12 @@ from central.web.platform.common import (
     created,
     described,
     int_codes_schema,
+    invalid,
     item_response,
     key_path,
     list_response,
     no_content,
+    not_found,
     now_iso,
     obj_schema,
     page_response,
@@ -76,9 +82,6 @@ from central.web.platform.common import (
     write,
 )
 from central.web.shapes import json_type
-
-if TYPE_CHECKING:
-    from central.application.charging import ChargingService
 
 MAX_PORTS = 10
 POWER_KW = (0.1, 500.0)
@@ -160,47 +163,24 @@ def driver_cars(service: ChargingService | None, pile_no: str, port_no: str | No
     return cars
 
 
-def _service(request: web.Request) -> ChargingService | None:
-    try:
-        return service_of(request)
-    except RuntimeError:
-        return None
-
-
 def refuse_driver_cars(request: web.Request, pile_no: str, port_no: str | None, action: str) -> None:
     """409 while the driver queue has cars at the pile (or port)."""
-    cars = driver_cars(_service(request), pile_no, port_no)
+    cars = driver_cars(request.app.get(SERVICE), pile_no, port_no)
     if cars:
         where = f"充电桩 {pile_no}" + (f" 端口 {port_no}" if port_no else "")
         raise conflict(f"{where} 有 {cars} 辆司机端车辆正在充电或排队，不能{action}")
 
 
-def active_orders(db: sqlite_utils.Database, pile_id: str, port_id: str | None = None) -> int:
-    """Charging orders (status 1) at a pile or port: by their pile / port, or held by a port
-    (``ports.current_order_id``; a pointer to an order no longer charging is stale, not busy)."""
-    port_clause, args = ("AND t.id = ?", [pile_id, port_id]) if port_id else ("", [pile_id])
-    order_clause = "o.port_id = ?" if port_id else "o.pile_id = ?"
-    sql = (
-        f"SELECT COUNT(*) FROM orders o WHERE o.status = 1 AND ({order_clause} OR o.id IN "  # noqa: S608
-        f"(SELECT t.current_order_id FROM ports t WHERE t.pile_id = ? {port_clause}))"
-    )
-    return int(db.execute(sql, [port_id or pile_id, *args]).fetchone()[0])
-
-
 def refuse_active(
     db: sqlite_utils.Database, pile_id: str, port_id: str | None, what: str, action: str
 ) -> None:
-    count = active_orders(db, pile_id, port_id)
+    """409 while a charging order is at the pile (or port)."""
+    count = repo.active_orders(db, pile_id, port_id)
     if count:
         raise conflict(f"{what} 有 {count} 个进行中的充电订单或会话，不能{action}")
 
 
 # --- stations --------------------------------------------------------------------------------------
-
-_STATION_SELECT = (
-    "SELECT s.id, s.name, s.status, s.address, s.location, s.update_time, "
-    "(SELECT COUNT(*) FROM piles p WHERE p.station_id = s.id) AS pile_count FROM stations s"
-)
 
 
 def station_json(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -217,7 +197,9 @@ def station_json(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-STATIONS = Resource("充电站", _STATION_SELECT, "s.id", "s.rowid", station_json, count_from="stations s")
+STATIONS = Resource(
+    "充电站", repo.STATION_READ, "s.id", "s.rowid", station_json, count_from=repo.STATIONS_FROM
+)
 
 
 async def list_stations(request: web.Request) -> web.StreamResponse:
@@ -261,10 +243,8 @@ def _camel(column: str) -> str:
 async def create_station(request: web.Request) -> web.StreamResponse:
     """POST /api/ChargingStations."""
     values = station_fields(await read_fields(request), creating=True)
-    station_id, now = uuid.uuid4().hex, now_iso(request)
-    row = {"id": station_id, **values, "create_time": now, "update_time": now}
-    await write(request, lambda db: db.table("stations").insert(row))
-    return created(station_id)
+    now = now_iso(request)
+    return created(await write(request, lambda db: repo.create_station(db, **values, now=now)))
 
 
 async def update_station(request: web.Request) -> web.StreamResponse:
@@ -274,7 +254,7 @@ async def update_station(request: web.Request) -> web.StreamResponse:
 
     def update(db: sqlite_utils.Database) -> None:
         STATIONS.row(db, station_id)
-        db.table("stations").update(station_id, changes)
+        repo.update_station(db, station_id, changes)
 
     await write(request, update)
     return no_content()
@@ -288,16 +268,13 @@ async def delete_station(request: web.Request) -> web.StreamResponse:
         row = STATIONS.row(db, station_id)
         if row["pile_count"]:
             raise conflict(f"充电站 {station_id} 下还有 {row['pile_count']} 个充电桩，请先删除充电桩")
-        db.execute("DELETE FROM stations WHERE id = ?", [station_id])
+        repo.delete_station(db, station_id)
 
     await write(request, delete)
     return no_content()
 
 
 # --- piles -----------------------------------------------------------------------------------------
-
-_PILES_FROM = "piles p LEFT JOIN stations s ON s.id = p.station_id"
-_PILE_SELECT = f"SELECT p.*, s.name AS station_name FROM {_PILES_FROM}"  # noqa: S608
 
 
 def pile_json(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -329,7 +306,7 @@ def pile_json(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-PILES = Resource("充电桩", _PILE_SELECT, "p.id", "p.pile_no", pile_json, count_from=_PILES_FROM)
+PILES = Resource("充电桩", repo.PILE_READ, "p.id", "p.pile_no", pile_json, count_from=repo.PILES_FROM)
 
 
 async def list_piles(request: web.Request) -> web.StreamResponse:
@@ -406,84 +383,73 @@ def pile_fields(body: Fields, *, creating: bool) -> dict[str, Any]:
 
 
 def require_station(db: sqlite_utils.Database, station_id: str) -> None:
-    require_row(db, "stations", station_id, "充电站 (stationId)")
+    """404 naming stationId unless the station exists."""
+    if not repo.station_exists(db, station_id):
+        raise not_found("充电站 (stationId)", station_id)
 
 
 def require_unique_pile_no(db: sqlite_utils.Database, pile_no: str, pile_id: str | None = None) -> None:
-    row = db.execute("SELECT id FROM piles WHERE pile_no = ?", [pile_no]).fetchone()
-    if row is not None and row[0] != pile_id:
-        raise conflict(f"pileNo: 充电桩编号 {pile_no} 已存在")
-
-
-def add_ports(db: sqlite_utils.Database, pile_id: str, numbers: Iterable[int], now: str) -> None:
-    for number in numbers:
-        db.execute(
-            "INSERT OR IGNORE INTO ports (id, pile_id, port_no, port_type, status, update_time) "
-            "VALUES (?, ?, ?, 1, 0, ?)",
-            [uuid.uuid4().hex, pile_id, str(number), now],
-        )
-
-
-async def create_pile(request: web.Request) -> web.StreamResponse:
-    """POST /api/ChargingPiles: the pile and its ports 1..totalPorts."""
-    values = pile_fields(await read_fields(request), creating=True)
-    pile_id, now = uuid.uuid4().hex, now_iso(request)
-
-    def insert(db: sqlite_utils.Database) -> None:
-        require_station(db, values["station_id"])
-        require_unique_pile_no(db, values["pile_no"])
-        db.table("piles").insert(
-            {
-                "id": pile_id,
-                **values,
-                "status": 0,
-                "online_status": 0,
-                "in_service": 1,
-                "create_time": now,
-                "update_time": now,
-            }
-        )
-        add_ports(db, pile_id, range(1, values["total_ports"] + 1), now)
-
-    await write(request, _unique(insert, "pileNo", "充电桩编号已存在"))
-    return created(pile_id)
+    """400 naming pileNo when another pile has the number."""
+    other = repo.pile_by_no(db, pile_no)
+    if other is not None and other[0] != pile_id:
+        raise invalid("pileNo", f"充电桩编号 {pile_no} 已存在")
 
 
 def _unique(
-    fn: Callable[[sqlite_utils.Database], None], field: str, message: str
-) -> Callable[[sqlite_utils.Database], None]:
-    """``fn`` with a UNIQUE violation (a concurrent duplicate) reported as 409 naming ``field``."""
+    fn: Callable[[sqlite_utils.Database], Any], field: str, message: str
+) -> Callable[[sqlite_utils.Database], Any]:
+    """``fn`` with a UNIQUE violation (a concurrent duplicate) reported as 400 naming ``field``."""
 
-    def run(db: sqlite_utils.Database) -> None:
+    def run(db: sqlite_utils.Database) -> Any:
         try:
-            fn(db)
+            return fn(db)
         except sqlite3.IntegrityError as exc:
             if "UNIQUE" not in str(exc):
                 raise
-            raise conflict(f"{field}: {message}") from None
+            raise invalid(field, message) from None
 
     return run
 
 
-def resize_ports(db: sqlite_utils.Database, pile_id: str, total: int, now: str) -> None:
-    """Numbered ports 1..total exist; numbered ports above ``total`` are removed unless busy."""
-    numbered = [
-        int(r[0])
-        for r in db.execute("SELECT port_no FROM ports WHERE pile_id = ?", [pile_id])
-        if str(r[0]).isdigit()
-    ]
-    extra = [n for n in numbered if n > total]
-    for number in extra:
-        port = db.execute(
-            "SELECT id FROM ports WHERE pile_id = ? AND port_no = ?", [pile_id, str(number)]
-        ).fetchone()
-        refuse_active(db, pile_id, port[0], f"端口 {number}", "删除 (totalPorts)")
-        db.execute("DELETE FROM ports WHERE id = ?", [port[0]])
-    add_ports(db, pile_id, range(1, total + 1), now)
-    count = db.execute("SELECT COUNT(*) FROM ports WHERE pile_id = ?", [pile_id]).fetchone()[0]
-    if count > MAX_PORTS:
-        raise conflict(f"totalPorts: 充电桩已有 {count} 个端口，超过 {MAX_PORTS}")
-    db.execute("UPDATE piles SET total_ports = ? WHERE id = ?", [count, pile_id])
+_PILE_EXTRA = (
+    "manufacturer",
+    "imei",
+    "protocol_version",
+    "software_version",
+    "hardware_version",
+    "installation_date",
+    "last_maintenance_date",
+)
+
+
+async def create_pile(request: web.Request) -> web.StreamResponse:
+    """POST /api/ChargingPiles: the pile, with totalPorts as its capacity and no ports yet."""
+    values = pile_fields(await read_fields(request), creating=True)
+    now = now_iso(request)
+
+    def insert(db: sqlite_utils.Database) -> str:
+        require_station(db, values["station_id"])
+        require_unique_pile_no(db, values["pile_no"])
+        return repo.create_pile(
+            db,
+            station_id=values["station_id"],
+            pile_no=values["pile_no"],
+            pile_type=values["pile_type"],
+            power_kw=values["power_rate"],
+            now=now,
+            total_ports=values["total_ports"],
+            extra={name: values[name] for name in _PILE_EXTRA},
+        )
+
+    return created(await write(request, _unique(insert, "pileNo", "充电桩编号已存在")))
+
+
+def remove_ports_above(db: sqlite_utils.Database, pile_id: str, total: int) -> None:
+    """Numbered ports above a pile's new capacity ``total`` are removed (409 if one charges)."""
+    for number, port_id in sorted(repo.numbered_ports(db, pile_id).items()):
+        if number > total:
+            refuse_active(db, pile_id, port_id, f"端口 {number}", "删除 (totalPorts)")
+            repo.delete_port(db, port_id)
 
 
 async def update_pile(request: web.Request) -> web.StreamResponse:
@@ -503,10 +469,9 @@ async def update_pile(request: web.Request) -> web.StreamResponse:
         if renamed:
             require_unique_pile_no(db, changes["pile_no"], pile_id)
             refuse_active(db, pile_id, None, f"充电桩 {current['pile_no']}", "修改编号")
-        total = changes.pop("total_ports", None)
-        db.table("piles").update(pile_id, {**changes, "update_time": now})
-        if total is not None:
-            resize_ports(db, pile_id, total, now)
+        if "total_ports" in changes:
+            remove_ports_above(db, pile_id, changes["total_ports"])
+        repo.update_pile(db, pile_id, {**changes, "update_time": now})
 
     await write(request, _unique(update, "pileNo", "充电桩编号已存在"))
     return no_content()
@@ -521,18 +486,14 @@ async def delete_pile(request: web.Request) -> web.StreamResponse:
     def delete(db: sqlite_utils.Database) -> None:
         PILES.row(db, pile_id)
         refuse_active(db, pile_id, None, f"充电桩 {current['pile_no']}", "删除")
-        db.execute("DELETE FROM piles WHERE id = ?", [pile_id])  # its ports cascade
+        repo.delete_pile(db, pile_id)
 
     await write(request, delete)
-    await service_of(request).unregister_pile(current["pile_no"])  # no longer schedulable
+    await request.app[SERVICE].unregister_pile(current["pile_no"])  # no longer schedulable
     return no_content()
 
 
 # --- ports -----------------------------------------------------------------------------------------
-
-_PORTS_FROM = "ports t JOIN piles p ON p.id = t.pile_id"
-_PORT_SELECT = f"SELECT t.*, p.pile_no FROM {_PORTS_FROM}"  # noqa: S608
-_PORT_ORDER = "p.pile_no, CAST(t.port_no AS INTEGER), t.port_no"
 
 
 def port_json(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -564,7 +525,7 @@ def port_json(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-PORTS = Resource("充电端口", _PORT_SELECT, "t.id", _PORT_ORDER, port_json, count_from=_PORTS_FROM)
+PORTS = Resource("充电端口", repo.PORT_READ, "t.id", repo.PORT_ORDER, port_json, count_from=repo.PORTS_FROM)
 
 
 async def list_ports(request: web.Request) -> web.StreamResponse:
@@ -597,49 +558,41 @@ async def paged_ports(request: web.Request) -> web.StreamResponse:
 def require_unique_port_no(
     db: sqlite_utils.Database, pile_id: str, port_no: str, port_id: str | None = None
 ) -> None:
-    row = db.execute("SELECT id FROM ports WHERE pile_id = ? AND port_no = ?", [pile_id, port_no]).fetchone()
-    if row is not None and row[0] != port_id:
-        raise conflict(f"portNo: 端口编号 {port_no} 在该充电桩下已存在")
+    """400 naming portNo when another port of the pile has the number."""
+    other = repo.port_id_by_no(db, pile_id, port_no)
+    if other is not None and other != port_id:
+        raise invalid("portNo", f"端口编号 {port_no} 在该充电桩下已存在")
 
 
-def count_ports(db: sqlite_utils.Database, pile_id: str) -> int:
-    count = int(db.execute("SELECT COUNT(*) FROM ports WHERE pile_id = ?", [pile_id]).fetchone()[0])
-    db.execute("UPDATE piles SET total_ports = ? WHERE id = ?", [count, pile_id])
-    return count
+def require_port_in_capacity(port_no: str, total_ports: int) -> None:
+    """400 naming portNo unless the number is one of the pile's 1..totalPorts."""
+    if not 1 <= int(port_no) <= total_ports:
+        raise invalid("portNo", f"must be a port number from 1 to {total_ports} (the pile's totalPorts)")
 
 
 async def create_port(request: web.Request) -> web.StreamResponse:
-    """POST /api/ChargingPorts: a port of an existing pile (at most 10 per pile)."""
+    """POST /api/ChargingPorts: a port of an existing pile, numbered within its totalPorts."""
     body = await read_fields(request)
     pile_id = body.text("pileId", required=True, max_len=MAX_KEY)
     port_no = body.port_no("portNo", required=True)
     port_type = body.integer("portType", choices=PORT_TYPE) or 1
     body.check()
     assert pile_id is not None and port_no is not None
-    port_id, now = uuid.uuid4().hex, now_iso(request)
+    now = now_iso(request)
 
-    def insert(db: sqlite_utils.Database) -> None:
-        require_row(db, "piles", pile_id, "充电桩 (pileId)")
+    def insert(db: sqlite_utils.Database) -> str:
+        capacity = repo.total_ports(db, pile_id)
+        if capacity is None:
+            raise not_found("充电桩 (pileId)", pile_id)
+        require_port_in_capacity(port_no, capacity)
         require_unique_port_no(db, pile_id, port_no)
-        db.table("ports").insert(
-            {
-                "id": port_id,
-                "pile_id": pile_id,
-                "port_no": port_no,
-                "port_type": port_type,
-                "status": 0,
-                "update_time": now,
-            }
-        )
-        if count_ports(db, pile_id) > MAX_PORTS:
-            raise conflict(f"充电桩最多 {MAX_PORTS} 个端口")
+        return repo.add_port(db, pile_id, port_no, now, port_type=port_type)
 
-    await write(request, _unique(insert, "portNo", "端口编号在该充电桩下已存在"))
-    return created(port_id)
+    return created(await write(request, _unique(insert, "portNo", "端口编号在该充电桩下已存在")))
 
 
 async def update_port(request: web.Request) -> web.StreamResponse:
-    """PUT /api/ChargingPorts/{id}: portNo (only while idle), portType, isDisabled."""
+    """PUT /api/ChargingPorts/{id}: portNo (only while idle, within totalPorts), portType, isDisabled."""
     port_id = path_key(request, "id", "充电端口")
     body = await read_fields(request)
     values = {
@@ -660,16 +613,17 @@ async def update_port(request: web.Request) -> web.StreamResponse:
     def update(db: sqlite_utils.Database) -> None:
         PORTS.row(db, port_id)
         if renumbered:
+            require_port_in_capacity(changes["port_no"], repo.total_ports(db, current["pile_id"]) or 0)
             require_unique_port_no(db, current["pile_id"], changes["port_no"], port_id)
             refuse_active(db, current["pile_id"], port_id, f"端口 {current['port_no']}", "修改端口编号")
-        db.table("ports").update(port_id, changes)
+        repo.update_port(db, port_id, changes)
 
     await write(request, _unique(update, "portNo", "端口编号在该充电桩下已存在"))
     return no_content()
 
 
 async def delete_port(request: web.Request) -> web.StreamResponse:
-    """DELETE /api/ChargingPorts/{id}: refused while it charges, and for a pile's last port."""
+    """DELETE /api/ChargingPorts/{id}: refused while it charges or driver cars are at it."""
     port_id = path_key(request, "id", "充电端口")
     current = await read(request, lambda db: PORTS.row(db, port_id))
     refuse_driver_cars(request, current["pile_no"], current["port_no"], "删除")
@@ -677,27 +631,13 @@ async def delete_port(request: web.Request) -> web.StreamResponse:
     def delete(db: sqlite_utils.Database) -> None:
         PORTS.row(db, port_id)
         refuse_active(db, current["pile_id"], port_id, f"端口 {current['port_no']}", "删除")
-        db.execute("DELETE FROM ports WHERE id = ?", [port_id])
-        if count_ports(db, current["pile_id"]) < 1:
-            raise conflict("充电桩至少保留一个端口 (totalPorts 1..10)；请删除充电桩")
+        repo.delete_port(db, port_id)
 
     await write(request, delete)
     return no_content()
 
 
 # --- the driver API's pile list ----------------------------------------------------------------------
-
-
-def registered_piles(db: sqlite_utils.Database) -> list[dict[str, Any]]:
-    """Every pile record with the user charging there (operator orders and driver sessions)."""
-    return list(
-        db.query(
-            "SELECT p.pile_no, p.pile_type, p.status, p.online_status, p.in_service, "
-            "(SELECT u.username FROM ports t JOIN orders o ON o.id = t.current_order_id "
-            " JOIN users u ON u.id = o.user_id WHERE t.pile_id = p.id LIMIT 1) AS charging_user "
-            "FROM piles p ORDER BY p.pile_no"
-        )
-    )
 
 
 def with_registered_piles(
@@ -728,9 +668,9 @@ def with_registered_piles(
 async def piles_status_with_registered(request: web.Request) -> dict[str, Any]:
     """``service.piles_status()`` plus every recorded pile the scheduler does not know (for
     GET /api/charging/piles/status/)."""
-    service = service_of(request)
+    service = request.app[SERVICE]
     scheduled = service.scheduler.pile_ids()
-    piles = await read(request, registered_piles)
+    piles = await read(request, repo.registered_piles)
     return with_registered_piles(service.piles_status(), piles, scheduled)
 
 
@@ -793,8 +733,10 @@ _PILE_PROPS = {
     **{name: text_schema(size) for name, size in _PILE_TEXTS.items()},
     "installationDate": {**DATE, "description": "ISO 8601 date"},
 }
-PILE_CREATE = obj_schema(_PILE_PROPS, ("stationId", "pileNo", "pileType", "powerRate", "totalPorts"))
-PILE_UPDATE = obj_schema({**_PILE_PROPS, "lastMaintenanceDate": {**DATE, "description": "ISO 8601 date"}})
+PILE_CREATE_BODY = obj_schema(_PILE_PROPS, ("stationId", "pileNo", "pileType", "powerRate", "totalPorts"))
+PILE_UPDATE_BODY = obj_schema(
+    {**_PILE_PROPS, "lastMaintenanceDate": {**DATE, "description": "ISO 8601 date"}}
+)
 PORT = obj_schema(
     {
         "id": STR,
@@ -824,12 +766,12 @@ PORT = obj_schema(
 )
 _PORT_NO = {
     "type": ["integer", "string"],
-    "description": "port number 1..99 (a digit string is accepted)",
+    "description": "port number 1..99 (a digit string is accepted), one of the pile's 1..totalPorts",
     "minimum": PORT_NO[0],
     "maximum": PORT_NO[1],
     "pattern": "^[0-9]{1,2}$",
 }
-PORT_CREATE = obj_schema(
+PORT_CREATE_BODY = obj_schema(
     {
         "pileId": KEY_SCHEMA,
         "portNo": _PORT_NO,
@@ -837,7 +779,9 @@ PORT_CREATE = obj_schema(
     },
     ("pileId", "portNo"),
 )
-PORT_UPDATE = obj_schema({"portNo": _PORT_NO, "portType": int_codes_schema(PORT_TYPE), "isDisabled": BOOL})
+PORT_UPDATE_BODY = obj_schema(
+    {"portNo": _PORT_NO, "portType": int_codes_schema(PORT_TYPE), "isDisabled": BOOL}
+)
 
 _READ_NOTE = "Any valid token."
 _STAFF_NOTE = "Needs permission level >= 3 (管理员); otherwise 403."
@@ -881,8 +825,10 @@ def _crud(
     filters: tuple[dict[str, Any], ...],
     bodies: tuple[Mapping[str, Any], Mapping[str, Any]],
     notes: Mapping[str, str],
+    errors: Mapping[str, tuple[tuple[int, str], ...]],
 ) -> list[RouteSpec]:
-    """The six routes every resource of this module has (list, paged, get, create, update, delete)."""
+    """The six routes every resource of this module has (list, paged, get, create, update, delete);
+    ``errors`` holds the create, update and delete routes' errors beyond validation and access."""
     rid = (key_path("id", f"{what}ID"),)
     return [
         _route(
@@ -918,7 +864,7 @@ def _crud(
             request_body=bodies[0],
             response=KEY_RESULT,
             status=201,
-            errors=(MISSING_404, CONFLICT_409),
+            errors=errors["create"],
             description=notes.get("create", ""),
         ),
         _route(
@@ -930,7 +876,7 @@ def _crud(
             parameters=rid,
             request_body=bodies[1],
             status=204,
-            errors=(MISSING_404, CONFLICT_409),
+            errors=errors["update"],
             description='Fields left out (or null) are kept; optional texts sent as "" are cleared. '
             + notes.get("update", ""),
         ),
@@ -942,7 +888,7 @@ def _crud(
             tag,
             parameters=rid,
             status=204,
-            errors=(MISSING_404, CONFLICT_409),
+            errors=errors["delete"],
             description=notes.get("delete", ""),
         ),
     ]
@@ -973,6 +919,7 @@ def _routes() -> list[RouteSpec]:
             "create": "status defaults to 1 (在线).",
             "delete": "409 while the station has piles.",
         },
+        {"create": (), "update": (MISSING_404,), "delete": (MISSING_404, CONFLICT_409)},
     )
     piles = _crud(
         "/api/ChargingPiles",
@@ -988,16 +935,24 @@ def _routes() -> list[RouteSpec]:
             "delete": delete_pile,
         },
         (_query("stationId", STR, "充电站ID"), _status_filter(PILE_STATUS, "充电桩状态")),
-        (PILE_CREATE, PILE_UPDATE),
+        (PILE_CREATE_BODY, PILE_UPDATE_BODY),
         {
             "paged": "keyword matches pileNo, manufacturer, imei or the station name.",
-            "create": "Creates the pile's ports 1..totalPorts too (so it can take orders once its gateway "
-            "reports it; until then status and onlineStatus are 0 离线). pileNo is the pile's MQTT id "
-            "and must be unique (409 naming pileNo); a stationId that does not exist is 404.",
-            "update": "A new totalPorts adds ports up to it, or removes numbered ports above it (409 if one "
-            "charges). pileNo changes only while nothing charges there (409).",
+            "create": "totalPorts is the pile's port capacity: the pile starts with no ports; add them "
+            "with POST /api/ChargingPorts, numbered 1..totalPorts (a pile a gateway reports first gets "
+            "the ports it reports). Until its gateway reports it, status and onlineStatus are 0 离线. "
+            "pileNo is the pile's MQTT id and must be unique (400 naming pileNo); a stationId that does "
+            "not exist is 404.",
+            "update": "A new totalPorts adds no ports; numbered ports above it are removed (409 if one "
+            "charges). pileNo must stay unique (400 naming pileNo) and changes only while nothing "
+            "charges there and no driver cars are queued at it (409).",
             "delete": "409 while an order charges there, a driver session uses a port, or driver cars are "
             "queued at it; its ports are deleted with it.",
+        },
+        {
+            "create": (MISSING_404,),
+            "update": (MISSING_404, CONFLICT_409),
+            "delete": (MISSING_404, CONFLICT_409),
         },
     )
     piles.insert(
@@ -1027,14 +982,19 @@ def _routes() -> list[RouteSpec]:
             "delete": delete_port,
         },
         (_query("pileId", STR, "充电桩ID"), _status_filter(PILE_STATUS, "端口状态 (as the piles')")),
-        (PORT_CREATE, PORT_UPDATE),
+        (PORT_CREATE_BODY, PORT_UPDATE_BODY),
         {
             "paged": "keyword matches pileNo or portNo.",
-            "create": "portNo is the MQTT port number 1..99, unique within the pile (409 naming "
-            "portNo); a pile has at most 10 ports (409). A pileId that does not exist is 404.",
-            "update": "isDisabled: true refuses new orders on the port. portNo changes only while "
-            "idle (409).",
-            "delete": "409 while it charges or driver cars are queued at it, and for the pile's last port.",
+            "create": "portNo is the MQTT port number: one of 1..totalPorts of the pile and unique "
+            "within it (otherwise 400 naming portNo). A pileId that does not exist is 404.",
+            "update": "isDisabled: true refuses new orders on the port. A new portNo follows the "
+            "create rules (400 naming portNo) and changes only while the port is idle (409).",
+            "delete": "409 while it charges or driver cars are queued at it.",
+        },
+        {
+            "create": (MISSING_404,),
+            "update": (MISSING_404, CONFLICT_409),
+            "delete": (MISSING_404, CONFLICT_409),
         },
     )
     ports.insert(

@@ -1,0 +1,28 @@
+"""The ``commands`` table: one audit row per attempt of a command sent to a pile."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import sqlite_utils
+
+
+def insert_command(db: sqlite_utils.Database, row: Mapping[str, Any]) -> None:
+    """Record an attempt (``row`` names every column of ``commands``)."""
+    db.execute(
+        "INSERT INTO commands (id, pile_no, port, op, params, car, status, reason, attempt, "
+        "created_ms, expires_ms, updated_ms) VALUES (:id, :pile_no, :port, :op, :params, "
+        ":car, :status, :reason, :attempt, :created_ms, :expires_ms, :updated_ms)",
+        dict(row),
+    )
+
+
+def update_command(
+    db: sqlite_utils.Database, cid: str, *, status: str, reason: str | None, now_ms: int
+) -> None:
+    """An attempt's new status (and why)."""
+    db.execute(
+        "UPDATE commands SET status = ?, reason = ?, updated_ms = ? WHERE id = ?",
+        [status, reason, now_ms, cid],
+    )
