@@ -184,27 +184,25 @@ def test_shipped_registers_round_trip_through_values_in_every_order(regmap, bloc
 
 
 @pytest.mark.parametrize(("byte_order", "word_order"), ORDERS)
-def test_every_numeric_field_holds_its_type_boundaries_and_refuses_one_past(byte_order, word_order):
-    for regmap in SHIPPED_IN_ORDERS.values():
-        ordered = regmap[(byte_order, word_order)]
-        for _, shipped_block in SHIPPED:
-            block = getattr(ordered, shipped_block.name)
-            for f in block.fields:
-                if f.type == "str":
-                    longest = "x" * (2 * f.width)
-                    assert (
-                        decode(ordered, block, encode(ordered, block, {f.name: longest}))[f.name] == longest
-                    )
-                    with pytest.raises(CodecError, match=f.name):
-                        encode_field(ordered, block, f.name, longest + "x")
-                    continue
-                low, high = RANGES[f.type]
-                for raw in (low, high):
-                    value = scaled(raw, f.scale)
-                    assert decode(ordered, block, encode(ordered, block, {f.name: value}))[f.name] == value
-                for raw in (low - 1, high + 1):
-                    with pytest.raises(CodecError, match=f"{f.name}.*out of range"):
-                        encode_field(ordered, block, f.name, scaled(raw, f.scale))
+def test_every_shipped_field_holds_its_type_boundaries_and_refuses_one_past(byte_order, word_order):
+    """Numbers: the smallest and largest raw value, and one beyond; text: the longest that fits."""
+    for shipped_map, shipped_block in SHIPPED:
+        ordered = SHIPPED_IN_ORDERS[shipped_map.name][(byte_order, word_order)]
+        block = getattr(ordered, shipped_block.name)
+        for f in block.fields:
+            if f.type == "str":
+                longest = "x" * (2 * f.width)
+                assert decode(ordered, block, encode(ordered, block, {f.name: longest}))[f.name] == longest
+                with pytest.raises(CodecError, match=f.name):
+                    encode_field(ordered, block, f.name, longest + "x")
+                continue
+            low, high = RANGES[f.type]
+            for raw in (low, high):
+                value = scaled(raw, f.scale)
+                assert decode(ordered, block, encode(ordered, block, {f.name: value}))[f.name] == value
+            for raw in (low - 1, high + 1):
+                with pytest.raises(CodecError, match=f"{f.name}.*out of range"):
+                    encode_field(ordered, block, f.name, scaled(raw, f.scale))
 
 
 # ---- generated maps ---------------------------------------------------------------------------
@@ -251,19 +249,19 @@ def test_a_scaled_value_comes_back_within_half_a_step(kind, scale, orders, posit
 
 ANY_VALUE = st.one_of(
     st.integers(-(2**40), 2**40),
-    st.floats(allow_nan=False, allow_infinity=False),
+    st.floats(-1e300, 1e300),  # larger ones overflow when divided by the scale: see the xfail below
     st.text(st.characters(max_codepoint=127), max_size=20),
     st.booleans(),
     st.none(),
 )
-SHIPPED_FIELDS = [(block, f) for _, block in SHIPPED for f in block.fields]
+SHIPPED_FIELDS = [(regmap, block, f) for regmap, block in SHIPPED for f in block.fields]
 
 
 @FAST
 @given(target=st.sampled_from(SHIPPED_FIELDS), orders=st.sampled_from(ORDERS), value=ANY_VALUE)
 def test_encode_takes_what_fits_and_refuses_the_rest_with_codec_error(target, orders, value):
-    block, f = target
-    regmap = SHIPPED_IN_ORDERS[SIM_V1.name][orders]
+    shipped_map, block, f = target
+    regmap = SHIPPED_IN_ORDERS[shipped_map.name][orders]
     if f.type == "str":
         fits = len(str(value)) <= 2 * f.width  # ASCII input: one byte a character
     else:
@@ -302,6 +300,15 @@ BUG_NOT_CODEC_ERROR = "the codec lets a non-CodecError escape for this value"
             ),
         ),
         pytest.param(
+            "voltage_V",
+            1e308,
+            marks=pytest.mark.xfail(
+                strict=True,
+                raises=OverflowError,
+                reason=f"{BUG_NOT_CODEC_ERROR}: 1e308 / 0.1 is inf, and round(inf) raises OverflowError",
+            ),
+        ),
+        pytest.param(
             "vendor",
             "é",
             marks=pytest.mark.xfail(
@@ -312,7 +319,7 @@ BUG_NOT_CODEC_ERROR = "the codec lets a non-CodecError escape for this value"
         ),
     ],
 )
-def test_encode_refuses_nan_infinity_and_non_ascii_with_codec_error(field_name, value):
+def test_encode_refuses_nan_infinite_huge_and_non_ascii_values_with_codec_error(field_name, value):
     block = SIM_V1.identity if field_name == "vendor" else SIM_V1.telemetry
     with pytest.raises(CodecError, match=field_name):
         encode_field(SIM_V1, block, field_name, value)
