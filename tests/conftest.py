@@ -8,8 +8,15 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 pytest_plugins = ["tests.broker_fixtures"]
+
+# CI runs property tests with a fixed seed and no example database, so a red build replays the
+# same examples; locally hypothesis explores new ones each run. CI=<anything non-empty> selects it.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 def _children() -> set[int]:
