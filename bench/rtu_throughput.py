@@ -7,7 +7,7 @@ for the read plan:
 
     T_txn = (request_bytes + response_bytes) * bits_per_char / baud + 2 * t3.5
     request_bytes = 8, response_bytes = 5 + 2 * registers, bits_per_char = 10 for 8N1
-    t3.5 = 3.5 * bits_per_char / baud  (the spec recommends a fixed 1.75 ms above 19200 baud)
+    t3.5 = 3.5 * bits_per_char / baud  (Modbus over serial line recommends a fixed 1.75 ms above 19200 baud)
 
 A pty has no baud rate: bytes cross it at memory speed, so the measured rate is bounded only by
 software (gateway, simulator) and the inter-frame silence the bus owner keeps. The "real line"

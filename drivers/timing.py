@@ -6,7 +6,7 @@ transaction rate of a read plan on a real line.
 
 Figures (Modbus over Serial Line v1.02, section 2.5.1.1): a character is start bit + data bits +
 parity bit (if any) + stop bits; frames are separated by at least 3.5 character times; above
-19200 baud the spec recommends a fixed 1.75 ms instead, which receivers then use.
+19200 baud the Modbus serial line specification recommends a fixed 1.75 ms instead, which receivers then use.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def char_time_s(baudrate: int, bits: int = 10) -> float:
 
 
 def t35_s(baudrate: int, bits: int = 10, *, spec_fixed: bool = True) -> float:
-    """Minimum silence between frames: 3.5 characters, or the spec's fixed 1.75 ms above 19200."""
+    """Minimum silence between frames: 3.5 characters, or Modbus's fixed 1.75 ms above 19200."""
     if spec_fixed and baudrate > FIXED_T35_ABOVE_BAUD:
         return FIXED_T35_S
     return 3.5 * char_time_s(baudrate, bits)

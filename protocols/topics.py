@@ -1,4 +1,5 @@
-"""The MQTT topic tree of DESIGN.md: building topics and parsing them back into their parts.
+"""The MQTT topic tree, the pinned contract between gateways and centrals (README "MQTT topics"):
+building topics and parsing them back into their parts.
 
 Every topic starts with ``pilegate/v1/{station}``; the version segment lets a later tree live beside
 this one. Identifiers may not contain MQTT wildcards or separators.

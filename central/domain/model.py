@@ -1,7 +1,8 @@
 """The scheduler's entities: charging modes, charging points (a pile port), and charging requests.
 
-A "point" is what DESIGN.md's queue rules call a pile: a single-port pile is one point (id ``F1``),
-a pile with several ports offers each as its own point (``F1-1``, ``F1-2``) with the pile's mode.
+A "point" is what the queue rules (docs/rules.md) call a pile: a single-port pile is one point (id
+``F1``), a pile with several ports offers each as its own point (``F1-1``, ``F1-2``) with the
+pile's mode.
 """
 
 from __future__ import annotations

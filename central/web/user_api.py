@@ -147,7 +147,7 @@ def local_values(value: Any, zone: zoneinfo.ZoneInfo) -> Any:
 Mode = Literal["fast", "slow"]
 PERIODS = ("peak", "normal", "valley")
 NotificationKind = Literal[
-    # the four of the spec, and the kinds of notices written through the operator API
+    # the four kinds of the driver API, and the kinds of notices written through the operator API
     "queue_update",
     "charging_start",
     "charging_complete",

@@ -31,7 +31,7 @@ def detail(
 
 
 def test_design_example_detail_valley_and_normal():
-    record = detail(at(6, 10), at(7, 10), 30)  # DESIGN.md: 06:10-07:10, 30 kWh
+    record = detail(at(6, 10), at(7, 10), 30)  # the replay format's example: 06:10-07:10, 30 kWh
     assert record.periods[Period.VALLEY].kwh == 25
     assert record.periods[Period.NORMAL].kwh == 5
     assert record.charge_fee == 14  # 25 * 0.4 + 5 * 0.8

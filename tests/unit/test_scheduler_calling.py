@@ -1,5 +1,5 @@
 """Scheduler rules for queue numbers, the waiting area, calling, pile choice, changes and cancels
-(DESIGN.md "Charging queue rules"), driven by a fake clock."""
+(docs/rules.md), driven by a fake clock."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Scheduler rules for pile faults (priority / time_order), recovery, taking piles out of service
-and multi-port piles (DESIGN.md "Charging queue rules"), driven by a fake clock."""
+and multi-port piles (docs/rules.md), driven by a fake clock."""
 
 from __future__ import annotations
 
