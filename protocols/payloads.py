@@ -44,6 +44,8 @@ def _loads(raw: bytes | str) -> dict[str, Any]:
         obj = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PayloadError(f"not UTF-8 JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # integers over 4300 digits, nesting past the stack
+        raise PayloadError(f"JSON the decoder refuses: {type(exc).__name__}: {str(exc)[:80]}") from None
     if not isinstance(obj, dict):
         raise PayloadError(f"expected a JSON object, got {type(obj).__name__}")
     return obj
@@ -56,9 +58,15 @@ def _dumps(obj: Mapping[str, Any]) -> bytes:
     return _ENCODER.encode(obj).encode()
 
 
-def _get(obj: Mapping[str, Any], name: str, kind: type[T] | tuple[type, ...], *,
-         optional: bool = False, check: Callable[[Any], bool] | None = None,
-         expect: str = "") -> T:
+def _get(
+    obj: Mapping[str, Any],
+    name: str,
+    kind: type[T] | tuple[type, ...],
+    *,
+    optional: bool = False,
+    check: Callable[[Any], bool] | None = None,
+    expect: str = "",
+) -> T:
     if name not in obj or obj[name] is None:
         if optional:
             return cast(T, None)
@@ -76,22 +84,33 @@ def _get(obj: Mapping[str, Any], name: str, kind: type[T] | tuple[type, ...], *,
     return cast(T, value)
 
 
-def _choice(obj: Mapping[str, Any], name: str, choices: tuple[str, ...],
-            optional: bool = False) -> Any:
-    return _get(obj, name, str, optional=optional, check=lambda v: v in choices,
-                expect="one of " + "|".join(choices))
+def _choice(obj: Mapping[str, Any], name: str, choices: tuple[str, ...], optional: bool = False) -> Any:
+    return _get(
+        obj, name, str, optional=optional, check=lambda v: v in choices, expect="one of " + "|".join(choices)
+    )
 
 
 def _ts(obj: Mapping[str, Any], name: str = "ts", optional: bool = False) -> int:
-    return _get(obj, name, int, optional=optional, check=lambda v: _TS_MIN_MS <= v <= _TS_MAX_MS,
-                expect="milliseconds since the epoch")
+    return _get(
+        obj,
+        name,
+        int,
+        optional=optional,
+        check=lambda v: _TS_MIN_MS <= v <= _TS_MAX_MS,
+        expect="milliseconds since the epoch",
+    )
 
 
 def _fault(obj: Mapping[str, Any], optional: bool = False) -> str:
     """A fault name, or ``code_N`` for a vendor code the map does not name."""
-    value = _get(obj, "fault", str, optional=optional,
-                 check=lambda v: v in FAULT_NAMES or (v.startswith("code_") and v[5:].isdigit()),
-                 expect="one of " + "|".join(FAULT_NAMES) + " or code_N")
+    value = _get(
+        obj,
+        "fault",
+        str,
+        optional=optional,
+        check=lambda v: v in FAULT_NAMES or (v.startswith("code_") and v[5:].isdigit()),
+        expect="one of " + "|".join(FAULT_NAMES) + " or code_N",
+    )
     return value or "none"
 
 
@@ -127,11 +146,20 @@ class Telemetry:
     def to_json(self) -> bytes:
         # built by hand, not with asdict(): this runs for every port of every pile every cycle
         obj: dict[str, Any] = {
-            "ts": self.ts, "session": self.session, "seq": self.seq, "state": self.state,
-            "voltage_V": self.voltage_V, "current_A": self.current_A, "power_W": self.power_W,
-            "energy_Wh": self.energy_Wh, "temperature_C": self.temperature_C,
-            "fault": self.fault, "heartbeat": self.heartbeat,
-            "active_limit_W": self.active_limit_W, "active_target_Wh": self.active_target_Wh}
+            "ts": self.ts,
+            "session": self.session,
+            "seq": self.seq,
+            "state": self.state,
+            "voltage_V": self.voltage_V,
+            "current_A": self.current_A,
+            "power_W": self.power_W,
+            "energy_Wh": self.energy_Wh,
+            "temperature_C": self.temperature_C,
+            "fault": self.fault,
+            "heartbeat": self.heartbeat,
+            "active_limit_W": self.active_limit_W,
+            "active_target_Wh": self.active_target_Wh,
+        }
         if self.replayed:
             obj["replayed"] = True
         return _dumps(obj)
@@ -143,18 +171,19 @@ class Telemetry:
         if fast is not None:
             return fast
         return cls(
-            ts=_ts(o), session=_positive(o, "session"), seq=_positive(o, "seq"),
+            ts=_ts(o),
+            session=_positive(o, "session"),
+            seq=_positive(o, "seq"),
             state=_choice(o, "state", PORT_STATES),
-            voltage_V=_get(o, "voltage_V", _NUM, check=lambda v: 0 <= v <= 2000,
-                           expect="0..2000 V"),
-            current_A=_get(o, "current_A", _NUM, check=lambda v: -1000 <= v <= 1000,
-                           expect="-1000..1000 A"),
-            power_W=_get(o, "power_W", _NUM, check=lambda v: -2e6 <= v <= 2e6,
-                         expect="within ±2 MW"),
-            energy_Wh=_get(o, "energy_Wh", int, check=lambda v: 0 <= v < 2**32,
-                           expect="a 32-bit meter value"),
-            temperature_C=_get(o, "temperature_C", _NUM, check=lambda v: -60 <= v <= 200,
-                               expect="-60..200 °C"),
+            voltage_V=_get(o, "voltage_V", _NUM, check=lambda v: 0 <= v <= 2000, expect="0..2000 V"),
+            current_A=_get(o, "current_A", _NUM, check=lambda v: -1000 <= v <= 1000, expect="-1000..1000 A"),
+            power_W=_get(o, "power_W", _NUM, check=lambda v: -2e6 <= v <= 2e6, expect="within ±2 MW"),
+            energy_Wh=_get(
+                o, "energy_Wh", int, check=lambda v: 0 <= v < 2**32, expect="a 32-bit meter value"
+            ),
+            temperature_C=_get(
+                o, "temperature_C", _NUM, check=lambda v: -60 <= v <= 200, expect="-60..200 °C"
+            ),
             fault=_fault(o),
             heartbeat=_get(o, "heartbeat", int, optional=True) or 0,
             active_limit_W=_get(o, "active_limit_W", int, optional=True),
@@ -175,21 +204,35 @@ def _telemetry_fast(cls: type[Telemetry], o: dict[str, Any]) -> Telemetry | None
     except KeyError:
         return None
     heartbeat = o.get("heartbeat", 0)
-    limit, target, replayed = o.get("active_limit_W"), o.get("active_target_Wh"), o.get(
-        "replayed", False)
-    if not (type(ts) is int and _TS_MIN_MS <= ts <= _TS_MAX_MS
-            and type(session) is int and session >= 1 and type(seq) is int and seq >= 1
-            and type(energy) is int and 0 <= energy < 2**32
-            and type(v) in _NUM_TYPES and 0 <= v <= 2000
-            and type(a) in _NUM_TYPES and -1000 <= a <= 1000
-            and type(w) in _NUM_TYPES and -2e6 <= w <= 2e6
-            and type(t) in _NUM_TYPES and -60 <= t <= 200
-            and state in _PORT_STATE_SET and fault in _FAULT_SET
-            and type(heartbeat) is int and (limit is None or type(limit) is int)
-            and (target is None or type(target) is int) and type(replayed) is bool):
+    limit, target, replayed = o.get("active_limit_W"), o.get("active_target_Wh"), o.get("replayed", False)
+    if not (
+        type(ts) is int
+        and _TS_MIN_MS <= ts <= _TS_MAX_MS
+        and type(session) is int
+        and session >= 1
+        and type(seq) is int
+        and seq >= 1
+        and type(energy) is int
+        and 0 <= energy < 2**32
+        and type(v) in _NUM_TYPES
+        and 0 <= v <= 2000
+        and type(a) in _NUM_TYPES
+        and -1000 <= a <= 1000
+        and type(w) in _NUM_TYPES
+        and -2e6 <= w <= 2e6
+        and type(t) in _NUM_TYPES
+        and -60 <= t <= 200
+        and type(state) is str
+        and state in _PORT_STATE_SET
+        and type(fault) is str
+        and fault in _FAULT_SET
+        and type(heartbeat) is int
+        and (limit is None or type(limit) is int)
+        and (target is None or type(target) is int)
+        and type(replayed) is bool
+    ):
         return None
-    return cls(ts, session, seq, state, v, a, w, energy, t, fault, heartbeat, limit, target,
-               replayed)
+    return cls(ts, session, seq, state, v, a, w, energy, t, fault, heartbeat, limit, target, replayed)
 
 
 _NUM_TYPES = frozenset({int, float})
@@ -223,9 +266,13 @@ class GatewayStatus:
         piles = _get(o, "piles", list, optional=True) or []
         if not all(isinstance(p, str) for p in piles):
             raise PayloadError("field 'piles' must be a list of pile ids")
-        return cls(state=_choice(o, "state", get_args(GatewayState)),
-                   session=_positive(o, "session"), ts=_ts(o, optional=True),
-                   version=_get(o, "version", str, optional=True), piles=tuple(piles))
+        return cls(
+            state=_choice(o, "state", get_args(GatewayState)),
+            session=_positive(o, "session"),
+            ts=_ts(o, optional=True),
+            version=_get(o, "version", str, optional=True),
+            piles=tuple(piles),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,12 +297,13 @@ class PileStatus:
     def from_json(cls, raw: bytes | str) -> PileStatus:
         o = _loads(raw)
         return cls(
-            state=_choice(o, "state", get_args(PileState)), ts=_ts(o),
+            state=_choice(o, "state", get_args(PileState)),
+            ts=_ts(o),
             kind=_choice(o, "kind", ("fast", "trickle"), optional=True),
-            ports=_get(o, "ports", int, optional=True, check=lambda v: 1 <= v <= 99,
-                       expect="1..99"),
-            rated_power_W=_get(o, "rated_power_W", int, optional=True,
-                               check=lambda v: v > 0, expect="positive"),
+            ports=_get(o, "ports", int, optional=True, check=lambda v: 1 <= v <= 99, expect="1..99"),
+            rated_power_W=_get(
+                o, "rated_power_W", int, optional=True, check=lambda v: v > 0, expect="positive"
+            ),
             vendor=_get(o, "vendor", str, optional=True),
             model=_get(o, "model", str, optional=True),
             serial=_get(o, "serial", str, optional=True),
@@ -288,7 +336,9 @@ class PileEvent:
     def from_json(cls, raw: bytes | str) -> PileEvent:
         o = _loads(raw)
         return cls(
-            ts=_ts(o), session=_positive(o, "session"), seq=_positive(o, "seq"),
+            ts=_ts(o),
+            session=_positive(o, "session"),
+            seq=_positive(o, "seq"),
             type=_choice(o, "type", get_args(EventType)),
             port=_get(o, "port", int, check=lambda v: 1 <= v <= 99, expect="1..99"),
             fault=_fault(o, optional=True),
@@ -320,8 +370,9 @@ class CommandMessage:
     params: Mapping[str, int] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
-        return _dumps({"id": self.id, "op": self.op, "params": dict(self.params),
-                       "expires_at": self.expires_at})
+        return _dumps(
+            {"id": self.id, "op": self.op, "params": dict(self.params), "expires_at": self.expires_at}
+        )
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> CommandMessage:
@@ -331,7 +382,10 @@ class CommandMessage:
         _check_params(op, params)
         return cls(
             id=_get(o, "id", str, check=lambda v: 1 <= len(v) <= 64, expect="1-64 characters"),
-            op=op, params=params, expires_at=_ts(o, "expires_at"))
+            op=op,
+            params=params,
+            expires_at=_ts(o, "expires_at"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +404,10 @@ class CommandResult:
     @classmethod
     def from_json(cls, raw: bytes | str) -> CommandResult:
         o = _loads(raw)
-        return cls(id=_get(o, "id", str), status=_choice(o, "status", get_args(ResultStatus)),
-                   ts=_ts(o), reason=_get(o, "reason", str, optional=True),
-                   readback=_get(o, "readback", dict, optional=True))
+        return cls(
+            id=_get(o, "id", str),
+            status=_choice(o, "status", get_args(ResultStatus)),
+            ts=_ts(o),
+            reason=_get(o, "reason", str, optional=True),
+            readback=_get(o, "readback", dict, optional=True),
+        )

@@ -13,6 +13,7 @@ of a 32-bit field.
 from __future__ import annotations
 
 import enum
+import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -171,7 +172,10 @@ def _decode_field(f: Field, words: Sequence[int], byte_order: Order, word_order:
 
 def _encode_field(f: Field, value: object, byte_order: Order, word_order: Order) -> list[int]:
     if f.type == "str":
-        data = str(value).encode("ascii")
+        try:
+            data = str(value).encode("ascii")
+        except UnicodeEncodeError:
+            raise CodecError(f"{f.name}: {value!r} is not ASCII text") from None
         if len(data) > 2 * f.width:
             raise CodecError(f"{f.name}: {value!r} longer than {2 * f.width} characters")
         data = data.ljust(2 * f.width, b"\x00")
@@ -179,7 +183,10 @@ def _encode_field(f: Field, value: object, byte_order: Order, word_order: Order)
         return [int.from_bytes(p, byte_order) for p in pairs]
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise CodecError(f"{f.name}: expected a number, got {value!r}")
-    raw = round(value / f.scale)
+    scaled = value / f.scale
+    if not math.isfinite(scaled):
+        raise CodecError(f"{f.name}: {value} {f.unit} out of range for {f.type} x{f.scale}")
+    raw = round(scaled)
     low, high = _RANGE[f.type]
     if not low <= raw <= high:
         raise CodecError(f"{f.name}: {value} {f.unit} out of range for {f.type} x{f.scale}")
@@ -219,9 +226,14 @@ def _compile(regmap: RegisterMap, block: Block) -> _CompiledBlock | None:
         position = f.offset + f.width
     ordered = sorted(block.fields, key=lambda f: f.offset)
     return _CompiledBlock(
-        struct.Struct(f">{block.size}H"), struct.Struct("".join(layout)),
-        tuple(f.name for f in ordered), tuple(f.scale for f in ordered),
-        tuple(f.type == "str" for f in ordered), regmap, block)
+        struct.Struct(f">{block.size}H"),
+        struct.Struct("".join(layout)),
+        tuple(f.name for f in ordered),
+        tuple(f.scale for f in ordered),
+        tuple(f.type == "str" for f in ordered),
+        regmap,
+        block,
+    )
 
 
 def _compiled(regmap: RegisterMap, block: Block) -> _CompiledBlock | None:
@@ -239,6 +251,9 @@ def decode(regmap: RegisterMap, block: Block, registers: Sequence[int]) -> dict[
         raise CodecError(f"{block.name}: need {block.size} registers, got {len(registers)}")
     compiled = _compiled(regmap, block)
     if compiled is None:
+        bad = next((r for r in registers[: block.size] if not 0 <= r <= 0xFFFF), None)
+        if bad is not None:
+            raise CodecError(f"{block.name}: register value {bad} out of 0..65535")
         return {
             f.name: _decode_field(
                 f, registers[f.offset : f.offset + f.width], regmap.byte_order, regmap.word_order
@@ -250,8 +265,9 @@ def decode(regmap: RegisterMap, block: Block, registers: Sequence[int]) -> dict[
     except struct.error as exc:
         raise CodecError(f"{block.name}: register value out of 0..65535 ({exc})") from None
     out: dict[str, object] = {}
-    for name, value, scale, is_str in zip(compiled.names, raw, compiled.scales, compiled.strings,
-                                          strict=True):
+    for name, value, scale, is_str in zip(
+        compiled.names, raw, compiled.scales, compiled.strings, strict=True
+    ):
         if is_str:
             out[name] = value.rstrip(b"\x00 ").decode("ascii", errors="replace")
         else:
