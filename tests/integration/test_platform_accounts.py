@@ -4,6 +4,7 @@ document, and section 6 (/api/UserAddresses)."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
@@ -63,7 +64,7 @@ def test_the_route_table_holds_sections_3_5_6_7():
     assert ("GET", "/api/UserRoles/checkPermission/{userId}/{permissionLevel}") in routes
 
 
-def resolved(doc: dict, schema: dict) -> dict:
+def resolved(doc: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
     """``schema``, or the component its ``$ref`` names."""
     ref = schema.get("$ref")
     return doc["components"]["schemas"][ref.removeprefix("#/components/schemas/")] if ref else schema

@@ -906,7 +906,7 @@ class NotificationCreate(msgspec.Struct, rename="camel"):
     type: NotificationType
     related_id: RelatedId = None
 
-    def text(self) -> NotificationText:
+    def message(self) -> NotificationText:
         return NotificationText(self.title, self.content, self.type, self.related_id)
 
 
@@ -919,7 +919,7 @@ class NotificationBatch(msgspec.Struct, rename="camel"):
     type: NotificationType
     related_id: RelatedId = None
 
-    def text(self) -> NotificationText:
+    def message(self) -> NotificationText:
         return NotificationText(self.title, self.content, self.type, self.related_id)
 
 
@@ -971,7 +971,7 @@ async def create_notification(request: web.Request) -> web.StreamResponse:
 
     def insert(db: sqlite_utils.Database) -> int:
         require_user(db, body.user_id)
-        return add_notification(db, body.user_id, body.text(), stamp)
+        return add_notification(db, body.user_id, body.message(), stamp)
 
     return created(await write(request, insert))
 
@@ -987,7 +987,7 @@ def require_users(db: sqlite_utils.Database, user_ids: Iterable[int]) -> None:
 async def batch_notifications(request: web.Request) -> web.StreamResponse:
     """POST /api/UserNotifications/batch (level >= 3): one notification per user; 201 {"count"}."""
     body = await read_shape(request, NotificationBatch)
-    user_ids, text = list(dict.fromkeys(body.user_ids)), body.text()
+    user_ids, text = list(dict.fromkeys(body.user_ids)), body.message()
     stamp = now_iso(request)
 
     def insert(db: sqlite_utils.Database) -> int:

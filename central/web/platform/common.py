@@ -96,7 +96,7 @@ T = TypeVar("T")
 
 
 class Page(msgspec.Struct, Generic[T], rename="camel"):
-    """The platform's paging object: one page of ``items`` and where it lies among all of them."""
+    """The platform's paging object: one page of items and where it lies among all of them."""
 
     page_number: int
     page_size: int
