@@ -9,7 +9,8 @@ document's schemas (``msgspec.json.schema_components``), so each rule is stated 
 
 Field options beyond msgspec's constraints go in ``Meta(extra=...)``: ``blank_is_none`` reads ``""``
 as absent, ``hint`` replaces the message of a failed constraint, ``codes`` (a code -> text table,
-see :func:`codes`) limits an integer to the table's codes. Each API words its problems in its own
+see :func:`codes`) limits an integer to the table's codes, ``fullmatch`` (see :func:`whole`) holds a
+text to a pattern from its first character to its last. Each API words its problems in its own
 :class:`Dialect`: the driver API says ``"required"`` in a flat ``details`` map (:data:`DRIVER`), the
 operator platform says ``"is required"`` in the problem details' ``errors`` lists and reads blank
 text as absent (:data:`PLATFORM`).
@@ -18,6 +19,7 @@ text as absent (:data:`PLATFORM`).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar, get_type_hints
@@ -81,6 +83,18 @@ def codes(table: Mapping[int, str]) -> msgspec.Meta:
     )
 
 
+def whole(pattern: re.Pattern[str], hint: str) -> msgspec.Meta:
+    """The ``Meta`` of a text that ``pattern`` must match whole (``hint``: the message otherwise).
+
+    msgspec's own ``pattern`` searches, and its ``$`` also matches before a final newline, so the
+    check is a ``fullmatch`` of its own; the document still shows the pattern, anchored.
+    """
+    return msgspec.Meta(
+        extra={"fullmatch": pattern, "hint": hint},
+        extra_json_schema={"pattern": f"^(?:{pattern.pattern})$"},
+    )
+
+
 @dataclass(frozen=True)
 class Dialect:
     """How one API words and raises request problems."""
@@ -113,6 +127,35 @@ def _unwrap(info: inspect.Type) -> tuple[inspect.Type, Mapping[str, Any]]:
             info = options[0]
         else:
             return info, extra
+
+
+def _number_rule(info: inspect.FloatType | inspect.IntType) -> str:
+    """What a number declared as ``info`` must be: ``an integer from 1 to 9``, ``a number > 0``."""
+    noun = "an integer" if isinstance(info, inspect.IntType) else "a number"
+    bounds = _bounds(info)
+    return f"{noun} {bounds}" if bounds else noun
+
+
+_ITEM_NOUNS = {
+    inspect.IntType: " of integers",
+    inspect.FloatType: " of numbers",
+    inspect.StrType: " of strings",
+}
+
+
+def _list_problem(info: inspect.ListType, value: object, error: msgspec.ValidationError | None) -> str:
+    """What an array declared as ``info`` must be, for a client who sent ``value``."""
+    item = _unwrap(info.item_type)[0]
+    if not isinstance(value, list):
+        return f"must be an array{_ITEM_NOUNS.get(type(item), '')}, got {json_type(value)}"
+    low, high = info.min_length, info.max_length
+    if high is not None and len(value) > high:
+        return f"must have at most {high} items (got {len(value)})"
+    if low is not None and len(value) < low:
+        return "must not be empty" if low == 1 else f"must have at least {low} items (got {len(value)})"
+    if isinstance(item, inspect.FloatType | inspect.IntType):
+        return f"every item must be {_number_rule(item)}"
+    return str(error)
 
 
 def _bounds(info: inspect.FloatType | inspect.IntType) -> str:
@@ -149,9 +192,11 @@ def problem_text(info: inspect.Type, value: object, error: msgspec.ValidationErr
             return f"must be {noun}, {got}"
         if (table := extra.get("codes")) is not None:
             return hint or f"must be one of {', '.join(f'{c}={t}' for c, t in table.items())}; got {value}"
-        return hint or f"must be {noun} {_bounds(info)}, got {value!r}"
+        return hint or f"must be {_number_rule(info)}, got {value!r}"
     if isinstance(info, inspect.BoolType):
         return f"must be true or false, {got}"
+    if isinstance(info, inspect.ListType):
+        return hint or _list_problem(info, value, error)
     return hint or str(error)
 
 
@@ -163,6 +208,14 @@ def _encodable(value: object) -> bool:
         except UnicodeEncodeError:
             return False
     return True
+
+
+def _refused(extra: Mapping[str, Any], value: Any) -> bool:
+    """Whether the field's ``fullmatch`` pattern or ``codes`` table refuses a converted value."""
+    pattern, table = extra.get("fullmatch"), extra.get("codes")
+    return (pattern is not None and not pattern.fullmatch(value)) or (
+        table is not None and value not in table
+    )
 
 
 def field_problems(
@@ -197,7 +250,7 @@ def field_problems(
             continue
         if not _encodable(converted):
             problems[field.encode_name] = "must be valid Unicode text"
-        elif (table := extra.get("codes")) is not None and converted not in table:
+        elif _refused(extra, converted):
             problems[field.encode_name] = problem_text(field.type, value)
         else:
             values[field.name] = converted

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -19,6 +20,7 @@ from central.web.shapes import (
     field_problems,
     json_type,
     schemas,
+    whole,
 )
 
 
@@ -133,3 +135,33 @@ def test_codes_are_an_enum_in_the_schema():
     _generated, components = schemas([Payment])
     method = components["Payment"]["properties"]["paymentMethod"]
     assert (method["enum"], method["description"]) == ([1, 2], "1=微信, 2=支付宝")
+
+
+Digit = Annotated[int, msgspec.Meta(ge=1, le=9)]
+
+
+class Tagged(msgspec.Struct):
+    code: Annotated[str, whole(re.compile(r"[a-z]{3}"), "three small letters")] | None = None
+    ids: Annotated[list[Digit], msgspec.Meta(min_length=1, max_length=3)] | None = None
+
+
+def test_a_whole_pattern_matches_the_whole_text_and_is_documented_anchored():
+    assert field_problems({"code": "abc\n"}, Tagged)[0] == {"code": "three small letters"}
+    assert field_problems({"code": "xabc"}, Tagged)[0] == {"code": "three small letters"}
+    assert field_problems({"code": "abc"}, Tagged) == ({}, {"code": "abc"})
+    code = schemas([Tagged])[1]["Tagged"]["properties"]["code"]["anyOf"][0]
+    assert code["pattern"] == "^(?:[a-z]{3})$"
+
+
+@pytest.mark.parametrize(
+    ("ids", "problem"),
+    [
+        ({}, "must be an array of integers, got object"),
+        ([], "must not be empty"),
+        ([1, 2, 3, 4], "must have at most 3 items (got 4)"),
+        ([1, 0], "every item must be an integer from 1 to 9"),
+        ([1, True], "every item must be an integer from 1 to 9"),
+    ],
+)
+def test_an_array_problem_says_what_the_array_must_be(ids, problem):
+    assert field_problems({"ids": ids}, Tagged)[0] == {"ids": problem}

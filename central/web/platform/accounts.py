@@ -8,6 +8,10 @@ manages a higher level, and the last active super administrator stays). The rows
 written by the repositories :mod:`central.adapters.users`, :mod:`~central.adapters.roles`,
 :mod:`~central.adapters.addresses` and :mod:`~central.adapters.notifications`.
 
+Request bodies and responses are msgspec Structs (declared with their handlers): bodies are checked
+field by field against them (:func:`central.web.platform.common.read_shape`), responses are built as
+them, and the OpenAPI document is generated from the same declarations.
+
 Notifications written here are the rows the driver API lists under /api/charging/notifications/.
 Money is integer cents in the database and yuan (2 decimals) here; datetimes are ISO 8601 UTC with
 ``Z``. :data:`ROUTES` is the route table (see :mod:`central.web.openapi`).
@@ -18,8 +22,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from decimal import Decimal
+from typing import Annotated, Any
 
+import msgspec
 import sqlite_utils
 import structlog
 from aiohttp import web
@@ -42,50 +48,41 @@ from central.web.permissions import (
     require_self_or_staff,
 )
 from central.web.platform.common import (
-    BOOL,
     CONFLICT_409,
-    DATETIME,
     DENIED_403,
     GENDER,
     ID_RESULT,
-    ID_SCHEMA,
-    INT,
     INT_TEXT,
     MAX_BATCH,
     MISSING_404,
     NOTIFICATION_TYPE,
-    NSTR,
-    NUM,
     PAGE_PARAMETERS,
-    STR,
     USER_STATUS,
-    Body,
+    Id,
+    Page,
+    UtcTime,
     codes_schema,
     created,
     described,
     id_path,
     invalid,
-    item_response,
-    list_response,
     no_content,
     not_found,
     now_iso,
-    obj_schema,
-    page_object,
     page_offset,
-    page_schema,
     paging,
     path_id,
     path_parameter,
     query_code,
     query_keyword,
     read,
-    read_body,
-    text_schema,
+    read_shape,
+    read_shape_given,
     utc_z,
     write,
 )
 from central.web.sessions import login_with_password
+from central.web.shapes import Password, codes, whole
 
 log = structlog.get_logger(__name__)
 
@@ -94,9 +91,26 @@ MAX_ADDRESSES = 50
 _POSTAL = re.compile(r"[A-Za-z0-9 \-]{3,16}")
 
 
+def text(max_length: int) -> msgspec.Meta:
+    """The ``Meta`` of a text field of at most ``max_length`` characters."""
+    return msgspec.Meta(max_length=max_length)
+
+
+FILLED = msgspec.Meta(extra_json_schema={"minLength": 1, "pattern": r"\S"})
+"""A required text: blank text reads as absent, so it needs a character other than white space."""
+Level = Annotated[int, codes(PERMISSION_LEVEL_NAMES)]
+Yuan = Annotated[float, msgspec.Meta(description="yuan")]
+
+
 def yuan(cents: int) -> float:
     """Integer cents as a yuan number with 2 decimals."""
     return round(cents / 100, 2)
+
+
+def exact_cents(amount: float) -> int | None:
+    """The cents of an amount in yuan, or None when it has more than 2 decimals."""
+    cents = Decimal(repr(amount)) * 100
+    return int(cents) if cents == cents.to_integral_value() else None
 
 
 def guarding_super_admins(db: sqlite_utils.Database, change: Callable[[], None]) -> None:
@@ -107,36 +121,60 @@ def guarding_super_admins(db: sqlite_utils.Database, change: Callable[[], None])
     keep_a_super_admin(before, users.active_super_admins(db))
 
 
+class Count(msgspec.Struct):
+    """How many rows an operation counted or changed."""
+
+    count: int
+
+
 # --- users -----------------------------------------------------------------------------------------
 
 
-def user_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The platform's user shape (plus gender and permission level)."""
-    return {
-        "id": row["id"],
-        "openId": row["username"],
-        "nickname": row["nickname"],
-        "avatar": row["avatar"],
-        "phone": row["phone"],
-        "email": row["email"],
-        "balance": yuan(row["balance_cents"]),
-        "registerTime": utc_z(row["register_time"]),
-        "lastLoginTime": utc_z(row["last_login_time"]),
-        "status": row["status"],
-        "statusDescription": described(row["status"], USER_STATUS),
-        "gender": row["gender"],
-        "genderDescription": described(row["gender"], GENDER),
-        "permissionLevel": row["level"],
-        "permissionLevelDescription": described(row["level"], PERMISSION_LEVEL_NAMES),
-    }
+class User(msgspec.Struct, rename="camel"):
+    """The platform's user (plus gender and permission level)."""
+
+    id: int
+    open_id: str
+    nickname: str | None
+    avatar: str | None
+    phone: str | None
+    email: str | None
+    balance: Yuan
+    register_time: UtcTime
+    last_login_time: UtcTime
+    status: Annotated[int, codes(USER_STATUS)]
+    status_description: str | None
+    gender: Annotated[int, codes(GENDER)]
+    gender_description: str | None
+    permission_level: Level
+    permission_level_description: str | None
 
 
-USERS = users.USER_ROWS.shaped(user_json)
+def user_of(row: Mapping[str, Any]) -> User:
+    """A users row (with its ``level``) as the platform's user."""
+    return User(
+        id=row["id"],
+        open_id=row["username"],
+        nickname=row["nickname"],
+        avatar=row["avatar"],
+        phone=row["phone"],
+        email=row["email"],
+        balance=yuan(row["balance_cents"]),
+        register_time=utc_z(row["register_time"]),
+        last_login_time=utc_z(row["last_login_time"]),
+        status=row["status"],
+        status_description=described(row["status"], USER_STATUS),
+        gender=row["gender"],
+        gender_description=described(row["gender"], GENDER),
+        permission_level=row["level"],
+        permission_level_description=described(row["level"], PERMISSION_LEVEL_NAMES),
+    )
 
 
 async def list_users(request: web.Request) -> web.StreamResponse:
     """GET /api/Users: every user (level >= 3)."""
-    return await list_response(request, USERS)
+    rows = await read(request, users.USER_ROWS.rows)
+    return json_response([user_of(row) for row in rows])
 
 
 async def paged_users(request: web.Request) -> web.StreamResponse:
@@ -145,72 +183,85 @@ async def paged_users(request: web.Request) -> web.StreamResponse:
     status = query_code(request, "status", USER_STATUS)
     keyword, offset = query_keyword(request), page_offset(page, size)
     total, rows = await read(request, lambda db: users.user_page(db, status, keyword, size, offset))
-    return json_response(page_object(page, size, total, [user_json(row) for row in rows]))
+    return json_response(Page.of(page, size, total, [user_of(row) for row in rows]))
 
 
 async def get_user(request: web.Request) -> web.StreamResponse:
     """GET /api/Users/{id}: yourself, or anyone with level >= 3."""
     user_id = path_id(request, "id", "用户")
     require_self_or_staff(current_user(request), user_id)
-    return await item_response(request, USERS, user_id)
+    return json_response(user_of(await read(request, lambda db: users.USER_ROWS.row(db, user_id))))
 
 
 _PHONE_HINT = "must be a phone number: digits, optionally + at the start, spaces or -"
 _EMAIL_HINT = "must be an e-mail address like name@example.com"
-
-
-@dataclass(frozen=True)
-class Profile:
-    """The optional profile fields of a create or update body (None: not given)."""
-
-    nickname: str | None
-    avatar: str | None
-    phone: str | None
-    email: str | None
-    gender: int | None
-
-    @classmethod
-    def read(cls, body: Body) -> Profile:
-        return cls(
-            body.text("nickname", max_len=64),
-            body.text("avatar", max_len=1024),
-            body.text("phone", max_len=32, pattern=auth.PHONE_RE, hint=_PHONE_HINT),
-            body.text("email", max_len=254, pattern=auth.EMAIL_RE, hint=_EMAIL_HINT),
-            body.integer("gender", choices=GENDER),
-        )
-
-
 _OPEN_ID_HINT = "must be 3 to 64 characters: letters, digits, _ . - @"
 _OPEN_ID_TAKEN = "is already taken by another user"
+
+Nickname = Annotated[str, text(64)]
+Avatar = Annotated[str, text(1024)]
+Phone = Annotated[str, text(32), whole(auth.PHONE_RE, _PHONE_HINT)]
+Email = Annotated[str, text(254), whole(auth.EMAIL_RE, _EMAIL_HINT)]
+Gender = Annotated[int, codes(GENDER)]
+NewPassword = Annotated[
+    Password, text(auth.PASSWORD_LENGTH[1]), msgspec.Meta(extra_json_schema={"pattern": r"\S"})
+]
+
+
+class UserCreate(msgspec.Struct, rename="camel"):
+    """A new account: openId (the driver API's username) and password, and optional profile fields."""
+
+    open_id: Annotated[str, text(64), whole(auth.USERNAME_RE, _OPEN_ID_HINT)]
+    password: NewPassword
+    nickname: Nickname | None = None
+    avatar: Avatar | None = None
+    phone: Phone | None = None
+    email: Email | None = None
+    gender: Gender | None = None
+
+
+class UserUpdate(msgspec.Struct, rename="camel"):
+    """Profile fields to change (a text field sent as null or "" is cleared), and the status."""
+
+    nickname: Nickname | None = None
+    avatar: Avatar | None = None
+    phone: Phone | None = None
+    email: Email | None = None
+    gender: Gender | None = None
+    status: Annotated[int, codes(USER_STATUS)] | None = None
+
+
+def strong_password(attribute: str, name: str) -> Callable[[Mapping[str, Any]], Mapping[str, str]]:
+    """The body rule refusing a weak new password (``attribute``: the field's attribute name,
+    ``name``: its JSON name)."""
+
+    def rule(valid: Mapping[str, Any]) -> Mapping[str, str]:
+        why = auth.password_problem(valid[attribute]) if attribute in valid else None
+        return {name: why} if why is not None else {}
+
+    return rule
 
 
 async def create_user(request: web.Request) -> web.StreamResponse:
     """POST /api/Users: a new account (openId + password required), level 1; a taken openId is a
     bad parameter (400 naming openId)."""
-    body = await read_body(request)
-    open_id = body.text("openId", required=True, max_len=64, pattern=auth.USERNAME_RE, hint=_OPEN_ID_HINT)
-    password = body.text("password", required=True, max_len=auth.PASSWORD_LENGTH[1])
-    if password is not None and (why := auth.password_problem(password)) is not None:
-        body.bad("password", why)
-    profile = Profile.read(body)
-    body.check()
-    assert open_id is not None and password is not None
-    password_hash = await off_loop(request, auth.hash_password, password)
+    body = await read_shape(request, UserCreate, strong_password("password", "password"))
+    password_hash = await off_loop(request, auth.hash_password, body.password)
     now = auth_settings(request.app).clock()
 
     def insert(db: sqlite_utils.Database) -> int:
-        if users.username_taken(db, open_id):
+        if users.username_taken(db, body.open_id):
             raise invalid("openId", _OPEN_ID_TAKEN)
         try:
             return users.insert_user(
                 db,
-                open_id,
+                body.open_id,
                 password_hash,
-                email=profile.email,
-                phone=profile.phone,
-                nickname=profile.nickname,
-                avatar=profile.avatar,
-                gender=profile.gender or 0,
+                email=body.email,
+                phone=body.phone,
+                nickname=body.nickname,
+                avatar=body.avatar,
+                gender=body.gender or 0,
                 now=now,
             )
         except auth.AccountValidationError:
@@ -221,16 +272,14 @@ async def create_user(request: web.Request) -> web.StreamResponse:
     return created(user_id)
 
 
-_PROFILE_COLUMNS = {"nickname": "nickname", "avatar": "avatar", "phone": "phone", "email": "email"}
+_PROFILE_TEXT = ("nickname", "avatar", "phone", "email")  # JSON name = attribute = column
 
 
-def profile_changes(body: Body, profile: Profile) -> dict[str, Any]:
+def profile_changes(body: UserUpdate, given: frozenset[str]) -> dict[str, Any]:
     """Columns to set: a text field given (even as null or "") is set; gender only when not null."""
-    changes = {
-        column: getattr(profile, name) for name, column in _PROFILE_COLUMNS.items() if body.present(name)
-    }
-    if profile.gender is not None:
-        changes["gender"] = profile.gender
+    changes = {name: getattr(body, name) for name in _PROFILE_TEXT if name in given}
+    if body.gender is not None:
+        changes["gender"] = body.gender
     return changes
 
 
@@ -238,14 +287,12 @@ async def update_user(request: web.Request) -> web.StreamResponse:
     """PUT /api/Users/{id}: profile fields (yourself or level >= 3); status only level >= 3."""
     user_id, actor = path_id(request, "id", "用户"), current_user(request)
     require_self_or_staff(actor, user_id)
-    body = await read_body(request)
-    changes = profile_changes(body, Profile.read(body))
-    status = body.integer("status", choices=USER_STATUS)
-    body.check()
+    body, given = await read_shape_given(request, UserUpdate)
+    changes, status = profile_changes(body, given), body.status
     stamp = now_iso(request)
 
     def update(db: sqlite_utils.Database) -> None:
-        row = USERS.row(db, user_id)
+        row = users.USER_ROWS.row(db, user_id)
         require_not_outranked(actor, user_id, row["level"])
         if status is not None and status != row["status"]:
             check_status_change(actor, user_id, status)
@@ -261,7 +308,7 @@ async def delete_user(request: web.Request) -> web.StreamResponse:
     user_id, actor = path_id(request, "id", "用户"), current_user(request)
 
     def delete(db: sqlite_utils.Database) -> None:
-        row = USERS.row(db, user_id)
+        row = users.USER_ROWS.row(db, user_id)
         require_not_outranked(actor, user_id, row["level"])
         check_deletion(actor, user_id)
         if (why := users.deletion_blocker(db, user_id)) is not None:
@@ -276,26 +323,47 @@ async def delete_user(request: web.Request) -> web.StreamResponse:
     return no_content()
 
 
+class UserLogin(msgspec.Struct, rename="camel"):
+    open_id: Annotated[str, text(256), FILLED]
+    password: Annotated[str, text(1024), FILLED]
+
+
+class LoginResult(msgspec.Struct, rename="camel"):
+    """Who logged in, and the token for both APIs."""
+
+    id: int
+    open_id: str
+    nickname: str | None
+    avatar: str | None
+    token: str
+    permission_level: Level
+    permission_level_description: str | None
+
+
 async def platform_login(request: web.Request) -> web.StreamResponse:
     """POST /api/Users/login: openId + password → a token for both APIs (rate-limited)."""
-    body = await read_body(request)
-    open_id = body.text("openId", required=True, max_len=256)
-    password = body.text("password", required=True, max_len=1024)
-    body.check()
-    assert open_id is not None and password is not None
-    user, token = await login_with_password(request, open_id, password)
-    row = await read(request, lambda db: USERS.row(db, user.id))
+    body = await read_shape(request, UserLogin)
+    user, token = await login_with_password(request, body.open_id, body.password)
+    row = await read(request, lambda db: users.USER_ROWS.row(db, user.id))
     return json_response(
-        {
-            "id": user.id,
-            "openId": user.username,
-            "nickname": row["nickname"],
-            "avatar": row["avatar"],
-            "token": token,
-            "permissionLevel": user.level,
-            "permissionLevelDescription": described(user.level, PERMISSION_LEVEL_NAMES),
-        }
+        LoginResult(
+            id=user.id,
+            open_id=user.username,
+            nickname=row["nickname"],
+            avatar=row["avatar"],
+            token=token,
+            permission_level=user.level,
+            permission_level_description=described(user.level, PERMISSION_LEVEL_NAMES),
+        )
     )
+
+
+class PasswordChange(msgspec.Struct, rename="camel", kw_only=True):
+    old_password: (
+        Annotated[str, text(1024), msgspec.Meta(description="required when changing your own password")]
+        | None
+    ) = None
+    new_password: NewPassword
 
 
 async def change_password(request: web.Request) -> web.StreamResponse:
@@ -303,17 +371,17 @@ async def change_password(request: web.Request) -> web.StreamResponse:
     another user's (oldPassword optional; checked if given). Other sessions of the user end."""
     user_id, actor = path_id(request, "id", "用户"), current_user(request)
     require_self_or_staff(actor, user_id)
-    body = await read_body(request)
-    old = body.text("oldPassword", required=actor.id == user_id, max_len=1024)
-    new = body.text("newPassword", required=True, max_len=auth.PASSWORD_LENGTH[1])
-    if new is not None and (why := auth.password_problem(new)) is not None:
-        body.bad("newPassword", why)
-    body.check()
-    assert new is not None
+    strong = strong_password("new_password", "newPassword")
+
+    def old_for_your_own(valid: Mapping[str, Any]) -> Mapping[str, str]:
+        missing = actor.id == user_id and "old_password" not in valid
+        return {**({"oldPassword": "is required"} if missing else {}), **strong(valid)}
+
+    body = await read_shape(request, PasswordChange, old_for_your_own)
     record = await read(request, lambda db: password_target(db, actor, user_id))
-    if old is not None:
-        await check_old_password(request, record, old)
-    new_hash = await off_loop(request, auth.hash_password, new)
+    if body.old_password is not None:
+        await check_old_password(request, record, body.old_password)
+    new_hash = await off_loop(request, auth.hash_password, body.new_password)
     keep = auth.token_hash(request[TOKEN_KEY]) if actor.id == user_id else ""
     stamp = now_iso(request)
     await write(request, lambda db: users.set_password(db, user_id, new_hash, stamp, keep_token_hash=keep))
@@ -323,7 +391,7 @@ async def change_password(request: web.Request) -> web.StreamResponse:
 
 def password_target(db: sqlite_utils.Database, actor: auth.AuthUser, user_id: int) -> auth.LoginRecord:
     """The login record of the user whose password changes (404 absent, 403 outranked)."""
-    row = USERS.row(db, user_id)
+    row = users.USER_ROWS.row(db, user_id)
     require_not_outranked(actor, user_id, row["level"])
     record = users.find_login(db, row["username"])
     assert record is not None
@@ -339,12 +407,29 @@ async def check_old_password(request: web.Request, record: auth.LoginRecord, old
         raise invalid("oldPassword", "does not match the current password")
 
 
+class TopUp(msgspec.Struct, rename="camel"):
+    amount: Annotated[
+        float,
+        msgspec.Meta(
+            gt=0,
+            le=TOP_UP_MAX_CENTS // 100,
+            description="yuan, at most 2 decimals",
+            extra_json_schema={"multipleOf": 0.01},
+        ),
+    ]
+
+
+def two_decimals(valid: Mapping[str, Any]) -> Mapping[str, str]:
+    """The body rule refusing an amount with more than 2 decimals."""
+    if "amount" in valid and exact_cents(valid["amount"]) is None:
+        return {"amount": f"must be a number with at most 2 decimals, got {valid['amount']!r}"}
+    return {}
+
+
 async def top_up(request: web.Request) -> web.StreamResponse:
     """PUT /api/Users/{id}/balance: add ``amount`` yuan atomically and notify the user (type 4)."""
     user_id, actor = path_id(request, "id", "用户"), current_user(request)
-    body = await read_body(request)
-    cents = body.money_cents("amount", maximum_cents=TOP_UP_MAX_CENTS)
-    body.check()
+    cents = exact_cents((await read_shape(request, TopUp, two_decimals)).amount)
     assert cents is not None
     stamp = now_iso(request)
 
@@ -364,19 +449,27 @@ async def top_up(request: web.Request) -> web.StreamResponse:
 # --- roles -----------------------------------------------------------------------------------------
 
 
-def role_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The platform's role shape."""
-    return {
-        "id": row["id"],
-        "name": row["name"],
-        "description": row["description"],
-        "permissionLevel": row["permission_level"],
-        "permissionLevelDescription": described(row["permission_level"], PERMISSION_LEVEL_NAMES),
-        "isSystem": bool(row["is_system"]),
-    }
+class Role(msgspec.Struct, rename="camel"):
+    """The platform's role."""
+
+    id: int
+    name: str
+    description: str | None
+    permission_level: Level
+    permission_level_description: str | None
+    is_system: bool
 
 
-ROLES = roles.ROLE_ROWS.shaped(role_json)
+def role_of(row: Mapping[str, Any]) -> Role:
+    """A roles row as the platform's role."""
+    return Role(
+        id=row["id"],
+        name=row["name"],
+        description=row["description"],
+        permission_level=row["permission_level"],
+        permission_level_description=described(row["permission_level"], PERMISSION_LEVEL_NAMES),
+        is_system=bool(row["is_system"]),
+    )
 
 
 def require_free_name(db: sqlite_utils.Database, name: str, role_id: int = 0) -> None:
@@ -387,48 +480,45 @@ def require_free_name(db: sqlite_utils.Database, name: str, role_id: int = 0) ->
 
 async def list_roles(request: web.Request) -> web.StreamResponse:
     """GET /api/UserRoles (level >= 3)."""
-    return await list_response(request, ROLES)
+    return json_response([role_of(row) for row in await read(request, roles.ROLE_ROWS.rows)])
 
 
 async def get_role(request: web.Request) -> web.StreamResponse:
     """GET /api/UserRoles/{id} (level >= 3)."""
-    return await item_response(request, ROLES, path_id(request, "id", "角色"))
+    role_id = path_id(request, "id", "角色")
+    return json_response(role_of(await read(request, lambda db: roles.ROLE_ROWS.row(db, role_id))))
 
 
-@dataclass(frozen=True)
-class RoleInput:
-    """A role body; None fields were not given (an update keeps them)."""
+RoleName = Annotated[str, text(50), FILLED]
+RoleDescription = Annotated[str, text(200)] | None
 
-    name: str | None
-    description: str | None
-    level: int | None
-    description_given: bool
 
-    @classmethod
-    def read(cls, body: Body, *, required: bool) -> RoleInput:
-        role = cls(
-            body.text("name", required=required, max_len=50),
-            body.text("description", max_len=200),
-            body.integer("permissionLevel", required=required, choices=PERMISSION_LEVEL_NAMES),
-            body.present("description"),
-        )
-        body.check()
-        return role
+class RoleCreate(msgspec.Struct, rename="camel", kw_only=True):
+    name: RoleName
+    description: RoleDescription = None
+    permission_level: Level
+
+
+class RoleUpdate(msgspec.Struct, rename="camel"):
+    """The fields to change; left out: kept (a description sent as null or "" is cleared)."""
+
+    name: RoleName | None = None
+    description: RoleDescription = None
+    permission_level: Level | None = None
 
 
 async def create_role(request: web.Request) -> web.StreamResponse:
     """POST /api/UserRoles (level 4)."""
     require_role_manager(current_user(request))
-    role = RoleInput.read(await read_body(request), required=True)
-    assert role.name is not None and role.level is not None
-    name, level, stamp = role.name, role.level, now_iso(request)
+    role = await read_shape(request, RoleCreate)
+    stamp = now_iso(request)
 
     def insert(db: sqlite_utils.Database) -> int:
-        require_free_name(db, name)
-        return roles.insert_role(db, name, role.description, level, stamp)
+        require_free_name(db, role.name)
+        return roles.insert_role(db, role.name, role.description, role.permission_level, stamp)
 
     role_id = await write(request, insert)
-    log.info("role created", role=role_id, level=role.level)
+    log.info("role created", role=role_id, level=role.permission_level)
     return created(role_id)
 
 
@@ -436,18 +526,18 @@ async def update_role(request: web.Request) -> web.StreamResponse:
     """PUT /api/UserRoles/{id} (level 4): a system role's level cannot change (409)."""
     role_id = path_id(request, "id", "角色")
     require_role_manager(current_user(request))
-    role = RoleInput.read(await read_body(request), required=False)
+    role, given = await read_shape_given(request, RoleUpdate)
     stamp = now_iso(request)
 
     def update(db: sqlite_utils.Database) -> None:
-        row = ROLES.row(db, role_id)
-        level = role.level if role.level is not None else row["permission_level"]
+        row = roles.ROLE_ROWS.row(db, role_id)
+        level = role.permission_level if role.permission_level is not None else row["permission_level"]
         if row["is_system"] and level != row["permission_level"]:
             raise conflict(f"系统角色 {row['name']} 的权限级别不能修改")
         if role.name is not None:
             require_free_name(db, role.name, role_id)
         name = role.name or row["name"]
-        description = role.description if role.description_given else row["description"]
+        description = role.description if "description" in given else row["description"]
         guarding_super_admins(db, lambda: roles.update_role(db, role_id, name, description, level, stamp))
 
     await write(request, update)
@@ -460,7 +550,7 @@ async def delete_role(request: web.Request) -> web.StreamResponse:
     require_role_manager(current_user(request))
 
     def delete(db: sqlite_utils.Database) -> None:
-        row = ROLES.row(db, role_id)
+        row = roles.ROLE_ROWS.row(db, role_id)
         if row["is_system"]:
             raise conflict(f"系统角色 {row['name']} 不能删除")
         guarding_super_admins(db, lambda: roles.delete_role(db, role_id))
@@ -480,29 +570,40 @@ async def roles_by_user(request: web.Request) -> web.StreamResponse:
     """GET /api/UserRoles/byUser/{userId}: yourself, or level >= 3."""
     user_id = path_id(request, "userId", "用户")
     require_self_or_staff(current_user(request), user_id)
-    return await list_response(request, ROLES, lambda db: roles_of(db, user_id))
+    return json_response([role_of(row) for row in await read(request, lambda db: roles_of(db, user_id))])
+
+
+class RoleAssign(msgspec.Struct, rename="camel"):
+    user_id: Id
+    role_id: Id
+
+
+class RoleAssigned(msgspec.Struct, rename="camel"):
+    """The user's permission level once the role is theirs."""
+
+    user_id: int
+    role_id: int
+    permission_level: Level
 
 
 async def assign_role(request: web.Request) -> web.StreamResponse:
     """POST /api/UserRoles/assign {"userId", "roleId"} (level 4); assigning a held role is a no-op."""
     actor = current_user(request)
     require_role_manager(actor)
-    body = await read_body(request)
-    user_id, role_id = body.integer("userId", required=True), body.integer("roleId", required=True)
-    body.check()
-    assert user_id is not None and role_id is not None
+    body = await read_shape(request, RoleAssign)
+    user_id, role_id = body.user_id, body.role_id
     stamp = now_iso(request)
 
     def assign(db: sqlite_utils.Database) -> int:
         require_user(db, user_id)
-        role = ROLES.row(db, role_id)
+        role = roles.ROLE_ROWS.row(db, role_id)
         check_role_grant(actor, user_id, role["permission_level"])
         roles.assign_role(db, user_id, role_id, stamp)
         return users.permission_level(db, user_id)
 
     level = await write(request, assign)
     log.info("role assigned", user=user_id, role=role_id, by=actor.id)
-    return json_response({"userId": user_id, "roleId": role_id, "permissionLevel": level})
+    return json_response(RoleAssigned(user_id, role_id, level))
 
 
 async def remove_role(request: web.Request) -> web.StreamResponse:
@@ -513,7 +614,7 @@ async def remove_role(request: web.Request) -> web.StreamResponse:
 
     def remove(db: sqlite_utils.Database) -> None:
         require_user(db, user_id)
-        ROLES.row(db, role_id)
+        roles.ROLE_ROWS.row(db, role_id)
 
         def take() -> None:
             if not roles.remove_role(db, user_id, role_id):
@@ -533,7 +634,7 @@ async def check_role(request: web.Request) -> web.StreamResponse:
 
     def holds(db: sqlite_utils.Database) -> bool:
         require_user(db, user_id)
-        ROLES.row(db, role_id)
+        roles.ROLE_ROWS.row(db, role_id)
         return roles.holds_role(db, user_id, role_id)
 
     return json_response(await read(request, holds))
@@ -556,69 +657,74 @@ async def check_permission(request: web.Request) -> web.StreamResponse:
 
 # --- addresses -------------------------------------------------------------------------------------
 
-_ADDRESS_TEXT = {  # JSON name -> (column, required, max length)
-    "recipientName": ("recipient_name", True, 50),
-    "province": ("province", True, 50),
-    "city": ("city", True, 50),
-    "district": ("district", False, 50),
-    "detailAddress": ("detail_address", True, 200),
-    "tag": ("tag", False, 20),
-}
+
+class Address(msgspec.Struct, rename="camel"):
+    """The platform's address; fullAddress = province + city + district + detailAddress."""
+
+    id: int
+    user_id: int
+    recipient_name: str
+    recipient_phone: str
+    province: str
+    city: str
+    district: str | None
+    detail_address: str
+    full_address: str
+    postal_code: str | None
+    is_default: bool
+    tag: str | None
+    create_time: UtcTime
+    update_time: UtcTime
 
 
-def address_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The platform's address shape; fullAddress = province + city + district + detailAddress."""
+def address_of(row: Mapping[str, Any]) -> Address:
+    """A user_addresses row as the platform's address."""
     parts = (row["province"], row["city"], row["district"], row["detail_address"])
-    return {
-        "id": row["id"],
-        "userId": row["user_id"],
-        "recipientName": row["recipient_name"],
-        "recipientPhone": row["recipient_phone"],
-        "province": row["province"],
-        "city": row["city"],
-        "district": row["district"],
-        "detailAddress": row["detail_address"],
-        "fullAddress": "".join(part or "" for part in parts),
-        "postalCode": row["postal_code"],
-        "isDefault": bool(row["is_default"]),
-        "tag": row["tag"],
-        "createTime": utc_z(row["create_time"]),
-        "updateTime": utc_z(row["update_time"]),
-    }
-
-
-ADDRESSES = addresses.ADDRESS_ROWS.shaped(address_json)
+    return Address(
+        id=row["id"],
+        user_id=row["user_id"],
+        recipient_name=row["recipient_name"],
+        recipient_phone=row["recipient_phone"],
+        province=row["province"],
+        city=row["city"],
+        district=row["district"],
+        detail_address=row["detail_address"],
+        full_address="".join(part or "" for part in parts),
+        postal_code=row["postal_code"],
+        is_default=bool(row["is_default"]),
+        tag=row["tag"],
+        create_time=utc_z(row["create_time"]),
+        update_time=utc_z(row["update_time"]),
+    )
 
 
 def own_address(db: sqlite_utils.Database, actor: auth.AuthUser, address_id: int) -> dict[str, Any]:
     """The address, if the caller may act on it (404 absent, 403 another user's)."""
-    row = ADDRESSES.row(db, address_id)
+    row = addresses.ADDRESS_ROWS.row(db, address_id)
     require_self_or_staff(actor, row["user_id"])
     return row
 
 
-@dataclass(frozen=True)
-class AddressInput:
-    """A validated address body: column values and the isDefault wish (None: not given)."""
+class AddressBody(msgspec.Struct, rename="camel", kw_only=True):
+    """An address as a user gives it (an update replaces every field)."""
 
-    columns: dict[str, Any]
-    is_default: bool | None
+    recipient_name: Annotated[str, text(50), FILLED]
+    province: Annotated[str, text(50), FILLED]
+    city: Annotated[str, text(50), FILLED]
+    district: Annotated[str, text(50)] | None = None
+    detail_address: Annotated[str, text(200), FILLED]
+    tag: Annotated[str, text(20)] | None = None
+    recipient_phone: Phone
+    postal_code: (
+        Annotated[str, text(16), whole(_POSTAL, "must be 3 to 16 letters, digits, spaces or -")] | None
+    ) = None
+    is_default: bool | None = None
 
-    @classmethod
-    def read(cls, body: Body) -> AddressInput:
-        columns = {
-            column: body.text(name, required=required, max_len=max_len)
-            for name, (column, required, max_len) in _ADDRESS_TEXT.items()
-        }
-        columns["recipient_phone"] = body.text(
-            "recipientPhone", required=True, max_len=32, pattern=auth.PHONE_RE, hint=_PHONE_HINT
-        )
-        columns["postal_code"] = body.text(
-            "postalCode", max_len=16, pattern=_POSTAL, hint="must be 3 to 16 letters, digits, spaces or -"
-        )
-        is_default = body.boolean("isDefault")
-        body.check()
-        return cls(columns, is_default)
+    def columns(self) -> dict[str, Any]:
+        """The address's column values (every one: None clears it)."""
+        fields = msgspec.structs.asdict(self)
+        del fields["is_default"]
+        return fields
 
 
 async def addresses_by_user(request: web.Request) -> web.StreamResponse:
@@ -630,13 +736,13 @@ async def addresses_by_user(request: web.Request) -> web.StreamResponse:
         require_user(db, user_id)
         return addresses.addresses_of_user(db, user_id)
 
-    return await list_response(request, ADDRESSES, rows)
+    return json_response([address_of(row) for row in await read(request, rows)])
 
 
 async def get_address(request: web.Request) -> web.StreamResponse:
     """GET /api/UserAddresses/{id}."""
     address_id, actor = path_id(request, "id", "地址"), current_user(request)
-    return json_response(address_json(await read(request, lambda db: own_address(db, actor, address_id))))
+    return json_response(address_of(await read(request, lambda db: own_address(db, actor, address_id))))
 
 
 async def default_address(request: web.Request) -> web.StreamResponse:
@@ -651,14 +757,14 @@ async def default_address(request: web.Request) -> web.StreamResponse:
             raise ApiError(404, "RESOURCE_NOT_FOUND", f"用户 {user_id} 没有默认地址")
         return row
 
-    return json_response(address_json(await read(request, default)))
+    return json_response(address_of(await read(request, default)))
 
 
 async def create_address(request: web.Request) -> web.StreamResponse:
     """POST /api/UserAddresses/{userId}: the first address (or isDefault true) becomes the default."""
     user_id = path_id(request, "userId", "用户")
     require_self_or_staff(current_user(request), user_id)
-    address = AddressInput.read(await read_body(request))
+    address = await read_shape(request, AddressBody)
     stamp = now_iso(request)
 
     def insert(db: sqlite_utils.Database) -> int:
@@ -666,7 +772,7 @@ async def create_address(request: web.Request) -> web.StreamResponse:
         count = addresses.count_addresses(db, user_id)
         if count >= MAX_ADDRESSES:
             raise conflict(f"用户 {user_id} 已有 {count} 个地址 (最多 {MAX_ADDRESSES} 个)")
-        address_id = addresses.insert_address(db, user_id, address.columns, stamp)
+        address_id = addresses.insert_address(db, user_id, address.columns(), stamp)
         if count == 0 or address.is_default:
             addresses.make_default(db, user_id, address_id)
         return address_id
@@ -678,12 +784,12 @@ async def update_address(request: web.Request) -> web.StreamResponse:
     """PUT /api/UserAddresses/{id}: replace the fields; isDefault true makes it the default (false on
     the default address keeps it: set another address as default instead)."""
     address_id, actor = path_id(request, "id", "地址"), current_user(request)
-    address = AddressInput.read(await read_body(request))
+    address = await read_shape(request, AddressBody)
     stamp = now_iso(request)
 
     def update(db: sqlite_utils.Database) -> None:
         row = own_address(db, actor, address_id)
-        addresses.update_address(db, address_id, address.columns, stamp)
+        addresses.update_address(db, address_id, address.columns(), stamp)
         if address.is_default:
             addresses.make_default(db, row["user_id"], address_id)
 
@@ -711,7 +817,7 @@ async def set_default_address(request: web.Request) -> web.StreamResponse:
 
     def set_default(db: sqlite_utils.Database) -> None:
         require_user(db, user_id)
-        row = ADDRESSES.row(db, address_id)
+        row = addresses.ADDRESS_ROWS.row(db, address_id)
         if row["user_id"] != user_id:
             raise ApiError(404, "RESOURCE_NOT_FOUND", f"地址 {address_id} 不属于用户 {user_id}")
         addresses.make_default(db, user_id, address_id)
@@ -747,40 +853,78 @@ def add_notification(db: sqlite_utils.Database, user_id: int, text: Notification
     )
 
 
-def notification_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The platform's notification shape."""
-    return {
-        "id": row["id"],
-        "userId": row["user_id"],
-        "title": row["title"],
-        "content": row["content"],
-        "type": row["type"],
-        "typeDescription": described(row["type"], NOTIFICATION_TYPE),
-        "relatedId": row["related_id"],
-        "isRead": bool(row["is_read"]),
-        "readTime": utc_z(row["read_time"]),
-        "createTime": utc_z(row["create_time"]),
-    }
+class UserNotification(msgspec.Struct, rename="camel"):
+    """The platform's notification."""
+
+    id: int
+    user_id: int
+    title: str
+    content: str
+    type: Annotated[int, codes(NOTIFICATION_TYPE)]
+    type_description: str | None
+    related_id: str | None
+    is_read: bool
+    read_time: UtcTime
+    create_time: UtcTime
 
 
-NOTIFICATIONS = notifications.NOTIFICATION_ROWS.shaped(notification_json)
+def notification_of(row: Mapping[str, Any]) -> UserNotification:
+    """A notifications row as the platform's notification."""
+    return UserNotification(
+        id=row["id"],
+        user_id=row["user_id"],
+        title=row["title"],
+        content=row["content"],
+        type=row["type"],
+        type_description=described(row["type"], NOTIFICATION_TYPE),
+        related_id=row["related_id"],
+        is_read=bool(row["is_read"]),
+        read_time=utc_z(row["read_time"]),
+        create_time=utc_z(row["create_time"]),
+    )
 
 
 def notification_row(db: sqlite_utils.Database, actor: auth.AuthUser, notification_id: int) -> dict[str, Any]:
     """The notification, if the caller may act on it (404 absent, 403 another user's)."""
-    row = NOTIFICATIONS.row(db, notification_id)
+    row = notifications.NOTIFICATION_ROWS.row(db, notification_id)
     require_self_or_staff(actor, row["user_id"])
     return row
 
 
-def read_notification_text(body: Body) -> NotificationText:
-    title = body.text("title", required=True, max_len=100)
-    content = body.text("content", required=True, max_len=2000)
-    kind = body.integer("type", required=True, choices=NOTIFICATION_TYPE)
-    related = body.text("relatedId", max_len=64)
-    body.check()
-    assert title is not None and content is not None and kind is not None
-    return NotificationText(title, content, kind, related)
+Title = Annotated[str, text(100), FILLED]
+Content = Annotated[str, text(2000), FILLED]
+NotificationType = Annotated[int, codes(NOTIFICATION_TYPE)]
+RelatedId = Annotated[str, text(64)] | None
+Ids = Annotated[list[Id], msgspec.Meta(max_length=MAX_BATCH)]
+"""Row ids (a repeated id counts once)."""
+
+
+class NotificationCreate(msgspec.Struct, rename="camel"):
+    user_id: Id
+    title: Title
+    content: Content
+    type: NotificationType
+    related_id: RelatedId = None
+
+    def message(self) -> NotificationText:
+        return NotificationText(self.title, self.content, self.type, self.related_id)
+
+
+class NotificationBatch(msgspec.Struct, rename="camel"):
+    """One notification for each of the users."""
+
+    user_ids: Annotated[Ids, msgspec.Meta(min_length=1)]
+    title: Title
+    content: Content
+    type: NotificationType
+    related_id: RelatedId = None
+
+    def message(self) -> NotificationText:
+        return NotificationText(self.title, self.content, self.type, self.related_id)
+
+
+class BatchRead(msgspec.Struct, rename="camel"):
+    notification_ids: Ids
 
 
 def user_notifications(
@@ -797,34 +941,37 @@ def user_notifications(
     return rows
 
 
+async def notification_list(request: web.Request, *, unread_only: bool) -> web.StreamResponse:
+    """The JSON array of a user's notifications, newest first."""
+    rows = await read(request, user_notifications(request, unread_only=unread_only))
+    return json_response([notification_of(row) for row in rows])
+
+
 async def notifications_by_user(request: web.Request) -> web.StreamResponse:
     """GET /api/UserNotifications/byUser/{userId}: newest first."""
-    return await list_response(request, NOTIFICATIONS, user_notifications(request, unread_only=False))
+    return await notification_list(request, unread_only=False)
 
 
 async def unread_notifications(request: web.Request) -> web.StreamResponse:
     """GET /api/UserNotifications/unread/{userId}: newest first."""
-    return await list_response(request, NOTIFICATIONS, user_notifications(request, unread_only=True))
+    return await notification_list(request, unread_only=True)
 
 
 async def get_notification(request: web.Request) -> web.StreamResponse:
     """GET /api/UserNotifications/{id}."""
     notification_id, actor = path_id(request, "id", "通知"), current_user(request)
     row = await read(request, lambda db: notification_row(db, actor, notification_id))
-    return json_response(notification_json(row))
+    return json_response(notification_of(row))
 
 
 async def create_notification(request: web.Request) -> web.StreamResponse:
     """POST /api/UserNotifications (level >= 3)."""
-    body = await read_body(request)
-    user_id = body.integer("userId", required=True)
-    text = read_notification_text(body)
-    assert user_id is not None
+    body = await read_shape(request, NotificationCreate)
     stamp = now_iso(request)
 
     def insert(db: sqlite_utils.Database) -> int:
-        require_user(db, user_id)
-        return add_notification(db, user_id, text, stamp)
+        require_user(db, body.user_id)
+        return add_notification(db, body.user_id, body.message(), stamp)
 
     return created(await write(request, insert))
 
@@ -839,10 +986,8 @@ def require_users(db: sqlite_utils.Database, user_ids: Iterable[int]) -> None:
 
 async def batch_notifications(request: web.Request) -> web.StreamResponse:
     """POST /api/UserNotifications/batch (level >= 3): one notification per user; 201 {"count"}."""
-    body = await read_body(request)
-    user_ids = body.ids("userIds")
-    text = read_notification_text(body)
-    assert user_ids is not None
+    body = await read_shape(request, NotificationBatch)
+    user_ids, text = list(dict.fromkeys(body.user_ids)), body.message()
     stamp = now_iso(request)
 
     def insert(db: sqlite_utils.Database) -> int:
@@ -851,7 +996,7 @@ async def batch_notifications(request: web.Request) -> web.StreamResponse:
             add_notification(db, user_id, text, stamp)
         return len(user_ids)
 
-    return json_response({"count": await write(request, insert)}, 201)
+    return json_response(Count(await write(request, insert)), 201)
 
 
 async def read_notification(request: web.Request) -> web.StreamResponse:
@@ -871,10 +1016,7 @@ async def batch_read(request: web.Request) -> web.StreamResponse:
     """PUT /api/UserNotifications/batchRead {"notificationIds"}: {"count"} newly read; unknown ids
     are skipped, another user's need level >= 3 (403)."""
     actor = current_user(request)
-    body = await read_body(request)
-    ids = body.ids("notificationIds", allow_empty=True)
-    body.check()
-    assert ids is not None
+    ids = list(dict.fromkeys((await read_shape(request, BatchRead)).notification_ids))
     stamp = now_iso(request)
 
     def mark(db: sqlite_utils.Database) -> int:
@@ -887,7 +1029,7 @@ async def batch_read(request: web.Request) -> web.StreamResponse:
             count += notifications.mark_read(db, notification_id, stamp)
         return count
 
-    return json_response({"count": await write(request, mark)})
+    return json_response(Count(await write(request, mark)))
 
 
 async def read_all(request: web.Request) -> web.StreamResponse:
@@ -900,7 +1042,7 @@ async def read_all(request: web.Request) -> web.StreamResponse:
         require_user(db, user_id)
         return notifications.mark_all_read(db, user_id, stamp)
 
-    return json_response({"count": await write(request, mark)})
+    return json_response(Count(await write(request, mark)))
 
 
 async def delete_notification(request: web.Request) -> web.StreamResponse:
@@ -924,171 +1066,10 @@ async def unread_count(request: web.Request) -> web.StreamResponse:
         require_user(db, user_id)
         return notifications.unread_count(db, user_id)
 
-    return json_response({"count": await read(request, count)})
+    return json_response(Count(await read(request, count)))
 
 
 # --- the route table -------------------------------------------------------------------------------
-
-_PHONE = r"^\+?[0-9][0-9 \-]{2,30}$"
-_EMAIL = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$"
-USER = obj_schema(
-    {
-        "id": INT,
-        "openId": STR,
-        "nickname": NSTR,
-        "avatar": NSTR,
-        "phone": NSTR,
-        "email": NSTR,
-        "balance": {**NUM, "description": "yuan"},
-        "registerTime": DATETIME,
-        "lastLoginTime": DATETIME,
-        "status": codes_schema(USER_STATUS),
-        "statusDescription": STR,
-        "gender": codes_schema(GENDER),
-        "genderDescription": STR,
-        "permissionLevel": codes_schema(PERMISSION_LEVEL_NAMES),
-        "permissionLevelDescription": STR,
-    }
-)
-_PROFILE_FIELDS = {
-    "nickname": text_schema(64),
-    "avatar": text_schema(1024),
-    "phone": text_schema(32, pattern=_PHONE),
-    "email": text_schema(254, pattern=_EMAIL),
-    "gender": codes_schema(GENDER, nullable=True),
-}
-USER_CREATE = obj_schema(
-    {
-        "openId": {"type": "string", "pattern": r"^[A-Za-z0-9_.\-@]{3,64}$"},
-        "password": {
-            "type": "string",
-            "minLength": auth.PASSWORD_LENGTH[0],
-            "pattern": r"\S",
-            "maxLength": auth.PASSWORD_LENGTH[1],
-        },
-        **_PROFILE_FIELDS,
-    },
-    ("openId", "password"),
-)
-USER_UPDATE = obj_schema({**_PROFILE_FIELDS, "status": codes_schema(USER_STATUS, nullable=True)})
-LOGIN = obj_schema(
-    {"openId": text_schema(256, nullable=False), "password": text_schema(1024, nullable=False)},
-    ("openId", "password"),
-)
-LOGIN_RESULT = obj_schema(
-    {
-        "id": INT,
-        "openId": STR,
-        "nickname": NSTR,
-        "avatar": NSTR,
-        "token": STR,
-        "permissionLevel": INT,
-        "permissionLevelDescription": STR,
-    }
-)
-PASSWORD = obj_schema(
-    {
-        "oldPassword": {**text_schema(1024), "description": "required when changing your own password"},
-        "newPassword": {
-            "type": "string",
-            "minLength": auth.PASSWORD_LENGTH[0],
-            "pattern": r"\S",
-            "maxLength": auth.PASSWORD_LENGTH[1],
-        },
-    },
-    ("newPassword",),
-)
-BALANCE = obj_schema(
-    {
-        "amount": {
-            "type": "number",
-            "exclusiveMinimum": 0,
-            "maximum": TOP_UP_MAX_CENTS // 100,
-            "multipleOf": 0.01,
-            "description": "yuan, at most 2 decimals",
-        }
-    },
-    ("amount",),
-)
-ROLE = obj_schema(
-    {
-        "id": INT,
-        "name": STR,
-        "description": NSTR,
-        "permissionLevel": codes_schema(PERMISSION_LEVEL_NAMES),
-        "permissionLevelDescription": STR,
-        "isSystem": BOOL,
-    }
-)
-ROLE_FIELDS = {
-    "name": text_schema(50, nullable=False),
-    "description": text_schema(200),
-    "permissionLevel": codes_schema(PERMISSION_LEVEL_NAMES),
-}
-ASSIGN = obj_schema(
-    {"userId": ID_SCHEMA, "roleId": ID_SCHEMA},
-    ("userId", "roleId"),
-)
-ADDRESS = obj_schema(
-    {
-        "id": INT,
-        "userId": INT,
-        "recipientName": STR,
-        "recipientPhone": STR,
-        "province": STR,
-        "city": STR,
-        "district": NSTR,
-        "detailAddress": STR,
-        "fullAddress": STR,
-        "postalCode": NSTR,
-        "isDefault": BOOL,
-        "tag": NSTR,
-        "createTime": DATETIME,
-        "updateTime": DATETIME,
-    }
-)
-ADDRESS_BODY = obj_schema(
-    {
-        **{
-            name: text_schema(size, nullable=not required)
-            for name, (_c, required, size) in _ADDRESS_TEXT.items()
-        },
-        "recipientPhone": text_schema(32, nullable=False, pattern=_PHONE),
-        "postalCode": text_schema(16, pattern=r"^[A-Za-z0-9 \-]{3,16}$"),
-        "isDefault": {"type": ["boolean", "null"]},
-    },
-    [*(name for name, (_c, required, _s) in _ADDRESS_TEXT.items() if required), "recipientPhone"],
-)
-NOTIFICATION = obj_schema(
-    {
-        "id": INT,
-        "userId": INT,
-        "title": STR,
-        "content": STR,
-        "type": codes_schema(NOTIFICATION_TYPE),
-        "typeDescription": STR,
-        "relatedId": NSTR,
-        "isRead": BOOL,
-        "readTime": DATETIME,
-        "createTime": DATETIME,
-    }
-)
-_NOTIFICATION_TEXT = {
-    "title": text_schema(100, nullable=False),
-    "content": text_schema(2000, nullable=False),
-    "type": codes_schema(NOTIFICATION_TYPE),
-    "relatedId": text_schema(64),
-}
-_IDS = {"type": "array", "items": ID_SCHEMA, "maxItems": MAX_BATCH}
-NOTIFICATION_BODY = obj_schema(
-    {"userId": ID_SCHEMA, **_NOTIFICATION_TEXT},
-    ("userId", "title", "content", "type"),
-)
-BATCH_BODY = obj_schema(
-    {"userIds": {**_IDS, "minItems": 1}, **_NOTIFICATION_TEXT}, ("userIds", "title", "content", "type")
-)
-BATCH_READ = obj_schema({"notificationIds": _IDS}, ("notificationIds",))
-COUNT_RESULT = obj_schema({"count": INT}, ("count",))
 
 _USER_ID = id_path("userId", "用户ID")
 _STAFF_NOTE = "Needs permission level >= 3 (管理员)."
@@ -1115,7 +1096,7 @@ def _user_routes() -> list[RouteSpec]:
             "获取所有用户",
             s,
             tag,
-            response={"type": "array", "items": USER},
+            response=list[User],
             description=_STAFF_NOTE,
         ),
         _route(
@@ -1129,7 +1110,7 @@ def _user_routes() -> list[RouteSpec]:
                 *PAGE_PARAMETERS,
                 {"name": "status", "in": "query", "schema": codes_schema(USER_STATUS)},
             ),
-            response=page_schema(USER),
+            response=Page[User],
             description=f"{_STAFF_NOTE} keyword matches openId, nickname, phone or email; "
             "pageSize above 100 is clamped to 100, 0 or less is 400.",
         ),
@@ -1140,8 +1121,8 @@ def _user_routes() -> list[RouteSpec]:
             "用户登录 (token for both APIs)",
             Access.PUBLIC,
             tag,
-            request_body=LOGIN,
-            response=LOGIN_RESULT,
+            request_body=UserLogin,
+            response=LoginResult,
             errors=((401, "AUTH_INVALID"), (429, "AUTH_INVALID")),
             description="The driver API's login: 5 failures per account in 5 minutes, or 20 per "
             "address, give 429 with Retry-After. Use the token as "
@@ -1155,7 +1136,7 @@ def _user_routes() -> list[RouteSpec]:
             u,
             tag,
             parameters=uid,
-            response=USER,
+            response=User,
             errors=(MISSING_404,),
             description=_OWN_NOTE,
         ),
@@ -1166,7 +1147,7 @@ def _user_routes() -> list[RouteSpec]:
             "创建用户",
             s,
             tag,
-            request_body=USER_CREATE,
+            request_body=UserCreate,
             response=ID_RESULT,
             status=201,
             description=f"{_STAFF_NOTE} openId (= the driver API's username) must be unused "
@@ -1180,7 +1161,7 @@ def _user_routes() -> list[RouteSpec]:
             u,
             tag,
             parameters=uid,
-            request_body=USER_UPDATE,
+            request_body=UserUpdate,
             status=204,
             errors=(MISSING_404, CONFLICT_409),
             description=f"{_OWN_NOTE} Fields left out are kept; a text field sent as null or "
@@ -1209,7 +1190,7 @@ def _user_routes() -> list[RouteSpec]:
             u,
             tag,
             parameters=uid,
-            request_body=PASSWORD,
+            request_body=PasswordChange,
             status=204,
             errors=(MISSING_404, (429, "AUTH_INVALID")),
             description=f"{_OWN_NOTE} Changing your own password needs oldPassword (a wrong one "
@@ -1225,7 +1206,7 @@ def _user_routes() -> list[RouteSpec]:
             s,
             tag,
             parameters=uid,
-            request_body=BALANCE,
+            request_body=TopUp,
             status=204,
             errors=(MISSING_404,),
             description=f"{_STAFF_NOTE} amount > 0, at most 2 decimals, at most 100000; "
@@ -1245,7 +1226,7 @@ def _role_routes() -> list[RouteSpec]:
             "获取所有角色",
             s,
             tag,
-            response={"type": "array", "items": ROLE},
+            response=list[Role],
             description=_STAFF_NOTE,
         ),
         _route(
@@ -1256,7 +1237,7 @@ def _role_routes() -> list[RouteSpec]:
             s,
             tag,
             parameters=rid,
-            response=ROLE,
+            response=Role,
             errors=(MISSING_404,),
             description=_STAFF_NOTE,
         ),
@@ -1267,7 +1248,7 @@ def _role_routes() -> list[RouteSpec]:
             "创建角色",
             s,
             tag,
-            request_body=obj_schema(ROLE_FIELDS, ("name", "permissionLevel")),
+            request_body=RoleCreate,
             response=ID_RESULT,
             status=201,
             description=f"{_SUPER_NOTE} name must be unused (400 naming name otherwise).",
@@ -1280,7 +1261,7 @@ def _role_routes() -> list[RouteSpec]:
             s,
             tag,
             parameters=rid,
-            request_body=obj_schema(ROLE_FIELDS),
+            request_body=RoleUpdate,
             status=204,
             errors=(MISSING_404, CONFLICT_409),
             description=f"{_SUPER_NOTE} Fields left out are kept; a name another role has is 400 "
@@ -1306,7 +1287,7 @@ def _role_routes() -> list[RouteSpec]:
             u,
             tag,
             parameters=(_USER_ID,),
-            response={"type": "array", "items": ROLE},
+            response=list[Role],
             errors=(MISSING_404,),
             description=_OWN_NOTE,
         ),
@@ -1317,9 +1298,9 @@ def _role_routes() -> list[RouteSpec]:
             "分配用户角色",
             s,
             tag,
-            request_body=ASSIGN,
+            request_body=RoleAssign,
             errors=(MISSING_404,),
-            response=obj_schema({"userId": INT, "roleId": INT, "permissionLevel": INT}),
+            response=RoleAssigned,
             description=f"{_SUPER_NOTE} Assigning a role the user holds changes nothing; "
             "nobody raises their own level.",
         ),
@@ -1344,7 +1325,7 @@ def _role_routes() -> list[RouteSpec]:
             u,
             tag,
             parameters=pair,
-            response=BOOL,
+            response=bool,
             errors=(MISSING_404,),
             description=_OWN_NOTE,
         ),
@@ -1361,7 +1342,7 @@ def _role_routes() -> list[RouteSpec]:
                     "permissionLevel", "权限级别", {"type": "integer", "enum": list(PERMISSION_LEVEL_NAMES)}
                 ),
             ),
-            response=BOOL,
+            response=bool,
             errors=(MISSING_404,),
             description=f"{_OWN_NOTE} true when the user's level >= permissionLevel.",
         ),
@@ -1370,7 +1351,7 @@ def _role_routes() -> list[RouteSpec]:
 
 def _address_routes() -> list[RouteSpec]:
     u, tag, aid = Access.USER, "UserAddresses", (id_path("id", "地址ID"),)
-    one = {"response": ADDRESS, "errors": (MISSING_404,), "description": _OWN_NOTE}
+    one = {"response": Address, "errors": (MISSING_404,), "description": _OWN_NOTE}
     return [
         _route(
             "GET",
@@ -1380,7 +1361,7 @@ def _address_routes() -> list[RouteSpec]:
             u,
             tag,
             parameters=(_USER_ID,),
-            response={"type": "array", "items": ADDRESS},
+            response=list[Address],
             errors=(MISSING_404,),
             description=f"{_OWN_NOTE} The default address first.",
         ),
@@ -1403,7 +1384,7 @@ def _address_routes() -> list[RouteSpec]:
             u,
             tag,
             parameters=(_USER_ID,),
-            request_body=ADDRESS_BODY,
+            request_body=AddressBody,
             response=ID_RESULT,
             status=201,
             errors=(MISSING_404, CONFLICT_409),
@@ -1418,7 +1399,7 @@ def _address_routes() -> list[RouteSpec]:
             u,
             tag,
             parameters=aid,
-            request_body=ADDRESS_BODY,
+            request_body=AddressBody,
             status=204,
             errors=(MISSING_404,),
             description=f"{_OWN_NOTE} Replaces the fields; isDefault true makes it the only "
@@ -1454,11 +1435,11 @@ def _address_routes() -> list[RouteSpec]:
 def _notification_routes() -> list[RouteSpec]:
     s, u, tag, nid = Access.STAFF, Access.USER, "UserNotifications", (id_path("id", "通知ID"),)
     many = {
-        "response": {"type": "array", "items": NOTIFICATION},
+        "response": list[UserNotification],
         "errors": (MISSING_404,),
         "description": f"{_OWN_NOTE} Newest first.",
     }
-    count = {"response": COUNT_RESULT, "errors": (MISSING_404,), "description": _OWN_NOTE}
+    count = {"response": Count, "errors": (MISSING_404,), "description": _OWN_NOTE}
     return [
         _route(
             "GET",
@@ -1488,7 +1469,7 @@ def _notification_routes() -> list[RouteSpec]:
             u,
             tag,
             parameters=nid,
-            response=NOTIFICATION,
+            response=UserNotification,
             errors=(MISSING_404,),
             description=_OWN_NOTE,
         ),
@@ -1499,7 +1480,7 @@ def _notification_routes() -> list[RouteSpec]:
             "创建用户通知",
             s,
             tag,
-            request_body=NOTIFICATION_BODY,
+            request_body=NotificationCreate,
             response=ID_RESULT,
             status=201,
             errors=(MISSING_404,),
@@ -1513,8 +1494,8 @@ def _notification_routes() -> list[RouteSpec]:
             "批量创建用户通知",
             s,
             tag,
-            request_body=BATCH_BODY,
-            response=COUNT_RESULT,
+            request_body=NotificationBatch,
+            response=Count,
             status=201,
             errors=(MISSING_404,),
             description=f"{_STAFF_NOTE} One notification per distinct user id; any unknown "
@@ -1539,8 +1520,8 @@ def _notification_routes() -> list[RouteSpec]:
             "批量标记通知为已读",
             u,
             tag,
-            request_body=BATCH_READ,
-            response=COUNT_RESULT,
+            request_body=BatchRead,
+            response=Count,
             description=f"{_OWN_NOTE} count = notifications newly marked read; unknown ids are skipped.",
         ),
         _route(

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
 import sqlite_utils
@@ -90,6 +90,27 @@ def page_object(page: int, size: int, total: int, items: Sequence[Any]) -> dict[
         "hasNext": page < pages,
         "items": list(items),
     }
+
+
+T = TypeVar("T")
+
+
+class Page(msgspec.Struct, Generic[T], rename="camel"):
+    """The platform's paging object: one page of items and where it lies among all of them."""
+
+    page_number: int
+    page_size: int
+    total_count: int
+    total_pages: int
+    has_previous: bool
+    has_next: bool
+    items: list[T]
+
+    @classmethod
+    def of(cls, page: int, size: int, total: int, items: Sequence[T]) -> Page[T]:
+        """Page ``page`` of ``size`` items, ``items`` being that page of ``total`` in all."""
+        pages = math.ceil(total / size) if total else 0
+        return cls(page, size, total, pages, page > 1, page < pages, list(items))
 
 
 PAGE_PARAMETERS: tuple[dict[str, Any], ...] = (
@@ -296,6 +317,17 @@ async def read_shape(
     return decode(await json_object(request), shape, PLATFORM, rules)
 
 
+async def read_shape_given(
+    request: web.Request,
+    shape: type[S],
+    rules: Callable[[Mapping[str, Any]], Mapping[str, str]] | None = None,
+) -> tuple[S, frozenset[str]]:
+    """:func:`read_shape`, and the JSON names the body gave (even as null or blank): an update sets a
+    field sent as null or ``""`` to nothing, and keeps one left out."""
+    data = await json_object(request)
+    return decode(data, shape, PLATFORM, rules), frozenset(data)
+
+
 def path_id(request: web.Request, name: str, what: str) -> int:
     """An integer path parameter: not an integer → 400 naming it; out of id range → 404."""
     text = request.match_info[name]
@@ -437,6 +469,8 @@ Id = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]
 """A row id in a request body."""
 Key = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_KEY)]
 """A text id (station, pile, port, order) in a request body."""
+UtcTime = Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"})] | None
+"""A stored time in a response, as ISO 8601 UTC with ``Z`` (:func:`utc_z`), or null."""
 DENIED_403 = (403, PERMISSION_DENIED)
 MISSING_404 = (404, RESOURCE_NOT_FOUND)
 CONFLICT_409 = (409, "CONFLICT")
