@@ -86,7 +86,7 @@ class Dialect:
     """How one API words and raises request problems."""
 
     required: str
-    blank_is_none: bool  # every blank (whitespace-only) text reads as absent
+    blank_is_none: bool  # a blank (whitespace-only) value of every text field reads as absent
     error: Callable[[dict[str, str]], Exception]
 
 
@@ -126,7 +126,7 @@ def _bounds(info: inspect.FloatType | inspect.IntType) -> str:
     return " and ".join(parts)
 
 
-def problem_text(info: inspect.Type, value: object, error: msgspec.ValidationError | None = None) -> str:
+def problem_text(info: inspect.Type, value: object, error: Exception | None = None) -> str:
     """What a field declared as ``info`` must be, worded for a client who sent ``value``."""
     info, extra = _unwrap(info)
     hint: str | None = extra.get("hint")
@@ -181,9 +181,11 @@ def field_problems(
     values: dict[str, Any] = {}
     for field in info.fields:
         value = data.get(field.encode_name)
-        extra = _unwrap(field.type)[1]
+        declared, extra = _unwrap(field.type)
+        text = isinstance(declared, inspect.StrType)
         if isinstance(value, str) and (
-            (dialect.blank_is_none and not value.strip()) or (value == "" and extra.get("blank_is_none"))
+            (dialect.blank_is_none and text and not value.strip())
+            or (value == "" and extra.get("blank_is_none"))
         ):
             value = None
         if value is None:
@@ -192,7 +194,7 @@ def field_problems(
             continue
         try:
             converted = msgspec.convert(value, hints[field.name])
-        except msgspec.ValidationError as exc:
+        except (msgspec.ValidationError, UnicodeEncodeError) as exc:  # msgspec cannot word a lone surrogate
             problems[field.encode_name] = problem_text(field.type, value, exc)
             continue
         if not _encodable(converted):

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
 import sqlite_utils
@@ -37,6 +37,7 @@ MAX_KEY = 64  # a text path id (station, pile, port, order) longer than this nam
 MAX_BATCH = 1000
 KEYWORD_MAX = 100
 INT_TEXT = re.compile(r"[+-]?\d{1,40}")
+T = TypeVar("T")
 
 
 def invalid(field: str, message: str) -> ApiError:
@@ -489,3 +490,35 @@ def key_path(name: str, description: str) -> dict[str, Any]:
 
 ID_RESULT = obj_schema({"id": INT}, ("id",))
 KEY_RESULT = obj_schema({"id": STR}, ("id",))
+
+
+# --- response shapes -------------------------------------------------------------------------------
+
+UtcTime = Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"})] | None
+"""A stored time as :func:`utc_z` renders it (ISO 8601 UTC with ``Z``), or null."""
+DateText = Annotated[str, msgspec.Meta(extra_json_schema={"format": "date"})] | None
+"""A calendar date ``YYYY-MM-DD``, or null."""
+
+
+class Page(msgspec.Struct, Generic[T], rename="camel"):
+    """The paging object :func:`page_object` builds, as a response shape (``Page[Item]``)."""
+
+    page_number: int
+    page_size: int
+    total_count: int
+    total_pages: int
+    has_previous: bool
+    has_next: bool
+    items: list[T]
+
+
+class CreatedKey(msgspec.Struct):
+    """The text id (station, pile, port, order) of a created resource, as :func:`created` renders it."""
+
+    id: str
+
+
+def rendered(item: msgspec.Struct) -> dict[str, Any]:
+    """A response Struct as the JSON object it renders to (keys are its JSON field names)."""
+    data: dict[str, Any] = msgspec.to_builtins(item)
+    return data
