@@ -124,8 +124,8 @@ class StationCreate(StationUpdate):
 
 
 class PileUpdate(msgspec.Struct, rename="camel"):
-    """The fields to change: a null one of those a pile must have (:data:`PILE_KEPT`) keeps the stored
-    value; a null or blank optional text or date clears it."""
+    """The fields to change: a null stationId, pileNo, pileType, powerRate or totalPorts keeps the
+    stored value; a null or blank optional text or date clears it."""
 
     station_id: Key | None = None
     pile_no: PileNo | None = None
@@ -151,11 +151,14 @@ class PileCreate(PileUpdate):
     total_ports: TotalPorts
 
 
-PILE_KEPT = frozenset({"station_id", "pile_no", "pile_type", "power_rate", "total_ports"})
+PILE_KEPT = frozenset(field.name for field in msgspec.structs.fields(PileCreate) if field.required)
+"""The fields a pile must have: a null one in an update keeps the stored value."""
 PILE_DAYS = {"installation_date": "installationDate", "last_maintenance_date": "lastMaintenanceDate"}
 
 
 class PortCreate(msgspec.Struct, rename="camel"):
+    """A new port of an existing pile, numbered within the pile's totalPorts; type 1 (国标) by default."""
+
     pile_id: Key
     port_no: PortNo
     port_type: Annotated[int, codes(PORT_TYPE)] = 1
@@ -223,7 +226,7 @@ async def read_changes(
     kept: Collection[str],
     rules: Callable[[Mapping[str, Any]], Mapping[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """The fields an update body sends, by attribute name: a null (or blank) field clears its column,
+    """The fields an update body sends, by attribute name: a null (or blank text) field clears its column,
     except that one of ``kept`` keeps the stored value (``rules``: see :func:`read_shape`)."""
     data = await json_object(request)
     body = decode(data, shape, PLATFORM, rules)
