@@ -100,7 +100,7 @@ class Dialect:
     """How one API words and raises request problems."""
 
     required: str
-    blank_is_none: bool  # every blank (whitespace-only) text reads as absent
+    blank_is_none: bool  # a blank (whitespace-only) value of every text field reads as absent
     error: Callable[[dict[str, str]], Exception]
 
 
@@ -143,7 +143,7 @@ _ITEM_NOUNS = {
 }
 
 
-def _list_problem(info: inspect.ListType, value: object, error: msgspec.ValidationError | None) -> str:
+def _list_problem(info: inspect.ListType, value: object, error: Exception | None) -> str:
     """What an array declared as ``info`` must be, for a client who sent ``value``."""
     item = _unwrap(info.item_type)[0]
     if not isinstance(value, list):
@@ -169,7 +169,7 @@ def _bounds(info: inspect.FloatType | inspect.IntType) -> str:
     return " and ".join(parts)
 
 
-def problem_text(info: inspect.Type, value: object, error: msgspec.ValidationError | None = None) -> str:
+def problem_text(info: inspect.Type, value: object, error: Exception | None = None) -> str:
     """What a field declared as ``info`` must be, worded for a client who sent ``value``."""
     info, extra = _unwrap(info)
     hint: str | None = extra.get("hint")
@@ -234,9 +234,11 @@ def field_problems(
     values: dict[str, Any] = {}
     for field in info.fields:
         value = data.get(field.encode_name)
-        extra = _unwrap(field.type)[1]
+        declared, extra = _unwrap(field.type)
+        text = isinstance(declared, inspect.StrType)
         if isinstance(value, str) and (
-            (dialect.blank_is_none and not value.strip()) or (value == "" and extra.get("blank_is_none"))
+            (dialect.blank_is_none and text and not value.strip())
+            or (value == "" and extra.get("blank_is_none"))
         ):
             value = None
         if value is None:
@@ -245,7 +247,7 @@ def field_problems(
             continue
         try:
             converted = msgspec.convert(value, hints[field.name])
-        except msgspec.ValidationError as exc:
+        except (msgspec.ValidationError, UnicodeEncodeError) as exc:  # msgspec cannot word a lone surrogate
             problems[field.encode_name] = problem_text(field.type, value, exc)
             continue
         if not _encodable(converted):

@@ -5,9 +5,9 @@ schemathesis reads /api/openapi.json and sends every operation of the driver API
 platform API valid and invalid data (examples, coverage and fuzzing phases, at most
 :data:`MAX_EXAMPLES` cases per operation, fixed seed) with the admin's token, checking only
 ``not_a_server_error``. Logout is left out of the run (it would revoke the token the run uses) and
-is called once at the end instead. The driver API and the operator platform's accounts routes
-(users, roles, addresses, notifications) are also held to their document: every status they answer
-is declared, and every body fits the declared schema. A failure prints schemathesis' report
+is called once at the end instead. The driver API and the operator platform's accounts, station,
+pile and port routes are also held to their document: every status they answer is declared, and
+every body fits the declared schema. A failure prints schemathesis' report
 (operation, input, a curl line) and the central's "unexpected error" log lines (with their
 tracebacks).
 """
@@ -122,16 +122,18 @@ def test_the_driver_api_answers_only_what_its_document_declares(
     assert tested is not None and int(tested[1]) == len(expected), report
 
 
-def test_the_accounts_routes_answer_only_what_their_document_declares(
-    central: CentralProcess, tmp_path: Path
+STATION_PATHS = r"^/api/Charging(Stations|Piles|Ports)"
+
+
+@pytest.mark.parametrize("paths", [ACCOUNTS_PATHS, STATION_PATHS], ids=["accounts", "stations"])
+def test_the_platform_routes_answer_only_what_their_document_declares(
+    central: CentralProcess, tmp_path: Path, paths: str
 ) -> None:
     pytest.importorskip("schemathesis", reason="pip install 'schemathesis>=3.30' (test extras)")
     token = admin_token(central.url)
-    result = run_schemathesis(
-        central.url, token, tmp_path, CONFORMANCE, "--include-path-regex", ACCOUNTS_PATHS
-    )
+    result = run_schemathesis(central.url, token, tmp_path, CONFORMANCE, "--include-path-regex", paths)
     report = (result.stdout + result.stderr)[-12000:]
     assert result.returncode == 0, f"{report}\n--- central errors ---\n{server_errors(central.proc.log())}"
-    expected = [op for op in operations(central.url) if re.match(ACCOUNTS_PATHS, op[1])]
+    expected = [op for op in operations(central.url) if re.match(paths, op[1])]
     tested = re.search(r"Tested:\s+(\d+)", report)
     assert tested is not None and int(tested[1]) == len(expected), report

@@ -131,6 +131,18 @@ def test_the_platform_dialect_names_camel_case_fields_in_problem_details():
     }
 
 
+def test_the_platform_dialect_reads_blank_as_absent_only_in_text_fields():
+    with pytest.raises(ApiError) as caught:
+        decode({"paymentMethod": "  ", "transactionId": " "}, Payment, PLATFORM)
+    assert caught.value.details == {"paymentMethod": ["must be an integer, got string"]}
+
+
+def test_a_lone_surrogate_in_a_non_text_field_is_a_problem_not_a_crash():
+    with pytest.raises(ApiError) as caught:
+        decode({"paymentMethod": "\ud800"}, Payment, PLATFORM)
+    assert caught.value.details == {"paymentMethod": ["must be an integer, got string"]}
+
+
 def test_codes_are_an_enum_in_the_schema():
     _generated, components = schemas([Payment])
     method = components["Payment"]["properties"]["paymentMethod"]

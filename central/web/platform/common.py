@@ -37,6 +37,7 @@ MAX_KEY = 64  # a text path id (station, pile, port, order) longer than this nam
 MAX_BATCH = 1000
 KEYWORD_MAX = 100
 INT_TEXT = re.compile(r"[+-]?\d{1,40}")
+T = TypeVar("T")
 
 
 def invalid(field: str, message: str) -> ApiError:
@@ -90,9 +91,6 @@ def page_object(page: int, size: int, total: int, items: Sequence[Any]) -> dict[
         "hasNext": page < pages,
         "items": list(items),
     }
-
-
-T = TypeVar("T")
 
 
 class Page(msgspec.Struct, Generic[T], rename="camel"):
@@ -523,3 +521,21 @@ def key_path(name: str, description: str) -> dict[str, Any]:
 
 ID_RESULT = obj_schema({"id": INT}, ("id",))
 KEY_RESULT = obj_schema({"id": STR}, ("id",))
+
+
+# --- response shapes -------------------------------------------------------------------------------
+
+DateText = Annotated[str, msgspec.Meta(extra_json_schema={"format": "date"})] | None
+"""A calendar date ``YYYY-MM-DD``, or null."""
+
+
+class CreatedKey(msgspec.Struct):
+    """The text id (station, pile, port, order) of a created resource, as :func:`created` renders it."""
+
+    id: str
+
+
+def rendered(item: msgspec.Struct) -> dict[str, Any]:
+    """A response Struct as the JSON object it renders to (keys are its JSON field names)."""
+    data: dict[str, Any] = msgspec.to_builtins(item)
+    return data

@@ -16,13 +16,12 @@ with a charging order or a driver car at it, is refused with 409. Datetimes are 
 
 from __future__ import annotations
 
-import math
-import re
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import date, datetime
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import sqlite_utils
 from aiohttp import web
 
@@ -34,20 +33,9 @@ from central.web.keys import SERVICE
 from central.web.openapi import RouteSpec
 from central.web.permissions import Access
 from central.web.platform.common import (
-    BOOL,
     CONFLICT_409,
-    DATE,
-    DATETIME,
     FAULT_TYPE,
-    INT,
-    KEY_RESULT,
-    KEY_SCHEMA,
-    MAX_KEY,
     MISSING_404,
-    NINT,
-    NNUM,
-    NSTR,
-    NUM,
     ONLINE_STATUS,
     PAGE_PARAMETERS,
     PILE_STATUS,
@@ -55,7 +43,11 @@ from central.web.platform.common import (
     PORT_TYPE,
     STATION_STATUS,
     STR,
-    Body,
+    CreatedKey,
+    DateText,
+    Key,
+    Page,
+    UtcTime,
     children_response,
     created,
     described,
@@ -67,77 +59,183 @@ from central.web.platform.common import (
     no_content,
     not_found,
     now_iso,
-    obj_schema,
     page_response,
-    page_schema,
     paging,
     path_key,
     query_code,
     query_key,
     query_keyword,
     read,
-    read_body,
-    text_schema,
+    read_shape,
+    rendered,
     utc_z,
     write,
 )
-from central.web.shapes import json_type
+from central.web.shapes import PLATFORM, S, codes, decode, json_object
 
 MAX_PORTS = 10
 POWER_KW = (0.1, 500.0)
 PORT_NO = (1, 99)  # the MQTT topic's port range
-PILE_NO = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # an MQTT pile id (protocols.topics)
 PILE_NO_HINT = "must be 1-64 of A-Z a-z 0-9 _ . : - (the pile's MQTT id)"
 
 
 # --- input -----------------------------------------------------------------------------------------
 
+StationName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+PileNo = Annotated[
+    str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$", extra={"hint": PILE_NO_HINT})
+]  # an MQTT pile id (protocols.topics)
+PowerKw = Annotated[float, msgspec.Meta(ge=POWER_KW[0], le=POWER_KW[1], description="kW")]
+TotalPorts = Annotated[int, msgspec.Meta(ge=1, le=MAX_PORTS)]
+Day = (
+    Annotated[
+        str, msgspec.Meta(max_length=40, description="ISO 8601 date", extra_json_schema={"format": "date"})
+    ]
+    | None
+)
+"""A date; a date-time keeps its date part (see :func:`iso_day`)."""
+Version = Annotated[str, msgspec.Meta(max_length=32)] | None
+PortNo = Annotated[
+    int | str,
+    msgspec.Meta(
+        description="port number 1..99 (a digit string is accepted), one of the pile's 1..totalPorts",
+        extra_json_schema={"minimum": PORT_NO[0], "maximum": PORT_NO[1], "pattern": "^[0-9]{1,2}$"},
+        extra={"hint": f"must be a port number from {PORT_NO[0]} to {PORT_NO[1]}"},
+    ),
+]
+"""A port number as sent; :func:`port_number` reads it."""
 
-class Fields(Body):
-    """:class:`Body` plus the numbers, dates and port numbers of stations, piles and ports."""
 
-    def number(self, name: str, *, required: bool = False, bounds: tuple[float, float]) -> float | None:
-        """A finite number within ``bounds`` (inclusive)."""
-        value = self.data.get(name)
-        if self._missing(name, value, required):
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.bad(name, f"must be a number, got {json_type(value)}")
-        elif not math.isfinite(value) or not bounds[0] <= value <= bounds[1]:
-            self.bad(name, f"must be a number from {bounds[0]:g} to {bounds[1]:g}, got {value!r}")
-        else:
-            return float(value)
+class StationUpdate(msgspec.Struct, rename="camel"):
+    """The fields to change: a null name or status keeps the stored one; a null or blank address or
+    location clears it."""
+
+    name: StationName | None = None
+    status: Annotated[int, codes(STATION_STATUS)] | None = None
+    address: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    location: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+
+
+class StationCreate(StationUpdate):
+    """A new station: a name is required; the status defaults to 1 (在线)."""
+
+    name: StationName
+    status: Annotated[int, codes(STATION_STATUS)] = 1
+
+
+class PileUpdate(msgspec.Struct, rename="camel"):
+    """The fields to change: a null stationId, pileNo, pileType, powerRate or totalPorts keeps the
+    stored value; a null or blank optional text or date clears it."""
+
+    station_id: Key | None = None
+    pile_no: PileNo | None = None
+    pile_type: Annotated[int, codes(PILE_TYPE)] | None = None
+    power_rate: PowerKw | None = None
+    total_ports: TotalPorts | None = None
+    installation_date: Day = None
+    last_maintenance_date: Day = None
+    manufacturer: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+    imei: Version = None
+    protocol_version: Version = None
+    software_version: Version = None
+    hardware_version: Version = None
+
+
+class PileCreate(PileUpdate):
+    """A new pile: station, MQTT id, type, power and port capacity are required."""
+
+    station_id: Key
+    pile_no: PileNo
+    pile_type: Annotated[int, codes(PILE_TYPE)]
+    power_rate: PowerKw
+    total_ports: TotalPorts
+
+
+PILE_KEPT = frozenset(field.name for field in msgspec.structs.fields(PileCreate) if field.required)
+"""The fields a pile must have: a null one in an update keeps the stored value."""
+PILE_DAYS = {"installation_date": "installationDate", "last_maintenance_date": "lastMaintenanceDate"}
+
+
+class PortCreate(msgspec.Struct, rename="camel"):
+    """A new port of an existing pile, numbered within the pile's totalPorts; type 1 (国标) by default."""
+
+    pile_id: Key
+    port_no: PortNo
+    port_type: Annotated[int, codes(PORT_TYPE)] = 1
+
+
+class PortUpdate(msgspec.Struct, rename="camel"):
+    """The fields to change (null keeps the stored value)."""
+
+    port_no: PortNo | None = None
+    port_type: Annotated[int, codes(PORT_TYPE)] | None = None
+    is_disabled: bool | None = None
+
+
+def iso_day(text: str) -> str | None:
+    """An ISO 8601 date (a date-time keeps its date part) as ``YYYY-MM-DD``; None if it is neither."""
+    try:
+        day = date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text).date()
+    except ValueError:
         return None
-
-    def day(self, name: str) -> str | None:
-        """An ISO 8601 date (a date-time keeps its date part) as ``YYYY-MM-DD``."""
-        value = self.text(name, max_len=40)
-        if value is None:
-            return None
-        try:
-            return (
-                date.fromisoformat(value) if len(value) == 10 else datetime.fromisoformat(value).date()
-            ).isoformat()
-        except ValueError:
-            self.bad(name, f"must be an ISO 8601 date such as 2025-01-01, got {value!r}")
-            return None
-
-    def port_no(self, name: str, *, required: bool = False) -> str | None:
-        """A port number 1..99 (integer or digit string), stored as its decimal text."""
-        value = self.data.get(name)
-        if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 3:
-            value = int(value.strip())
-        if self._missing(name, value, required):
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or not PORT_NO[0] <= value <= PORT_NO[1]:
-            self.bad(name, f"must be a port number from {PORT_NO[0]} to {PORT_NO[1]}, got {value!r}")
-            return None
-        return str(value)
+    return day.isoformat()
 
 
-async def read_fields(request: web.Request) -> Fields:
-    body = await read_body(request)
-    return Fields(body.data)
+def valid_days(valid: Mapping[str, Any]) -> dict[str, str]:
+    """The problems of the pile dates that are not ISO 8601 dates."""
+    return {
+        name: f"must be an ISO 8601 date such as 2025-01-01, got {value!r}"
+        for field, name in PILE_DAYS.items()
+        if (value := valid.get(field)) is not None and iso_day(value) is None
+    }
+
+
+def pile_columns(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The pile columns of body fields (the field names are the column names; dates as ``YYYY-MM-DD``)."""
+    return {
+        name: iso_day(value) if name in PILE_DAYS and value is not None else value
+        for name, value in fields.items()
+    }
+
+
+def _port_value(sent: int | str) -> int | str:
+    """A digit string (at most 3 digits, spaces around allowed) as its integer; else as sent."""
+    text = sent.strip() if isinstance(sent, str) else ""
+    return int(text) if text.isdecimal() and len(text) <= 3 else sent
+
+
+def port_number(sent: int | str) -> str:
+    """The stored text of a port number that :func:`valid_port_no` accepted."""
+    return str(_port_value(sent))
+
+
+def valid_port_no(valid: Mapping[str, Any]) -> dict[str, str]:
+    """The problem of a portNo that is not a port number 1..99 (an integer or a digit string)."""
+    sent = valid.get("port_no")
+    if sent is None:
+        return {}
+    value = _port_value(sent)
+    if isinstance(value, int) and PORT_NO[0] <= value <= PORT_NO[1]:
+        return {}
+    return {"portNo": f"must be a port number from {PORT_NO[0]} to {PORT_NO[1]}, got {value!r}"}
+
+
+async def read_changes(
+    request: web.Request,
+    shape: type[S],
+    kept: Collection[str],
+    rules: Callable[[Mapping[str, Any]], Mapping[str, str]] | None = None,
+) -> dict[str, Any]:
+    """The fields an update body sends, by attribute name: a null (or blank text) field clears its column,
+    except that one of ``kept`` keeps the stored value (``rules``: see :func:`read_shape`)."""
+    data = await json_object(request)
+    body = decode(data, shape, PLATFORM, rules)
+    values = {
+        field.name: getattr(body, field.name)
+        for field in msgspec.structs.fields(body)
+        if field.encode_name in data
+    }
+    return {name: value for name, value in values.items() if value is not None or name not in kept}
 
 
 # --- driver queue ------------------------------------------------------------------------------------
@@ -183,18 +281,31 @@ def refuse_active(
 # --- stations --------------------------------------------------------------------------------------
 
 
+class Station(msgspec.Struct, rename="camel"):
+    id: str
+    name: str
+    status: int
+    status_description: str | None
+    address: str | None
+    location: str | None
+    update_time: UtcTime
+    pile_count: int
+
+
 def station_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The spec's station shape."""
-    return {
-        "id": row["id"],
-        "name": row["name"],
-        "status": row["status"],
-        "statusDescription": described(row["status"], STATION_STATUS),
-        "address": row["address"],
-        "location": row["location"],
-        "updateTime": utc_z(row["update_time"]),
-        "pileCount": row["pile_count"],
-    }
+    """The station shape of a row."""
+    return rendered(
+        Station(
+            id=row["id"],
+            name=row["name"],
+            status=row["status"],
+            status_description=described(row["status"], STATION_STATUS),
+            address=row["address"],
+            location=row["location"],
+            update_time=utc_z(row["update_time"]),
+            pile_count=row["pile_count"],
+        )
+    )
 
 
 STATIONS = Resource(
@@ -219,30 +330,9 @@ async def paged_stations(request: web.Request) -> web.StreamResponse:
     return await page_response(request, STATIONS, where, paging(request))
 
 
-def station_fields(body: Fields, *, creating: bool) -> dict[str, Any]:
-    """The station columns the body sets (all required ones when creating)."""
-    values = {
-        "name": body.text("name", required=creating, max_len=100),
-        "status": body.integer("status", choices=STATION_STATUS),
-        "address": body.text("address", max_len=200),
-        "location": body.text("location", max_len=100),
-    }
-    body.check()
-    if creating:
-        values["status"] = 1 if values["status"] is None else values["status"]
-        return values
-    keep = {"name", "status"}  # a null name or status keeps the stored one; texts may be cleared
-    return {k: v for k, v in values.items() if body.present(_camel(k)) and (v is not None or k not in keep)}
-
-
-def _camel(column: str) -> str:
-    head, *rest = column.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
 async def create_station(request: web.Request) -> web.StreamResponse:
     """POST /api/ChargingStations."""
-    values = station_fields(await read_fields(request), creating=True)
+    values = msgspec.structs.asdict(await read_shape(request, StationCreate))
     now = now_iso(request)
     return created(await write(request, lambda db: repo.create_station(db, **values, now=now)))
 
@@ -250,7 +340,8 @@ async def create_station(request: web.Request) -> web.StreamResponse:
 async def update_station(request: web.Request) -> web.StreamResponse:
     """PUT /api/ChargingStations/{id}."""
     station_id = path_key(request, "id", "充电站")
-    changes = {**station_fields(await read_fields(request), creating=False), "update_time": now_iso(request)}
+    changes = await read_changes(request, StationUpdate, kept={"name", "status"})
+    changes["update_time"] = now_iso(request)
 
     def update(db: sqlite_utils.Database) -> None:
         STATIONS.row(db, station_id)
@@ -277,33 +368,61 @@ async def delete_station(request: web.Request) -> web.StreamResponse:
 # --- piles -----------------------------------------------------------------------------------------
 
 
+class Pile(msgspec.Struct, rename="camel"):
+    id: str
+    station_id: str
+    station_name: str | None
+    pile_no: str
+    pile_type: int
+    pile_type_description: str | None
+    status: int
+    status_description: str | None
+    power_rate: Annotated[float, msgspec.Meta(description="kW")]
+    manufacturer: str | None
+    imei: str | None
+    total_ports: int
+    protocol_version: str | None
+    software_version: str | None
+    hardware_version: str | None
+    online_status: int
+    online_status_description: str | None
+    signal_strength: int | None
+    temperature: float | None
+    last_heartbeat_time: UtcTime
+    installation_date: DateText
+    last_maintenance_date: DateText
+    update_time: UtcTime
+
+
 def pile_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The spec's pile shape."""
-    return {
-        "id": row["id"],
-        "stationId": row["station_id"],
-        "stationName": row["station_name"],
-        "pileNo": row["pile_no"],
-        "pileType": row["pile_type"],
-        "pileTypeDescription": described(row["pile_type"], PILE_TYPE),
-        "status": row["status"],
-        "statusDescription": described(row["status"], PILE_STATUS),
-        "powerRate": row["power_rate"],
-        "manufacturer": row["manufacturer"],
-        "imei": row["imei"],
-        "totalPorts": row["total_ports"],
-        "protocolVersion": row["protocol_version"],
-        "softwareVersion": row["software_version"],
-        "hardwareVersion": row["hardware_version"],
-        "onlineStatus": row["online_status"],
-        "onlineStatusDescription": described(row["online_status"], ONLINE_STATUS),
-        "signalStrength": row["signal_strength"],
-        "temperature": row["temperature"],
-        "lastHeartbeatTime": utc_z(row["last_heartbeat_time"]),
-        "installationDate": row["installation_date"],
-        "lastMaintenanceDate": row["last_maintenance_date"],
-        "updateTime": utc_z(row["update_time"]),
-    }
+    """The pile shape of a row."""
+    return rendered(
+        Pile(
+            id=row["id"],
+            station_id=row["station_id"],
+            station_name=row["station_name"],
+            pile_no=row["pile_no"],
+            pile_type=row["pile_type"],
+            pile_type_description=described(row["pile_type"], PILE_TYPE),
+            status=row["status"],
+            status_description=described(row["status"], PILE_STATUS),
+            power_rate=row["power_rate"],
+            manufacturer=row["manufacturer"],
+            imei=row["imei"],
+            total_ports=row["total_ports"],
+            protocol_version=row["protocol_version"],
+            software_version=row["software_version"],
+            hardware_version=row["hardware_version"],
+            online_status=row["online_status"],
+            online_status_description=described(row["online_status"], ONLINE_STATUS),
+            signal_strength=row["signal_strength"],
+            temperature=row["temperature"],
+            last_heartbeat_time=utc_z(row["last_heartbeat_time"]),
+            installation_date=row["installation_date"],
+            last_maintenance_date=row["last_maintenance_date"],
+            update_time=utc_z(row["update_time"]),
+        )
+    )
 
 
 PILES = Resource("充电桩", repo.PILE_READ, "p.id", "p.pile_no", pile_json, count_from=repo.PILES_FROM)
@@ -334,52 +453,6 @@ async def paged_piles(request: web.Request) -> web.StreamResponse:
         ("p.pile_no", "p.manufacturer", "p.imei", "s.name"),
     )
     return await page_response(request, PILES, where, paging(request))
-
-
-_PILE_TEXTS = {
-    "manufacturer": 100,
-    "imei": 32,
-    "protocolVersion": 32,
-    "softwareVersion": 32,
-    "hardwareVersion": 32,
-}
-_PILE_COLUMNS = {
-    "pileNo": "pile_no",
-    "pileType": "pile_type",
-    "powerRate": "power_rate",
-    "totalPorts": "total_ports",
-    "protocolVersion": "protocol_version",
-    "softwareVersion": "software_version",
-    "hardwareVersion": "hardware_version",
-    "installationDate": "installation_date",
-    "lastMaintenanceDate": "last_maintenance_date",
-    "stationId": "station_id",
-    "manufacturer": "manufacturer",
-    "imei": "imei",
-}
-
-
-def pile_fields(body: Fields, *, creating: bool) -> dict[str, Any]:
-    """The pile columns the body sets (by column name); required ones when creating."""
-    values: dict[str, Any] = {
-        "stationId": body.text("stationId", required=creating, max_len=MAX_KEY),
-        "pileNo": body.text("pileNo", required=creating, pattern=PILE_NO, hint=PILE_NO_HINT),
-        "pileType": body.integer("pileType", required=creating, choices=PILE_TYPE),
-        "powerRate": body.number("powerRate", required=creating, bounds=POWER_KW),
-        "totalPorts": body.integer("totalPorts", required=creating, bounds=(1, MAX_PORTS)),
-        "installationDate": body.day("installationDate"),
-        "lastMaintenanceDate": body.day("lastMaintenanceDate"),
-        **{name: body.text(name, max_len=size) for name, size in _PILE_TEXTS.items()},
-    }
-    body.check()
-    required = ("stationId", "pileNo", "pileType", "powerRate", "totalPorts")
-    if creating:
-        return {_PILE_COLUMNS[k]: v for k, v in values.items()}
-    return {
-        _PILE_COLUMNS[k]: v
-        for k, v in values.items()
-        if body.present(k) and (v is not None or k not in required)
-    }
 
 
 def require_station(db: sqlite_utils.Database, station_id: str) -> None:
@@ -424,7 +497,7 @@ _PILE_EXTRA = (
 
 async def create_pile(request: web.Request) -> web.StreamResponse:
     """POST /api/ChargingPiles: the pile, with totalPorts as its capacity and no ports yet."""
-    values = pile_fields(await read_fields(request), creating=True)
+    values = pile_columns(msgspec.structs.asdict(await read_shape(request, PileCreate, valid_days)))
     now = now_iso(request)
 
     def insert(db: sqlite_utils.Database) -> str:
@@ -455,7 +528,7 @@ def remove_ports_above(db: sqlite_utils.Database, pile_id: str, total: int) -> N
 async def update_pile(request: web.Request) -> web.StreamResponse:
     """PUT /api/ChargingPiles/{id}: the fields given; a new pileNo only while nothing charges."""
     pile_id = path_key(request, "id", "充电桩")
-    changes = pile_fields(await read_fields(request), creating=False)
+    changes = pile_columns(await read_changes(request, PileUpdate, PILE_KEPT, valid_days))
     now = now_iso(request)
     current = await read(request, lambda db: PILES.row(db, pile_id))
     renamed = "pile_no" in changes and changes["pile_no"] != current["pile_no"]
@@ -496,33 +569,63 @@ async def delete_pile(request: web.Request) -> web.StreamResponse:
 # --- ports -----------------------------------------------------------------------------------------
 
 
+class Port(msgspec.Struct, rename="camel"):
+    """A port (status codes as the piles'; fault types per the pile registers)."""
+
+    id: str
+    pile_id: str
+    pile_no: str
+    port_no: str
+    port_type: int
+    port_type_description: str | None
+    status: int
+    status_description: str | None
+    fault_type: int
+    fault_type_description: str | None
+    is_disabled: bool
+    current_order_id: str | None
+    voltage: float | None
+    current_ampere: float | None
+    power: Annotated[float, msgspec.Meta(description="kW")] | None
+    temperature: float | None
+    electricity: Annotated[float, msgspec.Meta(description="cumulative meter, kWh")] | None
+    total_charging_times: int
+    total_charging_duration: Annotated[int, msgspec.Meta(description="seconds")]
+    total_power_consumption: Annotated[float, msgspec.Meta(description="kWh")]
+    last_check_time: UtcTime
+    last_order_id: str | None
+    update_time: UtcTime
+
+
 def port_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The spec's port shape (status codes as the piles'; fault types per the pile registers)."""
-    return {
-        "id": row["id"],
-        "pileId": row["pile_id"],
-        "pileNo": row["pile_no"],
-        "portNo": row["port_no"],
-        "portType": row["port_type"],
-        "portTypeDescription": described(row["port_type"], PORT_TYPE),
-        "status": row["status"],
-        "statusDescription": described(row["status"], PILE_STATUS),
-        "faultType": row["fault_type"],
-        "faultTypeDescription": described(row["fault_type"], FAULT_TYPE),
-        "isDisabled": bool(row["is_disabled"]),
-        "currentOrderId": row["current_order_id"],
-        "voltage": row["voltage"],
-        "currentAmpere": row["current_ampere"],
-        "power": row["power"],
-        "temperature": row["temperature"],
-        "electricity": row["electricity"],
-        "totalChargingTimes": row["total_charging_times"],
-        "totalChargingDuration": row["total_charging_duration"],
-        "totalPowerConsumption": round(row["total_power_consumption"] or 0, 3),
-        "lastCheckTime": utc_z(row["last_check_time"]),
-        "lastOrderId": row["last_order_id"],
-        "updateTime": utc_z(row["update_time"]),
-    }
+    """The port shape of a row."""
+    return rendered(
+        Port(
+            id=row["id"],
+            pile_id=row["pile_id"],
+            pile_no=row["pile_no"],
+            port_no=row["port_no"],
+            port_type=row["port_type"],
+            port_type_description=described(row["port_type"], PORT_TYPE),
+            status=row["status"],
+            status_description=described(row["status"], PILE_STATUS),
+            fault_type=row["fault_type"],
+            fault_type_description=described(row["fault_type"], FAULT_TYPE),
+            is_disabled=bool(row["is_disabled"]),
+            current_order_id=row["current_order_id"],
+            voltage=row["voltage"],
+            current_ampere=row["current_ampere"],
+            power=row["power"],
+            temperature=row["temperature"],
+            electricity=row["electricity"],
+            total_charging_times=row["total_charging_times"],
+            total_charging_duration=row["total_charging_duration"],
+            total_power_consumption=round(row["total_power_consumption"] or 0, 3),
+            last_check_time=utc_z(row["last_check_time"]),
+            last_order_id=row["last_order_id"],
+            update_time=utc_z(row["update_time"]),
+        )
+    )
 
 
 PORTS = Resource("充电端口", repo.PORT_READ, "t.id", repo.PORT_ORDER, port_json, count_from=repo.PORTS_FROM)
@@ -572,12 +675,8 @@ def require_port_in_capacity(port_no: str, total_ports: int) -> None:
 
 async def create_port(request: web.Request) -> web.StreamResponse:
     """POST /api/ChargingPorts: a port of an existing pile, numbered within its totalPorts."""
-    body = await read_fields(request)
-    pile_id = body.text("pileId", required=True, max_len=MAX_KEY)
-    port_no = body.port_no("portNo", required=True)
-    port_type = body.integer("portType", choices=PORT_TYPE) or 1
-    body.check()
-    assert pile_id is not None and port_no is not None
+    body = await read_shape(request, PortCreate, valid_port_no)
+    pile_id, port_no, port_type = body.pile_id, port_number(body.port_no), body.port_type
     now = now_iso(request)
 
     def insert(db: sqlite_utils.Database) -> str:
@@ -594,14 +693,10 @@ async def create_port(request: web.Request) -> web.StreamResponse:
 async def update_port(request: web.Request) -> web.StreamResponse:
     """PUT /api/ChargingPorts/{id}: portNo (only while idle, within totalPorts), portType, isDisabled."""
     port_id = path_key(request, "id", "充电端口")
-    body = await read_fields(request)
-    values = {
-        "port_no": body.port_no("portNo"),
-        "port_type": body.integer("portType", choices=PORT_TYPE),
-        "is_disabled": body.boolean("isDisabled"),
-    }
-    body.check()
-    changes: dict[str, Any] = {k: v for k, v in values.items() if v is not None}
+    body = await read_shape(request, PortUpdate, valid_port_no)
+    changes: dict[str, Any] = {k: v for k, v in msgspec.structs.asdict(body).items() if v is not None}
+    if "port_no" in changes:
+        changes["port_no"] = port_number(changes["port_no"])
     if "is_disabled" in changes:
         changes["is_disabled"] = int(changes["is_disabled"])
     current = await read(request, lambda db: PORTS.row(db, port_id))
@@ -676,113 +771,6 @@ async def piles_status_with_registered(request: web.Request) -> dict[str, Any]:
 
 # --- the route table -------------------------------------------------------------------------------
 
-STATION = obj_schema(
-    {
-        "id": STR,
-        "name": STR,
-        "status": INT,
-        "statusDescription": NSTR,
-        "address": NSTR,
-        "location": NSTR,
-        "updateTime": DATETIME,
-        "pileCount": INT,
-    }
-)
-STATION_BODY = obj_schema(
-    {
-        "name": {"type": "string", "minLength": 1, "maxLength": 100},
-        "status": int_codes_schema(STATION_STATUS),
-        "address": text_schema(200),
-        "location": text_schema(100),
-    },
-    ("name",),
-)
-PILE = obj_schema(
-    {
-        "id": STR,
-        "stationId": STR,
-        "stationName": NSTR,
-        "pileNo": STR,
-        "pileType": INT,
-        "pileTypeDescription": NSTR,
-        "status": INT,
-        "statusDescription": NSTR,
-        "powerRate": NUM,
-        "manufacturer": NSTR,
-        "imei": NSTR,
-        "totalPorts": INT,
-        "protocolVersion": NSTR,
-        "softwareVersion": NSTR,
-        "hardwareVersion": NSTR,
-        "onlineStatus": INT,
-        "onlineStatusDescription": NSTR,
-        "signalStrength": NINT,
-        "temperature": NNUM,
-        "lastHeartbeatTime": DATETIME,
-        "installationDate": DATE,
-        "lastMaintenanceDate": DATE,
-        "updateTime": DATETIME,
-    }
-)
-_PILE_PROPS = {
-    "stationId": KEY_SCHEMA,
-    "pileNo": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"},
-    "pileType": int_codes_schema(PILE_TYPE),
-    "powerRate": {"type": "number", "minimum": POWER_KW[0], "maximum": POWER_KW[1], "description": "kW"},
-    "totalPorts": {"type": "integer", "minimum": 1, "maximum": MAX_PORTS},
-    **{name: text_schema(size) for name, size in _PILE_TEXTS.items()},
-    "installationDate": {**DATE, "description": "ISO 8601 date"},
-}
-PILE_CREATE_BODY = obj_schema(_PILE_PROPS, ("stationId", "pileNo", "pileType", "powerRate", "totalPorts"))
-PILE_UPDATE_BODY = obj_schema(
-    {**_PILE_PROPS, "lastMaintenanceDate": {**DATE, "description": "ISO 8601 date"}}
-)
-PORT = obj_schema(
-    {
-        "id": STR,
-        "pileId": STR,
-        "pileNo": STR,
-        "portNo": STR,
-        "portType": INT,
-        "portTypeDescription": NSTR,
-        "status": INT,
-        "statusDescription": NSTR,
-        "faultType": INT,
-        "faultTypeDescription": NSTR,
-        "isDisabled": BOOL,
-        "currentOrderId": NSTR,
-        "voltage": NNUM,
-        "currentAmpere": NNUM,
-        "power": {**NNUM, "description": "kW"},
-        "temperature": NNUM,
-        "electricity": {**NNUM, "description": "cumulative meter, kWh"},
-        "totalChargingTimes": INT,
-        "totalChargingDuration": {**INT, "description": "seconds"},
-        "totalPowerConsumption": {**NUM, "description": "kWh"},
-        "lastCheckTime": DATETIME,
-        "lastOrderId": NSTR,
-        "updateTime": DATETIME,
-    }
-)
-_PORT_NO = {
-    "type": ["integer", "string"],
-    "description": "port number 1..99 (a digit string is accepted), one of the pile's 1..totalPorts",
-    "minimum": PORT_NO[0],
-    "maximum": PORT_NO[1],
-    "pattern": "^[0-9]{1,2}$",
-}
-PORT_CREATE_BODY = obj_schema(
-    {
-        "pileId": KEY_SCHEMA,
-        "portNo": _PORT_NO,
-        "portType": int_codes_schema(PORT_TYPE),
-    },
-    ("pileId", "portNo"),
-)
-PORT_UPDATE_BODY = obj_schema(
-    {"portNo": _PORT_NO, "portType": int_codes_schema(PORT_TYPE), "isDisabled": BOOL}
-)
-
 _READ_NOTE = "Any valid token."
 _STAFF_NOTE = "Needs permission level >= 3 (管理员); otherwise 403."
 
@@ -820,10 +808,10 @@ def _crud(
     base: str,
     tag: str,
     what: str,
-    item: Mapping[str, Any],
+    item: type[msgspec.Struct],
     handlers: Mapping[str, Any],
     filters: tuple[dict[str, Any], ...],
-    bodies: tuple[Mapping[str, Any], Mapping[str, Any]],
+    bodies: tuple[type[msgspec.Struct], type[msgspec.Struct]],
     notes: Mapping[str, str],
     errors: Mapping[str, tuple[tuple[int, str], ...]],
 ) -> list[RouteSpec]:
@@ -831,9 +819,7 @@ def _crud(
     ``errors`` holds the create, update and delete routes' errors beyond validation and access."""
     rid = (key_path("id", f"{what}ID"),)
     return [
-        _route(
-            "GET", base, handlers["list"], f"获取所有{what}", tag, response={"type": "array", "items": item}
-        ),
+        _route("GET", base, handlers["list"], f"获取所有{what}", tag, response=list[item]),  # type: ignore[valid-type]
         _route(
             "GET",
             f"{base}/paged",
@@ -841,7 +827,7 @@ def _crud(
             f"获取{what}分页列表",
             tag,
             parameters=(*PAGE_PARAMETERS, *filters),
-            response=page_schema(item),
+            response=Page[item],  # type: ignore[valid-type]
             description="pageSize above 100 is clamped to 100; pageNumber or pageSize below 1 is "
             "400; a page past the end is empty with correct totals. " + notes.get("paged", ""),
         ),
@@ -862,7 +848,7 @@ def _crud(
             f"创建{what}",
             tag,
             request_body=bodies[0],
-            response=KEY_RESULT,
+            response=CreatedKey,
             status=201,
             errors=errors["create"],
             description=notes.get("create", ""),
@@ -903,7 +889,7 @@ def _routes() -> list[RouteSpec]:
         "/api/ChargingStations",
         "ChargingStations",
         "充电站",
-        STATION,
+        Station,
         {
             "list": list_stations,
             "paged": paged_stations,
@@ -913,7 +899,7 @@ def _routes() -> list[RouteSpec]:
             "delete": delete_station,
         },
         (_status_filter(STATION_STATUS, "充电站状态"),),
-        (STATION_BODY, {**STATION_BODY, "required": []}),
+        (StationCreate, StationUpdate),
         {
             "paged": "keyword matches name, address or location.",
             "create": "status defaults to 1 (在线).",
@@ -925,7 +911,7 @@ def _routes() -> list[RouteSpec]:
         "/api/ChargingPiles",
         "ChargingPiles",
         "充电桩",
-        PILE,
+        Pile,
         {
             "list": list_piles,
             "paged": paged_piles,
@@ -935,7 +921,7 @@ def _routes() -> list[RouteSpec]:
             "delete": delete_pile,
         },
         (_query("stationId", STR, "充电站ID"), _status_filter(PILE_STATUS, "充电桩状态")),
-        (PILE_CREATE_BODY, PILE_UPDATE_BODY),
+        (PileCreate, PileUpdate),
         {
             "paged": "keyword matches pileNo, manufacturer, imei or the station name.",
             "create": "totalPorts is the pile's port capacity: the pile starts with no ports; add them "
@@ -964,7 +950,7 @@ def _routes() -> list[RouteSpec]:
             "根据充电站ID获取充电桩列表",
             "ChargingPiles",
             parameters=(key_path("stationId", "充电站ID"),),
-            response={"type": "array", "items": PILE},
+            response=list[Pile],
             errors=(MISSING_404,),
         ),
     )
@@ -972,7 +958,7 @@ def _routes() -> list[RouteSpec]:
         "/api/ChargingPorts",
         "ChargingPorts",
         "充电端口",
-        PORT,
+        Port,
         {
             "list": list_ports,
             "paged": paged_ports,
@@ -982,7 +968,7 @@ def _routes() -> list[RouteSpec]:
             "delete": delete_port,
         },
         (_query("pileId", STR, "充电桩ID"), _status_filter(PILE_STATUS, "端口状态 (as the piles')")),
-        (PORT_CREATE_BODY, PORT_UPDATE_BODY),
+        (PortCreate, PortUpdate),
         {
             "paged": "keyword matches pileNo or portNo.",
             "create": "portNo is the MQTT port number: one of 1..totalPorts of the pile and unique "
@@ -1006,7 +992,7 @@ def _routes() -> list[RouteSpec]:
             "获取充电桩下的所有充电端口",
             "ChargingPorts",
             parameters=(key_path("pileId", "充电桩ID"),),
-            response={"type": "array", "items": PORT},
+            response=list[Port],
             errors=(MISSING_404,),
         ),
     )
