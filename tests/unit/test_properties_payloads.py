@@ -40,11 +40,14 @@ FAST = settings(max_examples=60, deadline=None)
 JSON_SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20)
 )  # floats include NaN and ±Infinity, which Python's json reads and writes
-JSON_VALUES = st.recursive(
-    JSON_SCALARS,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=12,
-)
+
+
+def containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """JSON arrays and objects of ``inner`` values."""
+    return st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+
+
+JSON_VALUES = st.recursive(JSON_SCALARS, containers, max_leaves=12)
 KNOWN_KEYS = sorted({f.name for decoder in DECODERS for f in dataclasses.fields(decoder)})  # = JSON keys
 JSON_OBJECTS = st.dictionaries(st.sampled_from(KNOWN_KEYS) | st.text(max_size=8), JSON_VALUES, max_size=12)
 
@@ -88,7 +91,7 @@ def number(low: float, high: float) -> st.SearchStrategy[float]:
 OPTIONAL_TEXT = st.none() | st.text()
 FINITE_JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    containers,
     max_leaves=8,
 )  # NaN would decode unequal to itself
 
