@@ -33,7 +33,7 @@ from protocols.payloads import (
 
 DECODERS: list[type[Any]] = [Telemetry, GatewayStatus, PileStatus, PileEvent, CommandMessage, CommandResult]
 TS_MIN, TS_MAX = 946_684_800_000, 4_102_444_800_000  # 2000-01-01 and 2100-01-01 in ms, the accepted range
-FAST = settings(max_examples=60, deadline=None)
+FAST = settings(max_examples=40, deadline=None)
 
 # ---- arbitrary input ----------------------------------------------------------------------------
 
@@ -67,7 +67,7 @@ def test_arbitrary_bytes_and_text_are_decoded_or_refused_with_payload_error(raw)
         decode_or_refuse(decoder, raw)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(value=JSON_VALUES | JSON_OBJECTS)
 def test_arbitrary_json_values_are_decoded_or_refused_with_payload_error(value):
     raw = json.dumps(value)
@@ -210,7 +210,7 @@ def broken(draw: st.DrawFn) -> tuple[type[Any], dict[str, Any]]:
     return type(payload), obj
 
 
-@settings(max_examples=250, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(case=broken())
 def test_a_valid_payload_with_one_field_broken_is_decoded_or_refused_with_payload_error(case):
     decoder, obj = case
@@ -239,7 +239,7 @@ def telemetry_objects(draw: st.DrawFn) -> dict[str, Any]:
     return obj
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(obj=telemetry_objects())
 def test_telemetry_fast_path_decides_exactly_as_the_full_validation(obj):
     assume(not unhashable_state_or_fault(Telemetry, obj))
