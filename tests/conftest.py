@@ -34,8 +34,9 @@ def _no_leftovers() -> Iterator[None]:
     threads_before = set(threading.enumerate())
     children_before = _children()
     yield
-    leftover_threads = [t for t in threading.enumerate()
-                        if t not in threads_before and t.is_alive() and not t.daemon]
+    leftover_threads = [
+        t for t in threading.enumerate() if t not in threads_before and t.is_alive() and not t.daemon
+    ]
     leftover_children = _children() - children_before
     assert not leftover_threads, f"test left threads running: {leftover_threads}"
     assert not leftover_children, f"test left child processes running: {leftover_children}"

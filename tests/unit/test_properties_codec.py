@@ -46,7 +46,7 @@ SHIPPED = [
     for block in (regmap.identity, regmap.telemetry, regmap.control, regmap.readback, regmap.sim)
     if block is not None
 ]
-FAST = settings(max_examples=50, deadline=None)
+FAST = settings(max_examples=30, deadline=None)
 
 
 def in_orders(regmap: RegisterMap) -> dict[tuple[Order, Order], RegisterMap]:
@@ -208,7 +208,7 @@ def test_every_shipped_field_holds_its_type_boundaries_and_refuses_one_past(byte
 # ---- generated maps ---------------------------------------------------------------------------
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(block=synthetic_blocks(), data=st.data())
 def test_generated_maps_round_trip_in_every_order_and_the_orders_mean_what_they_say(block, data):
     values = data.draw(block_values(block))
@@ -220,7 +220,7 @@ def test_generated_maps_round_trip_in_every_order_and_the_orders_mean_what_they_
         assert decode(regmap, block, words) == values
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(block=synthetic_blocks(), orders=st.sampled_from(ORDERS), data=st.data())
 def test_generated_maps_registers_round_trip_through_values(block, orders, data):
     regmap = synthetic_map(block, *orders)

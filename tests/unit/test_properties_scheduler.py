@@ -306,7 +306,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         assert set(self.ended) == self.accepted
 
 
-SETTINGS = settings(max_examples=25, stateful_step_count=30, deadline=None)
+SETTINGS = settings(max_examples=20, stateful_step_count=30, deadline=None)
 
 
 @SETTINGS

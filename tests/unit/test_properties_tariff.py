@@ -24,7 +24,7 @@ ZONES = (
     "Asia/Kathmandu", "Australia/Lord_Howe", "America/St_Johns",
 )  # fmt: skip
 INFO = SegmentInfo("D1", "V1", "F1", "F1", "F1", "completed")
-FAST = settings(max_examples=40, deadline=None)
+FAST = settings(max_examples=30, deadline=None)
 
 
 def hhmm(minute: int) -> str:
@@ -208,7 +208,7 @@ def test_cutting_a_segment_anywhere_changes_no_period_share_nor_the_bill(segment
 MINUTES = (st.integers(0, 120) | st.integers(20 * 60, 2 * 24 * 60)).map(lambda m: timedelta(minutes=m))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(tariff=ANY_TARIFF, data=st.data())
 def test_period_hours_match_the_local_clock_minute_by_minute(tariff, data):
     """Each whole UTC minute lies in one local minute (offsets are whole minutes), so counting the
