@@ -102,7 +102,7 @@ def stored(base: str) -> int:
 
 
 def summary(name: str, latencies: list[float]) -> str:
-    q = statistics.quantiles(latencies, n=100)
+    q = statistics.quantiles(latencies, n=100, method="inclusive")
     return (f"{name:<14} n={len(latencies)} p50={statistics.median(latencies):.1f} ms "
             f"p99={q[98]:.1f} ms max={max(latencies):.1f} ms")
 
@@ -150,8 +150,8 @@ def main() -> None:
                 print(summary(f"  {path.split('/')[-2] or path}", values))
             print(f"telemetry stored while timing: {ingested / window:.0f} msg/s "
                   f"({ingested} in {window:.1f} s; offered {args.rate}/s)")
-            print(json.dumps({"idle_p99_ms": statistics.quantiles(idle, n=100)[98],
-                              "loaded_p99_ms": statistics.quantiles(loaded, n=100)[98]}))
+            print(json.dumps({"idle_p99_ms": statistics.quantiles(idle, n=100, method="inclusive")[98],
+                              "loaded_p99_ms": statistics.quantiles(loaded, n=100, method="inclusive")[98]}))
         finally:
             if central:
                 central.proc.stop()
