@@ -9,14 +9,13 @@ more (``await mqtt_probe_factory(port, username=..., clean_session=False)``), cl
     await mqtt_probe.subscribe("pilegate/v1/#")
     msgs = await mqtt_probe.wait_for(lambda ms: len(ms) >= 10, timeout_s=5)
 
-The probe runs paho's own network thread (it is a test helper, not product code), hands every
-message to the test's loop with ``call_soon_threadsafe``, reconnects by itself when the broker
-comes back, and re-subscribes on every connect.
+The probe runs paho's own network thread (it is a test helper, not product code), records every
+message under a lock (its waits poll that record), reconnects by itself when the broker comes
+back, and re-subscribes on every connect.
 """
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import itertools
 import json
@@ -31,12 +30,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from pilegate.broker import MosquittoBroker, free_port
+from tests.helpers import wait_for
 
 _ids = itertools.count(1)
-
-
-class ProbeTimeoutError(AssertionError):
-    """A probe condition did not become true in time."""
+PROBE_POLL_S = 0.01  # paho delivers on its own thread; the waits poll what it recorded
 
 
 @dataclass(frozen=True)
@@ -85,8 +82,6 @@ class MqttProbe:
         self._filters: dict[str, int] = {}
         self._lock = threading.Lock()
         self._messages: list[ProbeMessage] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._changed: asyncio.Event | None = None
         self._connects = 0
         self.disconnects = 0
         self._subacks: dict[int, list[Any]] = {}
@@ -95,15 +90,13 @@ class MqttProbe:
 
     async def connect(self, timeout_s: float = 5.0) -> None:
         """Connect and start paho's thread; returns after CONNACK."""
-        self._loop = asyncio.get_running_loop()
-        self._changed = asyncio.Event()
         self._client.connect(self.host, self.port, keepalive=10)
         self._client.loop_start()
         await self.wait_connected(timeout_s)
 
     async def wait_connected(self, timeout_s: float = 5.0, *, connects: int = 1) -> None:
         """Wait until the probe has connected ``connects`` times in total."""
-        await self._until(lambda: self._connects >= connects, timeout_s, "probe connected")
+        await wait_for(lambda: self._connects >= connects, timeout_s, PROBE_POLL_S, "probe connected")
 
     def close(self) -> None:
         """Disconnect and join paho's thread."""
@@ -117,7 +110,7 @@ class MqttProbe:
         self._filters[topic_filter] = qos
         rc, mid = self._client.subscribe(topic_filter, qos)
         assert mid is not None, f"subscribe {topic_filter} failed: {mqtt.error_string(rc)}"
-        await self._until(lambda: mid in self._subacks, timeout_s, f"SUBACK for {topic_filter}")
+        await wait_for(lambda: mid in self._subacks, timeout_s, PROBE_POLL_S, f"SUBACK for {topic_filter}")
         return self._subacks[mid]
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
@@ -142,30 +135,20 @@ class MqttProbe:
         self, pred: Callable[[list[ProbeMessage]], bool], timeout_s: float = 10.0
     ) -> list[ProbeMessage]:
         """Wait until ``pred(messages)`` is true; returns the messages then."""
-        await self._until(lambda: pred(self.messages), timeout_s, "probe condition")
+        await wait_for(
+            lambda: pred(self.messages),
+            timeout_s,
+            PROBE_POLL_S,
+            "probe condition",
+            context=self._last_messages,
+        )
         return self.messages
 
-    async def _until(self, cond: Callable[[], bool], timeout_s: float, what: str) -> None:
-        assert self._loop is not None and self._changed is not None, "call connect() first"
-        deadline = self._loop.time() + timeout_s
-        while not cond():
-            remaining = deadline - self._loop.time()
-            if remaining <= 0:
-                summary = [(m.topic, m.payload[:80]) for m in self.messages[-10:]]
-                raise ProbeTimeoutError(f"{what}: not true after {timeout_s} s; last: {summary}")
-            self._changed.clear()
-            try:
-                async with asyncio.timeout(remaining):
-                    await self._changed.wait()
-            except TimeoutError:
-                continue
+    def _last_messages(self) -> str:
+        """The ten newest messages, for a failed wait."""
+        return f"last: {[(m.topic, m.payload[:80]) for m in self.messages[-10:]]}"
 
     # -- paho callbacks (paho's thread) -------------------------------------------------------
-
-    def _poke(self) -> None:
-        loop, changed = self._loop, self._changed
-        if loop is not None and changed is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(changed.set)
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
@@ -173,24 +156,20 @@ class MqttProbe:
         if self._filters:
             client.subscribe(list(self._filters.items()))
         self._connects += 1
-        self._poke()
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
         self.disconnects += 1
-        self._poke()
 
     def _on_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[Any], properties: Any
     ) -> None:
         self._subacks[mid] = reasons
-        self._poke()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
             self._messages.append(ProbeMessage(msg.topic, bytes(msg.payload), bool(msg.retain), msg.qos))
-        self._poke()
 
 
 def connect_result(

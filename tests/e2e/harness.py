@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 
 from gateway.config import load_config
 from gateway.control_token import TokenFileError, read_token
+from tests.helpers import wait_for_sync
 
 
 def free_port() -> int:
@@ -43,6 +43,14 @@ class Proc:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self) -> str:
+        """The end of the log, for failure messages."""
+        return self.log()[-4000:]
+
+    def exit_reason(self) -> str | None:
+        """Why a wait on this process cannot succeed any more: it exited (else ``None``)."""
+        return None if self.alive() else f"{self.name} exited ({self.popen.returncode})"
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> int:
         if self.alive():
@@ -72,19 +80,10 @@ def spawn(name: str, args: list[str], workdir: Path) -> Proc:
 
 
 def wait_until(predicate: Any, timeout_s: float, what: str, proc: Proc | None = None) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        if proc is not None and not proc.alive():
-            raise AssertionError(
-                f"{proc.name} exited ({proc.popen.returncode}) while waiting "
-                f"for {what}:\n{proc.log()[-4000:]}"
-            )
-        time.sleep(0.05)
-    tail = f":\n{proc.log()[-4000:]}" if proc else ""
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}{tail}")
+    """:func:`wait_for_sync` that, given ``proc``, fails as soon as it exits and shows its log tail."""
+    if proc is None:
+        return wait_for_sync(predicate, timeout_s, 0.05, what)
+    return wait_for_sync(predicate, timeout_s, 0.05, what, give_up=proc.exit_reason, context=proc.log_tail)
 
 
 @dataclass

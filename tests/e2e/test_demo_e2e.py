@@ -9,7 +9,6 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -131,10 +130,13 @@ def test_children_die_with_the_demo_even_when_it_is_killed(tmp_path, broker):
         assert len(children) >= 4, children  # broker, sim, gateway, central
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-        deadline = time.monotonic() + 30
-        while any(alive(pid) for pid in children) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert [pid for pid in children if alive(pid)] == [], "children outlived the demo"
+        wait_for_sync(
+            lambda: not any(alive(pid) for pid in children),
+            30,
+            0.1,
+            "the children to die with the demo",
+            context=lambda: f"still alive: {[pid for pid in children if alive(pid)]}",
+        )
         assert processes_mentioning(str(data_dir)) == []
     finally:
         if proc.poll() is None:

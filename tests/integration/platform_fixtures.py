@@ -12,13 +12,14 @@ pytest warns that the plugin was imported before it could rewrite its asserts). 
 ``platform`` (the running app), ``normal_user`` and ``other_user`` (level 1), ``admin_user``
 (level 3, 管理员), ``super_admin`` (level 4, 超级管理员); each account is an ``Account``
 (``user_id``, ``username`` (= openId), ``token``, ``password``, ``headers``). Override
-``platform_station_params`` in a module for another station. Helpers: :func:`expect_problem`,
-:func:`expect_invalid`, :func:`problem_of`, :func:`invalid_of`.
+``platform_station_params`` in a module for another station. Helpers: :func:`problem` and
+:func:`invalid` check a ``(status, body)`` reply (what ``Central.call`` returns) is a problem details
+body.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -92,17 +93,34 @@ async def super_admin(platform: Central) -> Account:
     return await platform.user("root4", level=4)
 
 
-def expect_problem(status: int, body: Any, expected: int) -> dict[str, Any]:
-    """Assert an RFC 7807 problem details body with ``expected`` status; return it."""
+def problem(reply: tuple[int, Any], expected: int) -> dict[str, Any]:
+    """Assert a ``(status, body)`` reply is an RFC 7807 problem with ``expected`` status; return the body.
+
+    The shape: ``type`` and ``title`` are strings, ``status`` repeats the HTTP status, and the body
+    explains itself with a ``detail`` string or (validation problems) an ``errors`` map of field to
+    messages.
+    """
+    status, body = reply
     assert status == expected, (status, body)
-    assert isinstance(body, dict) and body.get("status") == expected, body
-    assert isinstance(body.get("type"), str) and isinstance(body.get("title"), str), body
+    assert isinstance(body, dict), body
+    assert body.get("status") == status, body
+    assert isinstance(body.get("type"), str) and body["type"], body
+    assert isinstance(body.get("title"), str) and body["title"], body
+    detail, errors = body.get("detail"), body.get("errors")
+    assert isinstance(detail, str) or isinstance(errors, dict), f"neither detail nor errors: {body}"
+    if errors is not None:
+        assert errors, body
+        for messages in errors.values():
+            assert isinstance(messages, list) and all(isinstance(m, str) for m in messages), body
     return body
 
 
-def expect_invalid(status: int, body: Any, *fields: str) -> dict[str, list[str]]:
-    """Assert a 400 validation problem naming every field of ``fields``; return its ``errors``."""
-    expect_problem(status, body, 400)
+def invalid(reply: tuple[int, Any], *fields: str) -> dict[str, list[str]]:
+    """Assert a ``(status, body)`` reply is a 400 validation problem naming every field of ``fields``.
+
+    Returns its ``errors``.
+    """
+    body = problem(reply, 400)
     assert body["title"] == "One or more validation errors occurred.", body
     errors: dict[str, list[str]] = body["errors"]
     missing = [field for field in fields if field not in errors]
@@ -110,31 +128,17 @@ def expect_invalid(status: int, body: Any, *fields: str) -> dict[str, list[str]]
     return errors
 
 
-async def problem_of(call: Awaitable[tuple[int, Any]], expected: int) -> dict[str, Any]:
-    """Await a ``Central.call`` and assert it answered a problem with ``expected`` status."""
-    status, body = await call
-    return expect_problem(status, body, expected)
-
-
-async def invalid_of(call: Awaitable[tuple[int, Any]], *fields: str) -> dict[str, list[str]]:
-    """Await a ``Central.call`` and assert it answered 400 naming every field of ``fields``."""
-    status, body = await call
-    return expect_invalid(status, body, *fields)
-
-
 __all__ = [
     "PASSWORD",
     "Account",
     "Central",
     "admin_user",
-    "expect_invalid",
-    "expect_problem",
-    "invalid_of",
+    "invalid",
     "normal_user",
     "other_user",
     "platform",
     "platform_station_params",
-    "problem_of",
+    "problem",
     "start_platform",
     "stop_platform",
     "super_admin",

@@ -7,7 +7,7 @@ import json
 import shutil
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -16,6 +16,7 @@ from drivers.errors import DriverError
 from firmware_sim.config import SimConfig, SimPileSpec, SimSerialBusSpec
 from firmware_sim.runner import Simulation, start_simulation
 from protocols.registers import SIM_V1, Command, CommandStatus, PortState, SimFault, encode
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("socat") is None, reason="socat not installed")
 
@@ -67,14 +68,6 @@ def _rtu_bus(sim: Simulation, **bus_kwargs: float) -> Bus:
         DeviceSpec(pile, sim.endpoints[pile].unit, SIM_V1, timeout_s=0.2) for pile in ("T1", "T2")
     )
     return Bus(BusSpec("rtu0", line, devices, **bus_kwargs))  # type: ignore[arg-type]
-
-
-async def _until(check: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
-    """Run ``check`` (which itself polls the bus) until it is true; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def _start_words(seq: int, target_Wh: int, limit_W: int) -> list[int]:
@@ -214,7 +207,7 @@ async def test_silent_device_does_not_starve_bus_mates(sim: Simulation) -> None:
             outcomes.append(t2)
             return t2.skipped
 
-        await _until(cycle_until_skipped, timeout_s=5, what="T2 skipped in backoff")
+        await wait_for(cycle_until_skipped, timeout_s=5, interval_s=0, what="T2 skipped in backoff")
         tried = [r for r in outcomes if not r.skipped]
         assert len(tried) == 2
         assert all(r.error is not None and r.error.kind == "timeout" for r in tried)
@@ -227,7 +220,7 @@ async def test_silent_device_does_not_starve_bus_mates(sim: Simulation) -> None:
             assert t1.ok
             return t2.ok
 
-        await _until(t2_back, timeout_s=5, what="T2 online again")
+        await wait_for(t2_back, timeout_s=5, interval_s=0, what="T2 online again")
         health = bus.health("T2")
         assert (health.state, health.consecutive_failures) == ("online", 0)
         assert health.counters.skipped_cycles >= 1

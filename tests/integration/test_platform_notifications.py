@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 pytest.register_assert_rewrite("tests.integration.platform_fixtures")
-from tests.integration.platform_fixtures import expect_invalid, expect_problem, invalid_of, problem_of  # noqa: E402
+from tests.integration.platform_fixtures import invalid, problem  # noqa: E402
 
 pytest_plugins = ("tests.integration.platform_fixtures",)
 
@@ -71,17 +71,17 @@ async def test_each_type_shows_as_a_driver_api_kind(platform, admin_user, normal
 
 async def test_create_names_every_bad_field(platform, admin_user, normal_user):
     status, body = await platform.call("POST", BASE, user=admin_user, json={})
-    expect_invalid(status, body, "userId", "title", "content", "type")
+    invalid((status, body), "userId", "title", "content", "type")
     bad = {"userId": normal_user.user_id, "title": "t", "content": "c", "type": 5, "relatedId": 7}
-    await invalid_of(platform.call("POST", BASE, user=admin_user, json=bad), "type", "relatedId")
+    invalid(await platform.call("POST", BASE, user=admin_user, json=bad), "type", "relatedId")
     blank = {"userId": normal_user.user_id, "title": " ", "content": "c" * 2001, "type": 1}
-    await invalid_of(platform.call("POST", BASE, user=admin_user, json=blank), "title", "content")
+    invalid(await platform.call("POST", BASE, user=admin_user, json=blank), "title", "content")
 
 
 async def test_create_needs_an_admin_and_an_existing_user(platform, admin_user, normal_user):
     body = {"userId": normal_user.user_id, "title": "t", "content": "c", "type": 1}
-    await problem_of(platform.call("POST", BASE, user=normal_user, json=body), 403)
-    await problem_of(platform.call("POST", BASE, user=admin_user, json={**body, "userId": 404}), 404)
+    problem(await platform.call("POST", BASE, user=normal_user, json=body), 403)
+    problem(await platform.call("POST", BASE, user=admin_user, json={**body, "userId": 404}), 404)
 
 
 async def test_batch_notifies_each_distinct_user_once(platform, admin_user, normal_user, other_user):
@@ -97,17 +97,17 @@ async def test_batch_notifies_each_distinct_user_once(platform, admin_user, norm
 async def test_batch_with_an_unknown_user_creates_nothing(platform, admin_user, normal_user):
     body = {"userIds": [normal_user.user_id, 999], "title": "t", "content": "c", "type": 1}
     status, reply = await platform.call("POST", f"{BASE}/batch", user=admin_user, json=body)
-    assert "999" in expect_problem(status, reply, 404)["detail"]
+    assert "999" in problem((status, reply), 404)["detail"]
     assert await listed(platform, normal_user, "byUser", normal_user.user_id) == []
 
 
 async def test_batch_errors(platform, admin_user, normal_user):
     body = {"userIds": [], "title": "t", "content": "c", "type": 1}
-    await invalid_of(platform.call("POST", f"{BASE}/batch", user=admin_user, json=body), "userIds")
+    invalid(await platform.call("POST", f"{BASE}/batch", user=admin_user, json=body), "userIds")
     body["userIds"] = [1, "2"]
-    await invalid_of(platform.call("POST", f"{BASE}/batch", user=admin_user, json=body), "userIds")
+    invalid(await platform.call("POST", f"{BASE}/batch", user=admin_user, json=body), "userIds")
     body["userIds"] = [normal_user.user_id]
-    await problem_of(platform.call("POST", f"{BASE}/batch", user=normal_user, json=body), 403)
+    problem(await platform.call("POST", f"{BASE}/batch", user=normal_user, json=body), 403)
 
 
 # --- read --------------------------------------------------------------------------------------------
@@ -129,19 +129,19 @@ async def test_lists_of_another_user_need_an_admin(platform, admin_user, normal_
     await notify(platform, admin_user, other_user.user_id)
     for what in ("byUser", "unread", "unreadCount"):
         status, body = await platform.call("GET", f"{BASE}/{what}/{other_user.user_id}", user=normal_user)
-        expect_problem(status, body, 403)
+        problem((status, body), 403)
         status, body = await platform.call("GET", f"{BASE}/{what}/{other_user.user_id}", user=admin_user)
         assert status == 200 and body
-        await problem_of(platform.call("GET", f"{BASE}/{what}/999", user=admin_user), 404)
-        await invalid_of(platform.call("GET", f"{BASE}/{what}/me", user=admin_user), "userId")
+        problem(await platform.call("GET", f"{BASE}/{what}/999", user=admin_user), 404)
+        invalid(await platform.call("GET", f"{BASE}/{what}/me", user=admin_user), "userId")
 
 
 async def test_get_one_notification(platform, admin_user, normal_user, other_user):
     note_id = await notify(platform, admin_user, normal_user.user_id)
     status, body = await platform.call("GET", f"{BASE}/{note_id}", user=normal_user)
     assert status == 200 and body["id"] == note_id
-    await problem_of(platform.call("GET", f"{BASE}/{note_id}", user=other_user), 403)
-    await problem_of(platform.call("GET", f"{BASE}/{note_id + 100}", user=admin_user), 404)
+    problem(await platform.call("GET", f"{BASE}/{note_id}", user=other_user), 403)
+    problem(await platform.call("GET", f"{BASE}/{note_id + 100}", user=admin_user), 404)
 
 
 async def test_a_charging_request_notification_shows_as_an_order_notification(platform, normal_user):
@@ -169,8 +169,8 @@ async def test_read_marks_one_and_the_driver_api_agrees(platform, admin_user, no
     _status, note = await platform.call("GET", f"{BASE}/{note_id}", user=normal_user)
     assert note["isRead"] is True and note["readTime"] == "2025-06-02T02:00:30Z"
     assert (await driver_view(platform, normal_user))[note_id]["read"] is True
-    await problem_of(platform.call("PUT", f"{BASE}/read/{note_id}", user=other_user), 403)
-    await problem_of(platform.call("PUT", f"{BASE}/read/{note_id + 9}", user=normal_user), 404)
+    problem(await platform.call("PUT", f"{BASE}/read/{note_id}", user=other_user), 403)
+    problem(await platform.call("PUT", f"{BASE}/read/{note_id + 9}", user=normal_user), 404)
 
 
 async def test_read_through_the_driver_api_shows_here(platform, admin_user, normal_user):
@@ -191,11 +191,9 @@ async def test_batch_read_counts_newly_read_and_refuses_others(platform, admin_u
     status, reply = await platform.call("PUT", f"{BASE}/batchRead", user=normal_user, json=body)
     assert status == 200 and reply == {"count": 2}
     body = {"notificationIds": [theirs]}
-    await problem_of(platform.call("PUT", f"{BASE}/batchRead", user=normal_user, json=body), 403)
+    problem(await platform.call("PUT", f"{BASE}/batchRead", user=normal_user, json=body), 403)
     assert (await platform.call("PUT", f"{BASE}/batchRead", user=admin_user, json=body))[1] == {"count": 1}
-    expect_invalid(
-        *(await platform.call("PUT", f"{BASE}/batchRead", user=normal_user, json={})), "notificationIds"
-    )
+    invalid(await platform.call("PUT", f"{BASE}/batchRead", user=normal_user, json={}), "notificationIds")
 
 
 async def test_read_all_and_unread_count(platform, admin_user, normal_user, other_user):
@@ -207,14 +205,14 @@ async def test_read_all_and_unread_count(platform, admin_user, normal_user, othe
     assert await platform.call("PUT", path, user=normal_user) == (200, {"count": 3})
     assert await platform.call("PUT", path, user=normal_user) == (200, {"count": 0})
     assert await platform.call("GET", count, user=normal_user) == (200, {"count": 0})
-    await problem_of(platform.call("PUT", path, user=other_user), 403)
-    await problem_of(platform.call("PUT", f"{BASE}/readAll/999", user=admin_user), 404)
+    problem(await platform.call("PUT", path, user=other_user), 403)
+    problem(await platform.call("PUT", f"{BASE}/readAll/999", user=admin_user), 404)
 
 
 async def test_delete_a_notification(platform, admin_user, normal_user, other_user):
     note_id = await notify(platform, admin_user, normal_user.user_id)
-    await problem_of(platform.call("DELETE", f"{BASE}/{note_id}", user=other_user), 403)
+    problem(await platform.call("DELETE", f"{BASE}/{note_id}", user=other_user), 403)
     status, body = await platform.call("DELETE", f"{BASE}/{note_id}", user=normal_user)
     assert status == 204 and body is None
     assert note_id not in await driver_view(platform, normal_user)
-    await problem_of(platform.call("DELETE", f"{BASE}/{note_id}", user=normal_user), 404)
+    problem(await platform.call("DELETE", f"{BASE}/{note_id}", user=normal_user), 404)

@@ -18,23 +18,13 @@ from central.adapters.schema import ORDER_MIGRATIONS  # noqa: E402
 from central.adapters.storage import connect  # noqa: E402
 from tests.helpers import wait_for  # noqa: E402
 from tests.integration.platform_fixtures import (  # noqa: E402
-    expect_invalid,
-    expect_problem,
+    invalid,
+    problem,
     start_platform,
     stop_platform,
 )
 
 pytest_plugins = ("tests.integration.platform_fixtures",)
-
-
-def problem(reply: tuple[int, Any], expected: int) -> dict[str, Any]:
-    """The problem details of a (status, body) reply with ``expected`` status."""
-    return expect_problem(reply[0], reply[1], expected)
-
-
-def invalid(reply: tuple[int, Any], *fields: str) -> dict[str, list[str]]:
-    """The ``errors`` of a (status, body) 400 reply naming ``fields``."""
-    return expect_invalid(reply[0], reply[1], *fields)
 
 
 ORDER_FIELDS = {
@@ -315,7 +305,7 @@ async def test_complete_and_cancel_need_a_charging_order(platform, admin_user, n
     order_id = await completed_order(platform, admin_user, normal_user, piles["F1"], kwh=1, seconds=60)
     for action in ("complete", "cancel"):
         status, body = await platform.call("POST", f"/api/Orders/{order_id}/{action}", user=admin_user)
-        expect_problem(status, body, 409)
+        problem((status, body), 409)
 
 
 async def test_status_changes_follow_the_legal_transitions(platform, admin_user, normal_user, piles):
@@ -331,7 +321,7 @@ async def test_status_changes_follow_the_legal_transitions(platform, admin_user,
     status, body = await platform.call(
         "PUT", f"/api/Orders/{order_id}/status", user=admin_user, json={"status": 0}
     )
-    assert "已取消" in expect_problem(status, body, 409)["detail"]
+    assert "已取消" in problem((status, body), 409)["detail"]
     invalid(
         await platform.call("PUT", f"/api/Orders/{order_id}/status", user=admin_user, json={"status": 9}),
         "status",
@@ -374,7 +364,7 @@ async def test_pay_by_balance_debits_once_and_completes_the_order(platform, admi
     status, body = await platform.call(
         "POST", f"/api/Orders/{order_id}/pay", user=normal_user, json={"paymentMethod": 3}
     )
-    assert "已支付" in expect_problem(status, body, 409)["detail"]
+    assert "已支付" in problem((status, body), 409)["detail"]
     assert await balance(platform, admin_user, normal_user) == 30.0
 
 
@@ -395,7 +385,7 @@ async def test_a_short_balance_is_refused_and_nothing_changes(platform, admin_us
     status, body = await platform.call(
         "POST", f"/api/Orders/{order_id}/pay", user=normal_user, json={"paymentMethod": 3}
     )
-    assert "余额不足" in expect_problem(status, body, 409)["detail"]
+    assert "余额不足" in problem((status, body), 409)["detail"]
     assert await balance(platform, admin_user, normal_user) == 19.99
     unpaid = await order(platform, normal_user, order_id)
     assert (unpaid["status"], unpaid["paymentStatus"], unpaid["paymentMethod"]) == (0, 0, None)
@@ -414,14 +404,14 @@ async def test_wechat_and_alipay_record_the_transaction_id(platform, admin_user,
     status, body = await platform.call(
         "POST", f"/api/Orders/{order_id}/pay", user=admin_user, json={"paymentMethod": 1}
     )
-    expect_invalid(status, body, "transactionId")
+    invalid((status, body), "transactionId")
     status, body = await platform.call(
         "POST",
         f"/api/Orders/{order_id}/pay",
         user=admin_user,
         json={"paymentMethod": 2, "transactionId": "x" * 65},
     )
-    expect_invalid(status, body, "transactionId")
+    invalid((status, body), "transactionId")
     status, _ = await platform.call(
         "POST",
         f"/api/Orders/{order_id}/pay",
@@ -521,7 +511,7 @@ async def test_create_names_each_bad_field(platform, admin_user, normal_user, pi
     }
     body = {k: v for k, v in body.items() if v is not None}
     status, reply = await platform.call("POST", "/api/Orders", user=admin_user, json=body)
-    assert set(expect_invalid(status, reply, named)) == {named}
+    assert set(invalid((status, reply), named)) == {named}
 
 
 async def test_create_refuses_unknown_ids_foreign_ports_and_busy_or_offline_piles(
@@ -673,7 +663,7 @@ async def test_statistics_match_hand_computed_figures(platform, admin_user, hist
     status, body = await platform.call(
         "GET", "/api/Orders/statistics?startDate=2025-06-03&endDate=2025-06-02", user=admin_user
     )
-    expect_invalid(status, body, "endDate")
+    invalid((status, body), "endDate")
 
 
 async def test_paged_filters_dates_and_keyword(platform, admin_user, normal_user, piles, history):

@@ -16,19 +16,9 @@ from central.adapters.ingest import Ingest  # noqa: E402
 from central.web.platform.stations import piles_status_with_registered  # noqa: E402
 from protocols import topics  # noqa: E402
 from protocols.payloads import PileStatus, Telemetry  # noqa: E402
-from tests.integration.platform_fixtures import expect_invalid, expect_problem  # noqa: E402
+from tests.integration.platform_fixtures import invalid, problem  # noqa: E402
 
 pytest_plugins = ("tests.integration.platform_fixtures",)
-
-
-def problem(reply: tuple[int, Any], expected: int) -> dict[str, Any]:
-    """The problem details of a (status, body) reply with ``expected`` status."""
-    return expect_problem(reply[0], reply[1], expected)
-
-
-def invalid(reply: tuple[int, Any], *fields: str) -> dict[str, list[str]]:
-    """The ``errors`` of a (status, body) 400 reply naming ``fields``."""
-    return expect_invalid(reply[0], reply[1], *fields)
 
 
 BASE = "/api/ChargingPiles"
@@ -128,7 +118,7 @@ async def test_a_created_pile_gets_its_ports_from_the_operator(platform, admin_u
     status, body = await platform.call(
         "POST", "/api/ChargingPorts", user=admin_user, json={"pileId": pile_id, "portNo": 4}
     )
-    assert set(expect_invalid(status, body, "portNo")) == {"portNo"}  # beyond totalPorts
+    assert set(invalid((status, body), "portNo")) == {"portNo"}  # beyond totalPorts
     _, pile = await platform.call("GET", f"{BASE}/{pile_id}", user=admin_user)
     assert pile["totalPorts"] == 3
 
@@ -144,7 +134,7 @@ async def test_list_and_by_station(platform, admin_user, station):
     status, mine = await platform.call("GET", f"{BASE}/byStation/{station}", user=admin_user)
     assert status == 200 and [p["pileNo"] for p in mine] == ["E2"]
     status, body = await platform.call("GET", f"{BASE}/byStation/nope", user=admin_user)
-    expect_problem(status, body, 404)
+    problem((status, body), 404)
 
 
 @pytest.mark.parametrize(
@@ -168,7 +158,7 @@ async def test_list_and_by_station(platform, admin_user, station):
 )
 async def test_create_names_each_bad_field(platform, admin_user, station, fields, named):
     status, body = await platform.call("POST", BASE, user=admin_user, json=pile_body(station, **fields))
-    assert set(expect_invalid(status, body, named)) == {named}
+    assert set(invalid((status, body), named)) == {named}
 
 
 async def test_power_rate_bounds_are_inclusive(platform, admin_user, station):
@@ -179,12 +169,12 @@ async def test_power_rate_bounds_are_inclusive(platform, admin_user, station):
 async def test_duplicate_pile_no_is_a_bad_request_naming_it(platform, admin_user, station):
     await new_pile(platform, admin_user, station)
     status, body = await platform.call("POST", BASE, user=admin_user, json=pile_body(station))
-    assert set(expect_invalid(status, body, "pileNo")) == {"pileNo"}
+    assert set(invalid((status, body), "pileNo")) == {"pileNo"}
 
 
 async def test_unknown_station_is_404_naming_it(platform, admin_user):
     status, body = await platform.call("POST", BASE, user=admin_user, json=pile_body("ghost"))
-    assert "stationId" in expect_problem(status, body, 404)["detail"]
+    assert "stationId" in problem((status, body), 404)["detail"]
 
 
 async def test_update_changes_fields_and_the_port_capacity(platform, admin_user, station):
@@ -220,9 +210,9 @@ async def test_update_to_a_taken_pile_no_is_a_bad_request(platform, admin_user, 
     await new_pile(platform, admin_user, station, pileNo="E1")
     second = await new_pile(platform, admin_user, station, pileNo="E2")
     status, body = await platform.call("PUT", f"{BASE}/{second}", user=admin_user, json={"pileNo": "E1"})
-    assert set(expect_invalid(status, body, "pileNo")) == {"pileNo"}
+    assert set(invalid((status, body), "pileNo")) == {"pileNo"}
     status, body = await platform.call("PUT", f"{BASE}/{second}", user=admin_user, json={"pileType": 5})
-    expect_invalid(status, body, "pileType")
+    invalid((status, body), "pileType")
 
 
 async def test_delete_removes_the_pile_and_its_ports(platform, admin_user, station):
@@ -248,7 +238,7 @@ async def test_delete_of_a_pile_with_a_charging_driver_is_a_conflict(
     )
     assert status == 201  # the scheduler sends the car to F1 at once
     status, body = await platform.call("DELETE", f"{BASE}/{pile_id}", user=admin_user)
-    assert "F1" in expect_problem(status, body, 409)["detail"]
+    assert "F1" in problem((status, body), 409)["detail"]
     _, ports = await platform.call("GET", f"/api/ChargingPorts/by-pile/{pile_id}", user=admin_user)
     assert ports[0]["currentOrderId"] is not None  # the driver session's order holds the port
 
@@ -256,7 +246,7 @@ async def test_delete_of_a_pile_with_a_charging_driver_is_a_conflict(
 async def test_unknown_ids_are_404(platform, admin_user):
     for method, json in (("GET", None), ("PUT", {"powerRate": 10}), ("DELETE", None)):
         status, body = await platform.call(method, f"{BASE}/nope", user=admin_user, json=json)
-        expect_problem(status, body, 404)
+        problem((status, body), 404)
 
 
 async def test_tokens_and_levels(platform, admin_user, normal_user, station):
@@ -264,7 +254,7 @@ async def test_tokens_and_levels(platform, admin_user, normal_user, station):
     problem(await platform.call("GET", BASE), 401)
     problem(await platform.call("GET", f"{BASE}/{pile_id}"), 401)
     status, body = await platform.call("POST", BASE, user=normal_user, json=pile_body(station, pileNo="E7"))
-    expect_problem(status, body, 403)
+    problem((status, body), 403)
     problem(await platform.call("PUT", f"{BASE}/{pile_id}", user=normal_user, json={"totalPorts": 1}), 403)
     problem(await platform.call("DELETE", f"{BASE}/{pile_id}", user=normal_user), 403)
     status, _ = await platform.call("GET", f"{BASE}/byStation/{station}", user=normal_user)

@@ -12,19 +12,9 @@ pytest.register_assert_rewrite("tests.integration.platform_fixtures")
 from central.adapters.ingest import Ingest  # noqa: E402
 from protocols import topics  # noqa: E402
 from protocols.payloads import PileStatus, Telemetry  # noqa: E402
-from tests.integration.platform_fixtures import expect_invalid, expect_problem  # noqa: E402
+from tests.integration.platform_fixtures import invalid, problem  # noqa: E402
 
 pytest_plugins = ("tests.integration.platform_fixtures",)
-
-
-def problem(reply: tuple[int, Any], expected: int) -> dict[str, Any]:
-    """The problem details of a (status, body) reply with ``expected`` status."""
-    return expect_problem(reply[0], reply[1], expected)
-
-
-def invalid(reply: tuple[int, Any], *fields: str) -> dict[str, list[str]]:
-    """The ``errors`` of a (status, body) 400 reply naming ``fields``."""
-    return expect_invalid(reply[0], reply[1], *fields)
 
 
 BASE = "/api/ChargingPorts"
@@ -132,14 +122,14 @@ async def test_list_by_pile_and_paged(platform, admin_user, pile):
 async def test_create_names_each_bad_field(platform, admin_user, pile, body, named):
     body = {k: pile["id"] if v == "P" else v for k, v in body.items()}
     status, reply = await platform.call("POST", BASE, user=admin_user, json=body)
-    assert set(expect_invalid(status, reply, named)) == {named}
+    assert set(invalid((status, reply), named)) == {named}
 
 
 async def test_port_numbers_are_unique_within_a_pile(platform, admin_user, pile):
     status, body = await platform.call(
         "POST", BASE, user=admin_user, json={"pileId": pile["id"], "portNo": "1"}
     )
-    assert set(expect_invalid(status, body, "portNo")) == {"portNo"}
+    assert set(invalid((status, body), "portNo")) == {"portNo"}
 
 
 async def test_port_numbers_stay_within_the_piles_total_ports(platform, admin_user, pile):
@@ -148,19 +138,19 @@ async def test_port_numbers_stay_within_the_piles_total_ports(platform, admin_us
     status, body = await platform.call(
         "POST", BASE, user=admin_user, json={"pileId": pile["id"], "portNo": 11}
     )
-    assert set(expect_invalid(status, body, "portNo")) == {"portNo"}
+    assert set(invalid((status, body), "portNo")) == {"portNo"}
     await platform.call("PUT", f"/api/ChargingPiles/{pile['id']}", user=admin_user, json={"totalPorts": 2})
     _, ports = await platform.call("GET", f"{BASE}/by-pile/{pile['id']}", user=admin_user)
     assert [p["portNo"] for p in ports] == ["1", "2"]  # ports above the new capacity are removed
     status, body = await platform.call(
         "POST", BASE, user=admin_user, json={"pileId": pile["id"], "portNo": 3}
     )
-    assert set(expect_invalid(status, body, "portNo")) == {"portNo"}
+    assert set(invalid((status, body), "portNo")) == {"portNo"}
 
 
 async def test_unknown_pile_is_404(platform, admin_user):
     status, body = await platform.call("POST", BASE, user=admin_user, json={"pileId": "ghost", "portNo": 1})
-    assert "pileId" in expect_problem(status, body, 404)["detail"]
+    assert "pileId" in problem((status, body), 404)["detail"]
 
 
 async def test_update_type_disable_and_renumber(platform, admin_user, pile):
@@ -176,11 +166,11 @@ async def test_update_type_disable_and_renumber(platform, admin_user, pile):
         "5",
     )
     status, body = await platform.call("PUT", f"{BASE}/{second}", user=admin_user, json={"portNo": 1})
-    assert set(expect_invalid(status, body, "portNo")) == {"portNo"}
+    assert set(invalid((status, body), "portNo")) == {"portNo"}
     status, body = await platform.call("PUT", f"{BASE}/{second}", user=admin_user, json={"portNo": 11})
-    assert set(expect_invalid(status, body, "portNo")) == {"portNo"}  # beyond totalPorts
+    assert set(invalid((status, body), "portNo")) == {"portNo"}  # beyond totalPorts
     status, body = await platform.call("PUT", f"{BASE}/{second}", user=admin_user, json={"isDisabled": "yes"})
-    expect_invalid(status, body, "isDisabled")
+    invalid((status, body), "isDisabled")
 
 
 async def test_delete_ports_down_to_none(platform, admin_user, pile):

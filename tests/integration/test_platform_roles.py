@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 pytest.register_assert_rewrite("tests.integration.platform_fixtures")
-from tests.integration.platform_fixtures import expect_invalid, expect_problem, invalid_of, problem_of  # noqa: E402
+from tests.integration.platform_fixtures import invalid, problem  # noqa: E402
 
 pytest_plugins = ("tests.integration.platform_fixtures",)
 
@@ -50,10 +50,10 @@ async def test_admin_lists_the_four_system_roles_with_descriptions(platform, adm
 async def test_get_role_and_its_errors(platform, admin_user, normal_user):
     status, body = await platform.call("GET", "/api/UserRoles/4", user=admin_user)
     assert status == 200 and body["permissionLevelDescription"] == "超级管理员"
-    await problem_of(platform.call("GET", "/api/UserRoles/99", user=admin_user), 404)
-    await invalid_of(platform.call("GET", "/api/UserRoles/x", user=admin_user), "id")
-    await problem_of(platform.call("GET", "/api/UserRoles/1", user=normal_user), 403)
-    await problem_of(platform.call("GET", "/api/UserRoles", user=normal_user), 403)
+    problem(await platform.call("GET", "/api/UserRoles/99", user=admin_user), 404)
+    invalid(await platform.call("GET", "/api/UserRoles/x", user=admin_user), "id")
+    problem(await platform.call("GET", "/api/UserRoles/1", user=normal_user), 403)
+    problem(await platform.call("GET", "/api/UserRoles", user=normal_user), 403)
 
 
 # --- create / update / delete ------------------------------------------------------------------------
@@ -73,21 +73,21 @@ async def test_super_admin_creates_a_role(platform, super_admin):
 
 async def test_create_role_names_bad_fields_and_refuses_a_taken_name(platform, super_admin):
     status, body = await platform.call("POST", "/api/UserRoles", user=super_admin, json={})
-    expect_invalid(status, body, "name", "permissionLevel")
-    await invalid_of(new_role(platform, super_admin, level=5), "permissionLevel")
-    await invalid_of(new_role(platform, super_admin, name=42), "name")
+    invalid((status, body), "name", "permissionLevel")
+    invalid(await new_role(platform, super_admin, level=5), "permissionLevel")
+    invalid(await new_role(platform, super_admin, name=42), "name")
     status, body = await new_role(platform, super_admin, name="VIP用户", level=2)
-    errors = expect_invalid(status, body, "name")
+    errors = invalid((status, body), "name")
     assert list(errors) == ["name"] and "VIP用户" in errors["name"][0]
 
 
 async def test_role_management_needs_level_4(platform, admin_user):
-    await problem_of(new_role(platform, admin_user), 403)
+    problem(await new_role(platform, admin_user), 403)
     status, body = await platform.call("PUT", "/api/UserRoles/2", user=admin_user, json={"name": "x"})
-    expect_problem(status, body, 403)
-    await problem_of(platform.call("DELETE", "/api/UserRoles/2", user=admin_user), 403)
-    await problem_of(assign(platform, admin_user, admin_user.user_id, SUPER), 403)
-    await problem_of(platform.call("DELETE", "/api/UserRoles/remove/1/3", user=admin_user), 403)
+    problem((status, body), 403)
+    problem(await platform.call("DELETE", "/api/UserRoles/2", user=admin_user), 403)
+    problem(await assign(platform, admin_user, admin_user.user_id, SUPER), 403)
+    problem(await platform.call("DELETE", "/api/UserRoles/remove/1/3", user=admin_user), 403)
 
 
 async def test_update_changes_a_custom_role_and_keeps_omitted_fields(platform, super_admin):
@@ -103,25 +103,25 @@ async def test_a_system_role_keeps_its_level_and_cannot_be_deleted(platform, sup
     status, body = await platform.call(
         "PUT", "/api/UserRoles/2", user=super_admin, json={"permissionLevel": 3}
     )
-    expect_problem(status, body, 409)
+    problem((status, body), 409)
     status, _body = await platform.call(
         "PUT", "/api/UserRoles/2", user=super_admin, json={"description": "付费会员", "permissionLevel": 2}
     )
     assert status == 204
-    await problem_of(platform.call("DELETE", "/api/UserRoles/2", user=super_admin), 409)
+    problem(await platform.call("DELETE", "/api/UserRoles/2", user=super_admin), 409)
     _status, role = await platform.call("GET", "/api/UserRoles/2", user=super_admin)
     assert (role["description"], role["permissionLevel"]) == ("付费会员", 2)
 
 
 async def test_update_errors(platform, super_admin):
     status, body = await platform.call("PUT", "/api/UserRoles/77", user=super_admin, json={"name": "x"})
-    expect_problem(status, body, 404)
+    problem((status, body), 404)
     status, body = await platform.call(
         "PUT", "/api/UserRoles/2", user=super_admin, json={"permissionLevel": 0}
     )
-    expect_invalid(status, body, "permissionLevel")
+    invalid((status, body), "permissionLevel")
     status, body = await platform.call("PUT", "/api/UserRoles/2", user=super_admin, json={"name": "管理员"})
-    assert list(expect_invalid(status, body, "name")) == ["name"]
+    assert list(invalid((status, body), "name")) == ["name"]
     _status, role = await platform.call("GET", "/api/UserRoles/2", user=super_admin)
     assert role["name"] == "VIP用户"
 
@@ -134,7 +134,7 @@ async def test_deleting_a_custom_role_takes_it_from_its_holders(platform, super_
     assert status == 204
     assert await level_of(platform, super_admin, normal_user.user_id) == 1
     status, reply = await platform.call("DELETE", f"/api/UserRoles/{body['id']}", user=super_admin)
-    expect_problem(status, reply, 404)
+    problem((status, reply), 404)
 
 
 # --- user roles --------------------------------------------------------------------------------------
@@ -148,14 +148,14 @@ async def test_by_user_lists_own_roles_and_refuses_another_users(
     )
     assert status == 200 and [r["name"] for r in body] == ["普通用户"]
     status, body = await platform.call("GET", f"/api/UserRoles/byUser/{other_user.user_id}", user=normal_user)
-    expect_problem(status, body, 403)
+    problem((status, body), 403)
     status, body = await platform.call("GET", f"/api/UserRoles/byUser/{other_user.user_id}", user=admin_user)
     assert status == 200 and [r["id"] for r in body] == [1]
-    await problem_of(platform.call("GET", "/api/UserRoles/byUser/999", user=admin_user), 404)
+    problem(await platform.call("GET", "/api/UserRoles/byUser/999", user=admin_user), 404)
 
 
 async def test_assigning_the_admin_role_grants_admin_access_at_once(platform, super_admin, normal_user):
-    await problem_of(platform.call("GET", "/api/Users", user=normal_user), 403)
+    problem(await platform.call("GET", "/api/Users", user=normal_user), 403)
     status, body = await assign(platform, super_admin, normal_user.user_id, ADMIN)
     assert status == 200 and body == {"userId": normal_user.user_id, "roleId": ADMIN, "permissionLevel": 3}
     assert (await platform.call("GET", "/api/Users", user=normal_user))[0] == 200
@@ -167,10 +167,10 @@ async def test_assigning_the_admin_role_grants_admin_access_at_once(platform, su
 
 async def test_assign_names_bad_fields_and_404s_unknown_ids(platform, super_admin, normal_user):
     status, body = await platform.call("POST", "/api/UserRoles/assign", user=super_admin, json={})
-    expect_invalid(status, body, "userId", "roleId")
-    await invalid_of(assign(platform, super_admin, "1", VIP), "userId")
-    await problem_of(assign(platform, super_admin, 999, VIP), 404)
-    await problem_of(assign(platform, super_admin, normal_user.user_id, 99), 404)
+    invalid((status, body), "userId", "roleId")
+    invalid(await assign(platform, super_admin, "1", VIP), "userId")
+    problem(await assign(platform, super_admin, 999, VIP), 404)
+    problem(await assign(platform, super_admin, normal_user.user_id, 99), 404)
 
 
 async def test_removing_the_last_role_falls_back_to_level_1(platform, super_admin, normal_user):
@@ -189,16 +189,16 @@ async def test_removing_the_last_role_falls_back_to_level_1(platform, super_admi
 
 async def test_remove_errors(platform, super_admin, normal_user):
     path = f"/api/UserRoles/remove/{normal_user.user_id}"
-    await problem_of(platform.call("DELETE", f"{path}/{VIP}", user=super_admin), 404)  # not held
-    await problem_of(platform.call("DELETE", f"{path}/99", user=super_admin), 404)
-    await problem_of(platform.call("DELETE", "/api/UserRoles/remove/999/1", user=super_admin), 404)
-    await invalid_of(platform.call("DELETE", f"{path}/x", user=super_admin), "roleId")
+    problem(await platform.call("DELETE", f"{path}/{VIP}", user=super_admin), 404)  # not held
+    problem(await platform.call("DELETE", f"{path}/99", user=super_admin), 404)
+    problem(await platform.call("DELETE", "/api/UserRoles/remove/999/1", user=super_admin), 404)
+    invalid(await platform.call("DELETE", f"{path}/x", user=super_admin), "roleId")
 
 
 async def test_the_last_super_admin_cannot_drop_level_4(platform, super_admin):
     own = f"/api/UserRoles/remove/{super_admin.user_id}/{SUPER}"
     status, body = await platform.call("DELETE", own, user=super_admin)
-    assert "超级管理员" in expect_problem(status, body, 409)["detail"]
+    assert "超级管理员" in problem((status, body), 409)["detail"]
     assert await level_of(platform, super_admin, super_admin.user_id) == 4
     second = await platform.user("root5", level=4)
     status, _body = await platform.call("DELETE", own, user=super_admin)
@@ -216,8 +216,8 @@ async def test_the_last_super_admin_role_cannot_be_demoted_through_a_custom_role
     status, reply = await platform.call(
         "PUT", f"/api/UserRoles/{body['id']}", user=super_admin, json={"permissionLevel": 3}
     )
-    expect_problem(status, reply, 409)
-    await problem_of(platform.call("DELETE", f"/api/UserRoles/{body['id']}", user=super_admin), 409)
+    problem((status, reply), 409)
+    problem(await platform.call("DELETE", f"/api/UserRoles/{body['id']}", user=super_admin), 409)
 
 
 # --- checks ------------------------------------------------------------------------------------------
@@ -228,9 +228,9 @@ async def test_check_answers_true_or_false(platform, normal_user, admin_user):
     assert await platform.call("GET", f"{base}/1", user=normal_user) == (200, True)
     assert await platform.call("GET", f"{base}/3", user=admin_user) == (200, False)
     other = f"/api/UserRoles/check/{admin_user.user_id}/3"
-    await problem_of(platform.call("GET", other, user=normal_user), 403)
-    await problem_of(platform.call("GET", f"{base}/99", user=normal_user), 404)
-    await problem_of(platform.call("GET", "/api/UserRoles/check/999/1", user=admin_user), 404)
+    problem(await platform.call("GET", other, user=normal_user), 403)
+    problem(await platform.call("GET", f"{base}/99", user=normal_user), 404)
+    problem(await platform.call("GET", "/api/UserRoles/check/999/1", user=admin_user), 404)
 
 
 async def test_check_permission_compares_levels(platform, normal_user, admin_user):
@@ -239,6 +239,6 @@ async def test_check_permission_compares_levels(platform, normal_user, admin_use
     assert await platform.call("GET", f"{base}/4", user=admin_user) == (200, False)
     own = f"/api/UserRoles/checkPermission/{normal_user.user_id}"
     assert await platform.call("GET", f"{own}/1", user=normal_user) == (200, True)
-    await problem_of(platform.call("GET", f"{base}/1", user=normal_user), 403)
-    await invalid_of(platform.call("GET", f"{own}/5", user=normal_user), "permissionLevel")
-    await problem_of(platform.call("GET", "/api/UserRoles/checkPermission/999/1", user=admin_user), 404)
+    problem(await platform.call("GET", f"{base}/1", user=normal_user), 403)
+    invalid(await platform.call("GET", f"{own}/5", user=normal_user), "permissionLevel")
+    problem(await platform.call("GET", "/api/UserRoles/checkPermission/999/1", user=admin_user), 404)

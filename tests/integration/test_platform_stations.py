@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 pytest.register_assert_rewrite("tests.integration.platform_fixtures")
-from tests.integration.platform_fixtures import expect_invalid, expect_problem  # noqa: E402
+from tests.integration.platform_fixtures import invalid, problem  # noqa: E402
 
 pytest_plugins = ("tests.integration.platform_fixtures",)
 
@@ -86,14 +86,14 @@ async def test_delete_removes_an_empty_station(platform, admin_user):
     status, _ = await platform.call("DELETE", f"{BASE}/{station_id}", user=admin_user)
     assert status == 204
     status, body = await platform.call("GET", f"{BASE}/{station_id}", user=admin_user)
-    expect_problem(status, body, 404)
+    problem((status, body), 404)
 
 
 async def test_delete_of_a_station_with_piles_is_a_conflict(platform, admin_user):
     station_id = await new_station(platform, admin_user)
     await new_pile(platform, admin_user, station_id)
     status, body = await platform.call("DELETE", f"{BASE}/{station_id}", user=admin_user)
-    assert "充电桩" in expect_problem(status, body, 409)["detail"]
+    assert "充电桩" in problem((status, body), 409)["detail"]
     status, _ = await platform.call("GET", f"{BASE}/{station_id}", user=admin_user)
     assert status == 200
 
@@ -112,20 +112,20 @@ async def test_delete_of_a_station_with_piles_is_a_conflict(platform, admin_user
 )
 async def test_create_names_each_bad_field(platform, admin_user, body, fields):
     status, reply = await platform.call("POST", BASE, user=admin_user, json=body)
-    assert set(expect_invalid(status, reply, *fields)) == fields
+    assert set(invalid((status, reply), *fields)) == fields
 
 
 async def test_a_body_that_is_not_a_json_object_is_400(platform, admin_user):
     status, reply = await platform.call(
         "POST", BASE, user=admin_user, data=b"[1", headers={"Content-Type": "application/json"}
     )
-    expect_invalid(status, reply, "body")
+    invalid((status, reply), "body")
 
 
 async def test_unknown_ids_are_404(platform, admin_user):
     for method, json in (("GET", None), ("PUT", {"name": "x"}), ("DELETE", None)):
         status, body = await platform.call(method, f"{BASE}/nope", user=admin_user, json=json)
-        assert "nope" in expect_problem(status, body, 404)["detail"]
+        assert "nope" in problem((status, body), 404)["detail"]
 
 
 async def test_every_route_needs_a_token(platform, admin_user):
@@ -139,7 +139,7 @@ async def test_every_route_needs_a_token(platform, admin_user):
         ("DELETE", f"{BASE}/{station_id}"),
     ):
         status, body = await platform.call(method, path, json={"name": "x"} if method != "GET" else None)
-        expect_problem(status, body, 401)
+        problem((status, body), 401)
 
 
 async def test_normal_users_read_but_cannot_change_stations(platform, admin_user, normal_user):
@@ -148,7 +148,7 @@ async def test_normal_users_read_but_cannot_change_stations(platform, admin_user
     assert status == 200
     for method, path in (("POST", BASE), ("PUT", f"{BASE}/{station_id}"), ("DELETE", f"{BASE}/{station_id}")):
         status, body = await platform.call(method, path, user=normal_user, json={"name": "x"})
-        expect_problem(status, body, 403)
+        problem((status, body), 403)
     _, station = await platform.call("GET", f"{BASE}/{station_id}", user=normal_user)
     assert station["name"] == "城东充电站"
 
@@ -187,7 +187,7 @@ async def test_paging_object_edges(platform, admin_user):
         ("status=7", "status"),
     ):
         status, body = await platform.call("GET", f"{BASE}/paged?{query}", user=admin_user)
-        expect_invalid(status, body, field)
+        invalid((status, body), field)
 
 
 async def test_openapi_lists_the_refusals_of_each_station_pile_and_port_operation(platform):

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 pytest.register_assert_rewrite("tests.integration.platform_fixtures")
-from tests.integration.platform_fixtures import expect_invalid, expect_problem, problem_of  # noqa: E402
+from tests.integration.platform_fixtures import invalid, problem  # noqa: E402
 
 pytest_plugins = ("tests.integration.platform_fixtures",)
 
@@ -56,16 +56,16 @@ async def test_admin_lists_every_user_in_the_spec_shape(platform, normal_user, a
 
 async def test_a_normal_user_may_not_list_users(platform, normal_user):
     status, body = await platform.call("GET", "/api/Users", user=normal_user)
-    expect_problem(status, body, 403)
+    problem((status, body), 403)
     status, body = await platform.call("GET", "/api/Users/paged", user=normal_user)
-    expect_problem(status, body, 403)
+    problem((status, body), 403)
 
 
 async def test_a_user_reads_their_own_record_but_not_another(platform, normal_user, other_user):
     status, body = await get_user(platform, normal_user, normal_user.user_id)
     assert status == 200 and body["openId"] == "alice" and body["email"] == "alice@example.com"
     status, body = await get_user(platform, normal_user, other_user.user_id)
-    assert "bob" not in str(expect_problem(status, body, 403))
+    assert "bob" not in str(problem((status, body), 403))
 
 
 async def test_admin_reads_any_user_and_gets_404_for_an_unknown_id(platform, other_user, admin_user):
@@ -73,12 +73,12 @@ async def test_admin_reads_any_user_and_gets_404_for_an_unknown_id(platform, oth
     assert status == 200 and body["openId"] == "bob"
     for missing in (999, 2**63, 0):
         status, body = await get_user(platform, admin_user, missing)
-        expect_problem(status, body, 404)
+        problem((status, body), 404)
 
 
 async def test_a_non_integer_user_id_is_400_naming_id(platform, admin_user):
     status, body = await platform.call("GET", "/api/Users/abc", user=admin_user)
-    expect_invalid(status, body, "id")
+    invalid((status, body), "id")
 
 
 # --- paging ------------------------------------------------------------------------------------------
@@ -117,11 +117,11 @@ async def test_a_page_past_the_end_is_empty_with_correct_totals(platform, admin_
 
 async def test_page_size_zero_is_400_and_a_huge_one_is_clamped_to_100(platform, admin_user, twelve_users):
     status, body = await paged(platform, admin_user, "pageSize=0")
-    expect_invalid(status, body, "pageSize")
+    invalid((status, body), "pageSize")
     status, body = await paged(platform, admin_user, "pageSize=-5")
-    expect_invalid(status, body, "pageSize")
+    invalid((status, body), "pageSize")
     status, body = await paged(platform, admin_user, "pageNumber=0")
-    expect_invalid(status, body, "pageNumber")
+    invalid((status, body), "pageNumber")
     status, body = await paged(platform, admin_user, "pageSize=1000")
     assert status == 200 and body["pageSize"] == 100 and len(body["items"]) == 13
 
@@ -149,7 +149,7 @@ async def test_status_filter_and_a_bad_status_names_status(platform, admin_user,
     status, body = await paged(platform, admin_user, "status=1")
     assert body["totalCount"] == 13
     status, body = await paged(platform, admin_user, "status=7")
-    expect_invalid(status, body, "status")
+    invalid((status, body), "status")
 
 
 # --- create ------------------------------------------------------------------------------------------
@@ -184,18 +184,18 @@ async def test_admin_creates_a_user_who_appears_with_the_given_fields(platform, 
 
 async def test_create_names_every_bad_field(platform, admin_user):
     status, body = await platform.call("POST", "/api/Users", user=admin_user, json={})
-    expect_invalid(status, body, "openId", "password")
+    invalid((status, body), "openId", "password")
     status, body = await create(platform, admin_user, openId="ok_name", email="nope", gender=9, password="x")
-    expect_invalid(status, body, "email", "gender", "password")
+    invalid((status, body), "email", "gender", "password")
     status, body = await create(platform, admin_user, openId="a b")
-    expect_invalid(status, body, "openId")
+    invalid((status, body), "openId")
     status, body = await platform.call("POST", "/api/Users", user=admin_user, data=b"[1]")
-    expect_invalid(status, body, "body")
+    invalid((status, body), "body")
 
 
 async def test_a_taken_open_id_is_a_400_naming_only_open_id(platform, admin_user, normal_user):
     status, body = await create(platform, admin_user, openId="ALICE")  # taken case-insensitively
-    errors = expect_invalid(status, body, "openId")
+    errors = invalid((status, body), "openId")
     assert list(errors) == ["openId"] and "taken" in errors["openId"][0]
     _status, everyone = await platform.call("GET", "/api/Users", user=admin_user)
     assert [user["openId"].lower() for user in everyone].count("alice") == 1
@@ -203,7 +203,7 @@ async def test_a_taken_open_id_is_a_400_naming_only_open_id(platform, admin_user
 
 async def test_a_normal_user_may_not_create_users(platform, normal_user):
     status, body = await create(platform, normal_user, openId="sneaky")
-    expect_problem(status, body, 403)
+    problem((status, body), 403)
 
 
 # --- update ------------------------------------------------------------------------------------------
@@ -228,13 +228,13 @@ async def test_a_user_changes_their_own_profile(platform, normal_user):
 async def test_a_user_may_not_change_their_own_status_or_another_user(platform, normal_user, other_user):
     own = f"/api/Users/{normal_user.user_id}"
     status, body = await platform.call("PUT", own, user=normal_user, json={"status": 0})
-    expect_problem(status, body, 403)
+    problem((status, body), 403)
     status, _body = await platform.call("PUT", own, user=normal_user, json={"status": 1, "nickname": "x"})
     assert status == 204  # sending the unchanged status back is fine
     status, body = await platform.call(
         "PUT", f"/api/Users/{other_user.user_id}", user=normal_user, json={"nickname": "pwned"}
     )
-    expect_problem(status, body, 403)
+    problem((status, body), 403)
 
 
 async def test_a_disabled_user_loses_both_apis(platform, admin_user, other_user):
@@ -245,21 +245,21 @@ async def test_a_disabled_user_loses_both_apis(platform, admin_user, other_user)
     status, body = await platform.call("GET", "/api/auth/profile/", user=other_user)
     assert status == 401 and body["success"] is False
     status, body = await get_user(platform, other_user, other_user.user_id)
-    expect_problem(status, body, 401)
+    problem((status, body), 401)
     status, body = await platform.call(
         "POST", "/api/Users/login", json={"openId": "bob", "password": other_user.password}
     )
-    expect_problem(status, body, 401)
+    problem((status, body), 401)
 
 
 async def test_update_names_bad_fields_and_404s_unknown_users(platform, admin_user, normal_user):
     own = f"/api/Users/{normal_user.user_id}"
     status, body = await platform.call("PUT", own, user=normal_user, json={"gender": "x", "phone": "call me"})
-    expect_invalid(status, body, "gender", "phone")
+    invalid((status, body), "gender", "phone")
     status, body = await platform.call("PUT", own, user=admin_user, json={"status": 3})
-    expect_invalid(status, body, "status")
+    invalid((status, body), "status")
     status, body = await platform.call("PUT", "/api/Users/4242", user=admin_user, json={"nickname": "x"})
-    expect_problem(status, body, 404)
+    problem((status, body), 404)
 
 
 async def test_an_admin_may_not_manage_a_super_admin_nor_disable_themselves(
@@ -267,17 +267,17 @@ async def test_an_admin_may_not_manage_a_super_admin_nor_disable_themselves(
 ):
     path = f"/api/Users/{super_admin.user_id}"
     status, body = await platform.call("PUT", path, user=admin_user, json={"status": 0})
-    expect_problem(status, body, 403)
+    problem((status, body), 403)
     status, body = await platform.call("DELETE", path, user=admin_user)
-    expect_problem(status, body, 403)
+    problem((status, body), 403)
     status, body = await platform.call(
         "PUT", f"{path}/password", user=admin_user, json={"newPassword": "taken-over-1"}
     )
-    expect_problem(status, body, 403)
+    problem((status, body), 403)
     status, body = await platform.call(
         "PUT", f"/api/Users/{admin_user.user_id}", user=admin_user, json={"status": 0}
     )
-    expect_problem(status, body, 409)
+    problem((status, body), 409)
 
 
 # --- delete ------------------------------------------------------------------------------------------
@@ -288,9 +288,9 @@ async def test_admin_deletes_a_user_with_no_history(platform, admin_user, other_
     status, body = await platform.call("DELETE", path, user=admin_user)
     assert status == 204 and body is None
     status, body = await platform.call("GET", path, user=admin_user)
-    expect_problem(status, body, 404)
+    problem((status, body), 404)
     status, body = await platform.call("DELETE", path, user=admin_user)
-    expect_problem(status, body, 404)
+    problem((status, body), 404)
 
 
 async def test_delete_is_refused_while_the_user_has_an_active_charging_request(
@@ -304,7 +304,7 @@ async def test_delete_is_refused_while_the_user_has_an_active_charging_request(
     )
     assert status == 201
     status, body = await platform.call("DELETE", f"/api/Users/{normal_user.user_id}", user=admin_user)
-    assert "充电请求" in expect_problem(status, body, 409)["detail"]
+    assert "充电请求" in problem((status, body), 409)["detail"]
     status, _body = await get_user(platform, admin_user, normal_user.user_id)
     assert status == 200
 
@@ -319,14 +319,14 @@ async def test_delete_is_refused_for_a_user_with_charging_records(
     cancel = f"/api/charging/request/{reply['data']['request_id']}/cancel/"
     assert (await platform.call("DELETE", cancel, user=normal_user))[0] == 200
     status, body = await platform.call("DELETE", f"/api/Users/{normal_user.user_id}", user=admin_user)
-    assert "status 0" in expect_problem(status, body, 409)["detail"]
+    assert "status 0" in problem((status, body), 409)["detail"]
 
 
 async def test_delete_refuses_normal_users_and_self(platform, admin_user, normal_user, other_user):
     status, body = await platform.call("DELETE", f"/api/Users/{other_user.user_id}", user=normal_user)
-    expect_problem(status, body, 403)
+    problem((status, body), 403)
     status, body = await platform.call("DELETE", f"/api/Users/{admin_user.user_id}", user=admin_user)
-    expect_problem(status, body, 409)
+    problem((status, body), 409)
 
 
 # --- login -------------------------------------------------------------------------------------------
@@ -348,15 +348,15 @@ async def test_login_returns_a_token_for_both_apis_and_stamps_the_login_time(pla
 
 async def test_login_names_missing_fields_and_rejects_a_wrong_password(platform, normal_user):
     status, body = await platform.call("POST", "/api/Users/login", json={})
-    expect_invalid(status, body, "openId", "password")
+    invalid((status, body), "openId", "password")
     status, body = await platform.call(
         "POST", "/api/Users/login", json={"openId": "alice", "password": "nope!!"}
     )
-    expect_problem(status, body, 401)
+    problem((status, body), 401)
     status, body = await platform.call(
         "POST", "/api/Users/login", json={"openId": "ghost", "password": "nope!!"}
     )
-    expect_problem(status, body, 401)
+    problem((status, body), 401)
 
 
 async def test_login_failures_are_throttled_across_both_apis(platform, normal_user):
@@ -367,7 +367,7 @@ async def test_login_failures_are_throttled_across_both_apis(platform, normal_us
     status, body = await platform.call(
         "POST", "/api/Users/login", json={"openId": "alice", "password": normal_user.password}
     )
-    expect_problem(status, body, 429)
+    problem((status, body), 429)
 
 
 # --- password ----------------------------------------------------------------------------------------
@@ -384,25 +384,25 @@ async def test_a_user_changes_their_password_with_the_old_one(platform, normal_u
     status, reply = await platform.call("PUT", path, user=normal_user, json=body)
     assert status == 204 and reply is None
     assert (await login(platform, "alice", "brand-new-pw"))[0] == 200
-    await problem_of(login(platform, "alice", normal_user.password), 401)
+    problem(await login(platform, "alice", normal_user.password), 401)
     assert (await get_user(platform, normal_user, normal_user.user_id))[0] == 200  # this session stays
     stale = {"Authorization": f"Bearer {other_session['token']}"}
     status, reply = await platform.call("GET", f"/api/Users/{normal_user.user_id}", headers=stale)
-    expect_problem(status, reply, 401)  # other sessions end
+    problem((status, reply), 401)  # other sessions end
 
 
 async def test_own_password_change_needs_the_right_old_password(platform, normal_user):
     path = f"/api/Users/{normal_user.user_id}/password"
     status, body = await platform.call("PUT", path, user=normal_user, json={"newPassword": "brand-new-pw"})
-    expect_invalid(status, body, "oldPassword")
+    invalid((status, body), "oldPassword")
     status, body = await platform.call(
         "PUT", path, user=normal_user, json={"oldPassword": "wrong-pw", "newPassword": "brand-new-pw"}
     )
-    expect_invalid(status, body, "oldPassword")
+    invalid((status, body), "oldPassword")
     status, body = await platform.call(
         "PUT", path, user=normal_user, json={"oldPassword": normal_user.password, "newPassword": "123"}
     )
-    expect_invalid(status, body, "newPassword")
+    invalid((status, body), "newPassword")
 
 
 async def test_an_admin_resets_another_password_without_the_old_one(platform, admin_user, other_user):
@@ -415,7 +415,7 @@ async def test_an_admin_resets_another_password_without_the_old_one(platform, ad
     assert status == 204
     assert (await login(platform, "bob", "reset-by-admin"))[0] == 200
     status, body = await get_user(platform, other_user, other_user.user_id)
-    expect_problem(status, body, 401)  # the old token was revoked
+    problem((status, body), 401)  # the old token was revoked
 
 
 async def test_password_change_of_another_user_is_403_or_404(platform, admin_user, normal_user, other_user):
@@ -425,11 +425,11 @@ async def test_password_change_of_another_user_is_403_or_404(platform, admin_use
         user=normal_user,
         json={"oldPassword": other_user.password, "newPassword": "x" * 8},
     )
-    expect_problem(status, body, 403)
+    problem((status, body), 403)
     status, body = await platform.call(
         "PUT", "/api/Users/777/password", user=admin_user, json={"newPassword": "x" * 8}
     )
-    expect_problem(status, body, 404)
+    problem((status, body), 404)
 
 
 # --- balance -----------------------------------------------------------------------------------------
@@ -466,7 +466,7 @@ async def test_concurrent_top_ups_all_count(platform, admin_user, normal_user):
 @pytest.mark.parametrize("amount", [0, -1, 1.001, 100000.01, "10", None, True, 1e309])
 async def test_a_bad_amount_is_400_naming_amount(platform, admin_user, normal_user, amount):
     status, body = await top_up(platform, admin_user, normal_user.user_id, amount)
-    expect_invalid(status, body, "amount")
+    invalid((status, body), "amount")
 
 
 async def test_the_largest_top_up_is_100000(platform, admin_user, normal_user):
@@ -477,6 +477,6 @@ async def test_the_largest_top_up_is_100000(platform, admin_user, normal_user):
 
 async def test_top_up_needs_an_admin_and_an_existing_user(platform, normal_user, admin_user):
     status, body = await top_up(platform, normal_user, normal_user.user_id, 10)
-    expect_problem(status, body, 403)
+    problem((status, body), 403)
     status, body = await top_up(platform, admin_user, 9999, 10)
-    expect_problem(status, body, 404)
+    problem((status, body), 404)

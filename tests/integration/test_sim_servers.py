@@ -9,11 +9,10 @@ import json
 import signal
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
 
 import aiohttp
 import pytest
@@ -39,6 +38,7 @@ from protocols.registers import (
     decode,
     encode,
 )
+from tests.helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 TIME_SCALE = 600.0
@@ -56,17 +56,6 @@ CONFIG = SimConfig(
 )
 
 Client = AsyncModbusTcpClient | AsyncModbusSerialClient
-T = TypeVar("T")
-
-
-async def wait_for(probe: Callable[[], Awaitable[T]], timeout_s: float, what: str) -> T:
-    """Await ``probe()`` until it gives something truthy; fail after ``timeout_s`` (never a bare sleep)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not (result := await probe()):
-        assert loop.time() < deadline, f"timed out after {timeout_s}s waiting for {what}"
-        await asyncio.sleep(0.02)
-    return result
 
 
 def is_link(path: Path) -> bool:

@@ -11,7 +11,6 @@ import collections
 import inspect
 import json
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,7 +32,7 @@ from pilegate.broker import (
     port_accepts,
     render_acl,
 )
-from tests.helpers import wait_for
+from tests.helpers import wait_for, wait_for_sync
 
 if TYPE_CHECKING:
     from tests.broker_fixtures import ProbeFactory, ProbeMessage
@@ -48,10 +47,6 @@ CMD = "pilegate/v1/s1/pile/P1/port/1/cmd"
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-async def wait_until(cond: Callable[[], bool], timeout_s: float = 10.0, what: str = "") -> None:
-    await wait_for(cond, timeout_s=timeout_s, interval_s=0.01, what=what or "condition")
 
 
 def status(state: str, session: int) -> OutMessage:
@@ -187,7 +182,7 @@ async def test_every_appended_message_arrives_exactly_once_in_order(tmp_path, mo
     gw = Gateway(tmp_path, mosquitto.port, max_inflight=64)
     cleanup(gw.close)
     await gw.uplink.start()
-    await wait_until(lambda: gw.uplink.connected, what="uplink connected")
+    await wait_for(lambda: gw.uplink.connected, what="uplink connected")
     for start in range(0, 1500, 500):
         gw.send([message(start + i) for i in range(500)] + [message(start, "event", qos=0)])
 
@@ -195,7 +190,7 @@ async def test_every_appended_message_arrives_exactly_once_in_order(tmp_path, mo
     assert seqs(got) == list(range(1500))
     assert seqs(got, EVENT) == [0, 500, 1000]
     assert not any("replayed" in m.json() for m in got if m.topic == TELEMETRY)
-    await wait_until(lambda: gw.outbox.depth() == 0, what="outbox drained")
+    await wait_for(lambda: gw.outbox.depth() == 0, what="outbox drained")
     assert gw.uplink.stats()["acked"] == 1504  # 1500 telemetry + 3 events + 1 birth
     assert gw.uplink.stats()["inflight"] == 0
 
@@ -225,14 +220,14 @@ async def test_start_returns_at_once_and_messages_wait_for_a_broker_that_is_not_
     cleanup(gw.close)
     await asyncio.wait_for(gw.uplink.start(), timeout=0.5)
     gw.send([message(i) for i in range(10)])
-    await wait_until(lambda: gw.outbox.depth() == 10 and not gw.uplink.connected)
+    await wait_for(lambda: gw.outbox.depth() == 10 and not gw.uplink.connected)
 
     broker = MosquittoBroker(port, tmp_path / "late-broker")
     broker.start()
     cleanup(broker.stop)
     probe = await mqtt_probe_factory(port)
     await probe.subscribe(GW_STATUS)  # retained birth arrives after the backlog has been sent
-    await wait_until(lambda: gw.outbox.depth() == 0, what="backlog sent")
+    await wait_for(lambda: gw.outbox.depth() == 0, what="backlog sent")
     await probe.wait_for(lambda ms: states(ms) == [("online", gw.sessions[-1])])
 
 
@@ -248,12 +243,12 @@ async def test_messages_appended_while_the_broker_is_down_all_arrive_after_resta
     gw = Gateway(tmp_path, broker.port)
     cleanup(gw.close)
     await gw.uplink.start()
-    await wait_until(lambda: gw.uplink.connected)
+    await wait_for(lambda: gw.uplink.connected)
     gw.send([message(i) for i in range(100)])
-    await wait_until(lambda: gw.outbox.depth() == 0, what="first batch acknowledged")
+    await wait_for(lambda: gw.outbox.depth() == 0, what="first batch acknowledged")
 
     broker.stop()
-    await wait_until(lambda: not gw.uplink.connected, what="uplink noticed the outage")
+    await wait_for(lambda: not gw.uplink.connected, what="uplink noticed the outage")
     gw.send([message(100 + i) for i in range(200)])
     broker.start()
 
@@ -301,16 +296,16 @@ async def test_commands_reach_on_message_on_the_loop_and_again_after_a_reconnect
     gw = Gateway(tmp_path, proxy.port)
     cleanup(gw.close)
     await gw.uplink.start()
-    await wait_until(lambda: gw.uplink.connected)
-    await wait_until(lambda: gw.uplink.stats()["acked"] == 1, what="birth acknowledged")
+    await wait_for(lambda: gw.uplink.connected)
+    await wait_for(lambda: gw.uplink.stats()["acked"] == 1, what="birth acknowledged")
     mqtt_probe.publish(CMD, b'{"id":"c1"}')
-    await wait_until(lambda: len(gw.commands) == 1, what="first command")
+    await wait_for(lambda: len(gw.commands) == 1, what="first command")
 
     proxy.cut()
-    await wait_until(lambda: len(gw.sessions) == 2 and gw.uplink.connected)
-    await wait_until(lambda: gw.uplink.stats()["acked"] == 2, what="second birth acknowledged")
+    await wait_for(lambda: len(gw.sessions) == 2 and gw.uplink.connected)
+    await wait_for(lambda: gw.uplink.stats()["acked"] == 2, what="second birth acknowledged")
     mqtt_probe.publish(CMD, b'{"id":"c2"}')
-    await wait_until(lambda: len(gw.commands) == 2, what="command after reconnect")
+    await wait_for(lambda: len(gw.commands) == 2, what="command after reconnect")
     assert [(t, p) for t, p, _ in gw.commands] == [(CMD, b'{"id":"c1"}'), (CMD, b'{"id":"c2"}')]
     assert {thread for _, _, thread in gw.commands} == {threading.get_ident()}
 
@@ -418,7 +413,7 @@ async def test_a_message_the_broker_never_acks_is_quarantined_and_the_rest_flows
     gw.send([message(0), bad, message(2, "event")])
     await gw.uplink.start()
 
-    await wait_until(lambda: gw.outbox.depth() == 0, what="outbox drained past the poison row")
+    await wait_for(lambda: gw.outbox.depth() == 0, what="outbox drained past the poison row")
     assert gw.outbox.stats()["quarantined"] == 1
     assert gw.uplink.stats()["quarantined"] == 1
     assert broker.received.count(poison) == 1 + 3  # behind message 0, then first on 3 connections
@@ -437,7 +432,7 @@ async def test_a_message_paho_refuses_is_quarantined_and_the_rest_flows(
 
     got = await mqtt_probe.wait_for(lambda ms: len(seqs(ms)) == 2)
     assert seqs(got) == [0, 1]
-    await wait_until(lambda: gw.outbox.depth() == 0)
+    await wait_for(lambda: gw.outbox.depth() == 0)
     assert gw.outbox.stats()["quarantined"] == 1
 
 
@@ -450,24 +445,28 @@ def publish_reasons(port: int, user: str, *topics: str, timeout_s: float = 5.0) 
     """MQTT v5 PUBACK reason code of one QoS 1 publish to each topic, by ``user``.
 
     One short connection per topic: Mosquitto 2.0.11 acks a denied publish and then drops the
-    connection. Runs paho's loop inline (a few ms on loopback), no thread.
+    connection.
     """
-    reasons: list[int] = []
-    for n, topic in enumerate(topics):
-        acks: dict[int, int] = {}
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"acl-{user}-{n}", protocol=mqtt.MQTTv5)
-        client.username_pw_set(user, f"pw-{user}")
-        client.on_publish = lambda c, u, mid, reason, p, acks=acks: acks.__setitem__(mid, reason.value)
-        client.connect("127.0.0.1", port)
-        mid = client.publish(topic, b"{}", 1).mid
-        deadline = time.monotonic() + timeout_s
-        while mid not in acks:
-            assert time.monotonic() < deadline, f"no PUBACK for {topic}"
-            client.loop(timeout=0.05)
-        client.disconnect()
+    return [publish_reason(port, user, f"acl-{user}-{n}", topic, timeout_s) for n, topic in enumerate(topics)]
+
+
+def publish_reason(port: int, user: str, client_id: str, topic: str, timeout_s: float) -> int:
+    """One connection, one QoS 1 publish; runs paho's loop inline (a few ms on loopback), no thread."""
+    acks: dict[int, int] = {}
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.username_pw_set(user, f"pw-{user}")
+    client.on_publish = lambda c, u, mid, reason, p: acks.__setitem__(mid, reason.value)
+    client.connect("127.0.0.1", port)
+    mid = client.publish(topic, b"{}", 1).mid
+
+    def acked() -> bool:
         client.loop(timeout=0.05)
-        reasons.append(acks[mid])
-    return reasons
+        return mid in acks
+
+    wait_for_sync(acked, timeout_s, 0, f"PUBACK for {topic}")
+    client.disconnect()
+    client.loop(timeout=0.05)
+    return acks[mid]
 
 
 NOT_AUTHORIZED = 135  # MQTT v5 reason code
@@ -601,7 +600,7 @@ async def test_embedded_broker_carries_qos1_retained_messages_and_the_will(
     cleanup(gw.close)
     await gw.uplink.start()
     gw.send([message(i) for i in range(50)])
-    await wait_until(lambda: gw.outbox.depth() == 0, what="acknowledged by amqtt")
+    await wait_for(lambda: gw.outbox.depth() == 0, what="acknowledged by amqtt")
 
     probe = await mqtt_probe_factory(broker.port)
     await probe.subscribe(GW_STATUS)

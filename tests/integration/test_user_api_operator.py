@@ -4,6 +4,8 @@ queues) and the OpenAPI document built from the route table.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from central.web.errors import USER_STYLE
@@ -124,11 +126,18 @@ async def test_daily_report_counts_a_finished_session(central, driver, staff):
     central.wall.advance(1)
     central.telemetry("F1", "finished", 10_000)
     await wait_for(lambda: central.service.current_request(driver.user_id).current_status == "completed")
-    status, body = await central.call(
-        "GET", "/api/charging/admin/reports/?period=day&date=2025-06-02", user=staff
-    )
-    assert status == 200 and (body["data"]["period"], body["data"]["date"]) == ("day", "2025-06-02")
-    f1 = next(row for row in body["data"]["piles"] if row["pile_id"] == "F1")
+
+    async def f1_of_the_day() -> dict[str, Any] | None:
+        """F1's row of the day's report once it counts the session (its bill is committed by then)."""
+        status, body = await central.call(
+            "GET", "/api/charging/admin/reports/?period=day&date=2025-06-02", user=staff
+        )
+        assert status == 200 and (body["data"]["period"], body["data"]["date"]) == ("day", "2025-06-02")
+        row: dict[str, Any] = next(row for row in body["data"]["piles"] if row["pile_id"] == "F1")
+        return row if row["sessions"] else None
+
+    # "completed" shows in memory before the request's bill is committed: wait for what is read.
+    f1 = await wait_for(f1_of_the_day, what="the finished session in the day's report")
     assert (f1["sessions"], f1["kwh"], f1["charging_fee"], f1["service_fee"], f1["total"]) == (
         1,
         10.0,
