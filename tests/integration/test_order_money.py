@@ -403,3 +403,15 @@ async def test_concurrent_completes_and_cancels_bill_an_operator_order_once(
         ).fetchone()[0]
     )
     assert ended == 1
+
+
+async def test_the_callback_is_documented_as_a_signed_route_without_a_token(platform):
+    status, doc = await platform.call("GET", "/api/openapi.json")
+    assert status == 200
+    operation = doc["paths"]["/api/Orders/payments/callback"]["post"]
+    assert operation["security"] == []
+    headers = {p["name"] for p in operation["parameters"] if p["in"] == "header" and p["required"]}
+    assert headers == {"X-Payment-Provider", "X-Payment-Timestamp", "X-Payment-Signature"}
+    assert {"200", "400", "401", "404", "409"} <= set(operation["responses"])
+    assert "HMAC-SHA256" in operation["description"]
+    assert "403" in doc["paths"]["/api/Orders/{id}/pay"]["post"]["responses"]
