@@ -415,3 +415,32 @@ async def test_the_callback_is_documented_as_a_signed_route_without_a_token(plat
     assert {"200", "400", "401", "404", "409"} <= set(operation["responses"])
     assert "HMAC-SHA256" in operation["description"]
     assert "403" in doc["paths"]["/api/Orders/{id}/pay"]["post"]["responses"]
+
+
+async def test_a_queue_session_is_paid_once_by_proof_only(platform, admin_user, normal_user, piles):
+    platform.telemetry("T1", "available", 50_000)
+    status, _ = await platform.call(
+        "POST",
+        "/api/charging/request/",
+        user=normal_user,
+        json={"charging_mode": "slow", "requested_amount": 5},
+    )
+    assert status == 201
+    _, every = await platform.call("GET", "/api/Orders", user=admin_user)
+    order_id = every[0]["id"]
+    platform.telemetry("T1", "charging", 50_000)
+    platform.wall.advance(360)
+    platform.telemetry("T1", "charging", 51_000)
+    status, _ = await platform.call("POST", f"/api/Orders/{order_id}/complete", user=admin_user)
+    assert status == 204
+    billed = await order(platform, admin_user, order_id)
+    assert billed["status"] == 2 and billed["totalAmount"] > 0
+    due = round(billed["totalAmount"] * 100)
+    pay = {"paymentMethod": 1, "transactionId": "wx-queue"}
+    status, body = await platform.call("POST", f"/api/Orders/{order_id}/pay", user=normal_user, json=pay)
+    expect_problem(status, body, 403)
+    request = signed(callback_body(order_id, "wx-queue", due))
+    replies = await asyncio.gather(*(platform.call("POST", CALLBACK, **request) for _ in range(4)))
+    assert sorted(b["replayed"] for _, b in replies) == [False, True, True, True]
+    paid = await order(platform, admin_user, order_id)
+    assert (paid["paymentStatus"], paid["paymentMethod"], paid["transactionId"]) == (1, 1, "wx-queue")
