@@ -39,7 +39,7 @@ from central.config import CentralConfig, load_config
 from central.domain.levels import PermissionLevel
 from central.domain.params import StationParams, params_from_mapping
 from central.web import add_user_api
-from central.web.keys import AUTH, INGEST, ORDERS, SERVICE, STORE
+from central.web.keys import AUTH, INGEST, ORDERS, PAYMENTS, SERVICE, STORE
 from central.web.platform import add_operator_platform_api
 from pilegate.logs import configure_logging
 from pilegate.metrics import Sample, render_metrics
@@ -145,6 +145,7 @@ def create_app(config: CentralConfig) -> web.Application:
     """The whole central service as one aiohttp application."""
     app = web.Application(client_max_size=1024**2)
     app[AUTH] = AuthSettings(token_ttl=timedelta(seconds=config.token_ttl_s))
+    app[PAYMENTS] = config.payments
     app.cleanup_ctx.append(_lifecycle(config))
     add_user_api(app)
     add_operator_platform_api(app)

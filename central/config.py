@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from central.application.payments import DEFAULT_TOLERANCE_S, PaymentSettings
+from central.domain.orders import PROVIDERS, PaymentMethod
 from central.domain.params import StationParams, StationParamsError, params_from_mapping
 from pilegate.settings import (
     NUMBER,
@@ -50,6 +52,14 @@ MQTT_KEYS: dict[str, tuple[Any, str]] = {
 AUTH_KEYS: dict[str, tuple[Any, str]] = {
     "token_ttl_s": (7 * 86400, "how long a login token is valid"),
 }
+PAYMENTS_KEYS: dict[str, tuple[Any, str]] = {
+    "tolerance_s": (DEFAULT_TOLERANCE_S, "a provider callback's timestamp may be this far from now"),
+    "wechat_secret": (None, "HMAC secret of WeChat Pay callbacks (prefer wechat_secret_file)"),
+    "wechat_secret_file": (None, "file whose first line is the WeChat callback secret"),
+    "alipay_secret": (None, "HMAC secret of Alipay callbacks (prefer alipay_secret_file)"),
+    "alipay_secret_file": (None, "file whose first line is the Alipay callback secret"),
+}
+MIN_SECRET_LEN = 16  # a shorter provider secret is guessable
 STATION_EXTRA_KEYS: dict[str, tuple[Any, str]] = {
     "params_file": (None, "station parameters TOML instead of inline keys"),
 }
@@ -92,6 +102,7 @@ class CentralConfig:
     token_ttl_s: int
     mqtt: CentralMqttSettings
     params: StationParams
+    payments: PaymentSettings
 
     @property
     def db_path(self) -> Path:
@@ -114,13 +125,32 @@ def _params(raw: Any, base: Path, problems: list[str]) -> StationParams | None:
         return None
 
 
+def _payments(raw: Any, base: Path, problems: list[str]) -> PaymentSettings:
+    """Provider callback secrets (inline or from files) and the replay window of ``[payments]``."""
+    p = take(raw, PAYMENTS_KEYS, "payments", problems)
+    check(problems, "payments.tolerance_s", p["tolerance_s"], int, lambda v: 1 <= v <= 3600, "1..3600 s")
+    secrets: dict[PaymentMethod, bytes] = {}
+    for provider, method in PROVIDERS.items():
+        where = f"payments.{provider}_secret"
+        secret = read_secret(
+            p[f"{provider}_secret"], p[f"{provider}_secret_file"], f"{where}_file", base, problems
+        )
+        if secret is None:
+            continue
+        if not isinstance(secret, str) or len(secret) < MIN_SECRET_LEN:  # never echo a secret
+            problems.append(f"{where}: must be a string of at least {MIN_SECRET_LEN} characters")
+        else:
+            secrets[method] = secret.encode()
+    return PaymentSettings(secrets=secrets, tolerance_s=p["tolerance_s"])
+
+
 def parse_config(
     data: Mapping[str, Any], source: str = "<config>", base: Path | None = None
 ) -> CentralConfig:
     """Validate a parsed TOML document; raise ConfigError listing every problem."""
     problems: list[str] = []
     base = base or Path.cwd()
-    unknown_tables(data, ("central", "http", "mqtt", "auth", "station"), problems)
+    unknown_tables(data, ("central", "http", "mqtt", "auth", "payments", "station"), problems)
     c = take(data.get("central", {}), CENTRAL_KEYS, "central", problems)
     try:
         check_id("central.station", str(c["station"]))
@@ -161,6 +191,7 @@ def parse_config(
         lambda v: 60 <= v <= 90 * 86400,
         "60 s .. 90 days",
     )
+    payments = _payments(data.get("payments", {}), base, problems)
     params = _params(data.get("station", {}), base, problems)
     if problems or params is None:
         raise ConfigError(source, problems)
@@ -177,6 +208,7 @@ def parse_config(
         token_ttl_s=a["token_ttl_s"],
         mqtt=CentralMqttSettings(host, port, tls, m["username"], password, m["client_id"], m["keepalive_s"]),
         params=params,
+        payments=payments,
     )
 
 

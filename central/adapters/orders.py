@@ -3,13 +3,14 @@ sqlite-utils ``Database`` running inside one store job; :class:`OrderRows` and :
 implement the application's ``OrderRepository`` and ``NoticeRepository``.
 
 Every state change is guarded by its own condition (the order still charging, the port free, the
-order unpaid, the balance sufficient), so concurrent requests cannot both succeed; a refusal raises,
-which rolls the whole transaction back.
+order unpaid, the balance sufficient, the transaction id unused), so concurrent requests cannot both
+succeed; a refusal raises, which rolls the whole transaction back.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,10 +25,11 @@ from central.application.orders import (
     InsufficientBalance,
     OrderConflict,
     OrderNotFound,
+    TransactionReused,
     cents,
     payable_problem,
 )
-from central.application.ports import Notice, OrderEnding, OrderTarget
+from central.application.ports import DriverBudget, Notice, OrderEnding, OrderTarget
 from central.application.sessions import OrderSession
 from central.domain.metering import MeterSession
 from central.domain.orders import OrderStatus, PaymentMethod, PaymentStatus
@@ -223,6 +225,25 @@ class OrderRows:
         NoticeRows(self.db).add(ending.notice)
         return True
 
+    def driver_budget(self, user_id: int) -> DriverBudget:
+        """The user's balance, what they owe (every unpaid order that is payable or still charging
+        with a bill), and whether an own (non-queue) order of theirs is charging."""
+        balance = self.db.execute("SELECT balance_cents FROM users WHERE id = ?", [user_id]).fetchone()
+        owed = self.db.execute(
+            "SELECT total_amount FROM orders "
+            "WHERE user_id = ? AND payment_status = ? AND status IN (?, ?, ?)",
+            [user_id, PaymentStatus.UNPAID, OrderStatus.TO_PAY, OrderStatus.COMPLETED, OrderStatus.ABNORMAL],
+        ).fetchall()
+        charging = self.db.execute(
+            "SELECT 1 FROM orders WHERE user_id = ? AND status = ? AND request_id IS NULL LIMIT 1",
+            [user_id, OrderStatus.CHARGING],
+        ).fetchone()
+        return DriverBudget(
+            balance_cents=int(balance[0]) if balance else 0,
+            unpaid_cents=sum(cents(Fraction(total or "0")) for (total,) in owed),
+            charging_own_order=charging is not None,
+        )
+
     def set_status(self, order_id: str, current: int, status: int, at: datetime) -> bool:
         return (
             self.db.execute(
@@ -235,12 +256,14 @@ class OrderRows:
 
 @dataclass(frozen=True)
 class Payment:
-    """A payment request: method 1 微信, 2 支付宝, 3 余额; a transaction id for 1 and 2."""
+    """A proven payment: method 1 微信 or 2 支付宝 with the provider's transaction id (confirmed by
+    the operator ``confirmed_by``, or by a signed provider callback when None), or 3 余额."""
 
     order_id: str
     method: int
     transaction_id: str | None
     at: datetime
+    confirmed_by: int | None = None
 
 
 def pay_order(db: sqlite_utils.Database, payment: Payment) -> int:
@@ -256,22 +279,26 @@ def pay_order(db: sqlite_utils.Database, payment: Payment) -> int:
     if problem is not None:
         raise (AlreadyPaid if row["payment_status"] != PaymentStatus.UNPAID else OrderConflict)(problem)
     amount, at = cents(Fraction(row["total_amount"])), iso(payment.at)
-    changed = db.execute(
-        "UPDATE orders SET payment_status = ?, payment_time = ?, payment_method = ?, transaction_id = ?, "
-        "status = CASE WHEN status = ? THEN ? ELSE status END, update_time = ? "
-        "WHERE id = ? AND payment_status = ?",
-        [
-            PaymentStatus.PAID,
-            at,
-            payment.method,
-            payment.transaction_id,
-            OrderStatus.TO_PAY,
-            OrderStatus.COMPLETED,
-            at,
-            payment.order_id,
-            PaymentStatus.UNPAID,
-        ],
-    ).rowcount
+    try:
+        changed = db.execute(
+            "UPDATE orders SET payment_status = ?, payment_time = ?, payment_method = ?, transaction_id = ?, "
+            "payment_confirmed_by = ?, status = CASE WHEN status = ? THEN ? ELSE status END, update_time = ? "
+            "WHERE id = ? AND payment_status = ?",
+            [
+                PaymentStatus.PAID,
+                at,
+                payment.method,
+                payment.transaction_id,
+                payment.confirmed_by,
+                OrderStatus.TO_PAY,
+                OrderStatus.COMPLETED,
+                at,
+                payment.order_id,
+                PaymentStatus.UNPAID,
+            ],
+        ).rowcount
+    except sqlite3.IntegrityError:  # the unique index on transaction_id
+        raise TransactionReused(f"交易号 {payment.transaction_id} 已用于其他订单") from None
     if changed != 1:
         raise AlreadyPaid("订单已支付")
     if payment.method == PaymentMethod.BALANCE:
@@ -284,3 +311,22 @@ def pay_order(db: sqlite_utils.Database, payment: Payment) -> int:
             raise InsufficientBalance(f"余额不足：需要 {round_display(Fraction(amount, 100))} 元")
     NoticeRows(db).add(order_paid(row, PaymentMethod(payment.method), amount, payment.at))
     return amount
+
+
+def pay_by_callback(db: sqlite_utils.Database, payment: Payment, amount_cents: int) -> bool:
+    """A provider's verified callback: pay the order if it asks for exactly its total. True when
+    paid now; False for a replay (the order is already paid by this very transaction)."""
+    row = order_row(db, payment.order_id)
+    if row is None:
+        raise OrderNotFound(f"订单 {payment.order_id} 不存在")
+    if (
+        row["payment_status"] == PaymentStatus.PAID
+        and row["transaction_id"] == payment.transaction_id
+        and row["payment_method"] == payment.method
+    ):
+        return False
+    due = cents(Fraction(row["total_amount"] or "0"))
+    if payable_problem(row) is None and amount_cents != due:
+        raise OrderConflict(f"amountCents {amount_cents} 与订单应付 {due} 分不符")
+    pay_order(db, payment)
+    return True

@@ -227,3 +227,22 @@ def order_counts(db: sqlite_utils.Database) -> None:
     """Orders per status, kept by triggers: the unfiltered (or status-only) page count is O(1)."""
     for statement in _COUNT_TRIGGERS:
         db.execute(statement)
+
+
+# --- payments that prove themselves ----------------------------------------------------------------
+
+
+@migrations(name="0002_payment_proof")
+def payment_proof(db: sqlite_utils.Database) -> None:
+    """A provider transaction id pays one order only, and an operator's confirmation names them.
+
+    Ids already used more than once (before this rule) keep their first use; every later use is
+    renamed ``<id>#reused:<order id>`` so the unique index can exist and an operator can find them.
+    """
+    db.execute(
+        "UPDATE orders SET transaction_id = transaction_id || '#reused:' || id "
+        "WHERE transaction_id IS NOT NULL AND rowid NOT IN "
+        "(SELECT MIN(rowid) FROM orders WHERE transaction_id IS NOT NULL GROUP BY transaction_id)"
+    )
+    db.execute("CREATE UNIQUE INDEX orders_transaction ON orders(transaction_id)")
+    db.execute("ALTER TABLE orders ADD COLUMN payment_confirmed_by INTEGER REFERENCES users(id)")

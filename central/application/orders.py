@@ -9,6 +9,11 @@ idle reading before the start, the 32-bit meter is unwrapped, a sample is kept e
 ``SAMPLE_SPACING_S`` station seconds. A start the pile refuses or that never takes (a final command
 outcome other than ``done``) makes the order 异常 (4) and frees the port.
 
+A driver's own order (:meth:`OperatorOrders.create_for_driver`) is billed by the drivers' mode,
+may take only a port the queue leaves free, and is capped at the energy the driver's balance (less
+their unpaid bills) pays for: the cap goes to the pile as its ``energy_Wh`` target. One own order
+charges at a time per driver, so one balance is never spent twice.
+
 Ending (complete, cancel, or the port stopping by itself) stops the port, waits a bounded time for
 its stopped reading, and prices the meter difference from the order's start to the stop by billing
 mode (:func:`central.domain.pricing.price_order`). An order whose port never reported charging is
@@ -22,6 +27,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Coroutine, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from fractions import Fraction
 from typing import Any
@@ -31,12 +37,12 @@ import structlog
 from central.application import notices
 from central.application.charging import ChargingService
 from central.application.clock import StationClock
-from central.application.ports import OrderEnding, OrderTarget, UnitOfWork
+from central.application.ports import DriverBudget, OrderEnding, OrderTarget, UnitOfWork
 from central.application.sessions import OrderSession, segment_samples
 from central.domain.errors import DomainError, PileStateError, UnknownPileError
 from central.domain.metering import MeterSession, Step
 from central.domain.orders import STATUS_TEXT, TRANSITIONS, OrderStatus, PaymentStatus
-from central.domain.pricing import OrderFigures, price_order
+from central.domain.pricing import DRIVER_BILLING_MODE, OrderFigures, energy_cap_wh, price_order
 from central.domain.tariff import ConstantPower, EnergyProfile, ProfileError, Tariff
 from central.domain.units import exact, round_display
 from protocols.payloads import Telemetry
@@ -67,7 +73,11 @@ class AlreadyPaid(OrderConflict):
 
 
 class InsufficientBalance(OrderConflict):
-    """The user's balance is below the order's total."""
+    """The user's balance is below the order's total (or pays for no energy at all)."""
+
+
+class TransactionReused(OrderError):
+    """The provider transaction id already paid another order."""
 
 
 def cents(amount: Fraction) -> int:
@@ -121,6 +131,7 @@ class OperatorOrders:
         self.sessions: dict[str, OrderSession] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._port_locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self._driver_locks: dict[int, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         service.watch_outcomes(self._on_outcome)
 
@@ -165,7 +176,8 @@ class OperatorOrders:
             self._attach(session)
             self._spawn(self._persist(session))
         try:
-            await service.send_command(target.pile_no, target.port, "start", {}, tag=order_id)
+            params = {"energy_Wh": target.energy_wh} if target.energy_wh else {}
+            await service.send_command(target.pile_no, target.port, "start", params, tag=order_id)
         except Exception as exc:  # not sendable at all: the order ends as abnormal at once
             log.warning("order start not sent", order=order_id, pile=target.pile_no, error=str(exc))
             await self._end(order_id, "start_failed", stop=False)
@@ -178,6 +190,27 @@ class OperatorOrders:
             billing_mode=target.billing_mode,
         )
         return order_id
+
+    async def create_for_driver(self, target: OrderTarget, requested_wh: int | None = None) -> str:
+        """A driver's own order: billed by the drivers' mode, capped at what their available balance
+        pays for (and at ``requested_wh``); refused while another own order of theirs charges."""
+        async with self._driver_locks.setdefault(target.user_id, asyncio.Lock()):
+            budget = await self.uow.read(lambda repos: repos.orders.driver_budget(target.user_id))
+            cap = self.driver_cap(budget, requested_wh)
+            return await self.create(replace(target, billing_mode=DRIVER_BILLING_MODE, energy_wh=cap))
+
+    def driver_cap(self, budget: DriverBudget, requested_wh: int | None) -> int:
+        """The Wh target of a driver's own order (OrderConflict when they may not start one)."""
+        if budget.charging_own_order:
+            raise OrderConflict("你已有一个充电中的订单，请先结束它")
+        tariff = Tariff.from_params(self.service.params)
+        cap = energy_cap_wh(Fraction(budget.available_cents, 100), tariff)
+        if cap < 1:
+            available = round_display(Fraction(budget.available_cents, 100), 2)
+            raise InsufficientBalance(
+                f"余额不足：可用余额 (余额减未支付订单) 为 {available} 元，请先充值或支付"
+            )
+        return cap if requested_wh is None else min(cap, requested_wh)
 
     async def _reserve(self, target: OrderTarget) -> None:
         """Take the port's charging point out of the driver queue (if it is one)."""

@@ -97,6 +97,21 @@ class OrderTarget:
     port: int
     power_kw: Fraction
     billing_mode: int
+    energy_wh: int | None = None  # the pile's target (it stops there by itself); None: no target
+
+
+@dataclass(frozen=True)
+class DriverBudget:
+    """What a driver's own order may spend: the balance less every unpaid bill, and whether an own
+    order of theirs is already charging."""
+
+    balance_cents: int
+    unpaid_cents: int
+    charging_own_order: bool
+
+    @property
+    def available_cents(self) -> int:
+        return self.balance_cents - self.unpaid_cents
 
 
 @dataclass(frozen=True)
@@ -168,6 +183,7 @@ class OrderRepository(Protocol):
     def save_meter(self, session: OrderSession) -> None: ...
     def end_order(self, ending: OrderEnding) -> bool: ...
     def set_status(self, order_id: str, current: int, status: int, at: datetime) -> bool: ...
+    def driver_budget(self, user_id: int) -> DriverBudget: ...
 
 
 class NoticeRepository(Protocol):

@@ -22,9 +22,16 @@ class PaymentStatus(enum.IntEnum):
 
 
 class PaymentMethod(enum.IntEnum):
+    """How an order is paid: 1 微信 and 2 支付宝 by a provider (proof: a signed callback or an
+    operator's confirmation), 3 余额 from the user's balance."""
+
     WECHAT = 1
     ALIPAY = 2
     BALANCE = 3
+
+
+PROVIDERS: Mapping[str, PaymentMethod] = {"wechat": PaymentMethod.WECHAT, "alipay": PaymentMethod.ALIPAY}
+"""The payment providers that call back, by the name they give, and the method they pay by."""
 
 
 STATUS_TEXT: Mapping[int, str] = {

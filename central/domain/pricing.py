@@ -6,17 +6,22 @@
 * :attr:`BillingMode.ENERGY_AND_TIME_FEE` (2, 电量+时间服务费): amount as mode 1, service fee =
   hours × service rate × pile kW;
 * :attr:`BillingMode.BY_TIME` (0, 按时间): amount = hours × normal rate × pile kW, no service fee.
+
+Drivers are billed by :data:`DRIVER_BILLING_MODE`; a driver's own order is capped at the energy its
+budget pays for at the dearest kWh (:func:`energy_cap_wh`).
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
 from typing import Any
 
+from central.domain.limits import MAX_KWH
 from central.domain.tariff import EnergyProfile, Period, PeriodUsage, Tariff
 from central.domain.units import hours_between
 
@@ -27,6 +32,10 @@ class BillingMode(enum.IntEnum):
     BY_TIME = 0
     ENERGY_AND_ENERGY_FEE = 1
     ENERGY_AND_TIME_FEE = 2
+
+
+DRIVER_BILLING_MODE = BillingMode.ENERGY_AND_ENERGY_FEE
+"""The station's billing mode for drivers (their queue sessions and their own orders)."""
 
 
 @dataclass(frozen=True)
@@ -88,3 +97,14 @@ def price_order(
     else:
         amount, service = tariff.charge_fee(usage), kwh * tariff.service_rate
     return OrderFigures(start, stop, kwh, amount, service, usage)
+
+
+def energy_cap_wh(budget: Fraction, tariff: Tariff) -> int:
+    """The whole Wh ``budget`` pays for by :data:`DRIVER_BILLING_MODE` whatever the period: at the
+    dearest period rate plus the service rate, rounded down so the bill never exceeds the budget
+    (0 without a budget; at most :data:`~central.domain.limits.MAX_KWH` when energy is free)."""
+    if budget <= 0:
+        return 0
+    dearest = max(tariff.rates.values()) + tariff.service_rate
+    most = int(MAX_KWH * 1000)
+    return most if dearest <= 0 else min(most, math.floor(budget * 1000 / dearest))

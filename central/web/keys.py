@@ -10,6 +10,7 @@ from central.adapters.storage import Store
 from central.application.auth import AuthSettings
 from central.application.charging import ChargingService
 from central.application.orders import OperatorOrders
+from central.application.payments import PaymentSettings
 
 STORE = web.AppKey("store", Store)
 SERVICE = web.AppKey("service", ChargingService)
@@ -17,3 +18,5 @@ ORDERS = web.AppKey("orders", OperatorOrders)
 INGEST = web.AppKey("ingest", Ingest)
 AUTH = web.AppKey("auth", AuthSettings)
 """Account settings (token lifetime, login limiter, clock); defaults are installed when absent."""
+PAYMENTS = web.AppKey("payments", PaymentSettings)
+"""Payment-provider callback secrets; absent: no provider is configured and every callback is refused."""

@@ -3,6 +3,8 @@
 - A route is PUBLIC (no token), USER (any valid token) or STAFF (permission level >= 3, 管理员).
 - A user acts on their own data; another user's data needs staff.
 - Role management needs level 4 (超级管理员).
+- A user pays their own order by balance only; a wallet payment (微信, 支付宝) is confirmed by staff
+  or by the provider's signed callback, never by the payer's word.
 - An administrator may not manage a user of a higher level than their own, nobody raises their
   own level, and only staff change an account's status.
 - Nobody disables or deletes their own account, and no change may leave the system without an
@@ -17,6 +19,7 @@ from enum import StrEnum
 
 from central.application.auth import AuthUser
 from central.domain.levels import PermissionLevel
+from central.domain.orders import PaymentMethod
 from central.web.errors import PERMISSION_DENIED, ApiError, conflict
 
 
@@ -48,6 +51,15 @@ def require_self_or_staff(actor: AuthUser, user_id: int) -> None:
     """A user may act on their own data; another user's needs level >= 3."""
     if not may_act_for(actor, user_id):
         raise forbidden(f"权限不足: 用户 {user_id} 的数据需要管理员权限 (permission level >= 3)")
+
+
+def check_payment_confirmation(actor: AuthUser, method: int) -> None:
+    """Only staff confirm a wallet payment by hand; anyone else pays by balance."""
+    if method != PaymentMethod.BALANCE and not actor.is_staff:
+        raise forbidden(
+            "权限不足: 微信/支付宝支付由支付平台的签名回调 (POST /api/Orders/payments/callback) "
+            "或管理员 (permission level >= 3) 确认；请用余额支付 (paymentMethod 3)"
+        )
 
 
 def require_role_manager(actor: AuthUser) -> None:

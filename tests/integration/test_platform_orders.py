@@ -280,6 +280,7 @@ async def test_billing_mode_1_splits_stated_energy_evenly_over_the_periods(
 async def test_cancel_before_anything_is_delivered_is_cancelled_and_free(
     platform, admin_user, normal_user, piles
 ):
+    await top_up(platform, admin_user, normal_user, 10)  # a driver's own order needs a balance
     order_id = await create(platform, normal_user, normal_user, piles["F1"])
     platform.wall.advance(300)
     status, _ = await platform.call("POST", f"/api/Orders/{order_id}/cancel", user=normal_user)
@@ -447,6 +448,7 @@ async def test_pay_refuses_charging_and_cancelled_orders_and_bad_methods(
 
 
 async def test_users_act_on_their_own_orders_only(platform, admin_user, normal_user, other_user, piles):
+    await top_up(platform, admin_user, normal_user, 10)  # a driver's own order needs a balance
     mine = await create(platform, normal_user, normal_user, piles["F1"])  # a user may order for themself
     body = {"userId": other_user.user_id, "pileId": piles["T1"]["id"], "portId": piles["T1"]["port"]}
     problem(await platform.call("POST", "/api/Orders", user=normal_user, json=body), 403)

@@ -1,21 +1,24 @@
-"""The operator platform API's orders (spec/admin-api.md section 4): every charging session of both
-APIs as an order, operator orders that start real charges, payment, and statistics.
+"""The operator platform API's orders: every charging session of both APIs as an order, operator
+orders that start real charges, payment, and statistics.
 
 Driver-API sessions are orders too (rows with a request id); their lifecycle stays with the
 charging service (complete / cancel of a charging one goes through it), and they are paid like any
-other. Operator orders are :mod:`central.application.orders`. Access: level >= 3 for everything, except that a
-user may read (byUser of themself, paged with userId = themself, get), create, complete, cancel and
-pay their own orders (403 otherwise). ``startDate`` / ``endDate`` are station-local dates,
-inclusive, on the order's start time. Money is rounded half up to 0.01 and kWh to 0.001 for
-display (exact in the database); datetimes are ISO 8601 UTC with ``Z``.
-:data:`ROUTES` is the route table (see :mod:`central.web.openapi`).
+other. Operator orders are :mod:`central.application.orders`. Access: level >= 3 for everything,
+except that a user may read (byUser of themself, paged with userId = themself, get), create,
+complete, cancel and pay their own orders (403 otherwise). A user below level 3 creating their own
+order gets a driver's order (billed by the drivers' mode 1, capped by their balance) and pays by
+balance only: a wallet payment (微信, 支付宝) is confirmed by staff or by the provider's signed
+callback (:mod:`central.application.payments`), the one route without a token. ``startDate`` /
+``endDate`` are station-local dates, inclusive, on the order's start time. Money is rounded half
+up to 0.01 and kWh to 0.001 for display (exact in the database); datetimes are ISO 8601 UTC with
+``Z``. :data:`ROUTES` is the route table (see :mod:`central.web.openapi`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from fractions import Fraction
 from typing import Annotated, Any, TypeVar
@@ -27,19 +30,33 @@ from aiohttp import web
 
 from central.adapters import order_queries
 from central.adapters.order_queries import OrderQuery
-from central.adapters.orders import Payment, pay_order
+from central.adapters.orders import Payment, pay_by_callback, pay_order
 from central.adapters.query import require_row, require_user
 from central.application import orders as core
+from central.application.payments import CallbackRejected, PaymentSettings, verify_callback
 from central.application.ports import OrderTarget
-from central.domain.limits import MAX_KWH
-from central.domain.orders import OrderStatus, PaymentMethod
-from central.domain.pricing import BillingMode
+from central.domain.limits import MAX_KWH, MIN_KWH
+from central.domain.orders import PROVIDERS, OrderStatus, PaymentMethod
+from central.domain.pricing import DRIVER_BILLING_MODE, BillingMode
 from central.domain.units import display_number, exact
-from central.web.errors import PLATFORM_STYLE, RESOURCE_NOT_FOUND, ApiError, conflict, json_response
-from central.web.keys import ORDERS
+from central.web.errors import (
+    AUTH_INVALID,
+    PLATFORM_STYLE,
+    RESOURCE_NOT_FOUND,
+    ApiError,
+    conflict,
+    json_response,
+)
+from central.web.keys import ORDERS, PAYMENTS
 from central.web.middleware import current_user, service_of, station_zone
 from central.web.openapi import RouteSpec
-from central.web.permissions import Access, forbidden, may_act_for, require_self_or_staff
+from central.web.permissions import (
+    Access,
+    check_payment_confirmation,
+    forbidden,
+    may_act_for,
+    require_self_or_staff,
+)
 from central.web.platform.common import (
     BILLING_MODE,
     CONFLICT_409,
@@ -305,9 +322,11 @@ async def statistics(request: web.Request) -> web.StreamResponse:
 
 
 async def acting(action: Awaitable[T]) -> T:
-    """Run an order operation, mapping its refusals to 404 / 409."""
+    """Run an order operation, mapping its refusals to 404 / 409 (400 naming a reused transactionId)."""
     try:
         return await action
+    except core.TransactionReused as exc:
+        raise invalid("transactionId", str(exc)) from None
     except core.OrderNotFound as exc:
         raise ApiError(404, RESOURCE_NOT_FOUND, str(exc)) from None
     except core.OrderConflict as exc:
@@ -348,6 +367,18 @@ class OrderCreate(msgspec.Struct, rename="camel"):
     billing_mode: (
         Annotated[int, codes(BILLING_MODE), msgspec.Meta(extra_json_schema={"default": 1})] | None
     ) = None
+    requested_amount: (
+        Annotated[
+            float,
+            msgspec.Meta(
+                ge=MIN_KWH,
+                le=MAX_KWH,
+                description="kWh to deliver at most: sent to the pile as its energy target (a driver's "
+                "own order is capped by their balance in any case)",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class OrderStatusChange(msgspec.Struct, rename="camel"):
@@ -360,7 +391,10 @@ class OrderPayment(msgspec.Struct, rename="camel"):
         Annotated[
             str,
             msgspec.Meta(
-                min_length=1, max_length=TRANSACTION_ID_LEN[1], description="required for 1 微信 and 2 支付宝"
+                min_length=1,
+                max_length=TRANSACTION_ID_LEN[1],
+                description="the provider's id, required for 1 微信 and 2 支付宝 (staff only); "
+                "pays one order only",
             ),
         ]
         | None
@@ -368,14 +402,27 @@ class OrderPayment(msgspec.Struct, rename="camel"):
 
 
 async def create_order(request: web.Request) -> web.StreamResponse:
-    """POST /api/Orders: an order that starts a real charge on the port."""
+    """POST /api/Orders: an order that starts a real charge on the port (a driver's own order below
+    level 3: billed by the drivers' mode, capped by the balance)."""
     body = await read_shape(request, OrderCreate)
     user_id, pile_id, port_id = body.user_id, body.pile_id, body.port_id
-    require_self_or_staff(current_user(request), user_id)
-    billing = BillingMode.ENERGY_AND_ENERGY_FEE if body.billing_mode is None else body.billing_mode
+    actor = current_user(request)
+    require_self_or_staff(actor, user_id)
+    wh = math.floor(exact(body.requested_amount) * 1000) if body.requested_amount is not None else None
+    if actor.is_staff:
+        billing = BillingMode.ENERGY_AND_ENERGY_FEE if body.billing_mode is None else body.billing_mode
+    elif body.billing_mode not in (None, DRIVER_BILLING_MODE):
+        raise invalid(
+            "billingMode", f"a driver's own order is billed by the station's mode {DRIVER_BILLING_MODE}"
+        )
+    else:
+        billing = DRIVER_BILLING_MODE
     target = await read(request, lambda db: order_target(db, user_id, pile_id, port_id, billing))
     orders = request.app[ORDERS]
-    order_id = await acting(orders.create(target))
+    if actor.is_staff:
+        order_id = await acting(orders.create(replace(target, energy_wh=wh)))
+    else:
+        order_id = await acting(orders.create_for_driver(target, wh))
     return created(order_id)
 
 
@@ -438,12 +485,48 @@ async def pay(request: web.Request) -> web.StreamResponse:
         return {"transactionId": "is required"} if wallet and valid.get("transaction_id") is None else {}
 
     body = await read_shape(request, OrderPayment, transaction_for_wallets)
-    method = body.payment_method
+    method, actor = body.payment_method, current_user(request)
     row = await owned_order(request)
-    payment = Payment(row["id"], method, body.transaction_id, service_of(request).now())
+    check_payment_confirmation(actor, method)
+    confirmed_by = actor.id if method != PaymentMethod.BALANCE else None
+    payment = Payment(row["id"], method, body.transaction_id, service_of(request).now(), confirmed_by)
     paid = await acting(write(request, lambda db: pay_order(db, payment)))
-    log.info("order paid", order=row["id"], method=method, cents=paid, by=current_user(request).id)
+    log.info("order paid", order=row["id"], method=method, cents=paid, by=actor.id)
     return no_content()
+
+
+class ProviderCallback(msgspec.Struct, rename="camel"):
+    order_id: Key
+    transaction_id: Annotated[str, msgspec.Meta(min_length=1, max_length=TRANSACTION_ID_LEN[1])]
+    amount_cents: Annotated[int, msgspec.Meta(ge=0, description="what the provider collected, in cents")]
+
+
+async def payment_callback(request: web.Request) -> web.StreamResponse:
+    """POST /api/Orders/payments/callback: a payment provider confirms a wallet payment."""
+    raw = await request.read()
+    settings = request.app.get(PAYMENTS) or PaymentSettings()
+    headers = request.headers
+    try:
+        method = verify_callback(
+            settings,
+            headers.get("X-Payment-Provider", ""),
+            headers.get("X-Payment-Timestamp", ""),
+            headers.get("X-Payment-Signature", ""),
+            raw,
+        )
+    except CallbackRejected as exc:
+        log.warning("payment callback refused", reason=str(exc), remote=request.remote)
+        raise ApiError(401, AUTH_INVALID, f"支付回调未通过验证: {exc}") from None
+    body = await read_shape(request, ProviderCallback)
+    payment = Payment(body.order_id, method, body.transaction_id, service_of(request).now())
+    paid = await acting(write(request, lambda db: pay_by_callback(db, payment, body.amount_cents)))
+    log.info(
+        "order paid by provider" if paid else "payment callback replayed",
+        order=body.order_id,
+        method=method,
+        transaction=body.transaction_id,
+    )
+    return json_response({"orderId": body.order_id, "paid": True, "replayed": not paid})
 
 
 # --- the route table -------------------------------------------------------------------------------
@@ -506,6 +589,22 @@ _DATES = (
      "description": "last station-local date (inclusive) of the orders' start time"},
 )  # fmt: skip
 _ID = (key_path("id", "订单ID"),)
+_CALLBACK_HEADERS = (
+    {"name": "X-Payment-Provider", "in": "header", "required": True,
+     "schema": {"type": "string", "enum": list(PROVIDERS)}, "description": "who calls back"},
+    {"name": "X-Payment-Timestamp", "in": "header", "required": True,
+     "schema": {"type": "string", "pattern": "^[0-9]{1,12}$"}, "description": "Unix seconds of the call"},
+    {"name": "X-Payment-Signature", "in": "header", "required": True,
+     "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+     "description": "hex HMAC-SHA256 of timestamp + '.' + raw body, keyed by the provider's secret"},
+)  # fmt: skip
+CALLBACK_RESULT = obj_schema(
+    {
+        "orderId": STR,
+        "paid": {"type": "boolean"},
+        "replayed": {"type": "boolean", "description": "already paid by this transaction"},
+    }
+)
 _BILLING = (
     "Billing (exact, rounded for display only): billingMode 1 (电量+电量服务费): amount = Σ kWh charged in "
     "each time-of-use period × that period's rate (peak/normal/valley, station time, as driver bills), "
@@ -618,7 +717,14 @@ def _routes() -> list[RouteSpec]:
             "be enabled and free, and its pile online (409 otherwise; ids that do not exist "
             "are 404). The order (status 1 充电中) takes the port out of the driver queue and "
             "sends the pile a start command; a start the pile refuses makes it 4 异常 and frees "
-            "the port. billingMode defaults to 1. " + _BILLING,
+            "the port. billingMode defaults to 1. requestedAmount (kWh) is sent to the pile as its "
+            "energy target (energy_Wh). A user below level 3 ordering for themself gets a driver's "
+            "order: only a port the driver queue leaves free (no queued or charging car, not held by "
+            "another order; 409 otherwise); billed by the station's mode 1 (another billingMode is "
+            "400 naming billingMode); capped at the energy their available balance (balance less "
+            "every unpaid order's total) pays for at the dearest rate plus the service rate, or at "
+            "requestedAmount if lower, sent to the pile as its target; 409 if that balance pays for "
+            "no energy or another own order of theirs is charging. " + _BILLING,
         ),
         _route(
             "PUT",
@@ -648,8 +754,34 @@ def _routes() -> list[RouteSpec]:
             "an amount. paymentMethod 3 (余额) debits totalAmount rounded half up to the cent "
             "from the order's user, in one transaction with marking the order paid: 409 "
             "余额不足 if the balance is short, 409 if already paid (never a second debit). "
-            "Methods 1 and 2 record transactionId (1-64 characters, required). The user gets "
-            "an 订单通知 (type 2).",
+            "Methods 1 (微信) and 2 (支付宝) are money the central never sees: only staff (level >= 3) "
+            "confirm them by hand (recorded as the confirming operator; 403 for anyone else, who "
+            "pays by balance or through the provider, whose signed callback pays the order). "
+            "transactionId (1-64 characters) is required for them and pays one order only (400 "
+            "naming transactionId if it already paid another). The user gets an 订单通知 (type 2).",
+        ),
+        _route(
+            "POST",
+            "/api/Orders/payments/callback",
+            payment_callback,
+            "支付平台回调 (provider-signed payment confirmation)",
+            Access.PUBLIC,
+            parameters=_CALLBACK_HEADERS,
+            request_body=ProviderCallback,
+            response=CALLBACK_RESULT,
+            errors=((401, AUTH_INVALID), MISSING_404, CONFLICT_409),
+            description="No token: the signature is the proof. Configure a secret per provider in "
+            "central.toml [payments] (wechat_secret / alipay_secret or *_secret_file). The provider "
+            "signs timestamp + '.' + the raw body with HMAC-SHA256 under its secret and sends the "
+            "lowercase hex digest; the timestamp (Unix seconds) must be within "
+            "[payments] tolerance_s (default 300) of the central's clock. An unknown or "
+            "unconfigured provider, a stale or future timestamp, or a signature that does not "
+            "match (compared in constant time) is 401 and changes nothing. A verified callback "
+            "pays the order by the provider's method (微信 1 / 支付宝 2) as /pay would; amountCents "
+            "must equal the order's totalAmount in cents (409 otherwise). Replaying the same "
+            "callback (same order and transactionId) answers replayed: true and changes nothing; "
+            "a transactionId that already paid another order is 400 naming transactionId; another "
+            "payment for an order already paid is 409.",
         ),
         _route(
             "POST",
