@@ -30,7 +30,7 @@ from central.web.keys import ORDERS, PAYMENTS  # noqa: E402
 from central.web.platform import add_operator_platform_api  # noqa: E402
 from tests.helpers import wait_for  # noqa: E402
 from tests.integration.central_fixtures import Central, start_central, stop_central  # noqa: E402
-from tests.integration.platform_fixtures import expect_invalid, expect_problem  # noqa: E402
+from tests.integration.platform_fixtures import invalid, problem  # noqa: E402
 
 pytest_plugins = ("tests.integration.platform_fixtures",)
 
@@ -138,7 +138,7 @@ async def test_a_driver_cannot_mark_their_order_paid_by_wallet(platform, admin_u
     for method in (1, 2):
         pay = {"paymentMethod": method, "transactionId": f"made-up-{method}"}
         status, body = await platform.call("POST", f"/api/Orders/{order_id}/pay", user=normal_user, json=pay)
-        assert "回调" in expect_problem(status, body, 403)["detail"]
+        assert "回调" in problem((status, body), 403)["detail"]
     unpaid = await order(platform, admin_user, order_id)
     assert (unpaid["paymentStatus"], unpaid["transactionId"], unpaid["status"]) == (0, None, 0)
 
@@ -165,10 +165,10 @@ async def test_a_transaction_id_pays_one_order_only(platform, admin_user, normal
     status, _ = await platform.call("POST", f"/api/Orders/{first}/pay", user=admin_user, json=pay)
     assert status == 204
     status, body = await platform.call("POST", f"/api/Orders/{second}/pay", user=admin_user, json=pay)
-    assert set(expect_invalid(status, body, "transactionId")) == {"transactionId"}
+    assert set(invalid((status, body), "transactionId")) == {"transactionId"}
     assert (await order(platform, admin_user, second))["paymentStatus"] == 0
     status, body = await platform.call("POST", CALLBACK, **signed(callback_body(second, "wx-same")))
-    expect_invalid(status, body, "transactionId")
+    invalid((status, body), "transactionId")
     assert (await order(platform, admin_user, second))["paymentStatus"] == 0
 
 
@@ -196,7 +196,7 @@ async def test_a_signed_callback_pays_once_and_a_replay_changes_nothing(
     assert notes == 1
     other = signed(callback_body(order_id, "wx-4200002"))  # another payment for a paid order
     status, reply = await platform.call("POST", CALLBACK, **other)
-    expect_problem(status, reply, 409)
+    problem((status, reply), 409)
     assert (await order(platform, admin_user, order_id))["transactionId"] == "wx-4200001"
 
 
@@ -221,16 +221,16 @@ async def test_a_callback_that_does_not_prove_itself_is_refused(
         },
     }[forgery]()
     status, reply = await platform.call("POST", CALLBACK, **request)
-    assert "支付回调未通过验证" in expect_problem(status, reply, 401)["detail"]
+    assert "支付回调未通过验证" in problem((status, reply), 401)["detail"]
     assert (await order(platform, admin_user, order_id))["paymentStatus"] == 0
 
 
 async def test_a_callback_must_pay_the_whole_total(platform, admin_user, normal_user, piles):
     order_id = await to_pay(platform, admin_user, normal_user, piles["F1"])
     status, body = await platform.call("POST", CALLBACK, **signed(callback_body(order_id, "wx-1", 1999)))
-    assert "amountCents" in expect_problem(status, body, 409)["detail"]
+    assert "amountCents" in problem((status, body), 409)["detail"]
     status, body = await platform.call("POST", CALLBACK, **signed(callback_body("nope", "wx-2")))
-    expect_problem(status, body, 404)
+    problem((status, body), 404)
     assert (await order(platform, admin_user, order_id))["paymentStatus"] == 0
 
 
@@ -241,7 +241,7 @@ async def test_an_unconfigured_provider_cannot_call_back(tmp_path, platform_stat
     )
     try:
         status, body = await running.call("POST", CALLBACK, **signed(callback_body("x", "wx-1")))
-        expect_problem(status, body, 401)
+        problem((status, body), 401)
     finally:
         await stop_central(running)
 
@@ -257,7 +257,7 @@ async def test_a_driver_without_balance_cannot_start_an_order(platform, admin_us
     status, body = await platform.call(
         "POST", "/api/Orders", user=normal_user, json=own(normal_user, piles["F1"])
     )
-    assert "余额" in expect_problem(status, body, 409)["detail"]
+    assert "余额" in problem((status, body), 409)["detail"]
     assert not [c for c in platform.commands.sent if c[2] == "start"]
 
 
@@ -267,7 +267,7 @@ async def test_a_drivers_unpaid_orders_count_against_the_balance(platform, admin
     status, body = await platform.call(
         "POST", "/api/Orders", user=normal_user, json=own(normal_user, piles["F1"])
     )
-    assert "余额" in expect_problem(status, body, 409)["detail"]
+    assert "余额" in problem((status, body), 409)["detail"]
 
 
 async def test_a_drivers_order_is_capped_by_the_balance_and_sent_to_the_pile(
@@ -282,7 +282,7 @@ async def test_a_drivers_order_is_capped_by_the_balance_and_sent_to_the_pile(
     status, body = await platform.call(
         "POST", "/api/Orders", user=normal_user, json=own(normal_user, piles["T1"], requestedAmount=1.5)
     )
-    assert "充电中" in expect_problem(status, body, 409)["detail"]  # one own order at a time
+    assert "充电中" in problem((status, body), 409)["detail"]  # one own order at a time
 
 
 async def test_a_drivers_requested_amount_lowers_the_cap(platform, admin_user, normal_user, piles):
@@ -294,7 +294,7 @@ async def test_a_drivers_requested_amount_lowers_the_cap(platform, admin_user, n
     status, body = await platform.call(
         "POST", "/api/Orders", user=normal_user, json=own(normal_user, piles["T1"], requestedAmount=0)
     )
-    expect_invalid(status, body, "requestedAmount")
+    invalid((status, body), "requestedAmount")
 
 
 async def test_a_driver_is_billed_by_the_stations_mode(platform, admin_user, normal_user, piles):
@@ -303,7 +303,7 @@ async def test_a_driver_is_billed_by_the_stations_mode(platform, admin_user, nor
         status, body = await platform.call(
             "POST", "/api/Orders", user=normal_user, json=own(normal_user, piles["F1"], billingMode=mode)
         )
-        assert set(expect_invalid(status, body, "billingMode")) == {"billingMode"}
+        assert set(invalid((status, body), "billingMode")) == {"billingMode"}
     assert not [c for c in platform.commands.sent if c[2] == "start"]
 
 
@@ -349,7 +349,7 @@ async def test_a_driver_cannot_take_a_port_a_queued_car_or_an_order_holds(
     status, body = await platform.call(
         "POST", "/api/Orders", user=normal_user, json=own(normal_user, piles["F1"])
     )
-    expect_problem(status, body, 409)
+    problem((status, body), 409)
     await to_pay(platform, admin_user, other_user, piles["T1"])  # T1 is free again
     body = {"userId": other_user.user_id, "pileId": piles["T1"]["id"], "portId": piles["T1"]["port"]}
     status, held = await platform.call("POST", "/api/Orders", user=admin_user, json=body)
@@ -358,7 +358,7 @@ async def test_a_driver_cannot_take_a_port_a_queued_car_or_an_order_holds(
     status, reply = await platform.call(
         "POST", "/api/Orders", user=normal_user, json=own(normal_user, piles["T1"])
     )
-    expect_problem(status, reply, 409)
+    problem((status, reply), 409)
     assert platform.commands.sent[sent:] == []
 
 
@@ -438,7 +438,7 @@ async def test_a_queue_session_is_paid_once_by_proof_only(platform, admin_user, 
     due = round(billed["totalAmount"] * 100)
     pay = {"paymentMethod": 1, "transactionId": "wx-queue"}
     status, body = await platform.call("POST", f"/api/Orders/{order_id}/pay", user=normal_user, json=pay)
-    expect_problem(status, body, 403)
+    problem((status, body), 403)
     request = signed(callback_body(order_id, "wx-queue", due))
     replies = await asyncio.gather(*(platform.call("POST", CALLBACK, **request) for _ in range(4)))
     assert sorted(b["replayed"] for _, b in replies) == [False, True, True, True]
