@@ -12,7 +12,6 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
@@ -28,7 +27,7 @@ from central.web.errors import (
     json_response,
 )
 from central.web.middleware import auth_settings, store_of
-from central.web.shapes import PLATFORM, S, decode, json_object, json_type
+from central.web.shapes import PLATFORM, S, decode, json_object
 
 PAGE_SIZE_DEFAULT = 10
 PAGE_SIZE_MAX = 100
@@ -165,144 +164,6 @@ def _unicode_ok(text: str) -> bool:
     except UnicodeEncodeError:  # lone surrogates cannot be stored
         return False
     return True
-
-
-class Body:
-    """Reads the camelCase fields of a JSON object body, collecting problems per field."""
-
-    def __init__(self, data: Mapping[str, Any]) -> None:
-        self.data = data
-        self.problems: dict[str, list[str]] = {}
-
-    def present(self, name: str) -> bool:
-        """Whether the body names the field at all (even as null)."""
-        return name in self.data
-
-    def bad(self, name: str, message: str) -> None:
-        self.problems.setdefault(name, []).append(message)
-
-    def _missing(self, name: str, value: Any, required: bool) -> bool:
-        if value is None and required:
-            self.bad(name, "is required")
-        return value is None
-
-    def text(
-        self,
-        name: str,
-        *,
-        required: bool = False,
-        max_len: int = 200,
-        pattern: re.Pattern[str] | None = None,
-        hint: str = "",
-    ) -> str | None:
-        """A string (blank reads as absent)."""
-        value = self.data.get(name)
-        if isinstance(value, str) and not value.strip():
-            value = None
-        if self._missing(name, value, required):
-            return None
-        if not isinstance(value, str):
-            self.bad(name, f"must be a string, got {json_type(value)}")
-        elif len(value) > max_len:
-            self.bad(name, f"must be at most {max_len} characters (got {len(value)})")
-        elif not _unicode_ok(value):
-            self.bad(name, "must be valid Unicode text")
-        elif pattern is not None and not pattern.fullmatch(value):
-            self.bad(name, hint or f"must match {pattern.pattern}")
-        else:
-            return value
-        return None
-
-    def integer(
-        self,
-        name: str,
-        *,
-        required: bool = False,
-        choices: Mapping[int, str] | None = None,
-        bounds: tuple[int, int] = (1, MAX_ID),
-    ) -> int | None:
-        """An integer (one of ``choices`` when given, else within ``bounds``)."""
-        value = self.data.get(name)
-        if self._missing(name, value, required):
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.bad(name, f"must be an integer, got {json_type(value)}")
-        elif choices is not None and value not in choices:
-            codes = ", ".join(f"{code}={text}" for code, text in choices.items())
-            self.bad(name, f"must be one of {codes}; got {value}")
-        elif choices is None and not bounds[0] <= value <= bounds[1]:
-            self.bad(name, f"must be an integer from {bounds[0]} to {bounds[1]}, got {value}")
-        else:
-            return value
-        return None
-
-    def boolean(self, name: str) -> bool | None:
-        """true / false (absent or null: None)."""
-        value = self.data.get(name)
-        if value is None or isinstance(value, bool):
-            return value
-        self.bad(name, f"must be true or false, got {json_type(value)}")
-        return None
-
-    def ids(self, name: str, *, allow_empty: bool = False) -> list[int] | None:
-        """A list of positive integer ids (duplicates dropped, order kept), at most MAX_BATCH."""
-        value = self.data.get(name)
-        if self._missing(name, value, True):
-            return None
-        if not isinstance(value, list):
-            self.bad(name, f"must be an array of integers, got {json_type(value)}")
-        elif not value and not allow_empty:
-            self.bad(name, "must not be empty")
-        elif len(value) > MAX_BATCH:
-            self.bad(name, f"must have at most {MAX_BATCH} items (got {len(value)})")
-        elif not all(_is_id(item) for item in value):
-            self.bad(name, f"every item must be an integer from 1 to {MAX_ID}")
-        else:
-            return list(dict.fromkeys(value))
-        return None
-
-    def money_cents(self, name: str, *, maximum_cents: int) -> int | None:
-        """A required amount in yuan: > 0, at most 2 decimals, at most the maximum; as cents."""
-        value = self.data.get(name)
-        if self._missing(name, value, True):
-            return None
-        cents = _cents(value)
-        if cents is None:
-            self.bad(name, f"must be a number with at most 2 decimals, got {value!r}")
-        elif not 0 < cents <= maximum_cents:
-            self.bad(name, f"must be greater than 0 and at most {maximum_cents // 100}, got {value!r}")
-        else:
-            return cents
-        return None
-
-    def check(self) -> None:
-        """Raise the 400 problem naming every bad field, if any."""
-        if self.problems:
-            summary = "; ".join(f"{k}: {' '.join(v)}" for k, v in self.problems.items())
-            raise ApiError(400, VALIDATION_ERROR, summary, self.problems)
-
-
-def _is_id(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_ID
-
-
-def _cents(value: object) -> int | None:
-    """Exact cents of a JSON number with at most 2 decimals, else None."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    try:
-        amount = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-    except InvalidOperation:
-        return None
-    cents = amount * 100
-    return int(cents) if cents == cents.to_integral_value() else None
-
-
-async def read_body(request: web.Request) -> Body:
-    """The request's JSON object body (400 naming ``body`` otherwise)."""
-    return Body(await json_object(request))
 
 
 async def read_shape(
@@ -460,7 +321,6 @@ async def page_response(
 STR, INT, NUM, BOOL = {"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"}
 NSTR, NNUM, NINT = {"type": ["string", "null"]}, {"type": ["number", "null"]}, {"type": ["integer", "null"]}
 DATETIME = {"type": ["string", "null"], "format": "date-time"}
-DATE = {"type": ["string", "null"], "format": "date"}
 ID_SCHEMA = {"type": "integer", "minimum": 1}
 KEY_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_KEY}
 Id = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]
@@ -488,16 +348,6 @@ def codes_schema(table: Mapping[int, str], *, nullable: bool = False) -> dict[st
 def int_codes_schema(table: Mapping[int, str]) -> dict[str, Any]:
     """:func:`codes_schema` of type integer."""
     return {"type": "integer", **codes_schema(table)}
-
-
-def text_schema(max_len: int, *, nullable: bool = True, pattern: str | None = None) -> dict[str, Any]:
-    """A text field; a required one (not nullable) must hold a non-blank character."""
-    schema: dict[str, Any] = {"type": ["string", "null"] if nullable else "string", "maxLength": max_len}
-    if pattern is None and not nullable:
-        schema["minLength"], pattern = 1, r"\S"
-    if pattern is not None:
-        schema["pattern"] = pattern
-    return schema
 
 
 def path_parameter(name: str, description: str, schema: Mapping[str, Any]) -> dict[str, Any]:
