@@ -34,7 +34,7 @@ import pytest
 from pilegate.broker import MosquittoBroker, free_port
 from tests.e2e.harness import Api, CentralProcess, start_central
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]  # the module fixture runs schemathesis (<= 150 s)
 ADMIN_PASSWORD = "fuzz-admin-pw-1"
 MAX_EXAMPLES = 5
 RUN_TIMEOUT_S = 150.0
