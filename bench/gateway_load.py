@@ -68,8 +68,14 @@ def sim_configs(workdir: Path, piles: int, processes: int) -> list[Path]:
         ids = range(i * per, min(piles, (i + 1) * per))
         lines = ["time_scale = 1.0", "tick_s = 0.5", ""]
         for n in ids:
-            lines += ["[[piles]]", f'id = "P{n:04d}"', 'kind = "trickle"',
-                      "rated_power_W = 7000", "tcp_port = 0", ""]
+            lines += [
+                "[[piles]]",
+                f'id = "P{n:04d}"',
+                'kind = "trickle"',
+                "rated_power_W = 7000",
+                "tcp_port = 0",
+                "",
+            ]
         path = workdir / f"sim{i}.toml"
         path.write_text("\n".join(lines))
         paths.append(path)
@@ -95,14 +101,15 @@ def main() -> None:
             piles: dict[str, dict[str, object]] = {}
             for i, cfg in enumerate(sim_configs(workdir, args.piles, args.sim_processes)):
                 ready = workdir / f"sim{i}.ready.json"
-                proc = spawn(f"sim{i}", ["sim", "--config", str(cfg), "--ready-file", str(ready)],
-                             workdir)
+                proc = spawn(f"sim{i}", ["sim", "--config", str(cfg), "--ready-file", str(ready)], workdir)
                 sims.append(proc)
-                doc = wait_until(lambda r=ready: r.exists() and json.loads(r.read_text()), 120,
-                                 "simulator ready", proc)
+                doc = wait_until(
+                    lambda r=ready: r.exists() and json.loads(r.read_text()), 120, "simulator ready", proc
+                )
                 piles.update(doc["piles"])
-            settings = GatewaySettings(poll_period_s=1.0, timeout_s=0.5, keepalive_s=30,
-                                       extra_gateway={"log_level": "warning"})
+            settings = GatewaySettings(
+                poll_period_s=1.0, timeout_s=0.5, keepalive_s=30, extra_gateway={"log_level": "warning"}
+            )
             gateway = start_gateway(workdir, piles, broker.port, settings)
             counter = Counter(broker.port)
             pid = gateway.proc.popen.pid
@@ -110,9 +117,24 @@ def main() -> None:
             if args.profile:
                 import subprocess
 
-                subprocess.Popen(["py-spy", "record", "-p", str(pid), "-d", str(int(args.seconds)),
-                                  "-f", "raw", "-r", "200", "-o", str(args.profile)],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                subprocess.Popen(
+                    [
+                        "py-spy",
+                        "record",
+                        "-p",
+                        str(pid),
+                        "-d",
+                        str(int(args.seconds)),
+                        "-f",
+                        "raw",
+                        "-r",
+                        "200",
+                        "-o",
+                        str(args.profile),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             c0, n0, r0, t0 = cpu_s(pid), counter.count, rss_mib(pid), time.monotonic()
             rss_samples = [r0]
             while time.monotonic() - t0 < args.seconds:
@@ -123,15 +145,22 @@ def main() -> None:
             elapsed = t1 - t0
             overruns = sum(b["poller"]["overruns"] for b in status["buses"].values())
             online = sum(1 for p in status["piles"].values() if p["state"] == "online")
-            print(f"piles={args.piles} (online {online}) sim_processes={args.sim_processes} "
-                  f"window={elapsed:.1f}s")
-            print(f"telemetry at broker: {(n1 - n0) / elapsed:.1f} msg/s "
-                  f"(expected {args.piles:.0f}/s at 1 Hz)")
+            print(
+                f"piles={args.piles} (online {online}) sim_processes={args.sim_processes} "
+                f"window={elapsed:.1f}s"
+            )
+            print(
+                f"telemetry at broker: {(n1 - n0) / elapsed:.1f} msg/s (expected {args.piles:.0f}/s at 1 Hz)"
+            )
             print(f"gateway CPU: {100 * (c1 - c0) / elapsed:.1f}% of one core")
-            print(f"gateway RSS: start {r0:.1f} MiB, end {rss_samples[-1]:.1f} MiB, "
-                  f"max {max(rss_samples):.1f} MiB")
-            print(f"outbox depth {status['outbox'].get('depth')}, poll overruns {overruns}, "
-                  f"uplink {json.dumps(status['uplink'])}")
+            print(
+                f"gateway RSS: start {r0:.1f} MiB, end {rss_samples[-1]:.1f} MiB, "
+                f"max {max(rss_samples):.1f} MiB"
+            )
+            print(
+                f"outbox depth {status['outbox'].get('depth')}, poll overruns {overruns}, "
+                f"uplink {json.dumps(status['uplink'])}"
+            )
         finally:
             if counter:
                 counter.stop()

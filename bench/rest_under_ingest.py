@@ -37,8 +37,13 @@ from bench.ingest_bench import (
 from pilegate.broker import free_port
 from tests.e2e.harness import Api, start_central
 
-PATHS = ["/api/charging/queue/status/", "/api/charging/request/status/",
-         "/api/charging/bills/", "/api/charging/piles/status/", "/api/Orders/paged?pageSize=20"]
+PATHS = [
+    "/api/charging/queue/status/",
+    "/api/charging/request/status/",
+    "/api/charging/bills/",
+    "/api/charging/piles/status/",
+    "/api/Orders/paged?pageSize=20",
+]
 
 
 def paced_publisher(port: int, rate: int, seconds: float, streams: int) -> None:
@@ -59,7 +64,7 @@ def paced_publisher(port: int, rate: int, seconds: float, streams: int) -> None:
         if delay > 0:
             time.sleep(delay)  # pacing the load generator, not waiting for a condition
         sock.setblocking(True)
-        sock.sendall(b"".join(packets[i:i + chunk]))
+        sock.sendall(b"".join(packets[i : i + chunk]))
         sock.setblocking(False)
         try:
             while sock.recv(65536):
@@ -103,8 +108,10 @@ def stored(base: str) -> int:
 
 def summary(name: str, latencies: list[float]) -> str:
     q = statistics.quantiles(latencies, n=100, method="inclusive")
-    return (f"{name:<14} n={len(latencies)} p50={statistics.median(latencies):.1f} ms "
-            f"p99={q[98]:.1f} ms max={max(latencies):.1f} ms")
+    return (
+        f"{name:<14} n={len(latencies)} p50={statistics.median(latencies):.1f} ms "
+        f"p99={q[98]:.1f} ms max={max(latencies):.1f} ms"
+    )
 
 
 def main() -> None:
@@ -120,38 +127,45 @@ def main() -> None:
         broker.start()
         central = None
         try:
-            central = start_central(workdir, broker.port, station=STATION,
-                                    admin_password="bench-admin-pw")
+            central = start_central(workdir, broker.port, station=STATION, admin_password="bench-admin-pw")
             api = Api(central.url)
             driver = api.register("bench-driver")
-            _, body = api.call("POST", "/api/Users/login",
-                               {"openId": "admin", "password": "bench-admin-pw"})
+            _, body = api.call("POST", "/api/Users/login", {"openId": "admin", "password": "bench-admin-pw"})
             admin = body["token"]
-            driver.call("POST", "/api/charging/request/",
-                        {"charging_mode": "fast", "requested_amount": 10})
+            driver.call("POST", "/api/charging/request/", {"charging_mode": "fast", "requested_amount": 10})
             idle = asyncio.run(timed_calls(central.url, str(driver.token), admin, args.requests))
             publisher = multiprocessing.Process(
-                target=paced_publisher, args=(broker.port, args.rate, args.seconds, args.streams))
+                target=paced_publisher, args=(broker.port, args.rate, args.seconds, args.streams)
+            )
             publisher.start()
             deadline = time.monotonic() + 60
             while stored(central.url) < args.rate and time.monotonic() < deadline:
                 time.sleep(0.1)  # until about a second of telemetry has been stored
             before, t0 = stored(central.url), time.perf_counter()
-            loaded = asyncio.run(timed_calls(central.url, str(driver.token), admin,
-                                             args.requests))
+            loaded = asyncio.run(timed_calls(central.url, str(driver.token), admin, args.requests))
             window = time.perf_counter() - t0
             ingested = stored(central.url) - before
             publisher.join(args.seconds + 30)
-            print(f"central REST latency, {len(PATHS)} endpoints round robin "
-                  f"({', '.join(p.split('?')[0] for p in PATHS)})")
+            print(
+                f"central REST latency, {len(PATHS)} endpoints round robin "
+                f"({', '.join(p.split('?')[0] for p in PATHS)})"
+            )
             print(summary("idle", idle))
             print(summary(f"ingest {args.rate}/s", loaded))
             for path, values in BY_PATH.items():
                 print(summary(f"  {path.split('/')[-2] or path}", values))
-            print(f"telemetry stored while timing: {ingested / window:.0f} msg/s "
-                  f"({ingested} in {window:.1f} s; offered {args.rate}/s)")
-            print(json.dumps({"idle_p99_ms": statistics.quantiles(idle, n=100, method="inclusive")[98],
-                              "loaded_p99_ms": statistics.quantiles(loaded, n=100, method="inclusive")[98]}))
+            print(
+                f"telemetry stored while timing: {ingested / window:.0f} msg/s "
+                f"({ingested} in {window:.1f} s; offered {args.rate}/s)"
+            )
+            print(
+                json.dumps(
+                    {
+                        "idle_p99_ms": statistics.quantiles(idle, n=100, method="inclusive")[98],
+                        "loaded_p99_ms": statistics.quantiles(loaded, n=100, method="inclusive")[98],
+                    }
+                )
+            )
         finally:
             if central:
                 central.proc.stop()

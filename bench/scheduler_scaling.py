@@ -26,8 +26,14 @@ START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 
 
 def filled(size: int, rng: random.Random) -> tuple[Scheduler, list[str], datetime]:
-    params = params_from_mapping({"FastChargingPileNum": 4, "TrickleChargingPileNum": 6,
-                                  "WaitingAreaSize": size + 10_000, "ChargingQueueLen": 3})
+    params = params_from_mapping(
+        {
+            "FastChargingPileNum": 4,
+            "TrickleChargingPileNum": 6,
+            "WaitingAreaSize": size + 10_000,
+            "ChargingQueueLen": 3,
+        }
+    )
     scheduler = Scheduler(params)
     cars = []
     for n in range(size):
@@ -39,8 +45,7 @@ def filled(size: int, rng: random.Random) -> tuple[Scheduler, list[str], datetim
     return scheduler, cars, START
 
 
-def timed_mix(scheduler: Scheduler, cars: list[str], now: datetime, events: int,
-              rng: random.Random) -> float:
+def timed_mix(scheduler: Scheduler, cars: list[str], now: datetime, events: int, rng: random.Random) -> float:
     waiting = [c for c in cars if c in scheduler.requests]
     t0 = time.perf_counter()
     for n in range(events):

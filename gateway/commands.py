@@ -40,9 +40,16 @@ class Rejected(Exception):
 class CommandExecutor:
     """Validates, executes and confirms commands; remembers results by command id."""
 
-    def __init__(self, runtime: GatewayRuntime, publisher: Publisher, *, timeout_s: float,
-                 clock_ms: Callable[[], int] = wall_ms, history: int = 10_000,
-                 readback_interval_s: float = 0.05) -> None:
+    def __init__(
+        self,
+        runtime: GatewayRuntime,
+        publisher: Publisher,
+        *,
+        timeout_s: float,
+        clock_ms: Callable[[], int] = wall_ms,
+        history: int = 10_000,
+        readback_interval_s: float = 0.05,
+    ) -> None:
         self.runtime, self.publisher = runtime, publisher
         self.timeout_s, self._clock_ms = timeout_s, clock_ms
         self._history = history
@@ -74,8 +81,9 @@ class CommandExecutor:
         if command.id in self._running:
             self.counts["duplicate"] += 1
             return self._running[command.id]
-        task = asyncio.get_running_loop().create_task(self._execute(pile_id, port, command),
-                                                      name=f"cmd-{command.id}")
+        task = asyncio.get_running_loop().create_task(
+            self._execute(pile_id, port, command), name=f"cmd-{command.id}"
+        )
         self._running[command.id] = task
         task.add_done_callback(lambda _t: self._running.pop(command.id, None))
         return task
@@ -89,8 +97,15 @@ class CommandExecutor:
         result = await self._run(pile_id, port, command)
         self._remember(result)
         self.publisher.cmd_result(pile_id, port, result)
-        log.info("command", pile=pile_id, port=port, id=command.id, op=command.op,
-                 status=result.status, reason=result.reason)
+        log.info(
+            "command",
+            pile=pile_id,
+            port=port,
+            id=command.id,
+            op=command.op,
+            status=result.status,
+            reason=result.reason,
+        )
         return result
 
     async def _run(self, pile_id: str, port: int, command: CommandMessage) -> CommandResult:
@@ -103,11 +118,9 @@ class CommandExecutor:
             return self._result(command, "rejected", str(exc))
         self.publisher.cmd_result(pile_id, port, self._result(command, "accepted"))
         try:
-            return await asyncio.wait_for(self._write_and_confirm(pile, port, command),
-                                          self.timeout_s)
+            return await asyncio.wait_for(self._write_and_confirm(pile, port, command), self.timeout_s)
         except TimeoutError:
-            return self._result(command, "failed",
-                                f"no read-back confirmation within {self.timeout_s}s")
+            return self._result(command, "failed", f"no read-back confirmation within {self.timeout_s}s")
         except DriverError as exc:
             return self._result(command, "failed", f"{exc.kind}: {exc}")
 
@@ -129,14 +142,21 @@ class CommandExecutor:
         if command.op == "limit" and values.get("state") != PortState.CHARGING:
             raise Rejected(f"port {port} is not charging")
 
-    async def _write_and_confirm(self, pile: PileRuntime, port: int,
-                                 command: CommandMessage) -> CommandResult:
+    async def _write_and_confirm(
+        self, pile: PileRuntime, port: int, command: CommandMessage
+    ) -> CommandResult:
         regmap, unit = pile.regmap, pile.config.unit
         seq = self._next_seq(pile, port)
-        words = encode(regmap, regmap.control, {
-            "command": int(_OPS[command.op]), "command_seq": seq,
-            "target_energy_Wh": command.params.get("energy_Wh", 0),
-            "power_limit_W": command.params.get("power_W", 0)})
+        words = encode(
+            regmap,
+            regmap.control,
+            {
+                "command": int(_OPS[command.op]),
+                "command_seq": seq,
+                "target_energy_Wh": command.params.get("energy_Wh", 0),
+                "power_limit_W": command.params.get("power_W", 0),
+            },
+        )
         await pile.bus.write_registers(unit, regmap.port_address(port, regmap.control), words)
         address = regmap.port_address(port, regmap.readback)
         while True:
@@ -150,9 +170,12 @@ class CommandExecutor:
         status = readback["ack_status"]
         if status == CommandStatus.OK:
             return self._result(command, "done", readback=readback)
-        reason = _REJECTIONS.get(CommandStatus(status) if isinstance(status, int) and
-                                 status in CommandStatus._value2member_map_ else
-                                 CommandStatus.NONE, f"the pile answered status {status}")
+        reason = _REJECTIONS.get(
+            CommandStatus(status)
+            if isinstance(status, int) and status in CommandStatus._value2member_map_
+            else CommandStatus.NONE,
+            f"the pile answered status {status}",
+        )
         return self._result(command, "rejected", reason, readback)
 
     def _next_seq(self, pile: PileRuntime, port: int) -> int:
@@ -165,10 +188,20 @@ class CommandExecutor:
         self._seq[key] = seq
         return seq
 
-    def _result(self, command: CommandMessage, status: str, reason: str | None = None,
-                readback: dict[str, object] | None = None) -> CommandResult:
-        return CommandResult(command.id, status, self._clock_ms(), reason,  # type: ignore[arg-type]
-                             readback)
+    def _result(
+        self,
+        command: CommandMessage,
+        status: str,
+        reason: str | None = None,
+        readback: dict[str, object] | None = None,
+    ) -> CommandResult:
+        return CommandResult(
+            command.id,
+            status,
+            self._clock_ms(),
+            reason,  # type: ignore[arg-type]
+            readback,
+        )
 
     def _remember(self, result: CommandResult) -> None:
         self._results[result.id] = result
@@ -180,8 +213,11 @@ class CommandExecutor:
         log.warning("malformed command", pile=pile, port=port, error=reason)
         command_id = _peek_id(payload)
         if command_id:
-            self.publisher.cmd_result(pile, port, CommandResult(
-                command_id, "rejected", self._clock_ms(), f"malformed command: {reason}"))
+            self.publisher.cmd_result(
+                pile,
+                port,
+                CommandResult(command_id, "rejected", self._clock_ms(), f"malformed command: {reason}"),
+            )
 
     async def close(self) -> None:
         for task in list(self._running.values()):

@@ -40,10 +40,16 @@ class PollerStats:
 class Poller:
     """Polls one bus every ``period_s`` and hands each cycle's results to ``on_results``."""
 
-    def __init__(self, bus: Bus, period_s: float,
-                 on_results: Callable[[Sequence[PollResult]], None], *, phase_s: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        period_s: float,
+        on_results: Callable[[Sequence[PollResult]], None],
+        *,
+        phase_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.bus, self.period_s, self.phase_s = bus, period_s, phase_s
         self._on_results, self._clock, self._sleep = on_results, clock, sleep
         self.stats = PollerStats()
@@ -58,8 +64,12 @@ class Poller:
             deadline, skipped = next_deadline(deadline, self._clock(), self.period_s)
             if skipped:
                 self.stats.overruns += skipped
-                log.warning("poll cycle overran", bus=self.bus.spec.name, skipped=skipped,
-                            cycle_s=round(self.stats.last_cycle_s, 3))
+                log.warning(
+                    "poll cycle overran",
+                    bus=self.bus.spec.name,
+                    skipped=skipped,
+                    cycle_s=round(self.stats.last_cycle_s, 3),
+                )
 
     async def cycle(self) -> None:
         started = self._clock()

@@ -31,9 +31,16 @@ def wall_ms() -> int:
 class Publisher:
     """The one path from the gateway's logic to the outbox."""
 
-    def __init__(self, station: str, gateway_id: str, outbox: Outbox,
-                 notify: Callable[[], None], *, flush_interval_s: float = 0.1,
-                 clock_ms: Callable[[], int] = wall_ms) -> None:
+    def __init__(
+        self,
+        station: str,
+        gateway_id: str,
+        outbox: Outbox,
+        notify: Callable[[], None],
+        *,
+        flush_interval_s: float = 0.1,
+        clock_ms: Callable[[], int] = wall_ms,
+    ) -> None:
         self.station, self.gateway_id = station, gateway_id
         self._outbox, self._notify = outbox, notify
         self._flush_interval_s = flush_interval_s
@@ -61,16 +68,22 @@ class Publisher:
         """Queue one port's reading (decoded register values) as a telemetry message."""
         topic = topics.telemetry(self.station, pile, port)
         reading = telemetry_from_values(values, ts_ms, self.session, self._next_seq(topic))
-        self._pending.append(OutMessage(topic, reading.to_json(), 1, False, "telemetry",
-                                        self._clock_ms()))
+        self._pending.append(OutMessage(topic, reading.to_json(), 1, False, "telemetry", self._clock_ms()))
 
     def now_ms(self) -> int:
         return self._clock_ms()
 
     def event(self, pile: str, ts_ms: int, event: PortEvent) -> None:
         topic = topics.pile_event(self.station, pile)
-        payload = PileEvent(ts_ms, self.session, self._next_seq(topic), event.type,  # type: ignore[arg-type]
-                            event.port, event.fault, event.energy_Wh)
+        payload = PileEvent(
+            ts_ms,
+            self.session,
+            self._next_seq(topic),
+            event.type,  # type: ignore[arg-type]
+            event.port,
+            event.fault,
+            event.energy_Wh,
+        )
         self._push(OutMessage(topic, payload.to_json(), 1, False, "event", self._clock_ms()))
 
     def pile_status(self, pile: str, status: PileStatus) -> None:
@@ -83,8 +96,14 @@ class Publisher:
 
     def gateway_status(self, status: GatewayStatus) -> OutMessage:
         """The retained gateway status message (not queued: the uplink sends it itself)."""
-        return OutMessage(topics.gw_status(self.station, self.gateway_id), status.to_json(), 1,
-                          True, "status", self._clock_ms())
+        return OutMessage(
+            topics.gw_status(self.station, self.gateway_id),
+            status.to_json(),
+            1,
+            True,
+            "status",
+            self._clock_ms(),
+        )
 
     def _push(self, message: OutMessage) -> None:
         self._pending.append(message)
@@ -122,15 +141,21 @@ def _num(values: Mapping[str, object], name: str) -> float:
     return value if isinstance(value, int | float) else 0
 
 
-def telemetry_from_values(values: Mapping[str, object], ts_ms: int, session: int,
-                          seq: int) -> Telemetry:
+def telemetry_from_values(values: Mapping[str, object], ts_ms: int, session: int, seq: int) -> Telemetry:
     """A telemetry payload from a port's decoded telemetry and read-back registers."""
     limit, target = values.get("active_limit_W"), values.get("active_target_Wh")
     return Telemetry(
-        ts=ts_ms, session=session, seq=seq, state=state_name(values.get("state")),
-        voltage_V=_num(values, "voltage_V"), current_A=_num(values, "current_A"),
-        power_W=_num(values, "power_W"), energy_Wh=int(_num(values, "energy_Wh")),
-        temperature_C=_num(values, "temperature_C"), fault=fault_name(values.get("fault")),
+        ts=ts_ms,
+        session=session,
+        seq=seq,
+        state=state_name(values.get("state")),
+        voltage_V=_num(values, "voltage_V"),
+        current_A=_num(values, "current_A"),
+        power_W=_num(values, "power_W"),
+        energy_Wh=int(_num(values, "energy_Wh")),
+        temperature_C=_num(values, "temperature_C"),
+        fault=fault_name(values.get("fault")),
         heartbeat=int(_num(values, "heartbeat")),
         active_limit_W=limit if isinstance(limit, int) else None,
-        active_target_Wh=target if isinstance(target, int) else None)
+        active_target_Wh=target if isinstance(target, int) else None,
+    )

@@ -60,12 +60,17 @@ class PileRuntime:
     def status(self, ts_ms: int) -> PileStatus:
         ident = self.identity
         return PileStatus(
-            state=self.tracker.state or "offline", ts=ts_ms,
+            state=self.tracker.state or "offline",
+            ts=ts_ms,
             kind=self.kind if self.kind in ("fast", "trickle") else None,  # type: ignore[arg-type]
-            ports=self.config.ports, rated_power_W=self.rated_power_W,
-            vendor=_str(ident.get("vendor")), model=_str(ident.get("model")),
-            serial=_str(ident.get("serial")), firmware=_str(ident.get("firmware")),
-            error=self.last_error if self.tracker.state == "comm_fault" else None)
+            ports=self.config.ports,
+            rated_power_W=self.rated_power_W,
+            vendor=_str(ident.get("vendor")),
+            model=_str(ident.get("model")),
+            serial=_str(ident.get("serial")),
+            firmware=_str(ident.get("firmware")),
+            error=self.last_error if self.tracker.state == "comm_fault" else None,
+        )
 
 
 def _str(value: object) -> str | None:
@@ -75,8 +80,7 @@ def _str(value: object) -> str | None:
 class GatewayRuntime:
     """Routes poll results to piles and what they produce to the publisher."""
 
-    def __init__(self, config: GatewayConfig, buses: Mapping[str, Bus],
-                 publisher: Publisher) -> None:
+    def __init__(self, config: GatewayConfig, buses: Mapping[str, Bus], publisher: Publisher) -> None:
         self.config, self.buses, self.publisher = config, buses, publisher
         self.piles: dict[str, PileRuntime] = {
             p.id: PileRuntime(p, buses[p.bus], get_map(p.map), PileTracker(p.id, p.ports))
@@ -120,8 +124,7 @@ class GatewayRuntime:
     def _read_identity_later(self, pile: PileRuntime) -> None:
         if any(t.get_name() == f"identity-{pile.id}" for t in self._identity_tasks):
             return
-        task = asyncio.get_running_loop().create_task(self._read_identity(pile),
-                                                      name=f"identity-{pile.id}")
+        task = asyncio.get_running_loop().create_task(self._read_identity(pile), name=f"identity-{pile.id}")
         self._identity_tasks.add(task)
         task.add_done_callback(self._identity_tasks.discard)
 
@@ -136,11 +139,13 @@ class GatewayRuntime:
 
     async def read_identities(self, timeout_s: float) -> None:
         """Read every pile's identity once at start-up; piles that do not answer are retried later."""
+
         async def one(pile: PileRuntime) -> None:
             try:
                 pile.identity = await asyncio.wait_for(pile.bus.read_identity(pile.id), timeout_s)
             except (DriverError, TimeoutError) as exc:
                 log.warning("identity not read at start", pile=pile.id, error=str(exc))
+
         await asyncio.gather(*(one(p) for p in self.piles.values()))
 
     def stop_statuses(self) -> None:
@@ -157,7 +162,16 @@ class GatewayRuntime:
 
     def snapshot(self) -> dict[str, object]:
         """JSON-able view of every pile for the control API."""
-        return {pid: {"state": p.state, "bus": p.config.bus, "unit": p.config.unit,
-                      "kind": p.kind, "identity": p.identity, "last_ts_ms": p.last_ts_ms,
-                      "last_error": p.last_error, "ports": p.last}
-                for pid, p in self.piles.items()}
+        return {
+            pid: {
+                "state": p.state,
+                "bus": p.config.bus,
+                "unit": p.config.unit,
+                "kind": p.kind,
+                "identity": p.identity,
+                "last_ts_ms": p.last_ts_ms,
+                "last_error": p.last_error,
+                "ports": p.last,
+            }
+            for pid, p in self.piles.items()
+        }

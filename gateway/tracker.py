@@ -54,8 +54,7 @@ class PortTracker:
             if fault:
                 events.append(PortEvent("fault_raised", self.port, fault_name(fault), energy_Wh))
             else:
-                events.append(PortEvent("fault_cleared", self.port, fault_name(self.fault),
-                                        energy_Wh))
+                events.append(PortEvent("fault_cleared", self.port, fault_name(self.fault), energy_Wh))
         if isinstance(state, int) and self.state is not None and state != self.state:
             events.extend(self._state_events(self.state, state, energy_Wh))
         self.state = state if isinstance(state, int) else self.state
@@ -87,8 +86,9 @@ class PileTracker:
     def __post_init__(self) -> None:
         self.port_trackers = {p: PortTracker(p) for p in range(1, self.ports + 1)}
 
-    def on_reading(self, ports: Mapping[int, Mapping[str, object]]) -> tuple[
-            list[PortEvent], PileState | None]:
+    def on_reading(
+        self, ports: Mapping[int, Mapping[str, object]]
+    ) -> tuple[list[PortEvent], PileState | None]:
         """Events of a successful poll, and the new pile state if it changed."""
         events: list[PortEvent] = []
         faulted = False

@@ -35,11 +35,17 @@ def station(tmp_path: Path):
     broker = MosquittoBroker(free_port(), tmp_path / "mosquitto", persistence=True)
     broker.start()
     sim = start_sim(tmp_path, fast=2, trickle=1, time_scale=SCALE)
-    gateway = start_gateway(tmp_path, sim.piles, broker.port,
-                            GatewaySettings(station="s1", poll_period_s=0.5))
+    gateway = start_gateway(
+        tmp_path, sim.piles, broker.port, GatewaySettings(station="s1", poll_period_s=0.5)
+    )
     central = start_central(tmp_path, broker.port, time_scale=SCALE, fast=2, trickle=1)
-    parts: dict[str, Any] = {"broker": broker, "sim": sim, "gateway": gateway,
-                             "central": central, "dir": tmp_path}
+    parts: dict[str, Any] = {
+        "broker": broker,
+        "sim": sim,
+        "gateway": gateway,
+        "central": central,
+        "dir": tmp_path,
+    }
     yield parts
     parts["central"].proc.stop()
     gateway.proc.stop()
@@ -84,9 +90,11 @@ def test_a_fast_request_is_charged_to_the_amount_and_billed_by_the_meter(station
     driver = Api(central.url).register("driver1")
     wait_until(lambda: piles_online(driver, {"F1", "F2"}), 20, "fast piles online")
     before = {p: meter(station["sim"], p) for p in ("F1", "F2")}
-    code, body = driver.call("POST", "/api/charging/request/",
-                             {"charging_mode": "fast", "requested_amount": 5,
-                              "battery_capacity": 60})
+    code, body = driver.call(
+        "POST",
+        "/api/charging/request/",
+        {"charging_mode": "fast", "requested_amount": 5, "battery_capacity": 60},
+    )
     assert code in (200, 201), body
     assert body["data"]["queue_number"] == "F1"
     wait_until(lambda: status(driver)["current_status"] == "charging", 20, "charging")
@@ -110,23 +118,30 @@ def test_a_fault_mid_charge_requeues_the_rest_and_one_bill_has_two_details(stati
     driver = Api(central.url).register("driver2")
     wait_until(lambda: piles_online(driver, {"F1", "F2"}), 20, "fast piles online")
     total_before = meter(sim, "F1") + meter(sim, "F2")
-    code, body = driver.call("POST", "/api/charging/request/",
-                             {"charging_mode": "fast", "requested_amount": 20,
-                              "battery_capacity": 80})
+    code, body = driver.call(
+        "POST",
+        "/api/charging/request/",
+        {"charging_mode": "fast", "requested_amount": 20, "battery_capacity": 80},
+    )
     assert code in (200, 201), body
-    wait_until(lambda: status(driver)["current_status"] == "charging"
-               and status(driver)["current_amount"] > 2, 30, "2 kWh charged")
+    wait_until(
+        lambda: status(driver)["current_status"] == "charging" and status(driver)["current_amount"] > 2,
+        30,
+        "2 kWh charged",
+    )
     first = status(driver)["charging_pile_id"]
     sim.fault(first, "over_temperature")
     other = {"F1": "F2", "F2": "F1"}[first]
-    wait_until(lambda: status(driver)["charging_pile_id"] == other, 30,
-               "the remainder charging on the other fast pile")
+    wait_until(
+        lambda: status(driver)["charging_pile_id"] == other,
+        30,
+        "the remainder charging on the other fast pile",
+    )
     wait_until(lambda: status(driver)["current_status"] == "completed", 90, "completed")
     delivered_wh = meter(sim, "F1") + meter(sim, "F2") - total_before
     details = bills_of(driver)
     assert sorted(d["pile_id"] for d in details) == sorted([first, other])
-    assert sum(d["charging_amount"] for d in details) == pytest.approx(delivered_wh / 1000,
-                                                                       abs=0.011)
+    assert sum(d["charging_amount"] for d in details) == pytest.approx(delivered_wh / 1000, abs=0.011)
     assert delivered_wh == pytest.approx(20_000, abs=10)
     for detail in details:
         assert_fees_match_tariff(detail)
@@ -141,12 +156,21 @@ def test_kill_9_mid_charge_restores_queue_and_session_and_the_bill_is_exact(stat
     waiting = Api(central.url).register("driver4")
     wait_until(lambda: piles_online(driver, {"F1", "F2"}), 20, "fast piles online")
     before = {p: meter(sim, p) for p in ("F1", "F2")}
-    driver.call("POST", "/api/charging/request/",
-                {"charging_mode": "fast", "requested_amount": 15, "battery_capacity": 60})
-    waiting.call("POST", "/api/charging/request/",
-                 {"charging_mode": "slow", "requested_amount": 30, "battery_capacity": 60})
-    wait_until(lambda: status(driver)["current_status"] == "charging"
-               and status(driver)["current_amount"] > 1, 30, "charging")
+    driver.call(
+        "POST",
+        "/api/charging/request/",
+        {"charging_mode": "fast", "requested_amount": 15, "battery_capacity": 60},
+    )
+    waiting.call(
+        "POST",
+        "/api/charging/request/",
+        {"charging_mode": "slow", "requested_amount": 30, "battery_capacity": 60},
+    )
+    wait_until(
+        lambda: status(driver)["current_status"] == "charging" and status(driver)["current_amount"] > 1,
+        30,
+        "charging",
+    )
     seen = status(driver), status(waiting)
     central.proc.stop(signal.SIGKILL)
     central = station["central"] = central.restart(station["dir"])

@@ -67,15 +67,15 @@ ports = 2
 async def test_two_rtu_units_on_one_line_publish_every_port(tmp_path: Path):
     (tmp_path / "sim.toml").write_text(SIM)
     ready = tmp_path / "sim.ready.json"
-    sim: Proc = spawn("sim", ["sim", "--config", str(tmp_path / "sim.toml"), "--ready-file",
-                              str(ready)], tmp_path)
+    sim: Proc = spawn(
+        "sim", ["sim", "--config", str(tmp_path / "sim.toml"), "--ready-file", str(ready)], tmp_path
+    )
     broker = MosquittoBroker(free_port(), tmp_path / "mosquitto")
     broker.start()
     probe = MqttProbe(broker.port, client_id=f"rtu-{uuid.uuid4().hex[:6]}")
     gw = None
     try:
-        doc = wait_until(lambda: ready.exists() and json.loads(ready.read_text()), 30,
-                         "simulator ready", sim)
+        doc = wait_until(lambda: ready.exists() and json.loads(ready.read_text()), 30, "simulator ready", sim)
         device = doc["piles"]["T1"]["device"]
         assert device == doc["piles"]["T2"]["device"], "both units share one serial line"
         await probe.connect()
@@ -83,22 +83,32 @@ async def test_two_rtu_units_on_one_line_publish_every_port(tmp_path: Path):
         control_port = free_port()
         config = tmp_path / "gw-rtu.toml"
         config.write_text(gateway_toml(device, broker.port, tmp_path / "gw-data", control_port))
-        gw = GatewayProcess(spawn("gateway", ["gateway", "--config", str(config)], tmp_path),
-                            config, control_port, tmp_path / "gw-data")
-        topics = {"pilegate/v1/s2/pile/T1/port/1/telemetry",
-                  "pilegate/v1/s2/pile/T2/port/1/telemetry",
-                  "pilegate/v1/s2/pile/T2/port/2/telemetry"}
-        await wait_for(lambda: all(len(probe.matching(t)) >= 3 for t in topics), timeout_s=20,
-                       what="three readings of every RTU port")
+        gw = GatewayProcess(
+            spawn("gateway", ["gateway", "--config", str(config)], tmp_path),
+            config,
+            control_port,
+            tmp_path / "gw-data",
+        )
+        topics = {
+            "pilegate/v1/s2/pile/T1/port/1/telemetry",
+            "pilegate/v1/s2/pile/T2/port/1/telemetry",
+            "pilegate/v1/s2/pile/T2/port/2/telemetry",
+        }
+        await wait_for(
+            lambda: all(len(probe.matching(t)) >= 3 for t in topics),
+            timeout_s=20,
+            what="three readings of every RTU port",
+        )
         status = [m.json() for m in probe.matching("pilegate/v1/s2/pile/T2/status")]
         assert status[-1]["state"] == "online"
-        await wait_for(lambda: any(m.json().get("ports") == 2
-                                   for m in probe.matching("pilegate/v1/s2/pile/T2/status")),
-                       timeout_s=10, what="T2's identity (2 ports) read over RTU")
+        await wait_for(
+            lambda: any(m.json().get("ports") == 2 for m in probe.matching("pilegate/v1/s2/pile/T2/status")),
+            timeout_s=10,
+            what="T2's identity (2 ports) read over RTU",
+        )
     finally:
         probe.close()
         if gw:
             gw.proc.stop()
         sim.stop()
         broker.stop()
-

@@ -43,11 +43,11 @@ async def test_a_failing_write_leaves_nothing_behind(store):
 
 
 async def test_constraint_violation_is_an_error_not_a_partial_write(store):
-    await store.write(lambda db: db["users"].insert(
-        {"username": "ann", "password_hash": "h", "register_time": "t"}))
+    await store.write(
+        lambda db: db["users"].insert({"username": "ann", "password_hash": "h", "register_time": "t"})
+    )
     with pytest.raises(sqlite3.IntegrityError):
-        await store.write(lambda db: db.execute(
-            "UPDATE users SET balance_cents = -1 WHERE username = 'ann'"))
+        await store.write(lambda db: db.execute("UPDATE users SET balance_cents = -1 WHERE username = 'ann'"))
     assert await store.read(lambda db: db["users"].get(1)["balance_cents"]) == 0
 
 

@@ -291,11 +291,11 @@ async def test_cancel_in_the_instant_of_dispatch_cancels_its_order_and_stops_the
     _status, body = await submit(central, driver)  # dispatched at once: F1 is free
     request_id = body["data"]["request_id"]
     assert central.commands.sent[-1][2] == "start"
-    status, body = await central.call("DELETE", f"/api/charging/request/{request_id}/cancel/",
-                                      user=driver)
+    status, body = await central.call("DELETE", f"/api/charging/request/{request_id}/cancel/", user=driver)
     assert status == 200 and body["data"]["current_status"] == "cancelled"
-    orders = await central.store.read(lambda db: list(db.query(
-        "SELECT status, end_time FROM orders WHERE request_id = ?", [request_id])))
+    orders = await central.store.read(
+        lambda db: list(db.query("SELECT status, end_time FROM orders WHERE request_id = ?", [request_id]))
+    )
     assert [o["status"] for o in orders] == [3] and orders[0]["end_time"] is not None
     assert central.commands.sent[-1][:3] == ("F1", 1, "stop")
     assert request_id not in central.service.sessions
