@@ -197,9 +197,9 @@ class CommandExecutor:
     ) -> CommandResult:
         return CommandResult(
             command.id,
-            status,
+            status,  # type: ignore[arg-type]
             self._clock_ms(),
-            reason,  # type: ignore[arg-type]
+            reason,
             readback,
         )
 
