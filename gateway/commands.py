@@ -19,7 +19,7 @@ from drivers.errors import DriverError
 from gateway.publisher import Publisher, wall_ms
 from gateway.runtime import GatewayRuntime, PileRuntime
 from protocols import topics
-from protocols.payloads import CommandMessage, CommandResult, PayloadError
+from protocols.payloads import CommandMessage, CommandResult, PayloadError, ResultStatus
 from protocols.registers import Command, CommandStatus, PortState, decode, encode
 
 log = structlog.get_logger(__name__)
@@ -191,13 +191,13 @@ class CommandExecutor:
     def _result(
         self,
         command: CommandMessage,
-        status: str,
+        status: ResultStatus,
         reason: str | None = None,
         readback: dict[str, object] | None = None,
     ) -> CommandResult:
         return CommandResult(
             command.id,
-            status,  # type: ignore[arg-type]
+            status,
             self._clock_ms(),
             reason,
             readback,
