@@ -143,3 +143,46 @@ __all__ = [
     "stop_platform",
     "super_admin",
 ]
+
+
+# --- orders: the piles they run on, and the money around them --------------------------------------
+
+
+@pytest.fixture
+async def piles(platform, admin_user) -> dict[str, dict[str, str]]:
+    """The scheduler's piles F1 and T1 as records: {pile_no: {"id", "port"}}."""
+    _, station = await platform.call("POST", "/api/ChargingStations", user=admin_user, json={"name": "站"})
+    out = {}
+    for pile_no, pile_type, power in (("F1", 1, 30), ("T1", 2, 10)):
+        body = {
+            "stationId": station["id"],
+            "pileNo": pile_no,
+            "pileType": pile_type,
+            "powerRate": power,
+            "totalPorts": 1,
+        }
+        status, pile = await platform.call("POST", "/api/ChargingPiles", user=admin_user, json=body)
+        assert status == 201, pile
+        port_body = {"pileId": pile["id"], "portNo": 1}
+        status, port = await platform.call("POST", "/api/ChargingPorts", user=admin_user, json=port_body)
+        assert status == 201, port
+        out[pile_no] = {"id": pile["id"], "port": port["id"]}
+    return out
+
+
+async def order(platform: Any, actor: Any, order_id: str) -> dict[str, Any]:
+    status, body = await platform.call("GET", f"/api/Orders/{order_id}", user=actor)
+    assert status == 200, body
+    return dict(body)
+
+
+async def top_up(platform: Any, admin: Any, user: Any, amount: float) -> None:
+    status, body = await platform.call(
+        "PUT", f"/api/Users/{user.user_id}/balance", user=admin, json={"amount": amount}
+    )
+    assert status == 204, body
+
+
+async def balance(platform: Any, admin: Any, user: Any) -> float:
+    _, body = await platform.call("GET", f"/api/Users/{user.user_id}", user=admin)
+    return float(body["balance"])

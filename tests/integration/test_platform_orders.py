@@ -18,10 +18,13 @@ from central.adapters.schema import ORDER_MIGRATIONS  # noqa: E402
 from central.adapters.storage import connect  # noqa: E402
 from tests.helpers import wait_for  # noqa: E402
 from tests.integration.platform_fixtures import (  # noqa: E402
+    balance,
     invalid,
+    order,
     problem,
     start_platform,
     stop_platform,
+    top_up,
 )
 
 pytest_plugins = ("tests.integration.platform_fixtures",)
@@ -60,39 +63,11 @@ ORDER_FIELDS = {
 HOUR = 3600
 
 
-@pytest.fixture
-async def piles(platform, admin_user) -> dict[str, dict[str, str]]:
-    """The scheduler's piles F1 and T1 as records: {pile_no: {"id", "port"}}."""
-    _, station = await platform.call("POST", "/api/ChargingStations", user=admin_user, json={"name": "站"})
-    out = {}
-    for pile_no, pile_type, power in (("F1", 1, 30), ("T1", 2, 10)):
-        body = {
-            "stationId": station["id"],
-            "pileNo": pile_no,
-            "pileType": pile_type,
-            "powerRate": power,
-            "totalPorts": 1,
-        }
-        status, reply = await platform.call("POST", "/api/ChargingPiles", user=admin_user, json=body)
-        assert status == 201
-        port_body = {"pileId": reply["id"], "portNo": 1}
-        status, port = await platform.call("POST", "/api/ChargingPorts", user=admin_user, json=port_body)
-        assert status == 201, port
-        out[pile_no] = {"id": reply["id"], "port": port["id"]}
-    return out
-
-
 async def create(platform: Any, actor: Any, user: Any, pile: dict[str, str], mode: int = 1) -> str:
     body = {"userId": user.user_id, "pileId": pile["id"], "portId": pile["port"], "billingMode": mode}
     status, reply = await platform.call("POST", "/api/Orders", user=actor, json=body)
     assert status == 201, reply
     return str(reply["id"])
-
-
-async def order(platform: Any, actor: Any, order_id: str) -> dict[str, Any]:
-    status, body = await platform.call("GET", f"/api/Orders/{order_id}", user=actor)
-    assert status == 200, body
-    return dict(body)
 
 
 async def finish_live(platform: Any, path: str, actor: Any, pile_no: str, energy_Wh: int) -> tuple[int, Any]:
@@ -110,18 +85,6 @@ async def notifications(platform: Any, user: Any) -> list[dict[str, Any]]:
     status, body = await platform.call("GET", f"/api/UserNotifications/byUser/{user.user_id}", user=user)
     assert status == 200, body
     return list(body)
-
-
-async def top_up(platform: Any, admin: Any, user: Any, amount: float) -> None:
-    status, body = await platform.call(
-        "PUT", f"/api/Users/{user.user_id}/balance", user=admin, json={"amount": amount}
-    )
-    assert status == 204, body
-
-
-async def balance(platform: Any, admin: Any, user: Any) -> float:
-    _, body = await platform.call("GET", f"/api/Users/{user.user_id}", user=admin)
-    return float(body["balance"])
 
 
 async def completed_order(platform, admin, user, pile, *, kwh: float, seconds: int, mode: int = 1) -> str:
