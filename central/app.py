@@ -138,6 +138,10 @@ async def _metrics(request: web.Request) -> web.Response:
         ("pilegate_central_waiting_cars", "gauge", {}, service.scheduler.waiting_count),
         ("pilegate_central_live_sessions", "gauge", {}, len(service.sessions)),
     ]
+    samples += [
+        (f"pilegate_central_{key}_total", "counter", {}, value)
+        for key, value in service.meter_anomalies().items()
+    ]
     return web.Response(text=render_metrics(samples), content_type="text/plain")
 
 

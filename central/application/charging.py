@@ -134,6 +134,7 @@ class ChargingService:
         self._dirty_sessions: set[str] = set()
         self._port_watchers: dict[tuple[str, int], PortWatcher] = {}
         self._outcome_watchers: list[OutcomeWatcher] = []
+        self.anomalies = {"meter_resets": 0, "implausible_readings": 0, "unordered_charging": 0}
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -541,6 +542,19 @@ class ChargingService:
         """Wall milliseconds between kept meter samples (``SAMPLE_SPACING_S`` of station time)."""
         return SAMPLE_SPACING_S * 1000 / self.clock.scale
 
+    def meter_anomalies(self) -> dict[str, int]:
+        """Counts since start: meter resets, rejected implausible readings, charging nobody ordered."""
+        return dict(self.anomalies)
+
+    def max_wh_per_ms(self, pile_no: str, port: int) -> float | None:
+        """The most a port's meter can rise per wall millisecond at its pile's rated power."""
+        point = next(
+            (p.point for p in self.scheduler.points_of(pile_no) if _point(p.point.point_id)[1] == port), None
+        )
+        if point is None:
+            return None
+        return float(point.power_kw) * 1000 / 3_600_000 * self.clock.scale
+
     def on_telemetry(self, pile_no: str, port: int, reading: Telemetry) -> None:
         """Meter progress of a session; the end of a segment when the port stops charging."""
         key = (pile_no, port)
@@ -559,11 +573,32 @@ class ChargingService:
         if session is None:
             return
         update = session.meter.observe(
-            reading.ts, reading.energy_Wh, reading.state == "charging", self.spacing_ms()
+            reading.ts,
+            reading.energy_Wh,
+            reading.state == "charging",
+            self.spacing_ms(),
+            self.max_wh_per_ms(pile_no, port),
         )
-        if update.reset is not None:
+        if update.step is Step.IMPLAUSIBLE:
+            self.anomalies["implausible_readings"] += 1
             log.warning(
-                "meter went backwards", pile=pile_no, port=port, car=session.car, reset=str(update.reset)
+                "implausible meter reading rejected",
+                pile=pile_no,
+                port=port,
+                car=session.car,
+                energy_Wh=reading.energy_Wh,
+                last_wh=session.meter.last_raw_wh,
+            )
+            return
+        if update.reset is not None:
+            self.anomalies["meter_resets"] += 1
+            log.warning(
+                "meter went backwards: segment kept up to the last good reading, new baseline",
+                pile=pile_no,
+                port=port,
+                car=session.car,
+                previous_wh=update.reset.previous_wh,
+                new_wh=update.reset.wh,
             )
         if update.step is Step.STALE:
             return
@@ -753,7 +788,7 @@ class ChargingService:
         if session is not None:
             order_id, end_wh = session.order_id, session.meter.last_wh
             pile_no, port = session.pile_no, session.port
-            if not (session.stopping or session.port_stopped or detail.reason == "fault"):
+            if not (session.stopping or session.port_stopped):  # a closed segment never goes on charging
                 changes.command(pile_no, port, "stop", {}, event.car)
         else:
             order_id = uuid.uuid4().hex
