@@ -21,6 +21,7 @@ import contextlib
 import math
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from fractions import Fraction
 from typing import Any
@@ -30,7 +31,7 @@ import structlog
 
 from central.application import notices, views
 from central.application.clock import StationClock
-from central.application.ports import CommandPort, Op, Repositories, SessionOrder, UnitOfWork
+from central.application.ports import CommandPort, Op, PileRecord, Repositories, SessionOrder, UnitOfWork
 from central.application.sessions import LiveSession, segment_samples
 from central.application.unit_of_work import Changes
 from central.application.views import API_MODES, CompletionView, RequestView
@@ -57,7 +58,7 @@ from central.domain.events import (
     SegmentEnded,
 )
 from central.domain.metering import MeterSession, Step
-from central.domain.model import Mode, RequestState, multi_port_points
+from central.domain.model import ChargingPoint, Mode, RequestState, multi_port_points
 from central.domain.params import StationParams, params_from_mapping
 from central.domain.scheduler import Scheduler
 from central.domain.tariff import MeterSamples
@@ -96,10 +97,27 @@ def _period_bounds(period: str, day: date) -> tuple[date, date]:
     raise ValueError(f"period must be day, week or month, got {period!r}")
 
 
+def _port_points(pile_no: str, record: PileRecord) -> list[ChargingPoint]:
+    """The charging points of a recorded pile's existing ports (named by its capacity)."""
+    points = multi_port_points([(pile_no, record.mode, record.ports, record.power_kw)])
+    return [p for p in points if _point(p.point_id)[1] in record.port_nos]
+
+
 def _point(point_id: str) -> tuple[str, int]:
     """(pile_no, port) of a charging point id (``F1`` is port 1 of F1, ``E5-2`` port 2 of E5)."""
     pile, _, port = point_id.partition("-")
     return pile, int(port) if port else 1
+
+
+@dataclass(frozen=True)
+class _Memory:
+    """The in-memory state one change replaces whole: scheduler, live sessions, recent bills."""
+
+    scheduler: Scheduler
+    sessions: dict[str, LiveSession]
+    bills: dict[str, Bill]
+    created: dict[str, datetime]
+    last_request: dict[int, RequestView]
 
 
 class ChargingService:
@@ -177,31 +195,49 @@ class ChargingService:
     # ---- the one path for every change -----------------------------------------------------
 
     async def _apply(self, action: Callable[[datetime], Any], changes: Changes | None = None) -> Any:
-        """Run ``action(now)`` on the scheduler, persist what it caused, then send commands."""
+        """Run ``action(now)`` on a copy of the scheduler and of the live state, commit what it
+        caused, and only then swap the copy in and send the commands.
+
+        All or nothing: if building the rows or the commit fails, the live state stays as it was
+        and the error goes to the caller. Readers (the APIs) see a change only once it is
+        committed, so a "completed" request always has its bill in the database.
+        """
         changes = changes or Changes()
         now = self.now()
-        snapshot = self.scheduler.to_dict()
+        committed = self._memory()
+        self.scheduler = committed.scheduler.clone()
+        self.sessions, self.bills = dict(committed.sessions), dict(committed.bills)
+        self.created, self.last_request = dict(committed.created), dict(committed.last_request)
         try:
             result = action(now)
             self._handle_events(self.scheduler.pop_events(), changes)
-        except BaseException:
-            self.scheduler = Scheduler.from_dict(snapshot, self.params)
-            raise
-        state = {
-            "scheduler": self.scheduler.to_dict(),
-            "faulted_by": {p: sorted(r) for p, r in self.faulted_by.items() if r},
-        }
-        sessions = [self.sessions[c].snapshot() for c in self._dirty_sessions if c in self.sessions]
-        gone = [c for c in self._dirty_sessions if c not in self.sessions]
-        self._dirty_sessions.clear()
+            state = {
+                "scheduler": self.scheduler.to_dict(),
+                "faulted_by": {p: sorted(r) for p, r in self.faulted_by.items() if r},
+            }
+            dirty = set(self._dirty_sessions)
+            sessions = [self.sessions[c].snapshot() for c in dirty if c in self.sessions]
+            gone = [c for c in dirty if c not in self.sessions]
+        finally:
+            applied = self._memory()
+            self._restore(committed)  # until the commit, everyone sees the committed state
         try:
             await changes.commit(self.uow, state, sessions, gone, now)
         except BaseException:
-            self.scheduler = Scheduler.from_dict(snapshot, self.params)
+            log.warning("change not committed; live state kept as it was", exc_info=True)
             raise
+        self._restore(applied)
+        self._dirty_sessions -= dirty
         for command in changes.commands:
             await self._command(command.pile_no, command.port, command.op, command.params, command.car)
         return result
+
+    def _memory(self) -> _Memory:
+        return _Memory(self.scheduler, self.sessions, self.bills, self.created, self.last_request)
+
+    def _restore(self, memory: _Memory) -> None:
+        self.scheduler, self.sessions, self.bills = memory.scheduler, memory.sessions, memory.bills
+        self.created, self.last_request = memory.created, memory.last_request
 
     async def _command(
         self, pile_no: str, port: int, op: Op, params: Mapping[str, int], car: str | None
@@ -358,11 +394,10 @@ class ChargingService:
                     merged[table] = {**self.params.to_mapping()[table], **changes[table]}
             params = params_from_mapping(merged)
             restart = [k for k in FIXED_PARAMETERS if merged[k] != self.params.to_mapping()[k]]
-            state = self.scheduler.to_dict()
-            self.params = params
-            self.scheduler = Scheduler.from_dict(state, params)
+            scheduler = Scheduler.from_dict(self.scheduler.to_dict(), params)
             mapping, at = params.to_mapping(), self.now()
             await self.uow.write(lambda repos: repos.charging.save_params(mapping, at))
+            self.params, self.scheduler = params, scheduler  # only once they are stored
             if restart:
                 log.warning("parameters saved; they apply after a restart", keys=restart)
             return self.parameters()
@@ -456,15 +491,20 @@ class ChargingService:
     async def _set_fault(self, pile_no: str, reason: str, faulted: bool) -> None:
         reasons = self.faulted_by.setdefault(pile_no, set())
         was = bool(reasons)
+        before = set(reasons)
         (reasons.add if faulted else reasons.discard)(reason)
         if bool(reasons) == was:
             return
-        if faulted:
-            await self._apply(
-                lambda now: self.scheduler.pile_fault(now, pile_no, readings=self._readings_at(pile_no))
-            )
-        else:
-            await self._apply(lambda now: self.scheduler.pile_recover(now, pile_no))
+        try:
+            if faulted:
+                await self._apply(
+                    lambda now: self.scheduler.pile_fault(now, pile_no, readings=self._readings_at(pile_no))
+                )
+            else:
+                await self._apply(lambda now: self.scheduler.pile_recover(now, pile_no))
+        except BaseException:
+            self.faulted_by[pile_no] = before  # all or nothing
+            raise
 
     def _readings_at(self, pile_no: str) -> dict[str, Any]:
         readings: dict[str, Any] = {}
@@ -665,27 +705,53 @@ class ChargingService:
         record = await self.uow.read(lambda repos: repos.charging.pile_record(pile_no))
         if record is None:
             return False
-        points = multi_port_points([(pile_no, record.mode, record.ports, record.power_kw)])
-        self.scheduler.add_points(points, faulted=True)
+        points = _port_points(pile_no, record)
         self.faulted_by.setdefault(pile_no, set()).add("health")
-        await self._apply(lambda now: None)  # persist the new points with the queue
+        await self._apply(lambda now: self.scheduler.add_points(points, faulted=True))
         log.info(
             "pile registered with the scheduler",
             pile=pile_no,
             mode=record.mode.value,
-            ports=record.ports,
+            ports=record.port_nos,
             power_kw=str(record.power_kw),
         )
         return True
 
+    async def pile_ports_changed(self, pile_no: str) -> None:
+        """A pile's ports were added, removed or renumbered, or its capacity changed: its charging
+        points follow its port rows. Points with cars at them stay until the cars leave."""
+        async with self._lock:
+            if pile_no not in self.scheduler.pile_ids():
+                return  # it joins with the ports it has once it reports healthy
+            record = await self.uow.read(lambda repos: repos.charging.pile_record(pile_no))
+            wanted = _port_points(pile_no, record) if record is not None else []
+            have = {p.point.point_id for p in self.scheduler.points_of(pile_no)}
+            if {p.point_id for p in wanted} == have:
+                return
+            faulted = bool(self.faulted_by.get(pile_no))
+            if any(p.queue for p in self.scheduler.points_of(pile_no)):
+                new = [p for p in wanted if p.point_id not in have]
+                if new:
+                    await self._apply(lambda now: self.scheduler.add_points(new, faulted=faulted))
+                return
+
+            def rebuild(now: datetime) -> None:
+                self.scheduler.remove_pile(pile_no)
+                if wanted:
+                    self.scheduler.add_points(wanted, faulted=faulted)
+
+            await self._apply(rebuild)
+            log.info(
+                "charging points follow the pile's ports", pile=pile_no, points=[p.point_id for p in wanted]
+            )
+
     async def unregister_pile(self, pile_no: str) -> None:
         """Remove a deleted pile's charging points (refused while cars are at them)."""
         async with self._lock:
-            removed = self.scheduler.remove_pile(pile_no)
+            if self.scheduler.points_of(pile_no):
+                await self._apply(lambda now: self.scheduler.remove_pile(pile_no))
             self.faulted_by.pop(pile_no, None)
             self.health.pop(pile_no, None)
-            if removed:
-                await self._apply(lambda now: None)
 
     def _meter_known(self, pile_no: str) -> bool:
         return any(p == pile_no for p, _ in self.last_reading) or any(

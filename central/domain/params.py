@@ -84,6 +84,10 @@ _TOP_KEYS = {s.key for s in SETTINGS if "." not in s.key} | {"pricing", "time_pe
 _PRICING_KEYS = ("peak_rate", "normal_rate", "valley_rate", "service_rate")
 POWER_RANGE_KW = (Decimal("0.1"), Decimal(10_000))
 """Pile power bounds: keeps ideal completion instants within datetime's range."""
+RATE_RANGE = (Decimal(0), Decimal(100))
+"""Rates per kWh (currency units): above 100 is a typo, and bills must stay finite and exact."""
+SIZE_MAX = 1000
+"""Upper bound of pile counts, the waiting area and the charging queue length."""
 
 
 @dataclass(frozen=True)
@@ -241,8 +245,8 @@ class _Checker:
         if isinstance(value, bool) or not isinstance(value, int):
             self.problems.append((key, f"must be an integer, got {value!r}"))
             return 0
-        if value < minimum:
-            self.problems.append((key, f"must be >= {minimum}, got {value}"))
+        if not minimum <= value <= SIZE_MAX:
+            self.problems.append((key, f"must be between {minimum} and {SIZE_MAX}, got {value}"))
         return value
 
     def _number(
@@ -277,7 +281,7 @@ class _Checker:
         table = self._table("pricing", _PRICING_KEYS)
         if table is None:
             return Pricing()
-        rates = [self._number(k, (Decimal(0), None), table, "pricing.") for k in _PRICING_KEYS]
+        rates = [self._number(k, RATE_RANGE, table, "pricing.") for k in _PRICING_KEYS]
         return Pricing(*rates)
 
     def _time_periods(self) -> TimePeriods:
