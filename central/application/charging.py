@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -70,6 +71,8 @@ SAMPLE_SPACING_S = 60.0  # station seconds between kept meter samples (more is n
 UNKNOWN_PILE_GRACE_S = 3.0  # real seconds after start before a silent pile counts as faulted
 COMMAND_FAULT_COOLDOWN_S = 30.0  # real seconds a pile whose command failed stays faulted
 STOP_WAIT_S = 5.0  # real seconds to wait for a stopped port's final meter reading
+START_GRACE_S = 15.0  # real seconds a dispatched port may stay idle before its session counts as lost
+STOP_GRACE_S = 10.0  # real seconds a stopped port may still report charging before that is a fault
 FIXED_PARAMETERS = (
     "FastChargingPileNum",
     "TrickleChargingPileNum",
@@ -153,6 +156,9 @@ class ChargingService:
         self._port_watchers: dict[tuple[str, int], PortWatcher] = {}
         self._outcome_watchers: list[OutcomeWatcher] = []
         self.anomalies = {"meter_resets": 0, "implausible_readings": 0, "unordered_charging": 0}
+        self._reconciling: set[str] = set()  # cars whose lost segment is being closed
+        self._unordered: set[tuple[str, int]] = set()  # ports found charging without an order
+        self._stopped_at: dict[tuple[str, int], float] = {}  # monotonic time of the last stop sent
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -242,6 +248,8 @@ class ChargingService:
     async def _command(
         self, pile_no: str, port: int, op: Op, params: Mapping[str, int], car: str | None
     ) -> None:
+        if op == "stop":
+            self._stopped_at[(pile_no, port)] = time.monotonic()
         try:
             command_id = await self.commands.send(pile_no, port, op, dict(params), car=car)
         except Exception as exc:  # the command layer reports final failures via on_outcome
@@ -561,6 +569,8 @@ class ChargingService:
         self, pile_no: str, port: int, op: Op, params: Mapping[str, int], *, tag: str | None = None
     ) -> str:
         """A command through the one command path (ids, expiry, retries, outcome)."""
+        if op == "stop":
+            self._stopped_at[(pile_no, port)] = time.monotonic()
         return await self.commands.send(pile_no, port, op, dict(params), car=tag)
 
     def watch_port(self, pile_no: str, port: int, watcher: PortWatcher) -> None:
@@ -611,6 +621,10 @@ class ChargingService:
             self._schedule(self._health_changed(pile_no, "online"))  # its meter is known now
         session = next((s for s in self.sessions.values() if s.pile_no == pile_no and s.port == port), None)
         if session is None:
+            if reading.state == "charging" and watcher is None:
+                self._unordered_charging(pile_no, port, reading)
+            else:
+                self._unordered.discard(key)
             return
         update = session.meter.observe(
             reading.ts,
@@ -644,6 +658,9 @@ class ChargingService:
             return
         self._dirty_sessions.add(session.car)
         if update.step is Step.IDLE:
+            if self._start_overdue(session, reading.ts) and session.car not in self._reconciling:
+                self._reconciling.add(session.car)  # reconciled once
+                self._schedule(self._requeue_lost(session.car))
             return
         if update.step is Step.STARTED:
             self._schedule(self._session_started(session))
@@ -655,6 +672,62 @@ class ChargingService:
         elif session.delivered_wh >= session.target_kwh * 1000 and not session.stopping:
             session.stopping = True
             self._schedule(self._command(session.pile_no, session.port, "stop", {}, session.car))
+
+    def _start_overdue(self, session: LiveSession, ts_ms: int) -> bool:
+        """The port still reports idle ``START_GRACE_S`` after its segment was dispatched."""
+        request = self.scheduler.get(session.car)
+        if request is None or request.segment_start is None:
+            return False
+        grace = timedelta(seconds=START_GRACE_S * self.clock.scale)
+        return self.clock.at_ms(ts_ms) - request.segment_start > grace
+
+    async def _requeue_lost(self, car: str) -> None:
+        """A dispatched segment the pile does not run (the start was lost, or the pile restarted
+        idle while the central was away): it ends at its last reading and the car's remaining
+        amount goes back to the head of the queue, as when a pile faults."""
+        try:
+            async with self._lock:
+                await self._requeue_locked(car)
+        finally:
+            self._reconciling.discard(car)
+
+    async def _requeue_locked(self, car: str) -> None:
+        session = self.sessions.get(car)
+        request = self.scheduler.get(car)
+        if session is None or request is None or request.state is not RequestState.CHARGING:
+            return
+        point_id, reading = session.point_id, self._profile(session)
+        log.warning(
+            "port idle after dispatch: segment closed at its last reading, remainder re-queued",
+            pile=session.pile_no,
+            port=session.port,
+            car=car,
+            kwh=str(session.delivered_wh / 1000),
+        )
+
+        def requeue(now: datetime) -> None:
+            self.scheduler.pile_fault(now, point_id, readings={car: reading}, dispatch=False)
+            self.scheduler.pile_recover(now, point_id)
+
+        await self._apply(requeue)
+
+    def _unordered_charging(self, pile_no: str, port: int, reading: Telemetry) -> None:
+        """A port charging with no session or operator order here (someone published a start):
+        stopped, and reported once per episode (log and count)."""
+        key = (pile_no, port)
+        stopped = self._stopped_at.get(key)
+        if stopped is not None and time.monotonic() - stopped < STOP_GRACE_S:
+            return  # a port the central just stopped may report charging a little longer
+        if key not in self._unordered:
+            self._unordered.add(key)
+            self.anomalies["unordered_charging"] += 1
+            log.error(
+                "port charging without an order at the central: stopping it",
+                pile=pile_no,
+                port=port,
+                energy_Wh=reading.energy_Wh,
+            )
+        self._schedule(self._command(pile_no, port, "stop", {}, None))
 
     def on_pile_state(self, pile_no: str, state: str) -> None:
         self.health[pile_no] = state
