@@ -769,6 +769,8 @@ class ChargingService:
             known = pile_no in self.scheduler.pile_ids()
             if not known and (state != "online" or not await self._register_pile(pile_no)):
                 return
+            if known and state == "online":
+                await self._sync_ports(pile_no)  # a gateway may report ports the pile did not have
             healthy = state == "online" and self._meter_known(pile_no)
             await self._set_fault(pile_no, "health", not healthy)
 
@@ -794,29 +796,31 @@ class ChargingService:
         """A pile's ports were added, removed or renumbered, or its capacity changed: its charging
         points follow its port rows. Points with cars at them stay until the cars leave."""
         async with self._lock:
-            if pile_no not in self.scheduler.pile_ids():
-                return  # it joins with the ports it has once it reports healthy
-            record = await self.uow.read(lambda repos: repos.charging.pile_record(pile_no))
-            wanted = _port_points(pile_no, record) if record is not None else []
-            have = {p.point.point_id for p in self.scheduler.points_of(pile_no)}
-            if {p.point_id for p in wanted} == have:
-                return
-            faulted = bool(self.faulted_by.get(pile_no))
-            if any(p.queue for p in self.scheduler.points_of(pile_no)):
-                new = [p for p in wanted if p.point_id not in have]
-                if new:
-                    await self._apply(lambda now: self.scheduler.add_points(new, faulted=faulted))
-                return
+            if pile_no in self.scheduler.pile_ids():  # else it joins with its ports once healthy
+                await self._sync_ports(pile_no)
 
-            def rebuild(now: datetime) -> None:
-                self.scheduler.remove_pile(pile_no)
-                if wanted:
-                    self.scheduler.add_points(wanted, faulted=faulted)
+    async def _sync_ports(self, pile_no: str) -> None:
+        record = await self.uow.read(lambda repos: repos.charging.pile_record(pile_no))
+        if record is None:
+            return  # a deleted pile leaves through unregister_pile
+        wanted = _port_points(pile_no, record)
+        have = {p.point.point_id for p in self.scheduler.points_of(pile_no)}
+        if {p.point_id for p in wanted} == have:
+            return
+        faulted = bool(self.faulted_by.get(pile_no))
+        if any(p.queue for p in self.scheduler.points_of(pile_no)):
+            new = [p for p in wanted if p.point_id not in have]
+            if new:
+                await self._apply(lambda now: self.scheduler.add_points(new, faulted=faulted))
+            return
 
-            await self._apply(rebuild)
-            log.info(
-                "charging points follow the pile's ports", pile=pile_no, points=[p.point_id for p in wanted]
-            )
+        def rebuild(now: datetime) -> None:
+            self.scheduler.remove_pile(pile_no)
+            if wanted:
+                self.scheduler.add_points(wanted, faulted=faulted)
+
+        await self._apply(rebuild)
+        log.info("charging points follow the pile's ports", pile=pile_no, points=[p.point_id for p in wanted])
 
     async def unregister_pile(self, pile_no: str) -> None:
         """Remove a deleted pile's charging points (refused while cars are at them)."""

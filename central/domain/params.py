@@ -87,7 +87,9 @@ POWER_RANGE_KW = (Decimal("0.1"), Decimal(10_000))
 RATE_RANGE = (Decimal(0), Decimal(100))
 """Rates per kWh (currency units): above 100 is a typo, and bills must stay finite and exact."""
 SIZE_MAX = 1000
-"""Upper bound of pile counts, the waiting area and the charging queue length."""
+"""Upper bound of pile counts and the charging queue length."""
+WAITING_AREA_MAX = 1_000_000
+"""Upper bound of the waiting area (the scheduler is benchmarked with 100 000 waiting cars)."""
 
 
 @dataclass(frozen=True)
@@ -238,15 +240,16 @@ class _Checker:
         trickle = self._int("TrickleChargingPileNum", minimum=0)
         if fast + trickle == 0 and not self.problems:
             self.problems.append(("FastChargingPileNum", "the station needs at least one pile"))
-        return fast, trickle, self._int("WaitingAreaSize", 1), self._int("ChargingQueueLen", 1)
+        waiting = self._int("WaitingAreaSize", 1, WAITING_AREA_MAX)
+        return fast, trickle, waiting, self._int("ChargingQueueLen", 1)
 
-    def _int(self, key: str, minimum: int) -> int:
+    def _int(self, key: str, minimum: int, maximum: int = SIZE_MAX) -> int:
         value = self._get(key)
         if isinstance(value, bool) or not isinstance(value, int):
             self.problems.append((key, f"must be an integer, got {value!r}"))
             return 0
-        if not minimum <= value <= SIZE_MAX:
-            self.problems.append((key, f"must be between {minimum} and {SIZE_MAX}, got {value}"))
+        if not minimum <= value <= maximum:
+            self.problems.append((key, f"must be between {minimum} and {maximum}, got {value}"))
         return value
 
     def _number(
