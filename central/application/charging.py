@@ -1,9 +1,11 @@
 """The live charging service: the scheduler driven by drivers, operators and pile telemetry.
 
-Every change goes the same way, under one lock: the pure scheduler (``central/domain``) is told
-what happened at station time ``now``; the events it records become rows (requests, orders, bills,
-notifications) written in ONE transaction together with the scheduler's new state; only after that
-commit are commands sent to the piles. A kill -9 at any instant therefore restores a queue that
+Every change goes the same way, under one lock: a copy of the pure scheduler (``central/domain``)
+and of the live sessions is told what happened at station time ``now``; the events it records
+become rows (requests, orders, bills, notifications) written in ONE transaction together with the
+scheduler's new state; only after that commit is the copy swapped in and are commands sent to the
+piles. A change is therefore all or nothing (a failure leaves memory and database as they were),
+readers see a change only once it is stored, a kill -9 at any instant restores a queue that
 matches every record, and no segment is billed twice.
 
 Live mode: a dispatched car gets a ``start`` command with its remaining energy as the pile's own
@@ -11,7 +13,17 @@ target (the safety net); its segment is measured from the pile's cumulative mete
 differences, 32-bit wrap handled) and billed from meter samples, interpolated at tariff period
 boundaries. The central stops the port when the amount is reached; a pile that faults, goes
 ``comm_fault`` or loses its gateway ends the segment at its last reading and is a faulted pile for
-the scheduler; its return to health is a recovery.
+the scheduler; its return to health is a recovery. Whenever the central ends a segment, the port
+gets a ``stop``.
+
+Meter anomalies and reconciliation: a meter that goes backwards keeps the segment up to its last
+good reading and carries on from the new baseline (the car keeps charging where it is); a reading
+that rises faster than the pile's rating allows is rejected; both are logged and counted
+(:meth:`ChargingService.meter_anomalies`, the central's /metrics). A dispatched port that still
+reports idle ``START_GRACE_S`` after dispatch (the start was lost, or the pile restarted while the
+central was away) has its segment closed at its last reading and the car re-queued at the head of
+its mode, as after a fault; a port that charges with no session or operator order at the central
+is stopped and reported once.
 """
 
 from __future__ import annotations
