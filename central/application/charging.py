@@ -604,6 +604,10 @@ class ChargingService:
         """Wall milliseconds between kept meter samples (``SAMPLE_SPACING_S`` of station time)."""
         return SAMPLE_SPACING_S * 1000 / self.clock.scale
 
+    def count_anomaly(self, kind: str) -> None:
+        """One more meter reset, implausible reading or unordered charging (see the counts)."""
+        self.anomalies[kind] += 1
+
     def meter_anomalies(self) -> dict[str, int]:
         """Counts since start: meter resets, rejected implausible readings, charging nobody ordered."""
         return dict(self.anomalies)
@@ -646,7 +650,7 @@ class ChargingService:
             self.max_wh_per_ms(pile_no, port),
         )
         if update.step is Step.IMPLAUSIBLE:
-            self.anomalies["implausible_readings"] += 1
+            self.count_anomaly("implausible_readings")
             log.warning(
                 "implausible meter reading rejected",
                 pile=pile_no,
@@ -657,7 +661,7 @@ class ChargingService:
             )
             return
         if update.reset is not None:
-            self.anomalies["meter_resets"] += 1
+            self.count_anomaly("meter_resets")
             log.warning(
                 "meter went backwards: segment kept up to the last good reading, new baseline",
                 pile=pile_no,
@@ -732,7 +736,7 @@ class ChargingService:
             return  # a port the central just stopped may report charging a little longer
         if key not in self._unordered:
             self._unordered.add(key)
-            self.anomalies["unordered_charging"] += 1
+            self.count_anomaly("unordered_charging")
             log.error(
                 "port charging without an order at the central: stopping it",
                 pile=pile_no,

@@ -205,13 +205,13 @@ class OperatorOrders:
             self.service.max_wh_per_ms(session.pile_no, session.port),
         )
         if update.step is Step.IMPLAUSIBLE:
-            self.service.anomalies["implausible_readings"] += 1
+            self.service.count_anomaly("implausible_readings")
             log.warning(
                 "implausible order meter reading rejected", order=session.order_id, wh=reading.energy_Wh
             )
             return
         if update.reset is not None:
-            self.service.anomalies["meter_resets"] += 1
+            self.service.count_anomaly("meter_resets")
             log.warning(
                 "order meter went backwards: new baseline", order=session.order_id, reset=str(update.reset)
             )
