@@ -28,7 +28,7 @@ from central.adapters.mqtt import CentralMqtt, MqttSettings
 from central.adapters.retention import run_retention
 from central.adapters.schema import ORDER_MIGRATIONS, migrations
 from central.adapters.stations import FAST, TRICKLE, ensure_station
-from central.adapters.storage import Store
+from central.adapters.storage import DatabaseLock, DatabaseLocked, Store
 from central.adapters.unit_of_work import SqliteUnitOfWork
 from central.adapters.users import create_or_update_user
 from central.application.auth import AuthError, AuthSettings
@@ -138,6 +138,10 @@ async def _metrics(request: web.Request) -> web.Response:
         ("pilegate_central_waiting_cars", "gauge", {}, service.scheduler.waiting_count),
         ("pilegate_central_live_sessions", "gauge", {}, len(service.sessions)),
     ]
+    samples += [
+        (f"pilegate_central_{key}_total", "counter", {}, value)
+        for key, value in service.meter_anomalies().items()
+    ]
     return web.Response(text=render_metrics(samples), content_type="text/plain")
 
 
@@ -182,6 +186,12 @@ def central_command(config_path: str, port: int | None) -> None:
         config = dataclasses.replace(config, http_port=port)
     configure_logging(config.log_level, config.log_format)
     config.data_dir.mkdir(parents=True, exist_ok=True)
+    lock = DatabaseLock(config.db_path)  # held until the process exits, whatever way it exits
+    try:
+        lock.acquire()
+    except DatabaseLocked as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
     # the SQLite writer thread runs Python between statements; hand the GIL back to the event
     # loop sooner than the default 5 ms so REST latency stays low while telemetry is stored
     sys.setswitchinterval(0.0005)

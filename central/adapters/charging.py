@@ -314,10 +314,18 @@ class ChargingRows:
 
     def pile_record(self, pile_no: str) -> PileRecord | None:
         rows = list(
-            self.db.query("SELECT pile_type, power_rate, total_ports FROM piles WHERE pile_no = ?", [pile_no])
+            self.db.query(
+                "SELECT id, pile_type, power_rate, total_ports FROM piles WHERE pile_no = ?", [pile_no]
+            )
         )
         if not rows:
             return None
         row = rows[0]
+        capacity = int(row["total_ports"])
+        numbers = {
+            str(port["port_no"]).strip()
+            for port in self.db.query("SELECT port_no FROM ports WHERE pile_id = ?", [row["id"]])
+        }
+        port_nos = tuple(n for n in range(1, capacity + 1) if str(n) in numbers)
         mode = Mode.FAST if row["pile_type"] == FAST_PILE_TYPE else Mode.TRICKLE
-        return PileRecord(mode, int(row["total_ports"]), Fraction(str(row["power_rate"])))
+        return PileRecord(mode, capacity, Fraction(str(row["power_rate"])), port_nos)

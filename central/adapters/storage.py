@@ -9,7 +9,10 @@ connections (WAL lets them proceed while the writer writes), so the event loop n
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import queue
+import socket
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -29,6 +32,43 @@ _STOP = object()
 
 class StoreClosed(Exception):
     """The store was closed; no more reads or writes."""
+
+
+class DatabaseLocked(Exception):
+    """Another process holds the database (one central per database)."""
+
+
+class DatabaseLock:
+    """An exclusive ``flock`` on ``<database>.lock`` beside the SQLite file, held while the process
+    runs: a second central on the same database is refused, and the OS releases the lock when the
+    holder exits or is killed (kill -9 leaves no stale lock). The file names the holder (pid, host)."""
+
+    def __init__(self, db_path: Path | str) -> None:
+        self.db_path = Path(db_path)
+        self.path = self.db_path.with_name(self.db_path.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise :class:`DatabaseLocked` naming the database and its holder."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown process"
+            os.close(fd)
+            raise DatabaseLocked(
+                f"database {self.db_path} is in use by another central ({holder}); "
+                "stop it first (one central per database)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
 
 
 def connect(path: Path | str) -> sqlite_utils.Database:

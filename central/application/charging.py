@@ -1,9 +1,11 @@
 """The live charging service: the scheduler driven by drivers, operators and pile telemetry.
 
-Every change goes the same way, under one lock: the pure scheduler (``central/domain``) is told
-what happened at station time ``now``; the events it records become rows (requests, orders, bills,
-notifications) written in ONE transaction together with the scheduler's new state; only after that
-commit are commands sent to the piles. A kill -9 at any instant therefore restores a queue that
+Every change goes the same way, under one lock: a copy of the pure scheduler (``central/domain``)
+and of the live sessions is told what happened at station time ``now``; the events it records
+become rows (requests, orders, bills, notifications) written in ONE transaction together with the
+scheduler's new state; only after that commit is the copy swapped in and are commands sent to the
+piles. A change is therefore all or nothing (a failure leaves memory and database as they were),
+readers see a change only once it is stored, a kill -9 at any instant restores a queue that
 matches every record, and no segment is billed twice.
 
 Live mode: a dispatched car gets a ``start`` command with its remaining energy as the pile's own
@@ -11,7 +13,17 @@ target (the safety net); its segment is measured from the pile's cumulative mete
 differences, 32-bit wrap handled) and billed from meter samples, interpolated at tariff period
 boundaries. The central stops the port when the amount is reached; a pile that faults, goes
 ``comm_fault`` or loses its gateway ends the segment at its last reading and is a faulted pile for
-the scheduler; its return to health is a recovery.
+the scheduler; its return to health is a recovery. Whenever the central ends a segment, the port
+gets a ``stop``.
+
+Meter anomalies and reconciliation: a meter that goes backwards keeps the segment up to its last
+good reading and carries on from the new baseline (the car keeps charging where it is); a reading
+that rises faster than the pile's rating allows is rejected; both are logged and counted
+(:meth:`ChargingService.meter_anomalies`, the central's /metrics). A dispatched port that still
+reports idle ``START_GRACE_S`` after dispatch (the start was lost, or the pile restarted while the
+central was away) has its segment closed at its last reading and the car re-queued at the head of
+its mode, as after a fault; a port that charges with no session or operator order at the central
+is stopped and reported once.
 """
 
 from __future__ import annotations
@@ -19,8 +31,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from fractions import Fraction
 from typing import Any
@@ -30,7 +44,7 @@ import structlog
 
 from central.application import notices, views
 from central.application.clock import StationClock
-from central.application.ports import CommandPort, Op, Repositories, SessionOrder, UnitOfWork
+from central.application.ports import CommandPort, Op, PileRecord, Repositories, SessionOrder, UnitOfWork
 from central.application.sessions import LiveSession, segment_samples
 from central.application.unit_of_work import Changes
 from central.application.views import API_MODES, CompletionView, RequestView
@@ -57,7 +71,7 @@ from central.domain.events import (
     SegmentEnded,
 )
 from central.domain.metering import MeterSession, Step
-from central.domain.model import Mode, RequestState, multi_port_points
+from central.domain.model import ChargingPoint, Mode, RequestState, multi_port_points
 from central.domain.params import StationParams, params_from_mapping
 from central.domain.scheduler import Scheduler
 from central.domain.tariff import MeterSamples
@@ -69,6 +83,8 @@ SAMPLE_SPACING_S = 60.0  # station seconds between kept meter samples (more is n
 UNKNOWN_PILE_GRACE_S = 3.0  # real seconds after start before a silent pile counts as faulted
 COMMAND_FAULT_COOLDOWN_S = 30.0  # real seconds a pile whose command failed stays faulted
 STOP_WAIT_S = 5.0  # real seconds to wait for a stopped port's final meter reading
+START_GRACE_S = 15.0  # real seconds a dispatched port may stay idle before its session counts as lost
+STOP_GRACE_S = 10.0  # real seconds a stopped port may still report charging before that is a fault
 FIXED_PARAMETERS = (
     "FastChargingPileNum",
     "TrickleChargingPileNum",
@@ -96,10 +112,27 @@ def _period_bounds(period: str, day: date) -> tuple[date, date]:
     raise ValueError(f"period must be day, week or month, got {period!r}")
 
 
+def _port_points(pile_no: str, record: PileRecord) -> list[ChargingPoint]:
+    """The charging points of a recorded pile's existing ports (named by its capacity)."""
+    points = multi_port_points([(pile_no, record.mode, record.ports, record.power_kw)])
+    return [p for p in points if _point(p.point_id)[1] in record.port_nos]
+
+
 def _point(point_id: str) -> tuple[str, int]:
     """(pile_no, port) of a charging point id (``F1`` is port 1 of F1, ``E5-2`` port 2 of E5)."""
     pile, _, port = point_id.partition("-")
     return pile, int(port) if port else 1
+
+
+@dataclass(frozen=True)
+class _Memory:
+    """The in-memory state one change replaces whole: scheduler, live sessions, recent bills."""
+
+    scheduler: Scheduler
+    sessions: dict[str, LiveSession]
+    bills: dict[str, Bill]
+    created: dict[str, datetime]
+    last_request: dict[int, RequestView]
 
 
 class ChargingService:
@@ -134,6 +167,10 @@ class ChargingService:
         self._dirty_sessions: set[str] = set()
         self._port_watchers: dict[tuple[str, int], PortWatcher] = {}
         self._outcome_watchers: list[OutcomeWatcher] = []
+        self.anomalies = {"meter_resets": 0, "implausible_readings": 0, "unordered_charging": 0}
+        self._reconciling: set[str] = set()  # cars whose lost segment is being closed
+        self._unordered: set[tuple[str, int]] = set()  # ports found charging without an order
+        self._stopped_at: dict[tuple[str, int], float] = {}  # monotonic time of the last stop sent
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -176,35 +213,55 @@ class ChargingService:
     # ---- the one path for every change -----------------------------------------------------
 
     async def _apply(self, action: Callable[[datetime], Any], changes: Changes | None = None) -> Any:
-        """Run ``action(now)`` on the scheduler, persist what it caused, then send commands."""
+        """Run ``action(now)`` on a copy of the scheduler and of the live state, commit what it
+        caused, and only then swap the copy in and send the commands.
+
+        All or nothing: if building the rows or the commit fails, the live state stays as it was
+        and the error goes to the caller. Readers (the APIs) see a change only once it is
+        committed, so a "completed" request always has its bill in the database.
+        """
         changes = changes or Changes()
         now = self.now()
-        snapshot = self.scheduler.to_dict()
+        committed = self._memory()
+        self.scheduler = committed.scheduler.clone()
+        self.sessions, self.bills = dict(committed.sessions), dict(committed.bills)
+        self.created, self.last_request = dict(committed.created), dict(committed.last_request)
         try:
             result = action(now)
             self._handle_events(self.scheduler.pop_events(), changes)
-        except BaseException:
-            self.scheduler = Scheduler.from_dict(snapshot, self.params)
-            raise
-        state = {
-            "scheduler": self.scheduler.to_dict(),
-            "faulted_by": {p: sorted(r) for p, r in self.faulted_by.items() if r},
-        }
-        sessions = [self.sessions[c].snapshot() for c in self._dirty_sessions if c in self.sessions]
-        gone = [c for c in self._dirty_sessions if c not in self.sessions]
-        self._dirty_sessions.clear()
+            state = {
+                "scheduler": self.scheduler.to_dict(),
+                "faulted_by": {p: sorted(r) for p, r in self.faulted_by.items() if r},
+            }
+            dirty = set(self._dirty_sessions)
+            sessions = [self.sessions[c].snapshot() for c in dirty if c in self.sessions]
+            gone = [c for c in dirty if c not in self.sessions]
+        finally:
+            applied = self._memory()
+            self._restore(committed)  # until the commit, everyone sees the committed state
         try:
             await changes.commit(self.uow, state, sessions, gone, now)
         except BaseException:
-            self.scheduler = Scheduler.from_dict(snapshot, self.params)
+            log.warning("change not committed; live state kept as it was", exc_info=True)
             raise
+        self._restore(applied)
+        self._dirty_sessions -= dirty
         for command in changes.commands:
             await self._command(command.pile_no, command.port, command.op, command.params, command.car)
         return result
 
+    def _memory(self) -> _Memory:
+        return _Memory(self.scheduler, self.sessions, self.bills, self.created, self.last_request)
+
+    def _restore(self, memory: _Memory) -> None:
+        self.scheduler, self.sessions, self.bills = memory.scheduler, memory.sessions, memory.bills
+        self.created, self.last_request = memory.created, memory.last_request
+
     async def _command(
         self, pile_no: str, port: int, op: Op, params: Mapping[str, int], car: str | None
     ) -> None:
+        if op == "stop":
+            self._stopped_at[(pile_no, port)] = time.monotonic()
         try:
             command_id = await self.commands.send(pile_no, port, op, dict(params), car=car)
         except Exception as exc:  # the command layer reports final failures via on_outcome
@@ -357,11 +414,10 @@ class ChargingService:
                     merged[table] = {**self.params.to_mapping()[table], **changes[table]}
             params = params_from_mapping(merged)
             restart = [k for k in FIXED_PARAMETERS if merged[k] != self.params.to_mapping()[k]]
-            state = self.scheduler.to_dict()
-            self.params = params
-            self.scheduler = Scheduler.from_dict(state, params)
+            scheduler = Scheduler.from_dict(self.scheduler.to_dict(), params)
             mapping, at = params.to_mapping(), self.now()
             await self.uow.write(lambda repos: repos.charging.save_params(mapping, at))
+            self.params, self.scheduler = params, scheduler  # only once they are stored
             if restart:
                 log.warning("parameters saved; they apply after a restart", keys=restart)
             return self.parameters()
@@ -455,15 +511,20 @@ class ChargingService:
     async def _set_fault(self, pile_no: str, reason: str, faulted: bool) -> None:
         reasons = self.faulted_by.setdefault(pile_no, set())
         was = bool(reasons)
+        before = set(reasons)
         (reasons.add if faulted else reasons.discard)(reason)
         if bool(reasons) == was:
             return
-        if faulted:
-            await self._apply(
-                lambda now: self.scheduler.pile_fault(now, pile_no, readings=self._readings_at(pile_no))
-            )
-        else:
-            await self._apply(lambda now: self.scheduler.pile_recover(now, pile_no))
+        try:
+            if faulted:
+                await self._apply(
+                    lambda now: self.scheduler.pile_fault(now, pile_no, readings=self._readings_at(pile_no))
+                )
+            else:
+                await self._apply(lambda now: self.scheduler.pile_recover(now, pile_no))
+        except BaseException:
+            self.faulted_by[pile_no] = before  # all or nothing
+            raise
 
     def _readings_at(self, pile_no: str) -> dict[str, Any]:
         readings: dict[str, Any] = {}
@@ -520,6 +581,8 @@ class ChargingService:
         self, pile_no: str, port: int, op: Op, params: Mapping[str, int], *, tag: str | None = None
     ) -> str:
         """A command through the one command path (ids, expiry, retries, outcome)."""
+        if op == "stop":
+            self._stopped_at[(pile_no, port)] = time.monotonic()
         return await self.commands.send(pile_no, port, op, dict(params), car=tag)
 
     def watch_port(self, pile_no: str, port: int, watcher: PortWatcher) -> None:
@@ -541,6 +604,23 @@ class ChargingService:
         """Wall milliseconds between kept meter samples (``SAMPLE_SPACING_S`` of station time)."""
         return SAMPLE_SPACING_S * 1000 / self.clock.scale
 
+    def count_anomaly(self, kind: str) -> None:
+        """One more meter reset, implausible reading or unordered charging (see the counts)."""
+        self.anomalies[kind] += 1
+
+    def meter_anomalies(self) -> dict[str, int]:
+        """Counts since start: meter resets, rejected implausible readings, charging nobody ordered."""
+        return dict(self.anomalies)
+
+    def max_wh_per_ms(self, pile_no: str, port: int) -> float | None:
+        """The most a port's meter can rise per wall millisecond at its pile's rated power."""
+        point = next(
+            (p.point for p in self.scheduler.points_of(pile_no) if _point(p.point.point_id)[1] == port), None
+        )
+        if point is None:
+            return None
+        return float(point.power_kw) * 1000 / 3_600_000 * self.clock.scale
+
     def on_telemetry(self, pile_no: str, port: int, reading: Telemetry) -> None:
         """Meter progress of a session; the end of a segment when the port stops charging."""
         key = (pile_no, port)
@@ -557,18 +637,46 @@ class ChargingService:
             self._schedule(self._health_changed(pile_no, "online"))  # its meter is known now
         session = next((s for s in self.sessions.values() if s.pile_no == pile_no and s.port == port), None)
         if session is None:
+            if reading.state == "charging" and watcher is None:
+                self._unordered_charging(pile_no, port, reading)
+            else:
+                self._unordered.discard(key)
             return
         update = session.meter.observe(
-            reading.ts, reading.energy_Wh, reading.state == "charging", self.spacing_ms()
+            reading.ts,
+            reading.energy_Wh,
+            reading.state == "charging",
+            self.spacing_ms(),
+            self.max_wh_per_ms(pile_no, port),
         )
-        if update.reset is not None:
+        if update.step is Step.IMPLAUSIBLE:
+            self.count_anomaly("implausible_readings")
             log.warning(
-                "meter went backwards", pile=pile_no, port=port, car=session.car, reset=str(update.reset)
+                "implausible meter reading rejected",
+                pile=pile_no,
+                port=port,
+                car=session.car,
+                energy_Wh=reading.energy_Wh,
+                last_wh=session.meter.last_raw_wh,
+            )
+            return
+        if update.reset is not None:
+            self.count_anomaly("meter_resets")
+            log.warning(
+                "meter went backwards: segment kept up to the last good reading, new baseline",
+                pile=pile_no,
+                port=port,
+                car=session.car,
+                previous_wh=update.reset.previous_wh,
+                new_wh=update.reset.wh,
             )
         if update.step is Step.STALE:
             return
         self._dirty_sessions.add(session.car)
         if update.step is Step.IDLE:
+            if self._start_overdue(session, reading.ts) and session.car not in self._reconciling:
+                self._reconciling.add(session.car)  # reconciled once
+                self._schedule(self._requeue_lost(session.car))
             return
         if update.step is Step.STARTED:
             self._schedule(self._session_started(session))
@@ -580,6 +688,62 @@ class ChargingService:
         elif session.delivered_wh >= session.target_kwh * 1000 and not session.stopping:
             session.stopping = True
             self._schedule(self._command(session.pile_no, session.port, "stop", {}, session.car))
+
+    def _start_overdue(self, session: LiveSession, ts_ms: int) -> bool:
+        """The port still reports idle ``START_GRACE_S`` after its segment was dispatched."""
+        request = self.scheduler.get(session.car)
+        if request is None or request.segment_start is None:
+            return False
+        grace = timedelta(seconds=START_GRACE_S * self.clock.scale)
+        return self.clock.at_ms(ts_ms) - request.segment_start > grace
+
+    async def _requeue_lost(self, car: str) -> None:
+        """A dispatched segment the pile does not run (the start was lost, or the pile restarted
+        idle while the central was away): it ends at its last reading and the car's remaining
+        amount goes back to the head of the queue, as when a pile faults."""
+        try:
+            async with self._lock:
+                await self._requeue_locked(car)
+        finally:
+            self._reconciling.discard(car)
+
+    async def _requeue_locked(self, car: str) -> None:
+        session = self.sessions.get(car)
+        request = self.scheduler.get(car)
+        if session is None or request is None or request.state is not RequestState.CHARGING:
+            return
+        point_id, reading = session.point_id, self._profile(session)
+        log.warning(
+            "port idle after dispatch: segment closed at its last reading, remainder re-queued",
+            pile=session.pile_no,
+            port=session.port,
+            car=car,
+            kwh=str(session.delivered_wh / 1000),
+        )
+
+        def requeue(now: datetime) -> None:
+            self.scheduler.pile_fault(now, point_id, readings={car: reading}, dispatch=False)
+            self.scheduler.pile_recover(now, point_id)
+
+        await self._apply(requeue)
+
+    def _unordered_charging(self, pile_no: str, port: int, reading: Telemetry) -> None:
+        """A port charging with no session or operator order here (someone published a start):
+        stopped, and reported once per episode (log and count)."""
+        key = (pile_no, port)
+        stopped = self._stopped_at.get(key)
+        if stopped is not None and time.monotonic() - stopped < STOP_GRACE_S:
+            return  # a port the central just stopped may report charging a little longer
+        if key not in self._unordered:
+            self._unordered.add(key)
+            self.count_anomaly("unordered_charging")
+            log.error(
+                "port charging without an order at the central: stopping it",
+                pile=pile_no,
+                port=port,
+                energy_Wh=reading.energy_Wh,
+            )
+        self._schedule(self._command(pile_no, port, "stop", {}, None))
 
     def on_pile_state(self, pile_no: str, state: str) -> None:
         self.health[pile_no] = state
@@ -621,6 +785,8 @@ class ChargingService:
             known = pile_no in self.scheduler.pile_ids()
             if not known and (state != "online" or not await self._register_pile(pile_no)):
                 return
+            if known and state == "online":
+                await self._sync_ports(pile_no)  # a gateway may report ports the pile did not have
             healthy = state == "online" and self._meter_known(pile_no)
             await self._set_fault(pile_no, "health", not healthy)
 
@@ -630,27 +796,55 @@ class ChargingService:
         record = await self.uow.read(lambda repos: repos.charging.pile_record(pile_no))
         if record is None:
             return False
-        points = multi_port_points([(pile_no, record.mode, record.ports, record.power_kw)])
-        self.scheduler.add_points(points, faulted=True)
+        points = _port_points(pile_no, record)
         self.faulted_by.setdefault(pile_no, set()).add("health")
-        await self._apply(lambda now: None)  # persist the new points with the queue
+        await self._apply(lambda now: self.scheduler.add_points(points, faulted=True))
         log.info(
             "pile registered with the scheduler",
             pile=pile_no,
             mode=record.mode.value,
-            ports=record.ports,
+            ports=record.port_nos,
             power_kw=str(record.power_kw),
         )
         return True
 
+    async def pile_ports_changed(self, pile_no: str) -> None:
+        """A pile's ports were added, removed or renumbered, or its capacity changed: its charging
+        points follow its port rows. Points with cars at them stay until the cars leave."""
+        async with self._lock:
+            if pile_no in self.scheduler.pile_ids():  # else it joins with its ports once healthy
+                await self._sync_ports(pile_no)
+
+    async def _sync_ports(self, pile_no: str) -> None:
+        record = await self.uow.read(lambda repos: repos.charging.pile_record(pile_no))
+        if record is None:
+            return  # a deleted pile leaves through unregister_pile
+        wanted = _port_points(pile_no, record)
+        have = {p.point.point_id for p in self.scheduler.points_of(pile_no)}
+        if {p.point_id for p in wanted} == have:
+            return
+        faulted = bool(self.faulted_by.get(pile_no))
+        if any(p.queue for p in self.scheduler.points_of(pile_no)):
+            new = [p for p in wanted if p.point_id not in have]
+            if new:
+                await self._apply(lambda now: self.scheduler.add_points(new, faulted=faulted))
+            return
+
+        def rebuild(now: datetime) -> None:
+            self.scheduler.remove_pile(pile_no)
+            if wanted:
+                self.scheduler.add_points(wanted, faulted=faulted)
+
+        await self._apply(rebuild)
+        log.info("charging points follow the pile's ports", pile=pile_no, points=[p.point_id for p in wanted])
+
     async def unregister_pile(self, pile_no: str) -> None:
         """Remove a deleted pile's charging points (refused while cars are at them)."""
         async with self._lock:
-            removed = self.scheduler.remove_pile(pile_no)
+            if self.scheduler.points_of(pile_no):
+                await self._apply(lambda now: self.scheduler.remove_pile(pile_no))
             self.faulted_by.pop(pile_no, None)
             self.health.pop(pile_no, None)
-            if removed:
-                await self._apply(lambda now: None)
 
     def _meter_known(self, pile_no: str) -> bool:
         return any(p == pile_no for p, _ in self.last_reading) or any(
@@ -753,7 +947,7 @@ class ChargingService:
         if session is not None:
             order_id, end_wh = session.order_id, session.meter.last_wh
             pile_no, port = session.pile_no, session.port
-            if not (session.stopping or session.port_stopped or detail.reason == "fault"):
+            if not (session.stopping or session.port_stopped):  # a closed segment never goes on charging
                 changes.command(pile_no, port, "stop", {}, event.car)
         else:
             order_id = uuid.uuid4().hex

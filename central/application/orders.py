@@ -231,10 +231,23 @@ class OperatorOrders:
     def _on_reading(self, session: OrderSession, reading: Telemetry) -> None:
         """The driver sessions' meter rule, for one order's port."""
         update = session.meter.observe(
-            reading.ts, reading.energy_Wh, reading.state == "charging", self.service.spacing_ms()
+            reading.ts,
+            reading.energy_Wh,
+            reading.state == "charging",
+            self.service.spacing_ms(),
+            self.service.max_wh_per_ms(session.pile_no, session.port),
         )
+        if update.step is Step.IMPLAUSIBLE:
+            self.service.count_anomaly("implausible_readings")
+            log.warning(
+                "implausible order meter reading rejected", order=session.order_id, wh=reading.energy_Wh
+            )
+            return
         if update.reset is not None:
-            log.warning("order meter went backwards", order=session.order_id, reset=str(update.reset))
+            self.service.count_anomaly("meter_resets")
+            log.warning(
+                "order meter went backwards: new baseline", order=session.order_id, reset=str(update.reset)
+            )
         if update.step in (Step.STALE, Step.IDLE):
             return
         if update.step is Step.STARTED or update.kept:

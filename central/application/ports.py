@@ -67,11 +67,12 @@ class ActiveRequest:
 
 @dataclass(frozen=True)
 class PileRecord:
-    """A recorded pile: its mode, number of ports and rated power."""
+    """A recorded pile: its mode, port capacity, rated power and the ports it has."""
 
     mode: Mode
-    ports: int
+    ports: int  # its capacity (totalPorts): point ids of a pile with room for more than one are ``-n``
     power_kw: Fraction
+    port_nos: tuple[int, ...] = ()  # the ports it has (port rows), within its capacity
 
 
 @dataclass(frozen=True)

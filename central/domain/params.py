@@ -84,6 +84,12 @@ _TOP_KEYS = {s.key for s in SETTINGS if "." not in s.key} | {"pricing", "time_pe
 _PRICING_KEYS = ("peak_rate", "normal_rate", "valley_rate", "service_rate")
 POWER_RANGE_KW = (Decimal("0.1"), Decimal(10_000))
 """Pile power bounds: keeps ideal completion instants within datetime's range."""
+RATE_RANGE = (Decimal(0), Decimal(100))
+"""Rates per kWh (currency units): above 100 is a typo, and bills must stay finite and exact."""
+SIZE_MAX = 1000
+"""Upper bound of pile counts and the charging queue length."""
+WAITING_AREA_MAX = 1_000_000
+"""Upper bound of the waiting area (the scheduler is benchmarked with 100 000 waiting cars)."""
 
 
 @dataclass(frozen=True)
@@ -234,15 +240,16 @@ class _Checker:
         trickle = self._int("TrickleChargingPileNum", minimum=0)
         if fast + trickle == 0 and not self.problems:
             self.problems.append(("FastChargingPileNum", "the station needs at least one pile"))
-        return fast, trickle, self._int("WaitingAreaSize", 1), self._int("ChargingQueueLen", 1)
+        waiting = self._int("WaitingAreaSize", 1, WAITING_AREA_MAX)
+        return fast, trickle, waiting, self._int("ChargingQueueLen", 1)
 
-    def _int(self, key: str, minimum: int) -> int:
+    def _int(self, key: str, minimum: int, maximum: int = SIZE_MAX) -> int:
         value = self._get(key)
         if isinstance(value, bool) or not isinstance(value, int):
             self.problems.append((key, f"must be an integer, got {value!r}"))
             return 0
-        if value < minimum:
-            self.problems.append((key, f"must be >= {minimum}, got {value}"))
+        if not minimum <= value <= maximum:
+            self.problems.append((key, f"must be between {minimum} and {maximum}, got {value}"))
         return value
 
     def _number(
@@ -277,7 +284,7 @@ class _Checker:
         table = self._table("pricing", _PRICING_KEYS)
         if table is None:
             return Pricing()
-        rates = [self._number(k, (Decimal(0), None), table, "pricing.") for k in _PRICING_KEYS]
+        rates = [self._number(k, RATE_RANGE, table, "pricing.") for k in _PRICING_KEYS]
         return Pricing(*rates)
 
     def _time_periods(self) -> TimePeriods:

@@ -193,7 +193,8 @@ async def test_a_refused_start_makes_the_order_abnormal_and_frees_the_port(
     platform.service.on_command_outcome("F1", "start", order_id, "rejected", "REJECTED_STATE")
     done = await wait_for(lambda: _status(platform, admin_user, order_id, 4), what="abnormal order")
     assert done["electricity"] == 0.0 and done["totalAmount"] == 0.0
-    assert not platform.service.scheduler.points["F1"].disabled
+    # the port's release is its own change, committed (and visible) just after the order's end
+    await wait_for(lambda: not platform.service.scheduler.points["F1"].disabled, what="port released")
     await create(platform, admin_user, normal_user, piles["F1"])  # the port is free again
 
 

@@ -1,0 +1,56 @@
+"""Reconciliation of the central's sessions with what the ports report: a dispatched segment the
+pile does not run is closed and its car re-queued; charging the central did not order is stopped
+and reported. Station: F1 (30 kW) and T1 (10 kW), 10:00 (peak), fake wall clock."""
+
+from __future__ import annotations
+
+from central.application.charging import START_GRACE_S
+from tests.helpers import wait_for
+
+pytest_plugins = ("tests.integration.central_fixtures",)
+
+
+async def submit(central, account, mode="fast", kwh=20):
+    body = {"charging_mode": mode, "requested_amount": kwh}
+    return await central.call("POST", "/api/charging/request/", user=account, json=body)
+
+
+def ops(central, pile):
+    return [c[2] for c in central.commands.sent if c[0] == pile]
+
+
+async def test_a_port_that_stays_idle_after_dispatch_closes_the_segment_and_requeues_the_car(central, driver):
+    _status, body = await submit(central, driver)
+    request_id = body["data"]["request_id"]
+    assert ops(central, "F1") == ["start"]
+    central.telemetry("F1", "idle", 1_000)
+    central.wall.advance(START_GRACE_S / 2)
+    central.telemetry("F1", "idle", 1_000)  # within the grace: the pile may still be starting
+    assert ops(central, "F1") == ["start"]
+    central.wall.advance(START_GRACE_S)
+    central.telemetry("F1", "idle", 1_000)  # the pile does not run it (e.g. it restarted idle)
+    await wait_for(lambda: ops(central, "F1") == ["start", "stop", "start"], timeout_s=5,
+                   what="stop, then the car dispatched again")
+    orders = await central.store.read(lambda db: list(db.query(
+        "SELECT status, end_time FROM orders WHERE request_id = ? ORDER BY create_time", [request_id])))
+    assert len(orders) == 2 and orders[0]["end_time"] is not None and orders[1]["end_time"] is None
+    status, body = await central.call("GET", "/api/charging/request/status/", user=driver)
+    assert status == 200 and body["data"]["current_status"] == "charging"
+    central.wall.advance(2)
+    central.telemetry("F1", "charging", 1_000)
+    central.wall.advance(600)
+    central.telemetry("F1", "charging", 6_000)
+    status, body = await central.call("GET", "/api/charging/request/status/", user=driver)
+    assert body["data"]["current_amount"] == 5.0
+
+
+async def test_charging_nobody_ordered_is_stopped_and_reported_once(central):
+    central.telemetry("T1", "charging", 1_000)
+    await wait_for(lambda: ops(central, "T1") == ["stop"], timeout_s=5, what="stop")
+    assert central.service.meter_anomalies()["unordered_charging"] == 1
+    central.wall.advance(1)
+    central.telemetry("T1", "charging", 1_005)  # the port stops a moment later
+    central.wall.advance(1)
+    central.telemetry("T1", "idle", 1_008)
+    assert central.service.meter_anomalies()["unordered_charging"] == 1
+    assert ops(central, "T1") == ["stop"]
