@@ -58,19 +58,26 @@ async def test_created_pile_becomes_schedulable_when_online_and_stays_while_char
 
 
 async def test_charging_points_follow_the_piles_ports(platform, admin_user):
-    _, station = await platform.call("POST", "/api/ChargingStations", user=admin_user,
-                                     json={"name": "站", "address": "a"})
-    _, pile = await platform.call("POST", "/api/ChargingPiles", user=admin_user, json={
-        "stationId": station["id"], "pileNo": "E7", "pileType": 2, "powerRate": 7, "totalPorts": 3})
-    _, port1 = await platform.call("POST", "/api/ChargingPorts", user=admin_user,
-                                   json={"pileId": pile["id"], "portNo": 1})
+    _, station = await platform.call(
+        "POST", "/api/ChargingStations", user=admin_user, json={"name": "站", "address": "a"}
+    )
+    _, pile = await platform.call(
+        "POST",
+        "/api/ChargingPiles",
+        user=admin_user,
+        json={"stationId": station["id"], "pileNo": "E7", "pileType": 2, "powerRate": 7, "totalPorts": 3},
+    )
+    _, port1 = await platform.call(
+        "POST", "/api/ChargingPorts", user=admin_user, json={"pileId": pile["id"], "portNo": 1}
+    )
     service = platform.service
     service.on_pile_state("E7", "online")
     platform.telemetry("E7", "available", 1_000)
     await wait_for(lambda: "E7-1" in service.scheduler.points, timeout_s=5, what="E7-1")
     assert sorted(p for p in service.scheduler.points if p.startswith("E7")) == ["E7-1"]  # no port 2, 3
-    status, port3 = await platform.call("POST", "/api/ChargingPorts", user=admin_user,
-                                        json={"pileId": pile["id"], "portNo": 3})
+    status, port3 = await platform.call(
+        "POST", "/api/ChargingPorts", user=admin_user, json={"pileId": pile["id"], "portNo": 3}
+    )
     assert status == 201, port3
     assert sorted(p for p in service.scheduler.points if p.startswith("E7")) == ["E7-1", "E7-3"]
     status, _ = await platform.call("DELETE", f"/api/ChargingPorts/{port1['id']}", user=admin_user)

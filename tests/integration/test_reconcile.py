@@ -29,10 +29,18 @@ async def test_a_port_that_stays_idle_after_dispatch_closes_the_segment_and_requ
     assert ops(central, "F1") == ["start"]
     central.wall.advance(START_GRACE_S)
     central.telemetry("F1", "idle", 1_000)  # the pile does not run it (e.g. it restarted idle)
-    await wait_for(lambda: ops(central, "F1") == ["start", "stop", "start"], timeout_s=5,
-                   what="stop, then the car dispatched again")
-    orders = await central.store.read(lambda db: list(db.query(
-        "SELECT status, end_time FROM orders WHERE request_id = ? ORDER BY create_time", [request_id])))
+    await wait_for(
+        lambda: ops(central, "F1") == ["start", "stop", "start"],
+        timeout_s=5,
+        what="stop, then the car dispatched again",
+    )
+    orders = await central.store.read(
+        lambda db: list(
+            db.query(
+                "SELECT status, end_time FROM orders WHERE request_id = ? ORDER BY create_time", [request_id]
+            )
+        )
+    )
     assert len(orders) == 2 and orders[0]["end_time"] is not None and orders[1]["end_time"] is None
     status, body = await central.call("GET", "/api/charging/request/status/", user=driver)
     assert status == 200 and body["data"]["current_status"] == "charging"
