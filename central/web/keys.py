@@ -10,6 +10,7 @@ from central.adapters.storage import Store
 from central.application.auth import AuthSettings
 from central.application.charging import ChargingService
 from central.application.orders import OperatorOrders
+from central.web.live import LiveHub
 
 STORE = web.AppKey("store", Store)
 SERVICE = web.AppKey("service", ChargingService)
@@ -17,3 +18,5 @@ ORDERS = web.AppKey("orders", OperatorOrders)
 INGEST = web.AppKey("ingest", Ingest)
 AUTH = web.AppKey("auth", AuthSettings)
 """Account settings (token lifetime, login limiter, clock); defaults are installed when absent."""
+LIVE = web.AppKey("live", LiveHub)
+"""The dashboard's live-update hub (Server-Sent Events of what changed)."""
