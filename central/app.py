@@ -3,8 +3,9 @@
 Background parts live in the application's cleanup context (started before ``yield``, stopped
 after): the store and its unit of work, the charging service, operator orders, the MQTT ingest and
 command sender, and the dashboard's live hub (it sees the port readings on their way from the
-ingest to the service); the web layer gets them under the typed keys of :mod:`central.web.keys`. Nothing is
-built at import time. ``pilegate central`` runs it; ``pilegate create-user`` adds accounts to its database.
+ingest to the service); the web layer gets them under the typed keys of :mod:`central.web.keys`.
+Nothing is built at import time. ``pilegate central`` runs it; ``pilegate create-user`` adds
+accounts to its database.
 """
 
 from __future__ import annotations

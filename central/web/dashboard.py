@@ -42,7 +42,12 @@ SECURITY_HEADERS = {
 VIEWS = ("operator", "driver")
 
 
-CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".txt": "text/plain"}
+CONTENT_TYPES = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".svg": "image/svg+xml",
+}
 ASSETS_KEY = web.AppKey("dashboard_assets", dict[str, tuple[bytes, str]])
 
 
