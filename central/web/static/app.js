@@ -25,6 +25,7 @@ const TEXT = {
     footer: "Live updates by Server-Sent Events · times in the station's zone",
     st_normal: "working", st_fault: "fault", st_offline: "out of service", st_waiting: "waiting", st_charging: "charging",
     st_completed: "completed", st_cancelled: "cancelled", st_idle: "idle", st_faulted: "faulted", st_comm_fault: "no contact",
+    st_available: "available", st_plugged: "plugged in", st_finished: "finished", st_unavailable: "unavailable",
     h_online: "online", h_faulted: "faulted", h_comm_fault: "no contact", h_offline: "offline",
     take_out: "Out of service", put_back: "Back in service", inject_fault: "Declare fault", clear_fault: "Clear fault",
     min: "min", none: "none", empty: "empty", no_pile: "no working pile", saved: "Saved", ahead: "ahead",
@@ -49,6 +50,7 @@ const TEXT = {
     footer: "实时数据由服务器推送 · 时间为充电站当地时间",
     st_normal: "正常", st_fault: "故障", st_offline: "停用", st_waiting: "等候中", st_charging: "充电中",
     st_completed: "已完成", st_cancelled: "已取消", st_idle: "空闲", st_faulted: "故障", st_comm_fault: "通信中断",
+    st_available: "空闲", st_plugged: "已插枪", st_finished: "已充满", st_unavailable: "不可用",
     h_online: "在线", h_faulted: "故障", h_comm_fault: "通信中断", h_offline: "离线",
     take_out: "停用", put_back: "启用", inject_fault: "标记故障", clear_fault: "故障恢复",
     min: "分钟", none: "无", empty: "无", no_pile: "无可用充电桩", saved: "已保存", ahead: "前方",
@@ -349,7 +351,9 @@ function drawChart() {
   const ctx = canvas.getContext("2d");
   ctx.scale(ratio, ratio);
   ctx.clearRect(0, 0, width, height);
-  const points = app.chart.points;
+  const points = [...app.chart.points];
+  const live = livePower();
+  if (live) points.push([Date.now(), live]);
   const piles = [...new Set(points.flatMap(([, p]) => Object.keys(p)))].sort();
   const series = [{ name: t("station"), color: "#12263a", width: 2.5, values: points.map(([ms, p]) => [ms, Object.values(p).reduce((a, b) => a + b, 0)]) }];
   piles.forEach((pile, i) => series.push({ name: pile, color: PALETTE[i % PALETTE.length], width: 1.5, values: points.map(([ms, p]) => [ms, p[pile] || 0]) }));
@@ -380,6 +384,19 @@ function drawChart() {
     ctx.stroke();
   }
   fill($("#legend"), series.map((s) => el("span", {}, colorMark(s.color), `${s.name} ${num(s.values.length ? s.values[s.values.length - 1][1] : 0, 1)} kW`)));
+}
+
+function livePower() {
+  // the newest readings, so the chart's right edge is now rather than the last sample
+  const s = app.channels.operator;
+  if (!s) return null;
+  const power = {};
+  for (const key of Object.keys(s)) {
+    if (!key.startsWith("port:")) continue;
+    const p = s[key];
+    power[p.pile] = (power[p.pile] || 0) + (p.online ? p.kw : 0);
+  }
+  return power;
 }
 
 function colorMark(color) {
