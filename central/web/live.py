@@ -168,16 +168,19 @@ class LiveHub:
             return
         self.readings[key] = reading
         if reading.fault != "none" and (previous is None or previous.fault != reading.fault):
-            self._fault(f"{pile_no}-{port}", reading.fault, reading.ts)
+            self._fault(f"{pile_no}-{port}", reading.fault)
 
     def observe_pile_state(self, pile_no: str, state: str) -> None:
         """A pile going faulted, unreachable or offline goes to the recent faults."""
         if self._pile_states.get(pile_no) != state and state in _BAD_HEALTH:
-            self._fault(pile_no, state, self._wall_ms())
+            self._fault(pile_no, state)
         self._pile_states[pile_no] = state
 
-    def _fault(self, where: str, what: str, ms: int) -> None:
-        self.faults.appendleft({"at": ms, "where": where, "what": what})
+    def _fault(self, where: str, what: str) -> None:
+        """Remember a fault with the station's time, as the notifications carry it."""
+        self.faults.appendleft(
+            {"at": local_iso(self.service.now(), self._zone()), "where": where, "what": what}
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------
 

@@ -281,7 +281,7 @@ function renderOperator(s) {
       el("span", { class: "w", text: ` · ${minutes(c.wait)}` }))) : [el("li", { class: "empty", text: t("empty") })]);
   }
   fill($("#faults"), (s.faults || []).length ? s.faults.map((f) => el("li", {},
-    el("time", { text: new Date(f.at).toLocaleTimeString() }), el("b", { text: f.where }), ` ${f.what}`))
+    el("time", { text: clock(f.at) }), el("b", { text: f.where }), ` ${f.what}`))
     : [el("li", { class: "empty", text: t("none") })]);
   fill($("#notes"), (s.notes || []).length ? s.notes.map((n) => el("li", {},
     el("time", { text: clock(n.at) }), el("b", { text: n.user || "" }), ` ${n.text}`))
@@ -302,6 +302,7 @@ function renderDriver(r) {
   $("#submit-btn").hidden = !!active;
   $("#change-btn").hidden = !(r && r.status === "waiting");
   $("#battery-field").hidden = !!active;
+  $("#request-panel").hidden = !!(r && r.status === "charging");
   $("#form-title").textContent = active ? t("change_request") : t("new_request");
   if (r) {
     $("#req-no").textContent = r.no;
@@ -319,6 +320,10 @@ function renderDriver(r) {
   const signature = r ? `${r.id}:${r.status}:${r.pile}` : "";
   if (signature !== app.lastRequest) {
     app.lastRequest = signature;
+    if (active) {
+      $("#submit-mode").value = r.mode;  // the change form starts from the request as it is
+      $("#submit-kwh").value = r.kwh;
+    }
     loadDriverLists();
   }
 }
@@ -358,9 +363,11 @@ function drawChart() {
   const series = [{ name: t("station"), color: "#12263a", width: 2.5, values: points.map(([ms, p]) => [ms, Object.values(p).reduce((a, b) => a + b, 0)]) }];
   piles.forEach((pile, i) => series.push({ name: pile, color: PALETTE[i % PALETTE.length], width: 1.5, values: points.map(([ms, p]) => [ms, p[pile] || 0]) }));
   const now = points.length ? Math.max(Date.now(), points[points.length - 1][0]) : Date.now();
-  const from = now - 3600 * 1000;
+  // the last hour, or less while the page has less history (at least five minutes)
+  const span = Math.min(3600e3, Math.max(300e3, points.length ? now - points[0][0] : 0));
+  const from = now - span;
   const top = Math.max(1, ...series[0].values.map(([, v]) => v)) * 1.15;
-  const left = 40, bottom = 20, plotW = width - left - 8, plotH = height - bottom - 8;
+  const left = 40, bottom = 20, plotW = width - left - 12, plotH = height - bottom - 8;
   const x = (ms) => left + ((ms - from) / (now - from)) * plotW;
   const y = (v) => 8 + plotH - (v / top) * plotH;
   ctx.font = "11px system-ui, sans-serif";
@@ -369,12 +376,13 @@ function drawChart() {
   ctx.lineWidth = 1;
   for (let i = 0; i <= 4; i++) {
     const v = (top / 4) * i;
-    ctx.beginPath(); ctx.moveTo(left, y(v)); ctx.lineTo(width - 8, y(v)); ctx.stroke();
+    ctx.beginPath(); ctx.moveTo(left, y(v)); ctx.lineTo(width - 12, y(v)); ctx.stroke();
     ctx.fillText(v.toFixed(0), 4, y(v) + 4);
   }
-  for (let m = 60; m >= 0; m -= 15) {
-    const ms = now - m * 60 * 1000;
-    ctx.fillText(m ? `-${m} min` : t("now"), x(ms) - (m ? 18 : 24), height - 5);
+  for (let i = 0; i <= 4; i++) {
+    const ago = Math.round((span * (4 - i)) / 4 / 60000);
+    const label = ago ? `-${ago} min` : t("now");
+    ctx.fillText(label, Math.min(x(now - (span * (4 - i)) / 4) - (i ? 18 : 0), width - 30), height - 5);
   }
   for (const s of series) {
     ctx.strokeStyle = s.color;
