@@ -232,3 +232,34 @@ async def test_streams_end_when_the_hub_stops(central):
     await central.app[LIVE].stop()
     async with asyncio.timeout(5):
         assert await response.content.read() == b""
+
+
+async def test_the_operator_sees_the_takings_of_the_station_local_day(central, driver, staff):
+    def billed(db, at: str, peak: str, valley: str) -> None:
+        detail = {"periods": {"peak": ["5", "0.25", peak], "valley": ["5", "0.5", valley]}}
+        db["orders"].insert({
+            "id": at, "order_no": at, "user_id": driver.user_id, "pile_no": "F1", "status": 2,
+            "electricity": "10", "service_fee": "8", "total_amount": str(8 + float(peak) + float(valley)),
+            "detail": json.dumps(detail), "generated_time": at, "create_time": at,
+        })  # fmt: skip
+
+    def write(db):
+        billed(db, "2025-06-01T15:30:00+00:00", "6", "2")  # 23:30 the day before, station time
+        billed(db, "2025-06-01T16:30:00+00:00", "6", "2")  # 00:30 today, station time
+        billed(db, "2025-06-02T01:59:00+00:00", "6.004", "2")  # 09:59 today
+
+    await central.store.write(write)
+    response = await open_stream(central, staff)
+    _, data = await next_event(response)
+    assert data["state"]["stats"] == {
+        "date": "2025-06-02",
+        "sessions": 2,
+        "kwh": 20.0,
+        "peak": 12.0,
+        "normal": 0.0,
+        "valley": 4.0,
+        "service": 16.0,
+        "total": 32.0,
+    }
+    assert data["state"]["notes"] == []
+    response.close()
