@@ -231,10 +231,6 @@ class LiveHub:
             return None
         return grant
 
-    @property
-    def stream_count(self) -> int:
-        return sum(len(s) for s in self._streams.values())
-
     async def serve(self, request: web.Request, channels: tuple[str, ...]) -> web.StreamResponse:
         """Stream ``channels`` to one page: a snapshot of each, then changes, until either side ends."""
         response = web.StreamResponse(
@@ -274,9 +270,9 @@ class LiveHub:
         return response
 
     async def _snapshot(self, channel: str) -> bytes:
-        if channel not in self._states:
-            if channel == OPERATOR:
-                await self._refresh_extras()
+        if channel == OPERATOR and channel not in self._states:
+            await self._refresh_extras()
+        if channel not in self._states:  # a tick during the read may have built it already
             self._states[channel] = self.state(channel)
         body: dict[str, Any] = {"ch": channel, "state": self._states[channel]}
         if channel == OPERATOR:
