@@ -5,7 +5,7 @@ One station and one browser for the module; each scenario opens its own pages. T
 everything through what the central serves: login, the live stream, and the REST actions. Polls
 with deadlines (``expect``), never sleeps. Station time runs 120x: a fast pile (30 kW) charges 1 kWh
 in one second, a slow one (10 kW) in three. With ``DASHBOARD_SCREENSHOTS=<dir>`` the scenarios also
-save the screenshots the README shows (operator, driver, phone width).
+save screenshots of what they see (operator, driver, phone width) there.
 """
 
 from __future__ import annotations
