@@ -30,10 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from fractions import Fraction
@@ -44,10 +43,11 @@ import structlog
 
 from central.application import notices, views
 from central.application.clock import StationClock
-from central.application.ports import CommandPort, Op, PileRecord, Repositories, SessionOrder, UnitOfWork
+from central.application.ports import CommandPort, Op, PileRecord, Repositories, UnitOfWork
+from central.application.recording import Recording, point_port, record_events
 from central.application.sessions import LiveSession, segment_samples
 from central.application.unit_of_work import Changes
-from central.application.views import API_MODES, CompletionView, RequestView
+from central.application.views import CompletionView, RequestView
 from central.domain.billing import Bill
 from central.domain.errors import (
     DomainError,
@@ -57,20 +57,7 @@ from central.domain.errors import (
     UnknownPileError,
     UnknownRequestError,
 )
-from central.domain.events import (
-    CarCalled,
-    CarReturned,
-    ChargingStarted,
-    Event,
-    PointStatusChanged,
-    QueueChanged,
-    RequestCancelled,
-    RequestChanged,
-    RequestCompleted,
-    RequestQueued,
-    SegmentEnded,
-)
-from central.domain.metering import MeterSession, Step
+from central.domain.metering import Step
 from central.domain.model import ChargingPoint, Mode, RequestState, multi_port_points
 from central.domain.params import StationParams, params_from_mapping
 from central.domain.scheduler import Scheduler
@@ -115,13 +102,7 @@ def _period_bounds(period: str, day: date) -> tuple[date, date]:
 def _port_points(pile_no: str, record: PileRecord) -> list[ChargingPoint]:
     """The charging points of a recorded pile's existing ports (named by its capacity)."""
     points = multi_port_points([(pile_no, record.mode, record.ports, record.power_kw)])
-    return [p for p in points if _point(p.point_id)[1] in record.port_nos]
-
-
-def _point(point_id: str) -> tuple[str, int]:
-    """(pile_no, port) of a charging point id (``F1`` is port 1 of F1, ``E5-2`` port 2 of E5)."""
-    pile, _, port = point_id.partition("-")
-    return pile, int(port) if port else 1
+    return [p for p in points if point_port(p.point_id)[1] in record.port_nos]
 
 
 @dataclass(frozen=True)
@@ -228,7 +209,7 @@ class ChargingService:
         self.created, self.last_request = dict(committed.created), dict(committed.last_request)
         try:
             result = action(now)
-            self._handle_events(self.scheduler.pop_events(), changes)
+            record_events(self.scheduler.pop_events(), self._recording(), changes)
             state = {
                 "scheduler": self.scheduler.to_dict(),
                 "faulted_by": {p: sorted(r) for p, r in self.faulted_by.items() if r},
@@ -249,6 +230,19 @@ class ChargingService:
         for command in changes.commands:
             await self._command(command.pile_no, command.port, command.op, command.params, command.car)
         return result
+
+    def _recording(self) -> Recording:
+        """The working state a change's events update (the copies :meth:`_apply` swaps in)."""
+        return Recording(
+            self.sessions,
+            self.bills,
+            self.created,
+            self.last_request,
+            self.users,
+            self.battery,
+            self.last_reading,
+            self._dirty_sessions,
+        )
 
     def _memory(self) -> _Memory:
         return _Memory(self.scheduler, self.sessions, self.bills, self.created, self.last_request)
@@ -615,7 +609,8 @@ class ChargingService:
     def max_wh_per_ms(self, pile_no: str, port: int) -> float | None:
         """The most a port's meter can rise per wall millisecond at its pile's rated power."""
         point = next(
-            (p.point for p in self.scheduler.points_of(pile_no) if _point(p.point.point_id)[1] == port), None
+            (p.point for p in self.scheduler.points_of(pile_no) if point_port(p.point.point_id)[1] == port),
+            None,
         )
         if point is None:
             return None
@@ -886,109 +881,6 @@ class ChargingService:
         except Exception:
             log.exception("live update failed")
 
-    # ---- events -> rows, notifications and commands -------------------------------------------
-
-    def _handle_events(self, events: Sequence[Event], changes: Changes) -> None:
-        for event in events:
-            handler = EVENT_HANDLERS.get(type(event))
-            if handler is not None:
-                handler(self, event, changes)
-            elif type(event) not in IGNORED_EVENTS:
-                log.error("scheduler event without a handler", event=type(event).__name__)
-
-    def _on_request_queued(self, event: RequestQueued, changes: Changes) -> None:
-        car = event.car
-        self.created[car] = event.at
-        user, battery = self.users[car], self.battery.get(car)
-        mode = API_MODES[Mode(event.mode)]
-        changes.write(
-            lambda repos: repos.charging.add_request(
-                car, user, event.queue_number, mode, event.kwh, battery, event.at
-            )
-        )
-
-    def _on_request_changed(self, event: RequestChanged, changes: Changes) -> None:
-        mode = API_MODES[Mode(event.mode)]
-        changes.write(
-            lambda repos: repos.charging.change_request(
-                event.car, event.queue_number, mode, event.kwh, event.at
-            )
-        )
-
-    def _on_car_called(self, event: CarCalled, changes: Changes) -> None:
-        user = self.users.get(event.car)
-        if user is not None:
-            changes.notify(notices.car_called(user, event.car, event.point_id, event.position, event.at))
-
-    def _on_car_returned(self, event: CarReturned, changes: Changes) -> None:
-        user = self.users.get(event.car)
-        if user is not None:
-            changes.notify(notices.car_returned(user, event.car, event.point_id, event.at))
-
-    def _on_charging_started(self, event: ChargingStarted, changes: Changes) -> None:
-        pile_no, port = _point(event.point_id)
-        order = SessionOrder(uuid.uuid4().hex, self.users.get(event.car), event.car, pile_no, port, event.at)
-        meter = MeterSession.from_idle(self.last_reading.get((pile_no, port)))  # the idle meter before
-        self.sessions[event.car] = LiveSession(
-            event.car, event.point_id, pile_no, port, event.target_kwh, order.order_id, meter
-        )
-        self._dirty_sessions.add(event.car)
-        changes.write(lambda repos: repos.charging.open_session_order(order))
-        changes.write(lambda repos: repos.charging.request_charging(event.car, event.at))
-        energy_wh = math.ceil(event.target_kwh * 1000)
-        changes.command(pile_no, port, "start", {"energy_Wh": energy_wh}, event.car)
-
-    def _on_segment_ended(self, event: SegmentEnded, changes: Changes) -> None:
-        session = self.sessions.pop(event.car, None)
-        self._dirty_sessions.add(event.car)
-        detail = event.detail
-        pile_no, port = _point(event.point_id)
-        end_wh: int | None = None
-        if session is not None:
-            order_id, end_wh = session.order_id, session.meter.last_wh
-            pile_no, port = session.pile_no, session.port
-            if not (session.stopping or session.port_stopped):  # a closed segment never goes on charging
-                changes.command(pile_no, port, "stop", {}, event.car)
-        else:
-            order_id = uuid.uuid4().hex
-        user = self.users.get(event.car)
-        order = SessionOrder(order_id, user, event.car, pile_no, port, event.at)
-        changes.write(lambda repos: repos.charging.finish_session_order(order, detail, end_wh))
-        if detail.reason == "fault" and user is not None:
-            changes.notify(notices.pile_fault(user, event.car, event.point_id, detail.kwh, event.at))
-
-    def _on_request_completed(self, event: RequestCompleted, changes: Changes) -> None:
-        self._finish_request(event.car, event.bill, "completed", event.at, changes)
-
-    def _on_request_cancelled(self, event: RequestCancelled, changes: Changes) -> None:
-        self._finish_request(event.car, event.bill, "cancelled", event.at, changes)
-
-    def _on_point_status_changed(self, event: PointStatusChanged, changes: Changes) -> None:
-        log.info("point status", point=event.point_id, status=event.status)
-
-    def _finish_request(self, car: str, bill: Bill, status: str, at: datetime, changes: Changes) -> None:
-        user = self.users.get(car)
-        self.bills[car] = bill
-        self._close_open_segment(car, at, changes)
-        changes.write(lambda repos: repos.charging.finish_request(car, user, bill, status, at))
-        if user is not None:
-            changes.notify(notices.request_finished(user, car, bill, status, at))
-            created = self.created.pop(car, at)
-            self.last_request[user] = views.finished_view(
-                car, user, bill, status, self.battery.get(car), created
-            )
-
-    def _close_open_segment(self, car: str, at: datetime, changes: Changes) -> None:
-        """A request that ended with a segment never billed (cancelled in the instant it was
-        dispatched): its order is cancelled with nothing delivered and its port stopped."""
-        session = self.sessions.pop(car, None)
-        if session is None:
-            return
-        self._dirty_sessions.add(car)
-        changes.write(lambda repos: repos.charging.cancel_session_order(session.order_id, at))
-        if not (session.stopping or session.port_stopped):
-            changes.command(session.pile_no, session.port, "stop", {}, car)
-
     # ---- background ---------------------------------------------------------------------------
 
     async def _persist_sessions(self) -> None:
@@ -1018,21 +910,3 @@ class ChargingService:
                 async with self._lock:
                     with contextlib.suppress(DomainError):
                         await self._set_fault(pile_no, "health", True)
-
-
-EventHandler = Callable[[ChargingService, Any, Changes], None]
-EVENT_HANDLERS: Mapping[type[Event], EventHandler] = {
-    RequestQueued: ChargingService._on_request_queued,
-    RequestChanged: ChargingService._on_request_changed,
-    CarCalled: ChargingService._on_car_called,
-    CarReturned: ChargingService._on_car_returned,
-    ChargingStarted: ChargingService._on_charging_started,
-    SegmentEnded: ChargingService._on_segment_ended,
-    RequestCompleted: ChargingService._on_request_completed,
-    RequestCancelled: ChargingService._on_request_cancelled,
-    PointStatusChanged: ChargingService._on_point_status_changed,
-}
-"""What each scheduler event becomes (rows, notifications, commands): every event type is here or in
-:data:`IGNORED_EVENTS`, so a new or renamed event cannot be dropped silently."""
-IGNORED_EVENTS: frozenset[type[Event]] = frozenset({QueueChanged})
-"""Events the live service deliberately does nothing with (the user API polls queues)."""
