@@ -86,19 +86,6 @@ OutcomeWatcher = Callable[[str, str, str | None, str, str | None], None]
 """(pile_no, op, tag, status, reason) of a command's final outcome."""
 
 
-def _period_bounds(period: str, day: date) -> tuple[date, date]:
-    if period == "day":
-        return day, day + timedelta(days=1)
-    if period == "week":
-        start = day - timedelta(days=day.weekday())
-        return start, start + timedelta(days=7)
-    if period == "month":
-        start = day.replace(day=1)
-        following = (start + timedelta(days=32)).replace(day=1)
-        return start, following
-    raise ValueError(f"period must be day, week or month, got {period!r}")
-
-
 def _port_points(pile_no: str, record: PileRecord) -> list[ChargingPoint]:
     """The charging points of a recorded pile's existing ports (named by its capacity)."""
     points = multi_port_points([(pile_no, record.mode, record.ports, record.power_kw)])
@@ -417,67 +404,17 @@ class ChargingService:
             return self.parameters()
 
     def pile_queues(self) -> list[dict[str, Any]]:
-        now = self.now()
-        out = []
-        for point in self.scheduler.point_states():
-            cars = []
-            for car in point.queue:
-                r = self.scheduler.requests[car]
-                cars.append(
-                    {
-                        "user_id": self.users.get(car),
-                        "username": self._username(car),
-                        "request_id": car,
-                        "queue_number": r.queue_number,
-                        "battery_capacity": self.battery.get(car),
-                        "requested_amount": views.as_float(r.requested_kwh),
-                        "queued_at": r.created_at.isoformat(),
-                        "waited_minutes": round((now - r.created_at).total_seconds() / 60, 2),
-                    }
-                )
-            out.append({"pile_id": point.point.point_id, "cars": cars})
-        return out
+        return views.pile_queues(self.scheduler, self.now(), self.users, self.battery, self._username)
 
     async def pile_report(self, period: str, day: date | None) -> list[dict[str, Any]]:
         """Per pile for the day/week/month containing ``day``: sessions, time, kWh, fees."""
         day = day or self.now().astimezone(self.tz).date()
-        start, end = _period_bounds(period, day)
+        start, end = views.period_bounds(period, day)
         lo = datetime.combine(start, datetime.min.time(), self.tz)
         hi = datetime.combine(end, datetime.min.time(), self.tz)
         rows = await self.uow.read(lambda repos: repos.reports.pile_totals(lo, hi))
-
-        def empty() -> dict[str, Any]:
-            return {
-                "sessions": 0,
-                "seconds": 0,
-                "kwh": Fraction(0),
-                "charge": Fraction(0),
-                "service": Fraction(0),
-            }
-
-        report = {p.point.point_id: empty() for p in self.scheduler.point_states()}
-        for row in rows:
-            r = report.setdefault(row.pile_no, empty())
-            r["sessions"] += 1
-            r["seconds"] += row.seconds
-            r["kwh"] += row.kwh
-            r["charge"] += row.charge_fee
-            r["service"] += row.service_fee
-        return [
-            {
-                "pile_id": pile,
-                "period": period,
-                "from": start.isoformat(),
-                "to": (end - timedelta(days=1)).isoformat(),
-                "sessions": r["sessions"],
-                "charging_minutes": round(r["seconds"] / 60, 2),
-                "kwh": views.as_float(r["kwh"]),
-                "charging_fee": float(round(r["charge"], 2)),
-                "service_fee": float(round(r["service"], 2)),
-                "total": float(round(r["charge"] + r["service"], 2)),
-            }
-            for pile, r in sorted(report.items())
-        ]
+        points = [p.point.point_id for p in self.scheduler.point_states()]
+        return views.pile_report(points, rows, period, start, end)
 
     # ---- operator actions --------------------------------------------------------------------
 
