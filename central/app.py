@@ -98,8 +98,10 @@ def _lifecycle(config: CentralConfig) -> Callable[[web.Application], AsyncIterat
         uow = SqliteUnitOfWork(store)
         service = ChargingService(uow, params, clock, sender, station=config.station)
         orders = OperatorOrders(service, uow, clock)
-        sender.on_outcome = lambda o: service.on_command_outcome(o.pile_no, o.op, o.car, o.status, o.reason)
-        ingest = holder["ingest"] = Ingest(store, config.station, service, commands=sender)
+        sender.on_outcome = lambda o: service.live.on_command_outcome(
+            o.pile_no, o.op, o.car, o.status, o.reason
+        )
+        ingest = holder["ingest"] = Ingest(store, config.station, service.live, commands=sender)
         app[STORE], app[SERVICE], app[ORDERS], app[INGEST] = store, service, orders, ingest
         await service.start()
         await orders.start()  # resume operator orders that were charging
@@ -140,7 +142,7 @@ async def _metrics(request: web.Request) -> web.Response:
     ]
     samples += [
         (f"pilegate_central_{key}_total", "counter", {}, value)
-        for key, value in service.meter_anomalies().items()
+        for key, value in service.live.meter_anomalies().items()
     ]
     return web.Response(text=render_metrics(samples), content_type="text/plain")
 
