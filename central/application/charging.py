@@ -213,6 +213,7 @@ class ChargingService:
     async def command(
         self, pile_no: str, port: int, op: Op, params: Mapping[str, int], car: str | None
     ) -> None:
+        """Send a driver session's command; a failure to send is logged (its outcome follows)."""
         if op == "stop":
             self.live.stop_sent(pile_no, port)
         try:
