@@ -102,9 +102,11 @@ def _lifecycle(config: CentralConfig) -> Callable[[web.Application], AsyncIterat
         uow = SqliteUnitOfWork(store)
         service = ChargingService(uow, params, clock, sender, station=config.station)
         orders = OperatorOrders(service, uow, clock)
-        sender.on_outcome = lambda o: service.on_command_outcome(o.pile_no, o.op, o.car, o.status, o.reason)
+        sender.on_outcome = lambda o: service.live.on_command_outcome(
+            o.pile_no, o.op, o.car, o.status, o.reason
+        )
         hub = LiveHub(service, store)
-        listener = ObservedListener(service, hub)
+        listener = ObservedListener(service.live, hub)
         ingest = holder["ingest"] = Ingest(store, config.station, listener, commands=sender)
         app[STORE], app[SERVICE], app[ORDERS], app[INGEST], app[LIVE] = store, service, orders, ingest, hub
         await service.start()
@@ -148,7 +150,7 @@ async def _metrics(request: web.Request) -> web.Response:
     ]
     samples += [
         (f"pilegate_central_{key}_total", "counter", {}, value)
-        for key, value in service.meter_anomalies().items()
+        for key, value in service.live.meter_anomalies().items()
     ]
     return web.Response(text=render_metrics(samples), content_type="text/plain")
 

@@ -381,7 +381,7 @@ class LiveHub:
             state[key] = {
                 **state[key],
                 "pile": point.point.pile_id,
-                "health": service.health.get(point.point.pile_id, "offline"),
+                "health": service.live.health.get(point.point.pile_id, "offline"),
                 "disabled": point.disabled,
                 "faulted": point.faulted,
                 "cars": [self._car(car) for car in point.queue],
@@ -406,7 +406,7 @@ class LiveHub:
                 "temp": round(r.temperature_C, 1),
                 "fault": r.fault,
                 "session_kwh": None if wh is None else round(wh / 1000, 2),
-                "online": service.health.get(pile) == "online",
+                "online": service.live.health.get(pile) == "online",
             }
         state["stats"] = self._extras["stats"]
         state["notes"] = self._extras["notes"]
@@ -446,7 +446,7 @@ class LiveHub:
         """Each online pile's power now (kW, all ports); the chart's sample."""
         power: dict[str, float] = {}
         for (pile, _port), reading in self.readings.items():
-            online = self.service.health.get(pile) == "online"
+            online = self.service.live.health.get(pile) == "online"
             power[pile] = round(power.get(pile, 0.0) + (reading.power_W / 1000 if online else 0.0), 2)
         return power
 

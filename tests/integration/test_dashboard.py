@@ -187,14 +187,14 @@ async def test_the_operator_stream_sends_a_snapshot_then_only_what_changed(centr
     await hub.tick()  # the first tick samples the chart
     event, sample = await next_event(response)
     assert event == "chart" and sample[1] == {"F1": 0.0}
-    central.service.health["F1"] = "online"
+    central.service.live.health["F1"] = "online"
     central.wall.advance(60)
     for r in (
         reading(central.wall.ms, 0.0, 1000, "charging"),
         reading(central.wall.ms + 60_000, 30000.0, 1500),
     ):  # 0.5 kWh in a minute at 30 kW
         hub.observe_telemetry("F1", 1, r)
-        central.service.on_telemetry("F1", 1, r)
+        central.service.live.on_telemetry("F1", 1, r)
     await hub.tick()
     event, change = await next_event(response)
     assert event == "change" and change["ch"] == "operator"
