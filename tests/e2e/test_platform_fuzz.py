@@ -83,7 +83,7 @@ def run_schemathesis(url: str, token: str, workdir: Path) -> subprocess.Complete
         "--checks", CHECKS,
         "--max-examples", str(MAX_EXAMPLES), "--seed", "4",
         "--phases", "examples,coverage,fuzzing", "--mode", "all",
-        "--workers", "2", "--request-timeout", "10", "--no-shrink",
+        "--workers", "1", "--request-timeout", "10", "--no-shrink",
         "--suppress-health-check", "all",
         *(arg for path in LEFT_OUT for arg in ("--exclude-path", path)),
         "--report", "junit", "--report-junit-path", str(workdir / "junit.xml"),
