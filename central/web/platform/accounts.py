@@ -35,7 +35,7 @@ from central.adapters.query import require_user, row_exists
 from central.application import auth
 from central.domain.levels import PERMISSION_LEVEL_NAMES
 from central.web.errors import PLATFORM_STYLE, ApiError, conflict, json_response
-from central.web.middleware import TOKEN_KEY, auth_settings, current_user, off_loop
+from central.web.middleware import TOKEN_KEY, auth_settings, client_address, current_user, off_loop
 from central.web.openapi import RouteSpec
 from central.web.permissions import (
     Access,
@@ -82,7 +82,7 @@ from central.web.platform.common import (
     write,
 )
 from central.web.sessions import login_with_password
-from central.web.shapes import Password, codes, whole
+from central.web.shapes import MULTILINE, Password, codes, whole
 
 log = structlog.get_logger(__name__)
 
@@ -400,10 +400,10 @@ def password_target(db: sqlite_utils.Database, actor: auth.AuthUser, user_id: in
 
 async def check_old_password(request: web.Request, record: auth.LoginRecord, old: str) -> None:
     """Verify oldPassword off the loop; failures count against the login limiter."""
-    limiter = auth_settings(request.app).limiter
-    limiter.check(record.username, request.remote)
+    limiter, address = auth_settings(request.app).limiter, client_address(request)
+    limiter.check(record.username, address)
     if not await off_loop(request, auth.verify_password, old, record.password_hash):
-        limiter.record_failure(record.username, request.remote)
+        limiter.record_failure(record.username, address)
         raise invalid("oldPassword", "does not match the current password")
 
 
@@ -490,7 +490,7 @@ async def get_role(request: web.Request) -> web.StreamResponse:
 
 
 RoleName = Annotated[str, text(50), FILLED]
-RoleDescription = Annotated[str, text(200)] | None
+RoleDescription = Annotated[str, text(200), MULTILINE] | None
 
 
 class RoleCreate(msgspec.Struct, rename="camel", kw_only=True):
@@ -892,7 +892,7 @@ def notification_row(db: sqlite_utils.Database, actor: auth.AuthUser, notificati
 
 
 Title = Annotated[str, text(100), FILLED]
-Content = Annotated[str, text(2000), FILLED]
+Content = Annotated[str, text(2000), FILLED, MULTILINE]
 NotificationType = Annotated[int, codes(NOTIFICATION_TYPE)]
 RelatedId = Annotated[str, text(64)] | None
 Ids = Annotated[list[Id], msgspec.Meta(max_length=MAX_BATCH)]
