@@ -234,11 +234,12 @@ def piles_offline(db: sqlite_utils.Database, pile_nos: Sequence[str], now: str) 
     )
 
 
-def set_gateway(db: sqlite_utils.Database, gateway: str, pile_nos: Sequence[str]) -> None:
-    """The numbered piles are served by ``gateway``."""
+def bind_gateway(db: sqlite_utils.Database, gateway: str, pile_nos: Sequence[str]) -> None:
+    """The numbered piles that no gateway serves yet are served by ``gateway`` from now on (a pile
+    bound to another gateway keeps it: rebinding is an operator's change of the column)."""
     marks = ",".join("?" * len(pile_nos))
     db.execute(
-        f"UPDATE piles SET gateway = ? WHERE pile_no IN ({marks})",  # noqa: S608
+        f"UPDATE piles SET gateway = ? WHERE gateway IS NULL AND pile_no IN ({marks})",  # noqa: S608
         [gateway, *pile_nos],
     )
 
