@@ -214,8 +214,9 @@ PAIR_BACKOFF = Backoff(free=4, base_s=1.0, max_s=300.0, forget_s=3600.0)
 """One account from one address: a few typos are free, a guesser soon waits minutes per try."""
 ADDRESS_BACKOFF = Backoff(free=20, base_s=1.0, max_s=300.0, forget_s=3600.0)
 """One address across accounts: a spray over many accounts is slowed, whatever the account."""
-REGISTRATION_BACKOFF = Backoff(free=5, base_s=30.0, max_s=3600.0, forget_s=86400.0)
-"""Registrations from one address: a family behind one router may sign up, a bot may not."""
+REGISTRATION_BACKOFF = Backoff(free=20, base_s=1.0, max_s=3600.0, forget_s=86400.0)
+"""Registrations from one address: a family or a fleet behind one router may sign up, a bot soon
+waits an hour per account."""
 
 
 @dataclass

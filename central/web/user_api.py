@@ -734,7 +734,10 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         request_body=RegisterBody,
         status=201,
         response=Registered,
-        description="A taken username (case-insensitively) is VALIDATION_ERROR {username: already taken}.",
+        errors=((429, "AUTH_INVALID"),),
+        description="A taken username (case-insensitively) is VALIDATION_ERROR {username: already taken}. "
+        "Registrations are slowed per client address: after a few, each waits longer (429 AUTH_INVALID "
+        "with details.retry_after_s and a Retry-After header).",
     ),
     RouteSpec(
         "POST",
@@ -746,9 +749,12 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         request_body=LoginBody,
         response=LoggedIn,
         errors=((401, "AUTH_INVALID"), (429, "AUTH_INVALID")),
-        description="After 5 failures in 5 minutes per account, or 20 per client address, logins are "
-        "refused with 429 AUTH_INVALID (details.retry_after_s, Retry-After header) until "
-        "the window ends. Tokens are valid for 7 days unless configured otherwise.",
+        description="Failures slow the client that makes them, never the account's owner elsewhere: after "
+        "a few failures for one account from one client address, or many from one address across "
+        "accounts, that address waits a delay that doubles with each further failure (up to 5 "
+        "minutes); an attempt within the delay is refused with 429 AUTH_INVALID "
+        "(details.retry_after_s, Retry-After header). Tokens are valid for 7 days unless configured "
+        "otherwise.",
     ),
     RouteSpec("POST", "/api/auth/logout/", logout, "用户登出: revoke this token", tag=_AUTH),
     RouteSpec(
