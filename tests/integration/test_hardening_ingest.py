@@ -172,3 +172,24 @@ async def test_a_finished_port_is_idle(store: Store, state: str, code: int) -> N
         assert await rows(store, "SELECT status FROM piles") == [{"status": code}]
     finally:
         await ingest.stop()
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        topics.telemetry(STATION, "F1", 1),
+        topics.pile_status(STATION, "F1"),
+        topics.gw_status(STATION, "gw1"),
+        topics.pile_event(STATION, "F1"),
+        topics.cmd_result(STATION, "F1", 1),
+    ],
+)
+async def test_deeply_nested_json_over_mqtt_is_dropped_as_malformed(store: Store, topic: str) -> None:
+    ingest, listener = await started(store)
+    try:
+        ingest.handle(topic, b"[" * 100_000)
+        malformed = ingest.stats()["malformed_by_reason"]
+        assert isinstance(malformed, dict) and sum(malformed.values()) == 1 and "internal" not in malformed
+        assert listener.readings == [] and listener.states == []
+    finally:
+        await ingest.stop()
