@@ -96,10 +96,11 @@ async def timed_calls(base: str, driver: str, admin: str, requests: int) -> list
 BY_PATH: dict[str, list[float]] = {}
 
 
-def stored(base: str) -> int:
+def stored(base: str, token: str) -> int:
     import urllib.request
 
-    with urllib.request.urlopen(base + "/metrics", timeout=5) as resp:
+    request = urllib.request.Request(base + "/metrics", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=5) as resp:
         for line in resp.read().decode().splitlines():
             if line.startswith("pilegate_central_ingest_stored "):
                 return int(float(line.split()[1]))
@@ -139,12 +140,12 @@ def main() -> None:
             )
             publisher.start()
             deadline = time.monotonic() + 60
-            while stored(central.url) < args.rate and time.monotonic() < deadline:
+            while stored(central.url, admin) < args.rate and time.monotonic() < deadline:
                 time.sleep(0.1)  # until about a second of telemetry has been stored
-            before, t0 = stored(central.url), time.perf_counter()
+            before, t0 = stored(central.url, admin), time.perf_counter()
             loaded = asyncio.run(timed_calls(central.url, str(driver.token), admin, args.requests))
             window = time.perf_counter() - t0
-            ingested = stored(central.url) - before
+            ingested = stored(central.url, admin) - before
             publisher.join(args.seconds + 30)
             print(
                 f"central REST latency, {len(PATHS)} endpoints round robin "

@@ -44,6 +44,7 @@ from central.web import add_user_api
 from central.web.dashboard import add_dashboard
 from central.web.keys import AUTH, INGEST, LIVE, ORDERS, PAYMENTS, SERVICE, STORE
 from central.web.live import LiveHub, ObservedListener
+from central.web.middleware import require_metrics_reader
 from central.web.platform import add_operator_platform_api
 from pilegate.logs import configure_logging
 from pilegate.metrics import Sample, render_metrics
@@ -155,15 +156,33 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(text=render_metrics(samples), content_type="text/plain")
 
 
+def add_metrics_route(app: web.Application, config: CentralConfig) -> None:
+    """``GET /metrics`` as ``[http] metrics`` says: behind a token (staff or the metrics token),
+    open to whoever reaches the port, or not served at all."""
+    if config.metrics == "off":
+        return
+    if config.metrics == "open":
+        app.router.add_get("/metrics", _metrics)
+        return
+
+    async def guarded(request: web.Request) -> web.Response:
+        await require_metrics_reader(request, config.metrics_token)
+        return await _metrics(request)
+
+    app.router.add_get("/metrics", guarded)
+
+
 def create_app(config: CentralConfig) -> web.Application:
     """The whole central service as one aiohttp application."""
     app = web.Application(client_max_size=1024**2)
-    app[AUTH] = AuthSettings(token_ttl=timedelta(seconds=config.token_ttl_s))
+    app[AUTH] = AuthSettings(
+        token_ttl=timedelta(seconds=config.token_ttl_s), trusted_proxies=config.trusted_proxies
+    )
     app[PAYMENTS] = config.payments
     app.cleanup_ctx.append(_lifecycle(config))
     add_user_api(app)
     add_operator_platform_api(app)
-    app.router.add_get("/metrics", _metrics)
+    add_metrics_route(app, config)
     add_dashboard(app)
     return app
 

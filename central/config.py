@@ -10,6 +10,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,12 @@ CENTRAL_KEYS: dict[str, tuple[Any, str]] = {
 HTTP_KEYS: dict[str, tuple[Any, str]] = {
     "host": ("127.0.0.1", "address the REST APIs listen on"),
     "port": (5045, "port of the REST APIs and the dashboard"),
+    "trusted_proxies": ([], "reverse proxies (addresses or networks) whose X-Forwarded-For names the client"),
+    "metrics": ("token", "GET /metrics: token (a staff token or the metrics token) | open | off"),
+    "metrics_token_file": (None, "file whose first line is a bearer token that may read /metrics"),
 }
+METRICS_MODES = ("token", "open", "off")
+MIN_METRICS_TOKEN_LEN = 16  # a shorter token is guessable
 MQTT_KEYS: dict[str, tuple[Any, str]] = {
     "url": ("mqtt://127.0.0.1:1883", "broker URL, mqtt://host:port or mqtts://host:port"),
     "username": (None, "broker user of the central service (see config/mosquitto)"),
@@ -99,6 +105,9 @@ class CentralConfig:
     telemetry_retention_days: float
     http_host: str
     http_port: int
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...]
+    metrics: str
+    metrics_token: str | None
     token_ttl_s: int
     mqtt: CentralMqttSettings
     params: StationParams
@@ -123,6 +132,31 @@ def _params(raw: Any, base: Path, problems: list[str]) -> StationParams | None:
     except StationParamsError as exc:
         problems.extend(f"station.{key}: {what}" for key, what in exc.problems)
         return None
+
+
+def _trusted_proxies(raw: Any, problems: list[str]) -> tuple[IPv4Network | IPv6Network, ...]:
+    """``[http] trusted_proxies``: addresses or networks (``10.0.0.0/8``) of the reverse proxies."""
+    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+        problems.append(f"http.trusted_proxies: expected a list of addresses or networks, got {raw!r}")
+        return ()
+    networks: list[IPv4Network | IPv6Network] = []
+    for item in raw:
+        try:
+            networks.append(ip_network(item.strip(), strict=False))
+        except ValueError:
+            problems.append(f"http.trusted_proxies: {item!r} is not an address or a network")
+    return tuple(networks)
+
+
+def _metrics_token(h: Mapping[str, Any], base: Path, problems: list[str]) -> str | None:
+    """The metrics bearer token of ``[http] metrics_token_file`` (never echoed in a problem)."""
+    token = read_secret(None, h["metrics_token_file"], "http.metrics_token_file", base, problems)
+    if token is not None and len(token) < MIN_METRICS_TOKEN_LEN:
+        problems.append(
+            f"http.metrics_token_file: the token must be at least {MIN_METRICS_TOKEN_LEN} characters"
+        )
+        return None
+    return token
 
 
 def _payments(raw: Any, base: Path, problems: list[str]) -> PaymentSettings:
@@ -178,6 +212,11 @@ def parse_config(
     h = take(data.get("http", {}), HTTP_KEYS, "http", problems)
     check(problems, "http.port", h["port"], int, lambda v: 0 <= v <= 65535, "0..65535")
     check(problems, "http.host", h["host"], str, bool, "a host")
+    check(
+        problems, "http.metrics", h["metrics"], str, lambda v: v in METRICS_MODES, " | ".join(METRICS_MODES)
+    )
+    trusted_proxies = _trusted_proxies(h["trusted_proxies"], problems)
+    metrics_token = _metrics_token(h, base, problems)
     m = take(data.get("mqtt", {}), MQTT_KEYS, "mqtt", problems)
     host, port, tls = parse_mqtt_url(m["url"], "mqtt.url", problems)
     password = read_secret(m["password"], m["password_file"], "mqtt.password_file", base, problems)
@@ -205,6 +244,9 @@ def parse_config(
         telemetry_retention_days=float(c["telemetry_retention_days"]),
         http_host=h["host"],
         http_port=h["port"],
+        trusted_proxies=trusted_proxies,
+        metrics=h["metrics"],
+        metrics_token=metrics_token,
         token_ttl_s=a["token_ttl_s"],
         mqtt=CentralMqttSettings(host, port, tls, m["username"], password, m["client_id"], m["keepalive_s"]),
         params=params,

@@ -14,9 +14,15 @@ reason, logged (rate-limited) and dropped.
   transaction, in order, ahead of the telemetry.
 * The first status of a pile the database does not know registers it (station by code = the MQTT
   station id, pile, ports) so the demo's piles are real records.
-* A gateway ``lost``/``offline`` makes each of its piles (from its birth's ``piles``, or the
-  ``piles.gateway`` column after a restart) ``offline``; pile statuses are ignored until the
-  gateway's next birth, after which the piles come back as their own statuses arrive.
+* A pile is bound to the gateway whose birth listed it first (the ``piles.gateway`` column; an
+  operator changes it, e.g. ``PUT /api/ChargingPiles/{id}`` with ``gateway``, then :meth:`Ingest.bind`).
+  A birth's claim on a pile bound to another gateway is ignored and counted (``foreign_gateway``).
+* A gateway ``lost``/``offline`` makes each pile bound to it ``offline``; until its next birth the
+  pile's statuses are ignored (``ignored_status``: retained leftovers) and its telemetry and events
+  are dropped (``foreign_gateway``: its gateway cannot have sent them). Topics name the pile, not
+  the publisher, so while the gateway is up only the broker's ACL (a gateway may publish its own
+  piles' topics only) tells its messages from a forger's; the binding guards against forged
+  births and wills.
 * The listener sees readings after de-duplication in the order received, pile states only on
   change, every event and command result; nothing it raises can stop ingest.
 """
@@ -59,7 +65,7 @@ PORT_STATUS = {
     "available": IDLE,
     "plugged": IN_USE,
     "charging": IN_USE,
-    "finished": IN_USE,
+    "finished": IDLE,  # the session is over: the port takes the next car
     "faulted": FAULT,
     "unavailable": OFFLINE,
 }
@@ -273,6 +279,7 @@ class Ingest:
             "events": 0,
             "command_results": 0,
             "ignored_status": 0,
+            "foreign_gateway": 0,
             "own_commands": 0,
             "listener_errors": 0,
             "store_errors": 0,
@@ -421,7 +428,9 @@ class Ingest:
     # -- telemetry ---------------------------------------------------------------------------
 
     def _on_telemetry(self, pile: str, port: int, topic: str, reading: Telemetry) -> None:
-        if not self._telemetry.accept(topic, reading.session, reading.seq):
+        if self._from_foreign_gateway(pile) or not self._telemetry.accept(
+            topic, reading.session, reading.seq
+        ):
             return
         batch = self._batch
         batch.rows.append(_telemetry_row(pile, port, reading))
@@ -483,8 +492,7 @@ class Ingest:
             self.counts["ignored_status"] += 1  # e.g. the will of a connection already replaced
             return
         if status.state == "online":
-            self._gateways[gw] = _Gateway("online", status.session, status.piles)
-            self._adopt_piles(gw, status.piles)
+            self._gateways[gw] = _Gateway("online", status.session, self._claim_piles(gw, status.piles))
             return
         piles = tuple(p for p, g in self._pile_gateway.items() if g == gw)
         self._gateways[gw] = _Gateway(status.state, status.session, piles)
@@ -497,14 +505,40 @@ class Ingest:
             )
         log.info("gateway down: its piles are offline", gateway=gw, state=status.state, piles=list(piles))
 
-    def _adopt_piles(self, gw: str, piles: tuple[str, ...]) -> None:
-        for pile, owner in list(self._pile_gateway.items()):
-            if owner == gw and pile not in piles:
-                del self._pile_gateway[pile]
+    def _claim_piles(self, gw: str, piles: tuple[str, ...]) -> tuple[str, ...]:
+        """The birth's piles that are ``gw``'s: those bound to it, and unbound ones, which bind to it
+        now; a claim on a pile bound to another gateway is ignored and counted."""
+        mine: list[str] = []
         for pile in piles:
-            self._pile_gateway[pile] = gw
-        if piles:
-            self._batch.ops.append(partial(stations.set_gateway, gateway=gw, pile_nos=piles))
+            owner = self._pile_gateway.setdefault(pile, gw)
+            if owner != gw:
+                self.counts["foreign_gateway"] += 1
+                self._warn.warn(
+                    f"foreign:{gw}", "gateway claims a pile bound to another gateway: ignored",
+                    gateway=gw, pile=pile, bound_to=owner,
+                )  # fmt: skip
+                continue
+            mine.append(pile)
+        if mine:
+            self._batch.ops.append(partial(stations.bind_gateway, gateway=gw, pile_nos=tuple(mine)))
+        return tuple(mine)
+
+    def bind(self, pile_no: str, gateway: str | None) -> None:
+        """An operator bound ``pile_no`` to ``gateway`` (None: to the next gateway that reports it)."""
+        if gateway is None:
+            self._pile_gateway.pop(pile_no, None)
+        else:
+            self._pile_gateway[pile_no] = gateway
+        log.info("pile gateway set by an operator", pile=pile_no, gateway=gateway)
+
+    def _from_foreign_gateway(self, pile: str) -> bool:
+        """Whether a message about ``pile`` cannot come from its gateway, which is known to be down
+        (count it); topics name the pile, not the gateway, so that is all ingest can tell."""
+        gateway = self._gateways.get(self._pile_gateway.get(pile, ""))
+        if gateway is None or gateway.state == "online":
+            return False
+        self.counts["foreign_gateway"] += 1
+        return True
 
     def _set_state(self, pile: str, state: str) -> None:
         if self._pile_state.get(pile) == state:
@@ -516,7 +550,7 @@ class Ingest:
     # -- events and command results ----------------------------------------------------------
 
     def _on_event(self, pile: str, topic: str, event: PileEvent) -> None:
-        if not self._events.accept(topic, event.session, event.seq):
+        if self._from_foreign_gateway(pile) or not self._events.accept(topic, event.session, event.seq):
             return
         self.counts["events"] += 1
         self._notify("on_pile_event", self._listener.on_pile_event, pile, event)

@@ -32,7 +32,11 @@ STATION_READ = (
 PILES_FROM = "piles p LEFT JOIN stations s ON s.id = p.station_id"
 PILE_READ = f"SELECT p.*, s.name AS station_name FROM {PILES_FROM}"  # noqa: S608
 PORTS_FROM = "ports t JOIN piles p ON p.id = t.pile_id"
-PORT_READ = f"SELECT t.*, p.pile_no FROM {PORTS_FROM}"  # noqa: S608
+_ORDER_OWNERS = (  # who owns the port's orders: only they (and staff) may see the order ids
+    "(SELECT o.user_id FROM orders o WHERE o.id = t.current_order_id) AS current_order_user, "
+    "(SELECT o.user_id FROM orders o WHERE o.id = t.last_order_id) AS last_order_user"
+)
+PORT_READ = f"SELECT t.*, p.pile_no, {_ORDER_OWNERS} FROM {PORTS_FROM}"  # noqa: S608
 PORT_ORDER = "p.pile_no, CAST(t.port_no AS INTEGER), t.port_no"
 
 # --- stations ------------------------------------------------------------------------------------
@@ -234,11 +238,12 @@ def piles_offline(db: sqlite_utils.Database, pile_nos: Sequence[str], now: str) 
     )
 
 
-def set_gateway(db: sqlite_utils.Database, gateway: str, pile_nos: Sequence[str]) -> None:
-    """The numbered piles are served by ``gateway``."""
+def bind_gateway(db: sqlite_utils.Database, gateway: str, pile_nos: Sequence[str]) -> None:
+    """The numbered piles that no gateway serves yet are served by ``gateway`` from now on (a pile
+    bound to another gateway keeps it: rebinding is an operator's change of the column)."""
     marks = ",".join("?" * len(pile_nos))
     db.execute(
-        f"UPDATE piles SET gateway = ? WHERE pile_no IN ({marks})",  # noqa: S608
+        f"UPDATE piles SET gateway = ? WHERE gateway IS NULL AND pile_no IN ({marks})",  # noqa: S608
         [gateway, *pile_nos],
     )
 

@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from ipaddress import IPv4Network, IPv6Network
 
 from central.domain.levels import is_staff_level
 
@@ -51,11 +52,15 @@ class AccountValidationError(AuthError):
 
 
 class LoginThrottled(AuthError):
-    """Too many failed logins for this account or client address; retry after ``retry_after_s``."""
+    """Too many failed logins (or registrations) from this client; retry after ``retry_after_s``."""
 
     def __init__(self, retry_after_s: float) -> None:
         self.retry_after_s = retry_after_s
-        super().__init__(f"too many failed logins, retry in {retry_after_s:.0f} s")
+        super().__init__(f"too many attempts, retry in {retry_after_s:.0f} s")
+
+
+class RegistrationThrottled(LoginThrottled):
+    """Too many accounts registered from this client address lately; retry after ``retry_after_s``."""
 
 
 @dataclass(frozen=True)
@@ -187,77 +192,129 @@ def token_hash(token: str) -> str:
 # --- login throttling --------------------------------------------------------------------------
 
 
-@dataclass
-class _Window:
-    """Failures counted since ``start`` (monotonic seconds)."""
+@dataclass(frozen=True)
+class Backoff:
+    """Growing delays for one kind of key: ``free`` events cost nothing, each further one doubles
+    the wait (from ``base_s`` up to ``max_s``) before the key may try again; a key quiet for
+    ``forget_s`` starts over."""
 
-    start: float
-    failures: int
+    free: int
+    base_s: float
+    max_s: float
+    forget_s: float
+
+    def delay(self, count: int) -> float:
+        """How long a key must wait after its ``count``-th event."""
+        if count <= self.free:
+            return 0.0
+        return min(self.max_s, self.base_s * 2.0 ** min(count - self.free - 1, 64))
+
+
+PAIR_BACKOFF = Backoff(free=4, base_s=1.0, max_s=300.0, forget_s=3600.0)
+"""One account from one address: a few typos are free, a guesser soon waits minutes per try."""
+ADDRESS_BACKOFF = Backoff(free=20, base_s=1.0, max_s=300.0, forget_s=3600.0)
+"""One address across accounts: a spray over many accounts is slowed, whatever the account."""
+REGISTRATION_BACKOFF = Backoff(free=20, base_s=1.0, max_s=3600.0, forget_s=86400.0)
+"""Registrations from one address: a family or a fleet behind one router may sign up, a bot soon
+waits an hour per account."""
+
+
+@dataclass
+class _Tally:
+    """Events of one key: how many, and when the last was (monotonic seconds)."""
+
+    count: int
+    last: float
 
 
 class LoginRateLimiter:
-    """Refuses logins after too many failures per account or per client address, for the window.
+    """Slows password guessing and mass registration without ever locking an account's owner out.
 
-    A key's window opens at its first failure and lasts ``window_s``; once it holds ``limit``
-    failures every further attempt is refused until the window ends. In memory, at most ``max_keys``
-    keys (least recently touched ones are forgotten first).
+    Failed logins count per (account, address) pair and per address, each with growing delays
+    (:class:`Backoff`): while a key is in its delay every attempt it covers is refused with the time
+    left. The account alone is never a key, so guesses against ``admin`` from one address do not
+    stop the owner logging in from another, and the right password from an address that has not
+    failed is never refused. A success clears its pair (not its address). Registrations count per
+    address. In memory, at most ``max_keys`` keys per kind (least recently touched ones are
+    forgotten first).
     """
 
     def __init__(
         self,
         *,
-        per_account: int = 5,
-        per_address: int = 20,
-        window_s: float = 300.0,
+        pair: Backoff = PAIR_BACKOFF,
+        address: Backoff = ADDRESS_BACKOFF,
+        registration: Backoff = REGISTRATION_BACKOFF,
         max_keys: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.per_account, self.per_address = per_account, per_address
-        self.window_s, self.max_keys, self._clock = window_s, max_keys, clock
-        self._windows: OrderedDict[tuple[str, str], _Window] = OrderedDict()
+        self.pair, self.address, self.registration = pair, address, registration
+        self.max_keys, self._clock = max_keys, clock
+        self._rules = {"pair": pair, "address": address, "registration": registration}
+        self._tallies: dict[str, OrderedDict[str, _Tally]] = {kind: OrderedDict() for kind in self._rules}
 
-    def _keys(self, account: str, address: str | None) -> list[tuple[tuple[str, str], int]]:
-        keys = [(("account", account.strip().lower()), self.per_account)]
+    @staticmethod
+    def _keys(account: str, address: str | None) -> list[tuple[str, str]]:
+        keys = [("pair", f"{account.strip().lower()}\n{address or ''}")]
         if address:
-            keys.append((("address", address), self.per_address))
+            keys.append(("address", address))
         return keys
 
-    def _live(self, key: tuple[str, str], now: float) -> _Window | None:
-        window = self._windows.get(key)
-        if window is not None and now - window.start >= self.window_s:
-            del self._windows[key]
+    def _live(self, kind: str, key: str, now: float) -> _Tally | None:
+        tallies, rule = self._tallies[kind], self._rules[kind]
+        tally = tallies.get(key)
+        if tally is not None and now - tally.last >= rule.forget_s:
+            del tallies[key]
             return None
-        return window
+        return tally
 
-    def check(self, account: str, address: str | None) -> None:
-        """Raise :class:`LoginThrottled` if this attempt must be refused."""
+    def _check(self, keys: list[tuple[str, str]], refusal: type[LoginThrottled] = LoginThrottled) -> None:
         now = self._clock()
         waits = [
-            window.start + self.window_s - now
-            for key, limit in self._keys(account, address)
-            if (window := self._live(key, now)) is not None and window.failures >= limit
+            tally.last + self._rules[kind].delay(tally.count) - now
+            for kind, key in keys
+            if (tally := self._live(kind, key, now)) is not None
         ]
-        if waits:
-            raise LoginThrottled(max(waits))
+        wait = max(waits, default=0.0)
+        if wait > 0:
+            raise refusal(wait)
+
+    def _record(self, keys: list[tuple[str, str]]) -> None:
+        now = self._clock()
+        for kind, key in keys:
+            tallies = self._tallies[kind]
+            tally = self._live(kind, key, now)
+            if tally is None:
+                tally = tallies[key] = _Tally(0, now)
+            tally.count, tally.last = tally.count + 1, now
+            tallies.move_to_end(key)
+            while len(tallies) > self.max_keys:
+                tallies.popitem(last=False)
+
+    def check(self, account: str, address: str | None) -> None:
+        """Raise :class:`LoginThrottled` if this login attempt falls in a delay."""
+        self._check(self._keys(account, address))
 
     def record_failure(self, account: str, address: str | None) -> None:
-        """Count one failed attempt against the account and the address."""
-        now = self._clock()
-        for key, _limit in self._keys(account, address):
-            window = self._live(key, now)
-            if window is None:
-                window = self._windows[key] = _Window(now, 0)
-            window.failures += 1
-            self._windows.move_to_end(key)
-        while len(self._windows) > self.max_keys:
-            self._windows.popitem(last=False)
+        """Count one failed attempt against the pair and the address."""
+        self._record(self._keys(account, address))
 
-    def record_success(self, account: str) -> None:
-        """A correct password clears the account's failures (not the address's)."""
-        self._windows.pop(("account", account.strip().lower()), None)
+    def record_success(self, account: str, address: str | None) -> None:
+        """A correct password clears its pair's failures (not the address's)."""
+        self._tallies["pair"].pop(self._keys(account, address)[0][1], None)
+
+    def check_registration(self, address: str | None) -> None:
+        """Raise :class:`RegistrationThrottled` if a registration from ``address`` falls in a delay."""
+        if address:
+            self._check([("registration", address)], RegistrationThrottled)
+
+    def record_registration(self, address: str | None) -> None:
+        """Count one account created from ``address``."""
+        if address:
+            self._record([("registration", address)])
 
     def __len__(self) -> int:
-        return len(self._windows)
+        return sum(len(tallies) for tallies in self._tallies.values())
 
 
 def _utcnow() -> datetime:
@@ -266,7 +323,8 @@ def _utcnow() -> datetime:
 
 @dataclass
 class AuthSettings:
-    """Per-application account settings: token lifetime, the shared login limiter, the wall clock.
+    """Per-application account settings: token lifetime, the shared login limiter, the wall clock,
+    the trusted reverse proxies.
 
     Tokens expire by real time, not the station clock (which may run fast in the demo).
     """
@@ -274,3 +332,5 @@ class AuthSettings:
     token_ttl: timedelta = DEFAULT_TOKEN_TTL
     limiter: LoginRateLimiter = field(default_factory=LoginRateLimiter)
     clock: Callable[[], datetime] = _utcnow
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+    """Reverse proxies whose ``X-Forwarded-For`` names the client (the limiter counts per client)."""

@@ -31,6 +31,7 @@ from central.application.auth import (
     InvalidCredentials,
     InvalidToken,
     LoginThrottled,
+    RegistrationThrottled,
 )
 from central.domain import errors as domain
 from central.domain.params import StationParamsError
@@ -124,10 +125,11 @@ def _domain_error(exc: domain.DomainError) -> ApiError | None:
 def _auth_error(exc: AuthError) -> ApiError | None:
     if isinstance(exc, LoginThrottled):
         wait_s = max(1, math.ceil(exc.retry_after_s))
+        what = "注册过于频繁" if isinstance(exc, RegistrationThrottled) else "登录失败次数过多"
         return ApiError(
             429,
             AUTH_INVALID,
-            f"登录失败次数过多，请在 {wait_s} 秒后重试",
+            f"{what}，请在 {wait_s} 秒后重试",
             {"retry_after_s": wait_s},
             {"Retry-After": str(wait_s)},
         )

@@ -19,6 +19,8 @@ defaults) and ``app["timezone"]`` (IANA name, used when the service is absent).
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 import zoneinfo
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -147,6 +149,28 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
+async def require_metrics_reader(request: web.Request, metrics_token: str | None) -> None:
+    """Let a request read ``/metrics`` if it bears the configured metrics token or a staff token;
+    else raise 401 (no or unknown token) or 403 (a driver's token), as plain HTTP errors since
+    ``/metrics`` is outside both APIs."""
+    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() not in _SCHEMES or not token:
+        raise web.HTTPUnauthorized(
+            text="a bearer token is required\n", headers={"WWW-Authenticate": "Bearer"}
+        )
+    if metrics_token is not None and hmac.compare_digest(token.encode(), metrics_token.encode()):
+        return
+    try:
+        user = await authenticate_request(request)
+    except ApiError:
+        raise web.HTTPUnauthorized(
+            text="the token is unknown or expired\n", headers={"WWW-Authenticate": "Bearer"}
+        ) from None
+    if not user.is_staff:
+        raise web.HTTPForbidden(text="metrics are for operators\n")
+
+
 def install_middlewares(app: web.Application) -> None:
     """Add the error and auth middlewares once, and default auth settings if the app has none."""
     if app.get(_INSTALLED_KEY):
@@ -197,6 +221,38 @@ def service_of(request: web.Request) -> ChargingService:
 def auth_settings(app: web.Application) -> AuthSettings:
     """The app's account settings (installed by :func:`install_middlewares`)."""
     return app[AUTH]
+
+
+def client_address(request: web.Request) -> str | None:
+    """The client's IP address: the peer, or when the peer is a trusted reverse proxy the last
+    ``X-Forwarded-For`` entry that is not one (earlier entries are the client's own claims)."""
+    peer = request.remote
+    trusted = auth_settings(request.app).trusted_proxies
+    if not trusted or peer is None or not _is_trusted(peer, trusted):
+        return peer
+    hops = [
+        hop.strip() for header in request.headers.getall("X-Forwarded-For", []) for hop in header.split(",")
+    ]
+    for hop in reversed(hops):
+        if not _is_trusted(hop, trusted):
+            return hop if _is_address(hop) else peer
+    return peer
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_trusted(text: str, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return any(address in network for network in trusted)
 
 
 def station_zone(request: web.Request) -> zoneinfo.ZoneInfo:

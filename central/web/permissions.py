@@ -48,9 +48,9 @@ def may_act_for(actor: AuthUser, user_id: int | None) -> bool:
 
 
 def require_self_or_staff(actor: AuthUser, user_id: int) -> None:
-    """A user may act on their own data; another user's needs level >= 3."""
+    """A user may act on their own data; another user's needs level >= 3 (the refusal names no id)."""
     if not may_act_for(actor, user_id):
-        raise forbidden(f"权限不足: 用户 {user_id} 的数据需要管理员权限 (permission level >= 3)")
+        raise forbidden("权限不足: 其他用户的数据需要管理员权限 (permission level >= 3)")
 
 
 def check_payment_confirmation(actor: AuthUser, method: int) -> None:
@@ -71,7 +71,7 @@ def require_role_manager(actor: AuthUser) -> None:
 def require_not_outranked(actor: AuthUser, user_id: int, target_level: int) -> None:
     """An administrator may not manage a user of a higher level than their own."""
     if actor.id != user_id and target_level > actor.level:
-        raise forbidden(f"权限不足: 用户 {user_id} 的权限级别 ({target_level}) 高于你的 ({actor.level})")
+        raise forbidden("权限不足: 不能管理权限级别高于你的用户")
 
 
 def check_role_grant(actor: AuthUser, user_id: int, role_level: int) -> None:

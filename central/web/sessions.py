@@ -1,5 +1,6 @@
-"""Logging in with a password, shared by both APIs' login routes: throttled per account and per
-client address, the password checked off the event loop, a token issued on success."""
+"""Logging in with a password, shared by both APIs' login routes: throttled per (account, client
+address) and per client address with growing delays, the password checked off the event loop, a
+token issued on success."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from aiohttp import web
 
 from central.adapters import users
 from central.application import auth
-from central.web.middleware import auth_settings, off_loop, store_of
+from central.web.middleware import auth_settings, client_address, off_loop, store_of
 
 
 async def login_with_password(
@@ -15,14 +16,15 @@ async def login_with_password(
 ) -> tuple[auth.AuthUser, str]:
     """Throttle, verify the password off the loop, then stamp the login and issue a token."""
     settings, store = auth_settings(request.app), store_of(request)
-    settings.limiter.check(username, request.remote)
+    address = client_address(request)
+    settings.limiter.check(username, address)
     record = await store.read(lambda db: users.find_login(db, username))
     try:
         await off_loop(request, auth.check_login, record, password)
     except auth.InvalidCredentials:
-        settings.limiter.record_failure(username, request.remote)
+        settings.limiter.record_failure(username, address)
         raise
     assert record is not None
-    settings.limiter.record_success(username)
+    settings.limiter.record_success(username, address)
     now = settings.clock()
     return await store.write(lambda db: users.start_session(db, record, now=now, ttl=settings.token_ttl))

@@ -22,6 +22,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Annotated, Any, TypeVar, get_type_hints
 
 import msgspec
@@ -68,11 +69,53 @@ async def json_object(request: web.Request) -> dict[str, Any]:
         raise validation_error({"body": "required: a JSON object"})
     try:
         data = json.loads(raw)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise validation_error({"body": f"not valid JSON: {exc}"}) from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, integers of over 4300 digits
+        raise validation_error({"body": f"not valid JSON: {str(exc)[:200]}"}) from None
+    except RecursionError:  # nesting deeper than the parser's stack
+        raise validation_error({"body": "not valid JSON: nested too deeply"}) from None
     if not isinstance(data, dict):
         raise validation_error({"body": f"must be a JSON object, got {json_type(data)}"})
     return data
+
+
+EARLIEST_DAY, LATEST_DAY = date(2000, 1, 1), date(2099, 12, 31)
+"""The dates a query may name: the station's records all fall between them, and days far outside
+overflow the date arithmetic of reports and ranges."""
+
+
+def calendar_day(text: str) -> date:
+    """A ``YYYY-MM-DD`` date from :data:`EARLIEST_DAY` to :data:`LATEST_DAY`; ValueError saying the rule."""
+    try:
+        if len(text) != 10:
+            raise ValueError
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"must be a date YYYY-MM-DD, got {text[:40]!r}") from None
+    if not EARLIEST_DAY <= day <= LATEST_DAY:
+        raise ValueError(f"must be a date from {EARLIEST_DAY} to {LATEST_DAY}, got {text!r}")
+    return day
+
+
+MULTILINE = msgspec.Meta(extra={"multiline": True})
+"""A text that may hold tabs and line breaks (every other control character is still refused)."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_IN_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def control_problem(value: object, multiline: bool = False) -> str | None:
+    """Why a text (or a list of texts) is refused for its control characters, or None.
+
+    One rule for every text field of both APIs: control characters (NUL, escape, ...) are never
+    part of a name, an address, an e-mail or a password, and break logs, exports and C libraries
+    downstream; a :data:`MULTILINE` text may hold tab, line feed and carriage return.
+    """
+    texts = value if isinstance(value, list) else [value]
+    refused = _CONTROL_IN_MULTILINE if multiline else _CONTROL
+    for text in texts:
+        if isinstance(text, str) and (found := refused.search(text)) is not None:
+            allowed = " (tab and line breaks are allowed)" if multiline else ""
+            return f"must not contain control characters{allowed}: found U+{ord(found.group()):04X}"
+    return None
 
 
 def codes(table: Mapping[int, str]) -> msgspec.Meta:
@@ -254,6 +297,8 @@ def field_problems(
             problems[field.encode_name] = "must be valid Unicode text"
         elif _refused(extra, converted):
             problems[field.encode_name] = problem_text(field.type, value)
+        elif (why := control_problem(converted, extra.get("multiline", False))) is not None:
+            problems[field.encode_name] = why
         else:
             values[field.name] = converted
     return problems, values

@@ -41,6 +41,7 @@ from central.web.errors import (
 from central.web.middleware import (
     TOKEN_KEY,
     auth_settings,
+    client_address,
     current_user,
     off_loop,
     service_of,
@@ -51,7 +52,16 @@ from central.web.openapi import RouteSpec
 from central.web.permissions import Access
 from central.web.platform.stations import piles_status_with_registered
 from central.web.sessions import login_with_password
-from central.web.shapes import Kwh, LocalTime, OptionalText, Password, Username, decode, json_object
+from central.web.shapes import (
+    Kwh,
+    LocalTime,
+    OptionalText,
+    Password,
+    Username,
+    calendar_day,
+    decode,
+    json_object,
+)
 
 BILLS_PAGE_LIMIT = (1, 100)
 NOTIFICATIONS_LIMIT = (1, 500)
@@ -79,11 +89,9 @@ def query_date(query: Mapping[str, str], name: str, problems: dict[str, str]) ->
     if text is None or text == "":
         return None
     try:
-        if len(text) != 10:
-            raise ValueError
-        return date.fromisoformat(text)
-    except ValueError:
-        problems[name] = f"must be a date YYYY-MM-DD, got {text!r}"
+        return calendar_day(text)
+    except ValueError as exc:
+        problems[name] = str(exc)
         return None
 
 
@@ -377,9 +385,11 @@ async def register(request: web.Request) -> web.StreamResponse:
             v.get("username"), v.get("password"), v.get("email"), v.get("phone")
         )
 
+    settings, address = auth_settings(request.app), client_address(request)
+    settings.limiter.check_registration(address)
     body = decode(await json_object(request), RegisterBody, rules=account_rules)
+    settings.limiter.record_registration(address)  # a valid attempt costs a hash: count it, taken or not
     password_hash = await off_loop(request, auth.hash_password, body.password)
-    settings = auth_settings(request.app)
     now = settings.clock()
 
     def create(db: sqlite_utils.Database) -> tuple[int, str]:
@@ -724,7 +734,10 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         request_body=RegisterBody,
         status=201,
         response=Registered,
-        description="A taken username (case-insensitively) is VALIDATION_ERROR {username: already taken}.",
+        errors=((429, "AUTH_INVALID"),),
+        description="A taken username (case-insensitively) is VALIDATION_ERROR {username: already taken}. "
+        "Registrations are slowed per client address: after a few, each waits longer (429 AUTH_INVALID "
+        "with details.retry_after_s and a Retry-After header).",
     ),
     RouteSpec(
         "POST",
@@ -736,9 +749,12 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         request_body=LoginBody,
         response=LoggedIn,
         errors=((401, "AUTH_INVALID"), (429, "AUTH_INVALID")),
-        description="After 5 failures in 5 minutes per account, or 20 per client address, logins are "
-        "refused with 429 AUTH_INVALID (details.retry_after_s, Retry-After header) until "
-        "the window ends. Tokens are valid for 7 days unless configured otherwise.",
+        description="Failures slow the client that makes them, never the account's owner elsewhere: after "
+        "a few failures for one account from one client address, or many from one address across "
+        "accounts, that address waits a delay that doubles with each further failure (up to 5 "
+        "minutes); an attempt within the delay is refused with 429 AUTH_INVALID "
+        "(details.retry_after_s, Retry-After header). Tokens are valid for 7 days unless configured "
+        "otherwise.",
     ),
     RouteSpec("POST", "/api/auth/logout/", logout, "用户登出: revoke this token", tag=_AUTH),
     RouteSpec(

@@ -189,7 +189,7 @@ async def start_central(
         service.live.health[pile] = "online"
     app = web.Application()
     app[STORE], app[SERVICE], app[ORDERS] = store, service, orders
-    app[AUTH] = auth.AuthSettings(clock=wall.now)
+    app[AUTH] = auth.AuthSettings(clock=wall.now, limiter=auth.LoginRateLimiter(clock=wall))
     for add_routes in route_sets:
         add_routes(app)
     client = TestClient(TestServer(app, host="127.0.0.1", port=0))

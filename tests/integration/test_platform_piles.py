@@ -46,6 +46,7 @@ PILE_FIELDS = {
     "installationDate",
     "lastMaintenanceDate",
     "updateTime",
+    "gateway",
 }
 
 

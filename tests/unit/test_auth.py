@@ -1,4 +1,4 @@
-"""Accounts: scrypt password hashes, token expiry on a fake clock, and the login rate limiter.
+"""Accounts: scrypt password hashes and token expiry on a fake clock.
 
 The account repository runs on an in-memory sqlite-utils database with the central schema.
 """
@@ -25,16 +25,6 @@ def db() -> Iterator[sqlite_utils.Database]:
     migrations.apply(database)
     yield database
     database.conn.close()
-
-
-class FakeMonotonic:
-    """Seconds that move when the test says so."""
-
-    def __init__(self) -> None:
-        self.s = 1000.0
-
-    def __call__(self) -> float:
-        return self.s
 
 
 # --- passwords -----------------------------------------------------------------------------------
@@ -186,58 +176,3 @@ def test_issuing_a_token_purges_expired_ones(db):
     users.issue_token(db, user_id, now=T0, ttl=timedelta(days=1))
     users.issue_token(db, user_id, now=T0 + timedelta(hours=1))
     assert db["tokens"].count == 2
-
-
-# --- login rate limiting -------------------------------------------------------------------------
-
-
-def test_five_failures_per_account_lock_it_for_the_rest_of_the_window():
-    clock = FakeMonotonic()
-    limiter = auth.LoginRateLimiter(clock=clock)
-    for _ in range(5):
-        limiter.check("ann", "10.0.0.1")
-        limiter.record_failure("ann", "10.0.0.1")
-        clock.s += 10
-    with pytest.raises(auth.LoginThrottled) as caught:
-        limiter.check("ANN", "10.0.0.2")  # same account (case-insensitive), another address
-    assert caught.value.retry_after_s == pytest.approx(300 - 50)
-    limiter.check("bob", "10.0.0.1")  # the address has 5 failures only: other accounts may try
-    clock.s += 250
-    limiter.check("ann", "10.0.0.1")  # the window has ended
-
-
-def test_twenty_failures_from_one_address_lock_the_address():
-    clock = FakeMonotonic()
-    limiter = auth.LoginRateLimiter(clock=clock)
-    for i in range(20):
-        limiter.record_failure(f"user{i}", "10.0.0.9")
-    with pytest.raises(auth.LoginThrottled):
-        limiter.check("fresh-user", "10.0.0.9")
-    limiter.check("fresh-user", "10.0.0.10")
-
-
-def test_a_success_clears_the_account_failures():
-    limiter = auth.LoginRateLimiter(clock=FakeMonotonic())
-    for _ in range(4):
-        limiter.record_failure("ann", None)
-    limiter.record_success("ann")
-    for _ in range(4):
-        limiter.record_failure("ann", None)
-    limiter.check("ann", None)
-
-
-def test_failures_older_than_the_window_do_not_count():
-    clock = FakeMonotonic()
-    limiter = auth.LoginRateLimiter(clock=clock)
-    for _ in range(4):
-        limiter.record_failure("ann", None)
-    clock.s += 301
-    limiter.record_failure("ann", None)
-    limiter.check("ann", None)
-
-
-def test_limiter_memory_is_bounded():
-    limiter = auth.LoginRateLimiter(max_keys=100, clock=FakeMonotonic())
-    for i in range(1000):
-        limiter.record_failure(f"user{i}", f"10.0.{i // 256}.{i % 256}")
-    assert len(limiter) == 100

@@ -31,11 +31,11 @@ import structlog
 from aiohttp import web
 
 from central.adapters import addresses, notifications, roles, users
-from central.adapters.query import require_user, row_exists
+from central.adapters.query import RowNotFound, require_user, row_exists
 from central.application import auth
 from central.domain.levels import PERMISSION_LEVEL_NAMES
 from central.web.errors import PLATFORM_STYLE, ApiError, conflict, json_response
-from central.web.middleware import TOKEN_KEY, auth_settings, current_user, off_loop
+from central.web.middleware import TOKEN_KEY, auth_settings, client_address, current_user, off_loop
 from central.web.openapi import RouteSpec
 from central.web.permissions import (
     Access,
@@ -82,7 +82,7 @@ from central.web.platform.common import (
     write,
 )
 from central.web.sessions import login_with_password
-from central.web.shapes import Password, codes, whole
+from central.web.shapes import MULTILINE, Password, codes, whole
 
 log = structlog.get_logger(__name__)
 
@@ -400,10 +400,10 @@ def password_target(db: sqlite_utils.Database, actor: auth.AuthUser, user_id: in
 
 async def check_old_password(request: web.Request, record: auth.LoginRecord, old: str) -> None:
     """Verify oldPassword off the loop; failures count against the login limiter."""
-    limiter = auth_settings(request.app).limiter
-    limiter.check(record.username, request.remote)
+    limiter, address = auth_settings(request.app).limiter, client_address(request)
+    limiter.check(record.username, address)
     if not await off_loop(request, auth.verify_password, old, record.password_hash):
-        limiter.record_failure(record.username, request.remote)
+        limiter.record_failure(record.username, address)
         raise invalid("oldPassword", "does not match the current password")
 
 
@@ -490,7 +490,7 @@ async def get_role(request: web.Request) -> web.StreamResponse:
 
 
 RoleName = Annotated[str, text(50), FILLED]
-RoleDescription = Annotated[str, text(200)] | None
+RoleDescription = Annotated[str, text(200), MULTILINE] | None
 
 
 class RoleCreate(msgspec.Struct, rename="camel", kw_only=True):
@@ -618,7 +618,7 @@ async def remove_role(request: web.Request) -> web.StreamResponse:
 
         def take() -> None:
             if not roles.remove_role(db, user_id, role_id):
-                raise ApiError(404, "RESOURCE_NOT_FOUND", f"用户 {user_id} 没有角色 {role_id}")
+                raise ApiError(404, "RESOURCE_NOT_FOUND", "该用户没有这个角色")
 
         guarding_super_admins(db, take)
 
@@ -754,7 +754,7 @@ async def default_address(request: web.Request) -> web.StreamResponse:
         require_user(db, user_id)
         row = addresses.default_address(db, user_id)
         if row is None:
-            raise ApiError(404, "RESOURCE_NOT_FOUND", f"用户 {user_id} 没有默认地址")
+            raise ApiError(404, "RESOURCE_NOT_FOUND", "该用户没有默认地址")
         return row
 
     return json_response(address_of(await read(request, default)))
@@ -771,7 +771,7 @@ async def create_address(request: web.Request) -> web.StreamResponse:
         require_user(db, user_id)
         count = addresses.count_addresses(db, user_id)
         if count >= MAX_ADDRESSES:
-            raise conflict(f"用户 {user_id} 已有 {count} 个地址 (最多 {MAX_ADDRESSES} 个)")
+            raise conflict(f"该用户已有 {count} 个地址 (最多 {MAX_ADDRESSES} 个)")
         address_id = addresses.insert_address(db, user_id, address.columns(), stamp)
         if count == 0 or address.is_default:
             addresses.make_default(db, user_id, address_id)
@@ -819,7 +819,7 @@ async def set_default_address(request: web.Request) -> web.StreamResponse:
         require_user(db, user_id)
         row = addresses.ADDRESS_ROWS.row(db, address_id)
         if row["user_id"] != user_id:
-            raise ApiError(404, "RESOURCE_NOT_FOUND", f"地址 {address_id} 不属于用户 {user_id}")
+            raise RowNotFound(addresses.ADDRESS_ROWS.what, address_id)  # another user's: as if absent
         addresses.make_default(db, user_id, address_id)
         addresses.touch_address(db, address_id, stamp)
 
@@ -892,7 +892,7 @@ def notification_row(db: sqlite_utils.Database, actor: auth.AuthUser, notificati
 
 
 Title = Annotated[str, text(100), FILLED]
-Content = Annotated[str, text(2000), FILLED]
+Content = Annotated[str, text(2000), FILLED, MULTILINE]
 NotificationType = Annotated[int, codes(NOTIFICATION_TYPE)]
 RelatedId = Annotated[str, text(64)] | None
 Ids = Annotated[list[Id], msgspec.Meta(max_length=MAX_BATCH)]
@@ -1124,8 +1124,10 @@ def _user_routes() -> list[RouteSpec]:
             request_body=UserLogin,
             response=LoginResult,
             errors=((401, "AUTH_INVALID"), (429, "AUTH_INVALID")),
-            description="The driver API's login: 5 failures per account in 5 minutes, or 20 per "
-            "address, give 429 with Retry-After. Use the token as "
+            description="The driver API's login and its throttling: failures slow the client address "
+            "that makes them (per account from that address, and across accounts), with delays that "
+            "double up to 5 minutes; an attempt within a delay gets 429 with Retry-After, the owner "
+            "logging in from elsewhere is not slowed. Use the token as "
             "`Authorization: Bearer <token>` (or `Token <token>`).",
         ),
         _route(

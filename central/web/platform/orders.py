@@ -99,7 +99,7 @@ from central.web.platform.common import (
     utc_z,
     write,
 )
-from central.web.shapes import codes
+from central.web.shapes import calendar_day, codes
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -209,11 +209,9 @@ def query_day(request: web.Request, name: str) -> date | None:
     if not raw:
         return None
     try:
-        if len(raw) != 10:
-            raise ValueError
-        return date.fromisoformat(raw)
-    except ValueError:
-        raise invalid(name, f"must be a date YYYY-MM-DD, got {raw[:40]!r}") from None
+        return calendar_day(raw)
+    except ValueError as exc:
+        raise invalid(name, str(exc)) from None
 
 
 def date_range(request: web.Request) -> tuple[str | None, str | None]:

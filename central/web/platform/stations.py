@@ -27,11 +27,13 @@ from aiohttp import web
 
 from central.adapters import stations as repo
 from central.adapters.query import Resource, where_clause
+from central.application.auth import AuthUser
 from central.application.charging import ChargingService
 from central.web.errors import PLATFORM_STYLE, conflict
-from central.web.keys import SERVICE
+from central.web.keys import INGEST, SERVICE
+from central.web.middleware import current_user
 from central.web.openapi import RouteSpec
-from central.web.permissions import Access
+from central.web.permissions import Access, may_act_for
 from central.web.platform.common import (
     CONFLICT_409,
     FAULT_TYPE,
@@ -95,6 +97,15 @@ Day = (
 )
 """A date; a date-time keeps its date part (see :func:`iso_day`)."""
 Version = Annotated[str, msgspec.Meta(max_length=32)] | None
+GatewayId = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        description="the MQTT id of the gateway the pile is bound to; only its births and wills count "
+        "for the pile (null or blank: the next gateway that reports the pile)",
+        extra={"hint": "must be 1-64 of A-Z a-z 0-9 _ . : - (the gateway's MQTT id)"},
+    ),
+]
 PortNo = Annotated[
     int | str,
     msgspec.Meta(
@@ -139,6 +150,7 @@ class PileUpdate(msgspec.Struct, rename="camel"):
     protocol_version: Version = None
     software_version: Version = None
     hardware_version: Version = None
+    gateway: GatewayId | None = None
 
 
 class PileCreate(PileUpdate):
@@ -392,6 +404,7 @@ class Pile(msgspec.Struct, rename="camel"):
     installation_date: DateText
     last_maintenance_date: DateText
     update_time: UtcTime
+    gateway: Annotated[str, msgspec.Meta(description="the gateway the pile is bound to")] | None
 
 
 def pile_json(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -421,6 +434,7 @@ def pile_json(row: Mapping[str, Any]) -> dict[str, Any]:
             installation_date=row["installation_date"],
             last_maintenance_date=row["last_maintenance_date"],
             update_time=utc_z(row["update_time"]),
+            gateway=row["gateway"],
         )
     )
 
@@ -485,6 +499,7 @@ def _unique(
 
 
 _PILE_EXTRA = (
+    "gateway",
     "manufacturer",
     "imei",
     "protocol_version",
@@ -514,7 +529,11 @@ async def create_pile(request: web.Request) -> web.StreamResponse:
             extra={name: values[name] for name in _PILE_EXTRA},
         )
 
-    return created(await write(request, _unique(insert, "pileNo", "充电桩编号已存在")))
+    pile_id = await write(request, _unique(insert, "pileNo", "充电桩编号已存在"))
+    ingest = request.app.get(INGEST)
+    if values["gateway"] is not None and ingest is not None:
+        ingest.bind(values["pile_no"], values["gateway"])
+    return created(pile_id)
 
 
 def remove_ports_above(db: sqlite_utils.Database, pile_id: str, total: int) -> None:
@@ -548,6 +567,9 @@ async def update_pile(request: web.Request) -> web.StreamResponse:
 
     await write(request, _unique(update, "pileNo", "充电桩编号已存在"))
     await request.app[SERVICE].live.pile_ports_changed(changes.get("pile_no", current["pile_no"]))
+    ingest = request.app.get(INGEST)
+    if "gateway" in changes and ingest is not None:  # the operator's binding wins over any claim
+        ingest.bind(changes.get("pile_no", current["pile_no"]), changes["gateway"])
     return no_content()
 
 
@@ -598,8 +620,13 @@ class Port(msgspec.Struct, rename="camel"):
     update_time: UtcTime
 
 
-def port_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The port shape of a row."""
+def port_json(row: Mapping[str, Any], viewer: AuthUser | None = None) -> dict[str, Any]:
+    """The port shape of a row, as ``viewer`` may see it: another user's order ids are hidden from
+    non-staff (None: every id shown)."""
+
+    def visible(order_id: str | None, owner: int | None) -> str | None:
+        return order_id if viewer is None or may_act_for(viewer, owner) else None
+
     return rendered(
         Port(
             id=row["id"],
@@ -613,7 +640,7 @@ def port_json(row: Mapping[str, Any]) -> dict[str, Any]:
             fault_type=row["fault_type"],
             fault_type_description=described(row["fault_type"], FAULT_TYPE),
             is_disabled=bool(row["is_disabled"]),
-            current_order_id=row["current_order_id"],
+            current_order_id=visible(row["current_order_id"], row["current_order_user"]),
             voltage=row["voltage"],
             current_ampere=row["current_ampere"],
             power=row["power"],
@@ -623,7 +650,7 @@ def port_json(row: Mapping[str, Any]) -> dict[str, Any]:
             total_charging_duration=row["total_charging_duration"],
             total_power_consumption=round(row["total_power_consumption"] or 0, 3),
             last_check_time=utc_z(row["last_check_time"]),
-            last_order_id=row["last_order_id"],
+            last_order_id=visible(row["last_order_id"], row["last_order_user"]),
             update_time=utc_z(row["update_time"]),
         )
     )
@@ -632,20 +659,26 @@ def port_json(row: Mapping[str, Any]) -> dict[str, Any]:
 PORTS = Resource("充电端口", repo.PORT_READ, "t.id", repo.PORT_ORDER, port_json, count_from=repo.PORTS_FROM)
 
 
+def ports_seen_by(request: web.Request) -> Resource:
+    """The ports as the caller may read them (only staff see other users' order ids)."""
+    viewer = current_user(request)
+    return PORTS.shaped(lambda row: port_json(row, viewer))
+
+
 async def list_ports(request: web.Request) -> web.StreamResponse:
     """GET /api/ChargingPorts."""
-    return await list_response(request, PORTS)
+    return await list_response(request, ports_seen_by(request))
 
 
 async def get_port(request: web.Request) -> web.StreamResponse:
     """GET /api/ChargingPorts/{id}."""
-    return await item_response(request, PORTS, path_key(request, "id", "充电端口"))
+    return await item_response(request, ports_seen_by(request), path_key(request, "id", "充电端口"))
 
 
 async def ports_by_pile(request: web.Request) -> web.StreamResponse:
     """GET /api/ChargingPorts/by-pile/{pileId}."""
     pile_id = path_key(request, "pileId", "充电桩")
-    return await children_response(request, PILES, pile_id, PORTS, "t.pile_id")
+    return await children_response(request, PILES, pile_id, ports_seen_by(request), "t.pile_id")
 
 
 async def paged_ports(request: web.Request) -> web.StreamResponse:
@@ -656,7 +689,7 @@ async def paged_ports(request: web.Request) -> web.StreamResponse:
         query_keyword(request),
         ("p.pile_no", "t.port_no"),
     )
-    return await page_response(request, PORTS, where, paging(request))
+    return await page_response(request, ports_seen_by(request), where, paging(request))
 
 
 def require_unique_port_no(
