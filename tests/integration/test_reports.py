@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, time
+from fractions import Fraction
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -64,9 +65,10 @@ def test_a_station_local_day_counts_its_driver_segments_and_operator_orders(tmp_
     start = datetime.combine(day, time.min, SHANGHAI)
     end = datetime.combine(day.replace(day=3), time.min, SHANGHAI)
     rows = ReportRows(db).pile_totals(start, end)
+    one = Fraction(1)
     assert sorted((r.pile_no, r.seconds, r.kwh) for r in rows) == [
-        ("F1", 60, 1),
-        ("F1", 60, 1),
-        ("F1", 60, 1),
-        ("T1", 60, 1),
+        ("F1", 60, one),
+        ("F1", 60, one),
+        ("F1", 60, one),
+        ("T1", 60, one),
     ]
