@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -43,6 +44,7 @@ from central.web.keys import AUTH, INGEST, ORDERS, PAYMENTS, SERVICE, STORE
 from central.web.platform import add_operator_platform_api
 from pilegate.logs import configure_logging
 from pilegate.metrics import Sample, render_metrics
+from pilegate.sdnotify import Notifier
 from pilegate.settings import ConfigError
 
 log = structlog.get_logger(__name__)
@@ -186,14 +188,32 @@ def central_command(config_path: str, port: int | None) -> None:
     # loop sooner than the default 5 ms so REST latency stays low while telemetry is stored
     sys.setswitchinterval(0.0005)
     with contextlib.suppress(KeyboardInterrupt):
-        web.run_app(
-            create_app(config),
-            host=config.http_host,
-            port=config.http_port,
-            print=lambda *_: None,
-            access_log=None,
-            shutdown_timeout=10,
-        )
+        asyncio.run(serve(config))
+
+
+async def serve(config: CentralConfig) -> None:
+    """Serve the central service until SIGTERM or SIGINT. Under systemd it says READY once the
+    REST port listens and feeds the watchdog from this event loop (a stuck loop stops the pings)."""
+    runner = web.AppRunner(create_app(config), access_log=None, shutdown_timeout=10)
+    await runner.setup()
+    try:
+        try:
+            await web.TCPSite(runner, config.http_host, config.http_port).start()
+        except OSError as exc:
+            click.echo(f"cannot listen on {config.http_host}:{config.http_port}: {exc.strerror}", err=True)
+            sys.exit(2)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        notifier = Notifier()
+        notifier.ready(f"serving on {config.http_host}:{config.http_port}")
+        watchdog = loop.create_task(notifier.feed_watchdog(), name="watchdog")
+        await stop.wait()
+        notifier.stopping()
+        watchdog.cancel()
+    finally:
+        await runner.cleanup()
 
 
 @click.command("create-user")
