@@ -22,7 +22,7 @@ import click
 import structlog
 from aiohttp import web
 
-from central.adapters.charging import clock_anchor, stored_params
+from central.adapters.charging import clock_anchor, clock_seen, stored_params
 from central.adapters.commands import CommandSender
 from central.adapters.ingest import Ingest
 from central.adapters.mqtt import CentralMqtt, MqttSettings
@@ -48,6 +48,7 @@ from pilegate.sdnotify import Notifier
 from pilegate.settings import ConfigError
 
 log = structlog.get_logger(__name__)
+CLOCK_SEEN_PERIOD_S = 5.0  # wall seconds between saves of how far the station clock ran
 
 
 def _param_piles(params: StationParams) -> list[tuple[str, int, float]]:
@@ -70,6 +71,14 @@ def _mqtt_settings(config: CentralConfig) -> MqttSettings:
     )
 
 
+async def _save_clock(store: Store) -> None:
+    """Record every few seconds how far the station clock ran, so that a start after a crash
+    continues close to where the station's time stopped."""
+    while True:
+        await asyncio.sleep(CLOCK_SEEN_PERIOD_S)
+        await store.write(lambda db: clock_seen(db, time.time()))
+
+
 def _lifecycle(config: CentralConfig) -> Callable[[web.Application], AsyncIterator[None]]:
     """The app's cleanup context: build and start every part, hand them to the web layer by typed
     keys, and stop them in reverse order on shutdown."""
@@ -79,7 +88,7 @@ def _lifecycle(config: CentralConfig) -> Callable[[web.Application], AsyncIterat
         await store.open()
         stored = await store.read(stored_params)
         params = params_from_mapping(stored) if stored else config.params
-        anchor = await store.write(lambda db: clock_anchor(db, time.time()))
+        anchor = await store.write(lambda db: clock_anchor(db, time.time(), config.time_scale))
         clock = StationClock(config.time_scale, anchor)
         await store.write(
             lambda db: ensure_station(
@@ -111,18 +120,21 @@ def _lifecycle(config: CentralConfig) -> Callable[[web.Application], AsyncIterat
         retention = asyncio.get_running_loop().create_task(
             run_retention(store, config.telemetry_retention_days), name="telemetry-retention"
         )
+        clock_saver = asyncio.get_running_loop().create_task(_save_clock(store), name="clock-seen")
         log.info("central started", station=config.station, http_port=config.http_port)
         try:
             yield
         finally:
-            retention.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await retention
+            for task in (retention, clock_saver):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await mqtt.stop()
             await sender.stop()
             await ingest.stop()
             await orders.close()
             await service.close()
+            await store.write(lambda db: clock_seen(db, time.time()))  # the next start continues here
             await store.close()
             log.info("central stopped")
 

@@ -38,16 +38,32 @@ def session_order_no(at: datetime, order_id: str) -> str:
     return at.strftime("%Y%m%d%H%M%S") + order_id[:6].upper()
 
 
-def clock_anchor(db: sqlite_utils.Database, now_s: float) -> ClockAnchor:
-    """The persisted station-clock anchor; created at the first start."""
+def clock_anchor(db: sqlite_utils.Database, now_s: float, scale: float) -> ClockAnchor:
+    """The station-clock anchor of a start at wall time ``now_s`` running at ``scale``, saved.
+
+    At scale 1 the station clock is the wall clock. At any other scale the station's time continues
+    from where it was last seen running (the last stop, or the last :func:`clock_seen` before a
+    crash), at the new scale: neither the time the station was stopped nor a scale changed between
+    runs makes it jump. The first start begins at wall time.
+    """
+    rows = list(db.query("SELECT value FROM params WHERE key = 'clock_anchor'"))
+    station_s = now_s
+    if rows and scale != 1:
+        saved = json.loads(rows[0]["value"])
+        # an anchor saved by an older version has no last-seen instant: it counts as running until now
+        seen_s, saved_scale = saved.get("seen_wall_s", now_s), saved.get("scale", scale)
+        station_s = saved["station_s"] + (seen_s - saved["wall_s"]) * saved_scale
+    value = {"wall_s": now_s, "station_s": station_s, "scale": scale, "seen_wall_s": now_s}
+    db.table("params").upsert({"key": "clock_anchor", "value": json.dumps(value)}, pk="key")
+    return ClockAnchor(now_s, station_s)
+
+
+def clock_seen(db: sqlite_utils.Database, wall_s: float) -> None:
+    """The station clock ran until wall time ``wall_s`` (where the next start continues from)."""
     rows = list(db.query("SELECT value FROM params WHERE key = 'clock_anchor'"))
     if rows:
-        value = json.loads(rows[0]["value"])
-        return ClockAnchor(value["wall_s"], value["station_s"])
-    db.table("params").insert(
-        {"key": "clock_anchor", "value": json.dumps({"wall_s": now_s, "station_s": now_s})}
-    )
-    return ClockAnchor(now_s, now_s)
+        value = {**json.loads(rows[0]["value"]), "seen_wall_s": wall_s}
+        db.execute("UPDATE params SET value = ? WHERE key = 'clock_anchor'", [json.dumps(value)])
 
 
 def stored_params(db: sqlite_utils.Database) -> dict[str, Any] | None:

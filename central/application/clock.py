@@ -1,8 +1,9 @@
 """The station clock: real time, or simulated time running ``scale`` times faster (the demo).
 
-Station time = anchor_station + (wall - anchor_wall) * scale. The anchor is persisted by the service,
-so after a restart the station clock continues where it was and gateway timestamps (wall-clock
-milliseconds) map onto the same station time line. With scale 1 and no anchor it is wall time.
+Station time = anchor_station + (wall - anchor_wall) * scale. The service sets a new anchor at each
+start: at scale 1 station time is wall time; at another scale the station's time continues from where
+it stopped, at the scale of this run, so neither a stop nor a changed scale makes it jump. Gateway
+timestamps (wall-clock milliseconds) map onto the same station time line.
 """
 
 from __future__ import annotations
