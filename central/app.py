@@ -34,7 +34,6 @@ from central.adapters.unit_of_work import SqliteUnitOfWork
 from central.adapters.users import create_or_update_user
 from central.application.auth import AuthError, AuthSettings
 from central.application.charging import ChargingService
-from central.application.clock import StationClock
 from central.application.orders import OperatorOrders
 from central.config import CentralConfig, load_config
 from central.domain.levels import PermissionLevel
@@ -88,8 +87,7 @@ def _lifecycle(config: CentralConfig) -> Callable[[web.Application], AsyncIterat
         await store.open()
         stored = await store.read(stored_params)
         params = params_from_mapping(stored) if stored else config.params
-        anchor = await store.write(lambda db: clock_anchor(db, time.time(), config.time_scale))
-        clock = StationClock(config.time_scale, anchor)
+        clock = await store.write(lambda db: clock_anchor(db, time.time(), config.time_scale))
         await store.write(
             lambda db: ensure_station(
                 db,
@@ -134,7 +132,7 @@ def _lifecycle(config: CentralConfig) -> Callable[[web.Application], AsyncIterat
             await ingest.stop()
             await orders.close()
             await service.close()
-            await store.write(lambda db: clock_seen(db, time.time()))  # the next start continues here
+            await store.write(lambda db: clock_seen(db, time.time(), stopped=True))  # continued from here
             await store.close()
             log.info("central stopped")
 
