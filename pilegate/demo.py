@@ -56,6 +56,7 @@ STATION, GATEWAY = "demo", "gw1"
 CENTRAL_USER, VIEW_USER = "pilegate-central", "demo-view"
 DRIVER = "demo-driver"  # the newcomer's own driver account; the simulated ones are demo-car-N
 SIMULATED_DRIVERS = 12
+FAST_QUEUE = 3  # fast cars the simulated drivers keep waiting at most
 # what the demo writes in its data directory (``--fresh`` removes exactly these)
 DEMO_ENTRIES = (
     "central",
@@ -378,12 +379,14 @@ async def your_driver(url: str, password: str, central: Child) -> str:
 
 
 async def start_traffic(url: str, password: str, piles: dict[str, Any], rate_per_min: float) -> None:
-    """Simulated drivers filling every port, then acting at ``rate_per_min``."""
+    """Simulated drivers filling the ports, then acting at ``rate_per_min``: fast cars queue (up to
+    ``FAST_QUEUE`` waiting), and one slow port stays free for an operator's order."""
     ports = {"fast": 0, "slow": 0}
     for ep in piles.values():
         ports["fast" if ep["kind"] == "fast" else "slow"] += int(ep.get("ports", 1))
+    caps = {"fast": ports["fast"] + FAST_QUEUE, "slow": max(0, ports["slow"] - 1)}
     cars = [f"demo-car-{n}" for n in range(1, SIMULATED_DRIVERS + 1)]
-    await DriverTraffic(url, cars, password, rate_per_min).run(ports)
+    await DriverTraffic(url, cars, password, rate_per_min, caps).run(ports)
 
 
 def password_file(data_dir: Path, user: str) -> Path:
