@@ -12,8 +12,7 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     """Route structlog and stdlib logging to stderr at ``level``; ``fmt`` is auto, json or console."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer()
-        if use_json
+        structlog.processors.JSONRenderer() if use_json
         # plain tracebacks: a pretty one would print local variables, passwords among them
         else structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
     )
@@ -30,6 +29,5 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(
-        level=max(numeric, logging.WARNING), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")

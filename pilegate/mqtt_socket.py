@@ -16,7 +16,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 
-async def connect_in_thread(client: mqtt.Client, host: str, port: int, keepalive_s: int, name: str) -> None:
+async def connect_in_thread(client: mqtt.Client, host: str, port: int, keepalive_s: int,
+                            name: str) -> None:
     """``client.connect(...)`` off the loop; raises what it raised. A cancelled wait closes it."""
     loop = asyncio.get_running_loop()
     opened: asyncio.Future[None] = loop.create_future()

@@ -41,7 +41,8 @@ def unknown_tables(data: Mapping[str, Any], known: tuple[str, ...], problems: li
     problems.extend(f"unknown table {key!r}" for key in data if key not in known)
 
 
-def take(table: Any, keys: Mapping[str, tuple[Any, str]], where: str, problems: list[str]) -> dict[str, Any]:
+def take(table: Any, keys: Mapping[str, tuple[Any, str]], where: str,
+         problems: list[str]) -> dict[str, Any]:
     """The keys of ``table`` with defaults filled in; unknown and missing keys are problems."""
     if not isinstance(table, Mapping):
         problems.append(f"{where}: expected a table")
@@ -61,14 +62,8 @@ def take(table: Any, keys: Mapping[str, tuple[Any, str]], where: str, problems: 
     return out
 
 
-def check(
-    problems: list[str],
-    where: str,
-    value: Any,
-    kind: type | tuple[type, ...],
-    ok: Callable[[Any], bool] = lambda v: True,
-    expect: str = "",
-) -> None:
+def check(problems: list[str], where: str, value: Any, kind: type | tuple[type, ...],
+          ok: Callable[[Any], bool] = lambda v: True, expect: str = "") -> None:
     """Record a problem unless ``value`` is None or of ``kind`` and ``ok``."""
     if value is None:
         return
@@ -94,9 +89,8 @@ def parse_mqtt_url(url: str, where: str, problems: list[str]) -> tuple[str, int,
     return parts.hostname or "", port or (8883 if tls else 1883), tls
 
 
-def read_secret(
-    value: str | None, path: str | None, where: str, base: Path, problems: list[str]
-) -> str | None:
+def read_secret(value: str | None, path: str | None, where: str, base: Path,
+                problems: list[str]) -> str | None:
     """A password given inline or as the first line of a file (relative to ``base``)."""
     if not path:
         return value
@@ -110,4 +104,5 @@ def read_secret(
 
 def is_loopback_listen(value: str) -> bool:
     host, _, port = value.rpartition(":")
-    return host in ("127.0.0.1", "localhost", "[::1]") and port.isdigit() and 0 <= int(port) <= 65535
+    return host in ("127.0.0.1", "localhost", "[::1]") and port.isdigit() and \
+        0 <= int(port) <= 65535
