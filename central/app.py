@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -23,7 +24,7 @@ import click
 import structlog
 from aiohttp import web
 
-from central.adapters.charging import clock_anchor, stored_params
+from central.adapters.charging import clock_anchor, clock_seen, stored_params
 from central.adapters.commands import CommandSender
 from central.adapters.ingest import Ingest
 from central.adapters.mqtt import CentralMqtt, MqttSettings
@@ -35,7 +36,6 @@ from central.adapters.unit_of_work import SqliteUnitOfWork
 from central.adapters.users import create_or_update_user
 from central.application.auth import AuthError, AuthSettings
 from central.application.charging import ChargingService
-from central.application.clock import StationClock
 from central.application.orders import OperatorOrders
 from central.config import CentralConfig, load_config
 from central.domain.levels import PermissionLevel
@@ -48,9 +48,11 @@ from central.web.middleware import require_metrics_reader
 from central.web.platform import add_operator_platform_api
 from pilegate.logs import configure_logging
 from pilegate.metrics import Sample, render_metrics
+from pilegate.sdnotify import Notifier
 from pilegate.settings import ConfigError
 
 log = structlog.get_logger(__name__)
+CLOCK_SEEN_PERIOD_S = 5.0  # wall seconds between saves of how far the station clock ran
 
 
 def _param_piles(params: StationParams) -> list[tuple[str, int, float]]:
@@ -73,6 +75,14 @@ def _mqtt_settings(config: CentralConfig) -> MqttSettings:
     )
 
 
+async def _save_clock(store: Store) -> None:
+    """Record every few seconds how far the station clock ran, so that a start after a crash
+    continues close to where the station's time stopped."""
+    while True:
+        await asyncio.sleep(CLOCK_SEEN_PERIOD_S)
+        await store.write(lambda db: clock_seen(db, time.time()))
+
+
 def _lifecycle(config: CentralConfig) -> Callable[[web.Application], AsyncIterator[None]]:
     """The app's cleanup context: build and start every part, hand them to the web layer by typed
     keys, and stop them in reverse order on shutdown."""
@@ -82,8 +92,7 @@ def _lifecycle(config: CentralConfig) -> Callable[[web.Application], AsyncIterat
         await store.open()
         stored = await store.read(stored_params)
         params = params_from_mapping(stored) if stored else config.params
-        anchor = await store.write(lambda db: clock_anchor(db, time.time()))
-        clock = StationClock(config.time_scale, anchor)
+        clock = await store.write(lambda db: clock_anchor(db, time.time(), config.time_scale))
         await store.write(
             lambda db: ensure_station(
                 db,
@@ -119,19 +128,22 @@ def _lifecycle(config: CentralConfig) -> Callable[[web.Application], AsyncIterat
         retention = asyncio.get_running_loop().create_task(
             run_retention(store, config.telemetry_retention_days), name="telemetry-retention"
         )
+        clock_saver = asyncio.get_running_loop().create_task(_save_clock(store), name="clock-seen")
         log.info("central started", station=config.station, http_port=config.http_port)
         try:
             yield
         finally:
-            retention.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await retention
+            for task in (retention, clock_saver):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await hub.stop()
             await mqtt.stop()
             await sender.stop()
             await ingest.stop()
             await orders.close()
             await service.close()
+            await store.write(lambda db: clock_seen(db, time.time(), stopped=True))  # continued from here
             await store.close()
             log.info("central stopped")
 
@@ -226,14 +238,32 @@ def central_command(config_path: str, port: int | None) -> None:
     # loop sooner than the default 5 ms so REST latency stays low while telemetry is stored
     sys.setswitchinterval(0.0005)
     with contextlib.suppress(KeyboardInterrupt):
-        web.run_app(
-            create_app(config),
-            host=config.http_host,
-            port=config.http_port,
-            print=lambda *_: None,
-            access_log=None,
-            shutdown_timeout=10,
-        )
+        asyncio.run(serve(config))
+
+
+async def serve(config: CentralConfig) -> None:
+    """Serve the central service until SIGTERM or SIGINT. Under systemd it says READY once the
+    REST port listens and feeds the watchdog from this event loop (a stuck loop stops the pings)."""
+    runner = web.AppRunner(create_app(config), access_log=None, shutdown_timeout=10)
+    await runner.setup()
+    try:
+        try:
+            await web.TCPSite(runner, config.http_host, config.http_port).start()
+        except OSError as exc:
+            click.echo(f"cannot listen on {config.http_host}:{config.http_port}: {exc.strerror}", err=True)
+            sys.exit(2)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        notifier = Notifier()
+        notifier.ready(f"serving on {config.http_host}:{config.http_port}")
+        watchdog = loop.create_task(notifier.feed_watchdog(), name="watchdog")
+        await stop.wait()
+        notifier.stopping()
+        watchdog.cancel()
+    finally:
+        await runner.cleanup()
 
 
 @click.command("create-user")

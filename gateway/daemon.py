@@ -34,6 +34,7 @@ from gateway.uplink import Uplink, UplinkConfig
 from pilegate import __version__
 from pilegate.logs import configure_logging
 from pilegate.metrics import Sample
+from pilegate.sdnotify import Notifier
 from protocols import topics
 from protocols.payloads import GatewayStatus
 from protocols.registers import get_map
@@ -247,17 +248,23 @@ class Gateway:
 
 
 async def run_gateway(config: GatewayConfig) -> None:
-    """Run until SIGTERM or SIGINT, then stop cleanly."""
+    """Run until SIGTERM or SIGINT, then stop cleanly; under systemd, tell it when the gateway
+    serves and feed its watchdog from this loop."""
     gateway = Gateway(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await gateway.start()
+    notifier = Notifier()
+    notifier.ready(f"polling {len(gateway.runtime.piles)} piles")
+    watchdog = loop.create_task(notifier.feed_watchdog(), name="watchdog")
     try:
         await stop.wait()
     finally:
         log.info("stopping gateway")
+        notifier.stopping()
+        watchdog.cancel()
         await gateway.stop()
 
 

@@ -26,6 +26,7 @@ import click
 
 from gateway.config import GATEWAY_KEYS, ConfigError, GatewayConfig, load_config
 from gateway.control_token import TokenFileError, read_token
+from protocols.registers import PortState, get_map
 
 DEFAULT_URL = "http://127.0.0.1:8470"
 DEFAULT_TOKEN_FILE = Path(GATEWAY_KEYS["data_dir"][0]) / "control.token"
@@ -100,6 +101,33 @@ def _emit(data: Any, as_json: bool, text: str) -> None:
 json_option = click.option("--json", "as_json", is_flag=True, help="print JSON")
 
 
+def _remember(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A connection option given after the sub-command overrides the one given before it."""
+    if value is not None and param.name is not None:
+        root = ctx.find_root()
+        root.obj = {**(root.obj or {}), param.name: value}
+    return value
+
+
+def connection_options(command: Any) -> Any:
+    """``--config``, ``--url`` and ``--token-file`` accepted after the sub-command too."""
+    for name, kind, text in (
+        ("--token-file", click.Path(dir_okay=False), "the gateway's control token file"),
+        ("--url", None, "the gateway's control API"),
+        ("--config", click.Path(dir_okay=False), "take the control address and token file from this config"),
+    ):
+        command = click.option(name, type=kind, expose_value=False, callback=_remember, help=text)(command)
+    return command
+
+
+def port_state_name(code: Any) -> str:
+    """A port state register value by its name (``charging``), the raw value if it has none."""
+    try:
+        return PortState(code).name.lower()
+    except ValueError:
+        return str(code)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--url", default=DEFAULT_URL, show_default=True, envvar="PILECTL_URL", help="the gateway's control API"
@@ -131,6 +159,7 @@ def main(ctx: click.Context, url: str, config: str | None, token_file: str | Non
 
 @main.command()
 @json_option
+@connection_options
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """Buses, piles (state, last poll, latency, errors), uplink and outbox.
@@ -199,7 +228,6 @@ def plan(ctx: click.Context, as_json: bool, config_file: str | None) -> None:
 
 def offline_plans(config_file: str) -> dict[str, Any]:
     from drivers.plan import compile_read_plan, format_plan
-    from protocols.registers import get_map
 
     config = load_config(config_file)
     plans = {}
@@ -220,6 +248,7 @@ def offline_plans(config_file: str) -> dict[str, Any]:
 @click.argument("count", type=click.IntRange(1, 125))
 @click.option("--pile", help="pick the bus of this pile (needed when UNIT is on several buses)")
 @json_option
+@connection_options
 @click.pass_context
 def read(ctx: click.Context, unit: int, address: int, count: int, pile: str | None, as_json: bool) -> None:
     """Read COUNT holding registers from ADDRESS of Modbus device UNIT.
@@ -249,6 +278,7 @@ def _command(
 @click.option("--energy-wh", type=click.IntRange(0), help="stop after delivering this energy")
 @click.option("--power-w", type=click.IntRange(0), help="power limit")
 @json_option
+@connection_options
 @click.pass_context
 def start(
     ctx: click.Context, pile: str, port: int, energy_wh: int | None, power_w: int | None, as_json: bool
@@ -267,6 +297,7 @@ def start(
 @click.argument("pile")
 @click.argument("port", type=click.IntRange(1, 99))
 @json_option
+@connection_options
 @click.pass_context
 def stop(ctx: click.Context, pile: str, port: int, as_json: bool) -> None:
     """Stop charging on PILE's PORT.
@@ -283,6 +314,7 @@ def stop(ctx: click.Context, pile: str, port: int, as_json: bool) -> None:
 @click.argument("port", type=click.IntRange(1, 99))
 @click.argument("power_w", type=click.IntRange(0))
 @json_option
+@connection_options
 @click.pass_context
 def limit(ctx: click.Context, pile: str, port: int, power_w: int, as_json: bool) -> None:
     """Limit the power of the session on PILE's PORT to POWER_W watts.
@@ -296,6 +328,7 @@ def limit(ctx: click.Context, pile: str, port: int, power_w: int, as_json: bool)
 
 @main.command()
 @json_option
+@connection_options
 @click.pass_context
 def telemetry(ctx: click.Context, as_json: bool) -> None:
     """The latest reading of every port.
@@ -305,11 +338,11 @@ def telemetry(ctx: click.Context, as_json: bool) -> None:
         pilectl telemetry --json
     """
     data = _call(ctx, "/telemetry")
-    lines = [f"{'PILE':<8} {'PORT':>4} {'STATE':>5} {'V':>7} {'A':>8} {'W':>7} {'Wh':>10} {'°C':>6}"]
+    lines = [f"{'PILE':<8} {'PORT':>4} {'STATE':<11} {'V':>7} {'A':>8} {'W':>7} {'Wh':>10} {'°C':>6}"]
     for pid, pile in data.items():
         for port, v in pile.get("ports", {}).items():
             lines.append(
-                f"{pid:<8} {port:>4} {v.get('state', ''):>5} {v.get('voltage_V', 0):>7} "
+                f"{pid:<8} {port:>4} {port_state_name(v.get('state')):<11} {v.get('voltage_V', 0):>7} "
                 f"{v.get('current_A', 0):>8} {v.get('power_W', 0):>7} "
                 f"{v.get('energy_Wh', 0):>10} {v.get('temperature_C', 0):>6}"
             )

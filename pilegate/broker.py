@@ -160,6 +160,8 @@ class _ProcessBroker:
         """Start the process and return once the port accepts connections."""
         if self.running:
             raise BrokerError(f"{self.name} on port {self.port} is already running")
+        if port_accepts(self.port, self.host):  # else the wait below would take it for this broker
+            raise BrokerStartError(f"port {self.port} is in use by another process")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._prepare()
         with self.log_path.open("ab") as out:

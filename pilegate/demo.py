@@ -1,12 +1,19 @@
-"""``pilegate demo``: one whole station on one machine, each part a real process.
+"""``pilegate demo``: one whole living station on one machine, each part a real process.
 
 It starts an MQTT broker (Mosquitto when on PATH, else the embedded Python broker), the simulated
 piles of the station parameters (default 2 fast + 3 trickle, each a Modbus TCP server), the gateway
-polling them, and the central service with its REST APIs; prints ``READY http://127.0.0.1:<port>``
-and the operator login once every part is up, then a compact live view of the telemetry read back
-from the broker. Ctrl-C or SIGTERM stops every child, central and gateway first so the gateway can
-flush its outbox and leave its status ``offline``; if the demo itself is killed (even SIGKILL) every
-child gets SIGTERM from the kernel.
+polling them, and the central service with its REST APIs and dashboard; prints
+``READY http://127.0.0.1:<port>/`` with the operator and a driver login once every part is up (the
+central itself says it serves, over the systemd notification protocol, so READY never names a port
+another process answers on), then a compact live view of the telemetry read back from the broker.
+Simulated drivers (:mod:`pilegate.traffic`) fill the station and keep arriving, changing and
+cancelling; at the default time scale a charge takes about a minute.
+
+Everything lives in one data directory (``data/demo`` by default): configs, logs, databases and
+secrets. Running again on it continues the station (its clock goes on where it stopped, at the new
+time scale); ``--fresh`` starts over. Ctrl-C or SIGTERM stops every child, central and gateway first
+so the gateway can flush its outbox and leave its status ``offline``; if the demo itself is killed
+(even SIGKILL) every child gets SIGTERM from the kernel.
 
 The broker is run as production runs it: no anonymous clients, a random password per user (the
 central, the gateway, and the read-only live view) kept in ``<data dir>/secrets/<user>.password``
@@ -21,7 +28,9 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -29,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 import click
 
 from gateway.config import load_config
@@ -40,9 +50,27 @@ from pilegate.broker import (
     gateway_user,
     start_broker,
 )
+from pilegate.traffic import DriverTraffic, sign_in
 
 STATION, GATEWAY = "demo", "gw1"
 CENTRAL_USER, VIEW_USER = "pilegate-central", "demo-view"
+DRIVER = "demo-driver"  # the newcomer's own driver account; the simulated ones are demo-car-N
+SIMULATED_DRIVERS = 12
+FAST_QUEUE = 3  # fast cars the simulated drivers keep waiting at most
+# what the demo writes in its data directory (``--fresh`` removes exactly these)
+DEMO_ENTRIES = (
+    "central",
+    "gateway",
+    "broker",
+    "secrets",
+    "central.toml",
+    "gateway.toml",
+    "station.toml",
+    "sim.ready.json",
+    "sim.log",
+    "gateway.log",
+    "central.log",
+)
 T = TypeVar("T")
 
 
@@ -71,7 +99,7 @@ class Child:
             await self.process.wait()
 
 
-async def spawn(name: str, argv: list[str], data_dir: Path) -> Child:
+async def spawn(name: str, argv: list[str], data_dir: Path, env: dict[str, str] | None = None) -> Child:
     """Start a child with its output in ``data_dir/NAME.log``, in its own session; it gets SIGTERM
     when the demo dies."""
     log_path = data_dir / f"{name}.log"
@@ -83,8 +111,61 @@ async def spawn(name: str, argv: list[str], data_dir: Path) -> Child:
             stdin=asyncio.subprocess.DEVNULL,
             start_new_session=True,
             preexec_fn=die_with_parent(),
+            env={**os.environ, **(env or {})},
         )
     return Child(name, process, log_path)
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether another process listens on ``host:port`` (a bind as the servers do it fails)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def check_ports(http_port: int, mqtt_port: int | None) -> None:
+    """Refuse, in one line naming the option, a port another process holds."""
+    if port_in_use(http_port):
+        raise DemoError(
+            f"HTTP port {http_port} is in use by another process; choose another with --http-port"
+        )
+    if mqtt_port and port_in_use(mqtt_port):
+        raise DemoError(
+            f"MQTT port {mqtt_port} is in use by another process; choose another with --mqtt-port "
+            "(or leave it out for a free one)"
+        )
+
+
+class ReadySocket:
+    """An abstract unix datagram socket a child names as ``NOTIFY_SOCKET``: it says READY=1 there
+    once it serves (the systemd notification protocol)."""
+
+    def __init__(self) -> None:
+        self.name = f"@pilegate-demo-{os.getpid()}-{secrets.token_hex(4)}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + self.name[1:])
+        self.sock.setblocking(False)
+
+    async def wait_ready(self, child: Child, timeout_s: float) -> None:
+        """Return when ``child`` said READY=1; fail when it exits first or time runs out."""
+        loop = asyncio.get_running_loop()
+
+        async def ready() -> bool | None:
+            with contextlib.suppress(TimeoutError):
+                data = await asyncio.wait_for(loop.sock_recv(self.sock, 4096), 0.1)
+                lines = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
+                if lines.get("READY") == "1" and lines.get("MAINPID") == str(child.process.pid):
+                    return True
+            return None
+
+        await wait_for(child, timeout_s, "READY", ready)
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 async def wait_for(child: Child, timeout_s: float, what: str, probe: Callable[[], Awaitable[T | None]]) -> T:
@@ -92,12 +173,24 @@ async def wait_for(child: Child, timeout_s: float, what: str, probe: Callable[[]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if child.process.returncode is not None:
-            raise DemoError(f"{child.name} exited with {child.process.returncode}; see {child.log_path}")
+            raise DemoError(exit_message(child))
         result = await probe()
         if result is not None:
             return result
         await asyncio.sleep(0.05)
     raise DemoError(f"{child.name}: no {what} after {timeout_s}s; see {child.log_path}")
+
+
+def exit_message(child: Child) -> str:
+    """Why a child is gone: its own one-line refusal (a port taken) when it gave one, else its log."""
+    tail = (
+        child.log_path.read_text(errors="replace").strip().splitlines()[-1:]
+        if child.log_path.exists()
+        else []
+    )
+    if tail and tail[0].startswith("cannot listen on "):
+        return f"{child.name}: {tail[0]}; choose another port with --http-port"
+    return f"{child.name} exited with {child.process.returncode}; see {child.log_path}"
 
 
 async def wait_for_file(path: Path, child: Child, timeout_s: float) -> dict[str, Any]:
@@ -122,8 +215,6 @@ async def wait_for_token(path: Path, child: Child, timeout_s: float) -> str:
 
 async def get_json(url: str, token: str | None = None) -> Any:
     """``url``'s JSON body when it answers 200, else None (not up yet); ``token`` as bearer."""
-    import aiohttp
-
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     with contextlib.suppress(aiohttp.ClientError, OSError):
         async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as resp:
@@ -135,6 +226,25 @@ async def get_json(url: str, token: str | None = None) -> Any:
 async def wait_for_http(url: str, child: Child, timeout_s: float, token: str | None = None) -> None:
     """Poll ``url`` until it answers 200."""
     await wait_for(child, timeout_s, f"answer from {url}", lambda: get_json(url, token))
+
+
+async def wait_for_piles_working(
+    url: str, child: Child, piles: set[str], timeout_s: float, token: str
+) -> None:
+    """Poll the central's pile list until every pile can take cars (seen online with its meter)."""
+
+    async def working() -> bool | None:
+        body = await get_json(f"{url}/api/charging/piles/status/", token)
+        data = body.get("data", {}) if isinstance(body, dict) else {}
+        ok = {
+            p["pile_id"]
+            for key in ("fast_piles", "slow_piles")
+            for p in data.get(key, [])
+            if p["status"] == "normal"
+        }
+        return True if piles <= ok else None
+
+    await wait_for(child, timeout_s, "every pile working at the central", working)
 
 
 async def wait_for_piles_online(
@@ -192,10 +302,15 @@ def gateway_toml(
 
 @dataclass
 class LiveView:
-    """Latest telemetry per port, fed by an MQTT subscription, rendered as one compact line."""
+    """Latest telemetry per port, fed by an MQTT subscription, rendered as one compact line per port.
+
+    The kWh shown is the current (or last) session's: the meter since the port began charging, not
+    the pile's cumulative meter.
+    """
 
     ports: dict[str, dict[str, Any]] = field(default_factory=dict)
     piles: dict[str, str] = field(default_factory=dict)
+    session_start_wh: dict[str, int] = field(default_factory=dict)  # meter when the port began charging
     messages: int = 0
 
     def on_message(self, topic: str, payload: bytes) -> None:
@@ -205,7 +320,11 @@ class LiveView:
         except ValueError:
             return
         if parts[-1] == "telemetry":
-            self.ports[f"{parts[4]}/{parts[6]}"] = data
+            key = f"{parts[4]}/{parts[6]}"
+            previous = self.ports.get(key, {})
+            if data.get("state") == "charging" and previous.get("state") != "charging":
+                self.session_start_wh[key] = int(data.get("energy_Wh", 0))
+            self.ports[key] = data
             self.messages += 1
         elif parts[3] == "pile" and parts[-1] == "status":
             self.piles[parts[4]] = data.get("state", "?")
@@ -217,9 +336,10 @@ class LiveView:
             pile = key.split("/")[0]
             state = self.piles.get(pile, "?")
             label = t.get("state", "?") if state == "online" else state
+            session_wh = t.get("energy_Wh", 0) - self.session_start_wh.get(key, t.get("energy_Wh", 0))
             cells.append(
                 f"{key} {label:<9} {t.get('power_W', 0) / 1000:5.1f}kW "
-                f"{t.get('energy_Wh', 0) / 1000:8.2f}kWh {t.get('temperature_C', 0):4.1f}°C"
+                f"{session_wh / 1000:6.2f}kWh this session {t.get('temperature_C', 0):4.1f}°C"
             )
         return time.strftime("%H:%M:%S ") + f"msgs {self.messages}\n  " + "\n  ".join(cells)
 
@@ -238,37 +358,35 @@ def subscribe_live_view(view: LiveView, port: int, password: str) -> Any:
     return client
 
 
-DEMO_DRIVERS = [
-    ("demo-fast-1", "fast", 30),
-    ("demo-fast-2", "fast", 20),
-    ("demo-slow-1", "slow", 10),
-    ("demo-slow-2", "slow", 8),
-    ("demo-slow-3", "slow", 6),
-]
+def driver_password(data_dir: Path) -> str:
+    """The password of the demo's driver accounts, made at the first run and kept for the next."""
+    path = data_dir / "secrets" / "drivers.password"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(9) + "\n")
+    return path.read_text().strip()
 
 
-async def start_demo_charging(url: str) -> None:
-    """Demo drivers register and ask for a charge through the driver API (the real flow)."""
-    import aiohttp
+async def your_driver(url: str, password: str, central: Child) -> str:
+    """The token of the newcomer's own driver account (registered at the first run)."""
 
-    async with aiohttp.ClientSession() as session:
-        for username, mode, kwh in DEMO_DRIVERS:
-            password = secrets.token_urlsafe(12)
-            body = {
-                "username": username,
-                "password": password,
-                "email": f"{username}@example.invalid",
-                "phone": "13800000000",
-            }
-            async with session.post(f"{url}/api/auth/register/", json=body) as resp:
-                if resp.status >= 300:
-                    continue  # the driver exists from an earlier demo run
-                token = (await resp.json())["data"]["token"]
-            request = {"charging_mode": mode, "requested_amount": kwh, "battery_capacity": 60}
-            async with session.post(
-                f"{url}/api/charging/request/", json=request, headers={"Authorization": f"Token {token}"}
-            ) as resp:
-                await resp.read()
+    async def token() -> str | None:
+        async with aiohttp.ClientSession() as session:
+            return await sign_in(session, url, DRIVER, password)
+
+    return await wait_for(central, 30, f"a login of {DRIVER}", token)
+
+
+async def start_traffic(url: str, password: str, piles: dict[str, Any], rate_per_min: float) -> None:
+    """Simulated drivers filling the ports, then acting at ``rate_per_min``: fast cars queue (up to
+    ``FAST_QUEUE`` waiting), and one slow port stays free for an operator's order."""
+    ports = {"fast": 0, "slow": 0}
+    for ep in piles.values():
+        ports["fast" if ep["kind"] == "fast" else "slow"] += int(ep.get("ports", 1))
+    caps = {"fast": ports["fast"] + FAST_QUEUE, "slow": max(0, ports["slow"] - 1)}
+    cars = [f"demo-car-{n}" for n in range(1, SIMULATED_DRIVERS + 1)]
+    await DriverTraffic(url, cars, password, rate_per_min, caps).run(ports)
 
 
 def password_file(data_dir: Path, user: str) -> Path:
@@ -276,12 +394,18 @@ def password_file(data_dir: Path, user: str) -> Path:
     return (data_dir / "secrets" / f"{user}.password").resolve()
 
 
+def secrets_dir(data_dir: Path) -> Path:
+    """The demo's secrets directory (mode 0700)."""
+    path = data_dir / "secrets"
+    path.mkdir(mode=0o700, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
 def broker_access(data_dir: Path, piles: list[str]) -> StationAccess:
     """New random broker passwords for the demo's users, each written to its 0600 password file;
     the gateway may publish for ``piles``."""
-    secrets_dir = data_dir / "secrets"
-    secrets_dir.mkdir(mode=0o700, exist_ok=True)
-    secrets_dir.chmod(0o700)
+    secrets_dir(data_dir)
     users = [CENTRAL_USER, gateway_user(STATION, GATEWAY), VIEW_USER]
     passwords = {user: secrets.token_urlsafe(24) for user in users}
     for user, password in passwords.items():
@@ -301,7 +425,10 @@ def broker_access(data_dir: Path, piles: list[str]) -> StationAccess:
 
 async def run_demo(opts: dict[str, Any]) -> None:
     data_dir: Path = opts["data_dir"]
+    if opts["fresh"]:
+        clear_data_dir(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
+    check_ports(opts["http_port"], opts["mqtt_port"])
     children: list[Child] = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -310,10 +437,13 @@ async def run_demo(opts: dict[str, Any]) -> None:
     mqtt_port = opts["mqtt_port"] or free_port()
     broker: BrokerHandle | None = None
     view_client = None
+    traffic: asyncio.Task[None] | None = None
+    ready_socket = ReadySocket()
     try:
         python = sys.executable
         ready_file = data_dir / "sim.ready.json"
         ready_file.unlink(missing_ok=True)
+        params = opts["params"] or _default_params(data_dir)
         sim_argv = [
             python,
             "-m",
@@ -323,11 +453,9 @@ async def run_demo(opts: dict[str, Any]) -> None:
             str(ready_file),
             "--time-scale",
             str(opts["time_scale"]),
+            "--station",
+            str(params),
         ]
-        if opts["params"]:
-            sim_argv += ["--station", str(opts["params"])]
-        else:
-            sim_argv += ["--station", str(_default_params(data_dir))]
         sim = await spawn("sim", sim_argv, data_dir)
         children.append(sim)
         piles = (await wait_for_file(ready_file, sim, 30))["piles"]
@@ -351,41 +479,29 @@ async def run_demo(opts: dict[str, Any]) -> None:
         central_path.write_text(central_toml(mqtt_port, data_dir, opts))
         password = opts["admin_password"] or secrets.token_urlsafe(12)
         await create_admin(python, central_path, password, data_dir)
+        central_argv = ["central", "--config", str(central_path), "--port", str(opts["http_port"])]
         central = await spawn(
             "central",
-            [
-                python,
-                "-m",
-                "pilegate.cli",
-                "central",
-                "--config",
-                str(central_path),
-                "--port",
-                str(opts["http_port"]),
-            ],
+            [python, "-m", "pilegate.cli", *central_argv],
             data_dir,
+            env={"NOTIFY_SOCKET": ready_socket.name},
         )
         children.append(central)
+        await ready_socket.wait_ready(central, 30)  # our central serves the port, not another process
         url = f"http://127.0.0.1:{opts['http_port']}"
-        await wait_for_http(f"{url}/api/openapi.json", central, 30)
+        drivers = driver_password(data_dir)
+        await wait_for_piles_working(url, central, set(piles), 30, await your_driver(url, drivers, central))
         view = LiveView()
         view_client = subscribe_live_view(view, mqtt_port, access.passwords[VIEW_USER])
-        click.echo(f"READY {url}")
-        click.echo(f"  operator login: admin / {password}  (user API username, operator API openId)")
-        click.echo(f"  driver API   {url}/api/charging/...   OpenAPI {url}/api/openapi.json")
-        click.echo(
-            f"  broker       mqtt://127.0.0.1:{mqtt_port} "
-            f"({getattr(broker, 'name', 'broker')}; no anonymous clients; users' passwords "
-            f"in {data_dir / 'secrets'})"
-        )
-        click.echo(f"  piles        {', '.join(sorted(piles))} (time scale x{opts['time_scale']})")
-        click.echo(f"  gateway      pilectl --config {config_path} status")
-        click.echo(f"  logs         {data_dir}/*.log")
-        sys.stdout.flush()
-        if opts["charge"]:
-            await start_demo_charging(url)
+        print_ready(opts, url, password, drivers, getattr(broker, "name", "broker"), mqtt_port, piles)
+        traffic = loop.create_task(start_traffic(url, drivers, piles, opts["traffic"]), name="traffic")
         await _live(view, stop, children, opts["view_interval_s"])
     finally:
+        ready_socket.close()
+        if traffic is not None:
+            traffic.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await traffic
         if view_client is not None:
             view_client.loop_stop()
             view_client.disconnect()
@@ -394,6 +510,54 @@ async def run_demo(opts: dict[str, Any]) -> None:
         if broker is not None:
             broker.stop()
         click.echo("demo stopped")
+
+
+def print_ready(
+    opts: dict[str, Any],
+    url: str,
+    admin_password: str,
+    driver_password: str,
+    broker_name: str,
+    mqtt_port: int,
+    piles: dict[str, Any],
+) -> None:
+    """The READY block: where to look, how to log in, where everything is."""
+    data_dir = opts["data_dir"]
+    pilectl = Path(sys.executable).parent / "pilectl"
+    scale = opts["time_scale"]
+    traffic = f"{opts['traffic']:g} driver actions a minute" if opts["traffic"] else "no simulated drivers"
+    lines = [
+        f"READY {url}/",
+        f"  dashboard    {url}/   (open it in a browser)",
+        f"  operator     admin / {admin_password}   (user API username, operator API openId)",
+        f"  driver       {DRIVER} / {driver_password}   (yours; the simulated drivers demo-car-N share it)",
+        f"  driver API   {url}/api/charging/...   OpenAPI {url}/api/openapi.json",
+        f"  broker       mqtt://127.0.0.1:{mqtt_port} ({broker_name}; no anonymous clients; users' "
+        f"passwords in {data_dir / 'secrets'})",
+        f"  piles        {', '.join(sorted(piles))} (time scale x{scale:g}: an hour of station time takes "
+        f"{60 / scale:.3g} min; {traffic})",
+        f"  gateway      {_shown(pilectl)} status --config {data_dir / 'gateway.toml'}",
+        f"  data         {data_dir} (configs, *.log, databases, secrets; --fresh starts over)",
+    ]
+    click.echo("\n".join(lines))
+    sys.stdout.flush()
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it (``.venv/bin/pilectl``)."""
+    with contextlib.suppress(ValueError):
+        return str(path.relative_to(Path.cwd()))
+    return str(path)
+
+
+def clear_data_dir(data_dir: Path) -> None:
+    """Remove what an earlier demo wrote in ``data_dir`` (and nothing else)."""
+    for name in DEMO_ENTRIES:
+        path = data_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 async def _live(view: LiveView, stop: asyncio.Event, children: list[Child], interval_s: float) -> None:
@@ -483,9 +647,9 @@ def _default_params(data_dir: Path) -> Path:
 @click.option(
     "--time-scale",
     type=click.FloatRange(0.1, 3600),
-    default=1.0,
+    default=60.0,
     show_default=True,
-    help="simulated seconds per real second",
+    help="simulated seconds per real second (60: a charge takes about a minute)",
 )
 @click.option("--admin-password", default=None, help="password of the operator account admin")
 @click.option(
@@ -493,8 +657,9 @@ def _default_params(data_dir: Path) -> Path:
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("data/demo"),
     show_default=True,
-    help="logs, outbox and databases",
+    help="configs, logs, databases and secrets; running again on it continues the station",
 )
+@click.option("--fresh", is_flag=True, help="start over: remove what an earlier demo left in the data dir")
 @click.option(
     "--params",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -516,10 +681,11 @@ def _default_params(data_dir: Path) -> Path:
     help="gateway poll period in seconds",
 )
 @click.option(
-    "--charge/--no-charge",
-    default=True,
+    "--traffic",
+    type=click.FloatRange(0, 600),
+    default=6.0,
     show_default=True,
-    help="demo drivers ask for charges through the driver API once the station is up",
+    help="simulated driver actions a minute (arrive, change, cancel) after filling every port; 0: none",
 )
 @click.option(
     "--view-interval",
@@ -534,10 +700,12 @@ def demo_command(**opts: Any) -> None:
 
     Example:
 
-        pilegate demo --time-scale 60
+        pilegate demo --time-scale 120 --traffic 10
     """
     broker = opts["broker"]
     opts["broker"] = "mosquitto" if broker in ("auto", "mosquitto") else "embedded"
+    # absolute: the generated configs name paths relative to their own directory otherwise
+    opts["data_dir"] = opts["data_dir"].resolve()
     if broker == "mosquitto" and not _has_mosquitto():
         raise click.ClickException("mosquitto is not on PATH (use --broker embedded)")
     with contextlib.suppress(KeyboardInterrupt):
@@ -545,6 +713,4 @@ def demo_command(**opts: Any) -> None:
 
 
 def _has_mosquitto() -> bool:
-    import shutil
-
     return shutil.which("mosquitto") is not None or Path("/usr/sbin/mosquitto").exists()

@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlite_utils
 
-from central.application.clock import ClockAnchor
+from central.application.clock import ClockAnchor, ClockRun, StationClock
 from central.application.ports import ActiveRequest, PileRecord, SessionOrder
 from central.application.sessions import LiveSession
 from central.domain.billing import Bill, DetailRecord
@@ -27,6 +27,7 @@ from central.domain.orders import OrderStatus
 from central.domain.pricing import BillingMode
 
 FAST_PILE_TYPE = 1  # piles.pile_type of a fast pile
+CLOCK_RUNS_KEPT = 50  # earlier runs of the station clock kept for mapping old gateway timestamps
 
 
 def iso(at: datetime | None) -> str | None:
@@ -38,16 +39,48 @@ def session_order_no(at: datetime, order_id: str) -> str:
     return at.strftime("%Y%m%d%H%M%S") + order_id[:6].upper()
 
 
-def clock_anchor(db: sqlite_utils.Database, now_s: float) -> ClockAnchor:
-    """The persisted station-clock anchor; created at the first start."""
+def clock_anchor(db: sqlite_utils.Database, now_s: float, scale: float) -> StationClock:
+    """The station clock of a start at wall time ``now_s`` running at ``scale``; its anchor saved.
+
+    At scale 1 the station clock is the wall clock. At another scale, after a stop the station's time
+    continues from where it stopped, at the new scale: neither the time the station was stopped nor a
+    scale changed between runs makes it jump. After a crash at an unchanged scale the clock has run
+    on (every gateway timestamp of the meantime, buffered by the gateway, assumes so); after a crash
+    with a changed scale it continues from the last :func:`clock_seen`. The first start begins at
+    wall time. Earlier runs are kept (the last ``CLOCK_RUNS_KEPT``) so that gateway timestamps of
+    before this start keep their station times.
+    """
+    rows = list(db.query("SELECT value FROM params WHERE key = 'clock_anchor'"))
+    anchor, earlier = ClockAnchor(now_s, now_s), []
+    if rows:
+        saved = json.loads(rows[0]["value"])
+        # an anchor saved by an older version has neither scale nor last-seen instant: it runs on
+        seen_s, saved_scale = saved.get("seen_wall_s", now_s), saved.get("scale", scale)
+        earlier = [ClockRun(*run) for run in saved.get("earlier", [])][-(CLOCK_RUNS_KEPT - 1) :]
+        if saved_scale == scale and (scale == 1 or not saved.get("stopped")):
+            anchor = ClockAnchor(saved["wall_s"], saved["station_s"])  # the same run goes on
+        else:
+            last = ClockRun(saved["wall_s"], saved["station_s"], saved_scale, seen_s)
+            earlier.append(last)
+            anchor = ClockAnchor(now_s, now_s if scale == 1 else last.station_at(seen_s))
+    value = {
+        "wall_s": anchor.wall_s,
+        "station_s": anchor.station_s,
+        "scale": scale,
+        "seen_wall_s": now_s,
+        "stopped": False,
+        "earlier": [[r.wall_s, r.station_s, r.scale, r.until_wall_s] for r in earlier],
+    }
+    db.table("params").upsert({"key": "clock_anchor", "value": json.dumps(value)}, pk="key")
+    return StationClock(scale, anchor, earlier=earlier)
+
+
+def clock_seen(db: sqlite_utils.Database, wall_s: float, *, stopped: bool = False) -> None:
+    """The station clock ran until wall time ``wall_s``; ``stopped``: the service stops there."""
     rows = list(db.query("SELECT value FROM params WHERE key = 'clock_anchor'"))
     if rows:
-        value = json.loads(rows[0]["value"])
-        return ClockAnchor(value["wall_s"], value["station_s"])
-    db.table("params").insert(
-        {"key": "clock_anchor", "value": json.dumps({"wall_s": now_s, "station_s": now_s})}
-    )
-    return ClockAnchor(now_s, now_s)
+        value = {**json.loads(rows[0]["value"]), "seen_wall_s": wall_s, "stopped": stopped}
+        db.execute("UPDATE params SET value = ? WHERE key = 'clock_anchor'", [json.dumps(value)])
 
 
 def stored_params(db: sqlite_utils.Database) -> dict[str, Any] | None:

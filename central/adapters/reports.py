@@ -1,15 +1,18 @@
-"""Report queries: what the billed driver segments of a period add up to, per pile."""
+"""Report queries: what the finished orders of a period add up to, per pile."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from fractions import Fraction
 
 import sqlite_utils
 
-from central.adapters.charging import iso
 from central.application.ports import PileTotals
 from central.domain.orders import OrderStatus
+
+# a finished order: a billed driver segment (completed or ended by a fault), or an operator order
+# awaiting payment, paid, or ended abnormally
+REPORTED = (OrderStatus.TO_PAY, OrderStatus.COMPLETED, OrderStatus.ABNORMAL)
 
 
 class ReportRows:
@@ -19,11 +22,15 @@ class ReportRows:
         self.db = db
 
     def pile_totals(self, start: datetime, end: datetime) -> list[PileTotals]:
-        """Billed driver segments (completed or ended by a fault) that started in ``[start, end)``."""
+        """Finished orders of driver segments and operator orders that started in ``[start, end)``.
+
+        Start times are stored as UTC ISO 8601 text, so the bounds are compared in UTC too: text of
+        another offset (the station's local day) would not sort with them.
+        """
         rows = self.db.query(
             "SELECT pile_no, duration, electricity, amount, service_fee FROM orders "
-            "WHERE request_id IS NOT NULL AND status IN (?, ?) AND start_time >= ? AND start_time < ?",
-            [OrderStatus.COMPLETED, OrderStatus.ABNORMAL, iso(start), iso(end)],
+            "WHERE pile_no IS NOT NULL AND status IN (?, ?, ?) AND start_time >= ? AND start_time < ?",
+            [*REPORTED, _utc(start), _utc(end)],
         )
         return [
             PileTotals(
@@ -35,3 +42,7 @@ class ReportRows:
             )
             for r in rows
         ]
+
+
+def _utc(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat()

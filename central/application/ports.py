@@ -130,7 +130,7 @@ class OrderEnding:
 
 @dataclass(frozen=True)
 class PileTotals:
-    """One billed driver segment, for the per-pile report."""
+    """One finished order (driver segment or operator order), for the per-pile report."""
 
     pile_no: str
     seconds: int

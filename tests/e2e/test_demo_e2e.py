@@ -1,15 +1,22 @@
 """``pilegate demo`` as a user runs it: READY, live charging, a broker closed to strangers, a clean
-stop leaving nothing behind, and children that die with the demo even when it is SIGKILLed."""
+stop leaving nothing behind, children that die with the demo even when it is SIGKILLed, a taken port
+refused in one line, the printed driver login, and a restart that continues the station's clock."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
+import sqlite3
 import stat
 import subprocess
 import sys
 import threading
+import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,7 +39,15 @@ def processes_mentioning(text: str) -> list[str]:
     return found
 
 
-def start_demo(data_dir: Path, broker: str, mqtt_port: int) -> tuple[subprocess.Popen[str], list[str]]:
+def start_demo(
+    data_dir: Path,
+    broker: str,
+    mqtt_port: int,
+    *,
+    http_port: int | None = None,
+    time_scale: float = 120,
+    cwd: Path | None = None,
+) -> tuple[subprocess.Popen[str], list[str]]:
     """``pilegate demo`` in a child process; its output lines collect in the returned list."""
     argv = [
         sys.executable,
@@ -44,9 +59,9 @@ def start_demo(data_dir: Path, broker: str, mqtt_port: int) -> tuple[subprocess.
         "--mqtt-port",
         str(mqtt_port),
         "--http-port",
-        str(free_port()),
+        str(http_port or free_port()),
         "--time-scale",
-        "120",
+        str(time_scale),
         "--broker",
         broker,
         "--view-interval",
@@ -54,7 +69,10 @@ def start_demo(data_dir: Path, broker: str, mqtt_port: int) -> tuple[subprocess.
         "--poll-period",
         "0.5",
     ]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd, env=env
+    )
     lines: list[str] = []
     assert proc.stdout is not None
     stdout = proc.stdout
@@ -141,3 +159,71 @@ def test_children_die_with_the_demo_even_when_it_is_killed(tmp_path, broker):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.parametrize("option", ["--http-port", "--mqtt-port"])
+def test_a_taken_port_is_refused_in_one_line_naming_the_option(tmp_path, option):
+    with socket.socket() as other:  # another process serving the port
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        taken = other.getsockname()[1]
+        ports = {"http_port": taken} if option == "--http-port" else {}
+        proc, lines = start_demo(
+            tmp_path / "demo", "mosquitto", taken if option == "--mqtt-port" else free_port(), **ports
+        )
+        assert proc.wait(timeout=30) != 0
+    time.sleep(0.2)  # the reader thread takes the last lines
+    output = "".join(lines)
+    assert not any(ln.startswith("READY") for ln in lines), output
+    [refusal] = [ln for ln in lines if ln.startswith("Error:")]
+    assert f"port {taken} is in use by another process" in refusal and option in refusal, output
+
+
+def anchor(db: Path) -> dict[str, Any]:
+    with sqlite3.connect(db) as conn:
+        [(value,)] = conn.execute("SELECT value FROM params WHERE key = 'clock_anchor'").fetchall()
+    return dict(json.loads(value))
+
+
+def station_time_at_stop(db: Path) -> float:
+    a = anchor(db)
+    return float(a["station_s"] + (a["seen_wall_s"] - a["wall_s"]) * a["scale"])
+
+
+def stop(proc: subprocess.Popen[str], lines: list[str]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0, "".join(lines)[-3000:]
+
+
+def test_the_printed_driver_login_works_and_a_restart_continues_the_station_clock(tmp_path):
+    # a relative data dir, as `make demo` gives it: everything lands in it, nothing nested
+    proc, lines = start_demo(Path("data/demo"), "embedded", free_port(), time_scale=120, cwd=tmp_path)
+    data_dir = tmp_path / "data" / "demo"
+    try:
+        wait_ready(lines)
+        ready = "".join(lines)
+        url = next(ln.split()[1] for ln in lines if ln.startswith("READY"))
+        assert f"dashboard    {url}" in ready
+        [driver] = [
+            ln.split()[1:4] for ln in lines if ln.split()[:1] == ["driver"] and "/" in ln.split()[2:3]
+        ]
+        username, _slash, password = driver
+        body = json.dumps({"username": username, "password": password}).encode()
+        request = urllib.request.Request(
+            f"{url}api/auth/login/", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert json.load(resp)["data"]["token"]
+        assert "pilectl status --config" in ready
+    finally:
+        stop(proc, lines)
+    assert (data_dir / "central" / "central.db").exists() and not (data_dir / "data").exists()
+    stopped_at = station_time_at_stop(data_dir / "central" / "central.db")
+    proc, lines = start_demo(Path("data/demo"), "embedded", free_port(), time_scale=30, cwd=tmp_path)
+    try:
+        wait_ready(lines)
+        restarted = anchor(data_dir / "central" / "central.db")
+        assert restarted["station_s"] == pytest.approx(stopped_at, abs=1e-3), "the clock jumped"
+        assert restarted["scale"] == 30
+    finally:
+        stop(proc, lines)

@@ -78,6 +78,7 @@ def test_status_plan_read_and_telemetry(running):
     ambiguous = pilectl(running, "read", "1", "0", "4")
     assert ambiguous.returncode == 1 and "name a pile" in ambiguous.stderr
     telemetry = json.loads(pilectl(running, "telemetry", "--json").stdout)
+    assert "available" in pilectl(running, "telemetry").stdout  # states by name, not register codes
     assert set(telemetry) == {"F1", "T1"}
 
 

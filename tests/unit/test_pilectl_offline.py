@@ -5,7 +5,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from gateway.pilectl import main
+from gateway.pilectl import main, port_state_name
 
 EXAMPLE = str(Path(__file__).parents[2] / "config" / "gateway.example.toml")
 
@@ -43,3 +43,28 @@ def test_unreachable_gateway_is_a_clear_error():
     )
     assert result.exit_code == 1
     assert "cannot reach the gateway at http://127.0.0.1:9/status" in result.output
+
+
+def test_config_after_the_sub_command_names_the_gateway(tmp_path):
+    config = tmp_path / "gw.toml"
+    token = tmp_path / "control.token"
+    token.write_text("a-token-of-some-length\n")
+    token.chmod(0o600)
+    text = Path(EXAMPLE).read_text().replace('"127.0.0.1:8470"', '"127.0.0.1:9"')
+    config.write_text(text.replace("command_timeout_s", f'control_token_file = "{token}"\ncommand_timeout_s'))
+    env = {"PILECTL_TOKEN": None, "PILECTL_TOKEN_FILE": None, "PILECTL_CONFIG": None}
+    for argv in (["--config", str(config), "telemetry"], ["telemetry", "--config", str(config)]):
+        result = CliRunner().invoke(main, argv, env=env)
+        assert result.exit_code == 1, result.output
+        assert "cannot reach the gateway at http://127.0.0.1:9/telemetry" in result.output
+
+
+def test_port_states_print_by_name():
+    assert [port_state_name(code) for code in (0, 2, 4, 5, 17, None)] == [
+        "available",
+        "charging",
+        "faulted",
+        "unavailable",
+        "17",
+        "None",
+    ]
