@@ -2,8 +2,10 @@
 
 Background parts live in the application's cleanup context (started before ``yield``, stopped
 after): the store and its unit of work, the charging service, operator orders, the MQTT ingest and
-command sender; the web layer gets them under the typed keys of :mod:`central.web.keys`. Nothing is
-built at import time. ``pilegate central`` runs it; ``pilegate create-user`` adds accounts to its database.
+command sender, and the dashboard's live hub (it sees the port readings on their way from the
+ingest to the service); the web layer gets them under the typed keys of :mod:`central.web.keys`.
+Nothing is built at import time. ``pilegate central`` runs it; ``pilegate create-user`` adds
+accounts to its database.
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ from central.config import CentralConfig, load_config
 from central.domain.levels import PermissionLevel
 from central.domain.params import StationParams, params_from_mapping
 from central.web import add_user_api
-from central.web.keys import AUTH, INGEST, ORDERS, PAYMENTS, SERVICE, STORE
+from central.web.dashboard import add_dashboard
+from central.web.keys import AUTH, INGEST, LIVE, ORDERS, PAYMENTS, SERVICE, STORE
+from central.web.live import LiveHub, ObservedListener
 from central.web.platform import add_operator_platform_api
 from pilegate.logs import configure_logging
 from pilegate.metrics import Sample, render_metrics
@@ -98,14 +102,19 @@ def _lifecycle(config: CentralConfig) -> Callable[[web.Application], AsyncIterat
         uow = SqliteUnitOfWork(store)
         service = ChargingService(uow, params, clock, sender, station=config.station)
         orders = OperatorOrders(service, uow, clock)
-        sender.on_outcome = lambda o: service.on_command_outcome(o.pile_no, o.op, o.car, o.status, o.reason)
-        ingest = holder["ingest"] = Ingest(store, config.station, service, commands=sender)
-        app[STORE], app[SERVICE], app[ORDERS], app[INGEST] = store, service, orders, ingest
+        sender.on_outcome = lambda o: service.live.on_command_outcome(
+            o.pile_no, o.op, o.car, o.status, o.reason
+        )
+        hub = LiveHub(service, store)
+        listener = ObservedListener(service.live, hub)
+        ingest = holder["ingest"] = Ingest(store, config.station, listener, commands=sender)
+        app[STORE], app[SERVICE], app[ORDERS], app[INGEST], app[LIVE] = store, service, orders, ingest, hub
         await service.start()
         await orders.start()  # resume operator orders that were charging
         await ingest.start()
         await sender.start()
         await mqtt.start()
+        await hub.start()
         retention = asyncio.get_running_loop().create_task(
             run_retention(store, config.telemetry_retention_days), name="telemetry-retention"
         )
@@ -116,6 +125,7 @@ def _lifecycle(config: CentralConfig) -> Callable[[web.Application], AsyncIterat
             retention.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await retention
+            await hub.stop()
             await mqtt.stop()
             await sender.stop()
             await ingest.stop()
@@ -140,7 +150,7 @@ async def _metrics(request: web.Request) -> web.Response:
     ]
     samples += [
         (f"pilegate_central_{key}_total", "counter", {}, value)
-        for key, value in service.meter_anomalies().items()
+        for key, value in service.live.meter_anomalies().items()
     ]
     return web.Response(text=render_metrics(samples), content_type="text/plain")
 
@@ -154,6 +164,7 @@ def create_app(config: CentralConfig) -> web.Application:
     add_user_api(app)
     add_operator_platform_api(app)
     app.router.add_get("/metrics", _metrics)
+    add_dashboard(app)
     return app
 
 

@@ -81,7 +81,7 @@ def iso_ms(ms: int) -> str:
 
 
 class IngestListener(Protocol):
-    """What ingest tells the charging service (implemented by the lead's ChargingService)."""
+    """What ingest tells the charging service (implemented by its live input, ``ChargingService.live``)."""
 
     def on_telemetry(self, pile_no: str, port: int, reading: Telemetry) -> None: ...
     def on_pile_state(self, pile_no: str, state: str) -> None: ...

@@ -133,7 +133,7 @@ class OperatorOrders:
         self._port_locks: dict[tuple[str, int], asyncio.Lock] = {}
         self._driver_locks: dict[int, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        service.watch_outcomes(self._on_outcome)
+        service.live.watch_outcomes(self._on_outcome)
 
     def now(self) -> datetime:
         return self.service.now()
@@ -156,7 +156,7 @@ class OperatorOrders:
     async def create(self, target: OrderTarget) -> str:
         """Reserve the port, write the order (status 1), follow the meter, send ``start``."""
         service = self.service
-        if service.pile_health(target.pile_no) != "online":
+        if service.live.pile_health(target.pile_no) != "online":
             raise PortBusy(f"充电桩 {target.pile_no} 不在线")
         lock = self._port_locks.setdefault((target.pile_no, target.port), asyncio.Lock())
         async with lock:
@@ -171,7 +171,7 @@ class OperatorOrders:
             except BaseException:
                 await self._release(target.pile_no, target.port)
                 raise
-            meter = MeterSession.from_idle(service.last_meter(target.pile_no, target.port))
+            meter = MeterSession.from_idle(service.live.last_meter(target.pile_no, target.port))
             session = OrderSession(order_id, target.user_id, target.pile_no, target.port, now, meter)
             self._attach(session)
             self._spawn(self._persist(session))
@@ -224,7 +224,7 @@ class OperatorOrders:
     def _attach(self, session: OrderSession) -> None:
         session.watcher = lambda reading: self._on_reading(session, reading)
         self.sessions[session.order_id] = session
-        self.service.watch_port(session.pile_no, session.port, session.watcher)
+        self.service.live.watch_port(session.pile_no, session.port, session.watcher)
 
     # ---- meter and command outcomes ------------------------------------------------------------
 
@@ -234,17 +234,17 @@ class OperatorOrders:
             reading.ts,
             reading.energy_Wh,
             reading.state == "charging",
-            self.service.spacing_ms(),
-            self.service.max_wh_per_ms(session.pile_no, session.port),
+            self.service.live.spacing_ms(),
+            self.service.live.max_wh_per_ms(session.pile_no, session.port),
         )
         if update.step is Step.IMPLAUSIBLE:
-            self.service.count_anomaly("implausible_readings")
+            self.service.live.count_anomaly("implausible_readings")
             log.warning(
                 "implausible order meter reading rejected", order=session.order_id, wh=reading.energy_Wh
             )
             return
         if update.reset is not None:
-            self.service.count_anomaly("meter_resets")
+            self.service.live.count_anomaly("meter_resets")
             log.warning(
                 "order meter went backwards: new baseline", order=session.order_id, reset=str(update.reset)
             )
@@ -382,7 +382,7 @@ class OperatorOrders:
         if session is not None:
             self.sessions.pop(session.order_id, None)
             if session.watcher is not None:
-                self.service.unwatch_port(session.pile_no, session.port, session.watcher)
+                self.service.live.unwatch_port(session.pile_no, session.port, session.watcher)
         if row["pile_no"] and row["port_no"] and str(row["port_no"]).isdigit():
             await self._release(row["pile_no"], int(row["port_no"]))
 

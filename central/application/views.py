@@ -1,14 +1,16 @@
 """What the user and operator APIs show of the driver queue: request views, the completion summary,
-queue and pile status. Built from the scheduler and the service's per-car facts; no I/O."""
+queue and pile status, the piles' queues and the per-pile report. Built from the scheduler, the
+service's per-car facts and rows already read; no I/O."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from fractions import Fraction
 from typing import Any
 
+from central.application.ports import PileTotals
 from central.domain.billing import Bill
 from central.domain.estimate import estimate_waits
 from central.domain.model import Mode, RequestState
@@ -189,3 +191,86 @@ def public_parameters(params: StationParams) -> dict[str, Any]:
     """The station parameters the APIs show (not the replay-only ones)."""
     p = params.to_mapping()
     return {key: p[key] for key in PUBLIC_PARAMETERS}
+
+
+def pile_queues(
+    scheduler: Scheduler,
+    now: datetime,
+    users: Mapping[str, int],
+    battery: Mapping[str, float | None],
+    username: Callable[[str | None], str | None],
+) -> list[dict[str, Any]]:
+    """Every charging point's cars (the charging one first) with who they are and how long they waited."""
+    out = []
+    for point in scheduler.point_states():
+        cars = []
+        for car in point.queue:
+            r = scheduler.requests[car]
+            cars.append(
+                {
+                    "user_id": users.get(car),
+                    "username": username(car),
+                    "request_id": car,
+                    "queue_number": r.queue_number,
+                    "battery_capacity": battery.get(car),
+                    "requested_amount": as_float(r.requested_kwh),
+                    "queued_at": r.created_at.isoformat(),
+                    "waited_minutes": round((now - r.created_at).total_seconds() / 60, 2),
+                }
+            )
+        out.append({"pile_id": point.point.point_id, "cars": cars})
+    return out
+
+
+def period_bounds(period: str, day: date) -> tuple[date, date]:
+    """The first day of the day, week (from Monday) or month containing ``day``, and the day after it."""
+    if period == "day":
+        return day, day + timedelta(days=1)
+    if period == "week":
+        start = day - timedelta(days=day.weekday())
+        return start, start + timedelta(days=7)
+    if period == "month":
+        start = day.replace(day=1)
+        following = (start + timedelta(days=32)).replace(day=1)
+        return start, following
+    raise ValueError(f"period must be day, week or month, got {period!r}")
+
+
+def pile_report(
+    point_ids: Sequence[str], rows: Sequence[PileTotals], period: str, start: date, end: date
+) -> list[dict[str, Any]]:
+    """Per pile from ``start`` to the day before ``end``: sessions, charging time, kWh and fees.
+    Every current charging point has a line, with zeros when it billed nothing."""
+
+    def empty() -> dict[str, Any]:
+        return {
+            "sessions": 0,
+            "seconds": 0,
+            "kwh": Fraction(0),
+            "charge": Fraction(0),
+            "service": Fraction(0),
+        }
+
+    report = {point_id: empty() for point_id in point_ids}
+    for row in rows:
+        r = report.setdefault(row.pile_no, empty())
+        r["sessions"] += 1
+        r["seconds"] += row.seconds
+        r["kwh"] += row.kwh
+        r["charge"] += row.charge_fee
+        r["service"] += row.service_fee
+    return [
+        {
+            "pile_id": pile,
+            "period": period,
+            "from": start.isoformat(),
+            "to": (end - timedelta(days=1)).isoformat(),
+            "sessions": r["sessions"],
+            "charging_minutes": round(r["seconds"] / 60, 2),
+            "kwh": as_float(r["kwh"]),
+            "charging_fee": float(round(r["charge"], 2)),
+            "service_fee": float(round(r["service"], 2)),
+            "total": float(round(r["charge"] + r["service"], 2)),
+        }
+        for pile, r in sorted(report.items())
+    ]

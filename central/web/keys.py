@@ -11,6 +11,7 @@ from central.application.auth import AuthSettings
 from central.application.charging import ChargingService
 from central.application.orders import OperatorOrders
 from central.application.payments import PaymentSettings
+from central.web.live import LiveHub
 
 STORE = web.AppKey("store", Store)
 SERVICE = web.AppKey("service", ChargingService)
@@ -20,3 +21,5 @@ AUTH = web.AppKey("auth", AuthSettings)
 """Account settings (token lifetime, login limiter, clock); defaults are installed when absent."""
 PAYMENTS = web.AppKey("payments", PaymentSettings)
 """Payment-provider callback secrets; absent: no provider is configured and every callback is refused."""
+LIVE = web.AppKey("live", LiveHub)
+"""The dashboard's live-update hub (Server-Sent Events of what changed)."""

@@ -158,7 +158,7 @@ class Central:
             temperature_C=25.0,
             fault="none",
         )
-        self.service.on_telemetry(pile_no, port, reading)
+        self.service.live.on_telemetry(pile_no, port, reading)
 
 
 RouteSet = Callable[[web.Application], None]
@@ -186,7 +186,7 @@ async def start_central(
     for pile in [f"F{i}" for i in range(1, params.fast_pile_num + 1)] + [
         f"T{i}" for i in range(1, params.trickle_pile_num + 1)
     ]:
-        service.health[pile] = "online"
+        service.live.health[pile] = "online"
     app = web.Application()
     app[STORE], app[SERVICE], app[ORDERS] = store, service, orders
     app[AUTH] = auth.AuthSettings(clock=wall.now)

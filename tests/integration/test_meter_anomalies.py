@@ -42,7 +42,7 @@ async def test_a_meter_that_goes_backwards_keeps_what_was_measured_and_counts_on
     assert status == 200 and body["data"]["current_amount"] == 9.0
     status, body = await complete(central, driver, 4_100)
     assert status == 200 and body["data"]["total_amount"] == 9.0
-    assert central.service.meter_anomalies()["meter_resets"] == 1  # reported once, not per reading
+    assert central.service.live.meter_anomalies()["meter_resets"] == 1  # reported once, not per reading
 
 
 async def test_an_implausible_reading_is_rejected_counted_and_loses_nothing(central, driver):
@@ -60,7 +60,7 @@ async def test_an_implausible_reading_is_rejected_counted_and_loses_nothing(cent
     status, body = await central.call("GET", "/api/charging/request/status/", user=driver)
     assert status == 200 and body["data"]["current_status"] == "charging"
     assert body["data"]["current_amount"] == 3.0
-    assert central.service.meter_anomalies()["implausible_readings"] == 1
+    assert central.service.live.meter_anomalies()["implausible_readings"] == 1
     status, body = await complete(central, driver, 4_000)
     assert status == 200 and body["data"]["total_amount"] == 3.0
 
@@ -72,7 +72,7 @@ async def test_a_rise_beyond_the_pile_rating_is_not_billed(central, driver):
     central.telemetry("T1", "charging", 500 + 14_330)  # 14.33 kWh in 4 minutes on a 10 kW pile
     status, body = await central.call("GET", "/api/charging/request/status/", user=driver)
     assert status == 200 and body["data"]["current_amount"] == 0.0
-    assert central.service.meter_anomalies()["implausible_readings"] == 1
+    assert central.service.live.meter_anomalies()["implausible_readings"] == 1
 
 
 async def test_a_segment_the_central_ends_on_a_fault_stops_the_port(central, driver):

@@ -190,7 +190,7 @@ async def test_a_refused_start_makes_the_order_abnormal_and_frees_the_port(
     platform, admin_user, normal_user, piles
 ):
     order_id = await create(platform, admin_user, normal_user, piles["F1"])
-    platform.service.on_command_outcome("F1", "start", order_id, "rejected", "REJECTED_STATE")
+    platform.service.live.on_command_outcome("F1", "start", order_id, "rejected", "REJECTED_STATE")
     done = await wait_for(lambda: _status(platform, admin_user, order_id, 4), what="abnormal order")
     assert done["electricity"] == 0.0 and done["totalAmount"] == 0.0
     # the port's release is its own change, committed (and visible) just after the order's end
@@ -496,10 +496,10 @@ async def test_create_refuses_unknown_ids_foreign_ports_and_busy_or_offline_pile
     invalid(await post(portId=t1["port"]), "portId")
     await create(platform, admin_user, normal_user, f1)
     assert "正在" in problem(await post(), 409)["detail"]
-    platform.service.health["T1"] = "offline"
+    platform.service.live.health["T1"] = "offline"
     problem(await post(pileId=t1["id"], portId=t1["port"]), 409)
     await platform.call("PUT", f"/api/ChargingPorts/{t1['port']}", user=admin_user, json={"isDisabled": True})
-    platform.service.health["T1"] = "online"
+    platform.service.live.health["T1"] = "online"
     assert "停用" in problem(await post(pileId=t1["id"], portId=t1["port"]), 409)["detail"]
 
 
@@ -590,7 +590,7 @@ async def history(platform, admin_user, normal_user, other_user, piles) -> dict[
     ids["D"] = await create(platform, admin_user, normal_user, piles["T1"])  # still charging
     platform.wall.advance(60)
     ids["E"] = await create(platform, admin_user, other_user, piles["F1"])
-    platform.service.on_command_outcome("F1", "start", ids["E"], "failed", "timeout")
+    platform.service.live.on_command_outcome("F1", "start", ids["E"], "failed", "timeout")
     await wait_for(lambda: _status(platform, admin_user, ids["E"], 4), what="abnormal order")
     return ids
 

@@ -282,7 +282,7 @@ async def test_paged_filters(platform, admin_user, station):
 
 async def test_live_fields_come_from_the_ingest(platform, admin_user, station):
     pile_id = await new_pile(platform, admin_user, station, pileNo="E1", totalPorts=1)
-    ingest = Ingest(platform.store, "test", platform.service, clock_ms=lambda: platform.wall.ms)
+    ingest = Ingest(platform.store, "test", platform.service.live, clock_ms=lambda: platform.wall.ms)
     status = PileStatus(state="online", ts=platform.wall.ms, kind="fast", ports=1)
     ingest.handle(topics.pile_status("test", "E1"), status.to_json())
     reading = Telemetry(

@@ -206,7 +206,7 @@ async def test_tokens_and_levels(platform, admin_user, normal_user, pile):
 
 
 async def test_live_fields_come_from_the_ingest(platform, admin_user, pile):
-    ingest = Ingest(platform.store, "test", platform.service, clock_ms=lambda: platform.wall.ms)
+    ingest = Ingest(platform.store, "test", platform.service.live, clock_ms=lambda: platform.wall.ms)
     ingest.handle(topics.pile_status("test", "E1"), PileStatus(state="online", ts=platform.wall.ms).to_json())
     reading = Telemetry(
         ts=platform.wall.ms,

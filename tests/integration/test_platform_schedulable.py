@@ -35,7 +35,7 @@ async def test_created_pile_becomes_schedulable_when_online_and_stays_while_char
     assert status == 201, port
     service = platform.service
     assert "E5" not in service.scheduler.points  # not before its gateway says it is there
-    service.on_pile_state("E5", "online")
+    service.live.on_pile_state("E5", "online")
     platform.telemetry("E5", "available", 1_000)
     await wait_for(
         lambda: "E5" in service.scheduler.points and service.scheduler.points["E5"].working,
@@ -71,7 +71,7 @@ async def test_charging_points_follow_the_piles_ports(platform, admin_user):
         "POST", "/api/ChargingPorts", user=admin_user, json={"pileId": pile["id"], "portNo": 1}
     )
     service = platform.service
-    service.on_pile_state("E7", "online")
+    service.live.on_pile_state("E7", "online")
     platform.telemetry("E7", "available", 1_000)
     await wait_for(lambda: "E7-1" in service.scheduler.points, timeout_s=5, what="E7-1")
     assert sorted(p for p in service.scheduler.points if p.startswith("E7")) == ["E7-1"]  # no port 2, 3

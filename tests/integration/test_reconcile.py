@@ -4,7 +4,7 @@ and reported. Station: F1 (30 kW) and T1 (10 kW), 10:00 (peak), fake wall clock.
 
 from __future__ import annotations
 
-from central.application.charging import START_GRACE_S
+from central.application.live import START_GRACE_S
 from tests.helpers import wait_for
 
 pytest_plugins = ("tests.integration.central_fixtures",)
@@ -55,10 +55,10 @@ async def test_a_port_that_stays_idle_after_dispatch_closes_the_segment_and_requ
 async def test_charging_nobody_ordered_is_stopped_and_reported_once(central):
     central.telemetry("T1", "charging", 1_000)
     await wait_for(lambda: ops(central, "T1") == ["stop"], timeout_s=5, what="stop")
-    assert central.service.meter_anomalies()["unordered_charging"] == 1
+    assert central.service.live.meter_anomalies()["unordered_charging"] == 1
     central.wall.advance(1)
     central.telemetry("T1", "charging", 1_005)  # the port stops a moment later
     central.wall.advance(1)
     central.telemetry("T1", "idle", 1_008)
-    assert central.service.meter_anomalies()["unordered_charging"] == 1
+    assert central.service.live.meter_anomalies()["unordered_charging"] == 1
     assert ops(central, "T1") == ["stop"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from central.application.charging import EVENT_HANDLERS, IGNORED_EVENTS
+from central.application.recording import EVENT_HANDLERS, IGNORED_EVENTS
 from central.domain import events
 from central.domain.events import Event
 

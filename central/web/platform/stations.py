@@ -547,7 +547,7 @@ async def update_pile(request: web.Request) -> web.StreamResponse:
         repo.update_pile(db, pile_id, {**changes, "update_time": now})
 
     await write(request, _unique(update, "pileNo", "充电桩编号已存在"))
-    await request.app[SERVICE].pile_ports_changed(changes.get("pile_no", current["pile_no"]))
+    await request.app[SERVICE].live.pile_ports_changed(changes.get("pile_no", current["pile_no"]))
     return no_content()
 
 
@@ -563,7 +563,7 @@ async def delete_pile(request: web.Request) -> web.StreamResponse:
         repo.delete_pile(db, pile_id)
 
     await write(request, delete)
-    await request.app[SERVICE].unregister_pile(current["pile_no"])  # no longer schedulable
+    await request.app[SERVICE].live.unregister_pile(current["pile_no"])  # no longer schedulable
     return no_content()
 
 
@@ -690,7 +690,7 @@ async def create_port(request: web.Request) -> web.StreamResponse:
 
     port_id = await write(request, _unique(insert, "portNo", "端口编号在该充电桩下已存在"))
     pile_no = await read(request, lambda db: PILES.row(db, pile_id)["pile_no"])
-    await request.app[SERVICE].pile_ports_changed(pile_no)  # the port is a charging point now
+    await request.app[SERVICE].live.pile_ports_changed(pile_no)  # the port is a charging point now
     return created(port_id)
 
 
@@ -719,7 +719,7 @@ async def update_port(request: web.Request) -> web.StreamResponse:
 
     await write(request, _unique(update, "portNo", "端口编号在该充电桩下已存在"))
     if renumbered:
-        await request.app[SERVICE].pile_ports_changed(current["pile_no"])
+        await request.app[SERVICE].live.pile_ports_changed(current["pile_no"])
     return no_content()
 
 
@@ -735,7 +735,7 @@ async def delete_port(request: web.Request) -> web.StreamResponse:
         repo.delete_port(db, port_id)
 
     await write(request, delete)
-    await request.app[SERVICE].pile_ports_changed(current["pile_no"])  # no longer a charging point
+    await request.app[SERVICE].live.pile_ports_changed(current["pile_no"])  # no longer a charging point
     return no_content()
 
 

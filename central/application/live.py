@@ -1,0 +1,448 @@
+"""The live input of the charging service: what the piles report, turned into changes.
+
+:class:`LiveInput` is the ingest's listener. It keeps what the piles said that the scheduler does not
+hold (each pile's health, each port's last meter reading, anomaly counts, who watches a port) and
+feeds the readings of live segments to their meter sessions. What changes the queue (a segment
+started or ended, a pile faulted, recovered, registered or re-ported, a lost segment re-queued) goes
+through the service's one change path, under its lock; :class:`ChargingCore` names exactly what of
+the service it uses.
+
+Meter anomalies and reconciliation: a meter that goes backwards keeps the segment up to its last
+good reading and carries on from the new baseline (the car keeps charging where it is); a reading
+that rises faster than the pile's rating allows is rejected; both are logged and counted
+(:meth:`LiveInput.meter_anomalies`, the central's /metrics). A dispatched port that still reports
+idle ``START_GRACE_S`` after dispatch (the start was lost, or the pile restarted while the central
+was away) has its segment closed at its last reading and the car re-queued at the head of its mode,
+as after a fault; a port that charges with no session or operator order at the central is stopped
+and reported once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from fractions import Fraction
+from typing import Any, Protocol
+
+import structlog
+
+from central.application import notices
+from central.application.clock import StationClock
+from central.application.ports import Op, PileRecord, UnitOfWork
+from central.application.recording import point_port
+from central.application.sessions import LiveSession
+from central.application.unit_of_work import Changes
+from central.domain.billing import Bill
+from central.domain.errors import DomainError
+from central.domain.metering import Step
+from central.domain.model import ChargingPoint, RequestState, multi_port_points
+from central.domain.scheduler import Scheduler
+from central.domain.tariff import MeterSamples
+from protocols.payloads import CommandResult, PileEvent, Telemetry
+
+log = structlog.get_logger(__name__)
+
+SAMPLE_SPACING_S = 60.0  # station seconds between kept meter samples (more is no more exact)
+UNKNOWN_PILE_GRACE_S = 3.0  # real seconds after start before a silent pile counts as faulted
+COMMAND_FAULT_COOLDOWN_S = 30.0  # real seconds a pile whose command failed stays faulted
+START_GRACE_S = 15.0  # real seconds a dispatched port may stay idle before its session counts as lost
+STOP_GRACE_S = 10.0  # real seconds a stopped port may still report charging before that is a fault
+
+PortWatcher = Callable[[Telemetry], None]
+OutcomeWatcher = Callable[[str, str, str | None, str, str | None], None]
+"""(pile_no, op, tag, status, reason) of a command's final outcome."""
+
+
+class ChargingCore(Protocol):
+    """What the live input uses of the charging service: its state and its one change path."""
+
+    lock: asyncio.Lock
+    scheduler: Scheduler
+    sessions: dict[str, LiveSession]
+    users: dict[str, int]
+    faulted_by: dict[str, set[str]]
+    clock: StationClock
+    uow: UnitOfWork
+
+    async def apply(self, action: Callable[[datetime], Any], changes: Changes | None = None) -> Any: ...
+    async def command(
+        self, pile_no: str, port: int, op: Op, params: Mapping[str, int], car: str | None
+    ) -> None: ...
+    async def set_fault(self, pile_no: str, reason: str, faulted: bool) -> None: ...
+    def mark_dirty(self, car: str) -> None: ...
+    def profile(self, session: LiveSession) -> MeterSamples | Fraction: ...
+    def finalize(self, now: datetime, car: str, how: str) -> Bill: ...
+
+
+def port_points(pile_no: str, record: PileRecord) -> list[ChargingPoint]:
+    """The charging points of a recorded pile's existing ports (named by its capacity)."""
+    points = multi_port_points([(pile_no, record.mode, record.ports, record.power_kw)])
+    return [p for p in points if point_port(p.point_id)[1] in record.port_nos]
+
+
+class LiveInput:
+    """Telemetry, pile states and command outcomes for one charging service."""
+
+    def __init__(self, core: ChargingCore) -> None:
+        self.core = core
+        self.health: dict[str, str] = {}  # pile_no -> online|faulted|comm_fault|offline
+        self.last_reading: dict[tuple[str, int], tuple[int, int]] = {}  # (pile, port) -> ms, raw Wh
+        self.tasks: list[asyncio.Task[None]] = []
+        self.anomalies = {"meter_resets": 0, "implausible_readings": 0, "unordered_charging": 0}
+        self._port_watchers: dict[tuple[str, int], PortWatcher] = {}
+        self._outcome_watchers: list[OutcomeWatcher] = []
+        self._reconciling: set[str] = set()  # cars whose lost segment is being closed
+        self._unordered: set[tuple[str, int]] = set()  # ports found charging without an order
+        self._stopped_at: dict[tuple[str, int], float] = {}  # monotonic time of the last stop sent
+
+    def start(self) -> None:
+        """Start watching for piles that stay silent after start-up."""
+        self.tasks.append(
+            asyncio.get_running_loop().create_task(self._fault_silent_piles(), name="silent-piles")
+        )
+
+    # ---- what operator orders use: a port's readings and commands ------------------------------
+
+    def pile_health(self, pile_no: str) -> str | None:
+        """online | faulted | comm_fault | offline, or None before the pile reported."""
+        return self.health.get(pile_no)
+
+    def last_meter(self, pile_no: str, port: int) -> tuple[int, int] | None:
+        """(wall ms, Wh) of the port's latest reading, if the central has seen one."""
+        return self.last_reading.get((pile_no, port))
+
+    def stop_sent(self, pile_no: str, port: int) -> None:
+        """A stop went to the port: it may report charging a little longer without being unordered."""
+        self._stopped_at[(pile_no, port)] = time.monotonic()
+
+    def watch_port(self, pile_no: str, port: int, watcher: PortWatcher) -> None:
+        """Give every reading of the port to ``watcher`` (one watcher per port; the last wins)."""
+        self._port_watchers[(pile_no, port)] = watcher
+
+    def unwatch_port(self, pile_no: str, port: int, watcher: PortWatcher) -> None:
+        """Stop giving the port's readings to ``watcher`` (if it is still the port's watcher)."""
+        if self._port_watchers.get((pile_no, port)) is watcher:
+            del self._port_watchers[(pile_no, port)]
+
+    def watch_outcomes(self, watcher: OutcomeWatcher) -> None:
+        """Give every command's final outcome to ``watcher``."""
+        self._outcome_watchers.append(watcher)
+
+    def spacing_ms(self) -> float:
+        """Wall milliseconds between kept meter samples (``SAMPLE_SPACING_S`` of station time)."""
+        return SAMPLE_SPACING_S * 1000 / self.core.clock.scale
+
+    def count_anomaly(self, kind: str) -> None:
+        """One more meter reset, implausible reading or unordered charging (see the counts)."""
+        self.anomalies[kind] += 1
+
+    def meter_anomalies(self) -> dict[str, int]:
+        """Counts since start: meter resets, rejected implausible readings, charging nobody ordered."""
+        return dict(self.anomalies)
+
+    def max_wh_per_ms(self, pile_no: str, port: int) -> float | None:
+        """The most a port's meter can rise per wall millisecond at its pile's rated power."""
+        point = next(
+            (
+                p.point
+                for p in self.core.scheduler.points_of(pile_no)
+                if point_port(p.point.point_id)[1] == port
+            ),
+            None,
+        )
+        if point is None:
+            return None
+        return float(point.power_kw) * 1000 / 3_600_000 * self.core.clock.scale
+
+    # ---- telemetry ---------------------------------------------------------------------------
+
+    def on_telemetry(self, pile_no: str, port: int, reading: Telemetry) -> None:
+        """Meter progress of a session; the end of a segment when the port stops charging."""
+        key = (pile_no, port)
+        watcher = self._port_watchers.get(key)
+        if watcher is not None:
+            try:
+                watcher(reading)
+            except Exception:
+                log.exception("port watcher failed", pile=pile_no, port=port)
+        previous = self.last_reading.get(key)
+        if previous is None or reading.ts >= previous[0]:
+            self.last_reading[key] = (reading.ts, reading.energy_Wh)
+        if previous is None and self.health.get(pile_no) == "online":
+            self._schedule(self._health_changed(pile_no, "online"))  # its meter is known now
+        session = next(
+            (s for s in self.core.sessions.values() if s.pile_no == pile_no and s.port == port), None
+        )
+        if session is None:
+            if reading.state == "charging" and watcher is None:
+                self._unordered_charging(pile_no, port, reading)
+            else:
+                self._unordered.discard(key)
+            return
+        update = session.meter.observe(
+            reading.ts,
+            reading.energy_Wh,
+            reading.state == "charging",
+            self.spacing_ms(),
+            self.max_wh_per_ms(pile_no, port),
+        )
+        if update.step is Step.IMPLAUSIBLE:
+            self.count_anomaly("implausible_readings")
+            log.warning(
+                "implausible meter reading rejected",
+                pile=pile_no,
+                port=port,
+                car=session.car,
+                energy_Wh=reading.energy_Wh,
+                last_wh=session.meter.last_raw_wh,
+            )
+            return
+        if update.reset is not None:
+            self.count_anomaly("meter_resets")
+            log.warning(
+                "meter went backwards: segment kept up to the last good reading, new baseline",
+                pile=pile_no,
+                port=port,
+                car=session.car,
+                previous_wh=update.reset.previous_wh,
+                new_wh=update.reset.wh,
+            )
+        if update.step is Step.STALE:
+            return
+        self.core.mark_dirty(session.car)
+        if update.step is Step.IDLE:
+            if self._start_overdue(session, reading.ts) and session.car not in self._reconciling:
+                self._reconciling.add(session.car)  # reconciled once
+                self._schedule(self._requeue_lost(session.car))
+            return
+        if update.step is Step.STARTED:
+            self._schedule(self._session_started(session))
+        if reading.state != "charging":
+            session.port_stopped = True
+            if reading.state == "faulted":
+                return  # the pile state handler ends the segment as a fault
+            self._schedule(self._segment_done(session.car))
+        elif session.delivered_wh >= session.target_kwh * 1000 and not session.stopping:
+            session.stopping = True
+            self._schedule(self.core.command(session.pile_no, session.port, "stop", {}, session.car))
+
+    def _start_overdue(self, session: LiveSession, ts_ms: int) -> bool:
+        """The port still reports idle ``START_GRACE_S`` after its segment was dispatched."""
+        request = self.core.scheduler.get(session.car)
+        if request is None or request.segment_start is None:
+            return False
+        grace = timedelta(seconds=START_GRACE_S * self.core.clock.scale)
+        return self.core.clock.at_ms(ts_ms) - request.segment_start > grace
+
+    async def _requeue_lost(self, car: str) -> None:
+        """A dispatched segment the pile does not run (the start was lost, or the pile restarted
+        idle while the central was away): it ends at its last reading and the car's remaining
+        amount goes back to the head of the queue, as when a pile faults."""
+        try:
+            async with self.core.lock:
+                await self._requeue_locked(car)
+        finally:
+            self._reconciling.discard(car)
+
+    async def _requeue_locked(self, car: str) -> None:
+        core = self.core
+        session = core.sessions.get(car)
+        request = core.scheduler.get(car)
+        if session is None or request is None or request.state is not RequestState.CHARGING:
+            return
+        point_id, reading = session.point_id, core.profile(session)
+        log.warning(
+            "port idle after dispatch: segment closed at its last reading, remainder re-queued",
+            pile=session.pile_no,
+            port=session.port,
+            car=car,
+            kwh=str(session.delivered_wh / 1000),
+        )
+
+        def requeue(now: datetime) -> None:
+            core.scheduler.pile_fault(now, point_id, readings={car: reading}, dispatch=False)
+            core.scheduler.pile_recover(now, point_id)
+
+        await core.apply(requeue)
+
+    def _unordered_charging(self, pile_no: str, port: int, reading: Telemetry) -> None:
+        """A port charging with no session or operator order here (someone published a start):
+        stopped, and reported once per episode (log and count)."""
+        key = (pile_no, port)
+        stopped = self._stopped_at.get(key)
+        if stopped is not None and time.monotonic() - stopped < STOP_GRACE_S:
+            return  # a port the central just stopped may report charging a little longer
+        if key not in self._unordered:
+            self._unordered.add(key)
+            self.count_anomaly("unordered_charging")
+            log.error(
+                "port charging without an order at the central: stopping it",
+                pile=pile_no,
+                port=port,
+                energy_Wh=reading.energy_Wh,
+            )
+        self._schedule(self.core.command(pile_no, port, "stop", {}, None))
+
+    async def _session_started(self, session: LiveSession) -> None:
+        core = self.core
+        async with core.lock:
+            changes = Changes()
+            user = core.users.get(session.car)
+            started = core.clock.at_ms(session.meter.started_ms or 0)
+            base_wh = session.meter.base_wh
+            changes.write(
+                lambda repos: repos.charging.session_order_started(session.order_id, base_wh, started)
+            )
+            if user is not None:
+                changes.notify(notices.charging_started(user, session.car, session.point_id, started))
+            await core.apply(lambda now: None, changes)
+
+    async def _segment_done(self, car: str) -> None:
+        core = self.core
+        async with core.lock:
+            request = core.scheduler.get(car)
+            if request is None or request.state is not RequestState.CHARGING:
+                return
+            session = core.sessions.get(car)
+            how = session.ending if session is not None and session.ending else "complete"
+            await core.apply(lambda now: core.finalize(now, car, how))
+
+    # ---- pile states, events and command outcomes ------------------------------------------------
+
+    def on_pile_state(self, pile_no: str, state: str) -> None:
+        self.health[pile_no] = state
+        self._schedule(self._health_changed(pile_no, state))
+
+    def on_pile_event(self, pile_no: str, event: PileEvent) -> None:
+        log.debug("pile event", pile=pile_no, type=event.type, port=event.port)
+
+    def on_command_result(self, pile_no: str, port: int, result: CommandResult) -> None:
+        log.debug("command result", pile=pile_no, port=port, id=result.id, status=result.status)
+
+    def on_command_outcome(
+        self, pile_no: str, op: str, car: str | None, status: str, reason: str | None
+    ) -> None:
+        """A command's final outcome; a start that never took makes the pile faulted for a while."""
+        for watch in self._outcome_watchers:
+            watch(pile_no, op, car, status, reason)
+        if status == "done" or op != "start" or car not in self.core.sessions:
+            return
+        log.warning(
+            "start command failed; pile treated as faulted",
+            pile=pile_no,
+            car=car,
+            status=status,
+            reason=reason,
+        )
+        self._schedule(self._command_failed(pile_no))
+
+    async def _command_failed(self, pile_no: str) -> None:
+        async with self.core.lock:
+            await self.core.set_fault(pile_no, "command", True)
+        await asyncio.sleep(COMMAND_FAULT_COOLDOWN_S)
+        async with self.core.lock:
+            await self.core.set_fault(pile_no, "command", False)
+
+    async def _health_changed(self, pile_no: str, state: str) -> None:
+        """A pile can take cars when it is online and the central knows its meter."""
+        async with self.core.lock:
+            known = pile_no in self.core.scheduler.pile_ids()
+            if not known and (state != "online" or not await self._register_pile(pile_no)):
+                return
+            if known and state == "online":
+                await self._sync_ports(pile_no)  # a gateway may report ports the pile did not have
+            healthy = state == "online" and self._meter_known(pile_no)
+            await self.core.set_fault(pile_no, "health", not healthy)
+
+    def _meter_known(self, pile_no: str) -> bool:
+        return any(p == pile_no for p, _ in self.last_reading) or any(
+            s.pile_no == pile_no and s.meter.base_wh is not None for s in self.core.sessions.values()
+        )
+
+    # ---- piles joining, changing and leaving the scheduler -------------------------------------
+
+    async def _register_pile(self, pile_no: str) -> bool:
+        """Add a recorded pile the scheduler does not know (operator-created, or first reported
+        by a gateway) as charging points; they start faulted until healthy. False: no record."""
+        core = self.core
+        record = await core.uow.read(lambda repos: repos.charging.pile_record(pile_no))
+        if record is None:
+            return False
+        points = port_points(pile_no, record)
+        core.faulted_by.setdefault(pile_no, set()).add("health")
+        await core.apply(lambda now: core.scheduler.add_points(points, faulted=True))
+        log.info(
+            "pile registered with the scheduler",
+            pile=pile_no,
+            mode=record.mode.value,
+            ports=record.port_nos,
+            power_kw=str(record.power_kw),
+        )
+        return True
+
+    async def pile_ports_changed(self, pile_no: str) -> None:
+        """A pile's ports were added, removed or renumbered, or its capacity changed: its charging
+        points follow its port rows. Points with cars at them stay until the cars leave."""
+        async with self.core.lock:
+            if pile_no in self.core.scheduler.pile_ids():  # else it joins with its ports once healthy
+                await self._sync_ports(pile_no)
+
+    async def _sync_ports(self, pile_no: str) -> None:
+        core = self.core
+        record = await core.uow.read(lambda repos: repos.charging.pile_record(pile_no))
+        if record is None:
+            return  # a deleted pile leaves through unregister_pile
+        wanted = port_points(pile_no, record)
+        have = {p.point.point_id for p in core.scheduler.points_of(pile_no)}
+        if {p.point_id for p in wanted} == have:
+            return
+        faulted = bool(core.faulted_by.get(pile_no))
+        if any(p.queue for p in core.scheduler.points_of(pile_no)):
+            new = [p for p in wanted if p.point_id not in have]
+            if new:
+                await core.apply(lambda now: core.scheduler.add_points(new, faulted=faulted))
+            return
+
+        def rebuild(now: datetime) -> None:
+            core.scheduler.remove_pile(pile_no)
+            if wanted:
+                core.scheduler.add_points(wanted, faulted=faulted)
+
+        await core.apply(rebuild)
+        log.info("charging points follow the pile's ports", pile=pile_no, points=[p.point_id for p in wanted])
+
+    async def unregister_pile(self, pile_no: str) -> None:
+        """Remove a deleted pile's charging points (refused while cars are at them)."""
+        core = self.core
+        async with core.lock:
+            if core.scheduler.points_of(pile_no):
+                await core.apply(lambda now: core.scheduler.remove_pile(pile_no))
+            core.faulted_by.pop(pile_no, None)
+            self.health.pop(pile_no, None)
+
+    # ---- tasks -----------------------------------------------------------------------------------
+
+    def _schedule(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(self._guard(coro))
+        self.tasks.append(task)
+        task.add_done_callback(lambda t: self.tasks.remove(t) if t in self.tasks else None)
+
+    async def _guard(self, coro: Any) -> None:
+        try:
+            await coro
+        except DomainError as exc:
+            log.info("live update refused", error=str(exc), code=exc.code)
+        except Exception:
+            log.exception("live update failed")
+
+    async def _fault_silent_piles(self) -> None:
+        """Piles that never reported after start-up are faulted, so nobody is sent to them."""
+        await asyncio.sleep(UNKNOWN_PILE_GRACE_S)
+        for pile_no in sorted(self.core.scheduler.pile_ids()):
+            if pile_no not in self.health:
+                async with self.core.lock:
+                    with contextlib.suppress(DomainError):
+                        await self.core.set_fault(pile_no, "health", True)
