@@ -5,7 +5,9 @@ failed or expired; ``attempt`` counts from 1) and is published with QoS 1, never
 port's ``cmd`` topic with ``expires_at`` = the command's original expiry. ``accepted`` is
 intermediate. An attempt that ends ``failed`` or ``expired``, has no final result within
 ``result_timeout_s``, or cannot be published (no broker connection) is retried with a NEW id
-(``attempt + 1``) up to ``retries`` times while the original expiry has not passed. ``rejected``
+(``attempt + 1``) up to ``retries`` times while the original expiry has not passed, and until a
+start is sent to the same port: a pending stop then ends ``expired`` (it was for the port's
+previous segment; a retry would stop the new one). ``rejected``
 is final at once: the pile or the gateway said no. ``done`` is final too, even when it answers an
 attempt already given up on (the pile did it; a retry would only be refused). Then
 :attr:`CommandSender.on_outcome` gets one :class:`CommandOutcome` per command. Results for unknown
@@ -173,6 +175,8 @@ class CommandSender:
         is not an error here: it is retried, and the final outcome goes to ``on_outcome``.
         """
         topic = _checked(self.station, pile_no, port, op, params, expires_in_s)
+        if op == "start":
+            self._supersede_stops(pile_no, port)
         now = self._clock_ms()
         cmd = _Command(
             _new_id(),
@@ -188,6 +192,14 @@ class CommandSender:
         self.counts["commands"] += 1
         await self._attempt(cmd, cmd.first_id)
         return cmd.first_id
+
+    def _supersede_stops(self, pile_no: str, port: int) -> None:
+        """End the retries of the port's pending stops: they were for its previous segment, and a
+        retry arriving after this start would stop the new one."""
+        for cmd in list(self._pending.values()):
+            if (cmd.pile_no, cmd.port, cmd.op) == (pile_no, port, "stop"):
+                reason = "superseded by a start on the port"
+                self._finish(cmd, "expired", reason, cmd.current_id or cmd.ids[-1])
 
     async def _attempt(self, cmd: _Command, command_id: str | None = None) -> None:
         cid = command_id or _new_id()

@@ -99,10 +99,14 @@ class LiveInput:
         self._stopped_at: dict[tuple[str, int], float] = {}  # monotonic time of the last stop sent
 
     def start(self) -> None:
-        """Start watching for piles that stay silent after start-up."""
+        """Start watching for piles that stay silent after start-up, and end the cool-down of every
+        restored failed-command fault (its timer ended with the process that started it)."""
         self.tasks.append(
             asyncio.get_running_loop().create_task(self._fault_silent_piles(), name="silent-piles")
         )
+        for pile_no, reasons in self.core.faulted_by.items():
+            if "command" in reasons:
+                self._schedule(self._command_fault_expires(pile_no))
 
     # ---- what operator orders use: a port's readings and commands ------------------------------
 
@@ -342,6 +346,10 @@ class LiveInput:
     async def _command_failed(self, pile_no: str) -> None:
         async with self.core.lock:
             await self.core.set_fault(pile_no, "command", True)
+        await self._command_fault_expires(pile_no)
+
+    async def _command_fault_expires(self, pile_no: str) -> None:
+        """Clear a failed command's fault after the cool-down."""
         await asyncio.sleep(COMMAND_FAULT_COOLDOWN_S)
         async with self.core.lock:
             await self.core.set_fault(pile_no, "command", False)

@@ -1,6 +1,7 @@
 """Wait estimates for the user API (queue_position, ahead_count, estimated_wait_time in minutes),
 from the same completion-time model the scheduler dispatches with: a copy of the scheduler is run
-forward with ideal piles and no new events, and each car's charging start is read off.
+forward with ideal piles and no new events, and each car's charging start is read off. A segment
+already past its ideal end (its pile slower than rated, or unseen for a while) finishes at once.
 
 Cost: one copy plus O(cars × points) per call — a query, not part of per-event scheduling.
 """
@@ -51,6 +52,8 @@ def _start_times(scheduler: Scheduler, now: datetime, cars: set[str]) -> dict[st
     _collect(what_if, pending, starts)
     while pending and (due := next_completions(what_if)) is not None:
         at, done = due
+        if what_if.clock is not None and at < what_if.clock:
+            at = what_if.clock  # a segment past its ideal end (a slow or unseen pile) finishes now
         for car in done:
             what_if.segment_finished(at, car, dispatch=False)
         what_if.dispatch(at)

@@ -144,12 +144,51 @@ def start_sim(
     return SimProcess(proc, doc["piles"], control_port)
 
 
+def restart_sim(workdir: Path, previous: SimProcess, time_scale: float, initial_energy_Wh: int) -> SimProcess:
+    """A new simulator process serving the same piles on the same TCP ports as ``previous`` (which
+    must be gone), every meter starting at ``initial_energy_Wh``: piles that rebooted."""
+    config = workdir / "sim-restart.toml"
+    lines = [f"time_scale = {time_scale}", "control_port = 0", ""]
+    for pile_id, ep in sorted(previous.piles.items()):
+        lines += [
+            "[[piles]]",
+            f'id = "{pile_id}"',
+            f'kind = "{ep["kind"]}"',
+            f"rated_power_W = {ep['rated_power_W']}",
+            f"ports = {ep['ports']}",
+            f"unit = {ep['unit']}",
+            f"tcp_port = {ep['port']}",
+            f"initial_energy_Wh = {initial_energy_Wh}",
+            "",
+        ]
+    config.write_text("\n".join(lines))
+    ready = workdir / "sim.ready.json"
+    ready.unlink(missing_ok=True)
+    proc = spawn(previous.proc.name, ["sim", "--config", str(config), "--ready-file", str(ready)], workdir)
+    doc = wait_until(lambda: ready.exists() and json.loads(ready.read_text()), 30, "simulator ready", proc)
+    return SimProcess(proc, doc["piles"], int(doc["control_port"]))
+
+
 @dataclass
 class GatewayProcess:
     proc: Proc
     config_path: Path
     control_port: int
     data_dir: Path
+
+    def restart(self, workdir: Path) -> GatewayProcess:
+        """The same gateway (config, data directory) in a new process, once its control API answers."""
+        proc = spawn(self.proc.name, ["gateway", "--config", str(self.config_path)], workdir)
+        gateway = GatewayProcess(proc, self.config_path, self.control_port, self.data_dir)
+        wait_until(gateway.answering, 30, "gateway control API", proc)
+        return gateway
+
+    def answering(self) -> bool:
+        try:
+            self.status()
+        except (OSError, TokenFileError):
+            return False
+        return True
 
     def token(self) -> str:
         """The control API's bearer token, from the file the gateway creates at start."""
@@ -228,15 +267,7 @@ def start_gateway(
     config_path.write_text(gateway_config(piles, mqtt_port, data_dir, control_port, settings))
     proc = spawn(name, ["gateway", "--config", str(config_path)], workdir)
     gw = GatewayProcess(proc, config_path, control_port, data_dir)
-
-    def answering() -> bool:
-        try:
-            gw.status()
-        except (OSError, TokenFileError):
-            return False
-        return True
-
-    wait_until(answering, 30, "gateway control API", proc)
+    wait_until(gw.answering, 30, "gateway control API", proc)
     return gw
 
 

@@ -265,6 +265,27 @@ async def test_no_retry_past_the_original_expiry(make_central, make_gateway):
     assert [c["expires_at"] for c in gateway.commands()] == [expires_at, expires_at]
 
 
+async def test_a_start_on_the_port_ends_the_retries_of_an_older_stop(make_central, make_gateway):
+    """A stop of the port's previous segment that is still being retried must not hit the segment a
+    later start begins: it ends ``expired`` and is not sent again (the chaos suite saw such a retry
+    stop a new car's charge, which was then billed as complete)."""
+    clock = FakeClock()
+    gateway = await make_gateway(lambda i, cmd: ["done"] if cmd["op"] == "start" else [])
+    central = await make_central(clock_ms=clock, result_timeout_s=0.3, retries=5)
+    await central.sender.send("F1", 1, "stop", {}, car="V1")
+    await gateway.probe.wait_for(lambda ms: len(gateway.commands(ms)) == 1, timeout_s=5)
+    await central.sender.send("F1", 1, "start", {"energy_Wh": 5000}, car="V2")
+    await wait_for(lambda: len(central.outcomes) == 2, timeout_s=5, what="both outcomes")
+    by_op = {o.op: o for o in central.outcomes}
+    assert (by_op["stop"].status, by_op["stop"].attempts) == ("expired", 1)
+    assert by_op["stop"].reason is not None and "superseded" in by_op["stop"].reason
+    assert by_op["start"].status == "done"
+    clock.ms += 1000  # the stop's attempt is long overdue: still no retry
+    await asyncio.sleep(0.3)
+    assert [c["op"] for c in gateway.commands()] == ["stop", "start"]
+    assert central.sender.stats()["pending"] == 0
+
+
 async def test_a_late_done_for_a_superseded_attempt_still_counts(make_central, make_gateway):
     clock = FakeClock()
     gateway = await make_gateway(lambda i, cmd: [])

@@ -4,8 +4,14 @@ and reported. Station: F1 (30 kW) and T1 (10 kW), 10:00 (peak), fake wall clock.
 
 from __future__ import annotations
 
-from central.application.live import START_GRACE_S
-from tests.helpers import wait_for
+import pytest
+
+pytest.register_assert_rewrite("tests.integration.central_fixtures")
+
+from central.application import live  # noqa: E402
+from central.application.live import START_GRACE_S  # noqa: E402
+from tests.helpers import wait_for  # noqa: E402
+from tests.integration.central_fixtures import start_central, stop_central  # noqa: E402
 
 pytest_plugins = ("tests.integration.central_fixtures",)
 
@@ -62,3 +68,26 @@ async def test_charging_nobody_ordered_is_stopped_and_reported_once(central):
     central.telemetry("T1", "idle", 1_008)
     assert central.service.live.meter_anomalies()["unordered_charging"] == 1
     assert ops(central, "T1") == ["stop"]
+
+
+async def test_a_pile_faulted_by_a_failed_start_recovers_after_a_restart(
+    tmp_path, station_params, monkeypatch
+):
+    """The cool-down of a failed start outlives a crash of the central: the restarted central clears
+    it and dispatches again (a pile faulted this way used to stay faulted for good)."""
+    monkeypatch.setattr(live, "COMMAND_FAULT_COOLDOWN_S", 0.2)
+    central = await start_central(tmp_path, station_params)
+    driver = await central.user("driver1")
+    _status, body = await submit(central, driver)
+    car = body["data"]["request_id"]
+    central.service.live.on_command_outcome("F1", "start", car, "rejected", "port 1 cannot start in state 2")
+    await wait_for(lambda: central.service.faulted_by.get("F1"), timeout_s=5, what="F1 faulted")
+    await stop_central(central)  # before the cool-down ends
+    restarted = await start_central(tmp_path, station_params, start=central.wall.now())
+    try:
+        await wait_for(
+            lambda: ops(restarted, "F1") == ["start"], timeout_s=5, what="the car dispatched again"
+        )
+        assert not restarted.service.faulted_by.get("F1")
+    finally:
+        await stop_central(restarted)

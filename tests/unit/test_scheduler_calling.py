@@ -336,3 +336,14 @@ def test_estimate_without_a_working_pile_is_unknown():
     s.pile_fault(at(8), "T1")
     s.arrive(at(8), "V1", "T", 10)
     assert estimate_waits(s, at(8), ["V1"])["V1"].wait_minutes is None
+
+
+def test_an_overdue_segment_finishes_now_in_the_estimate():
+    """A segment past its ideal end (a slow pile, or one nobody could see for a while) is taken to
+    finish now: the estimate of the car behind it is its start now, not an error."""
+    s = scheduler(fast_pile_num=1, waiting_area_size=5, charging_queue_len=2)
+    s.arrive(at(8), "V1", "F", 30)  # ideally done at 09:00
+    s.arrive(at(9, 30), "V2", "F", 15)  # the scheduler's clock is past V1's ideal end
+    estimate = estimate_waits(s, at(9, 40), ["V2"])["V2"]
+    assert estimate.starts_at == at(9, 40)
+    assert estimate.wait_minutes == 0
