@@ -49,6 +49,7 @@ SAMPLE_SPACING_S = 60.0  # station seconds between kept meter samples (more is n
 UNKNOWN_PILE_GRACE_S = 3.0  # real seconds after start before a silent pile counts as faulted
 COMMAND_FAULT_COOLDOWN_S = 30.0  # real seconds a pile whose command failed stays faulted
 START_GRACE_S = 15.0  # real seconds a dispatched port may stay idle before its session counts as lost
+SHORTFALL_TOLERANCE_WH = 50  # a port stopping this close to its amount has finished it
 STOP_GRACE_S = 10.0  # real seconds a stopped port may still report charging before that is a fault
 
 PortWatcher = Callable[[Telemetry], None]
@@ -95,6 +96,7 @@ class LiveInput:
         self._port_watchers: dict[tuple[str, int], PortWatcher] = {}
         self._outcome_watchers: list[OutcomeWatcher] = []
         self._reconciling: set[str] = set()  # cars whose lost segment is being closed
+        self._short_retried: set[str] = set()  # cars whose segment stopped short once (re-queued)
         self._unordered: set[tuple[str, int]] = set()  # ports found charging without an order
         self._stopped_at: dict[tuple[str, int], float] = {}  # monotonic time of the last stop sent
 
@@ -311,8 +313,24 @@ class LiveInput:
             if request is None or request.state is not RequestState.CHARGING:
                 return
             session = core.sessions.get(car)
+            if session is not None and self._stopped_short(session) and car not in self._short_retried:
+                self._short_retried.add(car)  # once: a car that stops taking energy is then complete
+                await self._requeue_locked(car)  # the pile stopped for something else: the rest waits
+                return
+            self._short_retried.discard(car)
             how = session.ending if session is not None and session.ending else "complete"
             await core.apply(lambda now: core.finalize(now, car, how))
+
+    @staticmethod
+    def _stopped_short(session: LiveSession) -> bool:
+        """The port stopped on its own well before the segment's amount, and nobody asked it to
+        (not the driver, not the central at the amount): a stale stop or a pile that gave up.
+        Completing would close the request short of what the driver asked for."""
+        if session.ending or session.stopping:
+            return False
+        target_wh = session.target_kwh * 1000
+        tolerance_wh = max(Fraction(SHORTFALL_TOLERANCE_WH), target_wh / 100)  # or 1 % of the amount
+        return bool(target_wh - session.delivered_wh > tolerance_wh)
 
     # ---- pile states, events and command outcomes ------------------------------------------------
 

@@ -91,3 +91,38 @@ async def test_a_pile_faulted_by_a_failed_start_recovers_after_a_restart(
         assert not restarted.service.faulted_by.get("F1")
     finally:
         await stop_central(restarted)
+
+
+async def test_a_port_that_stops_short_by_itself_requeues_the_rest_once_then_completes(central, driver):
+    """Found by the chaos bench: a stale stop ended the next car's charge, and the request was closed
+    "completed" with a third of its amount. The rest now waits at the head of the queue; a second
+    short stop (a car that takes no more energy) completes the request."""
+    _status, body = await submit(central, driver, kwh=12)
+    assert ops(central, "F1") == ["start"]
+    central.telemetry("F1", "idle", 1_000)
+    central.wall.advance(1)
+    central.telemetry("F1", "charging", 1_000)
+    central.wall.advance(480)  # 4 kWh at 30 kW
+    central.telemetry("F1", "charging", 5_000)
+    central.wall.advance(1)
+    central.telemetry("F1", "finished", 5_000)  # nobody asked it to stop
+    await wait_for(lambda: ops(central, "F1") == ["start", "start"], timeout_s=5, what="re-dispatch")
+    assert central.commands.sent[-1][3] == {"energy_Wh": 8_000}  # the remainder, as the pile's target
+    status, body = await central.call("GET", "/api/charging/request/status/", user=driver)
+    assert status == 200 and body["data"]["current_status"] == "charging"
+    central.wall.advance(2)
+    central.telemetry("F1", "charging", 5_000)
+    central.wall.advance(120)  # 1 kWh more, then the car takes nothing
+    central.telemetry("F1", "charging", 6_000)
+    central.wall.advance(1)
+    central.telemetry("F1", "finished", 6_000)
+    await wait_for(
+        lambda: central.service.current_request(driver.user_id).current_status == "completed",
+        timeout_s=5,
+        what="completed after the second short stop",
+    )
+    assert ops(central, "F1") == ["start", "start"]  # no third dispatch (the port stopped itself: no stop)
+    bills = await central.store.read(
+        lambda db: list(db.query("SELECT electricity FROM orders WHERE user_id = ?", [driver.user_id]))
+    )
+    assert sorted(round(float(b["electricity"]), 3) for b in bills) == [1.0, 4.0]
