@@ -1,6 +1,6 @@
-"""The driver API's reads and small writes: bill pages and bills, notifications, the login stamp.
+"""The driver API's reads: bill pages and bills.
 
-Plain functions taking a ``sqlite_utils.Database``; they run inside ``Store.read`` / ``Store.write``.
+Plain functions taking a ``sqlite_utils.Database``; they run inside ``Store.read``.
 Times are stored as UTC ISO text and compared through ``julianday`` so offsets do not matter.
 """
 
@@ -53,26 +53,3 @@ def bill_rows(db: sqlite_utils.Database, user_id: int, bill_id: str) -> list[dic
             [user_id, bill_id, bill_id],
         )
     )
-
-
-def notification_rows(db: sqlite_utils.Database, user_id: int, limit: int) -> list[dict[str, Any]]:
-    """The user's newest notifications."""
-    return list(
-        db.query(
-            "SELECT id, kind, content, create_time, is_read FROM notifications WHERE user_id = ? "
-            "ORDER BY julianday(create_time) DESC, id DESC LIMIT ?",
-            [user_id, limit],
-        )
-    )
-
-
-def mark_notification_read(
-    db: sqlite_utils.Database, user_id: int, notification_id: int, now: datetime
-) -> bool:
-    """Mark one of the user's notifications read (the first read time is kept); False if not theirs."""
-    cursor = db.execute(
-        "UPDATE notifications SET is_read = 1, read_time = COALESCE(read_time, ?)"
-        " WHERE id = ? AND user_id = ?",
-        [now.astimezone(UTC).isoformat(), notification_id, user_id],
-    )
-    return bool(cursor.rowcount)

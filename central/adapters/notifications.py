@@ -1,4 +1,4 @@
-"""The notifications table as the operator API reads and changes it: one user's notifications,
+"""The notifications table as both APIs read and change it: one user's notifications,
 read marks, deletion, and the notifications operators send (which the driver API lists too).
 
 ``type`` is the operator API's 1..4; ``kind`` (the driver API's type) follows from it by
@@ -7,6 +7,7 @@ read marks, deletion, and the notifications operators send (which the driver API
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlite_utils
@@ -49,6 +50,27 @@ def notifications_of_user(
     """The user's notifications (only the unread ones when asked), newest first."""
     unread = " AND is_read = 0" if unread_only else ""
     return NOTIFICATION_ROWS.rows(db, f"user_id = ?{unread}", [user_id])
+
+
+def newest_of_user(db: sqlite_utils.Database, user_id: int, limit: int) -> list[dict[str, Any]]:
+    """The user's newest notifications."""
+    return list(
+        db.query(
+            "SELECT id, kind, content, create_time, is_read FROM notifications WHERE user_id = ? "
+            "ORDER BY julianday(create_time) DESC, id DESC LIMIT ?",
+            [user_id, limit],
+        )
+    )
+
+
+def mark_read_if_owner(db: sqlite_utils.Database, user_id: int, notification_id: int, now: datetime) -> bool:
+    """Mark one of the user's notifications read (the first read time is kept); False if not theirs."""
+    cursor = db.execute(
+        "UPDATE notifications SET is_read = 1, read_time = COALESCE(read_time, ?)"
+        " WHERE id = ? AND user_id = ?",
+        [now.astimezone(UTC).isoformat(), notification_id, user_id],
+    )
+    return bool(cursor.rowcount)
 
 
 def owner_of(db: sqlite_utils.Database, notification_id: int) -> int | None:

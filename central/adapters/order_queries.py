@@ -26,6 +26,8 @@ from typing import Any
 
 import sqlite_utils
 
+from central.adapters.query import like_pattern
+
 ORDER_SELECT = (
     "SELECT o.id, o.order_no, o.user_id, COALESCE(NULLIF(u.nickname, ''), u.username) AS user_nickname, "
     "o.pile_id, o.pile_no, o.port_id, o.port_no, o.request_id, o.status, o.billing_mode, o.start_time, "
@@ -40,12 +42,6 @@ _RANGE_READS = 6  # what starting an index range costs, in row reads (about 30 u
 _PROBE_WORTH = 500  # row reads of the index ranges above which a window of the newest orders may pay
 
 Row = dict[str, Any]
-
-
-def like_pattern(keyword: str) -> str:
-    """A LIKE pattern (ESCAPE '\\') matching ``keyword`` anywhere."""
-    escaped = keyword.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
 
 
 @dataclass(frozen=True)

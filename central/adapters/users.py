@@ -29,6 +29,7 @@ from central.application.auth import (
     token_hash,
 )
 from central.domain.levels import SYSTEM_LEVELS, PermissionLevel, is_staff_level
+from central.domain.orders import OrderStatus
 
 _LEVEL_OF_U = (
     "COALESCE((SELECT MAX(r.permission_level) FROM user_roles ur JOIN roles r ON r.id = ur.role_id"
@@ -45,7 +46,6 @@ USER_ROWS = Resource(
 """The operator API's user rows, with each user's permission ``level``."""
 _USER_SEARCH = ("u.username", "u.nickname", "u.phone", "u.email")
 ACTIVE_REQUEST_STATES = ("waiting", "charging")
-ORDER_CHARGING = 1
 
 
 class UserStillReferenced(Exception):
@@ -316,7 +316,7 @@ def deletion_blocker(db: sqlite_utils.Database, user_id: int) -> str | None:
     if active:
         return f"用户 {user_id} 有进行中的充电请求"
     charging = db.execute(
-        "SELECT COUNT(*) FROM orders WHERE user_id = ? AND status = ?", [user_id, ORDER_CHARGING]
+        "SELECT COUNT(*) FROM orders WHERE user_id = ? AND status = ?", [user_id, OrderStatus.CHARGING]
     ).fetchone()[0]
     if charging:
         return f"用户 {user_id} 有充电中的订单"

@@ -25,7 +25,7 @@ import msgspec
 import sqlite_utils
 from aiohttp import web
 
-from central.adapters import driver_queries, users
+from central.adapters import driver_queries, notifications, users
 from central.application import auth
 from central.application.views import RequestView
 from central.domain.units import QuantityError, display_number, exact
@@ -678,7 +678,7 @@ async def list_notifications(request: web.Request) -> web.StreamResponse:
     if problems:
         raise validation_error(problems)
     zone, user_id = station_zone(request), current_user(request).id
-    rows = await store_of(request).read(lambda db: driver_queries.notification_rows(db, user_id, limit))
+    rows = await store_of(request).read(lambda db: notifications.newest_of_user(db, user_id, limit))
     data = [
         {
             "id": r["id"],
@@ -698,7 +698,7 @@ async def mark_notification_read(request: web.Request) -> web.StreamResponse:
     now = auth_settings(request.app).clock()
 
     def mark(db: sqlite_utils.Database) -> bool:
-        return driver_queries.mark_notification_read(db, user_id, notification_id, now)
+        return notifications.mark_read_if_owner(db, user_id, notification_id, now)
 
     if not await store_of(request).write(mark):
         raise not_found("通知不存在")

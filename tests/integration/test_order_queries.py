@@ -20,7 +20,8 @@ import pytest
 import sqlite_utils
 
 from central.adapters import order_queries
-from central.adapters.order_queries import ORDER_SELECT, OrderQuery, like_pattern, order_page
+from central.adapters.order_queries import ORDER_SELECT, OrderQuery, order_page
+from central.adapters.query import like_pattern
 from central.adapters.schema import ORDER_MIGRATIONS, migrations
 from central.adapters.stations import create_pile, station_id
 from central.adapters.storage import connect
