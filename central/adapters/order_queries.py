@@ -27,6 +27,7 @@ from typing import Any
 import sqlite_utils
 
 from central.adapters.query import like_pattern
+from central.domain.orders import OrderStatus
 
 ORDER_SELECT = (
     "SELECT o.id, o.order_no, o.user_id, COALESCE(NULLIF(u.nickname, ''), u.username) AS user_nickname, "
@@ -317,15 +318,22 @@ class OrderStatistics:
     abnormal: int
 
 
+_STATUS_COLUMNS = {
+    OrderStatus.TO_PAY: "pending",
+    OrderStatus.CHARGING: "charging",
+    OrderStatus.COMPLETED: "completed",
+    OrderStatus.CANCELLED: "cancelled",
+    OrderStatus.ABNORMAL: "abnormal",
+}
 _STATISTICS = (
-    "SELECT COUNT(*) AS total, COALESCE(SUM(electricity_num), 0) AS kwh, "
+    "SELECT COUNT(*) AS total, COALESCE(SUM(electricity_num), 0) AS kwh, "  # noqa: S608 (built from OrderStatus at import, no input)
     "COALESCE(SUM(duration), 0) AS seconds, "
     "COALESCE(SUM(total_amount_num), 0) AS amount, "
-    "COALESCE(SUM(CASE WHEN status = 0 THEN 1 ELSE 0 END), 0) AS pending, "
-    "COALESCE(SUM(CASE WHEN status = 1 THEN 1 ELSE 0 END), 0) AS charging, "
-    "COALESCE(SUM(CASE WHEN status = 2 THEN 1 ELSE 0 END), 0) AS completed, "
-    "COALESCE(SUM(CASE WHEN status = 3 THEN 1 ELSE 0 END), 0) AS cancelled, "
-    "COALESCE(SUM(CASE WHEN status = 4 THEN 1 ELSE 0 END), 0) AS abnormal FROM orders o WHERE "
+    + ", ".join(
+        f"COALESCE(SUM(CASE WHEN status = {int(code)} THEN 1 ELSE 0 END), 0) AS {name}"
+        for code, name in _STATUS_COLUMNS.items()
+    )
+    + " FROM orders o WHERE "
 )
 
 
@@ -363,8 +371,8 @@ def pile_record(db: sqlite_utils.Database, pile_id: str) -> PileRecord | None:
 def port_record(db: sqlite_utils.Database, port_id: str) -> PortRecord | None:
     row = db.execute(
         "SELECT pile_id, port_no, is_disabled, status, "
-        "(SELECT id FROM orders WHERE id = ports.current_order_id AND status = 1) AS charging "
+        "(SELECT id FROM orders WHERE id = ports.current_order_id AND status = ?) AS charging "
         "FROM ports WHERE id = ?",
-        [port_id],
+        [OrderStatus.CHARGING, port_id],
     ).fetchone()
     return None if row is None else PortRecord(row[0], row[1], bool(row[2]), row[3], row[4])
