@@ -215,8 +215,15 @@ async def test_start_and_stop_commands_charge_the_port(gateway, probe, sim):
         timeout_s=10,
         what="F1 stopped",
     )
-    events = [m.json()["type"] for m in probe.matching(f"pilegate/v1/{STATION}/pile/F1/event")]
-    assert "session_started" in events and "session_stopped" in events
+
+    def events() -> list[str]:
+        return [m.json()["type"] for m in probe.matching(f"pilegate/v1/{STATION}/pile/F1/event")]
+
+    await wait_for(
+        lambda: {"session_started", "session_stopped"} <= set(events()),
+        timeout_s=10,
+        what="F1's session_started and session_stopped events",
+    )
 
 
 async def test_invalid_commands_are_rejected_or_expired_and_ids_are_idempotent(gateway, probe, sim):
