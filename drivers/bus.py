@@ -1,6 +1,7 @@
 """The bus owner: one asyncio task per bus owns its pymodbus client; everyone else queues work.
 
-A bus is a serial line (Modbus RTU, several units) or a TCP ``host:port`` (usually one pile).
+A bus is a serial line (Modbus RTU, several units), a TCP ``host:port`` (usually one pile), or an
+RS-485 to Ethernet converter (Modbus RTU frames over TCP, several units: ``RtuTcpTransport``).
 pymodbus clients are not safe to share between tasks, so :class:`Bus` runs one owner task that
 takes jobs from a priority queue (commands ahead of polls, FIFO within a priority) and runs them
 one at a time on the client. Poll cycles queue one job per device, so a command waits for at most
@@ -15,9 +16,10 @@ pymodbus is configured not to retry (``retries=0``) and not to reconnect on its 
 (``reconnect_delay=0``: its reconnect task would otherwise run behind our back), and its own
 response timeout is set well above ours. Timeouts are enforced here with ``asyncio.timeout``;
 a lost connection fails the request in flight at once (``trace_connect``) and the next request
-reconnects. On TCP, ``fail_after_cycles`` unanswered requests in a row also drop the connection,
-so a half-dead peer gets a fresh one. On RTU the owner keeps the inter-frame silence (3.5
-characters, or 1.75 ms above 19200 baud, plus ``turnaround_s``) before every request.
+reconnects. On TCP (and RTU over TCP), ``fail_after_cycles`` unanswered requests in a row also drop
+the connection, so a half-dead peer gets a fresh one. On a serial line the owner keeps the
+inter-frame silence (3.5 characters, or 1.75 ms above 19200 baud, plus ``turnaround_s``) before
+every request; behind a converter that is the converter's business, and only ``turnaround_s`` is kept.
 """
 
 from __future__ import annotations
@@ -34,12 +36,13 @@ from typing import Any, TypeVar, cast
 import structlog
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException
+from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 
 from drivers.errors import DriverError, to_driver_error
 from drivers.health import DeviceHealth, Transition
 from drivers.plan import MODBUS_MAX_READ, ReadPlan, compile_read_plan
-from drivers.specs import BusSpec, DeviceSpec, SerialTransport, TcpTransport
+from drivers.specs import BusSpec, DeviceSpec, RtuTcpTransport, SerialTransport, TcpTransport
 from drivers.timing import bits_per_char, t35_s
 from protocols.registers import CodecError, decode
 
@@ -49,6 +52,7 @@ __all__ = [
     "ConnectError",
     "DeviceSpec",
     "PollResult",
+    "RtuTcpTransport",
     "SerialTransport",
     "TcpTransport",
 ]
@@ -143,6 +147,8 @@ class Bus:
     @staticmethod
     def _frame_gap_s(spec: BusSpec) -> float:
         t = spec.transport
+        if isinstance(t, RtuTcpTransport):
+            return spec.turnaround_s  # the converter keeps t3.5 on its serial side
         if not isinstance(t, SerialTransport):
             return 0.0
         return t35_s(t.baudrate, bits_per_char(t.bytesize, t.parity, t.stopbits)) + spec.turnaround_s
@@ -185,6 +191,8 @@ class Bus:
         client: Client
         if isinstance(t, TcpTransport):
             client = AsyncModbusTcpClient(t.host, port=t.port, **common)
+        elif isinstance(t, RtuTcpTransport):
+            client = AsyncModbusTcpClient(t.host, port=t.port, framer=FramerType.RTU, **common)
         else:
             client = AsyncModbusSerialClient(
                 t.device,
@@ -477,4 +485,4 @@ class Bus:
 
     @property
     def _is_tcp(self) -> bool:
-        return isinstance(self.spec.transport, TcpTransport)
+        return isinstance(self.spec.transport, TcpTransport | RtuTcpTransport)
