@@ -3,6 +3,7 @@ fair per-pile reading ages, and the achieved rates the poller reports."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import pytest
@@ -49,7 +50,7 @@ class ScriptedBus:
         self.cycle_s = list(cycle_s)
         devices = tuple(DeviceSpec(f"P{u}", u, SIM_V1) for u in range(1, units + 1))
         transport = SerialTransport("/dev/null", baudrate=9600) if serial else TcpTransport("h", 502)
-        self.spec = BusSpec("rs485", transport, devices)  # type: ignore[misc]
+        self.spec = BusSpec("rs485", transport, devices)
         self._health = {d.pile_id: DeviceHealth(d.pile_id) for d in devices}
         self.starts: list[float] = []
         self.readings: dict[str, list[float]] = {d.pile_id: [] for d in devices}
@@ -121,7 +122,7 @@ async def test_recovered_bus_returns_to_the_original_grid() -> None:
     await run_all(poller_for(bus, clock))
     # back to back while saturated, until RECOVER_CYCLES short cycles in a row; then on 100 + k
     back_to_back = bus.starts[: 2 + RECOVER_CYCLES]
-    gaps = [b - a for a, b in zip(back_to_back, back_to_back[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(back_to_back)]
     assert gaps == pytest.approx([1.3, 1.3] + [0.4] * (RECOVER_CYCLES - 1))
     assert bus.starts[2 + RECOVER_CYCLES :] == pytest.approx([104.0, 105.0])
 
@@ -143,7 +144,7 @@ async def test_every_pile_is_read_once_per_cycle_with_equal_bounded_intervals() 
     await run_all(poller_for(bus, clock, seen))
     assert all(sorted(r.pile_id for r in cycle) == sorted(bus.readings) for cycle in seen)
     for times in bus.readings.values():
-        intervals = [b - a for a, b in zip(times, times[1:], strict=False)]
+        intervals = [b - a for a, b in itertools.pairwise(times)]
         assert intervals == pytest.approx([2.0] * 9)  # one cycle, for the first pile as for the last
 
 
