@@ -19,7 +19,9 @@ a lost connection fails the request in flight at once (``trace_connect``) and th
 reconnects. On TCP (and RTU over TCP), ``fail_after_cycles`` unanswered requests in a row also drop
 the connection, so a half-dead peer gets a fresh one. On a serial line the owner keeps the
 inter-frame silence (3.5 characters, or 1.75 ms above 19200 baud, plus ``turnaround_s``) before
-every request; behind a converter that is the converter's business, and only ``turnaround_s`` is kept.
+every request, counted from the last byte of the reply (pymodbus's ``trace_packet`` hook), so the
+owner's own work on the reply overlaps the silence; behind a converter the silence is the
+converter's business, and only ``turnaround_s`` is kept.
 """
 
 from __future__ import annotations
@@ -131,6 +133,7 @@ class Bus:
         self._in_flight = False
         self._unanswered = 0  # requests in a row with no reply at all (TCP reconnect rule)
         self._line_free_at = 0.0  # time.monotonic() from which the next RTU frame may start
+        self._last_rx_at = 0.0  # time.monotonic() when bytes last arrived from the line
         self._gap_s = self._frame_gap_s(spec)
         self._log = log.bind(bus=spec.name)
 
@@ -187,6 +190,7 @@ class Bus:
             "retries": 0,
             "reconnect_delay": 0,
             "trace_connect": self._on_connection_change,
+            "trace_packet": self._on_packet,
         }
         client: Client
         if isinstance(t, TcpTransport):
@@ -204,6 +208,16 @@ class Bus:
             )
         client.set_max_no_responses(2**30)  # never let pymodbus drop the connection itself
         return client
+
+    def _on_packet(self, sending: bool, data: bytes) -> bytes:
+        """pymodbus hook: notes when the reply's bytes arrive, for the inter-frame silence."""
+        if not sending:
+            self._last_rx_at = time.monotonic()
+        return data
+
+    def _line_quiet_since(self, sent_at: float) -> float:
+        """When the line last carried a byte: the reply's last chunk, or now if none came."""
+        return self._last_rx_at if self._last_rx_at >= sent_at else time.monotonic()
 
     def _on_connection_change(self, connected: bool) -> None:
         """pymodbus hook: a connection lost mid-request fails that request now, not at timeout."""
@@ -436,6 +450,7 @@ class Bus:
         if client is None:
             raise DriverError("connection", self._label(unit), "bus stopped")
         await self._keep_line_silence()
+        sent_at = time.monotonic()
         phase = "connection"
         try:
             async with asyncio.timeout(timeout_s):
@@ -451,7 +466,7 @@ class Bus:
             raise self._failed(unit, to_driver_error(self._label(unit), exc)) from exc
         finally:
             self._in_flight = False
-            self._line_free_at = time.monotonic() + self._gap_s
+            self._line_free_at = self._line_quiet_since(sent_at) + self._gap_s
         if response.isError():
             raise self._failed(unit, to_driver_error(self._label(unit), response))
         self._account(unit, None)

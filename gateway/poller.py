@@ -4,7 +4,8 @@ Deadlines are ``start + k * period`` (plus a per-bus phase so a thousand buses d
 once); they never drift with how long a cycle took. A cycle that takes longer than the period means
 the line cannot read every pile once per period (a serial line with more piles than it carries per
 period is normal on a site): the bus is *saturated*, and the poller starts the next cycle as soon as
-one ends, so the line never idles waiting for a grid point. Every cycle still reads each pile once,
+one ends (queued to the bus owner before the previous cycle's results are handled), so the line
+never idles waiting for a grid point or for the gateway's own work. Every cycle still reads each pile once,
 in the bus's order, so each pile's readings are one cycle apart and no pile waits longer than
 another; commands still go ahead of polls in the bus owner's queue. After ``RECOVER_CYCLES`` cycles
 in a row that fit in the period the poller is back on the grid. Both changes are logged once.
@@ -88,6 +89,12 @@ class _Sample:
 _NO_SAMPLE = _Sample(0.0, 0, 0, 0.0, {})
 
 
+@dataclass(frozen=True, slots=True)
+class _Cycle:
+    started: float
+    task: asyncio.Future[list[PollResult]]
+
+
 @dataclass
 class BusRates:
     """Cumulative counts at the end of each recent cycle; rates are differences over the window."""
@@ -158,19 +165,40 @@ class Poller:
 
     async def run(self) -> None:
         grid = start = self._clock() + self.phase_s
-        while True:
-            delay = start - self._clock()
-            if delay > 0:
-                await self._sleep(delay)
-            await self.cycle()
-            now = self._clock()
-            if start == grid or grid < now:  # this grid point is used or passed: take the next one
-                grid, _ = next_deadline(grid, now, self.period_s)
-            overran = self.stats.last_cycle_s > self.period_s
-            if overran:
-                self.stats.overruns += 1
-            self._update_saturation(overran)
-            start = now if self.stats.saturated else grid
+        ahead: _Cycle | None = None  # the next cycle, already queued to the bus owner
+        try:
+            while True:
+                if ahead is None:
+                    delay = start - self._clock()
+                    if delay > 0:
+                        await self._sleep(delay)
+                    ahead = self._begin()
+                results = await ahead.task
+                ended = self._clock()
+                self._record_cycle(ended - ahead.started)
+                if start == grid or grid < ended:  # this grid point is used or passed: take the next one
+                    grid, _ = next_deadline(grid, ended, self.period_s)
+                start, ahead = grid, None
+                if self.stats.saturated:  # queue the next cycle before handling this one's results
+                    start, ahead = ended, self._begin()
+                    await asyncio.sleep(0)  # let it reach the owner's queue
+                self._handle(results, ended)
+        finally:
+            if ahead is not None:
+                ahead.task.cancel()
+
+    def _begin(self) -> _Cycle:
+        return _Cycle(self._clock(), asyncio.ensure_future(self.bus.poll_cycle()))
+
+    def _record_cycle(self, elapsed_s: float) -> None:
+        stats = self.stats
+        stats.cycles += 1
+        stats.last_cycle_s = elapsed_s
+        stats.max_cycle_s = max(stats.max_cycle_s, elapsed_s)
+        overran = elapsed_s > self.period_s
+        if overran:
+            stats.overruns += 1
+        self._update_saturation(overran)
 
     def _update_saturation(self, overran: bool) -> None:
         stats = self.stats
@@ -193,14 +221,7 @@ class Poller:
                     period_s=self.period_s,
                 )
 
-    async def cycle(self) -> None:
-        started = self._clock()
-        results = await self.bus.poll_cycle()
-        ended = self._clock()
-        elapsed = ended - started
-        self.stats.cycles += 1
-        self.stats.last_cycle_s = elapsed
-        self.stats.max_cycle_s = max(self.stats.max_cycle_s, elapsed)
+    def _handle(self, results: Sequence[PollResult], ended: float) -> None:
         self._count(results, ended)
         try:
             self._on_results(results)

@@ -198,6 +198,25 @@ async def test_a_failing_result_handler_does_not_stop_polling() -> None:
     def explode(_results: Sequence[PollResult]) -> None:
         raise ValueError("bad reading")
 
-    poller = Poller(bus, PERIOD_S, explode, clock=clock, sleep=clock.sleep, wall_ms=clock.wall_ms)
-    await run_all(poller)
+    with structlog.testing.capture_logs() as logs:
+        poller = Poller(bus, PERIOD_S, explode, clock=clock, sleep=clock.sleep, wall_ms=clock.wall_ms)
+        await run_all(poller)
     assert poller.stats.cycles == 3
+    assert [e["event"] for e in logs] == ["handling poll results failed"] * 3
+
+
+async def test_a_saturated_bus_gets_its_next_cycle_before_results_are_handled() -> None:
+    clock = FakeClock()
+    bus = ScriptedBus(clock, [0.5, 1.5, 1.5, 1.5])
+    started_when_handled: list[int] = []
+    poller = Poller(
+        bus,
+        PERIOD_S,
+        lambda _results: started_when_handled.append(len(bus.starts)),
+        clock=clock,
+        sleep=clock.sleep,
+        wall_ms=clock.wall_ms,
+    )
+    await run_all(poller)
+    # on the grid: handled before the next cycle starts; saturated: the next one is already running
+    assert started_when_handled == [1, 3, 4, 4]
