@@ -43,7 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
 from drivers.bus import Bus, BusSpec, DeviceSpec, SerialTransport
 from drivers.plan import compile_read_plan
@@ -89,10 +90,15 @@ class WireRelay:
         self.lateness_s = array("d")
         self.frames = 0
         self.bytes = 0
+        self.delivered_at_s: dict[int, float] = {}  # per side: when it got the last byte of a frame
+        self.reply_s: dict[int, array[float]] = {fd: array("d") for fd in self.fds}
 
     def schedule(self, now_s: float, data: bytes, to_fd: int) -> None:
         if now_s >= self.free_at_s:  # the line is idle: a new frame, after the inter-frame silence
             self.frames += 1
+            from_fd = self.fds[0] if to_fd == self.fds[1] else self.fds[1]
+            if (delivered_s := self.delivered_at_s.pop(from_fd, None)) is not None:
+                self.reply_s[from_fd].append(now_s - delivered_s)  # how long that side took to answer
             start_s = max(now_s, self.free_at_s + self.gap_s)
         else:
             start_s = self.free_at_s
@@ -109,6 +115,7 @@ class WireRelay:
             out.setdefault(b.fd, bytearray()).append(b.value)
             if b.ends_chunk:
                 self.lateness_s.append(now_s - b.due_s)
+                self.delivered_at_s[b.fd] = now_s
         for fd, data in out.items():
             os.write(fd, bytes(data))
 
@@ -137,13 +144,27 @@ class WireRelay:
             "late_mean_ms": 1e3 * sum(late) / len(late),
             "late_p99_ms": 1e3 * late[int(0.99 * (len(late) - 1))],
             "late_max_ms": 1e3 * late[-1],
+            "sim_reply_ms": 1e3 * _mean(self.reply_s[self.fds[0]]),
+            "gateway_reply_ms": 1e3 * _mean(self.reply_s[self.fds[1]]),
         }
+
+
+def _mean(values: array[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
 
 
 def _open_raw(path: str) -> int:
     fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
     tty.setraw(fd, termios.TCSANOW)
     return fd
+
+
+def _own_pty(link: str) -> int:
+    """A pty pair of the relay's own (no socat hop): the gateway opens ``link``; the master is ours."""
+    master, slave = os.openpty()
+    tty.setraw(slave, termios.TCSANOW)
+    os.symlink(os.ttyname(slave), link)
+    return master  # the slave stays open too, so the gateway closing it does not hang the pty up
 
 
 def relay_main(args: argparse.Namespace) -> None:
@@ -156,7 +177,8 @@ def relay_main(args: argparse.Namespace) -> None:
     signal.signal(signal.SIGTERM, stop)
     with contextlib.suppress(OSError):  # a sleeping relay on a busy machine: wake it on time if allowed
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
-    relay = WireRelay(_open_raw(args.sim_pty), _open_raw(args.gateway_pty), args.line_baud)
+    gateway_fd = _open_raw(args.gateway_pty) if args.gateway_pty else _own_pty(args.gateway_link)
+    relay = WireRelay(_open_raw(args.sim_pty), gateway_fd, args.line_baud)
     print("ready", flush=True)
     relay.run(stopped)
     print(json.dumps(relay.stats()), flush=True)
@@ -176,24 +198,36 @@ class Line:
     socat: subprocess.Popen[bytes] | None = None
     relay: subprocess.Popen[str] | None = None
     gateway_path: str = ""
+    realtime: bool = False  # run the simulator and the socats at real-time priority (hardware-like)
+    gateway_socat: bool = False  # the gateway's pty pair from socat, not the relay's own
 
     def start(self) -> None:
         self.sim, sim_side = _start_sim(self.workdir, self.units, self.baudrate)
-        relay_side = str(self.workdir / "relay")
         self.gateway_path = str(self.workdir / "gateway")
-        self.socat = subprocess.Popen(
-            [SOCAT, f"pty,raw,echo=0,link={relay_side}", f"pty,raw,echo=0,link={self.gateway_path}"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        wait_until(lambda: os.path.lexists(relay_side) and os.path.lexists(self.gateway_path), 5, "pty pair")
+        gateway_side = ["--gateway-link", self.gateway_path]
+        if self.gateway_socat:
+            gateway_side = ["--gateway-pty", self._start_socat()]
         self.relay = subprocess.Popen(
-            [sys.executable, __file__, "relay", "--sim-pty", sim_side, "--gateway-pty", relay_side,
+            [sys.executable, __file__, "relay", "--sim-pty", sim_side, *gateway_side,
              "--line-baud", str(self.baudrate)],
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert self.relay.stdout is not None
         if self.relay.stdout.readline().strip() != "ready":
             raise SystemExit("relay did not start")
+        if self.realtime:
+            sim_pid = self.sim.popen.pid
+            for pid in (sim_pid, *_children(sim_pid), *([self.socat.pid] if self.socat else [])):
+                set_realtime(pid)
+
+    def _start_socat(self) -> str:
+        relay_side = str(self.workdir / "relay")
+        self.socat = subprocess.Popen(
+            [SOCAT, f"pty,raw,echo=0,link={relay_side}", f"pty,raw,echo=0,link={self.gateway_path}"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_until(lambda: os.path.lexists(relay_side) and os.path.lexists(self.gateway_path), 5, "pty pair")
+        return relay_side
 
     def stop(self) -> dict[str, float]:
         stats: dict[str, float] = {}  # the relay's statistics line
@@ -208,6 +242,21 @@ class Line:
         if self.sim is not None:
             self.sim.stop()
         return stats
+
+
+def set_realtime(pid: int, on: bool = True) -> bool:
+    """SCHED_FIFO priority 1 for ``pid`` (0 = this process), or back to normal; False if not allowed."""
+    policy, priority = (os.SCHED_FIFO, 1) if on else (os.SCHED_OTHER, 0)
+    try:
+        os.sched_setscheduler(pid, policy, os.sched_param(priority))
+    except OSError:
+        return False
+    return True
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
 
 
 def _start_sim(workdir: Path, units: int, baudrate: int) -> tuple[Proc, str]:
@@ -285,10 +334,10 @@ def _gateway_daemon(line: Line, args: argparse.Namespace) -> DaemonRun:
     control_port = free_port()
     config = line.workdir / "gateway.toml"
     config.write_text(_gateway_toml(line, broker.port, control_port, args.period, args.timeout))
-    env_path = os.pathsep.join(p for p in (args.gateway_src, os.environ.get("PYTHONPATH")) if p)
-    with _pythonpath(env_path):
-        proc = spawn("gateway", ["gateway", "--config", str(config)], line.workdir)
+    proc = _spawn_gateway(config, line.workdir, args.gateway_src or str(REPO))
     gw = GatewayProcess(proc, config, control_port, line.workdir / "gw-data")
+    if args.realtime_gateway:
+        set_realtime(proc.popen.pid)
     try:
         wait_until(gw.answering, 30, "gateway control API", proc)
         online = lambda: all(p.get("state") == "online" for p in gw.status()["piles"].values())  # noqa: E731
@@ -307,17 +356,17 @@ def _gateway_daemon(line: Line, args: argparse.Namespace) -> DaemonRun:
     return DaemonRun(rate, timeouts, overruns, bus1.get("poller", {}))
 
 
-@contextlib.contextmanager
-def _pythonpath(value: str) -> Any:
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["PYTHONPATH"]
-        else:
-            os.environ["PYTHONPATH"] = old
+def _spawn_gateway(config: Path, workdir: Path, source: str) -> Proc:
+    """``pilegate gateway`` from the checkout ``source``: first on the path, run outside any checkout
+    (``python -m`` puts the working directory ahead of PYTHONPATH)."""
+    log_path = workdir / "gateway.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": source}
+    with log_path.open("ab") as log_file:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "pilegate.cli", "gateway", "--config", str(config)],
+            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=workdir,
+        )  # fmt: skip
+    return Proc("gateway", popen, log_path)
 
 
 def _limit_per_s(baudrate: int) -> float:
@@ -330,10 +379,12 @@ def _limit_per_s(baudrate: int) -> float:
 def measure(baudrate: int, args: argparse.Namespace) -> str:
     """One baud rate: a fresh line, the driver back to back, then the daemon; one report row."""
     with tempfile.TemporaryDirectory(prefix="rtu-wire-") as tmp:
-        line = Line(Path(tmp), baudrate, args.units)
+        line = Line(Path(tmp), baudrate, args.units, realtime=args.realtime, gateway_socat=args.gateway_socat)
         try:
             line.start()
+            set_realtime(0, args.realtime_gateway)
             bus_rate, bus_fails = asyncio.run(_bus_back_to_back(line, args.seconds, BUS_TIMEOUT_S))
+            set_realtime(0, False)
             daemon = None if args.bus_only else _gateway_daemon(line, args)
         finally:
             relay = line.stop()
@@ -346,7 +397,8 @@ def measure(baudrate: int, args: argparse.Namespace) -> str:
             f" {util if util is not None else '-':>6}"
         )
     late_ms = [relay.get(k, 0.0) for k in ("late_mean_ms", "late_p99_ms", "late_max_ms")]
-    return row + "  " + "/".join(f"{v:.3f}" for v in late_ms)
+    row += "  " + "/".join(f"{v:.3f}" for v in late_ms)
+    return row + f"  {relay.get('sim_reply_ms', 0):.2f}/{relay.get('gateway_reply_ms', 0):.2f}"
 
 
 def main() -> None:
@@ -354,7 +406,8 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command")
     relay = sub.add_parser("relay", help="(internal) run the wire-time relay between two ptys")
     relay.add_argument("--sim-pty", required=True)
-    relay.add_argument("--gateway-pty", required=True)
+    relay.add_argument("--gateway-pty", help="the relay's end of a socat pty pair")
+    relay.add_argument("--gateway-link", help="or: make a pty pair here, the gateway's end linked here")
     relay.add_argument("--line-baud", type=int, required=True)
     parser.add_argument("--units", type=int, default=4, help="piles on the line (default 4)")
     parser.add_argument("--bauds", type=lambda s: [int(b) for b in s.split(",")], default=[9600, 19200])
@@ -366,6 +419,21 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=0.095, help="per-request timeout_s")
     parser.add_argument("--gateway-src", default="", help="run the daemon from this checkout (PYTHONPATH)")
     parser.add_argument("--bus-only", action="store_true", help="measure the driver and the relay only")
+    parser.add_argument(
+        "--gateway-socat",
+        action="store_true",
+        help="give the gateway the far end of a socat pty pair (one more hop) instead of the relay's own pty",
+    )
+    parser.add_argument(
+        "--realtime",
+        action="store_true",
+        help="run the simulator and socat at real-time priority, like hardware on a busy machine",
+    )
+    parser.add_argument(
+        "--realtime-gateway",
+        action="store_true",
+        help="the gateway (and the driver run) at real-time priority too: no CPU contention",
+    )
     args = parser.parse_args()
     if args.command == "relay":
         relay_main(args)
@@ -373,12 +441,14 @@ def main() -> None:
     print(
         f"{args.units} units x one {compile_read_plan(SIM_V1, 1).requests[0].count}-register read, 8N1, "
         f"wire-time relay; daemon poll_period_s={args.period}, timeout_s={args.timeout}, "
-        f"{args.seconds:g} s per run; gateway from {args.gateway_src or 'this checkout'}"
+        f"{args.seconds:g} s per run; gateway from {args.gateway_src or 'this checkout'}; real-time: "
+        f"relay, {'line' if args.realtime else 'not line'}, "
+        f"{'gateway' if args.realtime_gateway else 'not gateway'}; load {os.getloadavg()[0]:.1f}"
     )
     header = f"{'baud':>6} {'limit/s':>8} {'bus/s':>8} {'of max':>6} {'fails':>5}"
     if not args.bus_only:
         header += f" {'daemon/s':>8} {'of max':>6} {'t/outs':>5} {'overrun':>7} {'util':>6}"
-    print(header + "  relay late ms mean/p99/max")
+    print(header + "  relay late ms mean/p99/max  reply ms sim/gw")
     for baudrate in args.bauds:
         print(measure(baudrate, args), flush=True)
 
