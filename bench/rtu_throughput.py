@@ -140,7 +140,9 @@ class PacketClock:
 def _instrument(bus: Bus) -> PacketClock:
     # bench-only: reach into the owner's client to time frames on the line
     packets = PacketClock()
-    bus._client.ctx.trace_packet = packets  # type: ignore[union-attr]
+    ctx = bus._client.ctx  # type: ignore[union-attr]
+    owner_hook = ctx.trace_packet  # the bus owner times the line's silence with it: keep it
+    ctx.trace_packet = lambda sending, data: packets(sending, owner_hook(sending, data))
     return packets
 
 

@@ -1,6 +1,7 @@
 """The bus owner: one asyncio task per bus owns its pymodbus client; everyone else queues work.
 
-A bus is a serial line (Modbus RTU, several units) or a TCP ``host:port`` (usually one pile).
+A bus is a serial line (Modbus RTU, several units), a TCP ``host:port`` (usually one pile), or an
+RS-485 to Ethernet converter (Modbus RTU frames over TCP, several units: ``RtuTcpTransport``).
 pymodbus clients are not safe to share between tasks, so :class:`Bus` runs one owner task that
 takes jobs from a priority queue (commands ahead of polls, FIFO within a priority) and runs them
 one at a time on the client. Poll cycles queue one job per device, so a command waits for at most
@@ -15,9 +16,12 @@ pymodbus is configured not to retry (``retries=0``) and not to reconnect on its 
 (``reconnect_delay=0``: its reconnect task would otherwise run behind our back), and its own
 response timeout is set well above ours. Timeouts are enforced here with ``asyncio.timeout``;
 a lost connection fails the request in flight at once (``trace_connect``) and the next request
-reconnects. On TCP, ``fail_after_cycles`` unanswered requests in a row also drop the connection,
-so a half-dead peer gets a fresh one. On RTU the owner keeps the inter-frame silence (3.5
-characters, or 1.75 ms above 19200 baud, plus ``turnaround_s``) before every request.
+reconnects. On TCP (and RTU over TCP), ``fail_after_cycles`` unanswered requests in a row also drop
+the connection, so a half-dead peer gets a fresh one. On a serial line the owner keeps the
+inter-frame silence (3.5 characters, or 1.75 ms above 19200 baud, plus ``turnaround_s``) before
+every request, counted from the last byte of the reply (pymodbus's ``trace_packet`` hook), so the
+owner's own work on the reply overlaps the silence; behind a converter the silence is the
+converter's business, and only ``turnaround_s`` is kept.
 """
 
 from __future__ import annotations
@@ -34,12 +38,13 @@ from typing import Any, TypeVar, cast
 import structlog
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException
+from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 
 from drivers.errors import DriverError, to_driver_error
 from drivers.health import DeviceHealth, Transition
 from drivers.plan import MODBUS_MAX_READ, ReadPlan, compile_read_plan
-from drivers.specs import BusSpec, DeviceSpec, SerialTransport, TcpTransport
+from drivers.specs import BusSpec, DeviceSpec, RtuTcpTransport, SerialTransport, TcpTransport
 from drivers.timing import bits_per_char, t35_s
 from protocols.registers import CodecError, decode
 
@@ -49,6 +54,7 @@ __all__ = [
     "ConnectError",
     "DeviceSpec",
     "PollResult",
+    "RtuTcpTransport",
     "SerialTransport",
     "TcpTransport",
 ]
@@ -127,6 +133,7 @@ class Bus:
         self._in_flight = False
         self._unanswered = 0  # requests in a row with no reply at all (TCP reconnect rule)
         self._line_free_at = 0.0  # time.monotonic() from which the next RTU frame may start
+        self._last_rx_at = 0.0  # time.monotonic() when bytes last arrived from the line
         self._gap_s = self._frame_gap_s(spec)
         self._log = log.bind(bus=spec.name)
 
@@ -143,6 +150,8 @@ class Bus:
     @staticmethod
     def _frame_gap_s(spec: BusSpec) -> float:
         t = spec.transport
+        if isinstance(t, RtuTcpTransport):
+            return spec.turnaround_s  # the converter keeps t3.5 on its serial side
         if not isinstance(t, SerialTransport):
             return 0.0
         return t35_s(t.baudrate, bits_per_char(t.bytesize, t.parity, t.stopbits)) + spec.turnaround_s
@@ -181,10 +190,13 @@ class Bus:
             "retries": 0,
             "reconnect_delay": 0,
             "trace_connect": self._on_connection_change,
+            "trace_packet": self._on_packet,
         }
         client: Client
         if isinstance(t, TcpTransport):
             client = AsyncModbusTcpClient(t.host, port=t.port, **common)
+        elif isinstance(t, RtuTcpTransport):
+            client = AsyncModbusTcpClient(t.host, port=t.port, framer=FramerType.RTU, **common)
         else:
             client = AsyncModbusSerialClient(
                 t.device,
@@ -196,6 +208,16 @@ class Bus:
             )
         client.set_max_no_responses(2**30)  # never let pymodbus drop the connection itself
         return client
+
+    def _on_packet(self, sending: bool, data: bytes) -> bytes:
+        """pymodbus hook: notes when the reply's bytes arrive, for the inter-frame silence."""
+        if not sending:
+            self._last_rx_at = time.monotonic()
+        return data
+
+    def _line_quiet_since(self, sent_at: float) -> float:
+        """When the line last carried a byte: the reply's last chunk, or now if none came."""
+        return self._last_rx_at if self._last_rx_at >= sent_at else time.monotonic()
 
     def _on_connection_change(self, connected: bool) -> None:
         """pymodbus hook: a connection lost mid-request fails that request now, not at timeout."""
@@ -428,6 +450,7 @@ class Bus:
         if client is None:
             raise DriverError("connection", self._label(unit), "bus stopped")
         await self._keep_line_silence()
+        sent_at = time.monotonic()
         phase = "connection"
         try:
             async with asyncio.timeout(timeout_s):
@@ -443,7 +466,7 @@ class Bus:
             raise self._failed(unit, to_driver_error(self._label(unit), exc)) from exc
         finally:
             self._in_flight = False
-            self._line_free_at = time.monotonic() + self._gap_s
+            self._line_free_at = self._line_quiet_since(sent_at) + self._gap_s
         if response.isError():
             raise self._failed(unit, to_driver_error(self._label(unit), response))
         self._account(unit, None)
@@ -477,4 +500,4 @@ class Bus:
 
     @property
     def _is_tcp(self) -> bool:
-        return isinstance(self.spec.transport, TcpTransport)
+        return isinstance(self.spec.transport, TcpTransport | RtuTcpTransport)

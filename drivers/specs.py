@@ -14,6 +14,7 @@ from drivers.plan import MODBUS_MAX_READ, PlanError, ReadPlan, compile_read_plan
 from drivers.timing import (
     READ_REQUEST_BYTES,
     bits_per_char,
+    plan_cycle_time_s,
     read_response_bytes,
     t35_s,
     transaction_time_s,
@@ -93,6 +94,29 @@ class TcpTransport:
 
 
 @dataclass(frozen=True)
+class RtuTcpTransport:
+    """Modbus RTU frames over a TCP socket to ``host:port``: an RS-485 to Ethernet converter.
+
+    A shared line like :class:`SerialTransport` (several units, one request at a time), but the
+    converter keeps the inter-frame silence on its serial side, so the bus owner does not wait t3.5.
+    """
+
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.host:
+            problems.append("host is empty")
+        if not 1 <= self.port <= 65535:
+            problems.append(f"port={self.port} outside 1..65535")
+        _raise_if(problems, "rtu-tcp transport")
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": "rtu-tcp", "host": self.host, "port": self.port}
+
+
+@dataclass(frozen=True)
 class SerialTransport:
     """Modbus RTU on a serial device (RS-485 adapter, or a pty in tests)."""
 
@@ -116,6 +140,15 @@ class SerialTransport:
             problems.append(f"stopbits={self.stopbits} must be 1 or 2")
         _raise_if(problems, f"serial transport {self.device!r}")
 
+    @property
+    def bits_per_char(self) -> int:
+        return bits_per_char(self.bytesize, self.parity, self.stopbits)
+
+    def plan_time_s(self, plan: ReadPlan) -> float:
+        """Wire time of one poll following ``plan`` on this line, t3.5 silences included."""
+        bits = self.bits_per_char
+        return plan_cycle_time_s(plan, self.baudrate, bits, t35_s(self.baudrate, bits))
+
     def describe(self) -> dict[str, object]:
         return {
             "kind": "serial",
@@ -124,12 +157,15 @@ class SerialTransport:
         }
 
 
+Transport = TcpTransport | RtuTcpTransport | SerialTransport
+
+
 @dataclass(frozen=True)
 class BusSpec:
     """A bus and its devices. ``turnaround_s`` is extra silence between RTU transactions."""
 
     name: str
-    transport: TcpTransport | SerialTransport
+    transport: Transport
     devices: tuple[DeviceSpec, ...]
     fail_after_cycles: int = 2
     backoff_max_s: float = 30.0
@@ -157,7 +193,7 @@ class BusSpec:
 
 def _timeouts_too_short_for_line(line: SerialTransport, devices: tuple[DeviceSpec, ...]) -> list[str]:
     """A timeout must outlast the device's largest read on the wire, or it can never succeed."""
-    bits = bits_per_char(line.bytesize, line.parity, line.stopbits)
+    bits = line.bits_per_char
     gap_s = t35_s(line.baudrate, bits)
     problems = []
     for d in devices:

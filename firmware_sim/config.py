@@ -53,6 +53,8 @@ class SimSerialBusSpec:
     """One RS-485 line, simulated as a socat pty pair.
 
     ``gateway_path`` is where the gateway-side pty link is created; None = a fresh temporary dir.
+    ``tcp_port``: serve the line as Modbus RTU over TCP instead (an RS-485 to Ethernet converter);
+    0 = ephemeral, None = a pty pair.
     """
 
     name: str
@@ -61,6 +63,7 @@ class SimSerialBusSpec:
     stopbits: int = 1
     bytesize: int = 8
     gateway_path: str | None = None
+    tcp_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,8 @@ def _check_bus(bus: SimSerialBusSpec) -> list[str]:
         problems.append(f"{where}: stopbits {bus.stopbits} is not 1 or 2")
     if bus.bytesize not in (7, 8):
         problems.append(f"{where}: bytesize {bus.bytesize} is not 7 or 8")
+    if bus.tcp_port is not None and not 0 <= bus.tcp_port <= 65535:
+        problems.append(f"{where}: tcp_port {bus.tcp_port} outside 0..65535")
     return problems
 
 
@@ -146,7 +151,8 @@ def _check_cross(config: SimConfig) -> list[str]:
     problems = [f"duplicate pile id {d!r}" for d in _duplicates([p.id for p in piles])]
     problems += [f"duplicate serial bus {d!r}" for d in _duplicates([b.name for b in buses])]
     tcp_ports = [p.tcp_port for p in piles if p.serial_bus is None and p.tcp_port]
-    problems += [f"tcp_port {d} used by more than one pile" for d in _duplicates(tcp_ports)]
+    tcp_ports += [b.tcp_port for b in buses if b.tcp_port]
+    problems += [f"tcp_port {d} used more than once" for d in _duplicates(tcp_ports)]
     for bus in buses:
         on_bus = [p for p in piles if p.serial_bus == bus.name]
         if not on_bus:
@@ -266,6 +272,7 @@ def _parse_bus(table: Mapping[str, object], index: int, problems: list[str]) -> 
         stopbits=r.get("stopbits", int, 1),
         bytesize=r.get("bytesize", int, 8),
         gateway_path=r.get("gateway_path", (str, type(None)), None),
+        tcp_port=r.get("tcp_port", (int, type(None)), None),
     )
     r.finish()
     return spec

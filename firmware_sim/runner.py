@@ -19,9 +19,17 @@ import structlog
 
 from protocols.registers import SimFault
 
-from .config import SimConfig, validate_sim_config
+from .config import SimConfig, SimSerialBusSpec, validate_sim_config
 from .device import SimPile
-from .server import SerialBusServer, SimServerError, TcpPileServer, start_serial_bus, start_tcp_pile
+from .server import (
+    RtuTcpBusServer,
+    SerialBusServer,
+    SimServerError,
+    TcpPileServer,
+    start_rtu_tcp_bus,
+    start_serial_bus,
+    start_tcp_pile,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -46,9 +54,10 @@ class SimClock:
 
 @dataclass(frozen=True)
 class PileEndpoint:
-    """Where and how the gateway reaches one pile. For ``rtu``, ``device`` is the gateway-side pty."""
+    """Where and how the gateway reaches one pile. For ``rtu``, ``device`` is the gateway-side pty;
+    for ``rtu-tcp`` (an RS-485 line behind a converter) ``host:port`` is the converter."""
 
-    transport: Literal["tcp", "rtu"]
+    transport: Literal["tcp", "rtu", "rtu-tcp"]
     host: str | None
     port: int | None
     device: str | None
@@ -78,7 +87,7 @@ class Simulation:
         self.endpoints: dict[str, PileEndpoint] = {}
         self.control_port: int | None = None
         self._tcp: list[TcpPileServer] = []
-        self._buses: list[SerialBusServer] = []
+        self._buses: list[SerialBusServer | RtuTcpBusServer] = []
         self._tick_task: asyncio.Task[None] | None = None
         self._control_stop: Callable[[], Awaitable[None]] | None = None
 
@@ -125,6 +134,9 @@ class Simulation:
     async def _start_buses(self) -> None:
         for bus_spec in self.config.serial_buses:
             piles = [self.piles[s.id] for s in self.config.piles if s.serial_bus == bus_spec.name]
+            if bus_spec.tcp_port is not None:
+                await self._start_rtu_tcp_bus(bus_spec, piles, bus_spec.tcp_port)
+                continue
             bus = await start_serial_bus(bus_spec, piles, self.clock.now_s)
             self._buses.append(bus)
             for pile in piles:
@@ -134,6 +146,17 @@ class Simulation:
                     spec.rated_power_W, spec.ports, bus_spec.name, bus_spec.baudrate,
                     bus_spec.parity, bus_spec.stopbits, bus_spec.bytesize,
                 )  # fmt: skip
+
+    async def _start_rtu_tcp_bus(self, bus_spec: SimSerialBusSpec, piles: list[SimPile], port: int) -> None:
+        host = self.config.host
+        served = await start_rtu_tcp_bus(bus_spec, piles, host, port, self.clock.now_s)
+        self._buses.append(served)
+        for pile in piles:
+            spec = pile.spec
+            self.endpoints[spec.id] = PileEndpoint(
+                "rtu-tcp", host, served.port, None, spec.unit, spec.kind,
+                spec.rated_power_W, spec.ports, bus_spec.name,
+            )  # fmt: skip
 
     async def _start_control(self) -> None:
         if self.config.control_port is None:

@@ -6,7 +6,9 @@ commands). The server's datastore is a :class:`GatedCore`, which makes a SILENT 
 serial line, an unknown unit id give no answer at all (the client times out), as on a real bus.
 On TCP a request for another unit id gets exception 0x0B (gateway target failed to respond).
 
-An RTU bus is a socat pty pair created here: the server opens one end, the gateway the other.
+An RTU bus is a socat pty pair created here: the server opens one end, the gateway the other. An
+RTU bus with a ``tcp_port`` is served instead as Modbus RTU frames on a TCP socket, as an RS-485 to
+Ethernet converter in front of the line presents it: several units, and an unknown unit is silent.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 import structlog
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
+from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.simulator.simcore import SimCore
@@ -121,11 +124,17 @@ def sim_device(pile: SimPile, now_s: Now) -> SimDevice:
 
 
 def _gate(
-    server: ModbusTcpServer | ModbusSerialServer, piles: list[SimPile], devices: list[SimDevice]
+    server: ModbusTcpServer | ModbusSerialServer,
+    piles: list[SimPile],
+    devices: list[SimDevice],
+    *,
+    line: bool = False,
 ) -> None:
-    """Put a :class:`GatedCore` in place of the datastore pymodbus built from ``devices``."""
+    """Put a :class:`GatedCore` in place of the datastore pymodbus built from ``devices``;
+    ``line``: an RS-485 line (behind a converter) where an unknown unit is silent."""
     by_unit = {p.spec.unit: p for p in piles}
-    server.context = GatedCore(by_unit, devices, serial=isinstance(server, ModbusSerialServer))
+    serial = line or isinstance(server, ModbusSerialServer)
+    server.context = GatedCore(by_unit, devices, serial=serial)
 
 
 @dataclass
@@ -152,6 +161,37 @@ async def start_tcp_pile(pile: SimPile, host: str, port: int, now_s: Now) -> Tcp
     listener = server.transport
     bound = listener.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
     return TcpPileServer(pile, server, int(bound))
+
+
+@dataclass
+class RtuTcpBusServer:
+    """An RS-485 line behind an RS-485 to Ethernet converter: RTU frames on one TCP port."""
+
+    spec: SimSerialBusSpec
+    piles: list[SimPile]
+    server: ModbusTcpServer
+    port: int
+
+    async def stop(self) -> None:
+        await self.server.shutdown()  # type: ignore[no-untyped-call]
+
+
+async def start_rtu_tcp_bus(
+    spec: SimSerialBusSpec, piles: list[SimPile], host: str, port: int, now_s: Now
+) -> RtuTcpBusServer:
+    """Serve every pile of the bus, by unit id, as Modbus RTU over TCP on ``host:port`` (0 = ephemeral)."""
+    devices = [sim_device(p, now_s) for p in piles]
+    server = ModbusTcpServer(
+        devices, framer=FramerType.RTU, address=(host, port), ignore_missing_devices=True
+    )
+    _gate(server, piles, devices, line=True)
+    try:
+        await server.serve_forever(background=True)
+    except RuntimeError as exc:
+        raise SimServerError(f"rtu-tcp bus {spec.name}: cannot listen on {host}:{port}") from exc
+    bound = int(server.transport.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+    log.info("rtu-tcp bus serving", bus=spec.name, port=bound, units=[p.spec.unit for p in piles])
+    return RtuTcpBusServer(spec, piles, server, bound)
 
 
 @dataclass

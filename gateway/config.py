@@ -44,7 +44,7 @@ class OutboxSettings:
 @dataclass(frozen=True)
 class BusConfig:
     name: str
-    transport: str  # "tcp" | "rtu"
+    transport: str  # "tcp" | "rtu" | "rtu-tcp"
     host: str | None
     port: int | None
     device: str | None
@@ -126,9 +126,9 @@ OUTBOX_KEYS: dict[str, tuple[Any, str]] = {
 }
 BUS_KEYS: dict[str, tuple[Any, str]] = {
     "name": (..., "bus name, referenced by piles"),
-    "transport": (..., "tcp | rtu"),
-    "host": (None, "tcp: host of the pile or Modbus TCP gateway"),
-    "port": (502, "tcp: port"),
+    "transport": (..., "tcp | rtu | rtu-tcp (Modbus RTU frames over TCP: an RS-485 to Ethernet converter)"),
+    "host": (None, "tcp, rtu-tcp: host of the pile, Modbus TCP gateway or RS-485 converter"),
+    "port": (502, "tcp, rtu-tcp: port"),
     "device": (None, "rtu: serial device, e.g. /dev/ttyUSB0"),
     "baudrate": (19200, "rtu: bits per second"),
     "bytesize": (8, "rtu: data bits"),
@@ -138,8 +138,9 @@ BUS_KEYS: dict[str, tuple[Any, str]] = {
     "retries": (1, "retries of a request that failed other than by timeout"),
     "fail_after_cycles": (2, "failed cycles before a pile is marked comm_fault"),
     "backoff_max_s": (30.0, "longest wait between attempts at a comm_fault pile"),
-    "turnaround_s": (0.0, "rtu: extra silence between transactions for slow devices"),
+    "turnaround_s": (0.0, "rtu, rtu-tcp: extra silence between transactions for slow devices"),
 }
+TRANSPORTS = ("tcp", "rtu", "rtu-tcp")
 PILE_KEYS: dict[str, tuple[Any, str]] = {
     "id": (..., "pile id, unique in the station (e.g. F1, T3)"),
     "bus": (..., "name of the bus the pile is on"),
@@ -199,9 +200,11 @@ def _parse_bus(raw: Any, i: int, poll_period_s: Any, problems: list[str]) -> Bus
     where = f"bus[{raw.get('name', i)}]"
     b = _take(raw, BUS_KEYS, where, problems)
     _check(problems, f"{where}.name", b["name"], str, bool, "a non-empty name")
-    _check(problems, f"{where}.transport", b["transport"], str, lambda v: v in ("tcp", "rtu"), "tcp or rtu")
-    if b["transport"] == "tcp" and not b["host"]:
-        problems.append(f"{where}.host: required for transport tcp")
+    _check(
+        problems, f"{where}.transport", b["transport"], str, lambda v: v in TRANSPORTS, "tcp, rtu or rtu-tcp"
+    )
+    if b["transport"] in ("tcp", "rtu-tcp") and not b["host"]:
+        problems.append(f"{where}.host: required for transport {b['transport']}")
     if b["transport"] == "rtu" and not b["device"]:
         problems.append(f"{where}.device: required for transport rtu")
     _check(problems, f"{where}.port", b["port"], int, lambda v: 1 <= v <= 65535, "1..65535")

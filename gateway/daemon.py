@@ -21,7 +21,7 @@ import structlog
 from aiohttp import web
 
 from drivers.bus import Bus
-from drivers.specs import BusSpec, DeviceSpec, SerialTransport, TcpTransport
+from drivers.specs import BusSpec, DeviceSpec, RtuTcpTransport, SerialTransport, TcpTransport, Transport
 from gateway.commands import CommandExecutor
 from gateway.config import BusConfig, ConfigError, GatewayConfig, load_config
 from gateway.control import ControlApi
@@ -44,9 +44,11 @@ log = structlog.get_logger(__name__)
 
 def bus_spec(config: GatewayConfig, bus: BusConfig) -> BusSpec:
     """The driver's view of one configured bus and its piles."""
-    transport: TcpTransport | SerialTransport
+    transport: Transport
     if bus.transport == "tcp":
         transport = TcpTransport(host=bus.host or "", port=bus.port or 502)
+    elif bus.transport == "rtu-tcp":
+        transport = RtuTcpTransport(host=bus.host or "", port=bus.port or 502)
     else:
         transport = SerialTransport(
             device=bus.device or "",
@@ -212,7 +214,10 @@ class Gateway:
             "uplink": self.uplink.stats(),
             "outbox": self.outbox.stats(),
             "commands": self.executor.counts,
-            "buses": {p.bus.spec.name: {**p.bus.snapshot(), "poller": vars(p.stats)} for p in self.pollers},
+            "buses": {
+                name: {**bus.snapshot(), "poller": poller.snapshot()}
+                for (name, bus), poller in zip(self.buses.items(), self.pollers, strict=True)
+            },
             "piles": self.runtime.snapshot(),
         }
 
@@ -226,10 +231,8 @@ class Gateway:
         for key, uplink_value in self.uplink.stats().items():
             if isinstance(uplink_value, int | float):
                 samples.append((f"pilegate_gateway_uplink_{key}", "gauge", {}, float(uplink_value)))
-        for poller in self.pollers:
-            labels = {"bus": poller.bus.spec.name}
-            samples.append(("pilegate_gateway_poll_cycles_total", "counter", labels, poller.stats.cycles))
-            samples.append(("pilegate_gateway_poll_overruns_total", "counter", labels, poller.stats.overruns))
+        bus_samples = [s for p in self.pollers for s in poller_samples(p.bus.spec.name, p.snapshot())]
+        samples += sorted(bus_samples, key=lambda s: s[0])  # one group per metric name
         for pile in self.runtime.piles.values():
             health = pile.bus.health(pile.id)
             labels = {"pile": pile.id}
@@ -245,6 +248,37 @@ class Gateway:
                 ("pilegate_gateway_pile_latency_seconds", "gauge", labels, health.last_latency_s or 0.0)
             )
         return samples
+
+
+BUS_RATE_METRICS = (
+    ("cycles_per_s", "pilegate_gateway_bus_cycles_per_second"),
+    ("transactions_per_s", "pilegate_gateway_bus_transactions_per_second"),
+    ("line_utilisation", "pilegate_gateway_bus_line_utilisation_ratio"),
+)
+PILE_RATE_METRICS = (
+    ("readings_per_s", "pilegate_gateway_pile_readings_per_second"),
+    ("last_reading_age_s", "pilegate_gateway_pile_reading_age_seconds"),
+)
+
+
+def poller_samples(bus: str, snap: dict[str, Any]) -> list[Sample]:
+    """Metric samples of one bus's poller: counters, saturation and the achieved rates per bus and pile.
+    A rate not known yet (fewer than two cycles, or no line speed) is left out rather than reported 0."""
+    labels = {"bus": bus}
+    samples: list[Sample] = [
+        ("pilegate_gateway_poll_cycles_total", "counter", labels, snap["cycles"]),
+        ("pilegate_gateway_poll_overruns_total", "counter", labels, snap["overruns"]),
+        ("pilegate_gateway_bus_saturated", "gauge", labels, 1.0 if snap["saturated"] else 0.0),
+    ]
+    samples += [(name, "gauge", labels, snap[key]) for key, name in BUS_RATE_METRICS if snap[key] is not None]
+    for pile, rates in snap["piles"].items():
+        pile_labels = {"bus": bus, "pile": pile}
+        samples += [
+            (name, "gauge", pile_labels, rates[key])
+            for key, name in PILE_RATE_METRICS
+            if rates[key] is not None
+        ]
+    return samples
 
 
 async def run_gateway(config: GatewayConfig) -> None:

@@ -183,13 +183,14 @@ def format_status(data: dict[str, Any]) -> str:
         f"outbox  depth {ob.get('depth', 0)} bytes {ob.get('bytes', 0)} "
         f"dropped {ob.get('dropped', ob.get('dropped_total', 0))}",
         "",
-        f"{'PILE':<8} {'BUS':<12} {'UNIT':>4} {'STATE':<11} {'LAST POLL':>9} "
+        f"{'PILE':<8} {'BUS':<12} {'UNIT':>4} {'STATE':<11} {'LAST POLL':>9} {'READ/S':>6} "
         f"{'LATENCY':>8} {'TIMEOUTS':>8} {'ERRORS':>6}  LAST ERROR",
     ]
     now_ms = time.time() * 1000
     for name, bus in data["buses"].items():
         for pile_id, dev in bus.get("devices", {}).items():
             pile = data["piles"].get(pile_id, {})
+            reads = bus.get("poller", {}).get("piles", {}).get(pile_id, {}).get("readings_per_s")
             latency, last_ok = dev.get("last_latency_s"), dev.get("last_ok_ms")
             counters = dev.get("counters", {})
             error = (
@@ -199,10 +200,30 @@ def format_status(data: dict[str, Any]) -> str:
                 f"{pile_id:<8} {name:<12} {dev.get('unit', ''):>4} "
                 f"{pile.get('state') or 'unknown':<11} "
                 f"{(f'{(now_ms - last_ok) / 1000:.1f}s ago' if last_ok else 'never'):>9} "
+                f"{_num(reads, '.2f'):>6} "
                 f"{(f'{latency * 1000:.1f}ms' if latency else '-'):>8} "
                 f"{counters.get('timeouts', 0):>8} {counters.get('errors', 0):>6}  {error}"
             )
-    return "\n".join(lines)
+    return "\n".join([*lines, "", *format_bus_rates(data["buses"])])
+
+
+def format_bus_rates(buses: dict[str, Any]) -> list[str]:
+    """One line per bus: polling mode and the achieved rates (over the poller's recent window)."""
+    lines = [f"{'BUS':<12} {'POLLING':<13} {'CYCLE':>7} {'CYCLES/S':>8} {'TXN/S':>7} {'LINE':>5}"]
+    for name, bus in buses.items():
+        p = bus.get("poller", {})
+        mode = "back to back" if p.get("saturated") else f"every {p.get('period_s', 0):g}s"
+        util = p.get("line_utilisation")
+        lines.append(
+            f"{name:<12} {mode:<13} {p.get('last_cycle_s', 0) * 1000:>5.0f}ms "
+            f"{_num(p.get('cycles_per_s'), '.2f'):>8} {_num(p.get('transactions_per_s'), '.1f'):>7} "
+            f"{(f'{util:.0%}' if util is not None else '-'):>5}"
+        )
+    return lines
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 @main.command()

@@ -74,7 +74,7 @@ def test_every_problem_is_listed_together():
     ("edit", "expected"),
     [
         (("\n[[bus]]", "\n[[bus]]\nbaud = 9600"), "bus[b1]: unknown key 'baud'"),
-        (('transport = "tcp"', 'transport = "udp"'), "bus[b1].transport: 'udp' is not tcp or rtu"),
+        (('transport = "tcp"', 'transport = "udp"'), "bus[b1].transport: 'udp' is not tcp, rtu or rtu-tcp"),
         (('host = "127.0.0.1"\n', ""), "bus[b1].host: required for transport tcp"),
         (("unit = 1", 'unit = 1\nmap = "acme"'), "pile[F1].map: 'acme' is not a known register map"),
         (("unit = 1", "unit = 1\nports = 9"), "pile[F1].ports: 9 is not 1..4"),
