@@ -376,7 +376,7 @@ class ControlApi:
         maps = shipped_maps()
         stop = self._closing.is_set
         report = await scan(read, units, maps, deadline_s=deadline_s, progress=progress, stop=stop)
-        await _send(response, {"kind": "done", "bus": bus.spec.name, **report.as_dict()})
+        await _send(response, {"kind": "done", "bus": bus.spec.name, **report.as_dict(piles)})
         log.info(
             "scan done", bus=bus.spec.name, probed=report.probed, answered=[u.unit for u in report.found]
         )

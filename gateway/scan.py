@@ -98,7 +98,9 @@ class ScanReport:
     stopped: str = ""  # why it stopped before ``last``
     found: list[UnitReport] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, object]:
+    def as_dict(self, piles: Mapping[int, str] | None = None) -> dict[str, object]:
+        """JSON-able; ``piles`` names the configured pile of a unit id (``"pile"``, else null)."""
+        piles = piles or {}
         return {
             "first": self.first,
             "last": self.last,
@@ -106,7 +108,7 @@ class ScanReport:
             "elapsed_s": round(self.elapsed_s, 3),
             "complete": self.complete,
             "stopped": self.stopped,
-            "found": [u.as_dict() for u in self.found],
+            "found": [{**u.as_dict(), "pile": piles.get(u.unit)} for u in self.found],
         }
 
 
