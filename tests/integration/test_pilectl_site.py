@@ -6,6 +6,7 @@ Mosquitto, and pilectl as the technician runs it (a separate process, the config
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pty
@@ -201,12 +202,14 @@ async def test_scan_requests_are_checked_and_one_scan_per_bus_runs(site: Site):
     assert which.returncode == 1 and "the gateway has 2 buses" in which.stderr
     headers = {"Authorization": f"Bearer {site.token()}"}
     body = {"bus": "rs485", "first": 3, "last": 247, "timeout_s": 0.1}
-    async with aiohttp.ClientSession(headers=headers) as http:
-        async with http.post(f"{site.url}/scan", json=body) as first:
-            assert json.loads(await first.content.readline())["kind"] == "start"
-            async with http.post(f"{site.url}/scan", json=body) as second:
-                assert second.status == 409
-                assert "already running" in (await second.json())["error"]
+    async with (
+        aiohttp.ClientSession(headers=headers) as http,
+        http.post(f"{site.url}/scan", json=body) as first,
+    ):
+        assert json.loads(await first.content.readline())["kind"] == "start"
+        async with http.post(f"{site.url}/scan", json=body) as second:
+            assert second.status == 409
+            assert "already running" in (await second.json())["error"]
     # the first reader went away: its scan stops and the bus may be scanned again
 
     async def scanned() -> Run | None:
@@ -214,6 +217,7 @@ async def test_scan_requests_are_checked_and_one_scan_per_bus_runs(site: Site):
         return run if run.returncode == 0 else None
 
     again = await wait_for(scanned, timeout_s=10, what="a new scan once the abandoned one noticed")
+    assert again is not None
     assert json.loads(again.stdout)["found"][0]["unit"] == 1
 
 
@@ -254,23 +258,21 @@ async def _pilectl_on_a_terminal(site: Site, args: tuple[str, ...], answer: byte
         *_argv(site, args), stdin=slave, stdout=slave, stderr=slave, env=_env()
     )
     os.close(slave)
-    seen = b""
+    os.set_blocking(master, False)
+    seen = bytearray()
     try:
-        seen = await wait_for(lambda: _read_pty(master, seen), 30, what="the confirmation prompt")
+        await wait_for(lambda: _prompted(master, seen), 30, what="the confirmation prompt")
         os.write(master, answer)
         await asyncio.wait_for(proc.wait(), 30)
-        return (seen + _drain_pty(master)).decode(errors="replace")
+        return (bytes(seen) + _drain_pty(master)).decode(errors="replace")
     finally:
         os.close(master)
 
 
-def _read_pty(fd: int, seen: bytes) -> bytes | None:
-    os.set_blocking(fd, False)
-    try:
+def _prompted(fd: int, seen: bytearray) -> bool:
+    with contextlib.suppress(BlockingIOError):
         seen += os.read(fd, 4096)
-    except BlockingIOError:
-        pass
-    return seen if b"[y/N]" in seen else None
+    return b"[y/N]" in seen
 
 
 def _drain_pty(fd: int) -> bytes:
@@ -345,19 +347,17 @@ async def test_tail_prints_human_lines_with_names_and_units(site: Site):
 
 async def test_stopping_the_gateway_ends_the_tails_at_once(site: Site):
     headers = {"Authorization": f"Bearer {site.token()}"}
-    async with aiohttp.ClientSession(headers=headers) as http:
-        async with http.get(f"{site.url}/tail", params={"queue": "5"}) as tail:
-            assert json.loads(await tail.content.readline()) == {
-                "kind": "start",
-                "pile": None,
-                "port": None,
-                "queue_items": 5,
-            }
-            began = time.monotonic()
-            site.stopped = True
-            await site.gateway.stop()
-            assert time.monotonic() - began < 10  # not the server's 60 s shutdown timeout
-            kinds = [json.loads(line)["kind"] async for line in tail.content]
+    async with (
+        aiohttp.ClientSession(headers=headers) as http,
+        http.get(f"{site.url}/tail", params={"queue": "5"}) as tail,
+    ):
+        start = json.loads(await tail.content.readline())
+        assert start == {"kind": "start", "pile": None, "port": None, "queue_items": 5}
+        began = time.monotonic()
+        site.stopped = True
+        await site.gateway.stop()
+        assert time.monotonic() - began < 10  # not the server's 60 s shutdown timeout
+        kinds = [json.loads(line)["kind"] async for line in tail.content]
     assert kinds[-1] == "end"
 
 

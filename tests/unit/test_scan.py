@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -63,7 +64,7 @@ def sim_words(**changes: object) -> list[int]:
     return encode(SIM_V1, SIM_V1.identity, {**IDENTITY, **changes})
 
 
-def for_unit(line: Line, unit: int):  # noqa: ANN201 (the reader identify() takes)
+def for_unit(line: Line, unit: int) -> Callable[[int, int], Awaitable[list[int]]]:
     async def read(address: int, count: int) -> list[int]:
         return await line.read(unit, address, count)
 
@@ -160,7 +161,7 @@ async def test_scan_stops_when_asked_and_when_the_line_fails():
     assert stopped.probed == 0 and stopped.stopped == "stopped before unit 1"
     line = Line({3: DriverError("connection", "unit 3", "port closed")})
     failed = await scan(line.read, range(1, 10), MAPS, deadline_s=10)
-    assert failed.probed == 2 and "line failed at unit 3: port closed" == failed.stopped
+    assert failed.probed == 2 and failed.stopped == "line failed at unit 3: port closed"
 
 
 def test_default_timeout_covers_the_identity_read_on_a_slow_line():
