@@ -221,7 +221,8 @@ def format_status(data: dict[str, Any]) -> str:
         f"sent {up.get('sent', 0)} acked {up.get('acked', 0)} "
         f"inflight {up.get('inflight', 0)} reconnects {up.get('reconnects', 0)}",
         f"outbox  depth {ob.get('depth', 0)} bytes {ob.get('bytes', 0)} "
-        f"dropped {ob.get('dropped', ob.get('dropped_total', 0))}",
+        f"dropped {sum(v for k, v in ob.items() if k.startswith('dropped_'))} "
+        f"quarantined {ob.get('quarantined', 0)}",
         "",
         f"{'PILE':<8} {'BUS':<12} {'UNIT':>4} {'STATE':<11} {'LAST POLL':>9} "
         f"{'LATENCY':>8} {'TIMEOUTS':>8} {'ERRORS':>6}  LAST ERROR",

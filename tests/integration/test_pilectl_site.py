@@ -380,3 +380,48 @@ async def test_outbox_shows_depth_oldest_age_and_quarantine(make_site: SiteFacto
     human = (await pilectl(site, "outbox")).stdout
     assert "quarantined 1 (rows the broker would not take)" in human
     assert f"#{stuck.id} {stuck.kind} {stuck.topic}" in human and "s ago" in human
+
+
+# ------------------------------------------------------------------------------- guard and input
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("GET", "/tail"), ("GET", "/outbox"), ("POST", "/scan"), ("POST", "/write")]
+)
+async def test_the_new_routes_need_the_token(site: Site, method: str, path: str):
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, f"{site.url}{path}", json={"unit": 1, "address": CONTROL, "values": [2]}) as r,
+    ):
+        assert r.status == 401
+    assert site.sim.port_snapshot("T1", 1)["ack_seq"] == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "problem"),
+    [
+        ("POST", "/write", {"pile": "T1", "unit": 1, "address": 100, "values": "7"}, "values must be a list"),
+        (
+            "POST",
+            "/write",
+            {"pile": "T1", "unit": 1, "address": 100, "values": [1, -1]},
+            "values: -1 is not a register",
+        ),
+        ("POST", "/write", {"pile": "T1", "unit": 1, "address": 65535, "values": [1, 2]}, "go past 65535"),
+        ("POST", "/write", {"unit": 0, "address": 1, "values": [1]}, "unit must be an integer 1..247"),
+        ("POST", "/scan", {"bus": "rs485", "first": 9, "last": 3}, "last must be an integer 9..247"),
+        ("POST", "/scan", {"bus": "nope"}, "bus must be one of ['rs485', 'tcp-F1']"),
+        ("POST", "/scan", {"bus": "rs485", "deadline_s": "soon"}, "deadline_s must be a number"),
+        ("GET", "/tail?port=x", None, "port must be an integer 1..99"),
+        ("GET", "/tail?pile=Z9", None, "pile must be one of"),
+    ],
+)
+async def test_bad_requests_are_refused_naming_the_field(site: Site, method, path, body, problem):
+    headers = {"Authorization": f"Bearer {site.token()}"}
+    async with (
+        aiohttp.ClientSession(headers=headers) as http,
+        http.request(method, f"{site.url}{path}", json=body) as r,
+    ):
+        assert r.status == 400
+        assert problem in (await r.json())["error"]
+    assert site.sim.port_snapshot("T1", 1)["ack_seq"] == 0
