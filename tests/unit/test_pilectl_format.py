@@ -7,7 +7,8 @@ import time
 import click
 import pytest
 
-from gateway.pilectl import format_outbox, format_tail_item, identity_text, register_value, unit_range
+from gateway.pilectl import register_value, unit_range
+from gateway.pilectl_format import format_outbox, format_tail_item, identity_text
 
 TS_MS = 1_700_000_000_123
 CLOCK = time.strftime("%H:%M:%S", time.localtime(TS_MS / 1000)) + ".123"
