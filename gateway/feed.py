@@ -54,8 +54,9 @@ class Subscription:
         self._ready.set()
 
     async def next(self, timeout_s: float) -> Item | None:
-        """The next item; ``None`` after ``timeout_s`` without one, or once closed and drained."""
-        if not self._items and not self.closed:
+        """The next item (a ``dropped`` report once the queue before a gap is drained); ``None``
+        after ``timeout_s`` without one, or once closed and drained."""
+        if not self._items and not self.dropped and not self.closed:
             self._ready.clear()
             try:
                 await asyncio.wait_for(self._ready.wait(), timeout_s)
@@ -63,7 +64,7 @@ class Subscription:
                 return None
         if self._items:
             return self._items.popleft()
-        if self.dropped:  # closed with a gap not yet reported
+        if self.dropped:  # the reader caught up with a gap: say so now, not with the next item
             item, self.dropped = {"kind": "dropped", "count": self.dropped}, 0
             return item
         return None

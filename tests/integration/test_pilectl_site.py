@@ -425,3 +425,19 @@ async def test_bad_requests_are_refused_naming_the_field(site: Site, method, pat
         assert r.status == 400
         assert problem in (await r.json())["error"]
     assert site.sim.port_snapshot("T1", 1)["ack_seq"] == 0
+
+
+async def test_a_reader_that_falls_behind_is_told_how_many_items_it_lost(site: Site):
+    headers = {"Authorization": f"Bearer {site.token()}"}
+    async with (
+        aiohttp.ClientSession(headers=headers) as http,
+        http.get(f"{site.url}/tail", params={"pile": "T1", "port": "3", "queue": "10"}) as tail,
+    ):
+        assert json.loads(await tail.content.readline())["queue_items"] == 10
+        burst = [{"kind": "event", "pile": "T1", "port": 3, "type": "plugged", "n": n} for n in range(500)]
+        for item in burst:  # all at once: the route cannot send any before the burst is over
+            site.gateway.feed.publish(item)
+        site.gateway.feed.publish({"kind": "event", "pile": "T1", "port": 3, "type": "unplugged"})
+        got = [json.loads(await tail.content.readline()) for _ in range(11)]
+    assert [i["n"] for i in got[:10]] == list(range(10))
+    assert got[10] == {"kind": "dropped", "count": 491}  # 490 of the burst and the last item

@@ -54,6 +54,16 @@ async def test_closing_ends_the_reader_after_reporting_a_pending_gap():
     assert sub.closed and not feed.active
 
 
+async def test_a_reader_that_caught_up_hears_of_the_gap_without_waiting_for_more():
+    feed = Feed()
+    sub = feed.subscribe(max_items=2)
+    for n in range(1, 6):
+        feed.publish(reading("T1", 1, n))
+    assert [i.get("n", i.get("kind")) for i in await drain(sub)] == [1, 2, "dropped"]
+    feed.publish(reading("T1", 1, 6))
+    assert [i.get("n") for i in await drain(sub)] == [6]  # the gap was reported once
+
+
 async def test_a_quiet_feed_times_out_with_none():
     sub = Feed().subscribe()
     assert await sub.next(timeout_s=0.01) is None and not sub.closed
