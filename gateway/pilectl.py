@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import logging
 import os
 import sys
 import time
@@ -601,6 +602,7 @@ def scan_command(
     if device or host:
         transport = _transport(device, host, tcp_port, (baudrate, int(bytesize), parity, int(stopbits)))
         timeout_s = _line_timeout_s(transport, timeout_s)
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # our errors say it, once
         asyncio.run(_scan_line(transport, unit_ids, timeout_s, deadline_s, view))
     else:
         body = {
