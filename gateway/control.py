@@ -29,7 +29,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from drivers.bus import Bus
+from drivers.bus import MODBUS_MAX_WRITE, Bus
 from drivers.errors import DriverError
 from drivers.plan import MODBUS_MAX_READ, compile_read_plan, format_plan
 from gateway.commands import CommandExecutor
@@ -45,7 +45,6 @@ log = structlog.get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-MODBUS_MAX_WRITE = 123  # registers per write-multiple-registers request
 HEARTBEAT_S = 5.0  # a quiet stream writes a heartbeat line this often (and so notices a gone reader)
 SCAN_DEADLINE_S = 120.0
 TAIL_QUEUE_ITEMS = 1000

@@ -29,6 +29,7 @@ from typing import Any
 
 import click
 
+from drivers.bus import MODBUS_MAX_WRITE
 from drivers.errors import DriverError
 from drivers.plan import compile_read_plan, format_plan
 from drivers.probe import LineProbe
@@ -473,8 +474,10 @@ def write(
         pilectl write 1 116 2 --pile T1
     """
     words = [register_value(v) for v in values]
-    if len(words) > 123:
-        raise click.BadParameter(f"{len(words)} values; at most 123 per write", param_hint="VALUES")
+    if len(words) > MODBUS_MAX_WRITE:
+        raise click.BadParameter(
+            f"{len(words)} values; at most {MODBUS_MAX_WRITE} per write", param_hint="VALUES"
+        )
     _confirm_write(unit, address, words, pile, yes)
     data = _call(ctx, "/write", {"unit": unit, "address": address, "values": words, "pile": pile})
     last = address + len(words) - 1
