@@ -303,6 +303,21 @@ class Bus:
         call: Call = lambda c: c.write_registers(address, words, device_id=unit)  # noqa: E731
         await self._submit(COMMAND_PRIORITY, partial(self._exchange, unit, call, idempotent=False))
 
+    async def probe_registers(self, unit: int, address: int, count: int, timeout_s: float) -> list[int]:
+        """Holding registers of any unit id, one attempt within ``timeout_s``, at poll priority
+        (``pilectl scan``: probes take turns with the polls instead of going ahead of them)."""
+        self._check_span(unit, address, count)
+        if count > MODBUS_MAX_READ:
+            raise DriverError("invalid", self._label(unit), f"{count} registers > {MODBUS_MAX_READ} per read")
+        call: Call = lambda c: c.read_holding_registers(address, count=count, device_id=unit)  # noqa: E731
+        response = await self._submit(POLL_PRIORITY, partial(self._exchange_once, unit, call, timeout_s))
+        registers: list[int] = getattr(response, "registers", [])
+        if len(registers) != count:
+            raise DriverError(
+                "decode", self._label(unit), f"asked {count} registers at {address}, got {len(registers)}"
+            )
+        return registers
+
     def health(self, pile_id: str) -> DeviceHealth:
         """A copy of the device's communication health."""
         return self._device(pile_id).health.copy()

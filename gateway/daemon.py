@@ -26,9 +26,9 @@ from gateway.commands import CommandExecutor
 from gateway.config import BusConfig, ConfigError, GatewayConfig, load_config
 from gateway.control import ControlApi
 from gateway.control_token import TokenFileError, load_or_create_token
+from gateway.feed import Feed, FeedPublisher
 from gateway.outbox import Outbox, OutboxLimits, OutMessage
 from gateway.poller import Poller
-from gateway.publisher import Publisher
 from gateway.runtime import GatewayRuntime
 from gateway.uplink import Uplink, UplinkConfig
 from pilegate import __version__
@@ -93,12 +93,14 @@ class Gateway:
         )
         self.outbox = Outbox(config.data_dir / "outbox.db", limits)
         self.buses = {b.name: Bus(bus_spec(config, b)) for b in config.buses}
-        self.publisher = Publisher(
+        self.feed = Feed()  # what `pilectl tail` follows
+        self.publisher = FeedPublisher(
             config.station,
             config.id,
             self.outbox,
             self._notify,
             flush_interval_s=config.outbox.flush_interval_s,
+            feed=self.feed,
         )
         self.runtime = GatewayRuntime(config, self.buses, self.publisher)
         self.executor = CommandExecutor(self.runtime, self.publisher, timeout_s=config.command_timeout_s)
@@ -174,7 +176,9 @@ class Gateway:
         )
 
     async def _start_control(self, token: str) -> None:
-        api = ControlApi(self.runtime, self.executor, self.status, self.metrics, token)
+        api = ControlApi(
+            self.runtime, self.executor, self.status, self.metrics, token, outbox=self.outbox, feed=self.feed
+        )
         self._web = web.AppRunner(api.app(), access_log=None)
         await self._web.setup()
         host, _, port = self.config.control_listen.rpartition(":")

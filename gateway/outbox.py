@@ -24,7 +24,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -404,6 +404,28 @@ class Outbox:
     def stats(self) -> dict[str, int]:
         """depth, bytes, session (last handed out), dropped_<kind> for every kind, quarantined."""
         return dict(self._counts)
+
+    def report(self, recent: int = 10) -> dict[str, object]:
+        """Read only, for ``pilectl outbox``: the counters, the next message to send (the oldest
+        stored: created_ms, kind, topic; ``None`` when empty) and the ``recent`` latest quarantined
+        rows (without payloads)."""
+        with self._lock:
+            self._check_open()
+            head = self._db.conn.execute(
+                "SELECT created_ms, kind, topic FROM outbox ORDER BY id LIMIT 1"
+            ).fetchone()
+            rows = self._db.conn.execute(
+                "SELECT id, topic, kind, created_ms, quarantined_ms, size, reason FROM quarantine"
+                " ORDER BY quarantined_ms DESC, id DESC LIMIT ?",
+                (recent,),
+            ).fetchall()
+        names = ("id", "topic", "kind", "created_ms", "quarantined_ms", "size", "reason")
+        return {
+            "counters": dict(self._counts),
+            "limits": asdict(self.limits),
+            "oldest": dict(zip(("created_ms", "kind", "topic"), head, strict=True)) if head else None,
+            "quarantine": [dict(zip(names, row, strict=True)) for row in rows],
+        }
 
     def next_session(self) -> int:
         """A new session number, persisted: strictly increasing across restarts.

@@ -13,23 +13,38 @@ group.
 
 from __future__ import annotations
 
+import asyncio
+import http.client
 import json
+import logging
 import os
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import click
 
+from drivers.bus import MODBUS_MAX_WRITE
+from drivers.errors import DriverError
+from drivers.plan import compile_read_plan, format_plan
+from drivers.probe import LineProbe
+from drivers.specs import SerialTransport, SpecError, TcpTransport
 from gateway.config import GATEWAY_KEYS, ConfigError, GatewayConfig, load_config
 from gateway.control_token import TokenFileError, read_token
+from gateway.pilectl_format import ScanView, format_outbox, format_scan, format_tail_item
+from gateway.scan import UNIT_IDS, UnitReport, default_timeout_s, min_timeout_s, scan, shipped_maps
 from protocols.registers import PortState, get_map
 
 DEFAULT_URL = "http://127.0.0.1:8470"
 DEFAULT_TOKEN_FILE = Path(GATEWAY_KEYS["data_dir"][0]) / "control.token"
+CALL_TIMEOUT_S = 10.0
+STREAM_TIMEOUT_S = 60.0  # a stream that sends nothing (not even a heartbeat) this long is lost
+SCAN_DEADLINE_S = 120.0
 
 
 class GatewayUnreachable(click.ClickException):
@@ -72,7 +87,8 @@ def _token(ctx: click.Context) -> tuple[str, str]:
         raise click.ClickException(str(exc)) from None
 
 
-def _call(ctx: click.Context, path: str, body: dict[str, Any] | None = None) -> Any:
+def _open(ctx: click.Context, path: str, body: dict[str, Any] | None, timeout_s: float) -> Any:
+    """The control API's response to ``path`` (POST ``body`` as JSON, else GET), not yet read."""
     url = _url(ctx) + path
     token, source = _token(ctx)
     data = json.dumps(body).encode() if body is not None else None
@@ -83,8 +99,7 @@ def _call(ctx: click.Context, path: str, body: dict[str, Any] | None = None) -> 
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
     )
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 (an http URL)
-            return json.loads(resp.read())
+        return urllib.request.urlopen(req, timeout=timeout_s)  # noqa: S310 (an http URL)
     except urllib.error.HTTPError as exc:
         detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
         if exc.code == 401:
@@ -92,6 +107,34 @@ def _call(ctx: click.Context, path: str, body: dict[str, Any] | None = None) -> 
         raise click.ClickException(f"gateway refused: {detail}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise GatewayUnreachable(f"cannot reach the gateway at {url}: {exc}") from None
+
+
+def _call(ctx: click.Context, path: str, body: dict[str, Any] | None = None) -> Any:
+    with _open(ctx, path, body, CALL_TIMEOUT_S) as resp:
+        try:
+            return json.loads(resp.read())
+        except (OSError, ValueError) as exc:
+            raise GatewayUnreachable(f"the gateway's answer to {path} was cut short: {exc}") from None
+
+
+def _lines(ctx: click.Context, path: str, body: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+    """The JSON objects a streaming route sends, one per line, as they arrive."""
+    with _open(ctx, path, body, STREAM_TIMEOUT_S) as resp:
+        while True:
+            try:
+                line = resp.readline()
+            except (OSError, http.client.HTTPException) as exc:
+                raise GatewayUnreachable(f"lost the gateway during {path}: {exc}") from None
+            if not line:
+                return
+            try:
+                item = json.loads(line)
+            except ValueError:
+                raise click.ClickException(
+                    f"the gateway sent a line that is not JSON: {line[:80]!r}"
+                ) from None
+            if isinstance(item, dict):
+                yield item
 
 
 def _emit(data: Any, as_json: bool, text: str) -> None:
@@ -181,7 +224,8 @@ def format_status(data: dict[str, Any]) -> str:
         f"sent {up.get('sent', 0)} acked {up.get('acked', 0)} "
         f"inflight {up.get('inflight', 0)} reconnects {up.get('reconnects', 0)}",
         f"outbox  depth {ob.get('depth', 0)} bytes {ob.get('bytes', 0)} "
-        f"dropped {ob.get('dropped', ob.get('dropped_total', 0))}",
+        f"dropped {sum(v for k, v in ob.items() if k.startswith('dropped_'))} "
+        f"quarantined {ob.get('quarantined', 0)}",
         "",
         f"{'PILE':<8} {'BUS':<12} {'UNIT':>4} {'STATE':<11} {'LAST POLL':>9} {'READ/S':>6} "
         f"{'LATENCY':>8} {'TIMEOUTS':>8} {'ERRORS':>6}  LAST ERROR",
@@ -248,8 +292,6 @@ def plan(ctx: click.Context, as_json: bool, config_file: str | None) -> None:
 
 
 def offline_plans(config_file: str) -> dict[str, Any]:
-    from drivers.plan import compile_read_plan, format_plan
-
     config = load_config(config_file)
     plans = {}
     for p in config.piles:
@@ -398,6 +440,276 @@ def check_config(file: str, as_json: bool) -> None:
         f"OK: gateway {config.id} of station {config.station}, "
         f"{len(config.buses)} buses, {len(config.piles)} piles",
     )
+
+
+# ---------------------------------------------------------------------------------------- write
+
+
+def register_value(text: str) -> int:
+    """A register value from ``1234`` or ``0x04d2``."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a number (decimal, or hex as 0x...)") from None
+    if not 0 <= value <= 0xFFFF:
+        raise click.BadParameter(f"{text} is not a register value 0..65535 (0x0000..0xffff)")
+    return value
+
+
+def _confirm_write(unit: int, address: int, values: list[int], pile: str | None, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise click.UsageError("no terminal to confirm the write on; pass --yes to write anyway")
+    where = f" on pile {pile}'s bus" if pile else ""
+    shown = ", ".join(f"{v} (0x{v:04x})" for v in values)
+    last = address + len(values) - 1
+    click.confirm(f"Write {shown} to unit {unit}{where}, registers {address}..{last}?", abort=True)
+
+
+@main.command()
+@click.argument("unit", type=click.IntRange(1, 247))
+@click.argument("address", type=click.IntRange(0, 65535))
+@click.argument("values", nargs=-1, required=True)
+@click.option("--pile", help="pick the bus of this pile (needed when UNIT is on several buses)")
+@click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation (needed without a terminal)")
+@json_option
+@connection_options
+@click.pass_context
+def write(
+    ctx: click.Context,
+    unit: int,
+    address: int,
+    values: tuple[str, ...],
+    pile: str | None,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Write holding registers VALUES... from ADDRESS of Modbus device UNIT (function 16).
+
+    Goes through the gateway's bus owner ahead of polls; the gateway logs every write. Values are
+    raw 16-bit registers, decimal or 0x hex. Asks first on a terminal.
+
+    Example:
+
+        pilectl write 1 116 2 --pile T1
+    """
+    words = [register_value(v) for v in values]
+    if len(words) > MODBUS_MAX_WRITE:
+        raise click.BadParameter(
+            f"{len(words)} values; at most {MODBUS_MAX_WRITE} per write", param_hint="VALUES"
+        )
+    _confirm_write(unit, address, words, pile, yes)
+    data = _call(ctx, "/write", {"unit": unit, "address": address, "values": words, "pile": pile})
+    last = address + len(words) - 1
+    _emit(
+        data, as_json, f"wrote {len(words)} registers {address}..{last} of unit {unit} (pile {data['pile']})"
+    )
+
+
+# ---------------------------------------------------------------------------------------- scan
+
+
+def unit_range(text: str) -> range:
+    """``5`` or ``1-247`` as unit ids."""
+    first, _, last = text.partition("-")
+    try:
+        units = range(int(first), int(last or first) + 1)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected UNIT or FIRST-LAST, e.g. 1-247") from None
+    if not units or units.start < UNIT_IDS.start or units.stop > UNIT_IDS.stop:
+        raise click.BadParameter(f"{text!r}: unit ids are 1..247, first <= last")
+    return units
+
+
+def _transport(
+    device: str | None, host: str | None, port: int, line: tuple[int, int, str, int]
+) -> SerialTransport | TcpTransport:
+    baudrate, bytesize, parity, stopbits = line
+    try:
+        if host:
+            return TcpTransport(host, port)
+        return SerialTransport(str(device), baudrate, bytesize, parity, stopbits)
+    except SpecError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+async def _scan_line(
+    transport: SerialTransport | TcpTransport,
+    units: range,
+    timeout_s: float,
+    deadline_s: float,
+    view: ScanView,
+) -> None:
+    """Scan a line no gateway owns, feeding ``view`` the same lines the gateway's route sends."""
+    start = {"kind": "start", "bus": None, "transport": transport.describe()}
+    view.show({**start, "first": units.start, "last": units.stop - 1, "timeout_s": timeout_s})
+
+    async def progress(report: UnitReport, probed: int) -> None:
+        view.show({"kind": "unit", "probed": probed, "pile": None, **report.as_dict()})
+
+    try:
+        async with LineProbe(transport, timeout_s) as probe:
+            report = await scan(probe.read, units, shipped_maps(), deadline_s=deadline_s, progress=progress)
+    except DriverError as exc:
+        view.close()
+        raise click.ClickException(exc.message) from None
+    view.show({"kind": "done", "bus": None, **report.as_dict()})
+
+
+def _scan_gateway(ctx: click.Context, body: dict[str, Any], view: ScanView) -> None:
+    for item in _lines(ctx, "/scan", body):
+        view.show(item)
+    view.close()
+    if view.done is None:
+        raise GatewayUnreachable("the gateway ended the scan without a result")
+
+
+@main.command("scan")
+@click.option(
+    "--units", "units", default="1-247", show_default=True, help="unit ids to probe: N or FIRST-LAST"
+)
+@click.option(
+    "--timeout", "timeout_s", type=click.FloatRange(0.001, 10), help="seconds to wait for each unit"
+)
+@click.option(
+    "--deadline",
+    "deadline_s",
+    type=click.FloatRange(0.1, 3600),
+    default=SCAN_DEADLINE_S,
+    show_default=True,
+    help="seconds for the whole scan",
+)
+@click.option("--bus", help="through the gateway: scan this bus (default: its only bus)")
+@click.option("--pile", help="through the gateway: scan the bus of this pile")
+@click.option("--device", help="no gateway: scan this serial line (the gateway must not be running on it)")
+@click.option("--baudrate", type=click.IntRange(1), default=19200, show_default=True)
+@click.option("--bytesize", type=click.Choice(["7", "8"]), default="8", show_default=True)
+@click.option("--parity", type=click.Choice(["N", "E", "O"]), default="N", show_default=True)
+@click.option("--stopbits", type=click.Choice(["1", "2"]), default="1", show_default=True)
+@click.option("--host", help="no gateway: scan the units behind this Modbus TCP host")
+@click.option("--port", "tcp_port", type=click.IntRange(1, 65535), default=502, show_default=True)
+@json_option
+@connection_options
+@click.pass_context
+def scan_command(
+    ctx: click.Context,
+    units: str,
+    timeout_s: float | None,
+    deadline_s: float,
+    bus: str | None,
+    pile: str | None,
+    device: str | None,
+    baudrate: int,
+    bytesize: str,
+    parity: str,
+    stopbits: str,
+    host: str | None,
+    tcp_port: int,
+    as_json: bool,
+) -> None:
+    """Probe unit ids and show which answer and which shipped register map fits each.
+
+    Through the running gateway's bus owner (it queues the probes with its polls), or, when no
+    gateway runs, directly on a serial line (--device) or a Modbus TCP host (--host). Each unit
+    gets a short timeout (--timeout, default from the line speed) and the scan a deadline.
+
+    Example:
+
+        pilectl scan --units 1-32
+        pilectl scan --device /dev/ttyUSB0 --baudrate 9600 --parity E
+    """
+    unit_ids = unit_range(units)
+    if device and host:
+        raise click.UsageError("give --device or --host, not both")
+    view = ScanView(tty=sys.stderr.isatty())
+    if device or host:
+        transport = _transport(device, host, tcp_port, (baudrate, int(bytesize), parity, int(stopbits)))
+        timeout_s = _line_timeout_s(transport, timeout_s)
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # our errors say it, once
+        asyncio.run(_scan_line(transport, unit_ids, timeout_s, deadline_s, view))
+    else:
+        body = {
+            "first": unit_ids.start,
+            "last": unit_ids.stop - 1,
+            "deadline_s": deadline_s,
+            "bus": bus,
+            "pile": pile,
+        }
+        _scan_gateway(ctx, {**body, **({"timeout_s": timeout_s} if timeout_s else {})}, view)
+    if view.done is None:
+        raise click.ClickException("the scan ended without a result")
+    _emit(
+        {**view.done, "transport": view.start.get("transport")}, as_json, format_scan(view.start, view.done)
+    )
+
+
+def _line_timeout_s(transport: SerialTransport | TcpTransport, timeout_s: float | None) -> float:
+    maps = shipped_maps()
+    if timeout_s is None:
+        return default_timeout_s(transport, maps)
+    if timeout_s <= (shortest_s := min_timeout_s(transport, maps)):
+        raise click.BadParameter(
+            f"{timeout_s:g} s is not longer than the {shortest_s:.3f} s an identity read takes on this line",
+            param_hint="--timeout",
+        )
+    return timeout_s
+
+
+# ---------------------------------------------------------------------------------------- tail
+
+
+@main.command()
+@click.option("--pile", help="only this pile")
+@click.option("--port", type=click.IntRange(1, 99), help="only this port (with pile statuses)")
+@json_option
+@connection_options
+@click.pass_context
+def tail(ctx: click.Context, pile: str | None, port: int | None, as_json: bool) -> None:
+    """Follow live telemetry, events and pile states, like tail -f; Ctrl-C to stop.
+
+    With --json, one JSON object per line (kind telemetry, event, status; dropped when this reader
+    fell behind and the gateway skipped items).
+
+    Example:
+
+        pilectl tail --pile T1 --port 1
+    """
+    query = urllib.parse.urlencode({k: v for k, v in (("pile", pile), ("port", port)) if v is not None})
+    try:
+        for item in _lines(ctx, "/tail" + (f"?{query}" if query else "")):
+            _show_tail_item(item, as_json)
+    except KeyboardInterrupt:
+        return
+    raise GatewayUnreachable("the gateway closed the stream")
+
+
+def _show_tail_item(item: Mapping[str, Any], as_json: bool) -> None:
+    if item.get("kind") == "end":
+        raise click.ClickException(f"the gateway ended the stream: {item.get('reason')}")
+    if item.get("kind") in ("start", "heartbeat"):
+        return
+    text = json.dumps(item, default=str) if as_json else format_tail_item(item)
+    if text is not None:
+        click.echo(text)
+
+
+# ---------------------------------------------------------------------------------------- outbox
+
+
+@main.command()
+@json_option
+@connection_options
+@click.pass_context
+def outbox(ctx: click.Context, as_json: bool) -> None:
+    """The outbox: messages and bytes waiting for the broker, the oldest one's age, drops, quarantine.
+
+    Example:
+
+        pilectl outbox
+    """
+    data = _call(ctx, "/outbox")
+    _emit(data, as_json, format_outbox(data))
 
 
 if __name__ == "__main__":
