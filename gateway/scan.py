@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from drivers.errors import DriverError
-from drivers.specs import SerialTransport, TcpTransport
+from drivers.specs import SerialTransport, Transport
 from drivers.timing import READ_REQUEST_BYTES, bits_per_char, read_response_bytes, t35_s, transaction_time_s
 from protocols.registers import MAPS, CodecError, RegisterMap, decode
 
@@ -41,7 +41,7 @@ def shipped_maps() -> Mapping[str, RegisterMap]:
     return MAPS
 
 
-def min_timeout_s(transport: TcpTransport | SerialTransport, maps: Mapping[str, RegisterMap]) -> float:
+def min_timeout_s(transport: Transport, maps: Mapping[str, RegisterMap]) -> float:
     """The line time of the largest identity read: a shorter timeout makes every unit look silent."""
     if not isinstance(transport, SerialTransport) or not maps:
         return 0.0
@@ -53,9 +53,9 @@ def min_timeout_s(transport: TcpTransport | SerialTransport, maps: Mapping[str, 
     )
 
 
-def default_timeout_s(transport: TcpTransport | SerialTransport, maps: Mapping[str, RegisterMap]) -> float:
+def default_timeout_s(transport: Transport, maps: Mapping[str, RegisterMap]) -> float:
     """How long a scan waits for each unit unless told: short, but enough for the line's speed."""
-    if isinstance(transport, TcpTransport):
+    if not isinstance(transport, SerialTransport):  # a TCP host, or an RS-485 converter on TCP
         return TCP_TIMEOUT_S
     return round(min_timeout_s(transport, maps) + SERIAL_MARGIN_S, 3)
 
