@@ -30,6 +30,7 @@ class LiveSession:
     stopping: bool = False  # a stop command was sent
     ending: str | None = None  # "complete" or "cancel": how the segment ends once the port stops
     port_stopped: bool = False  # the port reported it no longer charges
+    start_held: bool = False  # the start waits until the port reports it stopped its last charge
 
     @property
     def delivered_wh(self) -> int:

@@ -35,6 +35,9 @@ async def test_a_port_that_stays_idle_after_dispatch_closes_the_segment_and_requ
     assert ops(central, "F1") == ["start"]
     central.wall.advance(START_GRACE_S)
     central.telemetry("F1", "idle", 1_000)  # the pile does not run it (e.g. it restarted idle)
+    await wait_for(lambda: ops(central, "F1") == ["start", "stop"], timeout_s=5, what="stop")
+    central.wall.advance(1)
+    central.telemetry("F1", "idle", 1_000)  # the port is seen stopped after the stop: the start goes
     await wait_for(
         lambda: ops(central, "F1") == ["start", "stop", "start"],
         timeout_s=5,
