@@ -15,6 +15,14 @@ idle ``START_GRACE_S`` after dispatch (the start was lost, or the pile restarted
 was away) has its segment closed at its last reading and the car re-queued at the head of its mode,
 as after a fault; a port that charges with no session or operator order at the central is stopped
 and reported once.
+
+Segments: what belongs to an earlier segment never acts on the car's current one. Updates a
+reading sets going carry the segment (its order id) and do nothing once it has ended; only the
+current segment's own start outcome (by command id) can fault its pile; a segment's start waits
+until its port has obeyed its last stop (:meth:`LiveInput.hold_start`); and a pile back from being
+away takes cars only once it has been read again (its meter may have run on unseen). A port that
+stops short of its amount by itself re-queues the rest once; the second time the request completes
+with what was delivered and the driver is told.
 """
 
 from __future__ import annotations
