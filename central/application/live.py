@@ -292,6 +292,7 @@ class LiveInput:
                 self._schedule(self.core.command(session.pile_no, session.port, "stop", {}, None))
             return
         session.start_held = False
+        session.released_ms = reading.ts
         energy_wh = math.ceil(session.target_kwh * 1000)
         log.info(
             "port stopped: held start sent", pile=key[0], port=key[1], car=session.car, energy_Wh=energy_wh
@@ -328,7 +329,11 @@ class LiveInput:
         return {point_port(p.point.point_id)[1] for p in self.core.scheduler.points_of(pile_no)}
 
     def _start_overdue(self, session: LiveSession, ts_ms: int) -> bool:
-        """The port still reports idle ``START_GRACE_S`` after its segment was dispatched."""
+        """The port still reports idle ``START_GRACE_S`` after its segment was dispatched (or after
+        its held start was sent)."""
+        released_ms = session.released_ms
+        if released_ms is not None and ts_ms - released_ms <= START_GRACE_S * 1000:
+            return False
         request = self.core.scheduler.get(session.car)
         if request is None or request.segment_start is None:
             return False

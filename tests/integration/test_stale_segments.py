@@ -132,3 +132,26 @@ async def test_the_outcome_of_segment_1s_start_does_not_fault_the_pile_under_seg
     assert central.service.scheduler.get(car).state is RequestState.CHARGING
     central.service.live.on_command_outcome("F1", "start", car, "rejected", "refused", "cmd-3")
     await wait_for(lambda: central.service.scheduler.points["F1"].faulted, timeout_s=5, what="F1 faulted")
+
+
+async def test_a_held_start_gets_its_own_grace_before_its_segment_counts_as_lost(
+    central, driver, driver2, monkeypatch
+):
+    """The grace a dispatched port has to start charging runs from when its start was sent: a start
+    held longer than the grace is not taken for lost at the first reading after it went out."""
+    monkeypatch.setattr(charging, "STOP_WAIT_S", 0.2)
+    first = await submit(central, driver, kwh=5)
+    second = await submit(central, driver2, kwh=5)
+    central.telemetry("F1", "idle", 1_000)
+    central.telemetry("F1", "charging", 1_000)
+    central.wall.advance(120)
+    central.telemetry("F1", "charging", 2_000)
+    await central.service.cancel(driver.user_id, first)
+    central.wall.advance(START_GRACE_S + 5)
+    central.telemetry("F1", "finished", 2_000)  # the port stopped: the held start goes
+    await wait_for(lambda: ops(central, "F1") == ["start", "stop", "start"], timeout_s=5, what="start")
+    central.wall.advance(0.5)
+    central.telemetry("F1", "finished", 2_000)  # read before the pile ran the start
+    await wait_for(lambda: handled(central), timeout_s=5, what="every scheduled update run")
+    assert ops(central, "F1") == ["start", "stop", "start"]  # not closed as lost, not stopped
+    assert central.service.sessions[second].meter.base_wh == 2_000
