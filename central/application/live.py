@@ -598,6 +598,8 @@ class LiveInput:
                 await core.apply(lambda now: core.scheduler.remove_pile(pile_no))
             core.faulted_by.pop(pile_no, None)
             self.health.pop(pile_no, None)
+            self._returning.pop(pile_no, None)
+            self._away_at.pop(pile_no, None)
 
     # ---- tasks -----------------------------------------------------------------------------------
 

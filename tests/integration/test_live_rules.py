@@ -192,7 +192,7 @@ async def test_a_pile_whose_gateway_is_lost_is_a_faulted_pile_for_the_scheduler(
     charging, queued = await five_kwh_charged_and_one_queued(central, driver, driver2)
     gateway.lost()  # the gateway's last will: its piles go offline
     await assert_segment_billed_and_rest_requeued(central, charging, queued)
-    assert central.service.scheduler.points["T1"].faulted
+    await wait_for(lambda: central.service.scheduler.points["T1"].faulted, timeout_s=5, what="T1 faulted")
     gateway.pile("F1", "online")  # a retained status of a gateway that is down changes nothing
     assert central.service.live.pile_health("F1") == "offline"
     assert central.service.scheduler.points["F1"].faulted
