@@ -11,7 +11,10 @@ are checked:
 * every request has ended (completed) and nothing charges: no live session in the central, no port
   charging on the piles;
 * every request's bill is its segments' energy and equals what was requested (a segment cut short
-  by a lost pile is re-queued, so the car still gets its amount);
+  by a lost pile is re-queued, so the car still gets its amount). The report counts the requests
+  billed differently from what they asked and gives each one's segments (pile, kWh, how each
+  ended) and, if the central sent one, its "stopped short" notice: the simulated cars never refuse
+  energy, so such a request is a failure here;
 * per pile, the billed energy is never more than the meters rose (nothing counted twice) and never
   less by more than the piles could deliver while nobody could see them. Readings reach the
   central within ``OBSERVE_LATENCY_S`` while gateway, broker and central are all up. Nobody sees a
@@ -74,6 +77,7 @@ RECOVERY_S = 120.0
 TOLERANCE_KWH = Fraction("0.011")  # amounts are kept to 0.01 kWh
 DRIVERS = 6
 DIGITS = re.compile(r"\d+")  # times and ids differ between repeats of one traceback
+SHORT_NOTICE_TITLE = "充电提前结束"  # the central's notice of a request completed short of its amount
 
 
 @dataclass
@@ -144,6 +148,7 @@ class ChaosReport:
                 f"  {p.pile:3} {p.delivered_wh:8} {p.billed_wh:8} {p.delivered_wh - p.billed_wh:7} "
                 f"{p.unbilled_bound_wh:9.0f}"
             )
+        lines.append(f"billed != asked: {billed_vs_asked(self.requests)} of {len(self.requests)} requests")
         lines.append(f"5xx answers: {len(self.server_errors)}")
         lines += [f"  {e}" for e in self.server_errors[:20]]
         lines.append(f"tracebacks in the central's log: {sum(self.tracebacks.values())}")
@@ -362,14 +367,18 @@ def read_ledger(db_path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any
         requests = [
             dict(r)
             for r in db.execute(
-                "SELECT r.id, r.charging_mode, r.requested_amount, r.current_status, b.electricity AS billed "
-                "FROM charging_requests r LEFT JOIN bills b ON b.id = r.bill_id ORDER BY r.created_at"
+                "SELECT r.id, r.charging_mode, r.requested_amount, r.current_status, "
+                "b.electricity AS billed, (SELECT count(*) FROM notifications n "
+                "WHERE n.related_id = r.id AND n.title = ?) AS short "
+                "FROM charging_requests r LEFT JOIN bills b ON b.id = r.bill_id ORDER BY r.created_at",
+                [SHORT_NOTICE_TITLE],
             )
         ]
         segments = [
             dict(r)
             for r in db.execute(
-                "SELECT request_id, pile_no, electricity, status FROM orders WHERE request_id IS NOT NULL"
+                "SELECT request_id, pile_no, electricity, status, json_extract(detail, '$.reason') AS reason "
+                "FROM orders WHERE request_id IS NOT NULL ORDER BY create_time"
             )
         ]
         live = int(db.execute("SELECT count(*) FROM live_sessions").fetchone()[0])
@@ -432,7 +441,10 @@ def check(
         if abs(billed - sum(mine, Fraction(0))) > TOLERANCE_KWH:
             failures.append(f"request {r['id']}: bill {billed} kWh but its segments sum to {sum(mine)} kWh")
         if abs(billed - Fraction(r["requested_amount"])) > TOLERANCE_KWH:
-            failures.append(f"request {r['id']}: billed {billed} kWh of {r['requested_amount']} requested")
+            failures.append(
+                f"request {r['id']}: billed {float(billed):.3f} kWh of {r['requested_amount']} requested; "
+                + mismatch_reason(r, [s for s in segments if s["request_id"] == r["id"]])
+            )
     for p in piles:
         if p.counted_twice:
             failures.append(f"{p.pile}: billed {p.billed_wh} Wh but its meters rose {p.delivered_wh} Wh")
@@ -442,6 +454,26 @@ def check(
                 f"{p.unbilled_bound_wh:.0f} Wh the piles did unobserved"
             )
     return failures
+
+
+def mismatch_reason(request: dict[str, Any], segments: list[dict[str, Any]]) -> str:
+    """How a request billed differently from its amount got there: its segments in order (pile,
+    kWh, how each ended) and whether the central told the driver it stopped short."""
+    parts = [
+        f"{s['pile_no']} {float(Fraction(s['electricity'] or '0')):.3f} kWh {s['reason']}" for s in segments
+    ]
+    notice = "; 'stopped short' notice sent" if request.get("short") else ""
+    return "segments: " + ", ".join(parts) + notice
+
+
+def billed_vs_asked(requests: list[dict[str, Any]]) -> int:
+    """Completed requests whose bill differs from their amount by more than the rounding."""
+    return sum(
+        1
+        for r in requests
+        if r["status"] == "completed"
+        and abs(Fraction(r["billed"] or "0") - Fraction(r["requested"])) > TOLERANCE_KWH
+    )
 
 
 def run_chaos(

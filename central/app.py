@@ -113,7 +113,7 @@ def _lifecycle(config: CentralConfig) -> Callable[[web.Application], AsyncIterat
         service = ChargingService(uow, params, clock, sender, station=config.station)
         orders = OperatorOrders(service, uow, clock)
         sender.on_outcome = lambda o: service.live.on_command_outcome(
-            o.pile_no, o.op, o.car, o.status, o.reason
+            o.pile_no, o.op, o.car, o.status, o.reason, o.command_id
         )
         hub = LiveHub(service, store)
         listener = ObservedListener(service.live, hub)

@@ -103,6 +103,7 @@ def session_row(session: LiveSession) -> dict[str, Any]:
         "stopping": session.stopping,
         "ending": session.ending,
         "port_stopped": session.port_stopped,
+        "start_held": session.start_held,
         "last_raw_wh": m.last_raw_wh,
         "wraps": m.wraps,
         "point": session.point_id,
@@ -143,6 +144,7 @@ def session_from_row(row: Mapping[str, Any]) -> LiveSession:
         stopping=extra["stopping"],
         ending=extra.get("ending"),
         port_stopped=extra.get("port_stopped", False),
+        start_held=extra.get("start_held", False),
     )
 
 

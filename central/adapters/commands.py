@@ -6,8 +6,9 @@ port's ``cmd`` topic with ``expires_at`` = the command's original expiry. ``acce
 intermediate. An attempt that ends ``failed`` or ``expired``, has no final result within
 ``result_timeout_s``, or cannot be published (no broker connection) is retried with a NEW id
 (``attempt + 1``) up to ``retries`` times while the original expiry has not passed, and until a
-start is sent to the same port: a pending stop then ends ``expired`` (it was for the port's
-previous segment; a retry would stop the new one). ``rejected``
+start is sent to the same port: a pending stop or start then ends ``expired`` (it was for the
+port's previous segment; a retried stop would stop the new one, a retried start would start the
+previous segment's charge, with its amount, after or instead of the new one). ``rejected``
 is final at once: the pile or the gateway said no. ``done`` is final too, even when it answers an
 attempt already given up on (the pile did it; a retry would only be refused). Then
 :attr:`CommandSender.on_outcome` gets one :class:`CommandOutcome` per command. Results for unknown
@@ -176,7 +177,7 @@ class CommandSender:
         """
         topic = _checked(self.station, pile_no, port, op, params, expires_in_s)
         if op == "start":
-            self._supersede_stops(pile_no, port)
+            self._supersede(pile_no, port)
         now = self._clock_ms()
         cmd = _Command(
             _new_id(),
@@ -193,11 +194,12 @@ class CommandSender:
         await self._attempt(cmd, cmd.first_id)
         return cmd.first_id
 
-    def _supersede_stops(self, pile_no: str, port: int) -> None:
-        """End the retries of the port's pending stops: they were for its previous segment, and a
-        retry arriving after this start would stop the new one."""
+    def _supersede(self, pile_no: str, port: int) -> None:
+        """End the retries of the port's pending stops and starts: they were for its previous
+        segment; a stop retried after this start would stop the new one, a start would run the
+        previous segment's charge (its amount) after or instead of the new one."""
         for cmd in list(self._pending.values()):
-            if (cmd.pile_no, cmd.port, cmd.op) == (pile_no, port, "stop"):
+            if (cmd.pile_no, cmd.port) == (pile_no, port) and cmd.op in ("stop", "start"):
                 reason = "superseded by a start on the port"
                 self._finish(cmd, "expired", reason, cmd.current_id or cmd.ids[-1])
 

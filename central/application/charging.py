@@ -213,9 +213,13 @@ class ChargingService:
     async def command(
         self, pile_no: str, port: int, op: Op, params: Mapping[str, int], car: str | None
     ) -> None:
-        """Send a driver session's command; a failure to send is logged (its outcome follows)."""
+        """Send a driver session's command; a failure to send is logged (its outcome follows). A
+        segment's start waits while its port has not obeyed its last stop (``LiveInput.hold_start``)."""
         if op == "stop":
             self.live.stop_sent(pile_no, port)
+        session = self.sessions.get(car) if car else None
+        if op == "start" and session is not None and (session.start_held or self.live.hold_start(session)):
+            return
         try:
             command_id = await self.commands.send(pile_no, port, op, dict(params), car=car)
         except Exception as exc:  # the command layer reports final failures via on_outcome

@@ -15,12 +15,21 @@ idle ``START_GRACE_S`` after dispatch (the start was lost, or the pile restarted
 was away) has its segment closed at its last reading and the car re-queued at the head of its mode,
 as after a fault; a port that charges with no session or operator order at the central is stopped
 and reported once.
+
+Segments: what belongs to an earlier segment never acts on the car's current one. Updates a
+reading sets going carry the segment (its order id) and do nothing once it has ended; only the
+current segment's own start outcome (by command id) can fault its pile; a segment's start waits
+until its port has obeyed its last stop (:meth:`LiveInput.hold_start`); and a pile back from being
+away takes cars only once it has been read again (its meter may have run on unseen). A port that
+stops short of its amount by itself re-queues the rest once; the second time the request completes
+with what was delivered and the driver is told.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
@@ -37,7 +46,7 @@ from central.application.sessions import LiveSession
 from central.application.unit_of_work import Changes
 from central.domain.billing import Bill
 from central.domain.errors import DomainError
-from central.domain.metering import Step
+from central.domain.metering import MeterSession, Step
 from central.domain.model import ChargingPoint, RequestState, multi_port_points
 from central.domain.scheduler import Scheduler
 from central.domain.tariff import MeterSamples
@@ -99,6 +108,9 @@ class LiveInput:
         self._short_retried: set[str] = set()  # cars whose segment stopped short once (re-queued)
         self._unordered: set[tuple[str, int]] = set()  # ports found charging without an order
         self._stopped_at: dict[tuple[str, int], float] = {}  # monotonic time of the last stop sent
+        self._returning: dict[str, set[int]] = {}  # pile -> ports read live since it was last away
+        self._away_at: dict[str, float] = {}  # monotonic time a pile last went away
+        self._unsettled: set[tuple[str, int]] = set()  # ports sent a stop, not yet seen stopped
 
     def start(self) -> None:
         """Start watching for piles that stay silent after start-up, and end the cool-down of every
@@ -121,8 +133,31 @@ class LiveInput:
         return self.last_reading.get((pile_no, port))
 
     def stop_sent(self, pile_no: str, port: int) -> None:
-        """A stop went to the port: it may report charging a little longer without being unordered."""
+        """A stop went to the port: it may report charging a little longer without being unordered,
+        and the next segment's start waits until it reports it stopped (see :meth:`hold_start`)."""
         self._stopped_at[(pile_no, port)] = time.monotonic()
+        self._unsettled.add((pile_no, port))
+
+    def hold_start(self, session: LiveSession) -> bool:
+        """Hold the segment's start if its port was sent a stop it has not yet been seen to obey.
+
+        The port may still be running the last segment's charge (the stop is on its way, or was
+        lost with the gateway). Started now, the pile would refuse, or count that charge's tail as
+        this segment's; and a stop arriving after the start would end this segment. So the segment
+        waits: each reading until the port reports it is not charging only moves its baseline
+        (that tail belongs to no segment), the stop is sent again if it seems lost, and the first
+        reading of the stopped port sends the start, with the segment's whole amount."""
+        if (session.pile_no, session.port) not in self._unsettled:
+            return False
+        session.start_held = True
+        self.core.mark_dirty(session.car)
+        log.info(
+            "start held until the port reports it stopped",
+            pile=session.pile_no,
+            port=session.port,
+            car=session.car,
+        )
+        return True
 
     def watch_port(self, pile_no: str, port: int, watcher: PortWatcher) -> None:
         """Give every reading of the port to ``watcher`` (one watcher per port; the last wins)."""
@@ -169,6 +204,8 @@ class LiveInput:
         """Meter progress of a session; the end of a segment when the port stops charging."""
         key = (pile_no, port)
         watcher = self._port_watchers.get(key)
+        if pile_no in self._returning and not reading.replayed:
+            self._seen_back(pile_no, port, reading, watcher is not None)
         if watcher is not None:
             try:
                 watcher(reading)
@@ -177,6 +214,8 @@ class LiveInput:
         previous = self.last_reading.get(key)
         if previous is None or reading.ts >= previous[0]:
             self.last_reading[key] = (reading.ts, reading.energy_Wh)
+        if not reading.replayed and reading.state != "charging":
+            self._unsettled.discard(key)  # the port obeyed its stop (or stopped by itself)
         if previous is None and self.health.get(pile_no) == "online":
             self._schedule(self._health_changed(pile_no, "online"))  # its meter is known now
         session = next(
@@ -187,6 +226,9 @@ class LiveInput:
                 self._unordered_charging(pile_no, port, reading)
             else:
                 self._unordered.discard(key)
+            return
+        if session.start_held:
+            self._held_reading(session, reading)
             return
         update = session.meter.observe(
             reading.ts,
@@ -222,7 +264,7 @@ class LiveInput:
         if update.step is Step.IDLE:
             if self._start_overdue(session, reading.ts) and session.car not in self._reconciling:
                 self._reconciling.add(session.car)  # reconciled once
-                self._schedule(self._requeue_lost(session.car))
+                self._schedule(self._requeue_lost(session.car, session.order_id))
             return
         if update.step is Step.STARTED:
             self._schedule(self._session_started(session))
@@ -230,43 +272,112 @@ class LiveInput:
             session.port_stopped = True
             if reading.state == "faulted":
                 return  # the pile state handler ends the segment as a fault
-            self._schedule(self._segment_done(session.car))
+            self._schedule(self._segment_done(session.car, session.order_id))
         elif session.delivered_wh >= session.target_kwh * 1000 and not session.stopping:
             session.stopping = True
             self._schedule(self.core.command(session.pile_no, session.port, "stop", {}, session.car))
 
+    def _held_reading(self, session: LiveSession, reading: Telemetry) -> None:
+        """A reading of a port whose segment's start is held (see :meth:`hold_start`)."""
+        last = session.meter.samples[-1][0] if session.meter.samples else None
+        if reading.replayed or (last is not None and reading.ts <= last):
+            return  # older than the baseline: it changes nothing
+        session.meter = MeterSession.from_idle((reading.ts, reading.energy_Wh))
+        self.core.mark_dirty(session.car)
+        key = (session.pile_no, session.port)
+        if reading.state == "charging":
+            stopped = self._stopped_at.get(key)
+            if stopped is None or time.monotonic() - stopped >= STOP_GRACE_S:
+                log.warning("port still charging its last charge: stop sent again", pile=key[0], port=key[1])
+                self._schedule(self.core.command(session.pile_no, session.port, "stop", {}, None))
+            return
+        session.start_held = False
+        session.released_ms = reading.ts
+        energy_wh = math.ceil(session.target_kwh * 1000)
+        log.info(
+            "port stopped: held start sent", pile=key[0], port=key[1], car=session.car, energy_Wh=energy_wh
+        )
+        self._schedule(
+            self.core.command(session.pile_no, session.port, "start", {"energy_Wh": energy_wh}, session.car)
+        )
+
+    def _seen_back(self, pile_no: str, port: int, reading: Telemetry, watched: bool) -> None:
+        """A live reading of a pile that was away (offline, comm_fault, faulted): once every port
+        has one and none charges for nobody, the pile can take cars again (see :meth:`_meter_known`).
+
+        While the pile was away its meter may have run on (a pile keeps charging to its own target
+        after the central closed the segment), so a reading from before is no baseline for the next
+        segment. A port found charging without a session or an order is stopped now: the stop sent
+        when its segment was closed may have been lost with the gateway."""
+        charging_for_nobody = (
+            reading.state == "charging"
+            and not watched
+            and not any(s.pile_no == pile_no and s.port == port for s in self.core.sessions.values())
+        )
+        if charging_for_nobody:
+            stopped = self._stopped_at.get((pile_no, port))
+            if stopped is not None and stopped <= self._away_at.get(pile_no, 0.0):
+                del self._stopped_at[(pile_no, port)]  # no grace for a stop sent before it went away
+            return
+        seen = self._returning[pile_no]
+        seen.add(port)
+        if seen >= self._ports_of(pile_no) and self.health.get(pile_no) == "online":
+            del self._returning[pile_no]
+            self._schedule(self._health_changed(pile_no, "online"))
+
+    def _ports_of(self, pile_no: str) -> set[int]:
+        return {point_port(p.point.point_id)[1] for p in self.core.scheduler.points_of(pile_no)}
+
     def _start_overdue(self, session: LiveSession, ts_ms: int) -> bool:
-        """The port still reports idle ``START_GRACE_S`` after its segment was dispatched."""
+        """The port still reports idle ``START_GRACE_S`` after its segment was dispatched (or after
+        its held start was sent)."""
+        released_ms = session.released_ms
+        if released_ms is not None and ts_ms - released_ms <= START_GRACE_S * 1000:
+            return False
         request = self.core.scheduler.get(session.car)
         if request is None or request.segment_start is None:
             return False
         grace = timedelta(seconds=START_GRACE_S * self.core.clock.scale)
         return self.core.clock.at_ms(ts_ms) - request.segment_start > grace
 
-    async def _requeue_lost(self, car: str) -> None:
+    def _current(self, car: str, segment: str) -> LiveSession | None:
+        """The car's live session if it is still segment ``segment`` (its order id) and charging.
+
+        What a reading started (closing a segment, re-queueing it) runs later, under the lock; by
+        then that segment may have ended and the car been dispatched again: a task of an earlier
+        segment must never act on the current one."""
+        session = self.core.sessions.get(car)
+        request = self.core.scheduler.get(car)
+        if session is None or request is None or request.state is not RequestState.CHARGING:
+            return None
+        if session.order_id != segment:
+            log.info("stale segment update ignored", car=car, segment=segment, current=session.order_id)
+            return None
+        return session
+
+    async def _requeue_lost(self, car: str, segment: str) -> None:
         """A dispatched segment the pile does not run (the start was lost, or the pile restarted
         idle while the central was away): it ends at its last reading and the car's remaining
         amount goes back to the head of the queue, as when a pile faults."""
         try:
             async with self.core.lock:
-                await self._requeue_locked(car)
+                session = self._current(car, segment)
+                if session is not None:
+                    log.warning(
+                        "port idle after dispatch: segment closed at its last reading, remainder re-queued",
+                        pile=session.pile_no,
+                        port=session.port,
+                        car=car,
+                        kwh=str(session.delivered_wh / 1000),
+                    )
+                    await self._requeue_locked(session)
         finally:
             self._reconciling.discard(car)
 
-    async def _requeue_locked(self, car: str) -> None:
-        core = self.core
-        session = core.sessions.get(car)
-        request = core.scheduler.get(car)
-        if session is None or request is None or request.state is not RequestState.CHARGING:
-            return
+    async def _requeue_locked(self, session: LiveSession) -> None:
+        """End the session's segment at its last reading; the car's rest heads its mode's queue."""
+        core, car = self.core, session.car
         point_id, reading = session.point_id, core.profile(session)
-        log.warning(
-            "port idle after dispatch: segment closed at its last reading, remainder re-queued",
-            pile=session.pile_no,
-            port=session.port,
-            car=car,
-            kwh=str(session.delivered_wh / 1000),
-        )
 
         def requeue(now: datetime) -> None:
             core.scheduler.pile_fault(now, point_id, readings={car: reading}, dispatch=False)
@@ -306,20 +417,36 @@ class LiveInput:
                 changes.notify(notices.charging_started(user, session.car, session.point_id, started))
             await core.apply(lambda now: None, changes)
 
-    async def _segment_done(self, car: str) -> None:
+    async def _segment_done(self, car: str, segment: str) -> None:
+        """The port of segment ``segment`` stopped charging: the request is complete, unless the
+        port stopped on its own well short of the amount (see :meth:`_stopped_short`)."""
         core = self.core
         async with core.lock:
-            request = core.scheduler.get(car)
-            if request is None or request.state is not RequestState.CHARGING:
+            session = self._current(car, segment)
+            if session is None:
                 return
-            session = core.sessions.get(car)
-            if session is not None and self._stopped_short(session) and car not in self._short_retried:
+            if self._stopped_short(session) and car not in self._short_retried:
                 self._short_retried.add(car)  # once: a car that stops taking energy is then complete
-                await self._requeue_locked(car)  # the pile stopped for something else: the rest waits
+                log.warning(
+                    "port stopped short by itself: segment closed, remainder re-queued once",
+                    pile=session.pile_no,
+                    port=session.port,
+                    car=car,
+                    kwh=str(session.delivered_wh / 1000),
+                    target_kwh=str(session.target_kwh),
+                )
+                await self._requeue_locked(session)  # the pile stopped for something else: the rest waits
                 return
+            short = self._stopped_short(session)
             self._short_retried.discard(car)
-            how = session.ending if session is not None and session.ending else "complete"
-            await core.apply(lambda now: core.finalize(now, car, how))
+            how = session.ending or "complete"
+            changes = Changes()
+            user = core.users.get(car)
+            if short and user is not None:
+                changes.notify(
+                    notices.stopped_short(user, car, session.point_id, session.delivered_wh, core.clock.now())
+                )
+            await core.apply(lambda now: core.finalize(now, car, how), changes)
 
     @staticmethod
     def _stopped_short(session: LiveSession) -> bool:
@@ -335,6 +462,9 @@ class LiveInput:
     # ---- pile states, events and command outcomes ------------------------------------------------
 
     def on_pile_state(self, pile_no: str, state: str) -> None:
+        if state != "online" and pile_no in self.health:
+            self._returning[pile_no] = set()  # its meter must be read again before it takes cars
+            self._away_at[pile_no] = time.monotonic()
         self.health[pile_no] = state
         self._schedule(self._health_changed(pile_no, state))
 
@@ -345,12 +475,28 @@ class LiveInput:
         log.debug("command result", pile=pile_no, port=port, id=result.id, status=result.status)
 
     def on_command_outcome(
-        self, pile_no: str, op: str, car: str | None, status: str, reason: str | None
+        self,
+        pile_no: str,
+        op: str,
+        car: str | None,
+        status: str,
+        reason: str | None,
+        command_id: str | None = None,
     ) -> None:
-        """A command's final outcome; a start that never took makes the pile faulted for a while."""
+        """A command's final outcome; a start of the car's current segment that never took makes
+        the pile faulted for a while. The start of an earlier segment of the car (``command_id``
+        is not the one its session sent), or of a segment whose port already charges for it or is
+        being stopped, changes nothing."""
         for watch in self._outcome_watchers:
             watch(pile_no, op, car, status, reason)
-        if status == "done" or op != "start" or car not in self.core.sessions:
+        session = self.core.sessions.get(car) if car else None
+        if status == "done" or op != "start" or session is None:
+            return
+        if command_id is not None and command_id != session.command_id:
+            log.info("outcome of an earlier segment's start ignored", pile=pile_no, car=car, id=command_id)
+            return
+        if session.meter.started or session.stopping or session.ending:
+            log.info("failed start of a segment already charging or ending ignored", pile=pile_no, car=car)
             return
         log.warning(
             "start command failed; pile treated as faulted",
@@ -384,6 +530,10 @@ class LiveInput:
             await self.core.set_fault(pile_no, "health", not healthy)
 
     def _meter_known(self, pile_no: str) -> bool:
+        """The central has a reading of the pile's meter it can take as a baseline: one read since
+        the pile last came back, if it was away."""
+        if pile_no in self._returning:
+            return False
         return any(p == pile_no for p, _ in self.last_reading) or any(
             s.pile_no == pile_no and s.meter.base_wh is not None for s in self.core.sessions.values()
         )
@@ -448,6 +598,8 @@ class LiveInput:
                 await core.apply(lambda now: core.scheduler.remove_pile(pile_no))
             core.faulted_by.pop(pile_no, None)
             self.health.pop(pile_no, None)
+            self._returning.pop(pile_no, None)
+            self._away_at.pop(pile_no, None)
 
     # ---- tasks -----------------------------------------------------------------------------------
 

@@ -50,6 +50,14 @@ def pile_fault(user: int, car: str, point_id: str, kwh: Fraction, at: datetime) 
     )
 
 
+def stopped_short(user: int, car: str, point_id: str, delivered_wh: int, at: datetime) -> Notice:
+    """The port stopped on its own well short of the amount a second time (the car takes no more):
+    the request completes with what was delivered."""
+    kwh = _amount(Fraction(delivered_wh, 1000))
+    text = f"充电桩 {point_id} 再次提前停止（车辆不再接受充电），本次充入 {kwh} kWh，充电请求按实际电量结算"
+    return Notice(user, "charging_complete", "充电提前结束", text, car, at)
+
+
 def request_finished(user: int, car: str, bill: Bill, status: str, at: datetime) -> Notice:
     """A request completed or cancelled, with its bill in brief."""
     kwh, total = _amount(bill.kwh), _amount(bill.total)

@@ -286,6 +286,25 @@ async def test_a_start_on_the_port_ends_the_retries_of_an_older_stop(make_centra
     assert central.sender.stats()["pending"] == 0
 
 
+async def test_a_start_on_the_port_ends_the_retries_of_an_older_start(make_central, make_gateway):
+    """A start of the port's previous segment still being retried must not run after the new
+    segment's start: its retry would start the previous charge again, with its full amount."""
+    clock = FakeClock()
+    gateway = await make_gateway(lambda i, cmd: ["done"] if cmd["params"]["energy_Wh"] == 5000 else [])
+    central = await make_central(clock_ms=clock, result_timeout_s=0.3, retries=5)
+    await central.sender.send("F1", 1, "start", {"energy_Wh": 12000}, car="V1")
+    await gateway.probe.wait_for(lambda ms: len(gateway.commands(ms)) == 1, timeout_s=5)
+    await central.sender.send("F1", 1, "start", {"energy_Wh": 5000}, car="V2")
+    await wait_for(lambda: len(central.outcomes) == 2, timeout_s=5, what="both outcomes")
+    first, second = sorted(central.outcomes, key=lambda o: o.car or "")
+    assert (first.status, first.attempts, first.reason) == ("expired", 1, "superseded by a start on the port")
+    assert second.status == "done"
+    clock.ms += 1000  # the first start's attempt is long overdue: still no retry
+    central.sender.expire_overdue()
+    assert [c["params"]["energy_Wh"] for c in gateway.commands()] == [12000, 5000]
+    assert central.sender.stats()["pending"] == 0
+
+
 async def test_a_late_done_for_a_superseded_attempt_still_counts(make_central, make_gateway):
     clock = FakeClock()
     gateway = await make_gateway(lambda i, cmd: [])

@@ -96,6 +96,11 @@ def ops(central, pile):
     return [c[2] for c in central.commands.sent if c[0] == pile]
 
 
+def handled(central) -> bool:
+    """Every update the live input scheduled has run (its start-up watch for silent piles aside)."""
+    return all(t.get_name() == "silent-piles" for t in central.service.live.tasks)
+
+
 async def five_kwh_charged_and_one_queued(central, driver, driver2):
     """A 20 kWh car charging at F1 with 5 kWh on its meter and a second car queued behind it."""
     charging = await submit(central, driver, kwh=20)
@@ -126,7 +131,12 @@ async def assert_segment_billed_and_rest_requeued(central, charging, queued):
 
 
 async def assert_recovered_and_redispatched(central, charging, queued):
-    """F1 takes the cars back: the interrupted car first, for what it still needs."""
+    """F1 takes the cars back once it is read again (its meter may have run on while it was away):
+    the interrupted car first, for what it still needs."""
+    assert central.service.scheduler.points["F1"].faulted  # online, but not read since it came back
+    assert central.commands.sent[-1][:3] == ("F1", 1, "stop")
+    central.wall.advance(1)
+    central.telemetry("F1", "finished", 6_000)  # read again: it obeyed the stop
     await wait_for(
         lambda: central.commands.sent[-1:] == [("F1", 1, "start", {"energy_Wh": 15_000}, charging)],
         timeout_s=5,
@@ -182,13 +192,58 @@ async def test_a_pile_whose_gateway_is_lost_is_a_faulted_pile_for_the_scheduler(
     charging, queued = await five_kwh_charged_and_one_queued(central, driver, driver2)
     gateway.lost()  # the gateway's last will: its piles go offline
     await assert_segment_billed_and_rest_requeued(central, charging, queued)
-    assert central.service.scheduler.points["T1"].faulted
+    await wait_for(lambda: central.service.scheduler.points["T1"].faulted, timeout_s=5, what="T1 faulted")
     gateway.pile("F1", "online")  # a retained status of a gateway that is down changes nothing
     assert central.service.live.pile_health("F1") == "offline"
     assert central.service.scheduler.points["F1"].faulted
     gateway.birth()
     gateway.pile("F1", "online")
     await assert_recovered_and_redispatched(central, charging, queued)
+
+
+async def test_a_pile_back_from_an_outage_takes_cars_only_once_read_again(central, gateway, driver):
+    """Found by the chaos bench (seed 2): the gateway was killed while F1 charged a 5 kWh car at
+    4.42 kWh; the segment was closed there, the pile went on to its own 5 kWh target unseen. On the
+    gateway's return the car was dispatched at once, its baseline the reading from before the
+    outage; the pile then started a second 580 Wh charge, the central counted both and stopped at
+    1.042 kWh: billed 5.462 of 5. Now the pile takes cars once it is read again, and that reading
+    is the new segment's baseline."""
+    car = await submit(central, driver, kwh=5)
+    central.telemetry("F1", "charging", 1_000)
+    central.wall.advance(530)
+    central.telemetry("F1", "charging", 5_420)
+    gateway.lost()
+    await wait_for(
+        lambda: central.service.scheduler.get(car).state is RequestState.FAULT_QUEUE,
+        timeout_s=5,
+        what="the segment closed at 4.42 kWh",
+    )
+    gateway.birth()
+    gateway.pile("F1", "online")
+    await wait_for(lambda: central.service.live.pile_health("F1") == "online", timeout_s=5, what="online")
+    await wait_for(lambda: handled(central), timeout_s=5, what="the state handled")
+    assert ops(central, "F1") == ["start", "stop"]  # not read since it came back: no dispatch yet
+    central.wall.advance(3)
+    central.telemetry("F1", "finished", 6_000)  # it finished its own 5 kWh while nobody saw it
+    await wait_for(
+        lambda: central.commands.sent[-1] == ("F1", 1, "start", {"energy_Wh": 580}, car),
+        timeout_s=5,
+        what="the car started again for its 580 Wh",
+    )
+    central.wall.advance(1)
+    central.telemetry("F1", "charging", 6_000)
+    central.wall.advance(70)
+    central.telemetry("F1", "charging", 6_580)
+    await wait_for(lambda: ops(central, "F1")[-1] == "stop", timeout_s=5, what="stopped at the amount")
+    central.wall.advance(1)
+    central.telemetry("F1", "finished", 6_580)
+    await wait_for(
+        lambda: central.service.current_request(driver.user_id).current_status == "completed",
+        timeout_s=5,
+        what="the request completed",
+    )
+    details = [d.kwh for d in central.service.bills[car].details]
+    assert details == [Fraction("4.42"), Fraction("0.58")] and central.service.bills[car].kwh == 5
 
 
 async def test_a_drivers_start_that_finally_fails_faults_the_pile_for_the_cooldown(

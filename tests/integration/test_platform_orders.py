@@ -156,7 +156,13 @@ async def test_a_driver_waits_while_an_order_holds_the_pile_and_is_served_after(
     )
     assert status == 204
     car = request["data"]["request_id"]
-    assert ("F1", 1, "start", {"energy_Wh": 5000}, car) in platform.commands.sent
+    assert ("F1", 1, "start", {"energy_Wh": 5000}, car) not in platform.commands.sent  # stop first
+    platform.telemetry("F1", "finished", 1_000)  # the port obeyed the order's stop
+    await wait_for(
+        lambda: ("F1", 1, "start", {"energy_Wh": 5000}, car) in platform.commands.sent,
+        timeout_s=5,
+        what="the driver's start once the port stopped",
+    )
 
 
 async def test_a_port_that_stops_by_itself_completes_the_order(platform, admin_user, normal_user, piles):

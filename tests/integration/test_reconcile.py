@@ -35,6 +35,9 @@ async def test_a_port_that_stays_idle_after_dispatch_closes_the_segment_and_requ
     assert ops(central, "F1") == ["start"]
     central.wall.advance(START_GRACE_S)
     central.telemetry("F1", "idle", 1_000)  # the pile does not run it (e.g. it restarted idle)
+    await wait_for(lambda: ops(central, "F1") == ["start", "stop"], timeout_s=5, what="stop")
+    central.wall.advance(1)
+    central.telemetry("F1", "idle", 1_000)  # the port is seen stopped after the stop: the start goes
     await wait_for(
         lambda: ops(central, "F1") == ["start", "stop", "start"],
         timeout_s=5,
@@ -126,3 +129,10 @@ async def test_a_port_that_stops_short_by_itself_requeues_the_rest_once_then_com
         lambda db: list(db.query("SELECT electricity FROM orders WHERE user_id = ?", [driver.user_id]))
     )
     assert sorted(round(float(b["electricity"]), 3) for b in bills) == [1.0, 4.0]
+    notices = await central.store.read(
+        lambda db: list(
+            db.query("SELECT title, content FROM notifications WHERE user_id = ?", [driver.user_id])
+        )
+    )
+    short = [n for n in notices if n["title"] == "充电提前结束"]
+    assert len(short) == 1 and "1.0 kWh" in short[0]["content"]  # told once, with what was delivered

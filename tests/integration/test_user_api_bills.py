@@ -192,6 +192,7 @@ async def test_fault_split_session_is_two_records_and_one_request_bill(central, 
     central.wall.advance(60)
     status, _body = await central.call("POST", "/api/charging/admin/piles/F1/recover/", user=staff)
     assert status == 200
+    central.telemetry("F1", "finished", 5_000)  # the port obeyed the fault's stop: the start goes
     central.wall.advance(1)
     central.telemetry("F1", "charging", 5_000)
     central.wall.advance(600)
