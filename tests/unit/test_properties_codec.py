@@ -129,12 +129,9 @@ def synthetic_blocks(draw: st.DrawFn) -> Block:
 def synthetic_map(block: Block, byte_order: Order, word_order: Order) -> RegisterMap:
     return RegisterMap(
         "synthetic",
-        block,
-        block,
-        block,
-        block,
-        port_base=100,
-        port_stride=100,
+        identity_blocks=(block,),
+        port_blocks=(block,),
+        port_bases=(100,),
         byte_order=byte_order,
         word_order=word_order,
     )
