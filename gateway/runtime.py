@@ -122,6 +122,8 @@ class GatewayRuntime:
             self.publisher.pile_status(pile.id, pile.status(self.publisher.now_ms()))
 
     def _read_identity_later(self, pile: PileRuntime) -> None:
+        if not pile.regmap.identity_blocks:  # the family has no identity registers
+            return
         if any(t.get_name() == f"identity-{pile.id}" for t in self._identity_tasks):
             return
         task = asyncio.get_running_loop().create_task(self._read_identity(pile), name=f"identity-{pile.id}")
@@ -146,7 +148,7 @@ class GatewayRuntime:
             except (DriverError, TimeoutError) as exc:
                 log.warning("identity not read at start", pile=pile.id, error=str(exc))
 
-        await asyncio.gather(*(one(p) for p in self.piles.values()))
+        await asyncio.gather(*(one(p) for p in self.piles.values() if p.regmap.identity_blocks))
 
     def stop_statuses(self) -> None:
         """Mark every pile offline (a clean stop: nobody is polling them any more)."""

@@ -4,6 +4,7 @@ into canonical values and the command executor drives the family's current-limit
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import tomllib
 from collections.abc import AsyncIterator
@@ -261,3 +262,16 @@ async def test_current_recipe_fails_when_the_pile_never_shows_the_limit(
 def _with_confirm(regmap: RegisterMap, confirm: str) -> RegisterMap:
     assert isinstance(regmap.recipe, CurrentRecipe)
     return dataclasses.replace(regmap, recipe=dataclasses.replace(regmap.recipe, confirm=confirm))
+
+
+async def test_a_family_without_identity_registers_is_never_asked_for_them(
+    wallbox: Wallbox, executor: tuple[CommandExecutor, GatewayRuntime]
+) -> None:
+    _commands, runtime = executor
+    pile = runtime.piles["W1"]
+    pile.regmap = dataclasses.replace(pile.regmap, identity_blocks=(), match=())
+    await _poll(runtime)
+    await _poll(runtime)
+    assert pile.state == "online"
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("identity-")]
+    assert pile.status(0).vendor is None
