@@ -31,7 +31,7 @@ class CurrentSteps:
     """The writes of one command, the register to read back and the value that confirms it."""
 
     writes: tuple[Write, ...]
-    confirm: str
+    confirm: str | None  # None: the write's reply is the confirmation (a write-only register)
     expect: float
     tolerance: float
     current_A: float  # the current the command sets (0 for a stop)
@@ -63,7 +63,8 @@ def current_steps(recipe: CurrentRecipe, regmap: RegisterMap, op: str, power_W: 
     if op == "stop":
         if recipe.stop == "disable" and recipe.enable is not None:
             off = Write(recipe.enable, recipe.enable_off)
-            return CurrentSteps((off,), recipe.enable, recipe.enable_off, 0.0, 0.0)
+            confirm = recipe.enable if recipe.enable_readable else None
+            return CurrentSteps((off,), confirm, recipe.enable_off, 0.0, 0.0)
         return CurrentSteps((Write(recipe.current, 0.0),), recipe.confirm, 0.0, tolerance, 0.0)
     amps = current_for_power(recipe, regmap, power_W)
     writes = [Write(recipe.current, amps)]

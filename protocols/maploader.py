@@ -8,6 +8,7 @@ pass. ``docs/register-maps.md`` is the format reference. Shipped maps live in ``
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import tomllib
@@ -62,6 +63,7 @@ MAP_KEYS: dict[str, tuple[Any, str]] = {
     "max_read": (125, "largest read the device accepts, in registers"),
     "nominal_voltage_V": (230.0, "line-to-neutral voltage for power <-> current"),
     "phases": (1, "phases the pile charges on (1 or 3)"),
+    "identity_unit": (None, "unit id that answers the identity registers, if not the pile's own"),
 }
 PORT_KEYS: dict[str, tuple[Any, str]] = {
     "count": (1, "most ports a pile of the family has"),
@@ -83,6 +85,9 @@ FIELD_KEYS: dict[str, tuple[Any, str]] = {
     "documented": (None, "the codes the vendor documents for this register"),
     "unconfirmed": (False, "true when the address could not be confirmed in the vendor document"),
     "note": ("", "free text"),
+    "mask": (None, "state/fault: the bits holding the code (code = (raw & mask) >> shift)"),
+    "shift": (0, "state/fault: how far the code sits from bit 0"),
+    "write_function": (None, "control holding register: 6 (write single) or 16 (write multiple, default)"),
 }
 SEQUENCED_KEYS: dict[str, tuple[Any, str]] = {
     "style": (..., "sequenced"),
@@ -110,6 +115,8 @@ CURRENT_KEYS: dict[str, tuple[Any, str]] = {
     "enable_on": (1, "value written to enable"),
     "enable_off": (0, "value written to disable"),
     "stop": ("current_zero", "how stop works: current_zero | disable"),
+    "enable_readable": (True, "false: the enable register cannot be read back (stop confirmed by the write)"),
+    "refresh_s": (0, "rewrite the last current this often (families that fall back after a timeout)"),
 }
 
 
@@ -286,6 +293,8 @@ def _parse_field(name: str, raw: Any, section: str, default_fc: int, problems: l
             f"{where}.function: {function} ({FUNCTION_NAMES[function]}) cannot be written; "
             "control registers are holding registers (3) or coils (1)"
         )
+    _code_bits(name, section, f, where, kind, problems)
+    write_function = _write_function(section, f, where, kind, function, problems)
     if not isinstance(f["address"], int) or isinstance(f["address"], bool):
         return None
     field = Field(
@@ -299,9 +308,42 @@ def _parse_field(name: str, raw: Any, section: str, default_fc: int, problems: l
         word_order=cast(Order | None, f["word_order"] if f["word_order"] in ("big", "little") else None),
         unconfirmed=f["unconfirmed"] is True,
         note=str(f["note"] or ""),
+        mask=f["mask"] if isinstance(f["mask"], int) else 0,
+        shift=f["shift"] if isinstance(f["shift"], int) and f["shift"] > 0 else 0,
+        write_function=write_function,
         **tables,
     )
     return _Parsed(section, function, f["address"], field)
+
+
+def _code_bits(
+    name: str, section: str, f: Mapping[str, Any], where: str, kind: FieldType, problems: list[str]
+) -> None:
+    if f["mask"] is None and not f["shift"]:
+        return
+    if section != "telemetry" or name not in TABLE_FIELDS or kind in ("str", "float32", "float64"):
+        problems.append(f"{where}: mask and shift are for integer state and fault registers only")
+        return
+    bits = 16 * WIDTH[kind]
+    check(problems, f"{where}.mask", f["mask"], int, lambda v: 0 < v < 2**bits, f"a non-zero {bits}-bit mask")
+    check(problems, f"{where}.shift", f["shift"], int, lambda v: 0 <= v < bits, f"0..{bits - 1}")
+
+
+def _write_function(
+    section: str, f: Mapping[str, Any], where: str, kind: FieldType, function: int, problems: list[str]
+) -> int:
+    value = f["write_function"]
+    if value is None:
+        return 0
+    if section != "control" or function != 3:
+        problems.append(f"{where}.write_function: only for [control] holding registers")
+    elif value not in (6, 16):
+        problems.append(f"{where}.write_function: {value!r} is not 6 or 16")
+    elif value == 6 and WIDTH.get(kind, 2) != 1:
+        problems.append(f"{where}.write_function: 6 writes one register; {kind} needs 16")
+    else:
+        return int(value)
+    return 0
 
 
 def _parse_section(
@@ -332,10 +374,7 @@ def _blocks(parsed: list[_Parsed], section: str) -> tuple[Block, ...]:
 
 
 def _rebase(f: Field, offset: int) -> Field:
-    return Field(
-        f.name, offset, f.type, f.scale, f.unit, f.length, f.byte_order, f.word_order,
-        f.values, f.bits, f.documented, f.unconfirmed, f.note,
-    )  # fmt: skip
+    return dataclasses.replace(f, offset=offset)
 
 
 def _overlaps(spans: list[tuple[int, int, str]]) -> Iterator[tuple[str, str, int, int]]:
@@ -369,7 +408,10 @@ def _check_overlaps(parsed: list[_Parsed], bases: tuple[int, ...], stride: int, 
             problems.append(f"ports: {a} and {b} overlap at {first}..{last} ({FUNCTION_NAMES[fc]})")
         ident = [(p.address, p.address + p.field.width, f"identity.{p.field.name}") for p in parsed
                  if p.function == fc and p.section == "identity"]  # fmt: skip
-        for a, b, first, last in _overlaps(ident + taken):
+        fields = [
+            (b + s, b + e, f"port {i} {label}") for i, b in enumerate(bases, start=1) for s, e, label in spans
+        ]
+        for a, b, first, last in _overlaps(ident + fields):  # identity may sit between port registers
             if a.startswith("identity") != b.startswith("identity"):
                 a, b = (a, b) if a.startswith("identity") else (b, a)
                 problems.append(f"{a} and {b} overlap at {first}..{last} ({FUNCTION_NAMES[fc]})")
@@ -408,6 +450,7 @@ def _parse_header(data: Mapping[str, Any], problems: list[str]) -> dict[str, Any
         "50..1000",
     )
     check(problems, "map.phases", m["phases"], int, lambda v: v in (1, 2, 3), "1, 2 or 3")
+    check(problems, "map.identity_unit", m["identity_unit"], int, lambda v: 0 <= v <= 255, "0..255")
     return m
 
 
@@ -438,7 +481,7 @@ def _parse_ports(data: Mapping[str, Any], problems: list[str]) -> tuple[tuple[in
 
 def _parse_match(
     data: Mapping[str, Any], identity: list[_Parsed], problems: list[str]
-) -> tuple[tuple[str, tuple[int | str, ...]], ...]:
+) -> tuple[tuple[str, tuple[int | str | tuple[int, int], ...]], ...]:
     raw = data.get("match", {})
     if not isinstance(raw, Mapping):
         problems.append("match: expected a table of identity field = accepted value(s)")
@@ -446,29 +489,51 @@ def _parse_match(
     names = {p.field.name for p in identity}
     out = []
     for key, value in raw.items():
-        accepted = value if isinstance(value, list) else [value]
+        where = f"match.{key}"
         if key not in names:
             problems.append(
-                f"match.{key}: not an identity register (identity: {', '.join(sorted(names)) or 'none'})"
+                f"{where}: not an identity register (identity: {', '.join(sorted(names)) or 'none'})"
             )
-        elif not accepted or not all(isinstance(v, str | int) and not isinstance(v, bool) for v in accepted):
-            problems.append(f"match.{key}: expected a text or integer value, or a list of them")
-        else:
-            out.append((key, tuple(accepted)))
+            continue
+        accepted = [_accepted(v, where, problems) for v in (value if isinstance(value, list) else [value])]
+        if accepted and all(a is not None for a in accepted):
+            out.append((key, tuple(a for a in accepted if a is not None)))
+        elif not accepted:
+            problems.append(f"{where}: an empty list accepts nothing")
     return tuple(out)
 
 
+def _accepted(value: Any, where: str, problems: list[str]) -> int | str | tuple[int, int] | None:
+    """One accepted value: text (wildcards), an integer, or ``{ min = , max = }``."""
+    if isinstance(value, Mapping):
+        low, high = value.get("min"), value.get("max")
+        if set(value) <= {"min", "max"} and type(low) is int and type(high) is int and low <= high:
+            return (low, high)
+        problems.append(f"{where}: a range is {{ min = N, max = M }} with integers N <= M")
+        return None
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        return value
+    problems.append(f"{where}: expected text, an integer or {{ min, max }}, got {value!r}")
+    return None
+
+
 def matches(regmap: RegisterMap, identity: Mapping[str, object]) -> bool:
-    """Whether decoded identity values fit the map's match rule (text: ``*`` and ``?`` wildcards)."""
+    """Whether decoded identity values fit the map's match rule: text with ``*`` and ``?`` wildcards
+    (an integer register is matched by its decimal digits), integers, ranges."""
     if not regmap.match:
         return False
     return all(any(_fits(identity.get(name), want) for want in accepted) for name, accepted in regmap.match)
 
 
-def _fits(value: object, want: int | str) -> bool:
+def _fits(value: object, want: int | str | tuple[int, int]) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(want, tuple):
+        return isinstance(value, int) and want[0] <= value <= want[1]
     if isinstance(want, str):
+        text = str(value) if isinstance(value, int) else value
         pattern = re.escape(want).replace(r"\*", ".*").replace(r"\?", ".")
-        return isinstance(value, str) and re.fullmatch(pattern, value.strip(), re.IGNORECASE) is not None
+        return isinstance(text, str) and re.fullmatch(pattern, text.strip(), re.IGNORECASE) is not None
     return value == want
 
 
@@ -549,6 +614,15 @@ def _parse_current(raw: Mapping[str, Any], parsed: list[_Parsed], problems: list
     )
     if c["stop"] == "disable" and c["enable"] is None:
         problems.append("command.stop: disable needs an enable register")
+    check(problems, "command.enable_readable", c["enable_readable"], bool)
+    check(
+        problems,
+        "command.refresh_s",
+        c["refresh_s"],
+        NUMBER,
+        lambda v: v == 0 or 1 <= v <= 3600,
+        "0 or 1..3600",
+    )
     low, high = c["min_current_A"], c["max_current_A"]
     if isinstance(low, NUMBER) and isinstance(high, NUMBER) and low > high:
         problems.append(f"command: min_current_A {low:g} > max_current_A {high:g}")
@@ -557,6 +631,7 @@ def _parse_current(raw: Mapping[str, Any], parsed: list[_Parsed], problems: list
     return CurrentRecipe(
         c["current"], float(c["min_current_A"]), float(c["max_current_A"]), float(c["step_A"]), confirm,
         c["enable"], c["enable_on"], c["enable_off"], c["stop"], float(c["confirm_tolerance_A"]),
+        c["enable_readable"], float(c["refresh_s"]),
     )  # fmt: skip
 
 
@@ -614,6 +689,7 @@ def parse_map(data: Mapping[str, Any], source: str = "<map>") -> RegisterMap:
         recipe=recipe,
         match=match,
         header=MapHeader(m["title"], m["vendor"], m["document"], m["document_version"], source),
+        identity_unit=m["identity_unit"] or 0,
     )
 
 

@@ -26,6 +26,7 @@ from gateway.runtime import GatewayRuntime
 from protocols.codec import encode
 from protocols.payloads import CommandMessage
 from protocols.registers import CurrentRecipe, FaultCode, PortState, RegisterMap, load_map
+from tests.helpers import wait_for
 
 UNIT = 3
 WALLBOX_MAP = """
@@ -113,13 +114,19 @@ class Wallbox:
 _SET_FC = {1: 5, 2: 2, 3: 6, 4: 4}
 
 
-@pytest.fixture
-async def wallbox(tmp_path: Path) -> AsyncIterator[Wallbox]:
-    path = tmp_path / "test-wallbox.toml"
-    path.write_text(WALLBOX_MAP)
-    regmap = load_map(path)
-    device = SimDevice(
-        UNIT,
+STATION_UNIT = 200  # a second unit id answering a station's identity (map key identity_unit)
+# the same family, for a station that forgets its current limit, takes single-register writes
+# only, cannot read its enable coil back, and answers identity on the station unit
+REFRESHING_MAP = (
+    WALLBOX_MAP.replace("phases = 3", "phases = 3\nidentity_unit = 200")
+    .replace('scale = 0.1, unit = "A" }', 'scale = 0.1, unit = "A", write_function = 6 }')
+    .replace('stop = "disable"', 'stop = "disable"\nenable_readable = false\nrefresh_s = 1')
+)
+
+
+def _device(unit: int) -> SimDevice:
+    return SimDevice(
+        unit,
         simdata=(
             [SimData(0, count=16, values=False, datatype=DataType.BITS)],
             [SimData(0, count=16, values=False, datatype=DataType.BITS)],
@@ -127,12 +134,26 @@ async def wallbox(tmp_path: Path) -> AsyncIterator[Wallbox]:
             [SimData(0, count=200, values=0, datatype=DataType.REGISTERS)],
         ),
     )
-    server = ModbusTcpServer([device], address=("127.0.0.1", 0))
+
+
+@pytest.fixture
+def wallbox_map() -> str:
+    return WALLBOX_MAP
+
+
+@pytest.fixture
+async def wallbox(tmp_path: Path, wallbox_map: str) -> AsyncIterator[Wallbox]:
+    path = tmp_path / "test-wallbox.toml"
+    path.write_text(wallbox_map)
+    regmap = load_map(path)
+    server = ModbusTcpServer([_device(UNIT), _device(STATION_UNIT)], address=("127.0.0.1", 0))
     await server.serve_forever(background=True)
     port = int(server.transport.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
     box = Wallbox(server, port, regmap)
     await box.set(vendor="TEST", voltage_V=230.4, current_A=15.99, energy_Wh=2**40 + 7, heartbeat=9)
     await box.set(state="B", fault=0, locked=1)
+    station = encode(regmap, regmap.identity, {"vendor": "ACME"})
+    await server.context.async_setValues(STATION_UNIT, 4, 0, station)  # input registers, as mapped
     try:
         yield box
     finally:
@@ -275,3 +296,25 @@ async def test_a_family_without_identity_registers_is_never_asked_for_them(
     assert pile.state == "online"
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("identity-")]
     assert pile.status(0).vendor is None
+
+
+async def _register(wallbox: Wallbox, function: int, address: int, want: int) -> bool:
+    return await wallbox.read(function, address) == want
+
+
+@pytest.mark.parametrize("wallbox_map", [REFRESHING_MAP])
+async def test_a_forgetful_station_gets_its_current_rewritten_and_its_identity_from_the_station_unit(
+    wallbox: Wallbox, executor: tuple[CommandExecutor, GatewayRuntime]
+) -> None:
+    commands, runtime = executor
+    assert await runtime.buses["b1"].read_identity("W1") == {"vendor": "ACME"}
+    await _poll(runtime)
+    start = await commands.submit("W1", 1, _command("start", 1, power_W=7000))
+    assert (start.status, await wallbox.read(3, 300)) == ("done", 101)
+    await wallbox.server.context.async_setValues(UNIT, 6, 300, [60])  # the station falls back to 6 A
+    await wait_for(lambda: _register(wallbox, 3, 300, 101), 5.0, 0.05, "the current rewritten")
+
+    stop = await commands.submit("W1", 1, _command("stop", 2))
+    assert (stop.status, stop.readback) == ("done", {"current_A": 0.0})  # confirmed by the write reply
+    assert await wallbox.read(1, 5) == 0
+    await wait_for(lambda: _register(wallbox, 3, 300, 0), 5.0, 0.05, "0 A held after the stop")
