@@ -352,8 +352,8 @@ class Bus:
 
     def _check_span(self, unit: int, address: int, count: int) -> None:
         problems = []
-        if not 1 <= unit <= 247:
-            problems.append(f"unit {unit} outside 1..247")
+        if not 1 <= unit <= 255:
+            problems.append(f"unit {unit} outside 1..255")
         if count < 1:
             problems.append(f"count {count} < 1")
         if address < 0 or address + count > 0x10000:

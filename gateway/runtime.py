@@ -15,11 +15,11 @@ import structlog
 
 from drivers.bus import Bus, PollResult
 from drivers.errors import DriverError
-from gateway.config import GatewayConfig, PileConfig
+from gateway.config import GatewayConfig, PileConfig, pile_map
 from gateway.publisher import Publisher
 from gateway.tracker import PileTracker
 from protocols.payloads import PileState, PileStatus
-from protocols.registers import RegisterMap, get_map
+from protocols.registers import RegisterMap
 
 log = structlog.get_logger(__name__)
 
@@ -83,8 +83,7 @@ class GatewayRuntime:
     def __init__(self, config: GatewayConfig, buses: Mapping[str, Bus], publisher: Publisher) -> None:
         self.config, self.buses, self.publisher = config, buses, publisher
         self.piles: dict[str, PileRuntime] = {
-            p.id: PileRuntime(p, buses[p.bus], get_map(p.map), PileTracker(p.id, p.ports))
-            for p in config.piles
+            p.id: PileRuntime(p, buses[p.bus], pile_map(p), PileTracker(p.id, p.ports)) for p in config.piles
         }
         self._identity_tasks: set[asyncio.Task[None]] = set()
         self.telemetry_count = 0
