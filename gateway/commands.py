@@ -157,7 +157,7 @@ class CommandExecutor:
             raise Rejected(f"map {pile.regmap.name} has no command recipe: its piles are read-only")
         if isinstance(recipe, CurrentRecipe):
             try:
-                current_steps(recipe, pile.regmap, command.op, power)
+                current_steps(recipe, pile.regmap, command.op, power, _unit_max_A(pile, port, recipe))
             except RecipeRefused as exc:
                 raise Rejected(str(exc)) from None
 
@@ -206,7 +206,8 @@ class CommandExecutor:
     async def _current(
         self, pile: PileRuntime, port: int, command: CommandMessage, recipe: CurrentRecipe
     ) -> CommandResult:
-        steps = current_steps(recipe, pile.regmap, command.op, command.params.get("power_W"))
+        power = command.params.get("power_W")
+        steps = current_steps(recipe, pile.regmap, command.op, power, _unit_max_A(pile, port, recipe))
         for write in steps.writes:
             await write_register(pile, port, write.register, write.value)
         if recipe.refresh_s:
@@ -282,6 +283,14 @@ class CommandExecutor:
         for task in list(self._running.values()):
             task.cancel()
         await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+
+def _unit_max_A(pile: PileRuntime, port: int, recipe: CurrentRecipe) -> float | None:
+    """The unit's own maximum current from its last reading, when the map names such a register."""
+    if recipe.max_current is None:
+        return None
+    value = pile.last.get(port, {}).get(recipe.max_current)
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _peek_id(payload: bytes) -> str | None:

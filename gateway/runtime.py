@@ -17,7 +17,7 @@ from drivers.bus import Bus, PollResult
 from drivers.errors import DriverError
 from gateway.config import GatewayConfig, PileConfig, pile_map
 from gateway.publisher import Publisher
-from gateway.tracker import PileTracker
+from gateway.tracker import PileTracker, SessionMeter
 from protocols.payloads import PileState, PileStatus
 from protocols.registers import RegisterMap
 
@@ -36,6 +36,12 @@ class PileRuntime:
     last: dict[int, dict[str, object]] = field(default_factory=dict)
     last_ts_ms: int = 0
     last_error: str | None = None
+    meters: dict[int, SessionMeter] = field(default_factory=dict)  # session energy families only
+
+    def __post_init__(self) -> None:
+        energy = self.regmap.fields_by_name.get("energy_Wh")
+        if energy is not None and energy[1].energy_kind == "session":
+            self.meters = {port: SessionMeter() for port in range(1, self.config.ports + 1)}
 
     @property
     def id(self) -> str:
@@ -99,6 +105,10 @@ class GatewayRuntime:
                 self._on_failure(pile, result.error)
 
     def _on_reading(self, pile: PileRuntime, result: PollResult) -> None:
+        for port, meter in pile.meters.items():
+            values = result.ports.get(port, {})
+            if isinstance(energy := values.get("energy_Wh"), int):
+                values["energy_Wh"] = meter.cumulative(energy)
         pile.last, pile.last_ts_ms, pile.last_error = result.ports, result.ts_ms, None
         for port, values in result.ports.items():
             self.publisher.telemetry(pile.id, port, result.ts_ms, values)

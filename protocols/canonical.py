@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, MutableMapping
 
-from protocols.regmodel import CodecError, FaultCode, Field, PortState, RegisterMap
+from protocols.regmodel import CodecError, FaultCode, Field, PortState, RegisterMap, StateRule
 
 CANONICAL: dict[str, str] = {
     "state": "",
@@ -120,8 +120,34 @@ def _mean(values: MutableMapping[str, object], names: tuple[str, ...]) -> float 
 
 
 def deriver(regmap: RegisterMap) -> Callable[[MutableMapping[str, object]], None] | None:
-    """Fills in readings the family does not publish: voltage and current from the phases, power
-    from V x I x phases (or the sum over phases). None when the map publishes them all."""
+    """Fills in readings the family does not publish (voltage and current from the phases, power
+    from V x I x phases or the sum over phases) and applies state overrides. None when there is
+    nothing to do."""
+    readings = _readings(regmap)
+    state = next((f for b in regmap.blocks_of("telemetry") for f in b.fields if f.name == "state"), None)
+    rules = state.overrides if state else ()
+    if not rules:
+        return readings
+
+    def derive(values: MutableMapping[str, object]) -> None:
+        if readings is not None:
+            readings(values)
+        _override(rules, values)
+
+    return derive
+
+
+def _override(rules: tuple[StateRule, ...], values: MutableMapping[str, object]) -> None:
+    for rule in rules:
+        value = values.get(rule.register)
+        if not isinstance(value, int) or (value & rule.mask if rule.mask else value) != rule.equals:
+            continue
+        if not rule.only_from or values.get("state") in rule.only_from:
+            values["state"] = rule.state
+            return
+
+
+def _readings(regmap: RegisterMap) -> Callable[[MutableMapping[str, object]], None] | None:
     names = {f.name for b in regmap.blocks_of("telemetry") for f in b.fields}
     needs_v = "voltage_V" not in names and any(n in names for n in _PHASE_V)
     needs_a = "current_A" not in names and any(n in names for n in _PHASE_A)

@@ -35,6 +35,7 @@ from protocols.regmodel import (
     Recipe,
     RegisterMap,
     SequencedRecipe,
+    StateRule,
 )
 
 MAP_SUFFIX = ".toml"
@@ -88,6 +89,15 @@ FIELD_KEYS: dict[str, tuple[Any, str]] = {
     "mask": (None, "state/fault: the bits holding the code (code = (raw & mask) >> shift)"),
     "shift": (0, "state/fault: how far the code sits from bit 0"),
     "write_function": (None, "control holding register: 6 (write single) or 16 (write multiple, default)"),
+    "overrides": (None, "state: rules by which a second register overrides the state"),
+    "energy_kind": ("meter", "energy_Wh: meter (cumulative) | session (restarts at 0 every session)"),
+}
+RULE_KEYS: dict[str, tuple[Any, str]] = {
+    "register": (..., "a polled register ([telemetry] or [readback])"),
+    "equals": (..., "the value (after mask) that triggers the rule"),
+    "state": (..., "the port state it means"),
+    "mask": (0, "bits of the register compared; 0: all"),
+    "from": (None, "apply only when the state register says one of these states"),
 }
 SEQUENCED_KEYS: dict[str, tuple[Any, str]] = {
     "style": (..., "sequenced"),
@@ -117,6 +127,7 @@ CURRENT_KEYS: dict[str, tuple[Any, str]] = {
     "stop": ("current_zero", "how stop works: current_zero | disable"),
     "enable_readable": (True, "false: the enable register cannot be read back (stop confirmed by the write)"),
     "refresh_s": (0, "rewrite the last current this often (families that fall back after a timeout)"),
+    "max_current": (None, "polled register (in A) with the unit's own maximum, capping max_current_A"),
 }
 
 
@@ -311,9 +322,69 @@ def _parse_field(name: str, raw: Any, section: str, default_fc: int, problems: l
         mask=f["mask"] if isinstance(f["mask"], int) else 0,
         shift=f["shift"] if isinstance(f["shift"], int) and f["shift"] > 0 else 0,
         write_function=write_function,
+        overrides=_overrides(name, section, f["overrides"], where, problems),
+        energy_kind=_energy_kind(name, section, f["energy_kind"], where, problems),
         **tables,
     )
     return _Parsed(section, function, f["address"], field)
+
+
+def _overrides(name: str, section: str, raw: Any, where: str, problems: list[str]) -> tuple[StateRule, ...]:
+    if raw is None:
+        return ()
+    if section != "telemetry" or name != "state":
+        problems.append(f"{where}.overrides: only the state register has overrides")
+        return ()
+    if not isinstance(raw, list):
+        problems.append(f"{where}.overrides: expected a list of {{ register, equals, state }} tables")
+        return ()
+    return tuple(r for i, item in enumerate(raw) if (r := _rule(item, f"{where}.overrides[{i}]", problems)))
+
+
+def _rule(raw: Any, where: str, problems: list[str]) -> StateRule | None:
+    r = take(raw, RULE_KEYS, where, problems)
+    check(problems, f"{where}.register", r["register"], str)
+    check(problems, f"{where}.equals", r["equals"], int)
+    check(problems, f"{where}.mask", r["mask"], int, lambda v: v >= 0, ">= 0")
+    states = [r["state"], *(r["from"] if isinstance(r["from"], list) else [])]
+    if r["from"] is not None and not isinstance(r["from"], list):
+        problems.append(f"{where}.from: expected a list of states")
+    for state in states:
+        if state is not None and state not in STATE_NAMES:
+            problems.append(f"{where}: {state!r} is not one of {', '.join(STATE_NAMES)}")
+    if not (isinstance(r["register"], str) and type(r["equals"]) is int and r["state"] in STATE_NAMES):
+        return None
+    only_from = tuple(STATE_NAMES[s] for s in states[1:] if s in STATE_NAMES)
+    mask = r["mask"] if isinstance(r["mask"], int) else 0
+    return StateRule(r["register"], r["equals"], STATE_NAMES[r["state"]], mask, only_from)
+
+
+def _energy_kind(name: str, section: str, raw: Any, where: str, problems: list[str]) -> Any:
+    if raw == "meter":
+        return raw
+    if section != "telemetry" or name != "energy_Wh":
+        problems.append(f"{where}.energy_kind: only for telemetry energy_Wh")
+    elif raw != "session":
+        problems.append(f"{where}.energy_kind: {raw!r} is not meter or session")
+    else:
+        return raw
+    return "meter"
+
+
+def _check_rule_registers(parsed: list[_Parsed], problems: list[str]) -> None:
+    """Every override names a polled integer register."""
+    polled = {p.field.name: p.field for p in parsed if p.section in ("telemetry", "readback")}
+    for p in parsed:
+        for rule in p.field.overrides:
+            f = polled.get(rule.register)
+            if f is None:
+                problems.append(
+                    f"telemetry.state.overrides: no register {rule.register!r} in [telemetry] or [readback]"
+                )
+            elif f.type in ("str", "float32", "float64"):
+                problems.append(
+                    f"telemetry.state.overrides: {rule.register} is {f.type}, not an integer register"
+                )
 
 
 def _code_bits(
@@ -599,6 +670,8 @@ def _parse_current(raw: Mapping[str, Any], parsed: list[_Parsed], problems: list
     _register(confirm, "command.confirm", parsed, ("control", "readback", "telemetry"), problems)
     if c["enable"] is not None:
         _register(c["enable"], "command.enable", parsed, ("control",), problems)
+    if c["max_current"] is not None:
+        _register(c["max_current"], "command.max_current", parsed, ("readback",), problems)
     for key in ("min_current_A", "max_current_A", "step_A"):
         check(problems, f"command.{key}", c[key], NUMBER, lambda v: 0 < v <= 1000, "0 < A <= 1000")
     check(problems, "command.confirm_tolerance_A", c["confirm_tolerance_A"], NUMBER, lambda v: v >= 0, ">= 0")
@@ -631,7 +704,7 @@ def _parse_current(raw: Mapping[str, Any], parsed: list[_Parsed], problems: list
     return CurrentRecipe(
         c["current"], float(c["min_current_A"]), float(c["max_current_A"]), float(c["step_A"]), confirm,
         c["enable"], c["enable_on"], c["enable_off"], c["stop"], float(c["confirm_tolerance_A"]),
-        c["enable_readable"], float(c["refresh_s"]),
+        c["enable_readable"], float(c["refresh_s"]), c["max_current"],
     )  # fmt: skip
 
 
@@ -669,6 +742,7 @@ def parse_map(data: Mapping[str, Any], source: str = "<map>") -> RegisterMap:
     bases, stride = _parse_ports(data, problems)
     parsed = [p for s in ("identity", *PORT_SECTIONS) for p in _parse_section(data, s, default_fc, problems)]
     _check_names(parsed, problems)
+    _check_rule_registers(parsed, problems)
     _check_overlaps(parsed, bases, stride, problems)
     _check_identity_overlaps(parsed, problems)
     match = _parse_match(data, [p for p in parsed if p.section == "identity"], problems)

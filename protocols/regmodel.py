@@ -105,6 +105,18 @@ class SimFault(enum.IntEnum):
 
 
 @dataclass(frozen=True)
+class StateRule:
+    """A second register that overrides the state: when ``(value & mask) == equals`` (and the
+    state is one of ``only_from``, if given) the port's state is ``state``."""
+
+    register: str
+    equals: int
+    state: int
+    mask: int = 0  # 0: the whole value
+    only_from: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class Field:
     """One register (or run of registers, or bit). ``offset`` is relative to the block's base.
 
@@ -129,6 +141,8 @@ class Field:
     mask: int = 0  # state/fault code = (raw & mask) >> shift; 0: the whole value
     shift: int = 0
     write_function: int = 0  # 6 or 16 for a holding register; 0: 16 (coils: 5)
+    overrides: tuple[StateRule, ...] = ()  # state only
+    energy_kind: Literal["meter", "session"] = "meter"  # energy_Wh only; session: resets per session
 
     @cached_property
     def width(self) -> int:
@@ -214,6 +228,7 @@ class CurrentRecipe:
     confirm_tolerance_A: float = 0.0
     enable_readable: bool = True  # False: a stop by disable is confirmed by the write's reply
     refresh_s: float = 0.0  # > 0: rewrite the last current this often (families that forget it)
+    max_current: str | None = None  # a polled register (A) capping max_current_A, e.g. a unit's setting
     style: Literal["current"] = "current"
 
 

@@ -124,6 +124,20 @@ REFRESHING_MAP = (
 )
 
 
+# the same family with a session energy register and a unit-set maximum current
+SESSION_MAP = (
+    WALLBOX_MAP.replace(
+        'energy_Wh = { address = 104, type = "u64" }',
+        'energy_Wh = { address = 104, type = "u64", energy_kind = "session" }',
+    )
+    .replace(
+        "locked = { address = 7, function = 2 }",
+        "locked = { address = 7, function = 2 }\nunit_max_A = { address = 140, scale = 0.1 }",
+    )
+    .replace('stop = "disable"', 'stop = "disable"\nmax_current = "unit_max_A"')
+)
+
+
 def _device(unit: int) -> SimDevice:
     return SimDevice(
         unit,
@@ -318,3 +332,21 @@ async def test_a_forgetful_station_gets_its_current_rewritten_and_its_identity_f
     assert (stop.status, stop.readback) == ("done", {"current_A": 0.0})  # confirmed by the write reply
     assert await wallbox.read(1, 5) == 0
     await wait_for(lambda: _register(wallbox, 3, 300, 0), 5.0, 0.05, "0 A held after the stop")
+
+
+@pytest.mark.parametrize("wallbox_map", [SESSION_MAP])
+async def test_session_energy_is_published_as_a_meter_and_the_units_maximum_caps_the_current(
+    wallbox: Wallbox, executor: tuple[CommandExecutor, GatewayRuntime]
+) -> None:
+    commands, runtime = executor
+    pile = runtime.piles["W1"]
+    published = []
+    await wallbox.set(unit_max_A=13.0)
+    for session_Wh in (100, 150, 20, 45):  # a new session starts after 150 Wh
+        await wallbox.set(energy_Wh=session_Wh)
+        await _poll(runtime)
+        published.append(pile.last[1]["energy_Wh"])
+    assert published == [100, 150, 170, 195]
+    start = await commands.submit("W1", 1, _command("start", 1, power_W=22_000))
+    assert (start.status, start.readback) == ("done", {"current_A": 13.0, "amps": 13.0})
+    assert await wallbox.read(3, 300) == 130

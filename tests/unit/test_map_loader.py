@@ -332,6 +332,8 @@ def test_every_shipped_map_loads_names_its_document_and_round_trips_its_register
         ("[readback.x]\naddress = 9\nwrite_function = 6\n", "only for [control] holding registers"),
         ("[identity]\nv = { address = 50 }\n[match]\nv = { min = 5 }\n", "match.v: a range is"),
         ("[identity]\nv = { address = 50 }\n[match]\nv = []\n", "an empty list accepts nothing"),
+        ("[readback.x]\naddress = 9\noverrides = []\n", "only the state register has overrides"),
+        ("[readback.x]\naddress = 9\nenergy_kind = 'session'\n", "energy_kind: only for telemetry energy_Wh"),
     ],
 )
 def test_each_kind_of_mistake_in_the_newer_keys_is_named(extra, message):
@@ -362,3 +364,25 @@ def test_match_reads_integers_by_their_digits_and_by_ranges():
     assert not matches(regmap, {"product": 411_010, "amps": 16_000})
     assert not matches(regmap, {"product": 3_110_100, "amps": 16_000})
     assert not matches(regmap, {"product": 311_010, "amps": 40_000})
+
+
+def test_state_overrides_and_session_energy_are_checked():
+    text = MINIMAL.replace(
+        'values = { 0 = "available", 1 = "charging" }',
+        'values = { 0 = "available", 1 = "charging" }\n'
+        'overrides = [{ register = "ghost", equals = 1, state = "plugged" },'
+        ' { register = "s", equals = 1, state = "asleep", from = ["charging", "dozing"] },'
+        ' { register = "t", equals = 1, state = "plugged" }]',
+    ).replace('type = "u32" }', 'type = "u32", energy_kind = "daily" }')
+    text += '[readback]\ns = { address = 20 }\nt = { address = 30, type = "float32" }\n'
+    found = problems(text)
+    assert "telemetry.state.overrides: no register 'ghost' in [telemetry] or [readback]" in found
+    assert any("overrides[1]: 'asleep' is not one of" in p for p in found)
+    assert any("overrides[1]: 'dozing' is not one of" in p for p in found)
+    assert "telemetry.state.overrides: t is float32, not an integer register" in found
+    assert "telemetry.energy_Wh.energy_kind: 'daily' is not meter or session" in found
+
+
+def test_current_recipe_max_current_must_be_a_polled_register():
+    bad = MINIMAL + CURRENT.replace("max_current_A = 32", 'max_current_A = 32\nmax_current = "amps"')
+    assert "command.max_current: no register 'amps' in [readback]" in problems(bad)

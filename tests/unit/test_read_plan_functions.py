@@ -179,3 +179,41 @@ def test_masked_state_codes_and_status_bits_that_are_not_faults(state_word, faul
     plan = compile_read_plan(parse_map(tomllib.loads(MASKED)), 1)
     values = plan.decode([[state_word, fault_word, 0, 0]])[1]
     assert (values["state"], values["fault"]) == (state, fault)
+
+
+OVERRIDES = """
+[map]
+name = "two-register-state"
+document = "test"
+[telemetry]
+energy_Wh = { address = 2, type = "u32" }
+[telemetry.state]
+address = 0
+documented = [1, 2, 3]
+values = { 1 = "available", 2 = "charging", 3 = "finished" }
+overrides = [
+    { register = "availability", equals = 0, state = "unavailable" },
+    { register = "cable", mask = 4, equals = 4, state = "plugged", from = ["available"] },
+]
+[readback]
+cable = { address = 10 }
+availability = { address = 11 }
+"""
+
+
+@pytest.mark.parametrize(
+    ("state_code", "cable", "availability", "state"),
+    [
+        (1, 0b000, 1, PortState.AVAILABLE),
+        (1, 0b101, 1, PortState.PLUGGED),  # "not ready" with a vehicle connected
+        (2, 0b100, 1, PortState.CHARGING),  # the cable rule applies to available only
+        (3, 0b100, 1, PortState.FINISHED),
+        (2, 0b100, 0, PortState.UNAVAILABLE),  # out of service whatever the state says
+    ],
+)
+def test_a_second_register_overrides_the_state(state_code, cable, availability, state):
+    plan = compile_read_plan(parse_map(tomllib.loads(OVERRIDES)), 1)
+    replies = [[state_code, 0, 0, 0, 0, 0, 0, 0, 0, 0, cable, availability]]
+    values = plan.decode(replies)[1]
+    assert values["state"] == state
+    assert (values["cable"], values["availability"]) == (cable, availability)
