@@ -7,6 +7,7 @@ single source of defaults and help lines; ``config/gateway.example.toml`` docume
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +18,13 @@ from pilegate.settings import ConfigError as ConfigError  # re-exported for call
 from pilegate.settings import check as _check
 from pilegate.settings import is_loopback_listen, parse_mqtt_url, read_secret, read_toml, unknown_tables
 from pilegate.settings import take as _take
-from protocols.registers import MAPS
+from protocols.maploader import MapError, get_map
+from protocols.maploader import is_path as is_map_path
+from protocols.regmodel import RegisterMap
 from protocols.topics import TopicError, check_id
+
+MAX_RTU_UNIT = 247  # Modbus serial line addresses
+MAX_TCP_UNIT = 255  # Modbus TCP unit ids (many TCP devices answer only on 255)
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,7 @@ class PileConfig:
     kind: str | None  # "fast" | "trickle"; None = read from the pile's identity
     max_registers: int
     max_gap: int
+    phases: int | None = None  # None: the map's
 
 
 @dataclass(frozen=True)
@@ -144,10 +151,14 @@ TRANSPORTS = ("tcp", "rtu", "rtu-tcp")
 PILE_KEYS: dict[str, tuple[Any, str]] = {
     "id": (..., "pile id, unique in the station (e.g. F1, T3)"),
     "bus": (..., "name of the bus the pile is on"),
-    "unit": (1, "Modbus unit (device) id, 1..247, unique on its bus"),
-    "map": ("pilegate-sim-v1", "register map of the pile family"),
+    "unit": (1, "Modbus unit (device) id, unique on its bus: 1..247 on RTU, up to 255 on TCP"),
+    "map": (
+        "pilegate-sim-v1",
+        "register map of the pile family: a shipped map's name, or a map file (relative to this file)",
+    ),
     "ports": (1, "number of charging ports"),
     "kind": (None, "fast | trickle; default: read from the pile"),
+    "phases": (None, "phases the pile charges on (1..3); default: the map's"),
     "max_registers": (125, "largest read the device accepts"),
     "max_gap": (16, "registers read through to merge two ranges into one request"),
 }
@@ -238,22 +249,47 @@ def _parse_bus(raw: Any, i: int, poll_period_s: Any, problems: list[str]) -> Bus
     return BusConfig(**b)
 
 
-def _parse_pile(raw: Any, i: int, problems: list[str]) -> PileConfig | None:
+_PHASED: dict[tuple[str, int], RegisterMap] = {}
+
+
+def pile_map(pile: PileConfig) -> RegisterMap:
+    """The register map of ``pile``: its family's, with the pile's own phase count if it sets one
+    (one object per map and phase count, so compiled decoders are shared)."""
+    regmap = get_map(pile.map)
+    if pile.phases is None or pile.phases == regmap.phases:
+        return regmap
+    key = (pile.map, pile.phases)
+    if key not in _PHASED:
+        _PHASED[key] = dataclasses.replace(regmap, phases=pile.phases)
+    return _PHASED[key]
+
+
+def _resolve_map(p: dict[str, Any], where: str, base: Path, problems: list[str]) -> RegisterMap | None:
+    """Load the pile's map (a shipped name, or a path relative to the config file); a path is
+    stored absolute so every later lookup finds the same file."""
+    ref = p["map"]
+    if not isinstance(ref, str) or not ref:
+        problems.append(f"{where}.map: expected a map name or a path to a map file")
+        return None
+    if is_map_path(ref):
+        ref = p["map"] = str((base / ref).resolve())
+    try:
+        return get_map(ref)
+    except MapError as exc:
+        label = f"{where}.map ({ref})" if is_map_path(ref) else f"{where}.map"
+        problems.extend(f"{label}: {problem}" for problem in exc.problems)
+        return None
+
+
+def _parse_pile(raw: Any, i: int, base: Path, problems: list[str]) -> PileConfig | None:
     if not isinstance(raw, dict):
         problems.append(f"pile[{i}]: expected a table")
         return None
     where = f"pile[{raw.get('id', i)}]"
     p = _take(raw, PILE_KEYS, where, problems)
     _check_id(problems, f"{where}.id", p["id"])
-    _check(problems, f"{where}.unit", p["unit"], int, lambda v: 1 <= v <= 247, "1..247")
-    _check(
-        problems,
-        f"{where}.map",
-        p["map"],
-        str,
-        lambda v: v in MAPS,
-        f"a known register map ({', '.join(sorted(MAPS))})",
-    )
+    _check(problems, f"{where}.unit", p["unit"], int, lambda v: 1 <= v <= MAX_TCP_UNIT, f"1..{MAX_TCP_UNIT}")
+    regmap = _resolve_map(p, where, base, problems)
     _check(problems, f"{where}.kind", p["kind"], str, lambda v: v in ("fast", "trickle"), "fast or trickle")
     _check(
         problems,
@@ -264,14 +300,15 @@ def _parse_pile(raw: Any, i: int, problems: list[str]) -> PileConfig | None:
         "1..125 (the Modbus limit)",
     )
     _check(problems, f"{where}.max_gap", p["max_gap"], int, lambda v: 0 <= v <= 125, "0..125")
-    max_ports = MAPS[p["map"]].max_ports if p["map"] in MAPS else 99
+    _check(problems, f"{where}.phases", p["phases"], int, lambda v: 1 <= v <= 3, "1, 2 or 3")
+    max_ports = regmap.max_ports if regmap else 99
     _check(
         problems,
         f"{where}.ports",
         p["ports"],
         int,
         lambda v: 1 <= v <= max_ports,
-        f"1..{max_ports} for map {p['map']}",
+        f"1..{max_ports} for map {regmap.name if regmap else p['map']}",
     )
     return PileConfig(**p)
 
@@ -283,6 +320,7 @@ def _cross_check(buses: list[BusConfig], piles: list[PileConfig], problems: list
             problems.append(f"bus[{b.name}]: duplicate bus name")
         seen_bus.add(b.name)
     seen_pile: set[str] = set()
+    serial = {b.name for b in buses if b.transport == "rtu"}
     units: dict[tuple[str, int], str] = {}
     for p in piles:
         if p.id in seen_pile:
@@ -290,6 +328,8 @@ def _cross_check(buses: list[BusConfig], piles: list[PileConfig], problems: list
         seen_pile.add(p.id)
         if p.bus not in seen_bus:
             problems.append(f"pile[{p.id}].bus: unknown bus {p.bus!r}")
+        if p.bus in serial and isinstance(p.unit, int) and p.unit > MAX_RTU_UNIT:
+            problems.append(f"pile[{p.id}].unit: {p.unit} is not an RTU address (1..{MAX_RTU_UNIT})")
         other = units.setdefault((p.bus, p.unit), p.id)
         if other != p.id:
             problems.append(f"pile[{p.id}].unit: unit {p.unit} on bus {p.bus!r} already used by pile {other}")
@@ -355,7 +395,7 @@ def parse_config(
         problems.append("bus and pile must be arrays of tables ([[bus]], [[pile]])")
         raw_buses, raw_piles = [], []
     buses = [b for i, r in enumerate(raw_buses) if (b := _parse_bus(r, i, gw["poll_period_s"], problems))]
-    piles = [p for i, r in enumerate(raw_piles) if (p := _parse_pile(r, i, problems))]
+    piles = [p for i, r in enumerate(raw_piles) if (p := _parse_pile(r, i, base, problems))]
     _cross_check(buses, piles, problems)
     if problems:
         raise ConfigError(source, problems)
