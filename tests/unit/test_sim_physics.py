@@ -471,7 +471,7 @@ def test_pile_problem_messages(pile, message):
 def test_duplicate_tcp_ports_are_reported():
     config = SimConfig(piles=(SimPileSpec("A", "fast", 1, tcp_port=1502),
                               SimPileSpec("B", "fast", 1, tcp_port=1502)))  # fmt: skip
-    with pytest.raises(SimConfigError, match="tcp_port 1502 used by more than one pile"):
+    with pytest.raises(SimConfigError, match="tcp_port 1502 used more than once"):
         validate_sim_config(config)
 
 
