@@ -71,9 +71,14 @@ def telemetry(tables: Tables, now_s: float, port: int = 1) -> dict[str, Any]:
     block = WALLBOX.telemetry
     words = tables.read(4, WALLBOX.port_address(port, block), block.size, now_s)
     values: dict[str, Any] = decode(WALLBOX, block, words)
-    values["canonical_state"] = PortState(state_converter(block.field("state"))(values["state"]))
-    values["canonical_fault"] = FaultCode(fault_converter(block.field("fault"))(values["fault"]))
+    values["canonical_state"] = PortState(code(state_converter(block.field("state"))(values["state"])))
+    values["canonical_fault"] = FaultCode(code(fault_converter(block.field("fault"))(values["fault"])))
     return values
+
+
+def code(value: object) -> int:
+    assert isinstance(value, int), value
+    return value
 
 
 def offer(tables: Tables, current_A: float | None, enabled: bool | None, now_s: float, port: int = 1) -> None:
