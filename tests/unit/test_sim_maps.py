@@ -309,3 +309,29 @@ def test_config_names_an_unknown_map_and_too_many_ports():
     problems = info.value.problems
     assert any(p.startswith("pile 'W1': map acme-9000: unknown register map 'acme-9000'") for p in problems)
     assert any(p.startswith("pile 'W2': ports 3 outside 1..2") for p in problems)
+
+
+def test_a_family_without_a_fault_state_shows_a_faulted_port_as_stopped_with_its_fault_bits():
+    raw = raw_map()
+    raw["telemetry"]["state"]["values"] = {"0": "available", "1": "plugged", "4": "charging", "5": "finished"}
+    raw["telemetry"]["fault"] = {"address": 3, "bits": {"1": "residual_current"}}
+    encoder = MapEncoder(parse_map(raw))
+    assert encoder.state_code(PortState.FAULTED) == 5
+    assert encoder.fault_code(FaultCode.RESIDUAL_CURRENT) == 0b10
+    raw["telemetry"] = {k: v for k, v in raw_map()["telemetry"].items() if k != "fault"}
+    raw["telemetry"]["state"]["values"] = {"0": "available", "1": "plugged", "4": "charging"}
+    with pytest.raises(MapNotServableError, match="no code for faulted"):
+        MapEncoder(parse_map(raw))
+
+
+def test_fixed_registers_from_the_pile_config_are_served_as_given():
+    raw = {"piles": [{"id": "W1", "kind": "trickle", "rated_power_W": 22_000, "map": str(MAP_PATH),
+                      "registers": {"temperature_C": 41.5}}]}  # fmt: skip
+    pile = SimPile(parse_sim_config(raw).piles[0])
+    assert telemetry(Tables(pile), now_s=1.0)["temperature_C"] == 41.5
+    raw["piles"][0]["registers"] = {"state": 1, "charge_current_A": 6, "nothing": 1, "active_current_A": [1]}
+    with pytest.raises(SimConfigError) as info:
+        parse_sim_config(raw)
+    assert [p.split(":")[1].strip() for p in info.value.problems] == [
+        "registers.state", "registers.charge_current_A", "registers.nothing", "registers.active_current_A",
+    ]  # fmt: skip
