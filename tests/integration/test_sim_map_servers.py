@@ -240,3 +240,12 @@ async def test_the_family_over_an_rtu_bus(sim):
         assert coil.bits[0] is True
     finally:
         client.close()
+
+
+async def test_a_read_beyond_the_family_max_read_gets_illegal_value(w1):
+    assert WALLBOX.max_read == 60
+    first = WALLBOX.port_address(1, TELEMETRY)
+    assert not (await w1.read_input_registers(first, count=21, device_id=1)).isError()
+    response = await w1.read_input_registers(0, count=61, device_id=1)
+    assert response.isError()
+    assert response.exception_code == 3  # ILLEGAL_VALUE
