@@ -17,6 +17,7 @@ import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 from protocols.codec import encode_value, orders
@@ -76,6 +77,20 @@ class RenderedBlock:
     fields: tuple[tuple[Field, Kind], ...]
     packer: struct.Struct | None = None
     words: struct.Struct | None = None
+
+    @cached_property
+    def runs(self) -> tuple[tuple[int, int], ...]:
+        """(first, end) offsets of the block's runs of adjacent fields: the registers it owns.
+
+        Only these are written into a device's table; the holes between them may belong to
+        another block (a family's read-back registers can sit amid its telemetry)."""
+        runs: list[list[int]] = []
+        for f, _ in self.fields:
+            if runs and f.offset <= runs[-1][1]:
+                runs[-1][1] = max(runs[-1][1], f.offset + f.width)
+            else:
+                runs.append([f.offset, f.offset + f.width])
+        return tuple((first, end) for first, end in runs)
 
 
 def _rendered(regmap: RegisterMap, block: Block) -> RenderedBlock:

@@ -335,3 +335,25 @@ def test_fixed_registers_from_the_pile_config_are_served_as_given():
     assert [p.split(":")[1].strip() for p in info.value.problems] == [
         "registers.state", "registers.charge_current_A", "registers.nothing", "registers.active_current_A",
     ]  # fmt: skip
+
+
+def test_blocks_that_interleave_write_only_their_own_registers():
+    # read-back and control registers amid the telemetry, as some vendors lay them out
+    raw = raw_map()
+    raw["telemetry"]["voltage_V"] = {"address": 10, "type": "u16", "scale": 0.1, "unit": "V"}
+    raw["readback"] = {"active_current_A": {"address": 5, "type": "u16", "scale": 0.1}}
+    raw["control"] = {"limit_A": {"address": 7, "type": "u16", "scale": 0.1}}
+    raw["command"] = {
+        "style": "current",
+        "current": "limit_A",
+        "max_current_A": 32,
+        "confirm": "active_current_A",
+    }
+    regmap = parse_map(raw)
+    pile = SimPile(SimPileSpec("W1", "trickle", 22_000), regmap=regmap)
+    tables = Tables(pile)
+    tables.write(3, 7, [160], now_s=0.0)
+    words = tables.read(3, 0, 11, now_s=60.0)
+    telemetry = decode(regmap, regmap.telemetry, words)
+    assert (telemetry["state"], telemetry["voltage_V"]) == (1, 228.7)  # charging 16 A on 1 phase: sag
+    assert words[5] == 160 and words[7] == 160  # read-back rendered, the written limit kept
