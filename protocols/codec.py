@@ -199,7 +199,7 @@ def _msb_first(f: Field, value: object) -> bytes:
             return struct.pack(">f" if f.type == "float32" else ">d", scaled)
         except OverflowError:
             raise CodecError(f"{f.name}: {value} {f.unit} out of range for {f.type}") from None
-    raw = round(scaled)
+    raw = value if isinstance(value, int) and f.scale == 1.0 else round(scaled)  # exact beyond 2**53
     low, high = INT_RANGE[f.type]
     if not low <= raw <= high:
         raise CodecError(f"{f.name}: {value} {f.unit} out of range for {f.type} x{f.scale}")
