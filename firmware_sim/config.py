@@ -52,6 +52,7 @@ class SimPileSpec:
     serial_bus: str | None = None
     initial_energy_Wh: int = 0
     map: str = DEFAULT_MAP  # a shipped map's name, or a map file's path
+    phases: int | None = None  # AC phases; None: the map's
     # fixed values of read-only registers the simulator has no model for, by the map's names
     registers: tuple[tuple[str, int | float | str], ...] = ()
 
@@ -102,6 +103,8 @@ def _check_pile(pile: SimPileSpec, bus_names: set[str]) -> list[str]:
     problems += [f"{where}: {p}" for p in map_problems]
     if regmap is not None:
         problems += [f"{where}: {p}" for p in _check_fixed(pile, regmap)]
+    if pile.phases is not None and pile.phases not in (1, 2, 3):
+        problems.append(f"{where}: phases {pile.phases} is not 1, 2 or 3")
     max_ports = regmap.max_ports if regmap is not None else 4
     if not 1 <= pile.ports <= max_ports:
         problems.append(f"{where}: ports {pile.ports} outside 1..{max_ports} (map {pile.map})")
@@ -184,6 +187,13 @@ def _duplicates(items: list[T]) -> list[T]:
     return dup
 
 
+def _identity_unit(pile: SimPileSpec) -> int | None:
+    """The other unit id a pile's map answers identity reads on, if any."""
+    regmap, _problems = _pile_map(pile)
+    unit = regmap.identity_unit if regmap is not None else 0
+    return unit if unit and unit != pile.unit else None
+
+
 def _check_cross(config: SimConfig) -> list[str]:
     piles, buses = config.piles, config.serial_buses
     problems = [f"duplicate pile id {d!r}" for d in _duplicates([p.id for p in piles])]
@@ -194,9 +204,9 @@ def _check_cross(config: SimConfig) -> list[str]:
         on_bus = [p for p in piles if p.serial_bus == bus.name]
         if not on_bus:
             problems.append(f"serial bus {bus.name!r} has no piles")
+        units = [p.unit for p in on_bus] + [u for p in on_bus if (u := _identity_unit(p)) is not None]
         problems += [
-            f"serial bus {bus.name!r}: unit {d} used by more than one pile"
-            for d in _duplicates([p.unit for p in on_bus])
+            f"serial bus {bus.name!r}: unit {d} used by more than one pile" for d in _duplicates(units)
         ]
     return problems
 
@@ -302,6 +312,7 @@ def _parse_pile(
         initial_energy_Wh=r.get("initial_energy_Wh", int, 0),
         map=_map_ref(r.get("map", str, DEFAULT_MAP), base_dir),
         registers=tuple(r.get("registers", dict, {}).items()),
+        phases=r.get("phases", (int, type(None)), None),
     )
     r.finish()
     return spec

@@ -151,7 +151,7 @@ class SimPile:
             ramp_s=ramp_s,
             ambient_C=ambient_C,
             initial_energy_Wh=spec.initial_energy_Wh,
-            phases=self.regmap.phases,
+            phases=spec.phases or self.regmap.phases,
             nominal_V=self.regmap.nominal_voltage_V,
         )
         self.ports = [PortPhysics(params) for _ in range(spec.ports)]
@@ -169,6 +169,8 @@ class SimPile:
         self._fixed: dict[str, dict[str, object]] = {}
         for name, value in spec.registers:
             self._fixed.setdefault(self.regmap.fields_by_name[name][0].kind, {})[name] = value
+        energy = self._telemetry_field("energy_Wh")
+        self._session_energy = energy is not None and energy[1].energy_kind == "session"
         self._log = log.bind(pile=spec.id, map=self.regmap.name)
 
     def _telemetry_field(self, name: str) -> tuple[Block, Field] | None:
@@ -211,14 +213,26 @@ class SimPile:
             for i in range(f.width)
         }
 
-    def segments(self, table: int = 3) -> list[Segment]:
-        """The served ranges of ``table``; everything else answers ILLEGAL_ADDRESS."""
+    @property
+    def identity_unit(self) -> int | None:
+        """The unit id the identity registers answer on when it is not the pile's own."""
+        unit = self.regmap.identity_unit
+        return unit if unit and unit != self.spec.unit else None
+
+    def identity_segments(self, table: int) -> list[Segment]:
+        """The identity registers of ``table``."""
         image = self.initial_image(table)
-        result = [
+        return [
             Segment(b.base, b.size, False, tuple(image.get(b.base + i, 0) for i in range(b.size)))
             for b in self.regmap.identity_blocks
             if b.function == table
         ]
+
+    def segments(self, table: int = 3) -> list[Segment]:
+        """The served ranges of ``table`` under the pile's unit id (identity included unless it
+        answers on its own unit); everything else answers ILLEGAL_ADDRESS."""
+        image = self.initial_image(table)
+        result = [] if self.identity_unit is not None else self.identity_segments(table)
         extent = self._port_extent(table)
         if extent is None:
             return result
@@ -312,6 +326,8 @@ class SimPile:
         """Canonical values of ``port`` by section; the encoder turns them into the map's codes."""
         p = self.ports[port - 1]
         values = {"telemetry": self._telemetry(p), "readback": self._readback(p), "sim": self._sim(p)}
+        for name, value in self.encoder.state_registers(p.state):
+            values[self.regmap.fields_by_name[name][0].kind][name] = value
         for section, fixed in self._fixed.items():
             values[section].update(fixed)
         return values
@@ -322,7 +338,7 @@ class SimPile:
             "voltage_V": round(p.voltage_V, 1),
             "current_A": round(p.current_A, 2),
             "power_W": round(p.power_W),
-            "energy_Wh": p.meter_Wh,
+            "energy_Wh": p.session_Wh if self._session_energy else p.meter_Wh,
             "temperature_C": round(p.temperature_C, 1),
             "fault": int(p.fault),
             "heartbeat": 0,
@@ -347,6 +363,8 @@ class SimPile:
             values["active_current_A"] = limit_A
             values["enabled"] = int(p.enabled)
             values[recipe.confirm] = limit_A
+            if recipe.max_current is not None:
+                values[recipe.max_current] = self.max_current_A
         return values
 
     def _sim(self, p: PortPhysics) -> dict[str, object]:
@@ -523,10 +541,19 @@ class SimPile:
             physics.offer(enabled, limit_A, recipe.min_current_A, now_s)
             self._log.info("offer", port=port, enabled=enabled, current_A=limit_A, state=physics.state.name)
 
-    @staticmethod
-    def _checked_current(current_A: float, recipe: CurrentRecipe) -> float:
-        if not 0 <= current_A <= recipe.max_current_A + 1e-9:
-            raise WriteRejectedError(f"current limit {current_A:g} A outside 0..{recipe.max_current_A:g} A")
+    @property
+    def max_current_A(self) -> float:
+        """The largest current the pile takes: the family's, or the unit's own setting when the
+        pile config fixes the recipe's ``max_current`` register."""
+        recipe = self.recipe
+        if not isinstance(recipe, CurrentRecipe):
+            return 0.0
+        fixed = self._fixed.get("readback", {}).get(recipe.max_current or "")
+        return min(recipe.max_current_A, _number(fixed)) if fixed is not None else recipe.max_current_A
+
+    def _checked_current(self, current_A: float, recipe: CurrentRecipe) -> float:
+        if not 0 <= current_A <= self.max_current_A + 1e-9:
+            raise WriteRejectedError(f"current limit {current_A:g} A outside 0..{self.max_current_A:g} A")
         return current_A
 
     @staticmethod

@@ -30,6 +30,7 @@ from protocols.regmodel import (
     Field,
     PortState,
     RegisterMap,
+    StateRule,
 )
 
 # A state the family has no code for is shown as the nearest one it has.
@@ -116,16 +117,32 @@ def _kind(f: Field) -> Kind:
     return "energy" if f.name == "energy_Wh" else "number"
 
 
-def _wildcard_fits(value: object, want: int | str) -> bool:
+Want = int | str | tuple[int, int]
+
+
+def _fits(value: object, want: Want) -> bool:
+    """A ``[match]`` entry's test (see ``protocols.maploader.matches``): text with wildcards (an
+    integer by its decimal digits), an integer, or an inclusive range."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(want, tuple):
+        return isinstance(value, int) and want[0] <= value <= want[1]
     if isinstance(want, str):
+        text = str(value) if isinstance(value, int) else value
         pattern = re.escape(want).replace(r"\*", ".*").replace(r"\?", ".")
-        return isinstance(value, str) and re.fullmatch(pattern, value.strip(), re.IGNORECASE) is not None
+        return isinstance(text, str) and re.fullmatch(pattern, text.strip(), re.IGNORECASE) is not None
     return value == want
 
 
-def _example(want: int | str) -> int | str:
-    """A value that fits a ``[match]`` entry: wildcards filled in."""
-    return want.replace("*", "").replace("?", "X") if isinstance(want, str) else want
+def _example(want: Want, numeric: bool) -> int | str:
+    """A value that fits a ``[match]`` entry: a range's low end, wildcards filled in."""
+    if isinstance(want, tuple):
+        return want[0]
+    if isinstance(want, str):
+        if numeric:
+            return int(want.replace("*", "").replace("?", "0") or "0")
+        return want.replace("*", "").replace("?", "X")
+    return want
 
 
 class MapEncoder:
@@ -136,7 +153,7 @@ class MapEncoder:
         self.blocks = tuple(_rendered(regmap, b) for b in regmap.port_blocks if b.kind in RENDERED_SECTIONS)
         self._state_field = self._telemetry_field("state")
         self._fault_field = self._telemetry_field("fault")
-        self.state_codes = self._state_codes()
+        self.state_plans = self._state_plans()
         self._fault_codes: dict[FaultCode, int | str] = {}
 
     def _telemetry_field(self, name: str) -> Field | None:
@@ -145,31 +162,44 @@ class MapEncoder:
 
     # ------------------------------------------------------------------------------ codes
 
-    def _state_codes(self) -> dict[PortState, int | str]:
+    def _state_plans(self) -> dict[PortState, StatePlan]:
         f = self._state_field
         if f is None or not f.values:
             raise MapNotServableError(self.regmap.name, ["telemetry.state has no values table"])
-        have = {PortState(canonical) for _code, canonical in f.values}
-        codes: dict[PortState, int | str] = {}
+        direct = {PortState(canonical) for _code, canonical in f.values}
+        by_rule: dict[PortState, int] = {}  # a state only an override rule shows: the first such rule
+        for i, rule in enumerate(f.overrides):
+            if _rule_base(rule, direct) is not None:
+                by_rule.setdefault(PortState(rule.state), i)
+        plans: dict[PortState, StatePlan] = {}
         missing = []
         for state, chain in STATE_FALLBACKS.items():
             if state in (PortState.FAULTED, PortState.UNAVAILABLE) and self._fault_field is not None:
                 chain = (*chain, *FAULT_REGISTER_FALLBACKS)
-            shown = next((s for s in chain if s in have), None)
+            shown = next((s for s in chain if s in direct or s in by_rule), None)
             if shown is None:
                 missing.append(state.name.lower())
             else:
-                codes[state] = f.device_code(int(shown))
+                plans[state] = _plan(f, shown, direct, by_rule.get(shown))
         needed = [m for m in missing if m != "unavailable"]  # the physics never goes unavailable
         if needed:
             problem = f"telemetry.state has no code for {', '.join(needed)} (nor a fallback)"
             raise MapNotServableError(self.regmap.name, [problem])
-        return codes
+        return plans
 
     def state_code(self, state: PortState) -> int | str:
-        """The family's code for ``state`` (or for its nearest state the family has)."""
-        code = self.state_codes.get(state)
-        return code if code is not None else self.state_codes[PortState.FAULTED]
+        """The family's state register value for ``state`` (or its nearest state the family has)."""
+        plan = self.state_plans.get(state) or self.state_plans[PortState.FAULTED]
+        return plan.code
+
+    def state_registers(self, state: PortState) -> tuple[tuple[str, int], ...]:
+        """Values of the registers the state's ``overrides`` read, so they give ``state``."""
+        plan = self.state_plans.get(state) or self.state_plans[PortState.FAULTED]
+        return plan.registers
+
+    @property
+    def state_codes(self) -> dict[PortState, int | str]:
+        return {state: plan.code for state, plan in self.state_plans.items()}
 
     def fault_code(self, fault: FaultCode) -> int | str:
         """The family's code (or bit mask) for ``fault``; 0 without a fault register."""
@@ -239,9 +269,10 @@ class MapEncoder:
     def identity(self, values: Mapping[str, object]) -> list[tuple[Block, list[int]]]:
         """Every identity block's registers: ``values`` by name, changed where ``[match]`` needs."""
         wanted = dict(values)
+        types = {f.name: f.type for b in self.regmap.identity_blocks for f in b.fields}
         for name, accepted in self.regmap.match:
-            if not any(_wildcard_fits(wanted.get(name), want) for want in accepted):
-                wanted[name] = _example(accepted[0])
+            if not any(_fits(wanted.get(name), want) for want in accepted):
+                wanted[name] = _example(accepted[0], types.get(name) != "str")
         out = []
         for block in self.regmap.identity_blocks:
             words = [0] * block.size
@@ -256,14 +287,63 @@ class MapEncoder:
         return encode_value(f, self.fit(f, kind, value), *orders(self.regmap, f))
 
 
+@dataclass(frozen=True)
+class StatePlan:
+    """How a family shows one state: its state register's value, and the values of the registers
+    its override rules read (the rule giving the state matches, the rules before it do not)."""
+
+    code: int | str
+    registers: tuple[tuple[str, int], ...] = ()
+
+
+def _shifted(f: Field, code: int | str) -> int | str:
+    return code << f.shift if isinstance(code, int) else code
+
+
+def _rule_base(rule: StateRule, direct: set[PortState]) -> PortState | None:
+    """A state the register can show directly under which ``rule`` applies."""
+    if rule.only_from:
+        candidates = [PortState(s) for s in rule.only_from]
+    else:
+        candidates = [PortState(rule.state), PortState.AVAILABLE, *sorted(direct)]
+    return next((s for s in candidates if s in direct), None)
+
+
+def _plan(f: Field, shown: PortState, direct: set[PortState], rule_index: int | None) -> StatePlan:
+    rules = f.overrides
+    base = shown if rule_index is None else _rule_base(rules[rule_index], direct)
+    assert base is not None  # rule_index is only given for rules with a base
+    registers: dict[str, int] = {}
+    for i, rule in enumerate(rules):
+        value = registers.get(rule.register, 0)
+        if i == rule_index:
+            registers[rule.register] = _matching(value, rule)
+            break
+        applies = not rule.only_from or int(base) in rule.only_from
+        registers[rule.register] = _not_matching(value, rule) if applies else value
+    return StatePlan(_shifted(f, f.device_code(int(base))), tuple(registers.items()))
+
+
+def _matching(value: int, rule: StateRule) -> int:
+    return (value & ~rule.mask) | (rule.equals & rule.mask) if rule.mask else rule.equals
+
+
+def _not_matching(value: int, rule: StateRule) -> int:
+    if rule.mask:
+        if value & rule.mask == rule.equals:
+            value = (value & ~rule.mask) | ((rule.equals ^ rule.mask) & rule.mask)
+        return value
+    return value if value != rule.equals else rule.equals + 1 if rule.equals == 0 else 0
+
+
 def _device_value(f: Field, fault: FaultCode) -> int | str:
     if f.bits:
         if fault == FaultCode.NONE:
             return 0
-        return 1 << next(bit for bit, canonical in f.bits if canonical == fault)
+        return 1 << next(bit for bit, canonical in f.bits if canonical == fault) << f.shift
     if fault == FaultCode.NONE and all(canonical != FaultCode.NONE for _c, canonical in f.values):
         return "" if f.type == "str" else 0
-    return f.device_code(int(fault))
+    return _shifted(f, f.device_code(int(fault)))
 
 
 def _unnamed_code(f: Field) -> int | str:
@@ -273,12 +353,12 @@ def _unnamed_code(f: Field) -> int | str:
         free = next((b for b in range(16 * f.width) if b not in used), None)
         if free is None:
             raise CodecError(f"{f.name}: every bit is named; no bit left for an unnamed fault")
-        return 1 << free
+        return 1 << free << f.shift
     if f.type == "str":
         used_text = {str(c).strip().upper() for c, _v in f.values}
         return next(t for t in ("?", "X", "XX", "ERR") if t not in used_text)
     used = {c for c, _v in f.values if isinstance(c, int)}
-    return next(c for c in range(1, 0x10000) if c not in used)
+    return _shifted(f, next(c for c in range(1, 0x10000) if c not in used))
 
 
 def _as_int(value: object) -> int:

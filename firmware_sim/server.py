@@ -32,7 +32,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.simulator.simcore import SimCore
 
 from .config import SimSerialBusSpec
-from .device import BIT_TABLES, TABLE_OF_FUNCTION, ReadOnlyError, SimPile, WriteRejectedError
+from .device import BIT_TABLES, TABLE_OF_FUNCTION, ReadOnlyError, Segment, SimPile, WriteRejectedError
 
 log = structlog.get_logger(__name__)
 
@@ -130,10 +130,9 @@ def _store(set_values: list[int] | list[bool], values: list[int], bits: bool) ->
         cast(list[int], set_values)[:] = values
 
 
-def _table_data(pile: SimPile, table: int) -> list[SimData]:
+def _table_data(segments: list[Segment], table: int) -> list[SimData]:
     """pymodbus blocks of one table; an unused table gets one block that the action refuses."""
     bits = table in BIT_TABLES
-    segments = pile.segments(table)
     if not segments:
         if bits:
             return [SimData(0, values=[False], datatype=DataType.BITS)]
@@ -149,11 +148,28 @@ def _table_data(pile: SimPile, table: int) -> list[SimData]:
     ]
 
 
-def sim_device(pile: SimPile, now_s: Now) -> SimDevice:
-    """The pymodbus device serving ``pile`` under its unit id: one block list per table."""
-    coils, discrete, holding, inputs = (_table_data(pile, table) for table in (1, 2, 3, 4))
+def sim_devices(pile: SimPile, now_s: Now) -> list[SimDevice]:
+    """The pymodbus devices serving ``pile``: one under its unit id (one block list per table),
+    and one serving only its identity when the map says identity answers on another unit."""
+    coils, discrete, holding, inputs = (_table_data(pile.segments(t), t) for t in (1, 2, 3, 4))
     action = functools.partial(_pile_action, pile, now_s)
-    return SimDevice(pile.spec.unit, simdata=(coils, discrete, holding, inputs), action=action)
+    devices = [SimDevice(pile.spec.unit, simdata=(coils, discrete, holding, inputs), action=action)]
+    if pile.identity_unit is not None:
+        c, d, h, i = (_table_data(pile.identity_segments(t), t) for t in (1, 2, 3, 4))
+        devices.append(SimDevice(pile.identity_unit, simdata=(c, d, h, i), action=_identity_action))
+    return devices
+
+
+async def _identity_action(
+    function_code: int,
+    _start_address: int,
+    _address: int,
+    _count: int,
+    _registers: list[int],
+    set_values: list[int] | list[bool] | None,
+) -> ExcCodes | None:
+    """The identity unit's registers are static; its (bit) tables refuse writes."""
+    return ExcCodes.ILLEGAL_ADDRESS if set_values is not None else None
 
 
 def _gate(
@@ -161,6 +177,7 @@ def _gate(
 ) -> None:
     """Put a :class:`GatedCore` in place of the datastore pymodbus built from ``devices``."""
     by_unit = {p.spec.unit: p for p in piles}
+    by_unit |= {p.identity_unit: p for p in piles if p.identity_unit is not None}
     server.context = GatedCore(by_unit, devices, serial=isinstance(server, ModbusSerialServer))
 
 
@@ -178,7 +195,7 @@ class TcpPileServer:
 
 async def start_tcp_pile(pile: SimPile, host: str, port: int, now_s: Now) -> TcpPileServer:
     """Listen for ``pile`` on ``host:port`` (0 = ephemeral); the bound port is in the result."""
-    devices = [sim_device(pile, now_s)]
+    devices = sim_devices(pile, now_s)
     server = ModbusTcpServer(devices, address=(host, port), ignore_missing_devices=True)
     _gate(server, [pile], devices)
     try:
@@ -297,7 +314,7 @@ async def start_serial_bus(spec: SimSerialBusSpec, piles: list[SimPile], now_s: 
     bus = await _start_socat(spec)
     bus.piles = piles
     try:
-        devices = [sim_device(p, now_s) for p in piles]
+        devices = [device for p in piles for device in sim_devices(p, now_s)]
         bus.server = ModbusSerialServer(
             devices,
             port=bus.sim_path,

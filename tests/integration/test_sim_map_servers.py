@@ -157,22 +157,33 @@ async def test_start_limit_stop_through_the_current_recipe(w1):
     assert stopped["energy_Wh"] >= limited["energy_Wh"] > charging["energy_Wh"] > 0
 
 
-async def energy_rate_Wh_per_h(sim: Simulation, client: Client, current_A: float) -> float:
-    """Energy per simulated hour over 300 Wh at ``current_A``; checked against the power read."""
+async def timed_telemetry(sim: Simulation, client: Client) -> tuple[float, float, dict[str, Any]]:
+    """The telemetry and the simulated seconds just before and just after the read."""
+    before_s = sim.clock.now_s()
+    values = await telemetry(client)
+    return before_s, sim.clock.now_s(), values
+
+
+async def charging_power_W(sim: Simulation, client: Client, current_A: float) -> float:
+    """The power read at ``current_A``, checked against the energy the meter counts meanwhile."""
     await wait_for(lambda: charging_at(client, current_A), 5.0, what=f"charging at {current_A} A")
-    first_s, first = sim.clock.now_s(), await telemetry(client)
-    target_Wh = int(first["energy_Wh"]) + 300
-    last = await wait_for(lambda: _energy_above(client, target_Wh), 10.0, what="300 Wh more")
-    rate = float(last["energy_Wh"] - first["energy_Wh"]) * 3600 / (sim.clock.now_s() - first_s)
-    assert rate == pytest.approx(last["power_W"], rel=0.1)
-    return rate
+    first_before_s, first_after_s, first = await timed_telemetry(sim, client)
+    target_Wh = int(first["energy_Wh"]) + 500
+    await wait_for(lambda: _energy_above(client, target_Wh), 10.0, what="500 Wh more")
+    last_before_s, last_after_s, last = await timed_telemetry(sim, client)
+    delivered_Wh = float(last["energy_Wh"] - first["energy_Wh"])
+    slowest = (delivered_Wh - 1) * 3600 / (last_after_s - first_before_s)  # 1 Wh: the resolution
+    fastest = (delivered_Wh + 1) * 3600 / (last_before_s - first_after_s)
+    power_W = float(last["power_W"])
+    assert slowest * 0.99 <= power_W <= fastest * 1.01, (slowest, power_W, fastest)
+    return power_W
 
 
 async def test_energy_grows_faster_at_a_higher_current(sim, w1):
     await start(w1, 8)
-    at_8_A = await energy_rate_Wh_per_h(sim, w1, 8.0)
+    at_8_A = await charging_power_W(sim, w1, 8.0)
     await set_current(w1, 32)
-    at_32_A = await energy_rate_Wh_per_h(sim, w1, 32.0)
+    at_32_A = await charging_power_W(sim, w1, 32.0)
     assert at_32_A > 3.5 * at_8_A
 
 
