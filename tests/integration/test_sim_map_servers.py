@@ -260,3 +260,46 @@ async def test_a_read_beyond_the_family_max_read_gets_illegal_value(w1):
     response = await w1.read_input_registers(0, count=61, device_id=1)
     assert response.isError()
     assert response.exception_code == 3  # ILLEGAL_VALUE
+
+
+STATION_UNIT_MAP = """
+[map]
+name = "test-station-unit"
+document = "tests only (fictional)"
+identity_unit = 200
+
+[identity]
+vendor = { address = 100, type = "string", length = 4 }
+
+[match]
+vendor = "TST*"
+
+[telemetry]
+energy_Wh = { address = 300, type = "u32" }
+state = { address = 302, values = { 0 = "available", 1 = "plugged", 2 = "charging", 3 = "faulted" } }
+"""
+
+
+async def test_identity_answers_on_the_map_identity_unit_only(tmp_path):
+    path = tmp_path / "station-unit.toml"
+    path.write_text(STATION_UNIT_MAP)
+    regmap = load_map(path)
+    simulation = await start_simulation(
+        SimConfig(piles=(SimPileSpec("A1", "trickle", 11_000, map=str(path)),))
+    )
+    try:
+        port = simulation.endpoints["A1"].port or 0
+        client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=2.0, retries=0)
+        assert await client.connect()
+        try:
+            station = await client.read_holding_registers(100, count=4, device_id=200)
+            socket = await client.read_holding_registers(300, count=3, device_id=1)
+            assert decode(regmap, regmap.identity, station.registers)["vendor"] == "TST"
+            assert decode(regmap, regmap.telemetry, socket.registers)["state"] == 0
+            assert (await client.read_holding_registers(100, count=4, device_id=1)).isError()
+            assert (await client.read_holding_registers(300, count=3, device_id=200)).isError()
+            assert (await client.write_register(100, 1, device_id=200)).isError()
+        finally:
+            client.close()
+    finally:
+        await simulation.stop()

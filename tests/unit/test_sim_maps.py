@@ -381,3 +381,119 @@ def test_a_sequenced_family_with_its_own_codes_is_acknowledged_in_them():
     assert tables.read(3, 30, 2, now_s=62.0) == [6, 9]  # refused: the family's generic "rejected"
     tables.write(3, 20, [99, 7], now_s=63.0)  # a code the family does not define
     assert tables.read(3, 30, 2, now_s=64.0) == [7, 9]
+
+
+# ------------------------------------------------------------------------------------ newer format keys
+
+
+def test_shifted_state_and_fault_codes_are_rendered_in_their_bits():
+    raw = raw_map()
+    raw["telemetry"]["state"] |= {"mask": 0x7F00, "shift": 8}
+    raw["telemetry"]["fault"] = {"address": 3, "bits": {"0": "none", "1": "overcurrent"}, "shift": 4}
+    regmap = parse_map(raw)
+    pile = SimPile(SimPileSpec("P1", "trickle", 7_000), regmap=regmap)
+    tables = Tables(pile)
+    pile.ports[0].command(1, 1, 0, 0, now_s=0.0)  # start: charging is code 1
+    words = tables.read(3, 0, 4, now_s=10.0)
+    assert words[2] == 1 << 8
+    pile.inject(1, "overcurrent", now_s=11.0)
+    words = tables.read(3, 0, 4, now_s=12.0)
+    assert (words[2], words[3]) == (2 << 8, 0b10 << 4)
+    fault = regmap.telemetry.field("fault")
+    assert fault_converter(fault)(words[3]) == FaultCode.OVERCURRENT
+    pile.inject(1, "meter_fault", now_s=13.0)  # unnamed: a free bit above the "none" flag bit
+    assert fault_converter(fault)(tables.read(3, 0, 4, now_s=14.0)[3]) == FaultCode.OTHER
+
+
+def override_map() -> dict[str, Any]:
+    """A family whose state register cannot say plugged, and an availability register."""
+    raw = raw_map()
+    raw["telemetry"]["state"] = {
+        "address": 2,
+        "values": {"1": "available", "3": "charging", "4": "faulted"},
+        "overrides": [
+            {"register": "availability", "equals": 0, "state": "unavailable"},
+            {"register": "cable", "mask": 4, "equals": 4, "state": "plugged", "from": ["available"]},
+        ],
+    }
+    raw["readback"] = {"availability": {"address": 10}, "cable": {"address": 11}}
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("physics", "code", "registers"),
+    [
+        (PortState.AVAILABLE, 1, {"availability": 1, "cable": 0}),
+        (PortState.PLUGGED, 1, {"availability": 1, "cable": 4}),  # only the cable rule says plugged
+        (PortState.FINISHED, 1, {"availability": 1, "cable": 4}),  # nearest: plugged
+        (PortState.CHARGING, 3, {"availability": 1, "cable": 0}),
+        (PortState.FAULTED, 4, {"availability": 1, "cable": 0}),
+    ],
+)
+def test_override_registers_are_rendered_so_the_gateway_sees_the_physics_state(physics, code, registers):
+    regmap = parse_map(override_map())
+    encoder = MapEncoder(regmap)
+    assert encoder.state_code(physics) == code
+    assert dict(encoder.state_registers(physics)) == registers
+    # what the gateway makes of it: the state register, then the first matching rule
+    rules = regmap.telemetry.field("state").overrides
+    seen = state_converter(regmap.telemetry.field("state"))(code)
+    for rule in rules:
+        value = registers[rule.register]
+        if (value & rule.mask if rule.mask else value) == rule.equals and (
+            not rule.only_from or seen in rule.only_from
+        ):
+            seen = rule.state
+            break
+    nearest = PortState.PLUGGED if physics == PortState.FINISHED else physics
+    assert seen == nearest
+
+
+def test_session_energy_restarts_at_each_session():
+    raw = raw_map()
+    raw["telemetry"]["energy_Wh"] |= {"energy_kind": "session"}
+    pile = SimPile(SimPileSpec("P1", "fast", 36_000, initial_energy_Wh=5_000), regmap=parse_map(raw))
+    tables = Tables(pile)
+    pile.ports[0].command(1, 1, 1_000, 0, now_s=0.0)
+    assert decode(pile.regmap, pile.regmap.telemetry, tables.read(3, 0, 4, 3600.0))["energy_Wh"] == 1_000
+    pile.ports[0].command(1, 2, 0, 0, now_s=3600.0)
+    assert code(decode(pile.regmap, pile.regmap.telemetry, tables.read(3, 0, 4, 3601.0))["energy_Wh"]) < 20
+
+
+def test_the_recipe_max_current_register_shows_the_unit_setting_and_caps_writes():
+    raw = override_map()
+    raw["readback"]["unit_max_A"] = {"address": 12, "scale": 0.1}
+    raw["control"] = {"limit_A": {"address": 20, "scale": 0.1}}
+    raw["command"] = {
+        "style": "current",
+        "current": "limit_A",
+        "max_current_A": 32,
+        "max_current": "unit_max_A",
+    }
+    regmap = parse_map(raw)
+    pile = SimPile(SimPileSpec("P1", "trickle", 22_000, phases=3), regmap=regmap)
+    assert Tables(pile).read(3, 12, 1, 0.0) == [320]
+    spec = SimPileSpec("P2", "trickle", 11_000, registers=(("unit_max_A", 16),))
+    tables = Tables(SimPile(spec, regmap=regmap))
+    assert tables.read(3, 12, 1, 0.0) == [160]
+    with pytest.raises(WriteRejectedError, match=r"outside 0\.\.16 A"):
+        tables.write(3, 20, [200], 0.0)
+
+
+def test_identity_on_its_own_unit_leaves_the_pile_unit_without_it():
+    raw = raw_map()
+    raw["map"] |= {"identity_unit": 200}
+    raw["identity"] = {"vendor": {"address": 100, "type": "string", "length": 4}}
+    pile = SimPile(SimPileSpec("P1", "trickle", 7_000), regmap=parse_map(raw))
+    assert pile.identity_unit == 200
+    assert [s.address for s in pile.identity_segments(3)] == [100]
+    assert 100 not in [s.address for s in pile.segments(3)]
+
+
+def test_a_pile_phases_override_the_map():
+    pile = SimPile(SimPileSpec("W1", "trickle", 7_400, phases=1, map=str(MAP_PATH)))
+    tables = Tables(pile)
+    offer(tables, 32, True, now_s=0.0)
+    values = telemetry(tables, now_s=60.0)
+    assert (values["current_L1_A"], values["current_L2_A"]) == (32.0, 0.0)
+    assert values["power_W"] == pytest.approx(32 * values["voltage_L1_V"], abs=3)  # one phase
