@@ -108,8 +108,9 @@ def _check_pile(pile: SimPileSpec, bus_names: set[str]) -> list[str]:
     max_ports = regmap.max_ports if regmap is not None else 4
     if not 1 <= pile.ports <= max_ports:
         problems.append(f"{where}: ports {pile.ports} outside 1..{max_ports} (map {pile.map})")
-    if not 1 <= pile.unit <= 247:
-        problems.append(f"{where}: unit {pile.unit} outside 1..247")
+    max_unit = 247 if pile.serial_bus is not None else 255  # a bus addresses 1..247; TCP piles may use 255
+    if not 1 <= pile.unit <= max_unit:
+        problems.append(f"{where}: unit {pile.unit} outside 1..{max_unit}")
     if not 0 <= pile.initial_energy_Wh <= MAX_METER_WH:
         problems.append(f"{where}: initial_energy_Wh outside 0..{MAX_METER_WH}")
     problems += _check_pile_transport(pile, bus_names)
