@@ -166,6 +166,8 @@ class SimPile:
         self._status_codes = self._ack_codes()
         self._writable_coils: set[int] | None = None
         self._spans: dict[int, list[tuple[int, int]]] = {}
+        self._images: dict[int, dict[int, int]] = {}
+        self._identity: list[tuple[Block, list[int]]] | None = None
         self._fixed: dict[str, dict[str, object]] = {}
         for name, value in spec.registers:
             self._fixed.setdefault(self.regmap.fields_by_name[name][0].kind, {})[name] = value
@@ -260,8 +262,16 @@ class SimPile:
 
     def initial_image(self, table: int) -> dict[int, int]:
         """Non-zero start values of ``table``: the identity, and a current recipe's offer."""
+        image = self._images.get(table)
+        if image is None:
+            image = self._images[table] = self._initial_image(table)
+        return image
+
+    def _initial_image(self, table: int) -> dict[int, int]:
         image: dict[int, int] = {}
-        for block, words in self.encoder.identity(self.identity_values()):
+        if self._identity is None:
+            self._identity = self.encoder.identity(self.identity_values())
+        for block, words in self._identity:
             if block.function == table:
                 image.update((block.base + i, w) for i, w in enumerate(words))
         if isinstance(self.recipe, CurrentRecipe) and self.recipe.enable is not None:
