@@ -18,7 +18,7 @@ simulator-only ``sim_fault`` register (pilegate-sim-v1).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableSequence, Sequence
+from collections.abc import MutableSequence, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -95,15 +95,6 @@ def _number(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"expected a numeric register value, got {value!r}")
     return float(value)
-
-
-def _runs(flags: Sequence[bool]) -> Iterator[tuple[int, int, bool]]:
-    """(start, count, flag) of each run of equal flags."""
-    start = 0
-    for i in range(1, len(flags) + 1):
-        if i == len(flags) or flags[i] != flags[start]:
-            yield start, i - start, flags[start]
-            start = i
 
 
 def _overlaps(address: int, count: int, start: int, width: int) -> bool:
@@ -232,26 +223,40 @@ class SimPile:
 
     def segments(self, table: int = 3) -> list[Segment]:
         """The served ranges of ``table`` under the pile's unit id (identity included unless it
-        answers on its own unit); everything else answers ILLEGAL_ADDRESS."""
-        image = self.initial_image(table)
-        result = [] if self.identity_unit is not None else self.identity_segments(table)
+        answers on its own unit, even between a port's registers); everything else answers
+        ILLEGAL_ADDRESS. Runs of read-only and writable addresses, in address order."""
+        cells: dict[int, bool] = {}  # served address -> writable
+        if self.identity_unit is None:
+            for segment in self.identity_segments(table):
+                cells.update((segment.address + i, False) for i in range(segment.count))
         extent = self._port_extent(table)
-        if extent is None:
-            return result
+        if extent is not None:
+            self._port_cells(table, extent, cells)
+        image = self.initial_image(table)
+        result = []
+        addresses = sorted(cells)
+        start = 0
+        for i in range(1, len(addresses) + 1):
+            ends = i == len(addresses) or addresses[i] != addresses[i - 1] + 1
+            if ends or cells[addresses[i]] != cells[addresses[start]]:
+                first, count = addresses[start], i - start
+                values = tuple(image.get(first + j, 0) for j in range(count))
+                result.append(Segment(first, count, cells[first], values))
+                start = i
+        return result
+
+    def _port_cells(self, table: int, extent: tuple[int, int], cells: dict[int, bool]) -> None:
         low, high = extent
         writable = self._writable_offsets(table)
         for port in range(1, self.spec.ports + 1):
             base = self.regmap.port_bases[port - 1]
-            flags = [low + i in writable for i in range(high - low)]
-            for at, count, rw in _runs(flags):
-                first = base + low + at
-                result.append(Segment(first, count, rw, tuple(image.get(first + i, 0) for i in range(count))))
+            for offset in range(low, high):
+                cells[base + offset] = cells.get(base + offset, False) or offset in writable
             # the rest of a port stride reads as zeros, as on real piles, so a read plan may read
             # straight through from one port's registers into the next port's
-            pad = self.regmap.port_stride - (high - low)
-            if self.regmap.port_stride and port < self.spec.ports and pad > 0:
-                result.append(Segment(base + high, pad, False, (0,) * pad))
-        return result
+            if self.regmap.port_stride and port < self.spec.ports:
+                for address in range(base + high, base + low + self.regmap.port_stride):
+                    cells.setdefault(address, False)
 
     def serves(self, table: int, address: int) -> bool:
         """Whether ``address`` of ``table`` is one the pile serves."""

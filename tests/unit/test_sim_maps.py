@@ -497,3 +497,16 @@ def test_a_pile_phases_override_the_map():
     values = telemetry(tables, now_s=60.0)
     assert (values["current_L1_A"], values["current_L2_A"]) == (32.0, 0.0)
     assert values["power_W"] == pytest.approx(32 * values["voltage_L1_V"], abs=3)  # one phase
+
+
+def test_identity_between_a_port_registers_is_served_in_the_same_table():
+    raw = raw_map()
+    raw["telemetry"]["voltage_V"] = {"address": 10, "type": "u16", "scale": 0.1, "unit": "V"}
+    raw["identity"] = {"serial": {"address": 5, "type": "string", "length": 2}}
+    regmap = parse_map(raw)
+    pile = SimPile(SimPileSpec("P1", "trickle", 7_000), regmap=regmap)
+    assert [(s.address, s.count, s.writable) for s in pile.segments(3)] == [(0, 11, False)]
+    tables = Tables(pile)
+    words = tables.read(3, 0, 11, now_s=1.0)
+    assert decode(regmap, regmap.identity, words[5:7]) == {"serial": "P1"}
+    assert decode(regmap, regmap.telemetry, words)["voltage_V"] == 230.0
