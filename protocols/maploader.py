@@ -297,15 +297,7 @@ def _parse_field(name: str, raw: Any, section: str, default_fc: int, problems: l
     kind, function = _type_and_function(f, where, default_fc, problems)
     length = _length(f, where, kind, problems)
     _field_checks(name, section, f, where, problems)
-    width = length if kind == "str" else WIDTH[kind]
-    tables = _tables(name, section, f, where, kind, width, problems)
-    if section == "control" and function not in WRITABLE_FUNCTIONS:
-        problems.append(
-            f"{where}.function: {function} ({FUNCTION_NAMES[function]}) cannot be written; "
-            "control registers are holding registers (3) or coils (1)"
-        )
-    _code_bits(name, section, f, where, kind, problems)
-    write_function = _write_function(section, f, where, kind, function, problems)
+    extras = _field_extras(name, section, f, where, kind, function, length, problems)
     if not isinstance(f["address"], int) or isinstance(f["address"], bool):
         return None
     field = Field(
@@ -319,14 +311,37 @@ def _parse_field(name: str, raw: Any, section: str, default_fc: int, problems: l
         word_order=cast(Order | None, f["word_order"] if f["word_order"] in ("big", "little") else None),
         unconfirmed=f["unconfirmed"] is True,
         note=str(f["note"] or ""),
-        mask=f["mask"] if isinstance(f["mask"], int) else 0,
-        shift=f["shift"] if isinstance(f["shift"], int) and f["shift"] > 0 else 0,
-        write_function=write_function,
-        overrides=_overrides(name, section, f["overrides"], where, problems),
-        energy_kind=_energy_kind(name, section, f["energy_kind"], where, problems),
-        **tables,
+        **extras,
     )
     return _Parsed(section, function, f["address"], field)
+
+
+def _field_extras(
+    name: str,
+    section: str,
+    f: Mapping[str, Any],
+    where: str,
+    kind: FieldType,
+    function: int,
+    length: int,
+    problems: list[str],
+) -> dict[str, Any]:
+    """The keyword arguments of the keys only some registers take (tables, masks, writes, rules)."""
+    width = length if kind == "str" else WIDTH[kind]
+    if section == "control" and function not in WRITABLE_FUNCTIONS:
+        problems.append(
+            f"{where}.function: {function} ({FUNCTION_NAMES[function]}) cannot be written; "
+            "control registers are holding registers (3) or coils (1)"
+        )
+    _code_bits(name, section, f, where, kind, problems)
+    return {
+        **_tables(name, section, f, where, kind, width, problems),
+        "mask": f["mask"] if isinstance(f["mask"], int) else 0,
+        "shift": f["shift"] if isinstance(f["shift"], int) and f["shift"] > 0 else 0,
+        "write_function": _write_function(section, f, where, kind, function, problems),
+        "overrides": _overrides(name, section, f["overrides"], where, problems),
+        "energy_kind": _energy_kind(name, section, f["energy_kind"], where, problems),
+    }
 
 
 def _overrides(name: str, section: str, raw: Any, where: str, problems: list[str]) -> tuple[StateRule, ...]:
@@ -663,42 +678,9 @@ def _statuses(raw: Any, problems: list[str]) -> tuple[tuple[int, str], ...]:
 
 def _parse_current(raw: Mapping[str, Any], parsed: list[_Parsed], problems: list[str]) -> Recipe | None:
     c = take(raw, CURRENT_KEYS, "command", problems)
-    current = _register(c["current"], "command.current", parsed, ("control",), problems)
-    if current is not None and current.function != 3:
-        problems.append("command.current: the current limit must be a holding register (function 3)")
     confirm = c["confirm"] if c["confirm"] is not None else c["current"]
-    _register(confirm, "command.confirm", parsed, ("control", "readback", "telemetry"), problems)
-    if c["enable"] is not None:
-        _register(c["enable"], "command.enable", parsed, ("control",), problems)
-    if c["max_current"] is not None:
-        _register(c["max_current"], "command.max_current", parsed, ("readback",), problems)
-    for key in ("min_current_A", "max_current_A", "step_A"):
-        check(problems, f"command.{key}", c[key], NUMBER, lambda v: 0 < v <= 1000, "0 < A <= 1000")
-    check(problems, "command.confirm_tolerance_A", c["confirm_tolerance_A"], NUMBER, lambda v: v >= 0, ">= 0")
-    for key in ("enable_on", "enable_off"):
-        check(problems, f"command.{key}", c[key], int, lambda v: 0 <= v <= 0xFFFF, "0..65535")
-    check(
-        problems,
-        "command.stop",
-        c["stop"],
-        str,
-        lambda v: v in ("current_zero", "disable"),
-        "current_zero or disable",
-    )
-    if c["stop"] == "disable" and c["enable"] is None:
-        problems.append("command.stop: disable needs an enable register")
-    check(problems, "command.enable_readable", c["enable_readable"], bool)
-    check(
-        problems,
-        "command.refresh_s",
-        c["refresh_s"],
-        NUMBER,
-        lambda v: v == 0 or 1 <= v <= 3600,
-        "0 or 1..3600",
-    )
-    low, high = c["min_current_A"], c["max_current_A"]
-    if isinstance(low, NUMBER) and isinstance(high, NUMBER) and low > high:
-        problems.append(f"command: min_current_A {low:g} > max_current_A {high:g}")
+    _current_registers(c, confirm, parsed, problems)
+    _current_values(c, problems)
     if problems:
         return None
     return CurrentRecipe(
@@ -706,6 +688,39 @@ def _parse_current(raw: Mapping[str, Any], parsed: list[_Parsed], problems: list
         c["enable"], c["enable_on"], c["enable_off"], c["stop"], float(c["confirm_tolerance_A"]),
         c["enable_readable"], float(c["refresh_s"]), c["max_current"],
     )  # fmt: skip
+
+
+def _current_registers(
+    c: Mapping[str, Any], confirm: Any, parsed: list[_Parsed], problems: list[str]
+) -> None:
+    """The registers a current recipe names exist, in the right tables."""
+    current = _register(c["current"], "command.current", parsed, ("control",), problems)
+    if current is not None and current.function != 3:
+        problems.append("command.current: the current limit must be a holding register (function 3)")
+    _register(confirm, "command.confirm", parsed, ("control", "readback", "telemetry"), problems)
+    if c["enable"] is not None:
+        _register(c["enable"], "command.enable", parsed, ("control",), problems)
+    if c["max_current"] is not None:
+        _register(c["max_current"], "command.max_current", parsed, ("readback",), problems)
+    if c["stop"] == "disable" and c["enable"] is None:
+        problems.append("command.stop: disable needs an enable register")
+
+
+def _current_values(c: Mapping[str, Any], problems: list[str]) -> None:
+    """A current recipe's numbers and switches are in range."""
+    for key in ("min_current_A", "max_current_A", "step_A"):
+        check(problems, f"command.{key}", c[key], NUMBER, lambda v: 0 < v <= 1000, "0 < A <= 1000")
+    check(problems, "command.confirm_tolerance_A", c["confirm_tolerance_A"], NUMBER, lambda v: v >= 0, ">= 0")
+    for key in ("enable_on", "enable_off"):
+        check(problems, f"command.{key}", c[key], int, lambda v: 0 <= v <= 0xFFFF, "0..65535")
+    stops = ("current_zero", "disable")
+    check(problems, "command.stop", c["stop"], str, lambda v: v in stops, "current_zero or disable")
+    check(problems, "command.enable_readable", c["enable_readable"], bool)
+    refresh_ok = lambda v: v == 0 or 1 <= v <= 3600  # noqa: E731
+    check(problems, "command.refresh_s", c["refresh_s"], NUMBER, refresh_ok, "0 or 1..3600")
+    low, high = c["min_current_A"], c["max_current_A"]
+    if isinstance(low, NUMBER) and isinstance(high, NUMBER) and low > high:
+        problems.append(f"command: min_current_A {low:g} > max_current_A {high:g}")
 
 
 def _parse_recipe(data: Mapping[str, Any], parsed: list[_Parsed], problems: list[str]) -> Recipe | None:

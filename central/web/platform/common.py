@@ -147,7 +147,22 @@ PAYMENT_STATUS = {0: "未支付", 1: "已支付", 2: "已退款"}
 PAYMENT_METHOD = {1: "微信", 2: "支付宝", 3: "余额"}
 NOTIFICATION_TYPE = {1: "系统通知", 2: "订单通知", 3: "活动通知", 4: "充值通知"}
 # Not in the spec's dictionary: port fault types (codes follow the piles' fault registers).
-FAULT_TYPE = {0: "无故障", 1: "过温", 2: "电表故障", 3: "接触器故障", 4: "通信故障"}
+FAULT_TYPE = {
+    0: "无故障",
+    1: "过温",
+    2: "电表故障",
+    3: "接触器故障",
+    4: "通信故障",
+    5: "漏电",
+    6: "过流",
+    7: "欠压",
+    8: "过压",
+    9: "接地故障",
+    10: "车辆故障",
+    11: "线缆故障",
+    12: "内部故障",
+    13: "其他故障",
+}
 
 
 def described(code: int | None, table: Mapping[int, str]) -> str | None:
