@@ -3,7 +3,8 @@
 A TOML file (see ``config/sim.example.toml``) or the station parameters are parsed once into frozen
 dataclasses. Everything is validated at load, cross-field rules too (duplicate pile ids, duplicate
 tcp ports, duplicate units on a bus, unknown buses), and every problem is reported by entry name in
-one :class:`SimConfigError`.
+one :class:`SimConfigError`. A pile's ``map`` names a shipped register map or a map file (a path
+relative to the config file); the map must load and be one the simulator can serve.
 """
 
 from __future__ import annotations
@@ -15,12 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar, cast
 
-from protocols.registers import SIM_V1
+from protocols.maploader import is_path
+from protocols.registers import MapError, RegisterMap, get_map
+
+from .render import MapEncoder, MapNotServableError
 
 PileKind = Literal["fast", "trickle"]
 KINDS: tuple[PileKind, ...] = ("fast", "trickle")
 MAX_RATED_POWER_W = 1_000_000  # keeps max_current_A (u16 x 0.1 A) in range at 222 V
 MAX_METER_WH = 2**32 - 1
+DEFAULT_MAP = "pilegate-sim-v1"
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")  # ids appear in URLs and MQTT topics
 
 T = TypeVar("T")
@@ -46,6 +51,10 @@ class SimPileSpec:
     tcp_port: int | None = 0
     serial_bus: str | None = None
     initial_energy_Wh: int = 0
+    map: str = DEFAULT_MAP  # a shipped map's name, or a map file's path
+    phases: int | None = None  # AC phases; None: the map's
+    # fixed values of read-only registers the simulator has no model for, by the map's names
+    registers: tuple[tuple[str, int | float | str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -93,13 +102,51 @@ def _check_pile(pile: SimPileSpec, bus_names: set[str]) -> list[str]:
         problems.append(f"{where}: kind {pile.kind!r} is not one of {list(KINDS)}")
     if not 1 <= pile.rated_power_W <= MAX_RATED_POWER_W:
         problems.append(f"{where}: rated_power_W {pile.rated_power_W} outside 1..{MAX_RATED_POWER_W}")
-    if not 1 <= pile.ports <= SIM_V1.max_ports:
-        problems.append(f"{where}: ports {pile.ports} outside 1..{SIM_V1.max_ports}")
-    if not 1 <= pile.unit <= 247:
-        problems.append(f"{where}: unit {pile.unit} outside 1..247")
+    regmap, map_problems = _pile_map(pile)
+    problems += [f"{where}: {p}" for p in map_problems]
+    if regmap is not None:
+        problems += [f"{where}: {p}" for p in _check_fixed(pile, regmap)]
+    if pile.phases is not None and pile.phases not in (1, 2, 3):
+        problems.append(f"{where}: phases {pile.phases} is not 1, 2 or 3")
+    max_ports = regmap.max_ports if regmap is not None else 4
+    if not 1 <= pile.ports <= max_ports:
+        problems.append(f"{where}: ports {pile.ports} outside 1..{max_ports} (map {pile.map})")
+    max_unit = 247 if pile.serial_bus is not None else 255  # a bus addresses 1..247; TCP piles may use 255
+    if not 1 <= pile.unit <= max_unit:
+        problems.append(f"{where}: unit {pile.unit} outside 1..{max_unit}")
     if not 0 <= pile.initial_energy_Wh <= MAX_METER_WH:
         problems.append(f"{where}: initial_energy_Wh outside 0..{MAX_METER_WH}")
     problems += _check_pile_transport(pile, bus_names)
+    return problems
+
+
+def _pile_map(pile: SimPileSpec) -> tuple[RegisterMap | None, list[str]]:
+    """The pile's register map, or the problems that keep the simulator from serving it."""
+    try:
+        regmap = get_map(pile.map)
+        MapEncoder(regmap)
+    except MapError as exc:
+        return None, [f"map {pile.map}: {p}" for p in exc.problems]
+    except MapNotServableError as exc:
+        return None, [str(exc)]
+    return regmap, []
+
+
+FIXABLE_SECTIONS = ("telemetry", "readback")
+NOT_FIXABLE = ("state", "fault")  # the physics owns them (inject faults through the control API)
+
+
+def _check_fixed(pile: SimPileSpec, regmap: RegisterMap) -> list[str]:
+    problems = []
+    for name, value in pile.registers:
+        found = regmap.fields_by_name.get(name)
+        if found is None or found[0].kind not in FIXABLE_SECTIONS or name in NOT_FIXABLE:
+            problems.append(
+                f"registers.{name}: not a telemetry or read-back register of map {regmap.name} "
+                f"that the simulator may fix (state and fault follow the physics)"
+            )
+        elif isinstance(value, bool) or not isinstance(value, int | float | str):
+            problems.append(f"registers.{name}: expected a number or text, got {value!r}")
     return problems
 
 
@@ -146,6 +193,13 @@ def _duplicates(items: list[T]) -> list[T]:
     return dup
 
 
+def _identity_unit(pile: SimPileSpec) -> int | None:
+    """The other unit id a pile's map answers identity reads on, if any."""
+    regmap, _problems = _pile_map(pile)
+    unit = regmap.identity_unit if regmap is not None else 0
+    return unit if unit and unit != pile.unit else None
+
+
 def _check_cross(config: SimConfig) -> list[str]:
     piles, buses = config.piles, config.serial_buses
     problems = [f"duplicate pile id {d!r}" for d in _duplicates([p.id for p in piles])]
@@ -157,9 +211,9 @@ def _check_cross(config: SimConfig) -> list[str]:
         on_bus = [p for p in piles if p.serial_bus == bus.name]
         if not on_bus:
             problems.append(f"serial bus {bus.name!r} has no piles")
+        units = [p.unit for p in on_bus] + [u for p in on_bus if (u := _identity_unit(p)) is not None]
         problems += [
-            f"serial bus {bus.name!r}: unit {d} used by more than one pile"
-            for d in _duplicates([p.unit for p in on_bus])
+            f"serial bus {bus.name!r}: unit {d} used by more than one pile" for d in _duplicates(units)
         ]
     return problems
 
@@ -236,7 +290,16 @@ def _tables(raw: Mapping[str, object], key: str, problems: list[str]) -> list[Ma
     return cast(list[Mapping[str, object]], value)
 
 
-def _parse_pile(table: Mapping[str, object], index: int, problems: list[str]) -> SimPileSpec:
+def _map_ref(ref: str, base_dir: Path | None) -> str:
+    """A map file's path made absolute against the config file's directory; names unchanged."""
+    if base_dir is None or not is_path(ref) or Path(ref).is_absolute():
+        return ref
+    return str(base_dir / ref)
+
+
+def _parse_pile(
+    table: Mapping[str, object], index: int, problems: list[str], base_dir: Path | None = None
+) -> SimPileSpec:
     pile_id = table.get("id")
     where = f"pile {pile_id!r}" if isinstance(pile_id, str) else f"piles[{index}]"
     r = _Reader(table, where, problems)
@@ -254,6 +317,9 @@ def _parse_pile(table: Mapping[str, object], index: int, problems: list[str]) ->
         tcp_port=r.get("tcp_port", int, None if bus is not None else 0),
         serial_bus=bus,
         initial_energy_Wh=r.get("initial_energy_Wh", int, 0),
+        map=_map_ref(r.get("map", str, DEFAULT_MAP), base_dir),
+        registers=tuple(r.get("registers", dict, {}).items()),
+        phases=r.get("phases", (int, type(None)), None),
     )
     r.finish()
     return spec
@@ -278,13 +344,15 @@ def _parse_bus(table: Mapping[str, object], index: int, problems: list[str]) -> 
     return spec
 
 
-def parse_sim_config(raw: Mapping[str, object]) -> SimConfig:
-    """A validated :class:`SimConfig` from a parsed TOML document (pure, no I/O)."""
+def parse_sim_config(raw: Mapping[str, object], base_dir: Path | None = None) -> SimConfig:
+    """A validated :class:`SimConfig` from a parsed TOML document; map file paths are relative
+    to ``base_dir`` (the config file's directory)."""
     problems: list[str] = []
     r = _Reader(raw, "config", problems)
     r.used |= {"piles", "serial_buses"}
     buses = tuple(_parse_bus(t, i, problems) for i, t in enumerate(_tables(raw, "serial_buses", problems)))
-    piles = tuple(_parse_pile(t, i, problems) for i, t in enumerate(_tables(raw, "piles", problems)))
+    tables = _tables(raw, "piles", problems)
+    piles = tuple(_parse_pile(t, i, problems, base_dir) for i, t in enumerate(tables))
     number = (int, float)
     config = SimConfig(
         piles=piles,
@@ -315,7 +383,7 @@ def _read_toml(path: str | Path) -> dict[str, object]:
 
 def load_sim_config(path: str | Path) -> SimConfig:
     """The simulator config in the TOML file at ``path``; :class:`SimConfigError` if invalid."""
-    return parse_sim_config(_read_toml(path))
+    return parse_sim_config(_read_toml(path), Path(path).parent)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """pymodbus glue: serves :class:`~firmware_sim.device.SimPile` registers over Modbus TCP and RTU.
 
-Built on the pymodbus 3.16 server API: each pile is a ``SimDevice`` whose ``action`` hook sees every
-request with the device's live register list (reads re-render the addressed ports, writes run
-commands). The server's datastore is a :class:`GatedCore`, which makes a SILENT pile and, on a
+Built on the pymodbus 3.16 server API: each pile is a ``SimDevice`` with the four Modbus tables
+(coils, discrete inputs, holding and input registers) laid out from its register map, whose
+``action`` hook sees every request with the addressed table's live register list (reads re-render
+the addressed ports, writes run commands). A table the map does not use answers ILLEGAL_ADDRESS.
+The server's datastore is a :class:`GatedCore`, which makes a SILENT pile and, on a
 serial line, an unknown unit id give no answer at all (the client times out), as on a real bus.
 On TCP a request for another unit id gets exception 0x0B (gateway target failed to respond).
 
@@ -22,6 +24,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import structlog
 from pymodbus.constants import ExcCodes
@@ -32,7 +35,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.simulator.simcore import SimCore
 
 from .config import SimSerialBusSpec
-from .device import SimPile, WriteRejectedError
+from .device import BIT_TABLES, TABLE_OF_FUNCTION, ReadOnlyError, Segment, SimPile, WriteRejectedError
 
 log = structlog.get_logger(__name__)
 
@@ -49,7 +52,8 @@ class SimServerError(RuntimeError):
 
 
 class GatedCore(SimCore):
-    """The server datastore, with the silence rules of a real pile in front of it."""
+    """The server datastore, with the silence rules of a real pile in front of it, and its
+    largest read (the map's ``max_read``: a longer read gets ILLEGAL_VALUE)."""
 
     def __init__(self, piles: dict[int, SimPile], devices: list[SimDevice], *, serial: bool) -> None:
         super().__init__(devices)
@@ -72,6 +76,9 @@ class GatedCore(SimCore):
         refused = self._admit(device_id)
         if refused is not None:
             return refused
+        if func_code in (3, 4) and count > self.piles[device_id].regmap.max_read:
+            # the family's device refuses reads beyond its max_read (quantity first, as Modbus says)
+            return ExcCodes.ILLEGAL_VALUE
         return await super().async_getValues(device_id, func_code, address, count)
 
     async def async_setValues(
@@ -93,34 +100,79 @@ async def _pile_action(
     registers: list[int],
     set_values: list[int] | list[bool] | None,
 ) -> ExcCodes | None:
-    """pymodbus SimDevice action: runs before the registers are read or written."""
+    """pymodbus SimDevice action: runs before the registers are read or written.
+
+    For coils and discrete inputs ``registers`` holds 16 bits per word, ``start_address`` counts
+    words, ``address`` is the bit and ``count`` the words the request touches.
+    """
+    table = TABLE_OF_FUNCTION[function_code]
+    bits = table in BIT_TABLES
+    if bits and not pile.serves(table, address):
+        return ExcCodes.ILLEGAL_ADDRESS
     try:
         if set_values is None:
-            pile.render(registers, start_address, address, count, now_s())
+            pile.render(registers, start_address, address, count * 16 if bits else count, now_s(), table)
         else:
-            pile.apply_write(registers, start_address, address, set_values, now_s())  # type: ignore[arg-type]
+            values = [int(v) for v in set_values]
+            pile.apply_write(registers, start_address, address, values, now_s(), table)
+            _store(set_values, values, bits)
+    except ReadOnlyError as exc:
+        log.warning("write refused", pile=pile.spec.id, address=address, reason=str(exc))
+        return ExcCodes.ILLEGAL_ADDRESS
     except WriteRejectedError as exc:
         log.warning("write rejected", pile=pile.spec.id, address=address, reason=str(exc))
         return ExcCodes.ILLEGAL_VALUE
     return None
 
 
-def sim_device(pile: SimPile, now_s: Now) -> SimDevice:
-    """The pymodbus device serving ``pile`` under its unit id."""
-    identity = pile.identity_registers()
-    blocks = []
-    for segment in pile.segments():
-        values: list[int] = identity if segment.address == 0 else [0] * segment.count
-        blocks.append(
-            SimData(
-                segment.address,
-                values=values,
-                datatype=DataType.REGISTERS,
-                readonly=not segment.writable,
-            )
+def _store(set_values: list[int] | list[bool], values: list[int], bits: bool) -> None:
+    """Hand the (possibly edited) written values back to pymodbus in its own element type."""
+    if bits:
+        cast(list[bool], set_values)[:] = [bool(v) for v in values]
+    else:
+        cast(list[int], set_values)[:] = values
+
+
+def _table_data(segments: list[Segment], table: int) -> list[SimData]:
+    """pymodbus blocks of one table; an unused table gets one block that the action refuses."""
+    bits = table in BIT_TABLES
+    if not segments:
+        if bits:
+            return [SimData(0, values=[False], datatype=DataType.BITS)]
+        return [SimData(0, datatype=DataType.INVALID)]
+    return [
+        SimData(
+            segment.address,
+            values=[bool(v) for v in segment.values] if bits else list(segment.values),
+            datatype=DataType.BITS if bits else DataType.REGISTERS,
+            readonly=not segment.writable,
         )
+        for segment in segments
+    ]
+
+
+def sim_devices(pile: SimPile, now_s: Now) -> list[SimDevice]:
+    """The pymodbus devices serving ``pile``: one under its unit id (one block list per table),
+    and one serving only its identity when the map says identity answers on another unit."""
+    coils, discrete, holding, inputs = (_table_data(pile.segments(t), t) for t in (1, 2, 3, 4))
     action = functools.partial(_pile_action, pile, now_s)
-    return SimDevice(pile.spec.unit, simdata=blocks, action=action)
+    devices = [SimDevice(pile.spec.unit, simdata=(coils, discrete, holding, inputs), action=action)]
+    if pile.identity_unit is not None:
+        c, d, h, i = (_table_data(pile.identity_segments(t), t) for t in (1, 2, 3, 4))
+        devices.append(SimDevice(pile.identity_unit, simdata=(c, d, h, i), action=_identity_action))
+    return devices
+
+
+async def _identity_action(
+    function_code: int,
+    _start_address: int,
+    _address: int,
+    _count: int,
+    _registers: list[int],
+    set_values: list[int] | list[bool] | None,
+) -> ExcCodes | None:
+    """The identity unit's registers are static; its (bit) tables refuse writes."""
+    return ExcCodes.ILLEGAL_ADDRESS if set_values is not None else None
 
 
 def _gate(
@@ -133,6 +185,7 @@ def _gate(
     """Put a :class:`GatedCore` in place of the datastore pymodbus built from ``devices``;
     ``line``: an RS-485 line (behind a converter) where an unknown unit is silent."""
     by_unit = {p.spec.unit: p for p in piles}
+    by_unit |= {p.identity_unit: p for p in piles if p.identity_unit is not None}
     serial = line or isinstance(server, ModbusSerialServer)
     server.context = GatedCore(by_unit, devices, serial=serial)
 
@@ -151,7 +204,7 @@ class TcpPileServer:
 
 async def start_tcp_pile(pile: SimPile, host: str, port: int, now_s: Now) -> TcpPileServer:
     """Listen for ``pile`` on ``host:port`` (0 = ephemeral); the bound port is in the result."""
-    devices = [sim_device(pile, now_s)]
+    devices = sim_devices(pile, now_s)
     server = ModbusTcpServer(devices, address=(host, port), ignore_missing_devices=True)
     _gate(server, [pile], devices)
     try:
@@ -301,7 +354,7 @@ async def start_serial_bus(spec: SimSerialBusSpec, piles: list[SimPile], now_s: 
     bus = await _start_socat(spec)
     bus.piles = piles
     try:
-        devices = [sim_device(p, now_s) for p in piles]
+        devices = [device for p in piles for device in sim_devices(p, now_s)]
         bus.server = ModbusSerialServer(
             devices,
             port=bus.sim_path,
