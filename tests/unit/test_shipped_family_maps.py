@@ -14,7 +14,7 @@ from protocols.codec import decode, encode_field
 from protocols.maploader import get_map, matches, shipped_names
 from protocols.registers import SIM_V1, Block, CurrentRecipe, FaultCode, PortState, RegisterMap
 
-FAMILIES = ("abb-terra-ac", "keba-p30", "alfen-ng9xx")
+FAMILIES = ("abb-terra-ac", "keba-p30", "alfen-ng9xx", "bender-cc61x")
 PROVENANCE = "docs/maps-provenance.md"
 
 
@@ -256,3 +256,42 @@ def test_every_address_in_the_map_is_in_the_research_notes(name):
             if written not in notes:
                 missing.append(f"{f.name} at {written}")
     assert not missing
+
+
+def test_bender_decodes_milliamperes_and_watt_hours():
+    bender = get_map("bender-cc61x")
+    values = telemetry(
+        bender,
+        {
+            122: [3],  # C
+            212: [0, 15_800],  # mA
+            218: [0x0001, 0x1F40],  # 73536 Wh, the vendor page's own word-order example
+            220: [0, 10_900],  # W
+        },
+    )
+    assert values["state"] == PortState.CHARGING
+    assert values["current_L1_A"] == 15.8
+    assert values["energy_Wh"] == 73_536
+    assert values["power_W"] == 10_900
+
+
+@pytest.mark.parametrize(
+    ("code", "state"),
+    [
+        (0, PortState.UNAVAILABLE),
+        (1, PortState.AVAILABLE),
+        (2, PortState.PLUGGED),
+        (4, PortState.CHARGING),
+        (5, PortState.FAULTED),
+    ],
+)
+def test_bender_vehicle_state(code, state):
+    assert telemetry(get_map("bender-cc61x"), {122: [code]})["state"] == state
+
+
+def test_bender_hems_limit_is_whole_amperes_read_back_from_itself():
+    bender = get_map("bender-cc61x")
+    assert encode_field(bender, bender.control, "hems_current_limit_A", 16) == [16]
+    recipe = bender.recipe
+    assert isinstance(recipe, CurrentRecipe)
+    assert (recipe.current, recipe.confirm, recipe.stop) == ("hems_current_limit_A",) * 2 + ("current_zero",)
