@@ -3,7 +3,8 @@
 A TOML file (see ``config/sim.example.toml``) or the station parameters are parsed once into frozen
 dataclasses. Everything is validated at load, cross-field rules too (duplicate pile ids, duplicate
 tcp ports, duplicate units on a bus, unknown buses), and every problem is reported by entry name in
-one :class:`SimConfigError`.
+one :class:`SimConfigError`. A pile's ``map`` names a shipped register map or a map file (a path
+relative to the config file); the map must load and be one the simulator can serve.
 """
 
 from __future__ import annotations
@@ -15,12 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar, cast
 
-from protocols.registers import SIM_V1
+from protocols.maploader import is_path
+from protocols.registers import MapError, RegisterMap, get_map
+
+from .render import MapEncoder, MapNotServableError
 
 PileKind = Literal["fast", "trickle"]
 KINDS: tuple[PileKind, ...] = ("fast", "trickle")
 MAX_RATED_POWER_W = 1_000_000  # keeps max_current_A (u16 x 0.1 A) in range at 222 V
 MAX_METER_WH = 2**32 - 1
+DEFAULT_MAP = "pilegate-sim-v1"
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")  # ids appear in URLs and MQTT topics
 
 T = TypeVar("T")
@@ -46,6 +51,7 @@ class SimPileSpec:
     tcp_port: int | None = 0
     serial_bus: str | None = None
     initial_energy_Wh: int = 0
+    map: str = DEFAULT_MAP  # a shipped map's name, or a map file's path
 
 
 @dataclass(frozen=True)
@@ -90,14 +96,29 @@ def _check_pile(pile: SimPileSpec, bus_names: set[str]) -> list[str]:
         problems.append(f"{where}: kind {pile.kind!r} is not one of {list(KINDS)}")
     if not 1 <= pile.rated_power_W <= MAX_RATED_POWER_W:
         problems.append(f"{where}: rated_power_W {pile.rated_power_W} outside 1..{MAX_RATED_POWER_W}")
-    if not 1 <= pile.ports <= SIM_V1.max_ports:
-        problems.append(f"{where}: ports {pile.ports} outside 1..{SIM_V1.max_ports}")
+    regmap, map_problems = _pile_map(pile)
+    problems += [f"{where}: {p}" for p in map_problems]
+    max_ports = regmap.max_ports if regmap is not None else 4
+    if not 1 <= pile.ports <= max_ports:
+        problems.append(f"{where}: ports {pile.ports} outside 1..{max_ports} (map {pile.map})")
     if not 1 <= pile.unit <= 247:
         problems.append(f"{where}: unit {pile.unit} outside 1..247")
     if not 0 <= pile.initial_energy_Wh <= MAX_METER_WH:
         problems.append(f"{where}: initial_energy_Wh outside 0..{MAX_METER_WH}")
     problems += _check_pile_transport(pile, bus_names)
     return problems
+
+
+def _pile_map(pile: SimPileSpec) -> tuple[RegisterMap | None, list[str]]:
+    """The pile's register map, or the problems that keep the simulator from serving it."""
+    try:
+        regmap = get_map(pile.map)
+        MapEncoder(regmap)
+    except MapError as exc:
+        return None, [f"map {pile.map}: {p}" for p in exc.problems]
+    except MapNotServableError as exc:
+        return None, [str(exc)]
+    return regmap, []
 
 
 def _check_pile_transport(pile: SimPileSpec, bus_names: set[str]) -> list[str]:
@@ -230,7 +251,16 @@ def _tables(raw: Mapping[str, object], key: str, problems: list[str]) -> list[Ma
     return cast(list[Mapping[str, object]], value)
 
 
-def _parse_pile(table: Mapping[str, object], index: int, problems: list[str]) -> SimPileSpec:
+def _map_ref(ref: str, base_dir: Path | None) -> str:
+    """A map file's path made absolute against the config file's directory; names unchanged."""
+    if base_dir is None or not is_path(ref) or Path(ref).is_absolute():
+        return ref
+    return str(base_dir / ref)
+
+
+def _parse_pile(
+    table: Mapping[str, object], index: int, problems: list[str], base_dir: Path | None = None
+) -> SimPileSpec:
     pile_id = table.get("id")
     where = f"pile {pile_id!r}" if isinstance(pile_id, str) else f"piles[{index}]"
     r = _Reader(table, where, problems)
@@ -248,6 +278,7 @@ def _parse_pile(table: Mapping[str, object], index: int, problems: list[str]) ->
         tcp_port=r.get("tcp_port", int, None if bus is not None else 0),
         serial_bus=bus,
         initial_energy_Wh=r.get("initial_energy_Wh", int, 0),
+        map=_map_ref(r.get("map", str, DEFAULT_MAP), base_dir),
     )
     r.finish()
     return spec
@@ -271,13 +302,15 @@ def _parse_bus(table: Mapping[str, object], index: int, problems: list[str]) -> 
     return spec
 
 
-def parse_sim_config(raw: Mapping[str, object]) -> SimConfig:
-    """A validated :class:`SimConfig` from a parsed TOML document (pure, no I/O)."""
+def parse_sim_config(raw: Mapping[str, object], base_dir: Path | None = None) -> SimConfig:
+    """A validated :class:`SimConfig` from a parsed TOML document; map file paths are relative
+    to ``base_dir`` (the config file's directory)."""
     problems: list[str] = []
     r = _Reader(raw, "config", problems)
     r.used |= {"piles", "serial_buses"}
     buses = tuple(_parse_bus(t, i, problems) for i, t in enumerate(_tables(raw, "serial_buses", problems)))
-    piles = tuple(_parse_pile(t, i, problems) for i, t in enumerate(_tables(raw, "piles", problems)))
+    tables = _tables(raw, "piles", problems)
+    piles = tuple(_parse_pile(t, i, problems, base_dir) for i, t in enumerate(tables))
     number = (int, float)
     config = SimConfig(
         piles=piles,
@@ -308,7 +341,7 @@ def _read_toml(path: str | Path) -> dict[str, object]:
 
 def load_sim_config(path: str | Path) -> SimConfig:
     """The simulator config in the TOML file at ``path``; :class:`SimConfigError` if invalid."""
-    return parse_sim_config(_read_toml(path))
+    return parse_sim_config(_read_toml(path), Path(path).parent)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,12 +3,15 @@
 Nothing here reads a clock or does I/O: every call takes ``now_s`` (simulated seconds), so tests
 drive it with a fake clock. The model:
 
-- START/STOP/SET_LIMIT commands with the acknowledgement rules of the SIM_V1 control block;
+- START/STOP/SET_LIMIT commands with the acknowledgement rules of the sequenced recipe (the
+  pilegate-sim-v1 control block), or a wallbox's current offer (:meth:`PortPhysics.offer`: an
+  enable flag and a current limit in A; below the family's minimum the port pauses);
 - power ramps linearly from 0 to the session's goal (rated power or the limit) in ``ramp_s``,
   energy is integrated exactly over each step, and a session with a target stops itself exactly
   on the target (never a tick later, never overshooting);
-- plausible electricals: AC trickle at 222-230 V, DC fast at 400-750 V rising with the delivered
-  energy, current = P / V; the temperature follows the current with a first-order lag towards
+- plausible electricals: AC trickle at the nominal voltage minus a load drop (230 V -> 222 V) on 1
+  to 3 phases, DC fast at 400-750 V rising with the delivered energy, current = P / (V x phases);
+  the temperature follows the current with a first-order lag towards
   ``ambient + k * I**2``;
 - faults stop the session and hold the port FAULTED until cleared.
 """
@@ -42,12 +45,15 @@ class PortParams:
     rise_at_rated_C: float = 25.0  # steady-state temperature rise at rated current
     thermal_tau_s: float = 120.0
     initial_energy_Wh: float = 0.0
+    phases: int = 1  # AC phases the port charges on (DC: 1)
+    nominal_V: float = AC_NOMINAL_V  # AC line-to-neutral voltage at no load
 
     @property
     def rated_current_A(self) -> float:
-        """Current at rated power and the lowest voltage of the kind (the worst case)."""
-        low_V = AC_NOMINAL_V - AC_DROP_AT_RATED_V if self.kind == "trickle" else DC_MIN_V
-        return self.rated_power_W / low_V
+        """Current per phase at rated power and the lowest voltage of the kind (the worst case)."""
+        if self.kind == "trickle":
+            return self.rated_power_W / ((self.nominal_V - AC_DROP_AT_RATED_V) * self.phases)
+        return self.rated_power_W / DC_MIN_V
 
 
 class PortPhysics:
@@ -68,6 +74,8 @@ class PortPhysics:
         self.active_target_Wh = 0
         self.active_limit_W = 0
         self.vehicle_connected = False
+        self.enabled = True  # current style: the enable register or coil
+        self.current_limit_A: float | None = None  # current style: the offered current; None = W
         self.version = 0  # bumped on every change, so register views re-render only when needed
         self._session_start_Wh = self.meter_Wh
         self._t_s = now_s
@@ -79,24 +87,43 @@ class PortPhysics:
     def voltage_V(self) -> float:
         if self.params.kind == "trickle":
             load = self.power_W / self.params.rated_power_W
-            return AC_NOMINAL_V - AC_DROP_AT_RATED_V * load
+            return self.params.nominal_V - AC_DROP_AT_RATED_V * load
         if self.state != PortState.CHARGING:
             return 0.0  # DC output is off with the contactor open
         climb = min(1.0, self.session_Wh / DC_SWING_WH)
         return DC_MIN_V + (DC_MAX_V - DC_MIN_V) * climb
 
     @property
+    def phases(self) -> int:
+        return self.params.phases if self.params.kind == "trickle" else 1
+
+    @property
     def current_A(self) -> float:
+        """Current per phase."""
         volts = self.voltage_V
-        return self.power_W / volts if volts > 0 else 0.0
+        return self.power_W / (volts * self.phases) if volts > 0 else 0.0
+
+    def power_at_current_W(self, current_A: float) -> float:
+        """The power ``current_A`` per phase gives, with the voltage it sags to at that power.
+
+        AC: P = I x phases x (V0 - drop x P / rated), solved for P; DC: P = I x V now.
+        """
+        if self.params.kind == "trickle":
+            i_total = current_A * self.phases
+            sag = 1 + AC_DROP_AT_RATED_V * i_total / self.params.rated_power_W
+            return i_total * self.params.nominal_V / sag
+        climb = min(1.0, self.session_Wh / DC_SWING_WH)
+        return current_A * (DC_MIN_V + (DC_MAX_V - DC_MIN_V) * climb)
 
     @property
     def goal_power_W(self) -> float:
-        """The power the ramp heads for: rated, or the session limit if lower."""
+        """The power the ramp heads for: rated, or the session limit (W or A) if lower."""
         if self.state != PortState.CHARGING:
             return 0.0
-        rated = self.params.rated_power_W
-        return float(min(rated, self.limit_W) if self.limit_W else rated)
+        rated = float(self.params.rated_power_W)
+        if self.current_limit_A is not None:
+            return min(rated, self.power_at_current_W(self.current_limit_A))
+        return min(rated, self.limit_W) if self.limit_W else rated
 
     @property
     def busy(self) -> bool:
@@ -118,7 +145,7 @@ class PortPhysics:
         energy_Wh = self._charge(dt_s) if self.state == PortState.CHARGING else 0.0
         average_W = energy_Wh * 3600.0 / dt_s
         volts = self.voltage_V or DC_MIN_V
-        self._heat(dt_s, average_W / volts)
+        self._heat(dt_s, average_W / (volts * self.phases))
         self.version += 1
 
     def _ramp_energy_Ws(self, dt_s: float, goal_W: float) -> tuple[float, float]:
@@ -184,6 +211,10 @@ class PortPhysics:
             return CommandStatus.REJECTED_STATE
         if not 0 <= limit_W <= self.params.rated_power_W or target_Wh < 0:
             return CommandStatus.REJECTED_PARAM
+        self._begin_session(target_Wh, limit_W)
+        return CommandStatus.OK
+
+    def _begin_session(self, target_Wh: int, limit_W: int) -> None:
         self.state = PortState.CHARGING
         self.vehicle_connected = True
         self.target_Wh, self.limit_W = target_Wh, limit_W
@@ -191,7 +222,6 @@ class PortPhysics:
         self._session_start_Wh = self.meter_Wh
         self.active_target_Wh = target_Wh
         self.active_limit_W = limit_W or self.params.rated_power_W
-        return CommandStatus.OK
 
     def _set_limit(self, limit_W: int) -> CommandStatus:
         if not 0 <= limit_W <= self.params.rated_power_W:
@@ -199,6 +229,26 @@ class PortPhysics:
         self.limit_W = limit_W
         self.active_limit_W = limit_W or self.params.rated_power_W
         return CommandStatus.OK
+
+    # ----------------------------------------------------------------------------- current style
+
+    def offer(self, enabled: bool, limit_A: float, min_A: float, now_s: float) -> None:
+        """A wallbox's charging offer changed: charge while enabled with ``limit_A >= min_A``.
+
+        An offer starts a session from an idle state (a vehicle is assumed plugged in, as with
+        START); withdrawing it ends the session: FINISHED when disabled or set to 0 A, PLUGGED
+        (paused) for a current between 0 and the minimum. A faulted port only stores the offer.
+        """
+        self.advance(now_s)
+        self.enabled, self.current_limit_A = enabled, limit_A
+        offering = enabled and limit_A >= min_A
+        if offering and self.state in START_STATES:
+            self._begin_session(0, 0)
+        elif not offering and self.state == PortState.CHARGING:
+            paused = enabled and limit_A > 0
+            self._end_session(PortState.PLUGGED if paused else PortState.FINISHED)
+        self.active_limit_W = round(min(self.params.rated_power_W, self.power_at_current_W(limit_A)))
+        self.version += 1
 
     # ----------------------------------------------------------------------------- faults
 

@@ -1,8 +1,10 @@
 """pymodbus glue: serves :class:`~firmware_sim.device.SimPile` registers over Modbus TCP and RTU.
 
-Built on the pymodbus 3.16 server API: each pile is a ``SimDevice`` whose ``action`` hook sees every
-request with the device's live register list (reads re-render the addressed ports, writes run
-commands). The server's datastore is a :class:`GatedCore`, which makes a SILENT pile and, on a
+Built on the pymodbus 3.16 server API: each pile is a ``SimDevice`` with the four Modbus tables
+(coils, discrete inputs, holding and input registers) laid out from its register map, whose
+``action`` hook sees every request with the addressed table's live register list (reads re-render
+the addressed ports, writes run commands). A table the map does not use answers ILLEGAL_ADDRESS.
+The server's datastore is a :class:`GatedCore`, which makes a SILENT pile and, on a
 serial line, an unknown unit id give no answer at all (the client times out), as on a real bus.
 On TCP a request for another unit id gets exception 0x0B (gateway target failed to respond).
 
@@ -20,6 +22,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import structlog
 from pymodbus.constants import ExcCodes
@@ -29,7 +32,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.simulator.simcore import SimCore
 
 from .config import SimSerialBusSpec
-from .device import SimPile, WriteRejectedError
+from .device import BIT_TABLES, TABLE_OF_FUNCTION, ReadOnlyError, SimPile, WriteRejectedError
 
 log = structlog.get_logger(__name__)
 
@@ -90,34 +93,63 @@ async def _pile_action(
     registers: list[int],
     set_values: list[int] | list[bool] | None,
 ) -> ExcCodes | None:
-    """pymodbus SimDevice action: runs before the registers are read or written."""
+    """pymodbus SimDevice action: runs before the registers are read or written.
+
+    For coils and discrete inputs ``registers`` holds 16 bits per word, ``start_address`` counts
+    words, ``address`` is the bit and ``count`` the words the request touches.
+    """
+    table = TABLE_OF_FUNCTION[function_code]
+    bits = table in BIT_TABLES
+    if bits and not pile.serves(table, address):
+        return ExcCodes.ILLEGAL_ADDRESS
     try:
         if set_values is None:
-            pile.render(registers, start_address, address, count, now_s())
+            pile.render(registers, start_address, address, count * 16 if bits else count, now_s(), table)
         else:
-            pile.apply_write(registers, start_address, address, set_values, now_s())  # type: ignore[arg-type]
+            values = [int(v) for v in set_values]
+            pile.apply_write(registers, start_address, address, values, now_s(), table)
+            _store(set_values, values, bits)
+    except ReadOnlyError as exc:
+        log.warning("write refused", pile=pile.spec.id, address=address, reason=str(exc))
+        return ExcCodes.ILLEGAL_ADDRESS
     except WriteRejectedError as exc:
         log.warning("write rejected", pile=pile.spec.id, address=address, reason=str(exc))
         return ExcCodes.ILLEGAL_VALUE
     return None
 
 
-def sim_device(pile: SimPile, now_s: Now) -> SimDevice:
-    """The pymodbus device serving ``pile`` under its unit id."""
-    identity = pile.identity_registers()
-    blocks = []
-    for segment in pile.segments():
-        values: list[int] = identity if segment.address == 0 else [0] * segment.count
-        blocks.append(
-            SimData(
-                segment.address,
-                values=values,
-                datatype=DataType.REGISTERS,
-                readonly=not segment.writable,
-            )
+def _store(set_values: list[int] | list[bool], values: list[int], bits: bool) -> None:
+    """Hand the (possibly edited) written values back to pymodbus in its own element type."""
+    if bits:
+        cast(list[bool], set_values)[:] = [bool(v) for v in values]
+    else:
+        cast(list[int], set_values)[:] = values
+
+
+def _table_data(pile: SimPile, table: int) -> list[SimData]:
+    """pymodbus blocks of one table; an unused table gets one block that the action refuses."""
+    bits = table in BIT_TABLES
+    segments = pile.segments(table)
+    if not segments:
+        if bits:
+            return [SimData(0, values=[False], datatype=DataType.BITS)]
+        return [SimData(0, datatype=DataType.INVALID)]
+    return [
+        SimData(
+            segment.address,
+            values=[bool(v) for v in segment.values] if bits else list(segment.values),
+            datatype=DataType.BITS if bits else DataType.REGISTERS,
+            readonly=not segment.writable,
         )
+        for segment in segments
+    ]
+
+
+def sim_device(pile: SimPile, now_s: Now) -> SimDevice:
+    """The pymodbus device serving ``pile`` under its unit id: one block list per table."""
+    coils, discrete, holding, inputs = (_table_data(pile, table) for table in (1, 2, 3, 4))
     action = functools.partial(_pile_action, pile, now_s)
-    return SimDevice(pile.spec.unit, simdata=blocks, action=action)
+    return SimDevice(pile.spec.unit, simdata=(coils, discrete, holding, inputs), action=action)
 
 
 def _gate(

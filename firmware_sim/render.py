@@ -1,0 +1,251 @@
+"""A register map's encoder for the simulator: a port's readings rendered as the family's registers.
+
+The inverse of the gateway's read plan. pilegate's port state and fault become the family's codes
+(the map's value tables in reverse, IEC 61851 text states included; a fault as its bit in a bit
+field), readings are scaled and fitted into the map's types (an energy meter floors to the
+register's resolution and wraps like a real counter), and the identity registers say what the pile
+is and satisfy the map's ``[match]`` rule, so a scan recognises the family.
+
+Pure: no sockets, no clock. :class:`MapEncoder` is built once per map and checks at build time that
+the map can show every state the simulator's physics produces.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from protocols.codec import encode_value, orders
+from protocols.regmodel import (
+    FLOAT_TYPES,
+    INT_RANGE,
+    Block,
+    CodecError,
+    FaultCode,
+    Field,
+    PortState,
+    RegisterMap,
+)
+
+# A state the family has no code for is shown as the nearest one it has.
+STATE_FALLBACKS: dict[PortState, tuple[PortState, ...]] = {
+    PortState.AVAILABLE: (PortState.AVAILABLE,),
+    PortState.PLUGGED: (PortState.PLUGGED, PortState.FINISHED),
+    PortState.CHARGING: (PortState.CHARGING,),
+    PortState.FINISHED: (PortState.FINISHED, PortState.PLUGGED),
+    PortState.FAULTED: (PortState.FAULTED, PortState.UNAVAILABLE),
+    PortState.UNAVAILABLE: (PortState.UNAVAILABLE, PortState.FAULTED),
+}
+# A fault the family does not name is shown as its "other" or "internal" code, else as a code
+# (or bit) its table does not list, which the gateway reads as "other".
+FAULT_FALLBACKS = (FaultCode.OTHER, FaultCode.INTERNAL)
+RENDERED_SECTIONS = ("telemetry", "readback", "sim")
+
+Kind = Literal["state", "fault", "energy", "number", "text"]
+
+
+class MapNotServableError(ValueError):
+    """The simulator cannot serve a pile of this family; ``problems`` says why."""
+
+    def __init__(self, map_name: str, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(f"map {map_name} cannot be simulated: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class RenderedBlock:
+    """One per-port block the simulator renders, with each field's kind of value."""
+
+    block: Block
+    fields: tuple[tuple[Field, Kind], ...]
+
+
+def _kind(f: Field) -> Kind:
+    if f.name == "state" and f.values:
+        return "state"
+    if f.name == "fault" and (f.values or f.bits):
+        return "fault"
+    if f.type == "str":
+        return "text"
+    return "energy" if f.name == "energy_Wh" else "number"
+
+
+def _wildcard_fits(value: object, want: int | str) -> bool:
+    if isinstance(want, str):
+        pattern = re.escape(want).replace(r"\*", ".*").replace(r"\?", ".")
+        return isinstance(value, str) and re.fullmatch(pattern, value.strip(), re.IGNORECASE) is not None
+    return value == want
+
+
+def _example(want: int | str) -> int | str:
+    """A value that fits a ``[match]`` entry: wildcards filled in."""
+    return want.replace("*", "").replace("?", "X") if isinstance(want, str) else want
+
+
+class MapEncoder:
+    """Turns canonical port values into a family's registers (see the module docstring)."""
+
+    def __init__(self, regmap: RegisterMap) -> None:
+        self.regmap = regmap
+        self.blocks = tuple(
+            RenderedBlock(b, tuple((f, _kind(f)) for f in b.fields))
+            for b in regmap.port_blocks
+            if b.kind in RENDERED_SECTIONS
+        )
+        self._state_field = self._telemetry_field("state")
+        self._fault_field = self._telemetry_field("fault")
+        self.state_codes = self._state_codes()
+        self._fault_codes: dict[FaultCode, int | str] = {}
+
+    def _telemetry_field(self, name: str) -> Field | None:
+        found = self.regmap.fields_by_name.get(name)
+        return found[1] if found is not None and found[0].kind == "telemetry" else None
+
+    # ------------------------------------------------------------------------------ codes
+
+    def _state_codes(self) -> dict[PortState, int | str]:
+        f = self._state_field
+        if f is None or not f.values:
+            raise MapNotServableError(self.regmap.name, ["telemetry.state has no values table"])
+        have = {PortState(canonical) for _code, canonical in f.values}
+        codes: dict[PortState, int | str] = {}
+        missing = []
+        for state, chain in STATE_FALLBACKS.items():
+            shown = next((s for s in chain if s in have), None)
+            if shown is None:
+                missing.append(state.name.lower())
+            else:
+                codes[state] = f.device_code(int(shown))
+        needed = [m for m in missing if m != "unavailable"]  # the physics never goes unavailable
+        if needed:
+            problem = f"telemetry.state has no code for {', '.join(needed)} (nor a fallback)"
+            raise MapNotServableError(self.regmap.name, [problem])
+        return codes
+
+    def state_code(self, state: PortState) -> int | str:
+        """The family's code for ``state`` (or for its nearest state the family has)."""
+        code = self.state_codes.get(state)
+        return code if code is not None else self.state_codes[PortState.FAULTED]
+
+    def fault_code(self, fault: FaultCode) -> int | str:
+        """The family's code (or bit mask) for ``fault``; 0 without a fault register."""
+        f = self._fault_field
+        if f is None:
+            return 0
+        code = self._fault_codes.get(fault)
+        if code is None:
+            code = self._fault_codes[fault] = self._find_fault_code(f, fault)
+        return code
+
+    def _find_fault_code(self, f: Field, fault: FaultCode) -> int | str:
+        named = {canonical for _bit, canonical in f.bits} | {canonical for _c, canonical in f.values}
+        for candidate in (fault, *FAULT_FALLBACKS):
+            if candidate == FaultCode.NONE or candidate in named:
+                return _device_value(f, candidate)
+        return _unnamed_code(f)
+
+    # ------------------------------------------------------------------------------ values
+
+    def fit(self, f: Field, kind: Kind, value: object) -> object:
+        """``value`` made encodable in ``f``: codes translated, text cut, numbers clamped."""
+        if kind == "state":
+            return self.state_code(PortState(_as_int(value)))
+        if kind == "fault":
+            return self.fault_code(FaultCode(_as_int(value)))
+        if f.type == "str" or isinstance(value, str):
+            text = str(value)
+            return text[: 2 * f.width] if f.type == "str" else 0
+        if f.type in FLOAT_TYPES:
+            return float(_as_number(value))
+        return _fit_int(f, _as_number(value), wrap=kind == "energy")
+
+    def encode_block(self, rendered: RenderedBlock, values: Mapping[str, object]) -> list[int]:
+        """The block's registers (or bits) for ``values``; fields without a value are 0."""
+        words = [0] * rendered.block.size
+        for f, kind in rendered.fields:
+            value = values.get(f.name)
+            if value is None:
+                continue
+            encoded = encode_value(f, self.fit(f, kind, value), *orders(self.regmap, f))
+            words[f.offset : f.offset + f.width] = encoded
+        return words
+
+    def encode_field(self, f: Field, value: object) -> list[int]:
+        """One field's registers for ``value`` (fitted like a rendered value)."""
+        return encode_value(f, self.fit(f, _kind(f), value), *orders(self.regmap, f))
+
+    def identity(self, values: Mapping[str, object]) -> list[tuple[Block, list[int]]]:
+        """Every identity block's registers: ``values`` by name, changed where ``[match]`` needs."""
+        wanted = dict(values)
+        for name, accepted in self.regmap.match:
+            if not any(_wildcard_fits(wanted.get(name), want) for want in accepted):
+                wanted[name] = _example(accepted[0])
+        out = []
+        for block in self.regmap.identity_blocks:
+            words = [0] * block.size
+            for f in block.fields:
+                if f.name in wanted:
+                    kind: Kind = "text" if f.type == "str" else "number"
+                    words[f.offset : f.offset + f.width] = self.encode_field_as(f, kind, wanted[f.name])
+            out.append((block, words))
+        return out
+
+    def encode_field_as(self, f: Field, kind: Kind, value: object) -> list[int]:
+        return encode_value(f, self.fit(f, kind, value), *orders(self.regmap, f))
+
+
+def _device_value(f: Field, fault: FaultCode) -> int | str:
+    if f.bits:
+        if fault == FaultCode.NONE:
+            return 0
+        return 1 << next(bit for bit, canonical in f.bits if canonical == fault)
+    if fault == FaultCode.NONE and all(canonical != FaultCode.NONE for _c, canonical in f.values):
+        return "" if f.type == "str" else 0
+    return f.device_code(int(fault))
+
+
+def _unnamed_code(f: Field) -> int | str:
+    """A code (or bit) the field's table does not list: the gateway reads it as ``other``."""
+    if f.bits:
+        used = {bit for bit, _c in f.bits}
+        free = next((b for b in range(16 * f.width) if b not in used), None)
+        if free is None:
+            raise CodecError(f"{f.name}: every bit is named; no bit left for an unnamed fault")
+        return 1 << free
+    if f.type == "str":
+        used_text = {str(c).strip().upper() for c, _v in f.values}
+        return next(t for t in ("?", "X", "XX", "ERR") if t not in used_text)
+    used = {c for c, _v in f.values if isinstance(c, int)}
+    return next(c for c in range(1, 0x10000) if c not in used)
+
+
+def _as_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CodecError(f"expected an integer state or fault, got {value!r}")
+    return value
+
+
+def _as_number(value: object) -> float:
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if not isinstance(value, int | float):
+        raise CodecError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _fit_int(f: Field, value: float, *, wrap: bool) -> float:
+    """``value`` within the field's raw range: a counter floors and wraps, a reading is clamped."""
+    low, high = INT_RANGE[f.type]
+    scaled = value / f.scale
+    if wrap:
+        raw = math.floor(scaled + 1e-9)  # a meter never shows energy it has not counted
+        if low == 0:
+            raw %= high + 1
+        else:
+            raw = max(low, min(high, raw))
+    else:
+        raw = max(low, min(high, round(scaled)))
+    return raw if f.scale == 1.0 else raw * f.scale
