@@ -38,7 +38,7 @@ from pymodbus.pdu import ModbusPDU
 
 from drivers.errors import DriverError, to_driver_error
 from drivers.health import DeviceHealth, Transition
-from drivers.plan import MODBUS_MAX_READ, ReadPlan, compile_read_plan
+from drivers.plan import MODBUS_MAX_READ, ReadPlan, compile_read_plan, read_cap
 from drivers.specs import BusSpec, DeviceSpec, SerialTransport, TcpTransport
 from drivers.timing import bits_per_char, t35_s
 from protocols.registers import CodecError, decode
@@ -63,6 +63,12 @@ COMMAND_PRIORITY = 0
 POLL_PRIORITY = 1
 MODBUS_MAX_WRITE = 123  # registers per write-multiple-registers request (function 16)
 ILLEGAL_DATA_ADDRESS = 0x02
+_READS = {  # function code -> (pymodbus client method, reply attribute)
+    1: ("read_coils", "bits"),
+    2: ("read_discrete_inputs", "bits"),
+    3: ("read_holding_registers", "registers"),
+    4: ("read_input_registers", "registers"),
+}
 NEVER_TIMEOUT_MARGIN_S = 1.0  # pymodbus's own timeout sits this far beyond ours
 
 
@@ -253,22 +259,33 @@ class Bus:
         return cast(list[PollResult], await asyncio.gather(*futures))
 
     async def read_identity(self, pile_id: str) -> dict[str, object]:
-        """Decoded identity block of ``pile_id`` (command priority)."""
+        """Decoded identity registers of ``pile_id`` (command priority); empty if the map has none."""
         dev = self._device(pile_id)
-        block = dev.spec.regmap.identity
-        words = await self._submit(
-            COMMAND_PRIORITY, partial(self._read_span, dev.spec.unit, block.base, block.size)
-        )
-        try:
-            dev.identity = decode(dev.spec.regmap, block, words)
-        except CodecError as exc:
-            raise to_driver_error(pile_id, exc) from exc
-        return dict(dev.identity)
+        regmap, unit = dev.spec.regmap, dev.spec.unit
+        identity: dict[str, object] = {}
+        for block in regmap.identity_blocks:
+            read = partial(self._read_span, unit, block.base, block.size, block.function)
+            words = await self._submit(COMMAND_PRIORITY, read)
+            try:
+                identity.update(decode(regmap, block, words))
+            except CodecError as exc:
+                raise to_driver_error(pile_id, exc) from exc
+        dev.identity = identity
+        return dict(identity)
 
-    async def read_registers(self, unit: int, address: int, count: int) -> list[int]:
-        """Raw holding registers (command priority), split to the device's request size."""
+    async def read_registers(self, unit: int, address: int, count: int, function: int = 3) -> list[int]:
+        """Raw registers (or 0/1 bits for functions 1 and 2) at command priority, split to the
+        device's request size. ``function``: 3 holding, 4 input, 1 coils, 2 discrete inputs."""
         self._check_span(unit, address, count)
-        return await self._submit(COMMAND_PRIORITY, partial(self._read_span, unit, address, count))
+        if function not in _READS:
+            raise DriverError("invalid", self._label(unit), f"function {function} is not a read (1-4)")
+        return await self._submit(COMMAND_PRIORITY, partial(self._read_span, unit, address, count, function))
+
+    async def write_coil(self, unit: int, address: int, value: bool) -> None:
+        """Write one coil with function 5 (command priority); never retried once sent."""
+        self._check_span(unit, address, 1)
+        call: Call = lambda c: c.write_coil(address, value, device_id=unit)  # noqa: E731
+        await self._submit(COMMAND_PRIORITY, partial(self._exchange, unit, call, idempotent=False))
 
     async def write_registers(self, unit: int, address: int, values: Sequence[int]) -> None:
         """Write holding registers with function 16 (command priority); never retried once sent."""
@@ -343,7 +360,8 @@ class Bus:
             health.record_skip()
             return PollResult(dev.spec.pile_id, False, self._wall_ms(), {}, 0.0, health.last_error, True)
         try:
-            responses = [await self._read(dev.spec.unit, r.address, r.count) for r in dev.plan.requests]
+            unit = dev.spec.unit
+            responses = [await self._read(unit, r.address, r.count, r.function) for r in dev.plan.requests]
             ts_ms = self._wall_ms()
             ports = dev.plan.decode(responses)
         except (DriverError, CodecError) as exc:
@@ -390,23 +408,27 @@ class Bus:
             )
         return PollResult(pile, False, self._wall_ms(), {}, now - start, err)
 
-    async def _read_span(self, unit: int, address: int, count: int) -> list[int]:
+    async def _read_span(self, unit: int, address: int, count: int, function: int = 3) -> list[int]:
         dev = self._by_unit.get(unit)
-        cap = dev.spec.max_registers if dev else MODBUS_MAX_READ
+        cap = read_cap(dev.spec.regmap, function, dev.spec.max_registers) if dev else MODBUS_MAX_READ
         words: list[int] = []
         for offset in range(0, count, cap):
-            words += await self._read(unit, address + offset, min(cap, count - offset))
+            words += await self._read(unit, address + offset, min(cap, count - offset), function)
         return words
 
-    async def _read(self, unit: int, address: int, count: int) -> list[int]:
-        call: Call = lambda c: c.read_holding_registers(address, count=count, device_id=unit)  # noqa: E731
+    async def _read(self, unit: int, address: int, count: int, function: int = 3) -> list[int]:
+        """One read of ``count`` registers, or bits as 0/1 for coils and discrete inputs."""
+        method, attribute = _READS[function]
+        call: Call = lambda c: getattr(c, method)(address, count=count, device_id=unit)  # noqa: E731
         response = await self._exchange(unit, call)
-        registers: list[int] = getattr(response, "registers", [])
-        if len(registers) != count:
+        values: list[int] = getattr(response, attribute, [])
+        if attribute == "bits":  # replies pad bits to whole bytes
+            values = [1 if b else 0 for b in values[:count]]
+        if len(values) != count:
             raise DriverError(
-                "decode", self._label(unit), f"asked {count} registers at {address}, got {len(registers)}"
+                "decode", self._label(unit), f"asked {count} {attribute} at {address}, got {len(values)}"
             )
-        return registers
+        return values
 
     async def _exchange(self, unit: int, call: Call, *, idempotent: bool = True) -> ModbusPDU:
         """One request with the device's retries for non-timeout errors."""

@@ -7,10 +7,11 @@ config; a bad value fails at construction with every problem named in one :class
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 
-from drivers.plan import MODBUS_MAX_READ, PlanError, ReadPlan, compile_read_plan
+from drivers.plan import MODBUS_MAX_READ, PlanError, ReadPlan, ReadRequest, compile_read_plan
 from drivers.timing import (
     READ_REQUEST_BYTES,
     bits_per_char,
@@ -18,7 +19,7 @@ from drivers.timing import (
     t35_s,
     transaction_time_s,
 )
-from protocols.registers import RegisterMap
+from protocols.regmodel import BIT_FUNCTIONS, RegisterMap
 
 
 class SpecError(ValueError):
@@ -161,16 +162,22 @@ def _timeouts_too_short_for_line(line: SerialTransport, devices: tuple[DeviceSpe
     gap_s = t35_s(line.baudrate, bits)
     problems = []
     for d in devices:
-        largest = max(r.count for r in d.read_plan().requests)
-        wire_s = transaction_time_s(
-            READ_REQUEST_BYTES, read_response_bytes(largest), line.baudrate, bits, gap_s
-        )
+        largest = max(d.read_plan().requests, key=_response_bytes)
+        wire_s = transaction_time_s(READ_REQUEST_BYTES, _response_bytes(largest), line.baudrate, bits, gap_s)
         if d.timeout_s <= wire_s:
+            what = "bit" if largest.function in BIT_FUNCTIONS else "register"
             problems.append(
                 f"device {d.pile_id}: timeout_s={d.timeout_s} is not longer than the "
-                f"{wire_s:.3f} s a {largest}-register read takes at {line.baudrate} baud"
+                f"{wire_s:.3f} s a {largest.count}-{what} read takes at {line.baudrate} baud"
             )
     return problems
+
+
+def _response_bytes(request: ReadRequest) -> int:
+    """Bytes of the reply frame: 2 per register, or 1 per 8 bits for coils and discrete inputs."""
+    if request.function in BIT_FUNCTIONS:
+        return read_response_bytes(0) + math.ceil(request.count / 8)
+    return read_response_bytes(request.count)
 
 
 def _duplicates(what: str, values: list[str] | list[int]) -> list[str]:

@@ -1,15 +1,22 @@
 """Commands from the central service (or a technician) to a pile's port.
 
 A command is validated (known pile and port, pile reachable, port state allows it, power within the
-pile's rating, not expired), answered ``accepted``, written to the control registers through the
-bus owner at command priority, and confirmed by reading back the pile's acknowledgement. The final
-``cmd/result`` is ``done``, ``rejected``, ``failed`` or ``expired``. Commands are idempotent by id:
-a repeated id gets the recorded result again and is never executed twice.
+pile's rating, the family's recipe can express it, not expired), answered ``accepted``, written to
+the control registers through the bus owner at command priority, and confirmed by read-back. The
+final ``cmd/result`` is ``done``, ``rejected``, ``failed`` or ``expired``. Commands are idempotent
+by id: a repeated id gets the recorded result again and is never executed twice.
+
+The map's recipe says how (docs/register-maps.md): ``sequenced`` writes the whole control block
+(command code, sequence number, energy target, power limit) and waits for the pile's ``ack_seq``;
+``current`` writes a current limit (and an enable register or coil), and waits until the confirm
+register shows it. A current-limit family takes no energy target: the central stops the port at
+the target, and the result's reason says so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -17,19 +24,21 @@ import structlog
 
 from drivers.errors import DriverError
 from gateway.publisher import Publisher, wall_ms
+from gateway.recipes import CurrentSteps, RecipeRefused, current_steps
 from gateway.runtime import GatewayRuntime, PileRuntime
 from protocols import topics
+from protocols.codec import decode, decode_field, encode, encode_field
 from protocols.payloads import CommandMessage, CommandResult, PayloadError, ResultStatus
-from protocols.registers import Command, CommandStatus, PortState, decode, encode
+from protocols.regmodel import CurrentRecipe, PortState, SequencedRecipe
 
 log = structlog.get_logger(__name__)
 
-_OPS = {"start": Command.START, "stop": Command.STOP, "limit": Command.SET_LIMIT}
 _STARTABLE = {PortState.AVAILABLE, PortState.PLUGGED, PortState.FINISHED}
 _REJECTIONS = {
-    CommandStatus.REJECTED_STATE: "the pile refused: port state does not allow it",
-    CommandStatus.REJECTED_FAULT: "the pile refused: port is faulted",
-    CommandStatus.REJECTED_PARAM: "the pile refused: parameter out of range",
+    "rejected_state": "the pile refused: port state does not allow it",
+    "rejected_fault": "the pile refused: port is faulted",
+    "rejected_param": "the pile refused: parameter out of range",
+    "rejected": "the pile refused",
 }
 
 
@@ -141,48 +150,98 @@ class CommandExecutor:
                 raise Rejected(f"port {port} cannot start in state {values.get('state')}")
         if command.op == "limit" and values.get("state") != PortState.CHARGING:
             raise Rejected(f"port {port} is not charging")
+        recipe = pile.regmap.recipe
+        if recipe is None:
+            raise Rejected(f"map {pile.regmap.name} has no command recipe: its piles are read-only")
+        if isinstance(recipe, CurrentRecipe):
+            try:
+                current_steps(recipe, pile.regmap, command.op, power)
+            except RecipeRefused as exc:
+                raise Rejected(str(exc)) from None
 
     async def _write_and_confirm(
         self, pile: PileRuntime, port: int, command: CommandMessage
     ) -> CommandResult:
+        recipe = pile.regmap.recipe
+        if isinstance(recipe, SequencedRecipe):
+            return await self._sequenced(pile, port, command, recipe)
+        assert isinstance(recipe, CurrentRecipe)  # _validate refused maps without a recipe
+        return await self._current(pile, port, command, recipe)
+
+    async def _sequenced(
+        self, pile: PileRuntime, port: int, command: CommandMessage, recipe: SequencedRecipe
+    ) -> CommandResult:
         regmap, unit = pile.regmap, pile.config.unit
-        seq = self._next_seq(pile, port)
-        words = encode(
-            regmap,
-            regmap.control,
-            {
-                "command": int(_OPS[command.op]),
-                "command_seq": seq,
-                "target_energy_Wh": command.params.get("energy_Wh", 0),
-                "power_limit_W": command.params.get("power_W", 0),
-            },
-        )
-        await pile.bus.write_registers(unit, regmap.port_address(port, regmap.control), words)
-        address = regmap.port_address(port, regmap.readback)
+        control, _ = regmap.fields_by_name[recipe.command]
+        seq = self._next_seq(pile, port, recipe.ack_sequence)
+        values = {
+            recipe.command: dict(recipe.codes)[command.op],
+            recipe.sequence: seq,
+            recipe.target_energy: command.params.get("energy_Wh", 0),
+            recipe.power_limit: command.params.get("power_W", 0),
+        }
+        words = encode(regmap, control, values)
+        await pile.bus.write_registers(unit, regmap.port_address(port, control), words)
+        readback, _ = regmap.fields_by_name[recipe.ack_sequence]
+        address = regmap.port_address(port, readback)
         while True:
-            raw = await pile.bus.read_registers(unit, address, regmap.readback.size)
-            readback = decode(regmap, regmap.readback, raw)
-            if readback["ack_seq"] == seq:
-                return self._confirmed(command, readback)
+            raw = await pile.bus.read_registers(unit, address, readback.size, readback.function)
+            acked = decode(regmap, readback, raw)
+            if acked[recipe.ack_sequence] == seq:
+                return self._acknowledged(command, recipe, acked)
             await asyncio.sleep(self._readback_interval_s)
 
-    def _confirmed(self, command: CommandMessage, readback: dict[str, object]) -> CommandResult:
-        status = readback["ack_status"]
-        if status == CommandStatus.OK:
+    def _acknowledged(
+        self, command: CommandMessage, recipe: SequencedRecipe, readback: dict[str, object]
+    ) -> CommandResult:
+        status = readback[recipe.ack_status]
+        outcome = dict(recipe.statuses).get(status) if isinstance(status, int) else None
+        if outcome == "ok":
             return self._result(command, "done", readback=readback)
-        reason = _REJECTIONS.get(
-            CommandStatus(status)
-            if isinstance(status, int) and status in CommandStatus._value2member_map_
-            else CommandStatus.NONE,
-            f"the pile answered status {status}",
-        )
+        reason = _REJECTIONS.get(outcome or "", f"the pile answered status {status}")
         return self._result(command, "rejected", reason, readback)
 
-    def _next_seq(self, pile: PileRuntime, port: int) -> int:
+    async def _current(
+        self, pile: PileRuntime, port: int, command: CommandMessage, recipe: CurrentRecipe
+    ) -> CommandResult:
+        steps = current_steps(recipe, pile.regmap, command.op, command.params.get("power_W"))
+        for write in steps.writes:
+            await self._write_register(pile, port, write.register, write.value)
+        while True:
+            value = await self._read_register(pile, port, steps.confirm)
+            if isinstance(value, int | float) and abs(value - steps.expect) <= steps.tolerance:
+                return self._current_done(command, steps, value)
+            await asyncio.sleep(self._readback_interval_s)
+
+    def _current_done(self, command: CommandMessage, steps: CurrentSteps, value: float) -> CommandResult:
+        energy_Wh = command.params.get("energy_Wh")
+        reason = None
+        if command.op == "start" and energy_Wh:
+            reason = f"the pile takes no energy target: the central stops the port at {energy_Wh} Wh"
+        readback: dict[str, object] = {"current_A": steps.current_A, steps.confirm: value}
+        return self._result(command, "done", reason, readback)
+
+    async def _write_register(self, pile: PileRuntime, port: int, name: str, value: float) -> None:
+        regmap, unit = pile.regmap, pile.config.unit
+        block, _ = regmap.fields_by_name[name]
+        address = regmap.field_address(port, name)
+        if block.bits:
+            await pile.bus.write_coil(unit, address, bool(value))
+        else:
+            await pile.bus.write_registers(unit, address, encode_field(regmap, block, name, value))
+
+    async def _read_register(self, pile: PileRuntime, port: int, name: str) -> object:
+        regmap, unit = pile.regmap, pile.config.unit
+        block, f = regmap.fields_by_name[name]
+        address = regmap.field_address(port, name)
+        raw = await pile.bus.read_registers(unit, address, f.width, block.function)
+        return decode_field(regmap, f, raw, block.bits)
+
+    def _next_seq(self, pile: PileRuntime, port: int, ack_name: str) -> int:
         key = (pile.id, port)
         last = self._seq.get(key)
         if last is None:  # continue after the pile's own last ack so a restart cannot collide
-            ack = pile.last.get(port, {}).get("ack_seq")
+            ack = pile.last.get(port, {}).get(ack_name)
             last = ack if isinstance(ack, int) else 0
         seq = last % 0xFFFF + 1
         self._seq[key] = seq
@@ -227,8 +286,6 @@ class CommandExecutor:
 
 def _peek_id(payload: bytes) -> str | None:
     """The ``id`` of a command that failed validation, if one can be read, to answer it."""
-    import json
-
     try:
         obj = json.loads(payload)
     except ValueError:

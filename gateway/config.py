@@ -17,7 +17,9 @@ from pilegate.settings import ConfigError as ConfigError  # re-exported for call
 from pilegate.settings import check as _check
 from pilegate.settings import is_loopback_listen, parse_mqtt_url, read_secret, read_toml, unknown_tables
 from pilegate.settings import take as _take
-from protocols.registers import MAPS
+from protocols.maploader import MapError, get_map
+from protocols.maploader import is_path as is_map_path
+from protocols.regmodel import RegisterMap
 from protocols.topics import TopicError, check_id
 
 
@@ -144,7 +146,10 @@ PILE_KEYS: dict[str, tuple[Any, str]] = {
     "id": (..., "pile id, unique in the station (e.g. F1, T3)"),
     "bus": (..., "name of the bus the pile is on"),
     "unit": (1, "Modbus unit (device) id, 1..247, unique on its bus"),
-    "map": ("pilegate-sim-v1", "register map of the pile family"),
+    "map": (
+        "pilegate-sim-v1",
+        "register map of the pile family: a shipped map's name, or a map file (relative to this file)",
+    ),
     "ports": (1, "number of charging ports"),
     "kind": (None, "fast | trickle; default: read from the pile"),
     "max_registers": (125, "largest read the device accepts"),
@@ -235,7 +240,24 @@ def _parse_bus(raw: Any, i: int, poll_period_s: Any, problems: list[str]) -> Bus
     return BusConfig(**b)
 
 
-def _parse_pile(raw: Any, i: int, problems: list[str]) -> PileConfig | None:
+def _resolve_map(p: dict[str, Any], where: str, base: Path, problems: list[str]) -> RegisterMap | None:
+    """Load the pile's map (a shipped name, or a path relative to the config file); a path is
+    stored absolute so every later lookup finds the same file."""
+    ref = p["map"]
+    if not isinstance(ref, str) or not ref:
+        problems.append(f"{where}.map: expected a map name or a path to a map file")
+        return None
+    if is_map_path(ref):
+        ref = p["map"] = str((base / ref).resolve())
+    try:
+        return get_map(ref)
+    except MapError as exc:
+        label = f"{where}.map ({ref})" if is_map_path(ref) else f"{where}.map"
+        problems.extend(f"{label}: {problem}" for problem in exc.problems)
+        return None
+
+
+def _parse_pile(raw: Any, i: int, base: Path, problems: list[str]) -> PileConfig | None:
     if not isinstance(raw, dict):
         problems.append(f"pile[{i}]: expected a table")
         return None
@@ -243,14 +265,7 @@ def _parse_pile(raw: Any, i: int, problems: list[str]) -> PileConfig | None:
     p = _take(raw, PILE_KEYS, where, problems)
     _check_id(problems, f"{where}.id", p["id"])
     _check(problems, f"{where}.unit", p["unit"], int, lambda v: 1 <= v <= 247, "1..247")
-    _check(
-        problems,
-        f"{where}.map",
-        p["map"],
-        str,
-        lambda v: v in MAPS,
-        f"a known register map ({', '.join(sorted(MAPS))})",
-    )
+    regmap = _resolve_map(p, where, base, problems)
     _check(problems, f"{where}.kind", p["kind"], str, lambda v: v in ("fast", "trickle"), "fast or trickle")
     _check(
         problems,
@@ -261,14 +276,14 @@ def _parse_pile(raw: Any, i: int, problems: list[str]) -> PileConfig | None:
         "1..125 (the Modbus limit)",
     )
     _check(problems, f"{where}.max_gap", p["max_gap"], int, lambda v: 0 <= v <= 125, "0..125")
-    max_ports = MAPS[p["map"]].max_ports if p["map"] in MAPS else 99
+    max_ports = regmap.max_ports if regmap else 99
     _check(
         problems,
         f"{where}.ports",
         p["ports"],
         int,
         lambda v: 1 <= v <= max_ports,
-        f"1..{max_ports} for map {p['map']}",
+        f"1..{max_ports} for map {regmap.name if regmap else p['map']}",
     )
     return PileConfig(**p)
 
@@ -352,7 +367,7 @@ def parse_config(
         problems.append("bus and pile must be arrays of tables ([[bus]], [[pile]])")
         raw_buses, raw_piles = [], []
     buses = [b for i, r in enumerate(raw_buses) if (b := _parse_bus(r, i, gw["poll_period_s"], problems))]
-    piles = [p for i, r in enumerate(raw_piles) if (p := _parse_pile(r, i, problems))]
+    piles = [p for i, r in enumerate(raw_piles) if (p := _parse_pile(r, i, base, problems))]
     _cross_check(buses, piles, problems)
     if problems:
         raise ConfigError(source, problems)

@@ -26,7 +26,8 @@ import click
 
 from gateway.config import GATEWAY_KEYS, ConfigError, GatewayConfig, load_config
 from gateway.control_token import TokenFileError, read_token
-from protocols.registers import PortState, get_map
+from gateway.mapview import format_map, map_rows, map_summary
+from protocols.registers import MapError, PortState, get_map, load_map
 
 DEFAULT_URL = "http://127.0.0.1:8470"
 DEFAULT_TOKEN_FILE = Path(GATEWAY_KEYS["data_dir"][0]) / "control.token"
@@ -377,6 +378,61 @@ def check_config(file: str, as_json: bool) -> None:
         f"OK: gateway {config.id} of station {config.station}, "
         f"{len(config.buses)} buses, {len(config.piles)} piles",
     )
+
+
+# ---------------------------------------------------------------------------- register maps
+
+
+@main.group("map")
+def map_group() -> None:
+    """Check and show register maps (docs/register-maps.md); no running gateway needed."""
+
+
+@map_group.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+@json_option
+def map_check(file: str, as_json: bool) -> None:
+    """Validate a register map file; list every problem and exit 1 on a bad map.
+
+    Example:
+
+        pilectl map check /etc/pilegate/maps/acme.toml
+    """
+    try:
+        regmap = load_map(file)
+    except MapError as exc:
+        _emit({"ok": False, "file": file, "problems": exc.problems}, as_json, str(exc))
+        sys.exit(1)
+    rows = map_rows(regmap)
+    unconfirmed = [f"{r['section']}.{r['name']}" for r in rows if r["unconfirmed"]]
+    summary = {
+        "ok": True,
+        "file": file,
+        "name": regmap.name,
+        "registers": len(rows),
+        "unconfirmed": unconfirmed,
+    }
+    text = f"OK: map {regmap.name}, {len(rows)} registers"
+    if unconfirmed:
+        text += f", {len(unconfirmed)} unconfirmed: {', '.join(unconfirmed)}"
+    _emit(summary, as_json, text)
+
+
+@map_group.command("show")
+@click.argument("ref", metavar="NAME|FILE")
+@json_option
+def map_show(ref: str, as_json: bool) -> None:
+    """Print a shipped map (by name) or a map file as a table of registers.
+
+    Example:
+
+        pilectl map show pilegate-sim-v1
+    """
+    try:
+        regmap = get_map(ref)
+    except MapError as exc:
+        raise click.ClickException(str(exc)) from None
+    _emit(map_summary(regmap), as_json, format_map(regmap))
 
 
 if __name__ == "__main__":

@@ -43,9 +43,7 @@ def _text_key(value: object) -> object:
 
 def state_converter(f: Field) -> Converter:
     """Device state code -> PortState value; a code the table lacks reads as unavailable."""
-    table = {_text_key(k): v for k, v in f.values}
-    unknown = int(PortState.UNAVAILABLE)
-    return lambda value: table.get(_text_key(value), unknown)
+    return _lookup(f, int(PortState.UNAVAILABLE))
 
 
 def fault_converter(f: Field) -> Converter:
@@ -53,9 +51,16 @@ def fault_converter(f: Field) -> Converter:
     if f.bits:
         bits = tuple(sorted(f.bits))
         return lambda value: _first_bit(bits, value)
+    return _lookup(f, int(FaultCode.OTHER))
+
+
+def _lookup(f: Field, unknown: int) -> Converter:
+    """A table lookup (text codes compared stripped and upper-case); the hot path of every poll."""
     table = {_text_key(k): v for k, v in f.values}
-    other = int(FaultCode.OTHER)
-    return lambda value: table.get(_text_key(value), other)
+    if f.type == "str":
+        return lambda value: table.get(_text_key(value), unknown)
+    get = table.get
+    return lambda value: get(value, unknown)
 
 
 def _first_bit(bits: tuple[tuple[int, int], ...], value: object) -> int:

@@ -168,6 +168,14 @@ def decode(regmap: RegisterMap, block: Block, registers: Sequence[int]) -> dict[
         raise CodecError(f"{block.name}: {exc}") from None
 
 
+def decode_field(regmap: RegisterMap, f: Field, words: Sequence[int], bits: bool = False) -> object:
+    """The value of one field from its own registers (or bit), e.g. a command's read-back."""
+    if len(words) < f.width:
+        raise CodecError(f"{f.name}: need {f.width} registers, got {len(words)}")
+    ((_target, raw),) = compile_unpacker(regmap, f.width, [(0, f, f)], bits).raw(words[: f.width])
+    return value_of(f, raw)
+
+
 def _encode_text(f: Field, value: object, byte_order: Order) -> list[int]:
     try:
         data = str(value).encode("ascii")
@@ -191,7 +199,7 @@ def _msb_first(f: Field, value: object) -> bytes:
             return struct.pack(">f" if f.type == "float32" else ">d", scaled)
         except OverflowError:
             raise CodecError(f"{f.name}: {value} {f.unit} out of range for {f.type}") from None
-    raw = round(scaled)
+    raw = value if isinstance(value, int) and f.scale == 1.0 else round(scaled)  # exact beyond 2**53
     low, high = INT_RANGE[f.type]
     if not low <= raw <= high:
         raise CodecError(f"{f.name}: {value} {f.unit} out of range for {f.type} x{f.scale}")

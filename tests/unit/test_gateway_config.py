@@ -76,7 +76,7 @@ def test_every_problem_is_listed_together():
         (("\n[[bus]]", "\n[[bus]]\nbaud = 9600"), "bus[b1]: unknown key 'baud'"),
         (('transport = "tcp"', 'transport = "udp"'), "bus[b1].transport: 'udp' is not tcp or rtu"),
         (('host = "127.0.0.1"\n', ""), "bus[b1].host: required for transport tcp"),
-        (("unit = 1", 'unit = 1\nmap = "acme"'), "pile[F1].map: 'acme' is not a known register map"),
+        (("unit = 1", 'unit = 1\nmap = "acme"'), "pile[F1].map: unknown register map 'acme'; shipped: "),
         (("unit = 1", "unit = 1\nports = 9"), "pile[F1].ports: 9 is not 1..4"),
         (("unit = 1", 'unit = 1\nkind = "medium"'), "pile[F1].kind: 'medium' is not fast or trickle"),
         (('id = "F1"', 'id = "F/1"'), "pile[F/1].id 'F/1' must be"),
@@ -127,3 +127,16 @@ def test_control_token_file_defaults_to_the_data_dir_and_is_relative_to_the_conf
     )
     assert load_config(tmp_path / "gw.toml").control_token_file == tmp_path / "secrets" / "ctl.token"
     assert EXAMPLE.read_text().count("control_token_file") >= 1
+
+
+def test_map_file_path_is_relative_to_the_config_and_its_problems_are_named(tmp_path):
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    good = (Path(__file__).parents[2] / "protocols" / "maps" / "pilegate-sim-v1.toml").read_text()
+    (maps / "mine.toml").write_text(good.replace('name = "pilegate-sim-v1"', 'name = "mine"'))
+    config = parse_config(tomllib.loads(BASE + 'map = "maps/mine.toml"\n'), "test.toml", tmp_path)
+    assert config.piles[0].map == str(maps / "mine.toml")
+    (maps / "bad.toml").write_text(good.replace('type = "u32", unit = "Wh"', 'type = "u99", unit = "Wh"'))
+    with pytest.raises(ConfigError) as info:
+        parse_config(tomllib.loads(BASE + 'map = "maps/bad.toml"\n'), "test.toml", tmp_path)
+    assert any("pile[F1].map (" in p and "unknown type 'u99'" in p for p in info.value.problems)

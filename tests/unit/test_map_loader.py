@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 
 from protocols.maploader import MapError, get_map, load_map, matches, parse_map, shipped_names
-from protocols.registers import SIM_V1, CurrentRecipe, FaultCode, PortState, SequencedRecipe
+from protocols.registers import (
+    SIM_V1,
+    CurrentRecipe,
+    FaultCode,
+    Field,
+    PortState,
+    SequencedRecipe,
+    decode,
+    encode,
+)
 
 DOC = Path(__file__).parents[2] / "docs" / "register-maps.md"
 
@@ -276,3 +285,27 @@ def test_match_rule_accepts_wildcards_lists_and_integers():
     assert not matches(regmap, {"vendor": "ACME", "kind": 1})
     assert not matches(regmap, {"vendor": "Bcme", "kind": 2})
     assert matches(SIM_V1, {"vendor": "pilegate", "model": "SIM-DC"})
+
+
+SAMPLES = {"u16": 513, "i16": -2, "u32": 70_000, "i32": -70_000, "u64": 2**40, "i64": -(2**40)}
+
+
+def sample(f: Field) -> object:
+    """A value the field holds exactly, whatever its type and scale."""
+    if f.type == "str":
+        return "AB"[: 2 * f.width]
+    if f.type == "bool":
+        return 1
+    if f.type in ("float32", "float64"):
+        return 0.5 * f.scale
+    return round(SAMPLES[f.type] * f.scale, 6)
+
+
+@pytest.mark.parametrize("name", shipped_names())
+def test_every_shipped_map_loads_names_its_document_and_round_trips_its_registers(name):
+    regmap = get_map(name)
+    assert regmap.name == name
+    assert regmap.header.document
+    for block in (*regmap.identity_blocks, *regmap.port_blocks):
+        values = {f.name: sample(f) for f in block.fields}
+        assert decode(regmap, block, encode(regmap, block, values)) == values, block.name

@@ -101,9 +101,16 @@ def test_every_polled_block_is_covered_by_exactly_one_request() -> None:
                 assert slot.offset + slot.block.size <= req.count <= cap
 
 
-def test_block_larger_than_cap_is_refused_by_name() -> None:
-    with pytest.raises(PlanError, match="telemetry has 11 registers"):
-        compile_read_plan(SIM_V1, 1, max_registers=10)
+def test_block_larger_than_cap_is_split_between_fields_and_still_decodes() -> None:
+    plan = compile_read_plan(SIM_V1, 1, max_registers=10, max_gap=0)
+    assert plan.requests == (ReadRequest(100, 10), ReadRequest(110, 1), ReadRequest(124, 6))
+    values = plan.decode(_responses(plan.requests, _image({1: PORT1})))
+    assert values[1] == {**PORT1["telemetry"], **PORT1["readback"]}
+
+
+def test_field_wider_than_cap_is_refused_by_name() -> None:
+    with pytest.raises(PlanError, match=r"telemetry\.current_A has 2 registers, more than a read of 1"):
+        compile_read_plan(SIM_V1, 1, max_registers=1)
 
 
 @pytest.mark.parametrize(
@@ -163,6 +170,6 @@ def test_rtu_timeout_shorter_than_the_wire_time_of_a_read_is_refused() -> None:
     BusSpec("rs485", line, (DeviceSpec("A", 1, SIM_V1, timeout_s=1.0),))  # long enough
 
 
-def test_device_whose_blocks_exceed_its_register_cap_is_refused_at_construction() -> None:
-    with pytest.raises(SpecError, match="telemetry has 11 registers"):
-        DeviceSpec("A", 1, SIM_V1, max_registers=8)
+def test_device_whose_fields_exceed_its_register_cap_is_refused_at_construction() -> None:
+    with pytest.raises(SpecError, match="current_A has 2 registers"):
+        DeviceSpec("A", 1, SIM_V1, max_registers=1)
