@@ -179,7 +179,7 @@ def _post_json(url: str, body: dict[str, object]) -> dict[str, object]:
 @click.option(
     "--port",
     "port",
-    type=click.IntRange(1, 4),
+    type=click.IntRange(min=1),
     default=1,
     show_default=True,
     help="Charging port of the pile (1-based).",
@@ -189,8 +189,10 @@ def _post_json(url: str, body: dict[str, object]) -> dict[str, object]:
 def sim_fault(control_port: int, host: str, port: int, pile: str, kind: str) -> None:
     """Inject (or clear) a fault on a simulated pile through the simulator's control API.
 
-    KIND is over_temperature, meter_fault or contactor_fault (the port faults and stops charging),
-    silent (the whole pile stops answering Modbus) or clear (clears the port's fault and silent).
+    KIND is a fault (over_temperature, meter_fault, contactor_fault, residual_current,
+    overcurrent, ...: the port faults and stops charging, its fault shown in the pile's register
+    map's own code or bit), silent (the whole pile stops answering Modbus) or clear (clears the
+    port's fault and silent).
 
     Example:
 

@@ -52,6 +52,8 @@ class SimPileSpec:
     serial_bus: str | None = None
     initial_energy_Wh: int = 0
     map: str = DEFAULT_MAP  # a shipped map's name, or a map file's path
+    # fixed values of read-only registers the simulator has no model for, by the map's names
+    registers: tuple[tuple[str, int | float | str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ def _check_pile(pile: SimPileSpec, bus_names: set[str]) -> list[str]:
         problems.append(f"{where}: rated_power_W {pile.rated_power_W} outside 1..{MAX_RATED_POWER_W}")
     regmap, map_problems = _pile_map(pile)
     problems += [f"{where}: {p}" for p in map_problems]
+    if regmap is not None:
+        problems += [f"{where}: {p}" for p in _check_fixed(pile, regmap)]
     max_ports = regmap.max_ports if regmap is not None else 4
     if not 1 <= pile.ports <= max_ports:
         problems.append(f"{where}: ports {pile.ports} outside 1..{max_ports} (map {pile.map})")
@@ -119,6 +123,24 @@ def _pile_map(pile: SimPileSpec) -> tuple[RegisterMap | None, list[str]]:
     except MapNotServableError as exc:
         return None, [str(exc)]
     return regmap, []
+
+
+FIXABLE_SECTIONS = ("telemetry", "readback")
+NOT_FIXABLE = ("state", "fault")  # the physics owns them (inject faults through the control API)
+
+
+def _check_fixed(pile: SimPileSpec, regmap: RegisterMap) -> list[str]:
+    problems = []
+    for name, value in pile.registers:
+        found = regmap.fields_by_name.get(name)
+        if found is None or found[0].kind not in FIXABLE_SECTIONS or name in NOT_FIXABLE:
+            problems.append(
+                f"registers.{name}: not a telemetry or read-back register of map {regmap.name} "
+                f"that the simulator may fix (state and fault follow the physics)"
+            )
+        elif isinstance(value, bool) or not isinstance(value, int | float | str):
+            problems.append(f"registers.{name}: expected a number or text, got {value!r}")
+    return problems
 
 
 def _check_pile_transport(pile: SimPileSpec, bus_names: set[str]) -> list[str]:
@@ -279,6 +301,7 @@ def _parse_pile(
         serial_bus=bus,
         initial_energy_Wh=r.get("initial_energy_Wh", int, 0),
         map=_map_ref(r.get("map", str, DEFAULT_MAP), base_dir),
+        registers=tuple(r.get("registers", dict, {}).items()),
     )
     r.finish()
     return spec

@@ -1,8 +1,11 @@
 """Loopback HTTP control API of a running simulation (aiohttp): inspect piles, inject faults.
 
 - ``GET /piles`` -> ``{"piles": {id: {"endpoint": {...}, "ports": {"1": snapshot, ...}}}}``
-- ``POST /piles/{id}/fault`` with ``{"port": 1, "kind": "over_temperature|meter_fault|
-  contactor_fault|silent|clear"}`` -> ``{"pile", "port", "kind", "snapshot"}``
+- ``POST /piles/{id}/fault`` with ``{"port": 1, "kind": KIND}`` -> ``{"pile", "port", "kind",
+  "snapshot"}``. KIND is a pilegate fault name (``over_temperature``, ``meter_fault``,
+  ``contactor_fault``, ``residual_current``, ... :data:`~firmware_sim.device.INJECTABLE`), shown in
+  the pile's map's own code or bit; ``silent`` (the pile stops answering) or ``clear``. This is
+  how faults are injected into piles of vendor maps, which carry no simulator registers.
 
 Errors are ``{"error": message}``: 400 for a malformed request, 404 for an unknown pile.
 """
@@ -14,20 +17,13 @@ import json
 import structlog
 from aiohttp import web
 
-from protocols.registers import SimFault
-
+from .device import INJECTABLE
 from .runner import Simulation
 from .server import SimServerError
 
 log = structlog.get_logger(__name__)
 
-FAULT_KINDS: dict[str, SimFault] = {
-    "over_temperature": SimFault.OVER_TEMPERATURE,
-    "meter_fault": SimFault.METER_FAULT,
-    "contactor_fault": SimFault.CONTACTOR_FAULT,
-    "silent": SimFault.SILENT,
-    "clear": SimFault.CLEAR,
-}
+FAULT_KINDS: tuple[str, ...] = INJECTABLE
 SIMULATION_KEY = web.AppKey("simulation", Simulation)
 
 
@@ -83,7 +79,7 @@ async def inject_fault(request: web.Request) -> web.Response:
         port, kind = await _fault_request(request, endpoint.ports)
     except ControlRequestError as exc:
         return _error(400, str(exc))
-    sim.inject_fault(pile_id, port, FAULT_KINDS[kind])
+    sim.inject(pile_id, port, kind)
     log.info("fault via control api", pile=pile_id, port=port, kind=kind)
     snapshot = sim.port_snapshot(pile_id, port)
     return web.json_response({"pile": pile_id, "port": port, "kind": kind, "snapshot": snapshot})

@@ -166,6 +166,9 @@ class SimPile:
         self._status_codes = self._ack_codes()
         self._writable_coils: set[int] | None = None
         self._spans: dict[int, list[tuple[int, int]]] = {}
+        self._fixed: dict[str, dict[str, object]] = {}
+        for name, value in spec.registers:
+            self._fixed.setdefault(self.regmap.fields_by_name[name][0].kind, {})[name] = value
         self._log = log.bind(pile=spec.id, map=self.regmap.name)
 
     def _telemetry_field(self, name: str) -> tuple[Block, Field] | None:
@@ -308,7 +311,10 @@ class SimPile:
     def port_values(self, port: int) -> dict[str, dict[str, object]]:
         """Canonical values of ``port`` by section; the encoder turns them into the map's codes."""
         p = self.ports[port - 1]
-        return {"telemetry": self._telemetry(p), "readback": self._readback(p), "sim": self._sim(p)}
+        values = {"telemetry": self._telemetry(p), "readback": self._readback(p), "sim": self._sim(p)}
+        for section, fixed in self._fixed.items():
+            values[section].update(fixed)
+        return values
 
     def _telemetry(self, p: PortPhysics) -> dict[str, object]:
         values: dict[str, object] = {

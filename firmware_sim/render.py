@@ -39,6 +39,9 @@ STATE_FALLBACKS: dict[PortState, tuple[PortState, ...]] = {
     PortState.FAULTED: (PortState.FAULTED, PortState.UNAVAILABLE),
     PortState.UNAVAILABLE: (PortState.UNAVAILABLE, PortState.FAULTED),
 }
+# A family whose state register has no fault code (the fault shows in its fault register only)
+# shows a faulted port as stopped with the vehicle connected.
+FAULT_REGISTER_FALLBACKS = (PortState.FINISHED, PortState.PLUGGED)
 # A fault the family does not name is shown as its "other" or "internal" code, else as a code
 # (or bit) its table does not list, which the gateway reads as "other".
 FAULT_FALLBACKS = (FaultCode.OTHER, FaultCode.INTERNAL)
@@ -114,6 +117,8 @@ class MapEncoder:
         codes: dict[PortState, int | str] = {}
         missing = []
         for state, chain in STATE_FALLBACKS.items():
+            if state in (PortState.FAULTED, PortState.UNAVAILABLE) and self._fault_field is not None:
+                chain = (*chain, *FAULT_REGISTER_FALLBACKS)
             shown = next((s for s in chain if s in have), None)
             if shown is None:
                 missing.append(state.name.lower())

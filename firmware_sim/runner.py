@@ -61,6 +61,7 @@ class PileEndpoint:
     parity: str | None = None
     stopbits: int | None = None
     bytesize: int | None = None
+    map: str = "pilegate-sim-v1"  # the register map the pile speaks (name, or the file's path)
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -96,6 +97,11 @@ class Simulation:
         """Inject ``fault`` on a port; SILENT mutes the pile; CLEAR clears the port's fault and SILENT."""
         self._pile(pile_id, port).inject_fault(port, SimFault(fault), self.clock.now_s())
 
+    def inject(self, pile_id: str, port: int, kind: str) -> None:
+        """Inject a fault by name (any of :data:`~firmware_sim.device.INJECTABLE`), shown in the
+        pile's map's own encoding; ``silent`` mutes the pile, ``clear`` clears fault and silence."""
+        self._pile(pile_id, port).inject(port, kind, self.clock.now_s())
+
     def port_snapshot(self, pile_id: str, port: int) -> dict[str, object]:
         """The port's decoded register values now, plus ``state_name``, ``fault_name``, ``silent``."""
         return self._pile(pile_id, port).snapshot(port, self.clock.now_s())
@@ -118,8 +124,9 @@ class Simulation:
             served = await start_tcp_pile(self.piles[spec.id], host, spec.tcp_port, self.clock.now_s)
             self._tcp.append(served)
             self.endpoints[spec.id] = PileEndpoint(
-                "tcp", host, served.port, None, spec.unit, spec.kind, spec.rated_power_W, spec.ports
-            )
+                "tcp", host, served.port, None, spec.unit, spec.kind, spec.rated_power_W, spec.ports,
+                map=spec.map,
+            )  # fmt: skip
         log.info("tcp piles listening", count=len(self._tcp), host=host)
 
     async def _start_buses(self) -> None:
@@ -132,7 +139,7 @@ class Simulation:
                 self.endpoints[spec.id] = PileEndpoint(
                     "rtu", None, None, bus.gateway_path, spec.unit, spec.kind,
                     spec.rated_power_W, spec.ports, bus_spec.name, bus_spec.baudrate,
-                    bus_spec.parity, bus_spec.stopbits, bus_spec.bytesize,
+                    bus_spec.parity, bus_spec.stopbits, bus_spec.bytesize, spec.map,
                 )  # fmt: skip
 
     async def _start_control(self) -> None:

@@ -49,7 +49,8 @@ class SimServerError(RuntimeError):
 
 
 class GatedCore(SimCore):
-    """The server datastore, with the silence rules of a real pile in front of it."""
+    """The server datastore, with the silence rules of a real pile in front of it, and its
+    largest read (the map's ``max_read``: a longer read gets ILLEGAL_VALUE)."""
 
     def __init__(self, piles: dict[int, SimPile], devices: list[SimDevice], *, serial: bool) -> None:
         super().__init__(devices)
@@ -72,6 +73,9 @@ class GatedCore(SimCore):
         refused = self._admit(device_id)
         if refused is not None:
             return refused
+        if func_code in (3, 4) and count > self.piles[device_id].regmap.max_read:
+            # the family's device refuses reads beyond its max_read (quantity first, as Modbus says)
+            return ExcCodes.ILLEGAL_VALUE
         return await super().async_getValues(device_id, func_code, address, count)
 
     async def async_setValues(
