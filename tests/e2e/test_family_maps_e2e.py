@@ -18,12 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pymodbus.client import AsyncModbusTcpClient
 
 from pilegate.broker import MosquittoBroker, free_port
-from protocols.codec import decode
-from protocols.registers import get_map
 from tests.broker_fixtures import MqttProbe
+from tests.e2e.family_probe import FAMILIES, UNIT, blank_fields
 from tests.e2e.harness import GatewayProcess, SimProcess, spawn, wait_until
 from tests.helpers import wait_for
 
@@ -31,8 +29,6 @@ pytestmark = pytest.mark.e2e
 
 STATION = "s1"
 PORT_TOPIC = f"pilegate/v1/{STATION}/pile/W1/port/1"
-FAMILIES = ("keba-p30", "alfen-ng9xx", "bender-cc61x", "abb-terra-ac")
-UNIT = 1  # a real KEBA P30 answers on 255, which the gateway and simulator configs refuse today
 
 
 @pytest.fixture(params=FAMILIES)
@@ -60,7 +56,7 @@ def sim(tmp_path: Path, family: str):
     doc = wait_until(lambda: ready.exists() and json.loads(ready.read_text()), 30, "simulator ready", proc)
     process = SimProcess(proc, doc["piles"], int(doc["control_port"]))
     try:
-        blank = asyncio.run(blank_fields(process, family))
+        blank = asyncio.run(blank_fields(process, family, "W1"))
         if blank:
             pytest.xfail(
                 f"the simulator serves {family}'s {blank} blank (a block's holes over another block)"
@@ -68,29 +64,6 @@ def sim(tmp_path: Path, family: str):
         yield process
     finally:
         proc.stop()
-
-
-async def blank_fields(sim: SimProcess, family: str) -> list[str]:
-    """Telemetry fields the simulator serves as something else than its own snapshot says."""
-    regmap = get_map(family)
-    endpoint = sim.piles["W1"]
-    client = AsyncModbusTcpClient(endpoint["host"], port=endpoint["port"], timeout=2.0, retries=0)
-    assert await client.connect()
-    try:
-        served: dict[str, object] = {}
-        for block in regmap.blocks_of("telemetry"):
-            words = [0] * block.size
-            for f in block.fields:
-                address = regmap.port_address(1, block) + f.offset
-                response = await client.read_holding_registers(address, count=f.width, device_id=UNIT)
-                assert not response.isError(), response
-                words[f.offset : f.offset + f.width] = response.registers
-            served.update(decode(regmap, block, words))
-    finally:
-        client.close()
-    expected = sim.snapshot()["piles"]["W1"]["ports"]
-    first = expected["1"] if isinstance(expected, dict) else expected[0]
-    return sorted(name for name, value in served.items() if name in first and first[name] != value)
 
 
 @pytest.fixture
