@@ -261,7 +261,8 @@ class Bus:
     async def read_identity(self, pile_id: str) -> dict[str, object]:
         """Decoded identity registers of ``pile_id`` (command priority); empty if the map has none."""
         dev = self._device(pile_id)
-        regmap, unit = dev.spec.regmap, dev.spec.unit
+        regmap = dev.spec.regmap
+        unit = regmap.identity_unit or dev.spec.unit  # some families answer identity on a station unit
         identity: dict[str, object] = {}
         for block in regmap.identity_blocks:
             read = partial(self._read_span, unit, block.base, block.size, block.function)
@@ -280,6 +281,15 @@ class Bus:
         if function not in _READS:
             raise DriverError("invalid", self._label(unit), f"function {function} is not a read (1-4)")
         return await self._submit(COMMAND_PRIORITY, partial(self._read_span, unit, address, count, function))
+
+    async def write_register(self, unit: int, address: int, value: int) -> None:
+        """Write one holding register with function 6 (command priority); never retried once sent.
+        For devices that refuse function 16 on single registers."""
+        self._check_span(unit, address, 1)
+        if not (isinstance(value, int) and 0 <= value <= 0xFFFF):
+            raise DriverError("invalid", self._label(unit), f"not a 16-bit register value: {value!r}")
+        call: Call = lambda c: c.write_register(address, value, device_id=unit)  # noqa: E731
+        await self._submit(COMMAND_PRIORITY, partial(self._exchange, unit, call, idempotent=False))
 
     async def write_coil(self, unit: int, address: int, value: bool) -> None:
         """Write one coil with function 5 (command priority); never retried once sent."""
@@ -342,8 +352,8 @@ class Bus:
 
     def _check_span(self, unit: int, address: int, count: int) -> None:
         problems = []
-        if not 1 <= unit <= 247:
-            problems.append(f"unit {unit} outside 1..247")
+        if not 1 <= unit <= 255:
+            problems.append(f"unit {unit} outside 1..255")
         if count < 1:
             problems.append(f"count {count} < 1")
         if address < 0 or address + count > 0x10000:

@@ -48,8 +48,8 @@ class DeviceSpec:
         problems = []
         if not self.pile_id:
             problems.append("pile_id is empty")
-        if not 1 <= self.unit <= 247:
-            problems.append(f"unit={self.unit} outside 1..247")
+        if not 1 <= self.unit <= 255:
+            problems.append(f"unit={self.unit} outside 1..255")
         if not 1 <= self.ports <= self.regmap.max_ports:
             problems.append(f"ports={self.ports} outside 1..{self.regmap.max_ports}")
         if not self.timeout_s > 0:
@@ -152,6 +152,8 @@ class BusSpec:
         if self.turnaround_s < 0:
             problems.append(f"turnaround_s={self.turnaround_s} must be >= 0")
         if isinstance(self.transport, SerialTransport):
+            problems += [f"unit {d.unit} of {d.pile_id} is not an RTU address (1..247)"
+                         for d in self.devices if d.unit > 247]  # fmt: skip
             problems += _timeouts_too_short_for_line(self.transport, self.devices)
         _raise_if(problems, f"bus {self.name!r}")
 

@@ -25,9 +25,10 @@ import structlog
 from drivers.errors import DriverError
 from gateway.publisher import Publisher, wall_ms
 from gateway.recipes import CurrentSteps, RecipeRefused, current_steps
+from gateway.refresh import CurrentRefresher, write_register
 from gateway.runtime import GatewayRuntime, PileRuntime
 from protocols import topics
-from protocols.codec import decode, decode_field, encode, encode_field
+from protocols.codec import decode, decode_field, encode
 from protocols.payloads import CommandMessage, CommandResult, PayloadError, ResultStatus
 from protocols.regmodel import CurrentRecipe, PortState, SequencedRecipe
 
@@ -66,6 +67,7 @@ class CommandExecutor:
         self._results: OrderedDict[str, CommandResult] = OrderedDict()
         self._running: dict[str, asyncio.Task[CommandResult]] = {}
         self._seq: dict[tuple[str, int], int] = {}
+        self._refresher = CurrentRefresher()
         self.counts: dict[str, int] = {"received": 0, "invalid": 0, "duplicate": 0}
 
     def on_message(self, topic: str, payload: bytes) -> None:
@@ -155,7 +157,7 @@ class CommandExecutor:
             raise Rejected(f"map {pile.regmap.name} has no command recipe: its piles are read-only")
         if isinstance(recipe, CurrentRecipe):
             try:
-                current_steps(recipe, pile.regmap, command.op, power)
+                current_steps(recipe, pile.regmap, command.op, power, _unit_max_A(pile, port, recipe))
             except RecipeRefused as exc:
                 raise Rejected(str(exc)) from None
 
@@ -204,31 +206,29 @@ class CommandExecutor:
     async def _current(
         self, pile: PileRuntime, port: int, command: CommandMessage, recipe: CurrentRecipe
     ) -> CommandResult:
-        steps = current_steps(recipe, pile.regmap, command.op, command.params.get("power_W"))
+        power = command.params.get("power_W")
+        steps = current_steps(recipe, pile.regmap, command.op, power, _unit_max_A(pile, port, recipe))
         for write in steps.writes:
-            await self._write_register(pile, port, write.register, write.value)
+            await write_register(pile, port, write.register, write.value)
+        if recipe.refresh_s:
+            self._refresher.hold(pile, port, recipe, steps.current_A)
+        if steps.confirm is None:
+            return self._current_done(command, steps, None)
         while True:
             value = await self._read_register(pile, port, steps.confirm)
             if isinstance(value, int | float) and abs(value - steps.expect) <= steps.tolerance:
                 return self._current_done(command, steps, value)
             await asyncio.sleep(self._readback_interval_s)
 
-    def _current_done(self, command: CommandMessage, steps: CurrentSteps, value: float) -> CommandResult:
+    def _current_done(self, command: CommandMessage, steps: CurrentSteps, value: object) -> CommandResult:
         energy_Wh = command.params.get("energy_Wh")
         reason = None
         if command.op == "start" and energy_Wh:
             reason = f"the pile takes no energy target: the central stops the port at {energy_Wh} Wh"
-        readback: dict[str, object] = {"current_A": steps.current_A, steps.confirm: value}
+        readback: dict[str, object] = {"current_A": steps.current_A}
+        if steps.confirm is not None:
+            readback[steps.confirm] = value
         return self._result(command, "done", reason, readback)
-
-    async def _write_register(self, pile: PileRuntime, port: int, name: str, value: float) -> None:
-        regmap, unit = pile.regmap, pile.config.unit
-        block, _ = regmap.fields_by_name[name]
-        address = regmap.field_address(port, name)
-        if block.bits:
-            await pile.bus.write_coil(unit, address, bool(value))
-        else:
-            await pile.bus.write_registers(unit, address, encode_field(regmap, block, name, value))
 
     async def _read_register(self, pile: PileRuntime, port: int, name: str) -> object:
         regmap, unit = pile.regmap, pile.config.unit
@@ -279,9 +279,18 @@ class CommandExecutor:
             )
 
     async def close(self) -> None:
+        await self._refresher.close()
         for task in list(self._running.values()):
             task.cancel()
         await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+
+def _unit_max_A(pile: PileRuntime, port: int, recipe: CurrentRecipe) -> float | None:
+    """The unit's own maximum current from its last reading, when the map names such a register."""
+    if recipe.max_current is None:
+        return None
+    value = pile.last.get(port, {}).get(recipe.max_current)
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _peek_id(payload: bytes) -> str | None:

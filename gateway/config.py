@@ -7,6 +7,7 @@ single source of defaults and help lines; ``config/gateway.example.toml`` docume
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,9 @@ from protocols.maploader import MapError, get_map
 from protocols.maploader import is_path as is_map_path
 from protocols.regmodel import RegisterMap
 from protocols.topics import TopicError, check_id
+
+MAX_RTU_UNIT = 247  # Modbus serial line addresses
+MAX_TCP_UNIT = 255  # Modbus TCP unit ids (many TCP devices answer only on 255)
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class PileConfig:
     kind: str | None  # "fast" | "trickle"; None = read from the pile's identity
     max_registers: int
     max_gap: int
+    phases: int | None = None  # None: the map's
 
 
 @dataclass(frozen=True)
@@ -145,13 +150,14 @@ BUS_KEYS: dict[str, tuple[Any, str]] = {
 PILE_KEYS: dict[str, tuple[Any, str]] = {
     "id": (..., "pile id, unique in the station (e.g. F1, T3)"),
     "bus": (..., "name of the bus the pile is on"),
-    "unit": (1, "Modbus unit (device) id, 1..247, unique on its bus"),
+    "unit": (1, "Modbus unit (device) id, unique on its bus: 1..247 on RTU, up to 255 on TCP"),
     "map": (
         "pilegate-sim-v1",
         "register map of the pile family: a shipped map's name, or a map file (relative to this file)",
     ),
     "ports": (1, "number of charging ports"),
     "kind": (None, "fast | trickle; default: read from the pile"),
+    "phases": (None, "phases the pile charges on (1..3); default: the map's"),
     "max_registers": (125, "largest read the device accepts"),
     "max_gap": (16, "registers read through to merge two ranges into one request"),
 }
@@ -240,6 +246,21 @@ def _parse_bus(raw: Any, i: int, poll_period_s: Any, problems: list[str]) -> Bus
     return BusConfig(**b)
 
 
+_PHASED: dict[tuple[str, int], RegisterMap] = {}
+
+
+def pile_map(pile: PileConfig) -> RegisterMap:
+    """The register map of ``pile``: its family's, with the pile's own phase count if it sets one
+    (one object per map and phase count, so compiled decoders are shared)."""
+    regmap = get_map(pile.map)
+    if pile.phases is None or pile.phases == regmap.phases:
+        return regmap
+    key = (pile.map, pile.phases)
+    if key not in _PHASED:
+        _PHASED[key] = dataclasses.replace(regmap, phases=pile.phases)
+    return _PHASED[key]
+
+
 def _resolve_map(p: dict[str, Any], where: str, base: Path, problems: list[str]) -> RegisterMap | None:
     """Load the pile's map (a shipped name, or a path relative to the config file); a path is
     stored absolute so every later lookup finds the same file."""
@@ -264,7 +285,7 @@ def _parse_pile(raw: Any, i: int, base: Path, problems: list[str]) -> PileConfig
     where = f"pile[{raw.get('id', i)}]"
     p = _take(raw, PILE_KEYS, where, problems)
     _check_id(problems, f"{where}.id", p["id"])
-    _check(problems, f"{where}.unit", p["unit"], int, lambda v: 1 <= v <= 247, "1..247")
+    _check(problems, f"{where}.unit", p["unit"], int, lambda v: 1 <= v <= MAX_TCP_UNIT, f"1..{MAX_TCP_UNIT}")
     regmap = _resolve_map(p, where, base, problems)
     _check(problems, f"{where}.kind", p["kind"], str, lambda v: v in ("fast", "trickle"), "fast or trickle")
     _check(
@@ -276,6 +297,7 @@ def _parse_pile(raw: Any, i: int, base: Path, problems: list[str]) -> PileConfig
         "1..125 (the Modbus limit)",
     )
     _check(problems, f"{where}.max_gap", p["max_gap"], int, lambda v: 0 <= v <= 125, "0..125")
+    _check(problems, f"{where}.phases", p["phases"], int, lambda v: 1 <= v <= 3, "1, 2 or 3")
     max_ports = regmap.max_ports if regmap else 99
     _check(
         problems,
@@ -295,6 +317,7 @@ def _cross_check(buses: list[BusConfig], piles: list[PileConfig], problems: list
             problems.append(f"bus[{b.name}]: duplicate bus name")
         seen_bus.add(b.name)
     seen_pile: set[str] = set()
+    serial = {b.name for b in buses if b.transport == "rtu"}
     units: dict[tuple[str, int], str] = {}
     for p in piles:
         if p.id in seen_pile:
@@ -302,6 +325,8 @@ def _cross_check(buses: list[BusConfig], piles: list[PileConfig], problems: list
         seen_pile.add(p.id)
         if p.bus not in seen_bus:
             problems.append(f"pile[{p.id}].bus: unknown bus {p.bus!r}")
+        if p.bus in serial and isinstance(p.unit, int) and p.unit > MAX_RTU_UNIT:
+            problems.append(f"pile[{p.id}].unit: {p.unit} is not an RTU address (1..{MAX_RTU_UNIT})")
         other = units.setdefault((p.bus, p.unit), p.id)
         if other != p.id:
             problems.append(f"pile[{p.id}].unit: unit {p.unit} on bus {p.bus!r} already used by pile {other}")

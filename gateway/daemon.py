@@ -23,7 +23,7 @@ from aiohttp import web
 from drivers.bus import Bus
 from drivers.specs import BusSpec, DeviceSpec, SerialTransport, TcpTransport
 from gateway.commands import CommandExecutor
-from gateway.config import BusConfig, ConfigError, GatewayConfig, load_config
+from gateway.config import BusConfig, ConfigError, GatewayConfig, load_config, pile_map
 from gateway.control import ControlApi
 from gateway.control_token import TokenFileError, load_or_create_token
 from gateway.outbox import Outbox, OutboxLimits, OutMessage
@@ -37,7 +37,6 @@ from pilegate.metrics import Sample
 from pilegate.sdnotify import Notifier
 from protocols import topics
 from protocols.payloads import GatewayStatus
-from protocols.registers import get_map
 
 log = structlog.get_logger(__name__)
 
@@ -59,7 +58,7 @@ def bus_spec(config: GatewayConfig, bus: BusConfig) -> BusSpec:
         DeviceSpec(
             pile_id=p.id,
             unit=p.unit,
-            regmap=get_map(p.map),
+            regmap=pile_map(p),
             ports=p.ports,
             timeout_s=bus.timeout_s,
             retries=bus.retries,

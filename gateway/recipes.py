@@ -31,18 +31,24 @@ class CurrentSteps:
     """The writes of one command, the register to read back and the value that confirms it."""
 
     writes: tuple[Write, ...]
-    confirm: str
+    confirm: str | None  # None: the write's reply is the confirmation (a write-only register)
     expect: float
     tolerance: float
     current_A: float  # the current the command sets (0 for a stop)
 
 
-def current_for_power(recipe: CurrentRecipe, regmap: RegisterMap, power_W: int | None) -> float:
-    """The current limit in A for ``power_W``: clamped to the maximum, rounded down to the step."""
+def current_for_power(
+    recipe: CurrentRecipe, regmap: RegisterMap, power_W: int | None, unit_max_A: float | None = None
+) -> float:
+    """The current limit in A for ``power_W``: clamped to the maximum (the recipe's, or the unit's
+    own ``unit_max_A`` if lower and positive), rounded down to the step."""
+    top_A = recipe.max_current_A
+    if unit_max_A is not None and unit_max_A > 0:
+        top_A = min(top_A, unit_max_A)
     if power_W is None:
-        return _down_to_step(recipe.max_current_A, recipe.step_A)
+        return _down_to_step(top_A, recipe.step_A)
     amps = power_W / (regmap.nominal_voltage_V * regmap.phases)
-    amps = _down_to_step(min(amps, recipe.max_current_A), recipe.step_A)
+    amps = _down_to_step(min(amps, top_A), recipe.step_A)
     if amps < recipe.min_current_A:
         raise RecipeRefused(
             f"power_W {power_W} is {power_W / (regmap.nominal_voltage_V * regmap.phases):.2f} A at "
@@ -57,15 +63,18 @@ def _down_to_step(amps: float, step_A: float) -> float:
     return round(steps * step_A, 6)
 
 
-def current_steps(recipe: CurrentRecipe, regmap: RegisterMap, op: str, power_W: int | None) -> CurrentSteps:
+def current_steps(
+    recipe: CurrentRecipe, regmap: RegisterMap, op: str, power_W: int | None, unit_max_A: float | None = None
+) -> CurrentSteps:
     """The writes and read-back of ``op`` (start, stop or limit)."""
     tolerance = recipe.confirm_tolerance_A + 1e-6
     if op == "stop":
         if recipe.stop == "disable" and recipe.enable is not None:
             off = Write(recipe.enable, recipe.enable_off)
-            return CurrentSteps((off,), recipe.enable, recipe.enable_off, 0.0, 0.0)
+            confirm = recipe.enable if recipe.enable_readable else None
+            return CurrentSteps((off,), confirm, recipe.enable_off, 0.0, 0.0)
         return CurrentSteps((Write(recipe.current, 0.0),), recipe.confirm, 0.0, tolerance, 0.0)
-    amps = current_for_power(recipe, regmap, power_W)
+    amps = current_for_power(recipe, regmap, power_W, unit_max_A)
     writes = [Write(recipe.current, amps)]
     if op == "start" and recipe.enable is not None:  # the limit first: enabling starts at once
         writes.append(Write(recipe.enable, recipe.enable_on))

@@ -15,11 +15,11 @@ import structlog
 
 from drivers.bus import Bus, PollResult
 from drivers.errors import DriverError
-from gateway.config import GatewayConfig, PileConfig
+from gateway.config import GatewayConfig, PileConfig, pile_map
 from gateway.publisher import Publisher
-from gateway.tracker import PileTracker
+from gateway.tracker import PileTracker, SessionMeter
 from protocols.payloads import PileState, PileStatus
-from protocols.registers import RegisterMap, get_map
+from protocols.registers import RegisterMap
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +36,12 @@ class PileRuntime:
     last: dict[int, dict[str, object]] = field(default_factory=dict)
     last_ts_ms: int = 0
     last_error: str | None = None
+    meters: dict[int, SessionMeter] = field(default_factory=dict)  # session energy families only
+
+    def __post_init__(self) -> None:
+        energy = self.regmap.fields_by_name.get("energy_Wh")
+        if energy is not None and energy[1].energy_kind == "session":
+            self.meters = {port: SessionMeter() for port in range(1, self.config.ports + 1)}
 
     @property
     def id(self) -> str:
@@ -83,8 +89,7 @@ class GatewayRuntime:
     def __init__(self, config: GatewayConfig, buses: Mapping[str, Bus], publisher: Publisher) -> None:
         self.config, self.buses, self.publisher = config, buses, publisher
         self.piles: dict[str, PileRuntime] = {
-            p.id: PileRuntime(p, buses[p.bus], get_map(p.map), PileTracker(p.id, p.ports))
-            for p in config.piles
+            p.id: PileRuntime(p, buses[p.bus], pile_map(p), PileTracker(p.id, p.ports)) for p in config.piles
         }
         self._identity_tasks: set[asyncio.Task[None]] = set()
         self.telemetry_count = 0
@@ -100,6 +105,10 @@ class GatewayRuntime:
                 self._on_failure(pile, result.error)
 
     def _on_reading(self, pile: PileRuntime, result: PollResult) -> None:
+        for port, meter in pile.meters.items():
+            values = result.ports.get(port, {})
+            if isinstance(energy := values.get("energy_Wh"), int):
+                values["energy_Wh"] = meter.cumulative(energy)
         pile.last, pile.last_ts_ms, pile.last_error = result.ports, result.ts_ms, None
         for port, values in result.ports.items():
             self.publisher.telemetry(pile.id, port, result.ts_ms, values)
@@ -122,6 +131,8 @@ class GatewayRuntime:
             self.publisher.pile_status(pile.id, pile.status(self.publisher.now_ms()))
 
     def _read_identity_later(self, pile: PileRuntime) -> None:
+        if not pile.regmap.identity_blocks:  # the family has no identity registers
+            return
         if any(t.get_name() == f"identity-{pile.id}" for t in self._identity_tasks):
             return
         task = asyncio.get_running_loop().create_task(self._read_identity(pile), name=f"identity-{pile.id}")
@@ -146,7 +157,7 @@ class GatewayRuntime:
             except (DriverError, TimeoutError) as exc:
                 log.warning("identity not read at start", pile=pile.id, error=str(exc))
 
-        await asyncio.gather(*(one(p) for p in self.piles.values()))
+        await asyncio.gather(*(one(p) for p in self.piles.values() if p.regmap.identity_blocks))
 
     def stop_statuses(self) -> None:
         """Mark every pile offline (a clean stop: nobody is polling them any more)."""

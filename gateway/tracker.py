@@ -75,6 +75,23 @@ class PortTracker:
 
 
 @dataclass
+class SessionMeter:
+    """A cumulative meter from a family's session energy register (``energy_kind = "session"``),
+    which restarts at 0 every session: each drop adds the last session's energy to a base. The base
+    lives as long as the gateway process; after a restart the published meter starts again from
+    the pile's current session value (the central counts that as one meter reset)."""
+
+    base_Wh: int = 0
+    last_Wh: int | None = None
+
+    def cumulative(self, session_Wh: int) -> int:
+        if self.last_Wh is not None and session_Wh < self.last_Wh:
+            self.base_Wh += self.last_Wh
+        self.last_Wh = session_Wh
+        return self.base_Wh + session_Wh
+
+
+@dataclass
 class PileTracker:
     """A pile's published state: online, faulted (any port reports a fault), comm_fault or offline."""
 

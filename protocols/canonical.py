@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, MutableMapping
 
-from protocols.regmodel import CodecError, FaultCode, Field, PortState, RegisterMap
+from protocols.regmodel import CodecError, FaultCode, Field, PortState, RegisterMap, StateRule
 
 CANONICAL: dict[str, str] = {
     "state": "",
@@ -41,17 +41,25 @@ def _text_key(value: object) -> object:
     return value.strip().upper() if isinstance(value, str) else value
 
 
+def _masked(f: Field, convert: Converter) -> Converter:
+    """``convert`` applied to the code in the register's ``mask``/``shift`` bits."""
+    if not f.mask and not f.shift:
+        return convert
+    mask, shift = f.mask or -1, f.shift
+    return lambda value: convert((value & mask) >> shift if isinstance(value, int) else value)
+
+
 def state_converter(f: Field) -> Converter:
     """Device state code -> PortState value; a code the table lacks reads as unavailable."""
-    return _lookup(f, int(PortState.UNAVAILABLE))
+    return _masked(f, _lookup(f, int(PortState.UNAVAILABLE)))
 
 
 def fault_converter(f: Field) -> Converter:
     """Device fault code (or bit field) -> FaultCode value; an unnamed code reads as ``other``."""
     if f.bits:
         bits = tuple(sorted(f.bits))
-        return lambda value: _first_bit(bits, value)
-    return _lookup(f, int(FaultCode.OTHER))
+        return _masked(f, lambda value: _first_bit(bits, value))
+    return _masked(f, _lookup(f, int(FaultCode.OTHER)))
 
 
 def _lookup(f: Field, unknown: int) -> Converter:
@@ -64,12 +72,16 @@ def _lookup(f: Field, unknown: int) -> Converter:
 
 
 def _first_bit(bits: tuple[tuple[int, int], ...], value: object) -> int:
+    """The fault of the lowest set bit; bits named ``none`` (status flags) are ignored."""
     if not isinstance(value, int) or value == 0:
         return int(FaultCode.NONE)
+    named = 0
     for bit, code in bits:
         if value >> bit & 1:
-            return code
-    return int(FaultCode.OTHER)  # a bit the map does not name
+            if code != FaultCode.NONE:
+                return code
+            named |= 1 << bit
+    return int(FaultCode.NONE if value == named else FaultCode.OTHER)  # OTHER: a bit the map lacks
 
 
 def _whole_Wh(value: object) -> object:
@@ -89,15 +101,17 @@ def converter(f: Field) -> Converter | None:
 
 
 def device_value(f: Field, canonical: int) -> int | str:
-    """The device's code for a canonical state or fault (bit fields: the bit's mask)."""
+    """The device's value for a canonical state or fault (bit fields: the bit; shifted codes:
+    the code in its bits, other bits 0)."""
     if f.bits:
         if canonical == FaultCode.NONE:
             return 0
-        for bit, code in f.bits:
-            if code == canonical:
-                return 1 << bit
+        for bit, fault in f.bits:
+            if fault == canonical:
+                return 1 << bit << f.shift
         raise CodecError(f"{f.name}: no bit for fault {canonical} in its bits table")
-    return f.device_code(canonical)
+    code = f.device_code(canonical)
+    return code << f.shift if isinstance(code, int) else code
 
 
 def _mean(values: MutableMapping[str, object], names: tuple[str, ...]) -> float | None:
@@ -106,8 +120,34 @@ def _mean(values: MutableMapping[str, object], names: tuple[str, ...]) -> float 
 
 
 def deriver(regmap: RegisterMap) -> Callable[[MutableMapping[str, object]], None] | None:
-    """Fills in readings the family does not publish: voltage and current from the phases, power
-    from V x I x phases (or the sum over phases). None when the map publishes them all."""
+    """Fills in readings the family does not publish (voltage and current from the phases, power
+    from V x I x phases or the sum over phases) and applies state overrides. None when there is
+    nothing to do."""
+    readings = _readings(regmap)
+    state = next((f for b in regmap.blocks_of("telemetry") for f in b.fields if f.name == "state"), None)
+    rules = state.overrides if state else ()
+    if not rules:
+        return readings
+
+    def derive(values: MutableMapping[str, object]) -> None:
+        if readings is not None:
+            readings(values)
+        _override(rules, values)
+
+    return derive
+
+
+def _override(rules: tuple[StateRule, ...], values: MutableMapping[str, object]) -> None:
+    for rule in rules:
+        value = values.get(rule.register)
+        if not isinstance(value, int) or (value & rule.mask if rule.mask else value) != rule.equals:
+            continue
+        if not rule.only_from or values.get("state") in rule.only_from:
+            values["state"] = rule.state
+            return
+
+
+def _readings(regmap: RegisterMap) -> Callable[[MutableMapping[str, object]], None] | None:
     names = {f.name for b in regmap.blocks_of("telemetry") for f in b.fields}
     needs_v = "voltage_V" not in names and any(n in names for n in _PHASE_V)
     needs_a = "current_A" not in names and any(n in names for n in _PHASE_A)

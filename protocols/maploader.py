@@ -8,6 +8,7 @@ pass. ``docs/register-maps.md`` is the format reference. Shipped maps live in ``
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import tomllib
@@ -34,6 +35,7 @@ from protocols.regmodel import (
     Recipe,
     RegisterMap,
     SequencedRecipe,
+    StateRule,
 )
 
 MAP_SUFFIX = ".toml"
@@ -62,6 +64,7 @@ MAP_KEYS: dict[str, tuple[Any, str]] = {
     "max_read": (125, "largest read the device accepts, in registers"),
     "nominal_voltage_V": (230.0, "line-to-neutral voltage for power <-> current"),
     "phases": (1, "phases the pile charges on (1 or 3)"),
+    "identity_unit": (None, "unit id that answers the identity registers, if not the pile's own"),
 }
 PORT_KEYS: dict[str, tuple[Any, str]] = {
     "count": (1, "most ports a pile of the family has"),
@@ -83,6 +86,18 @@ FIELD_KEYS: dict[str, tuple[Any, str]] = {
     "documented": (None, "the codes the vendor documents for this register"),
     "unconfirmed": (False, "true when the address could not be confirmed in the vendor document"),
     "note": ("", "free text"),
+    "mask": (None, "state/fault: the bits holding the code (code = (raw & mask) >> shift)"),
+    "shift": (0, "state/fault: how far the code sits from bit 0"),
+    "write_function": (None, "control holding register: 6 (write single) or 16 (write multiple, default)"),
+    "overrides": (None, "state: rules by which a second register overrides the state"),
+    "energy_kind": ("meter", "energy_Wh: meter (cumulative) | session (restarts at 0 every session)"),
+}
+RULE_KEYS: dict[str, tuple[Any, str]] = {
+    "register": (..., "a polled register ([telemetry] or [readback])"),
+    "equals": (..., "the value (after mask) that triggers the rule"),
+    "state": (..., "the port state it means"),
+    "mask": (0, "bits of the register compared; 0: all"),
+    "from": (None, "apply only when the state register says one of these states"),
 }
 SEQUENCED_KEYS: dict[str, tuple[Any, str]] = {
     "style": (..., "sequenced"),
@@ -110,6 +125,9 @@ CURRENT_KEYS: dict[str, tuple[Any, str]] = {
     "enable_on": (1, "value written to enable"),
     "enable_off": (0, "value written to disable"),
     "stop": ("current_zero", "how stop works: current_zero | disable"),
+    "enable_readable": (True, "false: the enable register cannot be read back (stop confirmed by the write)"),
+    "refresh_s": (0, "rewrite the last current this often (families that fall back after a timeout)"),
+    "max_current": (None, "polled register (in A) with the unit's own maximum, capping max_current_A"),
 }
 
 
@@ -286,6 +304,8 @@ def _parse_field(name: str, raw: Any, section: str, default_fc: int, problems: l
             f"{where}.function: {function} ({FUNCTION_NAMES[function]}) cannot be written; "
             "control registers are holding registers (3) or coils (1)"
         )
+    _code_bits(name, section, f, where, kind, problems)
+    write_function = _write_function(section, f, where, kind, function, problems)
     if not isinstance(f["address"], int) or isinstance(f["address"], bool):
         return None
     field = Field(
@@ -299,9 +319,102 @@ def _parse_field(name: str, raw: Any, section: str, default_fc: int, problems: l
         word_order=cast(Order | None, f["word_order"] if f["word_order"] in ("big", "little") else None),
         unconfirmed=f["unconfirmed"] is True,
         note=str(f["note"] or ""),
+        mask=f["mask"] if isinstance(f["mask"], int) else 0,
+        shift=f["shift"] if isinstance(f["shift"], int) and f["shift"] > 0 else 0,
+        write_function=write_function,
+        overrides=_overrides(name, section, f["overrides"], where, problems),
+        energy_kind=_energy_kind(name, section, f["energy_kind"], where, problems),
         **tables,
     )
     return _Parsed(section, function, f["address"], field)
+
+
+def _overrides(name: str, section: str, raw: Any, where: str, problems: list[str]) -> tuple[StateRule, ...]:
+    if raw is None:
+        return ()
+    if section != "telemetry" or name != "state":
+        problems.append(f"{where}.overrides: only the state register has overrides")
+        return ()
+    if not isinstance(raw, list):
+        problems.append(f"{where}.overrides: expected a list of {{ register, equals, state }} tables")
+        return ()
+    return tuple(r for i, item in enumerate(raw) if (r := _rule(item, f"{where}.overrides[{i}]", problems)))
+
+
+def _rule(raw: Any, where: str, problems: list[str]) -> StateRule | None:
+    r = take(raw, RULE_KEYS, where, problems)
+    check(problems, f"{where}.register", r["register"], str)
+    check(problems, f"{where}.equals", r["equals"], int)
+    check(problems, f"{where}.mask", r["mask"], int, lambda v: v >= 0, ">= 0")
+    states = [r["state"], *(r["from"] if isinstance(r["from"], list) else [])]
+    if r["from"] is not None and not isinstance(r["from"], list):
+        problems.append(f"{where}.from: expected a list of states")
+    for state in states:
+        if state is not None and state not in STATE_NAMES:
+            problems.append(f"{where}: {state!r} is not one of {', '.join(STATE_NAMES)}")
+    if not (isinstance(r["register"], str) and type(r["equals"]) is int and r["state"] in STATE_NAMES):
+        return None
+    only_from = tuple(STATE_NAMES[s] for s in states[1:] if s in STATE_NAMES)
+    mask = r["mask"] if isinstance(r["mask"], int) else 0
+    return StateRule(r["register"], r["equals"], STATE_NAMES[r["state"]], mask, only_from)
+
+
+def _energy_kind(name: str, section: str, raw: Any, where: str, problems: list[str]) -> Any:
+    if raw == "meter":
+        return raw
+    if section != "telemetry" or name != "energy_Wh":
+        problems.append(f"{where}.energy_kind: only for telemetry energy_Wh")
+    elif raw != "session":
+        problems.append(f"{where}.energy_kind: {raw!r} is not meter or session")
+    else:
+        return raw
+    return "meter"
+
+
+def _check_rule_registers(parsed: list[_Parsed], problems: list[str]) -> None:
+    """Every override names a polled integer register."""
+    polled = {p.field.name: p.field for p in parsed if p.section in ("telemetry", "readback")}
+    for p in parsed:
+        for rule in p.field.overrides:
+            f = polled.get(rule.register)
+            if f is None:
+                problems.append(
+                    f"telemetry.state.overrides: no register {rule.register!r} in [telemetry] or [readback]"
+                )
+            elif f.type in ("str", "float32", "float64"):
+                problems.append(
+                    f"telemetry.state.overrides: {rule.register} is {f.type}, not an integer register"
+                )
+
+
+def _code_bits(
+    name: str, section: str, f: Mapping[str, Any], where: str, kind: FieldType, problems: list[str]
+) -> None:
+    if f["mask"] is None and not f["shift"]:
+        return
+    if section != "telemetry" or name not in TABLE_FIELDS or kind in ("str", "float32", "float64"):
+        problems.append(f"{where}: mask and shift are for integer state and fault registers only")
+        return
+    bits = 16 * WIDTH[kind]
+    check(problems, f"{where}.mask", f["mask"], int, lambda v: 0 < v < 2**bits, f"a non-zero {bits}-bit mask")
+    check(problems, f"{where}.shift", f["shift"], int, lambda v: 0 <= v < bits, f"0..{bits - 1}")
+
+
+def _write_function(
+    section: str, f: Mapping[str, Any], where: str, kind: FieldType, function: int, problems: list[str]
+) -> int:
+    value = f["write_function"]
+    if value is None:
+        return 0
+    if section != "control" or function != 3:
+        problems.append(f"{where}.write_function: only for [control] holding registers")
+    elif value not in (6, 16):
+        problems.append(f"{where}.write_function: {value!r} is not 6 or 16")
+    elif value == 6 and WIDTH.get(kind, 2) != 1:
+        problems.append(f"{where}.write_function: 6 writes one register; {kind} needs 16")
+    else:
+        return int(value)
+    return 0
 
 
 def _parse_section(
@@ -332,10 +445,7 @@ def _blocks(parsed: list[_Parsed], section: str) -> tuple[Block, ...]:
 
 
 def _rebase(f: Field, offset: int) -> Field:
-    return Field(
-        f.name, offset, f.type, f.scale, f.unit, f.length, f.byte_order, f.word_order,
-        f.values, f.bits, f.documented, f.unconfirmed, f.note,
-    )  # fmt: skip
+    return dataclasses.replace(f, offset=offset)
 
 
 def _overlaps(spans: list[tuple[int, int, str]]) -> Iterator[tuple[str, str, int, int]]:
@@ -369,7 +479,10 @@ def _check_overlaps(parsed: list[_Parsed], bases: tuple[int, ...], stride: int, 
             problems.append(f"ports: {a} and {b} overlap at {first}..{last} ({FUNCTION_NAMES[fc]})")
         ident = [(p.address, p.address + p.field.width, f"identity.{p.field.name}") for p in parsed
                  if p.function == fc and p.section == "identity"]  # fmt: skip
-        for a, b, first, last in _overlaps(ident + taken):
+        fields = [
+            (b + s, b + e, f"port {i} {label}") for i, b in enumerate(bases, start=1) for s, e, label in spans
+        ]
+        for a, b, first, last in _overlaps(ident + fields):  # identity may sit between port registers
             if a.startswith("identity") != b.startswith("identity"):
                 a, b = (a, b) if a.startswith("identity") else (b, a)
                 problems.append(f"{a} and {b} overlap at {first}..{last} ({FUNCTION_NAMES[fc]})")
@@ -408,6 +521,7 @@ def _parse_header(data: Mapping[str, Any], problems: list[str]) -> dict[str, Any
         "50..1000",
     )
     check(problems, "map.phases", m["phases"], int, lambda v: v in (1, 2, 3), "1, 2 or 3")
+    check(problems, "map.identity_unit", m["identity_unit"], int, lambda v: 0 <= v <= 255, "0..255")
     return m
 
 
@@ -438,7 +552,7 @@ def _parse_ports(data: Mapping[str, Any], problems: list[str]) -> tuple[tuple[in
 
 def _parse_match(
     data: Mapping[str, Any], identity: list[_Parsed], problems: list[str]
-) -> tuple[tuple[str, tuple[int | str, ...]], ...]:
+) -> tuple[tuple[str, tuple[int | str | tuple[int, int], ...]], ...]:
     raw = data.get("match", {})
     if not isinstance(raw, Mapping):
         problems.append("match: expected a table of identity field = accepted value(s)")
@@ -446,29 +560,51 @@ def _parse_match(
     names = {p.field.name for p in identity}
     out = []
     for key, value in raw.items():
-        accepted = value if isinstance(value, list) else [value]
+        where = f"match.{key}"
         if key not in names:
             problems.append(
-                f"match.{key}: not an identity register (identity: {', '.join(sorted(names)) or 'none'})"
+                f"{where}: not an identity register (identity: {', '.join(sorted(names)) or 'none'})"
             )
-        elif not accepted or not all(isinstance(v, str | int) and not isinstance(v, bool) for v in accepted):
-            problems.append(f"match.{key}: expected a text or integer value, or a list of them")
-        else:
-            out.append((key, tuple(accepted)))
+            continue
+        accepted = [_accepted(v, where, problems) for v in (value if isinstance(value, list) else [value])]
+        if accepted and all(a is not None for a in accepted):
+            out.append((key, tuple(a for a in accepted if a is not None)))
+        elif not accepted:
+            problems.append(f"{where}: an empty list accepts nothing")
     return tuple(out)
 
 
+def _accepted(value: Any, where: str, problems: list[str]) -> int | str | tuple[int, int] | None:
+    """One accepted value: text (wildcards), an integer, or ``{ min = , max = }``."""
+    if isinstance(value, Mapping):
+        low, high = value.get("min"), value.get("max")
+        if set(value) <= {"min", "max"} and type(low) is int and type(high) is int and low <= high:
+            return (low, high)
+        problems.append(f"{where}: a range is {{ min = N, max = M }} with integers N <= M")
+        return None
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        return value
+    problems.append(f"{where}: expected text, an integer or {{ min, max }}, got {value!r}")
+    return None
+
+
 def matches(regmap: RegisterMap, identity: Mapping[str, object]) -> bool:
-    """Whether decoded identity values fit the map's match rule (text: ``*`` and ``?`` wildcards)."""
+    """Whether decoded identity values fit the map's match rule: text with ``*`` and ``?`` wildcards
+    (an integer register is matched by its decimal digits), integers, ranges."""
     if not regmap.match:
         return False
     return all(any(_fits(identity.get(name), want) for want in accepted) for name, accepted in regmap.match)
 
 
-def _fits(value: object, want: int | str) -> bool:
+def _fits(value: object, want: int | str | tuple[int, int]) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(want, tuple):
+        return isinstance(value, int) and want[0] <= value <= want[1]
     if isinstance(want, str):
+        text = str(value) if isinstance(value, int) else value
         pattern = re.escape(want).replace(r"\*", ".*").replace(r"\?", ".")
-        return isinstance(value, str) and re.fullmatch(pattern, value.strip(), re.IGNORECASE) is not None
+        return isinstance(text, str) and re.fullmatch(pattern, text.strip(), re.IGNORECASE) is not None
     return value == want
 
 
@@ -534,6 +670,8 @@ def _parse_current(raw: Mapping[str, Any], parsed: list[_Parsed], problems: list
     _register(confirm, "command.confirm", parsed, ("control", "readback", "telemetry"), problems)
     if c["enable"] is not None:
         _register(c["enable"], "command.enable", parsed, ("control",), problems)
+    if c["max_current"] is not None:
+        _register(c["max_current"], "command.max_current", parsed, ("readback",), problems)
     for key in ("min_current_A", "max_current_A", "step_A"):
         check(problems, f"command.{key}", c[key], NUMBER, lambda v: 0 < v <= 1000, "0 < A <= 1000")
     check(problems, "command.confirm_tolerance_A", c["confirm_tolerance_A"], NUMBER, lambda v: v >= 0, ">= 0")
@@ -549,6 +687,15 @@ def _parse_current(raw: Mapping[str, Any], parsed: list[_Parsed], problems: list
     )
     if c["stop"] == "disable" and c["enable"] is None:
         problems.append("command.stop: disable needs an enable register")
+    check(problems, "command.enable_readable", c["enable_readable"], bool)
+    check(
+        problems,
+        "command.refresh_s",
+        c["refresh_s"],
+        NUMBER,
+        lambda v: v == 0 or 1 <= v <= 3600,
+        "0 or 1..3600",
+    )
     low, high = c["min_current_A"], c["max_current_A"]
     if isinstance(low, NUMBER) and isinstance(high, NUMBER) and low > high:
         problems.append(f"command: min_current_A {low:g} > max_current_A {high:g}")
@@ -557,6 +704,7 @@ def _parse_current(raw: Mapping[str, Any], parsed: list[_Parsed], problems: list
     return CurrentRecipe(
         c["current"], float(c["min_current_A"]), float(c["max_current_A"]), float(c["step_A"]), confirm,
         c["enable"], c["enable_on"], c["enable_off"], c["stop"], float(c["confirm_tolerance_A"]),
+        c["enable_readable"], float(c["refresh_s"]), c["max_current"],
     )  # fmt: skip
 
 
@@ -594,6 +742,7 @@ def parse_map(data: Mapping[str, Any], source: str = "<map>") -> RegisterMap:
     bases, stride = _parse_ports(data, problems)
     parsed = [p for s in ("identity", *PORT_SECTIONS) for p in _parse_section(data, s, default_fc, problems)]
     _check_names(parsed, problems)
+    _check_rule_registers(parsed, problems)
     _check_overlaps(parsed, bases, stride, problems)
     _check_identity_overlaps(parsed, problems)
     match = _parse_match(data, [p for p in parsed if p.section == "identity"], problems)
@@ -614,6 +763,7 @@ def parse_map(data: Mapping[str, Any], source: str = "<map>") -> RegisterMap:
         recipe=recipe,
         match=match,
         header=MapHeader(m["title"], m["vendor"], m["document"], m["document_version"], source),
+        identity_unit=m["identity_unit"] or 0,
     )
 
 

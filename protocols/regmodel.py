@@ -105,6 +105,18 @@ class SimFault(enum.IntEnum):
 
 
 @dataclass(frozen=True)
+class StateRule:
+    """A second register that overrides the state: when ``(value & mask) == equals`` (and the
+    state is one of ``only_from``, if given) the port's state is ``state``."""
+
+    register: str
+    equals: int
+    state: int
+    mask: int = 0  # 0: the whole value
+    only_from: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class Field:
     """One register (or run of registers, or bit). ``offset`` is relative to the block's base.
 
@@ -126,6 +138,11 @@ class Field:
     documented: tuple[int | str, ...] = ()
     unconfirmed: bool = False
     note: str = ""
+    mask: int = 0  # state/fault code = (raw & mask) >> shift; 0: the whole value
+    shift: int = 0
+    write_function: int = 0  # 6 or 16 for a holding register; 0: 16 (coils: 5)
+    overrides: tuple[StateRule, ...] = ()  # state only
+    energy_kind: Literal["meter", "session"] = "meter"  # energy_Wh only; session: resets per session
 
     @cached_property
     def width(self) -> int:
@@ -209,6 +226,9 @@ class CurrentRecipe:
     enable_off: int = 0
     stop: Literal["current_zero", "disable"] = "current_zero"
     confirm_tolerance_A: float = 0.0
+    enable_readable: bool = True  # False: a stop by disable is confirmed by the write's reply
+    refresh_s: float = 0.0  # > 0: rewrite the last current this often (families that forget it)
+    max_current: str | None = None  # a polled register (A) capping max_current_A, e.g. a unit's setting
     style: Literal["current"] = "current"
 
 
@@ -241,8 +261,9 @@ class RegisterMap:
     nominal_voltage_V: float = 230.0
     phases: int = 1
     recipe: Recipe | None = None
-    match: tuple[tuple[str, tuple[int | str, ...]], ...] = ()
+    match: tuple[tuple[str, tuple[int | str | tuple[int, int], ...]], ...] = ()
     header: MapHeader = field(default_factory=MapHeader)
+    identity_unit: int = 0  # the unit id answering identity reads; 0: the pile's own
 
     @property
     def max_ports(self) -> int:

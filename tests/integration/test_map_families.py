@@ -4,6 +4,7 @@ into canonical values and the command executor drives the family's current-limit
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import tomllib
 from collections.abc import AsyncIterator
@@ -25,6 +26,7 @@ from gateway.runtime import GatewayRuntime
 from protocols.codec import encode
 from protocols.payloads import CommandMessage
 from protocols.registers import CurrentRecipe, FaultCode, PortState, RegisterMap, load_map
+from tests.helpers import wait_for
 
 UNIT = 3
 WALLBOX_MAP = """
@@ -112,13 +114,33 @@ class Wallbox:
 _SET_FC = {1: 5, 2: 2, 3: 6, 4: 4}
 
 
-@pytest.fixture
-async def wallbox(tmp_path: Path) -> AsyncIterator[Wallbox]:
-    path = tmp_path / "test-wallbox.toml"
-    path.write_text(WALLBOX_MAP)
-    regmap = load_map(path)
-    device = SimDevice(
-        UNIT,
+STATION_UNIT = 200  # a second unit id answering a station's identity (map key identity_unit)
+# the same family, for a station that forgets its current limit, takes single-register writes
+# only, cannot read its enable coil back, and answers identity on the station unit
+REFRESHING_MAP = (
+    WALLBOX_MAP.replace("phases = 3", "phases = 3\nidentity_unit = 200")
+    .replace('scale = 0.1, unit = "A" }', 'scale = 0.1, unit = "A", write_function = 6 }')
+    .replace('stop = "disable"', 'stop = "disable"\nenable_readable = false\nrefresh_s = 1')
+)
+
+
+# the same family with a session energy register and a unit-set maximum current
+SESSION_MAP = (
+    WALLBOX_MAP.replace(
+        'energy_Wh = { address = 104, type = "u64" }',
+        'energy_Wh = { address = 104, type = "u64", energy_kind = "session" }',
+    )
+    .replace(
+        "locked = { address = 7, function = 2 }",
+        "locked = { address = 7, function = 2 }\nunit_max_A = { address = 140, scale = 0.1 }",
+    )
+    .replace('stop = "disable"', 'stop = "disable"\nmax_current = "unit_max_A"')
+)
+
+
+def _device(unit: int) -> SimDevice:
+    return SimDevice(
+        unit,
         simdata=(
             [SimData(0, count=16, values=False, datatype=DataType.BITS)],
             [SimData(0, count=16, values=False, datatype=DataType.BITS)],
@@ -126,12 +148,26 @@ async def wallbox(tmp_path: Path) -> AsyncIterator[Wallbox]:
             [SimData(0, count=200, values=0, datatype=DataType.REGISTERS)],
         ),
     )
-    server = ModbusTcpServer([device], address=("127.0.0.1", 0))
+
+
+@pytest.fixture
+def wallbox_map() -> str:
+    return WALLBOX_MAP
+
+
+@pytest.fixture
+async def wallbox(tmp_path: Path, wallbox_map: str) -> AsyncIterator[Wallbox]:
+    path = tmp_path / "test-wallbox.toml"
+    path.write_text(wallbox_map)
+    regmap = load_map(path)
+    server = ModbusTcpServer([_device(UNIT), _device(STATION_UNIT)], address=("127.0.0.1", 0))
     await server.serve_forever(background=True)
     port = int(server.transport.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
     box = Wallbox(server, port, regmap)
     await box.set(vendor="TEST", voltage_V=230.4, current_A=15.99, energy_Wh=2**40 + 7, heartbeat=9)
     await box.set(state="B", fault=0, locked=1)
+    station = encode(regmap, regmap.identity, {"vendor": "ACME"})
+    await server.context.async_setValues(STATION_UNIT, 4, 0, station)  # input registers, as mapped
     try:
         yield box
     finally:
@@ -261,3 +297,56 @@ async def test_current_recipe_fails_when_the_pile_never_shows_the_limit(
 def _with_confirm(regmap: RegisterMap, confirm: str) -> RegisterMap:
     assert isinstance(regmap.recipe, CurrentRecipe)
     return dataclasses.replace(regmap, recipe=dataclasses.replace(regmap.recipe, confirm=confirm))
+
+
+async def test_a_family_without_identity_registers_is_never_asked_for_them(
+    wallbox: Wallbox, executor: tuple[CommandExecutor, GatewayRuntime]
+) -> None:
+    _commands, runtime = executor
+    pile = runtime.piles["W1"]
+    pile.regmap = dataclasses.replace(pile.regmap, identity_blocks=(), match=())
+    await _poll(runtime)
+    await _poll(runtime)
+    assert pile.state == "online"
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("identity-")]
+    assert pile.status(0).vendor is None
+
+
+async def _register(wallbox: Wallbox, function: int, address: int, want: int) -> bool:
+    return await wallbox.read(function, address) == want
+
+
+@pytest.mark.parametrize("wallbox_map", [REFRESHING_MAP])
+async def test_a_forgetful_station_gets_its_current_rewritten_and_its_identity_from_the_station_unit(
+    wallbox: Wallbox, executor: tuple[CommandExecutor, GatewayRuntime]
+) -> None:
+    commands, runtime = executor
+    assert await runtime.buses["b1"].read_identity("W1") == {"vendor": "ACME"}
+    await _poll(runtime)
+    start = await commands.submit("W1", 1, _command("start", 1, power_W=7000))
+    assert (start.status, await wallbox.read(3, 300)) == ("done", 101)
+    await wallbox.server.context.async_setValues(UNIT, 6, 300, [60])  # the station falls back to 6 A
+    await wait_for(lambda: _register(wallbox, 3, 300, 101), 5.0, 0.05, "the current rewritten")
+
+    stop = await commands.submit("W1", 1, _command("stop", 2))
+    assert (stop.status, stop.readback) == ("done", {"current_A": 0.0})  # confirmed by the write reply
+    assert await wallbox.read(1, 5) == 0
+    await wait_for(lambda: _register(wallbox, 3, 300, 0), 5.0, 0.05, "0 A held after the stop")
+
+
+@pytest.mark.parametrize("wallbox_map", [SESSION_MAP])
+async def test_session_energy_is_published_as_a_meter_and_the_units_maximum_caps_the_current(
+    wallbox: Wallbox, executor: tuple[CommandExecutor, GatewayRuntime]
+) -> None:
+    commands, runtime = executor
+    pile = runtime.piles["W1"]
+    published = []
+    await wallbox.set(unit_max_A=13.0)
+    for session_Wh in (100, 150, 20, 45):  # a new session starts after 150 Wh
+        await wallbox.set(energy_Wh=session_Wh)
+        await _poll(runtime)
+        published.append(pile.last[1]["energy_Wh"])
+    assert published == [100, 150, 170, 195]
+    start = await commands.submit("W1", 1, _command("start", 1, power_W=22_000))
+    assert (start.status, start.readback) == ("done", {"current_A": 13.0, "amps": 13.0})
+    assert await wallbox.read(3, 300) == 130

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, load_config, parse_config
+from gateway.config import ConfigError, load_config, parse_config, pile_map
 
 EXAMPLE = Path(__file__).parents[2] / "config" / "gateway.example.toml"
 
@@ -66,7 +66,7 @@ def test_every_problem_is_listed_together():
     assert "bus[b1].timeout_s: 2.0 must be shorter than gateway.poll_period_s (1.0)" in found
     assert "pile[F1]: duplicate pile id" in found
     assert "pile[F1].bus: unknown bus 'nowhere'" in found
-    assert "pile[F1].unit: 300 is not 1..247" in found
+    assert "pile[F1].unit: 300 is not 1..255" in found
     assert any(p.startswith("mqtt.url: 'http://broker'") for p in found)
 
 
@@ -140,3 +140,25 @@ def test_map_file_path_is_relative_to_the_config_and_its_problems_are_named(tmp_
     with pytest.raises(ConfigError) as info:
         parse_config(tomllib.loads(BASE + 'map = "maps/bad.toml"\n'), "test.toml", tmp_path)
     assert any("pile[F1].map (" in p and "unknown type 'u99'" in p for p in info.value.problems)
+
+
+def test_tcp_piles_take_unit_255_and_rtu_piles_stay_within_247():
+    config = parse_config(tomllib.loads(BASE.replace("unit = 1", "unit = 255")), "test.toml")
+    assert config.piles[0].unit == 255
+    rtu = BASE.replace('transport = "tcp"', 'transport = "rtu"\ndevice = "/dev/ttyUSB0"')
+    assert "pile[F1].unit: 250 is not an RTU address (1..247)" in problems(
+        rtu.replace("unit = 1", "unit = 250")
+    )
+    assert any(
+        p.startswith("pile[F1].unit: 256 is not 1..255")
+        for p in problems(BASE.replace("unit = 1", "unit = 256"))
+    )
+
+
+def test_a_pile_may_set_its_own_phase_count_over_its_maps():
+    config = parse_config(tomllib.loads(BASE + "phases = 3\n"), "test.toml")
+    regmap = pile_map(config.piles[0])
+    assert (regmap.name, regmap.phases) == ("pilegate-sim-v1", 3)
+    assert pile_map(config.piles[0]) is regmap  # one object per map and phase count
+    assert pile_map(parse_config(tomllib.loads(BASE), "test.toml").piles[0]).phases == 1
+    assert any(p.startswith("pile[F1].phases: 4 is not 1, 2 or 3") for p in problems(BASE + "phases = 4\n"))

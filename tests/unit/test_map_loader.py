@@ -155,7 +155,11 @@ def test_every_problem_is_listed_at_once():
             "ports.stride: 3 is smaller than a port's span of 4",
         ),
         (("", "[ports]\ncount = 2\nbases = [0, 2]\n"), "ports: port 1 and port 2 overlap at 2..3"),
-        (("", "[identity]\nx = { address = 1 }\n"), "identity.x and port 1 overlap at 1..1"),
+        (
+            ("", "[identity]\nx = { address = 2 }\n"),
+            "identity.x and port 1 telemetry.energy_Wh overlap at 2..2",
+        ),
+        (("", "[identity]\nx = { address = 1 }\ny = { address = 4 }\n"), None),  # between fields: fine
         (
             ("", "[identity]\nx = { address = 10, type = 'u32' }\ny = { address = 11 }\n"),
             "identity.x and identity.y overlap",
@@ -172,9 +176,12 @@ def test_every_problem_is_listed_at_once():
 def test_each_kind_of_mistake_is_named(change, message):
     old, new = change
     text = MINIMAL.replace(old, new) if old else MINIMAL + new
-    if message is None:
+    if message is None and old == "" and new.startswith("[telemetry.energy_Wh]"):
         with pytest.raises(tomllib.TOMLDecodeError):
             tomllib.loads(text)
+        return
+    if message is None:
+        parse_map(tomllib.loads(text))
         return
     assert any(message in p for p in problems(text)), problems(text)
 
@@ -309,3 +316,73 @@ def test_every_shipped_map_loads_names_its_document_and_round_trips_its_register
     for block in (*regmap.identity_blocks, *regmap.port_blocks):
         values = {f.name: sample(f) for f in block.fields}
         assert decode(regmap, block, encode(regmap, block, values)) == values, block.name
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("[readback.x]\naddress = 9\nmask = 0xFF\n", "mask and shift are for integer state and fault"),
+        ("[telemetry.fault]\naddress = 9\nmask = 0x10000\nvalues = { 1 = 'other' }\n", "mask: 65536 is not"),
+        ("[telemetry.fault]\naddress = 9\nshift = 16\nvalues = { 1 = 'other' }\n", "shift: 16 is not 0..15"),
+        ("[control.x]\naddress = 9\nwrite_function = 5\n", "write_function: 5 is not 6 or 16"),
+        (
+            "[control.x]\naddress = 9\ntype = 'u32'\nwrite_function = 6\n",
+            "6 writes one register; u32 needs 16",
+        ),
+        ("[readback.x]\naddress = 9\nwrite_function = 6\n", "only for [control] holding registers"),
+        ("[identity]\nv = { address = 50 }\n[match]\nv = { min = 5 }\n", "match.v: a range is"),
+        ("[identity]\nv = { address = 50 }\n[match]\nv = []\n", "an empty list accepts nothing"),
+        ("[readback.x]\naddress = 9\noverrides = []\n", "only the state register has overrides"),
+        ("[readback.x]\naddress = 9\nenergy_kind = 'session'\n", "energy_kind: only for telemetry energy_Wh"),
+    ],
+)
+def test_each_kind_of_mistake_in_the_newer_keys_is_named(extra, message):
+    assert any(message in p for p in problems(MINIMAL + extra)), problems(MINIMAL + extra)
+
+
+def test_map_header_identity_unit_and_current_recipe_refresh_are_checked():
+    text = MINIMAL.replace('document = "test"', 'document = "test"\nidentity_unit = 300')
+    assert any("map.identity_unit: 300 is not 0..255" in p for p in problems(text))
+    bad = MINIMAL + CURRENT.replace("max_current_A = 32", "max_current_A = 32\nrefresh_s = 0.5")
+    assert any("command.refresh_s: 0.5 is not 0 or 1..3600" in p for p in problems(bad))
+    good = parse_map(
+        tomllib.loads(MINIMAL + CURRENT.replace("max_current_A = 32", "max_current_A = 32\nrefresh_s = 25"))
+    )
+    assert isinstance(good.recipe, CurrentRecipe) and good.recipe.refresh_s == 25.0
+
+
+def test_match_reads_integers_by_their_digits_and_by_ranges():
+    regmap = parse_map(
+        tomllib.loads(
+            MINIMAL.replace("[telemetry]", "[ports]\nbase = 100\n[telemetry]")
+            + "[identity]\nproduct = { address = 0, type = 'u32' }\namps = { address = 2 }\n"
+            + "[match]\nproduct = '3?????'\namps = [{ min = 6000, max = 32000 }, 1]\n"
+        )
+    )
+    assert matches(regmap, {"product": 311_010, "amps": 16_000})
+    assert matches(regmap, {"product": 300_000, "amps": 1})
+    assert not matches(regmap, {"product": 411_010, "amps": 16_000})
+    assert not matches(regmap, {"product": 3_110_100, "amps": 16_000})
+    assert not matches(regmap, {"product": 311_010, "amps": 40_000})
+
+
+def test_state_overrides_and_session_energy_are_checked():
+    text = MINIMAL.replace(
+        'values = { 0 = "available", 1 = "charging" }',
+        'values = { 0 = "available", 1 = "charging" }\n'
+        'overrides = [{ register = "ghost", equals = 1, state = "plugged" },'
+        ' { register = "s", equals = 1, state = "asleep", from = ["charging", "dozing"] },'
+        ' { register = "t", equals = 1, state = "plugged" }]',
+    ).replace('type = "u32" }', 'type = "u32", energy_kind = "daily" }')
+    text += '[readback]\ns = { address = 20 }\nt = { address = 30, type = "float32" }\n'
+    found = problems(text)
+    assert "telemetry.state.overrides: no register 'ghost' in [telemetry] or [readback]" in found
+    assert any("overrides[1]: 'asleep' is not one of" in p for p in found)
+    assert any("overrides[1]: 'dozing' is not one of" in p for p in found)
+    assert "telemetry.state.overrides: t is float32, not an integer register" in found
+    assert "telemetry.energy_Wh.energy_kind: 'daily' is not meter or session" in found
+
+
+def test_current_recipe_max_current_must_be_a_polled_register():
+    bad = MINIMAL + CURRENT.replace("max_current_A = 32", 'max_current_A = 32\nmax_current = "amps"')
+    assert "command.max_current: no register 'amps' in [readback]" in problems(bad)

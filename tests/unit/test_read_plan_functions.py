@@ -145,3 +145,75 @@ def test_format_plan_names_the_function_of_each_request():
     assert "4 request(s) per cycle" in text
     assert "coils" in text and "discrete" in text and "holding" in text and "input" in text
     assert "p1.telemetry@1000+9" in text
+
+
+MASKED = """
+[map]
+name = "masked"
+document = "test"
+[telemetry]
+energy_Wh = { address = 2, type = "u32" }
+[telemetry.state]
+address = 0
+mask = 0x7F00
+shift = 8
+documented = [0, 1, 2]
+values = { 0 = "available", 1 = "plugged", 2 = "charging" }
+[telemetry.fault]
+address = 1
+documented = [0, 1, 2, 3]
+bits = { 0 = "none", 1 = "none", 2 = "none", 3 = "meter_fault" }
+"""
+
+
+@pytest.mark.parametrize(
+    ("state_word", "fault_word", "state", "fault"),
+    [
+        (0x0200, 0b0000, PortState.CHARGING, FaultCode.NONE),
+        (0x82FF, 0b0011, PortState.CHARGING, FaultCode.NONE),  # flag bit 15, spare low byte, status bits
+        (0x0100, 0b1001, PortState.PLUGGED, FaultCode.METER_FAULT),  # a status bit does not hide the fault
+        (0x0700, 0b10000, PortState.UNAVAILABLE, FaultCode.OTHER),  # undocumented code, unnamed bit
+    ],
+)
+def test_masked_state_codes_and_status_bits_that_are_not_faults(state_word, fault_word, state, fault):
+    plan = compile_read_plan(parse_map(tomllib.loads(MASKED)), 1)
+    values = plan.decode([[state_word, fault_word, 0, 0]])[1]
+    assert (values["state"], values["fault"]) == (state, fault)
+
+
+OVERRIDES = """
+[map]
+name = "two-register-state"
+document = "test"
+[telemetry]
+energy_Wh = { address = 2, type = "u32" }
+[telemetry.state]
+address = 0
+documented = [1, 2, 3]
+values = { 1 = "available", 2 = "charging", 3 = "finished" }
+overrides = [
+    { register = "availability", equals = 0, state = "unavailable" },
+    { register = "cable", mask = 4, equals = 4, state = "plugged", from = ["available"] },
+]
+[readback]
+cable = { address = 10 }
+availability = { address = 11 }
+"""
+
+
+@pytest.mark.parametrize(
+    ("state_code", "cable", "availability", "state"),
+    [
+        (1, 0b000, 1, PortState.AVAILABLE),
+        (1, 0b101, 1, PortState.PLUGGED),  # "not ready" with a vehicle connected
+        (2, 0b100, 1, PortState.CHARGING),  # the cable rule applies to available only
+        (3, 0b100, 1, PortState.FINISHED),
+        (2, 0b100, 0, PortState.UNAVAILABLE),  # out of service whatever the state says
+    ],
+)
+def test_a_second_register_overrides_the_state(state_code, cable, availability, state):
+    plan = compile_read_plan(parse_map(tomllib.loads(OVERRIDES)), 1)
+    replies = [[state_code, 0, 0, 0, 0, 0, 0, 0, 0, 0, cable, availability]]
+    values = plan.decode(replies)[1]
+    assert values["state"] == state
+    assert (values["cable"], values["availability"]) == (cable, availability)

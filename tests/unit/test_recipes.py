@@ -99,3 +99,14 @@ def test_stop_writes_zero_amps_or_disables_per_family():
     off = wallbox(stop="disable")
     steps = current_steps(recipe_of(off), off, "stop", None)
     assert steps.writes == (Write("on", 0),) and (steps.confirm, steps.expect) == ("on", 0)
+
+
+def test_the_units_own_maximum_caps_the_current_when_lower():
+    regmap = wallbox(3, 0.1)
+    recipe = recipe_of(regmap)
+    assert current_for_power(recipe, regmap, None, 13.0) == 13.0
+    assert current_for_power(recipe, regmap, 22_000, 13.0) == 13.0
+    assert current_for_power(recipe, regmap, 22_000, 40.0) == 16.0  # the family's maximum still holds
+    assert current_for_power(recipe, regmap, 22_000, 0.0) == 16.0  # no reading: ignored
+    with pytest.raises(RecipeRefused):
+        current_for_power(recipe, regmap, 22_000, 5.0)  # a unit set below the minimum

@@ -1,7 +1,7 @@
 """Event detection from successive readings, and pile state from poll outcomes."""
 
 from gateway.poller import next_deadline
-from gateway.tracker import PileTracker, PortTracker
+from gateway.tracker import PileTracker, PortTracker, SessionMeter
 from protocols.registers import FaultCode, PortState
 
 
@@ -61,3 +61,9 @@ def test_deadlines_do_not_drift_with_cycle_time():
 def test_overrun_skips_missed_deadlines_and_counts_them():
     assert next_deadline(10.0, 12.5, 1.0) == (13.0, 2)
     assert next_deadline(10.0, 11.0, 1.0) == (11.0, 0)  # exactly on time is not an overrun
+
+
+def test_session_meter_adds_each_finished_session_to_a_cumulative_meter():
+    meter = SessionMeter()
+    readings = [0, 500, 1200, 1200, 0, 300, 50, 50]
+    assert [meter.cumulative(r) for r in readings] == [0, 500, 1200, 1200, 1200, 1500, 1550, 1550]
