@@ -361,7 +361,9 @@ class SimPile:
             if block.function != table:
                 continue
             words = self.encoder.encode_block(rendered, values[block.kind])
-            _put(registers, start, self.regmap.port_address(port, block), words, bits)
+            at = self.regmap.port_address(port, block)
+            for first, end in rendered.runs:
+                _put(registers, start, at + first, words[first:end], bits)
 
     def render(
         self,

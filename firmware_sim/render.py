@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import math
 import re
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 from protocols.codec import encode_value, orders
@@ -58,12 +60,50 @@ class MapNotServableError(ValueError):
         super().__init__(f"map {map_name} cannot be simulated: " + "; ".join(problems))
 
 
+_STRUCT_CODES = {"u16": "H", "i16": "h", "u32": "I", "i32": "i", "u64": "Q", "i64": "q",
+                 "float32": "f", "float64": "d", "bool": "H"}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class RenderedBlock:
-    """One per-port block the simulator renders, with each field's kind of value."""
+    """One per-port block the simulator renders, with each field's kind of value.
+
+    ``packer`` (register blocks whose fields are all big-endian and do not overlap) packs the
+    fields' raw values in one ``struct`` call, and ``words`` reads the bytes back as registers:
+    the path every read of a charging port takes. Other blocks encode field by field.
+    """
 
     block: Block
     fields: tuple[tuple[Field, Kind], ...]
+    packer: struct.Struct | None = None
+    words: struct.Struct | None = None
+
+    @cached_property
+    def runs(self) -> tuple[tuple[int, int], ...]:
+        """(first, end) offsets of the block's runs of adjacent fields: the registers it owns.
+
+        Only these are written into a device's table; the holes between them may belong to
+        another block (a family's read-back registers can sit amid its telemetry)."""
+        runs: list[list[int]] = []
+        for f, _ in self.fields:
+            if runs and f.offset <= runs[-1][1]:
+                runs[-1][1] = max(runs[-1][1], f.offset + f.width)
+            else:
+                runs.append([f.offset, f.offset + f.width])
+        return tuple((first, end) for first, end in runs)
+
+
+def _rendered(regmap: RegisterMap, block: Block) -> RenderedBlock:
+    fields = tuple((f, _kind(f)) for f in sorted(block.fields, key=lambda f: f.offset))
+    layout, position = [">"], 0
+    for f, _ in fields:
+        if block.bits or f.offset < position or orders(regmap, f) != ("big", "big"):
+            return RenderedBlock(block, fields)
+        layout.append(f"{2 * (f.offset - position)}x" if f.offset > position else "")
+        layout.append(f"{2 * f.width}s" if f.type == "str" else _STRUCT_CODES[f.type])
+        position = f.offset + f.width
+    layout.append(f"{2 * (block.size - position)}x" if block.size > position else "")
+    return RenderedBlock(block, fields, struct.Struct("".join(layout)), struct.Struct(f">{block.size}H"))
 
 
 def _kind(f: Field) -> Kind:
@@ -93,11 +133,7 @@ class MapEncoder:
 
     def __init__(self, regmap: RegisterMap) -> None:
         self.regmap = regmap
-        self.blocks = tuple(
-            RenderedBlock(b, tuple((f, _kind(f)) for f in b.fields))
-            for b in regmap.port_blocks
-            if b.kind in RENDERED_SECTIONS
-        )
+        self.blocks = tuple(_rendered(regmap, b) for b in regmap.port_blocks if b.kind in RENDERED_SECTIONS)
         self._state_field = self._telemetry_field("state")
         self._fault_field = self._telemetry_field("fault")
         self.state_codes = self._state_codes()
@@ -154,21 +190,39 @@ class MapEncoder:
 
     # ------------------------------------------------------------------------------ values
 
-    def fit(self, f: Field, kind: Kind, value: object) -> object:
-        """``value`` made encodable in ``f``: codes translated, text cut, numbers clamped."""
+    def raw(self, f: Field, kind: Kind, value: object) -> int | float | bytes:
+        """The register value of ``value`` in ``f`` before scaling is undone: codes translated,
+        text cut (as bytes), numbers clamped to the type (a meter floored and wrapped)."""
         if kind == "state":
-            return self.state_code(PortState(_as_int(value)))
+            return _code_raw(f, self.state_code(PortState(_as_int(value))))
         if kind == "fault":
-            return self.fault_code(FaultCode(_as_int(value)))
+            return _code_raw(f, self.fault_code(FaultCode(_as_int(value))))
         if f.type == "str" or isinstance(value, str):
-            text = str(value)
-            return text[: 2 * f.width] if f.type == "str" else 0
+            return _code_raw(f, str(value))
         if f.type in FLOAT_TYPES:
-            return float(_as_number(value))
-        return _fit_int(f, _as_number(value), wrap=kind == "energy")
+            return _as_number(value) / f.scale
+        return _raw_int(f, _as_number(value), wrap=kind == "energy")
+
+    def fit(self, f: Field, kind: Kind, value: object) -> object:
+        """``value`` made encodable in ``f`` (the engineering value of :meth:`raw`)."""
+        raw = self.raw(f, kind, value)
+        if isinstance(raw, bytes):
+            return raw.decode("ascii")
+        return raw if f.scale == 1.0 or kind in ("state", "fault") else raw * f.scale
 
     def encode_block(self, rendered: RenderedBlock, values: Mapping[str, object]) -> list[int]:
         """The block's registers (or bits) for ``values``; fields without a value are 0."""
+        if rendered.packer is not None and rendered.words is not None:
+            raws = [
+                self.raw(f, kind, value)
+                if (value := values.get(f.name)) is not None
+                else _ZERO[f.type == "str"]
+                for f, kind in rendered.fields
+            ]
+            try:
+                return list(rendered.words.unpack(rendered.packer.pack(*raws)))
+            except (struct.error, OverflowError):
+                pass  # a float beyond float32: the generic path names the problem
         words = [0] * rendered.block.size
         for f, kind in rendered.fields:
             value = values.get(f.name)
@@ -241,16 +295,21 @@ def _as_number(value: object) -> float:
     return float(value)
 
 
-def _fit_int(f: Field, value: float, *, wrap: bool) -> float:
+_ZERO: dict[bool, int | bytes] = {False: 0, True: b""}
+
+
+def _code_raw(f: Field, code: int | str) -> int | bytes:
+    """A device code (or text) as the raw value of ``f``: ASCII bytes for a string register."""
+    if f.type == "str":
+        return str(code).encode("ascii", errors="replace")[: 2 * f.width]
+    return code if isinstance(code, int) else 0
+
+
+def _raw_int(f: Field, value: float, *, wrap: bool) -> int:
     """``value`` within the field's raw range: a counter floors and wraps, a reading is clamped."""
     low, high = INT_RANGE[f.type]
     scaled = value / f.scale
     if wrap:
         raw = math.floor(scaled + 1e-9)  # a meter never shows energy it has not counted
-        if low == 0:
-            raw %= high + 1
-        else:
-            raw = max(low, min(high, raw))
-    else:
-        raw = max(low, min(high, round(scaled)))
-    return raw if f.scale == 1.0 else raw * f.scale
+        return raw % (high + 1) if low == 0 else max(low, min(high, raw))
+    return max(low, min(high, round(scaled)))

@@ -335,3 +335,49 @@ def test_fixed_registers_from_the_pile_config_are_served_as_given():
     assert [p.split(":")[1].strip() for p in info.value.problems] == [
         "registers.state", "registers.charge_current_A", "registers.nothing", "registers.active_current_A",
     ]  # fmt: skip
+
+
+def test_blocks_that_interleave_write_only_their_own_registers():
+    # read-back and control registers amid the telemetry, as some vendors lay them out
+    raw = raw_map()
+    raw["telemetry"]["voltage_V"] = {"address": 10, "type": "u16", "scale": 0.1, "unit": "V"}
+    raw["readback"] = {"active_current_A": {"address": 5, "type": "u16", "scale": 0.1}}
+    raw["control"] = {"limit_A": {"address": 7, "type": "u16", "scale": 0.1}}
+    raw["command"] = {
+        "style": "current",
+        "current": "limit_A",
+        "max_current_A": 32,
+        "confirm": "active_current_A",
+    }
+    regmap = parse_map(raw)
+    pile = SimPile(SimPileSpec("W1", "trickle", 22_000), regmap=regmap)
+    tables = Tables(pile)
+    tables.write(3, 7, [160], now_s=0.0)
+    words = tables.read(3, 0, 11, now_s=60.0)
+    telemetry = decode(regmap, regmap.telemetry, words)
+    assert (telemetry["state"], telemetry["voltage_V"]) == (1, 228.7)  # charging 16 A on 1 phase: sag
+    assert words[5] == 160 and words[7] == 160  # read-back rendered, the written limit kept
+
+
+def test_a_sequenced_family_with_its_own_codes_is_acknowledged_in_them():
+    raw = raw_map()
+    raw["control"] = {
+        "cmd": {"address": 20}, "seq": {"address": 21},
+        "target_Wh": {"address": 22, "type": "u32"}, "limit_W": {"address": 24, "type": "u32"},
+    }  # fmt: skip
+    raw["readback"] = {"ack": {"address": 30}, "status": {"address": 31}}
+    raw["command"] = {
+        "style": "sequenced", "command": "cmd", "sequence": "seq", "target_energy": "target_Wh",
+        "power_limit": "limit_W", "ack_sequence": "ack", "ack_status": "status",
+        "codes": {"start": 10, "stop": 20, "limit": 30}, "statuses": {"7": "ok", "9": "rejected"},
+    }  # fmt: skip
+    regmap = parse_map(raw)
+    tables = Tables(SimPile(SimPileSpec("P1", "fast", 30_000), regmap=regmap))
+    tables.write(3, 20, [10, 5, 0, 1000, 0, 0], now_s=0.0)  # start, seq 5, 1000 Wh, rated power
+    assert tables.read(3, 20, 1, now_s=1.0) == [0]  # the pile resets its command register
+    assert tables.read(3, 30, 2, now_s=1.0) == [5, 7]
+    assert decode(regmap, regmap.telemetry, tables.read(3, 0, 4, now_s=60.0))["state"] == 1  # charging
+    tables.write(3, 20, [10, 6], now_s=61.0)  # start again while charging
+    assert tables.read(3, 30, 2, now_s=62.0) == [6, 9]  # refused: the family's generic "rejected"
+    tables.write(3, 20, [99, 7], now_s=63.0)  # a code the family does not define
+    assert tables.read(3, 30, 2, now_s=64.0) == [7, 9]
