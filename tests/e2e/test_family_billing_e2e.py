@@ -18,7 +18,14 @@ from typing import Any
 import pytest
 
 from pilegate.broker import MosquittoBroker, free_port
-from tests.e2e.family_probe import FAMILIES, UNIT, blank_fields
+from tests.e2e.family_probe import (
+    FAMILIES,
+    FIXED_REGISTERS,
+    UNIT,
+    blank_fields,
+    encoder_gap,
+    sim_refusal,
+)
 from tests.e2e.harness import (
     Api,
     CentralProcess,
@@ -58,11 +65,22 @@ def sim(tmp_path: Path, family: str):
         f"time_scale = {SCALE}\ncontrol_port = 0\n\n"
         '[[piles]]\nid = "F1"\nkind = "fast"\nrated_power_W = 30000\n\n'
         f'[[piles]]\nid = "T1"\nkind = "trickle"\nrated_power_W = {TRICKLE_W}\n'
-        f'unit = {UNIT}\nmap = "{family}"\n'
+        f'unit = {UNIT}\nmap = "{family}"\n' + FIXED_REGISTERS.get(family, "")
     )
+    gap = encoder_gap(family)
+    if gap is not None:
+        pytest.xfail(f"the simulator cannot render {family} yet: {gap}")
     ready = tmp_path / "sim.ready.json"
     proc = spawn("sim", ["sim", "--config", str(config), "--ready-file", str(ready)], tmp_path)
-    doc = wait_until(lambda: ready.exists() and json.loads(ready.read_text()), 30, "simulator ready", proc)
+    try:
+        doc = wait_until(
+            lambda: ready.exists() and json.loads(ready.read_text()), 30, "simulator ready", proc
+        )
+    except AssertionError:
+        refusal = sim_refusal(proc.log())
+        if refusal is None:
+            raise
+        pytest.xfail(f"the simulator cannot serve {family} yet: {refusal}")
     process = SimProcess(proc, doc["piles"], int(doc["control_port"]))
     try:
         blank = asyncio.run(blank_fields(process, family, "T1"))

@@ -22,6 +22,7 @@ from protocols import canonical
 from protocols.codec import decode, encode_field
 from protocols.maploader import shipped_names
 from protocols.registers import Block, CurrentRecipe, Field, PortState, RegisterMap, SimFault, get_map
+from tests.e2e.family_probe import encoder_gap
 from tests.helpers import wait_for
 
 TIME_SCALE = 600.0
@@ -54,7 +55,11 @@ def family(request: pytest.FixtureRequest) -> Family:
 
 @pytest.fixture
 async def sim(family: Family) -> AsyncIterator[Simulation]:
-    pile = SimPileSpec("P1", "trickle", RATED_W, unit=family.unit, map=family.name)
+    gap = encoder_gap(family.name)
+    if gap is not None:
+        pytest.xfail(f"the simulator cannot render {family.name} yet: {gap}")
+    fixed = (("availability", 1),) if family.name == "alfen-ng9xx" else ()  # Alfen: operative
+    pile = SimPileSpec("P1", "trickle", RATED_W, unit=family.unit, map=family.name, registers=fixed)
     try:
         simulation = await start_simulation(
             SimConfig(piles=(pile,), time_scale=TIME_SCALE, control_port=None)
@@ -64,6 +69,12 @@ async def sim(family: Family) -> AsyncIterator[Simulation]:
             # ABB shows a fault only in its error bits (0x4008); its state byte has no fault code
             pytest.xfail(f"the simulator cannot serve {family.name} yet: {exc.problems}")
         raise
+    except TypeError as exc:
+        if "is overlapping" not in str(exc):
+            raise
+        # identity registers between the port's registers (KEBA, Bender): pymodbus refuses the
+        # simulator's overlapping data blocks
+        pytest.xfail(f"the simulator cannot serve {family.name} yet: {exc}")
     try:
         yield simulation
     finally:
@@ -152,10 +163,13 @@ async def wallbox(client: AsyncModbusTcpClient, family: Family, sim: Simulation)
     served = await box.read("telemetry", raw=True)
     expected = sim.port_snapshot("P1", 1)
     wrong = {name: value for name, value in served.items() if value != expected.get(name, value)}
+    state = PortState(int(str((await box.read("telemetry"))["state"])))
+    if state.name != expected["state_name"]:
+        wrong[f"state {state.name}"] = expected["state_name"]  # a code under a mask, say
     if wrong:
         # the simulator renders whole blocks, the zeros of a block's holes included, so a block
         # that spans another one (read-back registers between telemetry registers) blanks it
-        pytest.xfail(f"the simulator serves {family.name}'s {sorted(wrong)} blank at start")
+        pytest.xfail(f"the simulator serves {family.name}'s {sorted(wrong)} unlike its own snapshot")
     return box
 
 

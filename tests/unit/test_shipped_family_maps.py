@@ -68,7 +68,8 @@ def test_every_documented_state_is_translated(name):
     convert = canonical.state_converter(state)
     assert state.documented
     assert all(code in state.table for code in state.documented)
-    assert {convert(code) for code in state.documented} >= {PortState.AVAILABLE, PortState.CHARGING}
+    raw = [code << state.shift if isinstance(code, int) else code for code in state.documented]
+    assert {convert(word) for word in raw} >= {PortState.AVAILABLE, PortState.CHARGING}
 
 
 def test_abb_decodes_its_32_bit_registers_and_the_state_byte():
@@ -100,7 +101,8 @@ def test_abb_decodes_its_32_bit_registers_and_the_state_byte():
         (0x0300, PortState.PLUGGED),
         (0x8400, PortState.CHARGING),  # bit 15: charging below the commanded current
         (0x0500, PortState.FINISHED),
-        (0x0401, PortState.UNAVAILABLE),  # a low byte the document keeps spare
+        (0x0401, PortState.CHARGING),  # the low byte is spare: the mask ignores it
+        (0x0600, PortState.UNAVAILABLE),  # a code the document does not list
     ],
 )
 def test_abb_state_word(word, state):
@@ -123,9 +125,9 @@ def test_abb_error_bits(error, fault):
 
 def test_abb_identity_is_recognised_and_the_simulator_is_not():
     abb = get_map("abb-terra-ac")
-    words = [0x5411, 0x0400, 0x0B19, 0x1234, 0x0102, 0x0304, 0x0000, 32_000]  # 'T', 11 kW, ...
+    words = [0x5411, 0x0400, 0x0B19, 0x1234, 0x0102, 0x0304]  # 'T', 11 kW, plant 4, ...
     identity = decode(abb, abb.identity, words)
-    assert identity["max_current_A"] == 32.0
+    assert (identity["plant"], identity["firmware"]) == (0x0400, 0x01020304)
     assert matches(abb, identity)
     assert matches(abb, {**identity, "model": "G\x0b".strip()})  # 11 kW read as decimal: whitespace
     assert not matches(abb, {**identity, "model": "pilegate"})
@@ -295,3 +297,36 @@ def test_bender_hems_limit_is_whole_amperes_read_back_from_itself():
     recipe = bender.recipe
     assert isinstance(recipe, CurrentRecipe)
     assert (recipe.current, recipe.confirm, recipe.stop) == ("hems_current_limit_A",) * 2 + ("current_zero",)
+
+
+def test_abb_session_energy_and_the_units_own_maximum():
+    abb = get_map("abb-terra-ac")
+    assert abb.telemetry.field("energy_Wh").energy_kind == "session"
+    recipe = abb.recipe
+    assert isinstance(recipe, CurrentRecipe) and recipe.max_current == "user_max_A"
+    readback = decode(abb, abb.readback, registers(abb.readback, {0x4006: [0, 16_000]}))
+    assert readback["user_max_A"] == 16.0
+
+
+def test_keba_is_recognised_by_its_product_code_and_a_plugged_vehicle_overrides_not_ready():
+    keba = get_map("keba-p30")
+    identity = decode(keba, keba.identity, [0, 12_345_678 >> 16, 0x0004, 0xBEE2, 0x0301, 0x0A00])
+    assert identity["product"] == 311_010  # 0x0004BEE2
+    assert matches(keba, identity)
+    assert not matches(keba, {**identity, "product": 4_110_010})  # a P40
+    state = keba.telemetry.field("state")
+    assert [(o.register, o.mask, o.equals) for o in state.overrides] == [("cable_state", 4, 4)]
+    assert keba.control.field("enable_station").write_function == 6
+    recipe = keba.recipe
+    assert isinstance(recipe, CurrentRecipe)
+    assert (recipe.enable_readable, recipe.max_current) == (False, "max_supported_A")
+
+
+def test_alfen_identity_answers_on_the_station_unit_and_the_current_is_refreshed():
+    alfen = get_map("alfen-ng9xx")
+    assert alfen.identity_unit == 200
+    assert matches(alfen, {"vendor": "Alfen NV", "model": "ALF_1000"})
+    recipe = alfen.recipe
+    assert isinstance(recipe, CurrentRecipe) and recipe.refresh_s == 25
+    assert telemetry(alfen, {300: [0x0003]})["fault"] == FaultCode.NONE  # status flags only
+    assert telemetry(alfen, {300: [0x000B]})["fault"] == FaultCode.METER_FAULT
