@@ -15,7 +15,19 @@ from tests.e2e.harness import SimProcess
 FAMILIES = ("keba-p30", "alfen-ng9xx", "bender-cc61x", "abb-terra-ac")
 UNIT = 1  # a real KEBA P30 answers on 255: the gateway takes it on TCP, the simulator not yet
 # read-back registers the simulator has no model for, fixed per family in its pile config
-FIXED_REGISTERS = {"alfen-ng9xx": "registers = { availability = 1 }\n"}  # 1: operative
+FIXED_REGISTERS = {
+    "alfen-ng9xx": {"availability": 1},  # operative
+    "abb-terra-ac": {"user_max_A": 32},  # the installer's maximum (caps the current)
+    "keba-p30": {"max_supported_A": 32},  # the hardware's maximum (caps the current)
+}
+
+
+def fixed_registers_toml(family: str) -> str:
+    """The simulator pile config line fixing ``family``'s unmodelled read-back registers."""
+    fixed = FIXED_REGISTERS.get(family)
+    return "registers = { " + ", ".join(f"{k} = {v}" for k, v in fixed.items()) + " }\n" if fixed else ""
+
+
 SIM_REFUSALS = ("is overlapping",)  # pymodbus: the simulator lays identity over a port's registers
 
 

@@ -20,10 +20,10 @@ import pytest
 from pilegate.broker import MosquittoBroker, free_port
 from tests.e2e.family_probe import (
     FAMILIES,
-    FIXED_REGISTERS,
     UNIT,
     blank_fields,
     encoder_gap,
+    fixed_registers_toml,
     sim_refusal,
 )
 from tests.e2e.harness import (
@@ -65,7 +65,7 @@ def sim(tmp_path: Path, family: str):
         f"time_scale = {SCALE}\ncontrol_port = 0\n\n"
         '[[piles]]\nid = "F1"\nkind = "fast"\nrated_power_W = 30000\n\n'
         f'[[piles]]\nid = "T1"\nkind = "trickle"\nrated_power_W = {TRICKLE_W}\n'
-        f'unit = {UNIT}\nmap = "{family}"\n' + FIXED_REGISTERS.get(family, "")
+        f'unit = {UNIT}\nmap = "{family}"\n' + fixed_registers_toml(family)
     )
     gap = encoder_gap(family)
     if gap is not None:

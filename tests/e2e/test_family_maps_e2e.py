@@ -23,10 +23,10 @@ from pilegate.broker import MosquittoBroker, free_port
 from tests.broker_fixtures import MqttProbe
 from tests.e2e.family_probe import (
     FAMILIES,
-    FIXED_REGISTERS,
     UNIT,
     blank_fields,
     encoder_gap,
+    fixed_registers_toml,
     sim_refusal,
 )
 from tests.e2e.harness import GatewayProcess, SimProcess, spawn, wait_until
@@ -57,7 +57,7 @@ def sim(tmp_path: Path, family: str):
     config.write_text(
         "time_scale = 60.0\ncontrol_port = 0\n\n[[piles]]\n"
         f'id = "W1"\nkind = "trickle"\nrated_power_W = 22000\nunit = {UNIT}\nmap = "{family}"\n'
-        + FIXED_REGISTERS.get(family, "")
+        + fixed_registers_toml(family)
     )
     gap = encoder_gap(family)
     if gap is not None:

@@ -22,7 +22,7 @@ from protocols import canonical
 from protocols.codec import decode, encode_field
 from protocols.maploader import shipped_names
 from protocols.registers import Block, CurrentRecipe, Field, PortState, RegisterMap, SimFault, get_map
-from tests.e2e.family_probe import encoder_gap
+from tests.e2e.family_probe import FIXED_REGISTERS, encoder_gap
 from tests.helpers import wait_for
 
 TIME_SCALE = 600.0
@@ -58,7 +58,7 @@ async def sim(family: Family) -> AsyncIterator[Simulation]:
     gap = encoder_gap(family.name)
     if gap is not None:
         pytest.xfail(f"the simulator cannot render {family.name} yet: {gap}")
-    fixed = (("availability", 1),) if family.name == "alfen-ng9xx" else ()  # Alfen: operative
+    fixed = tuple(FIXED_REGISTERS.get(family.name, {}).items())  # registers the sim does not model
     pile = SimPileSpec("P1", "trickle", RATED_W, unit=family.unit, map=family.name, registers=fixed)
     try:
         simulation = await start_simulation(
