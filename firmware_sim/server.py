@@ -233,7 +233,7 @@ async def start_rtu_tcp_bus(
     spec: SimSerialBusSpec, piles: list[SimPile], host: str, port: int, now_s: Now
 ) -> RtuTcpBusServer:
     """Serve every pile of the bus, by unit id, as Modbus RTU over TCP on ``host:port`` (0 = ephemeral)."""
-    devices = [sim_device(p, now_s) for p in piles]
+    devices = [device for p in piles for device in sim_devices(p, now_s)]
     server = ModbusTcpServer(
         devices, framer=FramerType.RTU, address=(host, port), ignore_missing_devices=True
     )
