@@ -41,7 +41,9 @@ def pg_bin_dir() -> Path:
         key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
     )
     if not found:
-        raise NoPostgres("no /usr/lib/postgresql/*/bin/initdb: run scripts/system-deps (Debian package postgresql)")
+        raise NoPostgres(
+            "no /usr/lib/postgresql/*/bin/initdb: run scripts/system-deps (Debian package postgresql)"
+        )
     return found[-1]
 
 
@@ -61,7 +63,9 @@ class PgServer:
         return psycopg.connect(self.url(), autocommit=True)
 
     def stop(self) -> None:
-        _run_as_owner([str(self.bin_dir / "pg_ctl"), "-D", str(self.directory / "data"), "-m", "immediate", "stop"])
+        _run_as_owner(
+            [str(self.bin_dir / "pg_ctl"), "-D", str(self.directory / "data"), "-m", "immediate", "stop"]
+        )
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
@@ -84,12 +88,26 @@ def start_server(*, settings: Sequence[str] = FAST_SETTINGS) -> PgServer:
         owner = pwd.getpwnam("postgres")
         os.chown(directory, owner.pw_uid, owner.pw_gid)
     data = directory / "data"
-    _run_as_owner([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-locale", "-E", "UTF8"])
+    _run_as_owner(
+        [
+            str(bin_dir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-locale",
+            "-E",
+            "UTF8",
+        ]
+    )
     port = free_port()
     options = " ".join(
         [f"-p {port}", "-c listen_addresses=127.0.0.1", f"-k {directory}", *(f"-c {s}" for s in settings)]
     )
-    _run_as_owner([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(directory / "log"), "-w", "start"])
+    _run_as_owner(
+        [str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(directory / "log"), "-w", "start"]
+    )
     return PgServer(directory, port, bin_dir)
 
 

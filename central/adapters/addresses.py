@@ -39,7 +39,10 @@ def update_address(db: Db, address_id: int, columns: dict[str, Any], stamp: str)
 
 def make_default(db: Db, user_id: int, address_id: int) -> None:
     """The one default address of the user (inside the caller's transaction)."""
-    db.execute("UPDATE user_addresses SET is_default = (id = ?) WHERE user_id = ?", [address_id, user_id])
+    db.execute(
+        "UPDATE user_addresses SET is_default = CASE WHEN id = ? THEN 1 ELSE 0 END WHERE user_id = ?",
+        [address_id, user_id],
+    )
 
 
 def touch_address(db: Db, address_id: int, stamp: str) -> None:

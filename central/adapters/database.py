@@ -132,6 +132,7 @@ class Db(Protocol):
     """One connection, on either engine; the repositories' only handle on the database."""
 
     dialect: str
+    max_variables: int  # parameters per statement that execute_in_chunks aims for
 
     def execute(self, sql: str, parameters: Params = None) -> Cursor: ...
 
@@ -157,6 +158,7 @@ class SqliteDatabase(sqlite_utils.Database):  # type: ignore[misc]  # sqlite-uti
     """sqlite-utils' ``Database`` as a :class:`Db`: constraint errors become :class:`IntegrityError`."""
 
     dialect = SQLITE
+    max_variables = MAX_SQL_VARIABLES
 
     def execute(self, sql: str, parameters: Params = None) -> sqlite3.Cursor:
         try:
@@ -190,7 +192,7 @@ def execute_in_chunks(db: Db, sql: str, rows: Sequence[Sequence[Any]], *tail: An
     if not rows:
         return
     width = len(rows[0])
-    per_statement = max(1, (MAX_SQL_VARIABLES - len(tail)) // width)
+    per_statement = max(1, (db.max_variables - len(tail)) // width)
     for start in range(0, len(rows), per_statement):
         chunk = rows[start : start + per_statement]
         values = ",".join(["(" + ",".join("?" * width) + ")"] * len(chunk))

@@ -23,6 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import psycopg
 import structlog
 from psycopg_pool import ConnectionPool
 
@@ -49,6 +50,10 @@ class StoreClosed(Exception):
 
 class DatabaseLocked(Exception):
     """Another process holds the database (one central per database)."""
+
+
+class DatabaseUnreachable(Exception):
+    """The database server refused or did not answer the connection."""
 
 
 class Lock(Protocol):
@@ -109,6 +114,8 @@ class PgDatabaseLock:
             self._lock.acquire()
         except postgres.AdvisoryLockTaken as exc:
             raise DatabaseLocked(in_use(str(self.url), str(exc))) from None
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnreachable(f"cannot reach database {self.url}: {exc}") from None
 
     def release(self) -> None:
         self._lock.release()

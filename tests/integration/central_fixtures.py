@@ -12,13 +12,15 @@ nothing else from here (the plugin must be imported by pytest first, for asserti
 The store is on SQLite unless the module runs on both engines: ``pytestmark = BOTH_ENGINES`` (from
 :mod:`tests.postgres_server`) parametrizes the ``database`` fixture, and on ``postgresql`` each test gets a
 fresh database copied from a migrated template on one PostgreSQL server per session
-(:mod:`tests.postgres_server`).
+(:mod:`tests.postgres_server`). ``PILEGATE_TEST_DATABASE=postgresql`` makes PostgreSQL every
+module's default.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -220,6 +222,8 @@ def station_params() -> StationParams:
 
 
 TEMPLATE = "pilegate_template"
+# PILEGATE_TEST_DATABASE=postgresql runs every central test on PostgreSQL (the suite keeps SQLite)
+DEFAULT_ENGINE = os.environ.get("PILEGATE_TEST_DATABASE", "sqlite")
 _database_numbers = itertools.count(1)
 
 
@@ -243,7 +247,7 @@ def postgres_server() -> Iterator[PgServer]:
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path | str]:
     """Where the test's store lives: ``tmp_path/central.db``, or (parametrized ``postgresql``) a
     fresh PostgreSQL database copied from the migrated template, dropped after the test."""
-    if getattr(request, "param", "sqlite") == "sqlite":
+    if getattr(request, "param", DEFAULT_ENGINE) == "sqlite":
         yield tmp_path / "central.db"
         return
     server: PgServer = request.getfixturevalue("postgres_server")
@@ -253,7 +257,9 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path | 
 
 
 @pytest.fixture
-async def central(tmp_path: Path, station_params: StationParams, database: Path | str) -> AsyncIterator[Central]:
+async def central(
+    tmp_path: Path, station_params: StationParams, database: Path | str
+) -> AsyncIterator[Central]:
     """A running central app (see :class:`Central`) on the test's ``database``."""
     running = await start_central(tmp_path, station_params, database=database)
     try:

@@ -5,7 +5,7 @@ import pytest
 
 from central.adapters.database import IntegrityError
 from central.adapters.schema import ORDER_MIGRATIONS, migrations
-from central.adapters.storage import Store, StoreClosed
+from central.adapters.storage import DatabaseLocked, Store, StoreClosed, database_lock
 from tests.postgres_server import BOTH_ENGINES
 
 pytest_plugins = ("tests.integration.central_fixtures",)
@@ -132,3 +132,15 @@ async def test_closed_store_refuses_work(database):
     await store.close()
     with pytest.raises(StoreClosed):
         await store.write(lambda db: None)
+
+
+async def test_a_second_central_on_the_same_database_is_refused_until_the_first_stops(database):
+    first, second = database_lock(database), database_lock(database)
+    first.acquire()
+    try:
+        with pytest.raises(DatabaseLocked, match=r"in use by another central \(.*pid \d+ on host"):
+            second.acquire()
+    finally:
+        first.release()
+    second.acquire()  # released: the next central starts
+    second.release()
