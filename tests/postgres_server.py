@@ -124,10 +124,10 @@ def create_database(server: PgServer, name: str, *, template: str | None = None)
     """A new database (a copy of ``template`` when given); its URL."""
     with server.admin() as conn:
         copy = f" TEMPLATE {template}" if template else ""
-        conn.execute(f"CREATE DATABASE {name}{copy}")  # type: ignore[arg-type]  # names are ours
+        conn.execute(f"CREATE DATABASE {name}{copy}")
     return server.url(name)
 
 
 def drop_database(server: PgServer, name: str) -> None:
     with server.admin() as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[arg-type]
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -18,13 +18,14 @@ from __future__ import annotations
 import contextlib
 import datetime
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import psycopg
 import sqlite_utils
+import sqlite_utils.db
 
 SQLITE, POSTGRESQL = "sqlite", "postgresql"
 Params = Sequence[Any] | Mapping[str, Any] | None
@@ -140,9 +141,10 @@ class Db(Protocol):
 
     def query(self, sql: str, params: Params = None) -> Iterator[dict[str, Any]]: ...
 
-    def table(self, table_name: str) -> Table: ...
+    # a Table (sqlite-utils' own Table on SQLite, whose typed signatures are wider than the protocol's)
+    def table(self, table_name: str) -> Any: ...
 
-    def __getitem__(self, table_name: str) -> Table: ...
+    def __getitem__(self, table_name: str) -> Any: ...
 
     def table_names(self) -> list[str]: ...
 
@@ -154,7 +156,7 @@ class Db(Protocol):
 MAX_SQL_VARIABLES = 32_000  # SQLite's default limit is 32766 since 3.32
 
 
-class SqliteDatabase(sqlite_utils.Database):  # type: ignore[misc]  # sqlite-utils ships no types
+class SqliteDatabase(sqlite_utils.Database):
     """sqlite-utils' ``Database`` as a :class:`Db`: constraint errors become :class:`IntegrityError`."""
 
     dialect = SQLITE
@@ -162,15 +164,24 @@ class SqliteDatabase(sqlite_utils.Database):  # type: ignore[misc]  # sqlite-uti
 
     def execute(self, sql: str, parameters: Params = None) -> sqlite3.Cursor:
         try:
-            return super().execute(sql, parameters)  # type: ignore[no-any-return]
+            return self.conn.execute(sql, () if parameters is None else parameters)
         except sqlite3.IntegrityError as exc:
             raise IntegrityError(str(exc), unique="UNIQUE" in str(exc)) from exc
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> sqlite3.Cursor:
         try:
-            return self.conn.executemany(sql, rows)  # type: ignore[no-any-return]
+            return self.conn.executemany(sql, rows)
         except sqlite3.IntegrityError as exc:
             raise IntegrityError(str(exc), unique="UNIQUE" in str(exc)) from exc
+
+    def query(self, sql: str, params: Params = None) -> Generator[dict[Any, Any], None, None]:
+        cursor = self.execute(sql, params)
+        keys = [d[0] for d in cursor.description or ()]
+        for row in cursor:
+            yield dict(zip(keys, row, strict=True))
+
+    def __getitem__(self, table_name: str) -> sqlite_utils.db.Table:
+        return self.table(table_name)
 
     def insert_rows(self, table_name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """Multi-row INSERTs, as many rows per statement as SQLite's variable limit allows (one

@@ -5,9 +5,9 @@ The repositories write one dialect (SQLite's, as they always have). This module 
 PostgreSQL's, once per distinct statement (cached): ``?``/``:name`` placeholders become psycopg's,
 ``INSERT OR IGNORE`` becomes ``ON CONFLICT DO NOTHING``, ``LIKE`` becomes ``ILIKE`` (SQLite's LIKE
 ignores ASCII case), ``COLLATE NOCASE`` goes (the column is ``citext``), ``json_each(?)`` becomes
-``json_array_elements_text``, and the unary ``+`` that keeps SQLite off an index goes. Integers and booleans are
-sent untyped so the server reads them as the column needs (as SQLite's type affinity did); NUMERIC
-results (``SUM`` of integers, ``AVG``) come back as int or float, never Decimal. The schema's DDL is
+``json_array_elements_text``, and the unary ``+`` that keeps SQLite off an index goes. Integers
+and booleans are sent untyped so the server reads them as the column needs (as SQLite's type
+affinity did); NUMERIC results (``SUM`` of integers, ``AVG``) come back as int or float, never Decimal. The schema's DDL is
 translated by :func:`pg_ddl` (identity keys, BIGINT, DOUBLE PRECISION, citext, an explicit ``rowid``
 where the repositories order by insertion), and ``julianday()`` exists as a SQL function.
 Telemetry goes in with COPY.
@@ -161,14 +161,14 @@ class PgDatabase:
 
     def execute(self, sql: str, parameters: Params = None) -> psycopg.Cursor[Any]:
         try:
-            return self.conn.execute(translate(sql), _params(parameters))  # type: ignore[arg-type]
+            return self.conn.execute(translate(sql), _params(parameters))
         except psycopg.errors.IntegrityError as exc:
             raise _integrity(exc) from exc
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> psycopg.Cursor[Any]:
         cursor = self.conn.cursor()
         try:
-            cursor.executemany(translate(sql), rows)  # type: ignore[arg-type]
+            cursor.executemany(translate(sql), rows)
         except psycopg.errors.IntegrityError as exc:
             raise _integrity(exc) from exc
         return cursor
@@ -176,7 +176,7 @@ class PgDatabase:
     def query(self, sql: str, params: Params = None) -> Iterator[dict[str, Any]]:
         cursor = self.conn.cursor(row_factory=dict_row)
         try:
-            cursor.execute(translate(sql), _params(params))  # type: ignore[arg-type]
+            cursor.execute(translate(sql), _params(params))
         except psycopg.errors.IntegrityError as exc:
             raise _integrity(exc) from exc
         return iter(cursor.fetchall())
@@ -271,7 +271,8 @@ class PgTable:
         sql = f"INSERT INTO {self.name} ({columns}) VALUES ({marks})"  # noqa: S608
         returning = identity or (pk[0] if len(pk) == 1 else None)
         cursor = self.db.execute(sql + (f" RETURNING {returning}" if returning else ""), _values(record))
-        key = cursor.fetchone()[0] if returning else None
+        found = cursor.fetchone() if returning else None
+        key = found[0] if found else None
         self.last_pk = key
         self.last_rowid = key if identity else None
         return self
@@ -313,7 +314,8 @@ class PgTable:
 
     def count_where(self, where: str | None = None, where_args: Params = None) -> int:
         sql = f"SELECT COUNT(*) FROM {self.name}" + (f" WHERE {where}" if where else "")  # noqa: S608
-        return int(self.db.execute(sql, where_args).fetchone()[0])
+        (count,) = self.db.execute(sql, where_args).fetchone() or (0,)
+        return int(count)
 
     @property
     def count(self) -> int:

@@ -33,7 +33,7 @@ _UPDATE_PORTS = (  # UPDATE ... FROM needs SQLite 3.33
 )
 _HEARTBEAT = "CAST(v.heartbeat AS TEXT)"
 _UPDATE_PILES = (
-    "WITH v(pile_no, temperature, status, heartbeat) AS (VALUES {values}) "
+    "WITH v(pile_no, temperature, status, heartbeat) AS (VALUES {values}) "  # noqa: S608 - constants
     "UPDATE piles SET temperature = CAST(v.temperature AS REAL), status = CAST(v.status AS BIGINT), "
     f"update_time = ?, last_heartbeat_time = CASE WHEN piles.last_heartbeat_time > {_HEARTBEAT} "
     f"THEN piles.last_heartbeat_time ELSE {_HEARTBEAT} END "

@@ -1,6 +1,7 @@
 """The users and tokens tables: accounts, logins, tokens, levels, profiles, balances.
 
-Plain functions of a database connection (:class:`~central.adapters.database.Db`) (run them inside ``Store.read`` / ``Store.write``).
+Plain functions of a database connection, :class:`~central.adapters.database.Db` (run them inside
+``Store.read`` / ``Store.write``).
 Hashing, token generation and the rules of acceptable registrations are in
 :mod:`central.application.auth`; an account's level is the highest level among its roles.
 """

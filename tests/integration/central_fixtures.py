@@ -285,16 +285,16 @@ async def staff(central: Central) -> Account:
 
 __all__ = [
     "PASSWORD",
-    "TEMPLATE",
     "START",
+    "TEMPLATE",
     "Account",
     "Central",
     "central",
     "database",
     "driver",
     "driver2",
-    "staff",
     "postgres_server",
+    "staff",
     "start_central",
     "station_params",
     "stop_central",

@@ -19,7 +19,6 @@ from central.application.unit_of_work import Changes
 from central.domain.billing import DetailRecord, PeriodCharge
 from central.domain.metering import MeterSession
 from central.domain.tariff import Period
-
 from tests.postgres_server import BOTH_ENGINES
 
 pytest_plugins = ("tests.integration.central_fixtures",)
