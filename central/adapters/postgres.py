@@ -7,9 +7,10 @@ PostgreSQL's, once per distinct statement (cached): ``?``/``:name`` placeholders
 ignores ASCII case), ``COLLATE NOCASE`` goes (the column is ``citext``), ``json_each(?)`` becomes
 ``json_array_elements_text``, and the unary ``+`` that keeps SQLite off an index goes. Integers
 and booleans are sent untyped so the server reads them as the column needs (as SQLite's type
-affinity did); NUMERIC results (``SUM`` of integers, ``AVG``) come back as int or float, never Decimal. The schema's DDL is
-translated by :func:`pg_ddl` (identity keys, BIGINT, DOUBLE PRECISION, citext, an explicit ``rowid``
-where the repositories order by insertion), and ``julianday()`` exists as a SQL function.
+affinity did); NUMERIC results (``SUM`` of integers, ``AVG``) come back as int or float, never
+Decimal. The schema's DDL is translated by :func:`pg_ddl` (identity keys, BIGINT, DOUBLE PRECISION,
+citext, an explicit ``rowid`` where the repositories order by insertion), and ``julianday()`` exists
+as a SQL function.
 Telemetry goes in with COPY.
 """
 
