@@ -133,7 +133,6 @@ class Db(Protocol):
     """One connection, on either engine; the repositories' only handle on the database."""
 
     dialect: str
-    max_variables: int  # parameters per statement that execute_in_chunks aims for
 
     def execute(self, sql: str, parameters: Params = None) -> Cursor: ...
 
@@ -150,6 +149,10 @@ class Db(Protocol):
 
     def insert_rows(self, table_name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None: ...
 
+    def execute_values(self, sql: str, rows: Sequence[Sequence[Any]], *tail: Any) -> None:
+        """Run ``sql`` whose ``(VALUES {values})`` is a table of ``rows`` (cast each column where it
+        is used: its values may arrive as text); ``tail`` are the parameters after the values."""
+
     def transaction(self) -> contextlib.AbstractContextManager[None]: ...
 
 
@@ -160,7 +163,6 @@ class SqliteDatabase(sqlite_utils.Database):
     """sqlite-utils' ``Database`` as a :class:`Db`: constraint errors become :class:`IntegrityError`."""
 
     dialect = SQLITE
-    max_variables = MAX_SQL_VARIABLES
 
     def execute(self, sql: str, parameters: Params = None) -> sqlite3.Cursor:
         try:
@@ -187,7 +189,18 @@ class SqliteDatabase(sqlite_utils.Database):
         """Multi-row INSERTs, as many rows per statement as SQLite's variable limit allows (one
         step per chunk: ``executemany`` would release and re-take the GIL around every row)."""
         sql = f"INSERT INTO {table_name} ({', '.join(columns)}) VALUES {{values}}"  # noqa: S608
-        execute_in_chunks(self, sql, rows)
+        self.execute_values(sql, rows)
+
+    def execute_values(self, sql: str, rows: Sequence[Sequence[Any]], *tail: Any) -> None:
+        """As many rows per statement as the variable limit allows."""
+        if not rows:
+            return
+        width = len(rows[0])
+        per_statement = max(1, (MAX_SQL_VARIABLES - len(tail)) // width)
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            values = ",".join(["(" + ",".join("?" * width) + ")"] * len(chunk))
+            self.execute(sql.format(values=values), [v for row in chunk for v in row] + list(tail))
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -195,19 +208,6 @@ class SqliteDatabase(sqlite_utils.Database):
         with self.conn:
             self.execute("BEGIN IMMEDIATE")
             yield
-
-
-def execute_in_chunks(db: Db, sql: str, rows: Sequence[Sequence[Any]], *tail: Any) -> None:
-    """Run ``sql`` with its ``{values}`` filled by as many rows per statement as the variable limit
-    allows; ``tail`` are the parameters after the values."""
-    if not rows:
-        return
-    width = len(rows[0])
-    per_statement = max(1, (db.max_variables - len(tail)) // width)
-    for start in range(0, len(rows), per_statement):
-        chunk = rows[start : start + per_statement]
-        values = ",".join(["(" + ",".join("?" * width) + ")"] * len(chunk))
-        db.execute(sql.format(values=values), [v for row in chunk for v in row] + list(tail))
 
 
 def connect_sqlite(path: Path | str) -> SqliteDatabase:

@@ -1,11 +1,11 @@
 """Telemetry rows and the live fields they set: batched writes for ingest, deletes for retention.
 
 Readings go in as one bulk load per batch (``Db.insert_rows``: multi-row INSERTs on SQLite, COPY
-on PostgreSQL); the live fields as multi-row statements, one step per chunk instead of one per row
-(``executemany()`` releases and re-takes the GIL around every row's step, and on a busy loop each
-re-take can wait a whole switch interval, which made the writer thread the bottleneck end to end).
-The values of those statements are cast to their columns' types, which PostgreSQL needs for
-parameters that may all be NULL.
+on PostgreSQL); the live fields as one statement over a table of values per batch
+(``Db.execute_values``: multi-row VALUES on SQLite, one step per chunk instead of one per row, as
+``executemany()`` would release and re-take the GIL around every row's step; a COPY into a staging
+table on PostgreSQL). The values are cast to their columns' types where they are used: PostgreSQL's
+staging table holds text.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from central.adapters.database import Db, execute_in_chunks
+from central.adapters.database import Db
 
 READING_COLUMNS = (
     "pile_no", "port", "ts", "session", "seq", "state", "voltage_v", "current_a", "power_w",
@@ -22,9 +22,10 @@ READING_COLUMNS = (
 _UPDATE_PORTS = (  # UPDATE ... FROM needs SQLite 3.33
     "WITH v(pile_no, port_no, voltage, current_a, power_kw, temperature, meter_wh, kwh, status, "
     "fault_type, ts, check_time) AS (VALUES {values}) "
-    "UPDATE ports SET voltage = CAST(v.voltage AS REAL), current_ampere = CAST(v.current_a AS REAL), "
-    "power = CAST(v.power_kw AS REAL), temperature = CAST(v.temperature AS REAL), "
-    "meter_wh = CAST(v.meter_wh AS BIGINT), electricity = CAST(v.kwh AS REAL), "
+    "UPDATE ports SET voltage = CAST(v.voltage AS DOUBLE PRECISION), "
+    "current_ampere = CAST(v.current_a AS DOUBLE PRECISION), power = CAST(v.power_kw AS DOUBLE PRECISION), "
+    "temperature = CAST(v.temperature AS DOUBLE PRECISION), "
+    "meter_wh = CAST(v.meter_wh AS BIGINT), electricity = CAST(v.kwh AS DOUBLE PRECISION), "
     "status = CAST(v.status AS BIGINT), fault_type = CAST(v.fault_type AS BIGINT), "
     "last_telemetry_ms = CAST(v.ts AS BIGINT), last_check_time = CAST(v.check_time AS TEXT), "
     "update_time = ? FROM v JOIN piles ON piles.pile_no = CAST(v.pile_no AS TEXT) "
@@ -34,7 +35,8 @@ _UPDATE_PORTS = (  # UPDATE ... FROM needs SQLite 3.33
 _HEARTBEAT = "CAST(v.heartbeat AS TEXT)"
 _UPDATE_PILES = (
     "WITH v(pile_no, temperature, status, heartbeat) AS (VALUES {values}) "  # noqa: S608 - constants
-    "UPDATE piles SET temperature = CAST(v.temperature AS REAL), status = CAST(v.status AS BIGINT), "
+    "UPDATE piles SET temperature = CAST(v.temperature AS DOUBLE PRECISION), "
+    "status = CAST(v.status AS BIGINT), "
     f"update_time = ?, last_heartbeat_time = CASE WHEN piles.last_heartbeat_time > {_HEARTBEAT} "
     f"THEN piles.last_heartbeat_time ELSE {_HEARTBEAT} END "
     "FROM v WHERE piles.pile_no = CAST(v.pile_no AS TEXT)"
@@ -51,12 +53,12 @@ def update_port_live(db: Db, rows: Sequence[tuple[Any, ...]], now: str) -> None:
     """Ports' live fields from their latest readings: ``(pile_no, port_no, voltage, current_a,
     power_kw, temperature, meter_wh, kwh, status, fault_type, ts_ms, check_time)`` each. A reading
     older than the one a port shows already changes nothing."""
-    execute_in_chunks(db, _UPDATE_PORTS, rows, now)
+    db.execute_values(_UPDATE_PORTS, rows, now)
 
 
 def update_pile_live(db: Db, rows: Sequence[tuple[Any, ...]], now: str) -> None:
     """Piles' live fields: ``(pile_no, temperature, status, heartbeat)`` each."""
-    execute_in_chunks(db, _UPDATE_PILES, rows, now)
+    db.execute_values(_UPDATE_PILES, rows, now)
 
 
 def prune_readings(db: Db, cutoff_ms: int, rows: int) -> int:

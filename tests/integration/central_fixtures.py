@@ -243,17 +243,28 @@ def postgres_server() -> Iterator[PgServer]:
         server.stop()
 
 
-@pytest.fixture
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path | str]:
-    """Where the test's store lives: ``tmp_path/central.db``, or (parametrized ``postgresql``) a
-    fresh PostgreSQL database copied from the migrated template, dropped after the test."""
-    if getattr(request, "param", DEFAULT_ENGINE) == "sqlite":
+def _database(request: pytest.FixtureRequest, tmp_path: Path, engine: str) -> Iterator[Path | str]:
+    if engine == "sqlite":
         yield tmp_path / "central.db"
         return
     server: PgServer = request.getfixturevalue("postgres_server")
     name = f"pilegate_test_{next(_database_numbers)}"
     yield create_database(server, name, template=TEMPLATE)
     drop_database(server, name)
+
+
+@pytest.fixture
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path | str]:
+    """Where the test's store lives: ``tmp_path/central.db``, or (parametrized ``postgresql``) a
+    fresh PostgreSQL database copied from the migrated template, dropped after the test."""
+    yield from _database(request, tmp_path, getattr(request, "param", DEFAULT_ENGINE))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def each_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path | str]:
+    """:func:`database` on each engine in turn: for a fixture (a module's ``store``) whose tests
+    should all run on both while the module's other tests run once."""
+    yield from _database(request, tmp_path, request.param)
 
 
 @pytest.fixture
@@ -293,6 +304,7 @@ __all__ = [
     "database",
     "driver",
     "driver2",
+    "each_database",
     "postgres_server",
     "staff",
     "start_central",
