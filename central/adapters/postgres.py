@@ -5,7 +5,9 @@ The repositories write one dialect (SQLite's, as they always have). This module 
 PostgreSQL's, once per distinct statement (cached): ``?``/``:name`` placeholders become psycopg's,
 ``INSERT OR IGNORE`` becomes ``ON CONFLICT DO NOTHING``, ``LIKE`` becomes ``ILIKE`` (SQLite's LIKE
 ignores ASCII case), ``COLLATE NOCASE`` goes (the column is ``citext``), ``json_each(?)`` becomes
-``json_array_elements_text``, and the unary ``+`` that keeps SQLite off an index goes. Integers
+``json_array_elements_text``, the unary ``+`` that keeps SQLite off an index goes, and sorts and
+indexes put NULL lowest, as SQLite does (``DESC NULLS LAST``, index columns ``NULLS FIRST``; an
+ORDER BY key without ASC or DESC still sorts NULL last on PostgreSQL). Integers
 and booleans are sent untyped so the server reads them as the column needs (as SQLite's type
 affinity did); NUMERIC results (``SUM`` of integers, ``AVG``) come back as int or float, never
 Decimal. The schema's DDL is translated by :func:`pg_ddl` (identity keys, BIGINT, DOUBLE PRECISION,
@@ -42,6 +44,8 @@ _TOKENS = re.compile(
     r"|(?P<ignore>\bINSERT\s+OR\s+IGNORE\b)"
     r"|(?P<nocase>\s*\bCOLLATE\s+NOCASE\b)"
     r"|(?P<like>\bLIKE\b)"
+    r"|(?P<order>\b(?:ASC|DESC)\b)(?!\s+NULLS)"
+    r"|(?P<index>\bCREATE\s+(?:UNIQUE\s+)?INDEX\b[^(]*\()(?P<columns>[^)]*)\)"
     r"|(?P<json>\bjson_each\(\?\))"
     r"|(?<=[\s(])(?P<hint>\+)(?=\w+\.\w+)",
     re.IGNORECASE,
@@ -68,6 +72,11 @@ def translate(sql: str) -> str:
             return ""
         if match["like"]:
             return "ILIKE"
+        if match["order"]:  # SQLite sorts NULL lowest: first ascending, last descending
+            return f"{match['order']} NULLS {'FIRST' if match['order'].upper() == 'ASC' else 'LAST'}"
+        if match["index"]:  # indexes in SQLite's order serve those sorts (a backward scan: DESC)
+            columns = ", ".join(f"{c.strip()} NULLS FIRST" for c in match["columns"].split(","))
+            return f"{match['index']}{columns})"
         if match["json"]:
             return "json_array_elements_text(CAST(%s AS json))"
         if match["hint"]:

@@ -30,6 +30,15 @@ def test_insert_or_ignore_nocase_json_and_index_hints():
     assert translate("WHERE +o.order_no >= ? AND a + b.c > 1") == "WHERE o.order_no >= %s AND a + b.c > 1"
 
 
+def test_null_sorts_lowest_as_on_sqlite_and_indexes_serve_those_sorts():
+    assert translate("SELECT 1 ORDER BY a DESC, b ASC, c") == (
+        "SELECT 1 ORDER BY a DESC NULLS LAST, b ASC NULLS FIRST, c"
+    )
+    assert translate("CREATE INDEX IF NOT EXISTS o_s ON orders(status, start_time)") == (
+        "CREATE INDEX IF NOT EXISTS o_s ON orders(status NULLS FIRST, start_time NULLS FIRST)"
+    )
+
+
 def test_ddl_gets_identity_keys_big_integers_doubles_citext_and_rowids():
     ddl = pg_ddl(
         "CREATE TABLE orders (\n id INTEGER PRIMARY KEY AUTOINCREMENT, "
