@@ -1,6 +1,6 @@
-"""The application's unit of work over the SQLite :class:`~central.adapters.storage.Store`: each
-write runs on the store's writer thread in ONE transaction with repositories bound to it; reads run
-on a reader connection."""
+"""The application's unit of work over the :class:`~central.adapters.storage.Store` (SQLite or
+PostgreSQL; the ``Sqlite`` in the class names is their history): each write runs on the store's
+writer thread in ONE transaction with repositories bound to it; reads run on a reader connection."""
 
 from __future__ import annotations
 
