@@ -275,7 +275,7 @@ class KeywordMatch:
         filters, filter_args = self.plain.filters()
         newest = f"AND {filters} ORDER BY {NEWEST_FIRST} LIMIT ?"
         sql = " UNION ".join(
-            f"SELECT * FROM (SELECT o.start_time, o.rowid FROM orders o WHERE {where} {newest})"  # noqa: S608
+            f"SELECT * FROM (SELECT o.start_time, o.rowid FROM orders o WHERE {where} {newest}) AS r"  # noqa: S608
             for where, _ in ranges
         )
         args = [a for _, range_args in ranges for a in (*range_args, *filter_args, limit)]

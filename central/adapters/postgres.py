@@ -97,7 +97,7 @@ _DDL_RULES = (
     (re.compile(r"\bINTEGER\b"), "BIGINT"),  # ms timestamps and Wh meters outgrow 32 bits
     (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"),
 )
-ROWID_TABLES = ("orders", "telemetry")  # the repositories order and page these by insertion
+ROWID_TABLES = ("stations", "orders", "telemetry")  # the repositories order and page these by insertion
 _ROWID = "rowid BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE"
 
 

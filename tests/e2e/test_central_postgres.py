@@ -34,9 +34,7 @@ def start(workdir: Path, config_path: Path, name: str = "central") -> CentralPro
 
 
 def login(central: CentralProcess) -> int:
-    status, _ = Api(central.url).call(
-        "POST", "/api/auth/login/", {"username": "admin", "password": PASSWORD}
-    )
+    status, _ = Api(central.url).call("POST", "/api/auth/login/", {"username": "admin", "password": PASSWORD})
     return status
 
 
