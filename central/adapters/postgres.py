@@ -315,7 +315,7 @@ class PgTable:
 
     def insert_all(self, records: Iterable[Mapping[str, Any]], **options: Any) -> PgTable:
         """Many rows in one COPY per run of rows with the same columns."""
-        for columns, group in itertools.groupby(records, key=lambda r: tuple(r)):
+        for columns, group in itertools.groupby(records, key=_columns):
             self.db.insert_rows(self.name, columns, [_values(r) for r in group])
         return self
 
@@ -367,6 +367,10 @@ class PgTable:
         if len(pk) != 1:
             raise RowMissing(f"{self.name} has no single-column primary key")
         return pk[0]
+
+
+def _columns(record: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(record)
 
 
 def _values(record: Mapping[str, Any]) -> list[Any]:

@@ -10,8 +10,8 @@ async def test_a_database_migrated_by_sqlite_utils_keeps_its_history(tmp_path):
     """A central.db from before both engines: sqlite-utils' Migrations recorded 0001_core and
     0002_payment_proof; the store applies only what is new and appends to the same history."""
     old = sqlite_utils.Migrations("pilegate-central")
-    old(name="0001_core")(core)
-    old(name="0002_payment_proof")(payment_proof)
+    old(name="0001_core")(core)  # type: ignore[type-var]  # our Db is what sqlite-utils passes
+    old(name="0002_payment_proof")(payment_proof)  # type: ignore[type-var]
     database = tmp_path / "central.db"
     db = connect(database)
     old.apply(db)
