@@ -354,7 +354,7 @@ async def bench_e2e(
         f"{wall_s:.2f} s: loop thread {main_s:.2f} s = Ingest.handle {handle_s[0]:.2f} s "
         f"({1e6 * handle_s[0] / max(stored, 1):.1f} us/msg) + MQTT client (paho read, PUBACK, "
         f"asyncio) {max(main_s - handle_s[0], 0):.2f} s "
-        f"({1e6 * max(main_s - handle_s[0], 0) / max(stored, 1):.1f} us/msg); SQLite writer "
+        f"({1e6 * max(main_s - handle_s[0], 0) / max(stored, 1):.1f} us/msg); writer "
         f"thread {store.cpu_s:.2f} s CPU ({store.busy_s:.2f} s wall) in {stats['flushes']} "
         f"transactions"
     )
