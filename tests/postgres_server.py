@@ -63,10 +63,12 @@ class PgServer:
         return psycopg.connect(self.url(), autocommit=True)
 
     def stop(self) -> None:
-        _run_as_owner(
-            [str(self.bin_dir / "pg_ctl"), "-D", str(self.directory / "data"), "-m", "immediate", "stop"]
-        )
-        shutil.rmtree(self.directory, ignore_errors=True)
+        try:
+            _run_as_owner(
+                [str(self.bin_dir / "pg_ctl"), "-D", str(self.directory / "data"), "-m", "immediate", "stop"]
+            )
+        finally:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def _as_postgres() -> bool:
@@ -80,10 +82,26 @@ def _run_as_owner(argv: Sequence[str]) -> None:
         raise RuntimeError(f"{' '.join(argv[:2])} failed: {result.stderr.strip() or result.stdout.strip()}")
 
 
+OWNER_FILE = "owner.pid"  # the pid of the process that started the server
+
+
+def stop_orphans(bin_dir: Path) -> None:
+    """Stop the servers of earlier runs whose process died without stopping them (a test run killed
+    by a timeout leaves its server running: pg_ctl detaches it)."""
+    for owner_file in Path(tempfile.gettempdir()).glob(f"pilegate-pg-*/{OWNER_FILE}"):
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(owner_file.read_text()), 0)
+            continue  # its owner still runs
+        with contextlib.suppress(RuntimeError):
+            PgServer(owner_file.parent, 0, bin_dir).stop()
+
+
 def start_server(*, settings: Sequence[str] = FAST_SETTINGS) -> PgServer:
     """initdb + pg_ctl start on a free port; stop it with :meth:`PgServer.stop`."""
     bin_dir = pg_bin_dir()
+    stop_orphans(bin_dir)
     directory = Path(tempfile.mkdtemp(prefix="pilegate-pg-"))
+    (directory / OWNER_FILE).write_text(str(os.getpid()))
     if _as_postgres():
         owner = pwd.getpwnam("postgres")
         os.chown(directory, owner.pw_uid, owner.pw_gid)
