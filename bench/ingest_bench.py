@@ -1,11 +1,16 @@
-"""Central ingest throughput: telemetry messages per second STORED in SQLite.
+"""Central ingest throughput: telemetry messages per second STORED in SQLite or PostgreSQL.
 
-Run: ``.venv/bin/python bench/ingest_bench.py [--messages 200000] [--streams 1000]
-[--e2e-messages 100000] [--no-e2e] [--profile]``
+Run: ``.venv/bin/python bench/ingest_bench.py [--database sqlite|postgresql] [--messages 200000]
+[--streams 1000] [--e2e-messages 100000] [--no-e2e] [--profile]``
+
+``--database postgresql`` starts a throwaway PostgreSQL server (Debian's binaries, a temporary
+directory, a free port: :mod:`tests.postgres_server`) with ``synchronous_commit=off``, the same
+promise as SQLite's WAL with ``synchronous=NORMAL`` (a power cut may lose the last commits, never
+corrupts); each phase gets a fresh database on it.
 
 (a) pipeline: ``Ingest.handle(topic, payload)`` in a loop with realistic telemetry payloads for
 ``--streams`` streams (500 piles x 2 ports, registered so every reading also updates its port
-row), batches flushed to a real SQLite file by the store's writer thread. Target >= 20,000 msg/s.
+row), batches flushed to a real database by the store's writer thread. Target >= 20,000 msg/s.
 
 (b) end to end: a publisher PROCESS blasts QoS 1 telemetry at a local mosquitto (started on a free
 port, unlimited queue); the central's own client (CentralMqtt -> Ingest) receives and stores it.
@@ -33,9 +38,9 @@ from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import sqlite_utils
 import structlog
 
+from central.adapters.database import Db
 from central.adapters.ingest import Ingest
 from central.adapters.mqtt import CentralMqtt, MqttSettings
 from central.adapters.schema import migrations
@@ -43,6 +48,7 @@ from central.adapters.storage import Store
 from pilegate.broker import MosquittoBroker, free_port
 from protocols import topics
 from protocols.payloads import CommandResult, PileEvent, PileStatus, Telemetry
+from tests.postgres_server import PgServer, create_database, start_server
 
 STATION = "bench"
 T = TypeVar("T")
@@ -73,8 +79,8 @@ class TimedStore(Store):
     busy_s = 0.0
     cpu_s = 0.0
 
-    def submit(self, fn: Callable[[sqlite_utils.Database], T]) -> Future[T]:
-        def timed(db: sqlite_utils.Database) -> T:
+    def submit(self, fn: Callable[[Db], T]) -> Future[T]:
+        def timed(db: Db) -> T:
             t0, c0 = time.perf_counter(), time.thread_time()
             try:
                 return fn(db)
@@ -129,8 +135,34 @@ def status_messages(streams: int) -> list[tuple[str, bytes]]:
     ]
 
 
-async def open_store(path: Path) -> TimedStore:
-    store = TimedStore(path, [migrations])
+class Databases:
+    """Where each phase stores: a SQLite file in the temporary directory, or a fresh database on a
+    throwaway PostgreSQL server."""
+
+    def __init__(self, engine: str, directory: Path) -> None:
+        self.engine, self.directory = engine, directory
+        self.server: PgServer | None = None
+
+    def __enter__(self) -> Databases:
+        if self.engine == "postgresql":
+            self.server = start_server(settings=("synchronous_commit=off",))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+    def new(self, name: str) -> Path | str:
+        if self.server is None:
+            return self.directory / f"{name}.db"
+        return create_database(self.server, name)
+
+
+DATABASES: list[Databases] = []  # the run's (set in main)
+
+
+async def open_store(name: str) -> TimedStore:
+    store = TimedStore(DATABASES[0].new(name), [migrations])
     await store.open()
     return store
 
@@ -143,7 +175,7 @@ def rate(count: int, seconds: float) -> str:
 
 
 async def bench_pipeline(count: int, streams: int, directory: Path) -> None:
-    store = await open_store(directory / "pipeline.db")
+    store = await open_store("pipeline")
     ingest = Ingest(store, STATION, NullListener())
     await ingest.start()
     for topic, payload in status_messages(streams):
@@ -252,7 +284,7 @@ async def bench_e2e(
     BenchBroker.inflight = inflight
     broker = BenchBroker(free_port(), directory / "mosquitto")
     with broker:
-        store = await open_store(directory / "e2e.db")
+        store = await open_store("e2e")
         ingest = Ingest(store, STATION, NullListener())
         handle_s = [0.0]
         first: list[float] = []
@@ -322,7 +354,7 @@ async def bench_e2e(
         f"{wall_s:.2f} s: loop thread {main_s:.2f} s = Ingest.handle {handle_s[0]:.2f} s "
         f"({1e6 * handle_s[0] / max(stored, 1):.1f} us/msg) + MQTT client (paho read, PUBACK, "
         f"asyncio) {max(main_s - handle_s[0], 0):.2f} s "
-        f"({1e6 * max(main_s - handle_s[0], 0) / max(stored, 1):.1f} us/msg); SQLite writer "
+        f"({1e6 * max(main_s - handle_s[0], 0) / max(stored, 1):.1f} us/msg); writer "
         f"thread {store.cpu_s:.2f} s CPU ({store.busy_s:.2f} s wall) in {stats['flushes']} "
         f"transactions"
     )
@@ -332,6 +364,7 @@ async def bench_e2e(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--e2e-messages", type=int, default=100_000)
@@ -351,7 +384,8 @@ def main() -> None:
         return
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     print("command: .venv/bin/python bench/ingest_bench.py " + " ".join(sys.argv[1:]))
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, Databases(args.database, Path(tmp)) as databases:
+        DATABASES[:] = [databases]
         asyncio.run(bench_pipeline(args.messages, args.streams, Path(tmp)))
         if not args.no_e2e:
             asyncio.run(

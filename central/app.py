@@ -31,7 +31,7 @@ from central.adapters.mqtt import CentralMqtt, MqttSettings
 from central.adapters.retention import run_retention
 from central.adapters.schema import ORDER_MIGRATIONS, migrations
 from central.adapters.stations import FAST, TRICKLE, ensure_station
-from central.adapters.storage import DatabaseLock, DatabaseLocked, Store
+from central.adapters.storage import DatabaseLocked, DatabaseUnreachable, Store, database_lock
 from central.adapters.unit_of_work import SqliteUnitOfWork
 from central.adapters.users import create_or_update_user
 from central.application.auth import AuthError, AuthSettings
@@ -88,7 +88,7 @@ def _lifecycle(config: CentralConfig) -> Callable[[web.Application], AsyncIterat
     keys, and stop them in reverse order on shutdown."""
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        store = Store(config.db_path, [migrations, ORDER_MIGRATIONS])
+        store = Store(config.database_url, [migrations, ORDER_MIGRATIONS])
         await store.open()
         stored = await store.read(stored_params)
         params = params_from_mapping(stored) if stored else config.params
@@ -228,10 +228,10 @@ def central_command(config_path: str, port: int | None) -> None:
         config = dataclasses.replace(config, http_port=port)
     configure_logging(config.log_level, config.log_format)
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    lock = DatabaseLock(config.db_path)  # held until the process exits, whatever way it exits
+    lock = database_lock(config.database_url)  # held until the process exits, whatever way it exits
     try:
         lock.acquire()
-    except DatabaseLocked as exc:
+    except (DatabaseLocked, DatabaseUnreachable) as exc:
         click.echo(str(exc), err=True)
         sys.exit(2)
     # the SQLite writer thread runs Python between statements; hand the GIL back to the event
@@ -297,7 +297,7 @@ def create_user_command(config_path: str, username: str, password: str, admin: b
     level = PermissionLevel.SUPER_ADMIN if admin else PermissionLevel.USER
 
     async def run() -> str:
-        store = Store(config.db_path, [migrations])
+        store = Store(config.database_url, [migrations])
         await store.open()
         try:
             return await store.write(

@@ -1,7 +1,8 @@
 """Central service configuration: TOML parsed once into frozen dataclasses, validated completely.
 
 Station parameters come from ``[station]`` (inline keys as in ``config/station.example.toml``) or
-from ``params_file``; the database lives in ``data_dir``. Every problem is reported together by
+from ``params_file``; the database is ``database`` (``sqlite:///path`` or ``postgresql://...``), by
+default ``central.db`` in ``data_dir``. Every problem is reported together by
 entry name, as for the gateway.
 """
 
@@ -32,7 +33,12 @@ from protocols.topics import TopicError, check_id
 CENTRAL_KEYS: dict[str, tuple[Any, str]] = {
     "station": ("station1", "MQTT station id: the {station} of pilegate/v1/{station}/..."),
     "station_name": ("Charging station", "display name of the station record"),
-    "data_dir": ("/var/lib/pilegate/central", "where central.db lives"),
+    "data_dir": ("/var/lib/pilegate/central", "where central.db lives (unless database says otherwise)"),
+    "database": (
+        None,
+        "sqlite:///path (relative to this file; sqlite:////abs/path) or postgresql://user@host:port/db; "
+        "default sqlite in data_dir/central.db",
+    ),
     "time_scale": (1.0, "station seconds per real second (the demo runs faster than life)"),
     "log_level": ("info", "debug | info | warning | error"),
     "log_format": ("auto", "auto (JSON unless on a terminal) | json | console"),
@@ -112,10 +118,41 @@ class CentralConfig:
     mqtt: CentralMqttSettings
     params: StationParams
     payments: PaymentSettings
+    database: str = ""  # a sqlite:/// (absolute path) or postgresql:// URL; "" = data_dir/central.db
 
     @property
     def db_path(self) -> Path:
+        """The SQLite file (of a SQLite database)."""
+        if self.database.startswith(SQLITE_PREFIX):
+            return Path(self.database.removeprefix(SQLITE_PREFIX))
         return self.data_dir / "central.db"
+
+    @property
+    def database_url(self) -> str:
+        """What the store opens: the configured URL, or the SQLite file in ``data_dir``."""
+        return self.database or f"{SQLITE_PREFIX}{self.db_path}"
+
+
+SQLITE_PREFIX = "sqlite:///"
+POSTGRES_PREFIXES = ("postgresql://", "postgres://")
+
+
+def _database(raw: Any, base: Path, problems: list[str]) -> str:
+    """``central.database``: a PostgreSQL URL as given, a SQLite URL with its path made absolute."""
+    if raw is None:
+        return ""
+    if not isinstance(raw, str) or not raw.startswith((SQLITE_PREFIX, *POSTGRES_PREFIXES)):
+        problems.append(
+            f"central.database: expected sqlite:///path or postgresql://user@host:port/db, got {raw!r}"
+        )
+        return ""
+    if raw.startswith(POSTGRES_PREFIXES):
+        return raw
+    path = raw.removeprefix(SQLITE_PREFIX)
+    if not path:
+        problems.append("central.database: sqlite:/// names no file")
+        return ""
+    return f"{SQLITE_PREFIX}{base / path}"
 
 
 def _params(raw: Any, base: Path, problems: list[str]) -> StationParams | None:
@@ -232,6 +269,7 @@ def parse_config(
     )
     payments = _payments(data.get("payments", {}), base, problems)
     params = _params(data.get("station", {}), base, problems)
+    database = _database(c["database"], base, problems)
     if problems or params is None:
         raise ConfigError(source, problems)
     return CentralConfig(
@@ -251,6 +289,7 @@ def parse_config(
         mqtt=CentralMqttSettings(host, port, tls, m["username"], password, m["client_id"], m["keepalive_s"]),
         params=params,
         payments=payments,
+        database=database,
     )
 
 

@@ -1,6 +1,6 @@
 """The rows the driver queue writes and reads: scheduler state, live sessions, requests, bills, the
-orders of driver segments, station parameters and the clock anchor. Functions of a sqlite-utils
-``Database`` (they run inside :class:`central.adapters.storage.Store` jobs); :class:`ChargingRows`
+orders of driver segments, station parameters and the clock anchor. Functions of a database
+connection, ``Db`` (they run inside :class:`central.adapters.storage.Store` jobs); :class:`ChargingRows`
 implements the application's ``ChargingRepository``.
 
 Instants are stored as the station clock gives them (ISO 8601); exact amounts as fraction strings,
@@ -15,8 +15,7 @@ from datetime import datetime
 from fractions import Fraction
 from typing import Any
 
-import sqlite_utils
-
+from central.adapters.database import Db
 from central.application.clock import ClockAnchor, ClockRun, StationClock
 from central.application.ports import ActiveRequest, PileRecord, SessionOrder
 from central.application.sessions import LiveSession
@@ -39,7 +38,7 @@ def session_order_no(at: datetime, order_id: str) -> str:
     return at.strftime("%Y%m%d%H%M%S") + order_id[:6].upper()
 
 
-def clock_anchor(db: sqlite_utils.Database, now_s: float, scale: float) -> StationClock:
+def clock_anchor(db: Db, now_s: float, scale: float) -> StationClock:
     """The station clock of a start at wall time ``now_s`` running at ``scale``; its anchor saved.
 
     At scale 1 the station clock is the wall clock. At another scale, after a stop the station's time
@@ -75,7 +74,7 @@ def clock_anchor(db: sqlite_utils.Database, now_s: float, scale: float) -> Stati
     return StationClock(scale, anchor, earlier=earlier)
 
 
-def clock_seen(db: sqlite_utils.Database, wall_s: float, *, stopped: bool = False) -> None:
+def clock_seen(db: Db, wall_s: float, *, stopped: bool = False) -> None:
     """The station clock ran until wall time ``wall_s``; ``stopped``: the service stops there."""
     rows = list(db.query("SELECT value FROM params WHERE key = 'clock_anchor'"))
     if rows:
@@ -83,7 +82,7 @@ def clock_seen(db: sqlite_utils.Database, wall_s: float, *, stopped: bool = Fals
         db.execute("UPDATE params SET value = ? WHERE key = 'clock_anchor'", [json.dumps(value)])
 
 
-def stored_params(db: sqlite_utils.Database) -> dict[str, Any] | None:
+def stored_params(db: Db) -> dict[str, Any] | None:
     """The station parameters an operator saved (they win over the configuration file)."""
     rows = list(db.query("SELECT value FROM params WHERE key = 'station'"))
     return dict(json.loads(rows[0]["value"])) if rows else None
@@ -151,7 +150,7 @@ def session_from_row(row: Mapping[str, Any]) -> LiveSession:
 class ChargingRows:
     """The application's ``ChargingRepository`` over one connection (one transaction when writing)."""
 
-    def __init__(self, db: sqlite_utils.Database) -> None:
+    def __init__(self, db: Db) -> None:
         self.db = db
 
     def scheduler_state(self) -> dict[str, Any] | None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import sqlite_utils
+from central.adapters.database import Db
 
 
-def insert_command(db: sqlite_utils.Database, row: Mapping[str, Any]) -> None:
+def insert_command(db: Db, row: Mapping[str, Any]) -> None:
     """Record an attempt (``row`` names every column of ``commands``)."""
     db.execute(
         "INSERT INTO commands (id, pile_no, port, op, params, car, status, reason, attempt, "
@@ -18,9 +18,7 @@ def insert_command(db: sqlite_utils.Database, row: Mapping[str, Any]) -> None:
     )
 
 
-def update_command(
-    db: sqlite_utils.Database, cid: str, *, status: str, reason: str | None, now_ms: int
-) -> None:
+def update_command(db: Db, cid: str, *, status: str, reason: str | None, now_ms: int) -> None:
     """An attempt's new status (and why)."""
     db.execute(
         "UPDATE commands SET status = ?, reason = ?, updated_ms = ? WHERE id = ?",

@@ -1,6 +1,6 @@
 """The station dashboard's reads: one station-local day's takings, and the newest notifications.
 
-Plain functions taking a ``sqlite_utils.Database``; they run inside ``Store.read``. Times are stored
+Plain functions taking a ``Db``; they run inside ``Store.read``. Times are stored
 as UTC ISO text and compared through ``julianday`` so offsets do not matter.
 """
 
@@ -11,14 +11,13 @@ from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
 
-import sqlite_utils
-
+from central.adapters.database import Db
 from central.domain.orders import OrderStatus
 
 PERIODS = ("peak", "normal", "valley")
 
 
-def day_totals(db: sqlite_utils.Database, start: datetime, end: datetime) -> dict[str, Any]:
+def day_totals(db: Db, start: datetime, end: datetime) -> dict[str, Any]:
     """Finished, priced segments (driver requests and operator orders) billed in ``[start, end)``:
     how many, kWh, and the fees of each tariff period plus the service fee (exact fractions)."""
     rows = db.query(
@@ -41,7 +40,7 @@ def day_totals(db: sqlite_utils.Database, start: datetime, end: datetime) -> dic
     return totals
 
 
-def recent_notifications(db: sqlite_utils.Database, limit: int) -> list[dict[str, Any]]:
+def recent_notifications(db: Db, limit: int) -> list[dict[str, Any]]:
     """The newest notifications of every user, with the username they went to."""
     return list(
         db.query(

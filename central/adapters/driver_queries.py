@@ -1,6 +1,6 @@
 """The driver API's reads: bill pages and bills.
 
-Plain functions taking a ``sqlite_utils.Database``; they run inside ``Store.read``.
+Plain functions taking a ``Db``; they run inside ``Store.read``.
 Times are stored as UTC ISO text and compared through ``julianday`` so offsets do not matter.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlite_utils
+from central.adapters.database import Db
 
 BILL_COLUMNS = (
     "id, generated_time, pile_no, electricity, duration, start_time, end_time, "
@@ -20,7 +20,7 @@ _IS_BILL = "request_id IS NOT NULL AND generated_time IS NOT NULL"  # a finished
 
 
 def bill_page(
-    db: sqlite_utils.Database,
+    db: Db,
     user_id: int,
     *,
     since: datetime | None,
@@ -43,7 +43,7 @@ def bill_page(
     return int(total), list(rows)
 
 
-def bill_rows(db: sqlite_utils.Database, user_id: int, bill_id: str) -> list[dict[str, Any]]:
+def bill_rows(db: Db, user_id: int, bill_id: str) -> list[dict[str, Any]]:
     """The user's detail record ``bill_id``, or every record of the request bill ``bill_id``
     (what POST /complete/ returns); another user's bill is absent."""
     return list(

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -41,10 +40,10 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol
 
-import sqlite_utils
 import structlog
 
 from central.adapters import stations, telemetry
+from central.adapters.database import DATABASE_ERRORS, Db
 from central.adapters.storage import Store
 from protocols import topics
 from protocols.payloads import (
@@ -213,7 +212,7 @@ class _Gateway:
 class _Batch:
     """What one flush writes, in one transaction."""
 
-    ops: list[Callable[[sqlite_utils.Database], None]] = field(default_factory=list)
+    ops: list[Callable[[Db], None]] = field(default_factory=list)
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     ports: dict[tuple[str, int], tuple[Telemetry, int]] = field(default_factory=dict)
     piles: dict[str, Telemetry] = field(default_factory=dict)
@@ -565,9 +564,7 @@ class Ingest:
 # ---- database functions (run on the store's writer thread, inside one transaction) -------------
 
 
-def _write_batch(
-    db: sqlite_utils.Database, *, batch: _Batch, piles: list[tuple[Any, ...]], now_iso: str
-) -> None:
+def _write_batch(db: Db, *, batch: _Batch, piles: list[tuple[Any, ...]], now_iso: str) -> None:
     for op in batch.ops:
         _isolated(db, op)
     telemetry.insert_readings(db, batch.rows)
@@ -580,12 +577,12 @@ def _write_batch(
     telemetry.update_pile_live(db, piles, now_iso)
 
 
-def _isolated(db: sqlite_utils.Database, op: Callable[[sqlite_utils.Database], None]) -> None:
+def _isolated(db: Db, op: Callable[[Db], None]) -> None:
     """Run one status change in a savepoint: if it fails, the batch's telemetry is still stored."""
     db.execute("SAVEPOINT ingest_op")
     try:
         op(db)
-    except sqlite3.Error:
+    except DATABASE_ERRORS:
         db.execute("ROLLBACK TO ingest_op")
         log.exception("status change not stored", op=getattr(op, "func", op).__name__)
     db.execute("RELEASE ingest_op")
@@ -603,7 +600,7 @@ def _fault_type(fault: str) -> int:
 
 
 def _apply_pile_status(
-    db: sqlite_utils.Database,
+    db: Db,
     *,
     station: str,
     pile_no: str,
@@ -639,7 +636,7 @@ def _apply_pile_status(
 
 
 def _register_pile(
-    db: sqlite_utils.Database,
+    db: Db,
     station: str,
     pile_no: str,
     status: PileStatus,

@@ -10,8 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlite_utils
-
+from central.adapters.database import Db
 from central.adapters.query import Resource
 
 KIND_OF_TYPE = {1: "system", 2: "order", 3: "activity", 4: "recharge"}
@@ -26,7 +25,7 @@ _MARK_READ = "UPDATE notifications SET is_read = 1, read_time = ? WHERE is_read 
 
 
 def insert_notification(
-    db: sqlite_utils.Database,
+    db: Db,
     user_id: int,
     *,
     title: str,
@@ -38,21 +37,19 @@ def insert_notification(
     """One unread notification row, visible to both APIs; its id."""
     cursor = db.execute(
         "INSERT INTO notifications (user_id, kind, type, title, content, related_id, is_read, create_time)"
-        " VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, 0, ?) RETURNING id",
         [user_id, KIND_OF_TYPE[type_code], type_code, title, content, related_id, stamp],
     )
-    return int(cursor.lastrowid or 0)
+    return int(cursor.fetchone()[0])
 
 
-def notifications_of_user(
-    db: sqlite_utils.Database, user_id: int, *, unread_only: bool
-) -> list[dict[str, Any]]:
+def notifications_of_user(db: Db, user_id: int, *, unread_only: bool) -> list[dict[str, Any]]:
     """The user's notifications (only the unread ones when asked), newest first."""
     unread = " AND is_read = 0" if unread_only else ""
     return NOTIFICATION_ROWS.rows(db, f"user_id = ?{unread}", [user_id])
 
 
-def newest_of_user(db: sqlite_utils.Database, user_id: int, limit: int) -> list[dict[str, Any]]:
+def newest_of_user(db: Db, user_id: int, limit: int) -> list[dict[str, Any]]:
     """The user's newest notifications."""
     return list(
         db.query(
@@ -63,7 +60,7 @@ def newest_of_user(db: sqlite_utils.Database, user_id: int, limit: int) -> list[
     )
 
 
-def mark_read_if_owner(db: sqlite_utils.Database, user_id: int, notification_id: int, now: datetime) -> bool:
+def mark_read_if_owner(db: Db, user_id: int, notification_id: int, now: datetime) -> bool:
     """Mark one of the user's notifications read (the first read time is kept); False if not theirs."""
     cursor = db.execute(
         "UPDATE notifications SET is_read = 1, read_time = COALESCE(read_time, ?)"
@@ -73,28 +70,28 @@ def mark_read_if_owner(db: sqlite_utils.Database, user_id: int, notification_id:
     return bool(cursor.rowcount)
 
 
-def owner_of(db: sqlite_utils.Database, notification_id: int) -> int | None:
+def owner_of(db: Db, notification_id: int) -> int | None:
     """The user a notification belongs to, or None when there is no such notification."""
     row = db.execute("SELECT user_id FROM notifications WHERE id = ?", [notification_id]).fetchone()
     return None if row is None else int(row[0])
 
 
-def mark_read(db: sqlite_utils.Database, notification_id: int, stamp: str) -> int:
+def mark_read(db: Db, notification_id: int, stamp: str) -> int:
     """Mark one notification read (1) unless it already was (0)."""
     return int(db.execute(_MARK_READ + "id = ?", [stamp, notification_id]).rowcount)
 
 
-def mark_all_read(db: sqlite_utils.Database, user_id: int, stamp: str) -> int:
+def mark_all_read(db: Db, user_id: int, stamp: str) -> int:
     """Mark every unread notification of the user read; how many."""
     return int(db.execute(_MARK_READ + "user_id = ?", [stamp, user_id]).rowcount)
 
 
-def delete_notification(db: sqlite_utils.Database, notification_id: int) -> None:
+def delete_notification(db: Db, notification_id: int) -> None:
     """Delete one notification."""
     db.execute("DELETE FROM notifications WHERE id = ?", [notification_id])
 
 
-def unread_count(db: sqlite_utils.Database, user_id: int) -> int:
+def unread_count(db: Db, user_id: int) -> int:
     """How many notifications of the user are unread."""
     row = db.execute("SELECT COUNT(*) FROM notifications WHERE user_id = ? AND is_read = 0", [user_id])
     return int(row.fetchone()[0])

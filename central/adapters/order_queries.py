@@ -24,8 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-import sqlite_utils
-
+from central.adapters.database import Db
 from central.adapters.query import like_pattern
 from central.domain.orders import OrderStatus
 
@@ -78,19 +77,19 @@ class OrderQuery:
 # --- lists and single orders ----------------------------------------------------------------------
 
 
-def all_orders(db: sqlite_utils.Database) -> list[Row]:
+def all_orders(db: Db) -> list[Row]:
     return list(db.query(f"{ORDER_SELECT} ORDER BY {NEWEST_FIRST}"))
 
 
-def orders_of_user(db: sqlite_utils.Database, user_id: int) -> list[Row]:
+def orders_of_user(db: Db, user_id: int) -> list[Row]:
     return list(db.query(f"{ORDER_SELECT} WHERE o.user_id = ? ORDER BY {NEWEST_FIRST}", [user_id]))
 
 
-def orders_of_pile(db: sqlite_utils.Database, pile_id: str) -> list[Row]:
+def orders_of_pile(db: Db, pile_id: str) -> list[Row]:
     return list(db.query(f"{ORDER_SELECT} WHERE o.pile_id = ? ORDER BY {NEWEST_FIRST}", [pile_id]))
 
 
-def order_by_id(db: sqlite_utils.Database, order_id: str) -> Row | None:
+def order_by_id(db: Db, order_id: str) -> Row | None:
     rows = list(db.query(f"{ORDER_SELECT} WHERE o.id = ?", [order_id]))
     return rows[0] if rows else None
 
@@ -98,7 +97,7 @@ def order_by_id(db: sqlite_utils.Database, order_id: str) -> Row | None:
 # --- the paged list --------------------------------------------------------------------------------
 
 
-def order_page(db: sqlite_utils.Database, query: OrderQuery, size: int, offset: int) -> tuple[int, list[Row]]:
+def order_page(db: Db, query: OrderQuery, size: int, offset: int) -> tuple[int, list[Row]]:
     """(total count, rows of the page), newest start first; both read from one snapshot."""
     with _snapshot(db):
         if query.keyword is None:
@@ -112,7 +111,7 @@ def order_page(db: sqlite_utils.Database, query: OrderQuery, size: int, offset: 
 
 
 @contextmanager
-def _snapshot(db: sqlite_utils.Database) -> Iterator[None]:
+def _snapshot(db: Db) -> Iterator[None]:
     """One read transaction, so a count and its page see the same orders."""
     db.execute("BEGIN")
     try:
@@ -121,17 +120,16 @@ def _snapshot(db: sqlite_utils.Database) -> Iterator[None]:
         db.execute("COMMIT")
 
 
-def _rows_of(db: sqlite_utils.Database, rowids: Sequence[int]) -> list[Row]:
+def _rows_of(db: Db, rowids: Sequence[int]) -> list[Row]:
     if not rowids:
         return []
     marks = ", ".join("?" * len(rowids))
     return list(db.query(f"{ORDER_SELECT} WHERE o.rowid IN ({marks}) ORDER BY {NEWEST_FIRST}", list(rowids)))
 
 
-def _has_counts(db: sqlite_utils.Database) -> bool:
+def _has_counts(db: Db) -> bool:
     """Whether the trigger-kept per-status counts (the operator-orders migrations) exist."""
-    sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'order_counts'"
-    return db.execute(sql).fetchone() is not None
+    return "order_counts" in db.table_names()
 
 
 def count_statement(query: OrderQuery, *, counts: bool) -> tuple[str, list[Any]]:
@@ -154,12 +152,12 @@ def page_statement(query: OrderQuery, size: int, offset: int) -> tuple[str, list
     return sql, [*args, size, offset]
 
 
-def _filtered_count(db: sqlite_utils.Database, query: OrderQuery) -> int:
+def _filtered_count(db: Db, query: OrderQuery) -> int:
     sql, args = count_statement(query, counts=_has_counts(db))
     return int(db.execute(sql, args).fetchone()[0])
 
 
-def _filtered_page(db: sqlite_utils.Database, query: OrderQuery, size: int, offset: int) -> list[int]:
+def _filtered_page(db: Db, query: OrderQuery, size: int, offset: int) -> list[int]:
     sql, args = page_statement(query, size, offset)
     return [row[0] for row in db.execute(sql, args)]
 
@@ -186,7 +184,7 @@ class KeywordMatch:
     plain: OrderQuery  # the query without its keyword
 
     @classmethod
-    def resolve(cls, db: sqlite_utils.Database, keyword: str, query: OrderQuery) -> KeywordMatch:
+    def resolve(cls, db: Db, keyword: str, query: OrderQuery) -> KeywordMatch:
         """The sets of ``keyword`` (its piles and users looked up once), counted."""
         prefix, pattern = keyword.upper(), like_pattern(keyword)
         piles = "SELECT pile_no FROM piles WHERE pile_no LIKE ? ESCAPE '\\' UNION SELECT ?"
@@ -197,8 +195,8 @@ class KeywordMatch:
             MatchSet(
                 by_number, bounds, "+o.order_no >= ? AND +o.order_no < ?", ((by_number, bounds),), False
             ),
-            _value_set("o.pile_no", [row[0] for row in db.execute(piles, [pattern, keyword])]),
-            _value_set("o.user_id", [row[0] for row in db.execute(users, [pattern, pattern])]),
+            _value_set("o.pile_no", [row[0] for row in db.execute(piles, [pattern, keyword])], "TEXT"),
+            _value_set("o.user_id", [row[0] for row in db.execute(users, [pattern, pattern])], "BIGINT"),
         )
         unsized = cls((), query.without_keyword())
         sized = ((unsized.count_of(db, [s.condition], s.args), s) for s in candidates if s.ranges)
@@ -210,10 +208,10 @@ class KeywordMatch:
         where = " AND ".join([filters, *conditions])
         return f"SELECT COUNT(*) FROM orders o WHERE {where}", [*filter_args, *args]  # noqa: S608
 
-    def count_of(self, db: sqlite_utils.Database, conditions: Sequence[str], args: Iterable[Any]) -> int:
+    def count_of(self, db: Db, conditions: Sequence[str], args: Iterable[Any]) -> int:
         return int(db.execute(*self.count_statement(conditions, args)).fetchone()[0])
 
-    def count(self, db: sqlite_utils.Database) -> int:
+    def count(self, db: Db) -> int:
         """Orders in any set: inclusion-exclusion over the sets; an overlap is counted through the
         index of its smallest set, the others tested on the rows it finds."""
         total = sum(n for n, _ in self.sets)
@@ -225,7 +223,7 @@ class KeywordMatch:
                 total += overlap if width % 2 else -overlap
         return total
 
-    def page(self, db: sqlite_utils.Database, size: int, offset: int, total: int) -> list[int]:
+    def page(self, db: Db, size: int, offset: int, total: int) -> list[int]:
         """The rowids of the page of ``total`` matches: the newest ``offset + size`` of each index
         range, merged newest first without repeats, then sliced; or, when that means many ranges or
         sorting a large order-number range, the newest orders under the filters alone tested one by
@@ -245,9 +243,7 @@ class KeywordMatch:
         distinct = (rowid for rowid, _ in itertools.groupby(rowid for _, rowid in merged))
         return list(itertools.islice(distinct, offset, newest))
 
-    def _newest_by_probe(
-        self, db: sqlite_utils.Database, newest: int, total: int, work: int
-    ) -> list[int] | None:
+    def _newest_by_probe(self, db: Db, newest: int, total: int, work: int) -> list[int] | None:
         """The rowids of the newest ``newest`` matches, found in a window of the newest orders under
         the filters twice as long as the share of matches suggests; None if that window would read
         more rows than the index ranges' ``work``, or held fewer (matches not evenly spread)."""
@@ -279,16 +275,16 @@ class KeywordMatch:
         filters, filter_args = self.plain.filters()
         newest = f"AND {filters} ORDER BY {NEWEST_FIRST} LIMIT ?"
         sql = " UNION ".join(
-            f"SELECT * FROM (SELECT o.start_time, o.rowid FROM orders o WHERE {where} {newest})"  # noqa: S608
+            f"SELECT * FROM (SELECT o.start_time, o.rowid FROM orders o WHERE {where} {newest}) AS r"  # noqa: S608
             for where, _ in ranges
         )
         args = [a for _, range_args in ranges for a in (*range_args, *filter_args, limit)]
         return f"{sql} ORDER BY 1 DESC, 2 DESC LIMIT ?", [*args, limit]
 
 
-def _value_set(column: str, values: Sequence[Any]) -> MatchSet:
-    """The orders whose ``column`` is one of ``values``: one index range per value."""
-    listed = f"{column} IN (SELECT value FROM json_each(?))"  # noqa: S608
+def _value_set(column: str, values: Sequence[Any], sql_type: str) -> MatchSet:
+    """The orders whose ``column`` (of ``sql_type``) is one of ``values``: one index range per value."""
+    listed = f"{column} IN (SELECT CAST(value AS {sql_type}) FROM json_each(?))"  # noqa: S608
     ranges = tuple((f"{column} = ?", (value,)) for value in values)
     return MatchSet(listed, (json.dumps(list(values)),), f"+{listed}", ranges, True)
 
@@ -337,7 +333,7 @@ _STATISTICS = (
 )
 
 
-def order_statistics(db: sqlite_utils.Database, since: str | None, until: str | None) -> OrderStatistics:
+def order_statistics(db: Db, since: str | None, until: str | None) -> OrderStatistics:
     """One aggregate over the orders whose start time is in ``[since, until)``."""
     where, args = OrderQuery(since=since, until=until).filters()
     return OrderStatistics(**next(iter(db.query(_STATISTICS + where, args))))
@@ -363,12 +359,12 @@ class PortRecord:
     charging_order: str | None
 
 
-def pile_record(db: sqlite_utils.Database, pile_id: str) -> PileRecord | None:
+def pile_record(db: Db, pile_id: str) -> PileRecord | None:
     row = db.execute("SELECT pile_no, power_rate FROM piles WHERE id = ?", [pile_id]).fetchone()
     return None if row is None else PileRecord(row[0], row[1])
 
 
-def port_record(db: sqlite_utils.Database, port_id: str) -> PortRecord | None:
+def port_record(db: Db, port_id: str) -> PortRecord | None:
     row = db.execute(
         "SELECT pile_id, port_no, is_disabled, status, "
         "(SELECT id FROM orders WHERE id = ports.current_order_id AND status = ?) AS charging "

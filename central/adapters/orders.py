@@ -1,5 +1,5 @@
 """The rows of operator orders (and paying any order), and notifications. Functions of a
-sqlite-utils ``Database`` running inside one store job; :class:`OrderRows` and :class:`NoticeRows`
+database connection (``Db``) running inside one store job; :class:`OrderRows` and :class:`NoticeRows`
 implement the application's ``OrderRepository`` and ``NoticeRepository``.
 
 Every state change is guarded by its own condition (the order still charging, the port free, the
@@ -10,15 +10,13 @@ succeed; a refusal raises, which rolls the whole transaction back.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
 
-import sqlite_utils
-
+from central.adapters.database import Db, IntegrityError
 from central.application.notices import order_paid
 from central.application.orders import (
     AlreadyPaid,
@@ -69,7 +67,7 @@ def figures_row(figures: OrderFigures) -> dict[str, Any]:
     return out
 
 
-def order_row(db: sqlite_utils.Database, order_id: str) -> dict[str, Any] | None:
+def order_row(db: Db, order_id: str) -> dict[str, Any] | None:
     """An order with its pile's rated power (``power_rate``), or None."""
     rows = list(db.query(_ORDER_ROW, [order_id]))
     return rows[0] if rows else None
@@ -114,7 +112,7 @@ def meter_state(session: OrderSession) -> dict[str, Any]:
 class NoticeRows:
     """The application's ``NoticeRepository``."""
 
-    def __init__(self, db: sqlite_utils.Database) -> None:
+    def __init__(self, db: Db) -> None:
         self.db = db
 
     def add(self, notice: Notice) -> None:
@@ -135,7 +133,7 @@ class NoticeRows:
 class OrderRows:
     """The application's ``OrderRepository`` over one connection (one transaction when writing)."""
 
-    def __init__(self, db: sqlite_utils.Database) -> None:
+    def __init__(self, db: Db) -> None:
         self.db = db
 
     def order(self, order_id: str) -> dict[str, Any] | None:
@@ -266,7 +264,7 @@ class Payment:
     confirmed_by: int | None = None
 
 
-def pay_order(db: sqlite_utils.Database, payment: Payment) -> int:
+def pay_order(db: Db, payment: Payment) -> int:
     """Mark the order paid (and debit the balance for method 3) in this one transaction.
 
     Returns the cents paid. Raises OrderNotFound, AlreadyPaid, OrderConflict, InsufficientBalance;
@@ -297,7 +295,7 @@ def pay_order(db: sqlite_utils.Database, payment: Payment) -> int:
                 PaymentStatus.UNPAID,
             ],
         ).rowcount
-    except sqlite3.IntegrityError:  # the unique index on transaction_id
+    except IntegrityError:  # the unique index on transaction_id
         raise TransactionReused(f"交易号 {payment.transaction_id} 已用于其他订单") from None
     if changed != 1:
         raise AlreadyPaid("订单已支付")
@@ -313,7 +311,7 @@ def pay_order(db: sqlite_utils.Database, payment: Payment) -> int:
     return amount
 
 
-def pay_by_callback(db: sqlite_utils.Database, payment: Payment, amount_cents: int) -> bool:
+def pay_by_callback(db: Db, payment: Payment, amount_cents: int) -> bool:
     """A provider's verified callback: pay the order if it asks for exactly its total. True when
     paid now; False for a replay (the order is already paid by this very transaction)."""
     row = order_row(db, payment.order_id)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-import sqlite_utils
+from central.adapters.database import Db
 
 RowShape = Callable[[Mapping[str, Any]], dict[str, Any]]
 
@@ -38,22 +38,20 @@ class Resource:
         """The same reads, shaping each row with ``shape``."""
         return replace(self, shape=shape)
 
-    def row(self, db: sqlite_utils.Database, key: object) -> dict[str, Any]:
+    def row(self, db: Db, key: object) -> dict[str, Any]:
         """The row of ``key`` (:class:`RowNotFound` naming the resource when there is none)."""
         rows = list(db.query(f"{self.select} WHERE {self.key} = ?", [key]))
         if not rows:
             raise RowNotFound(self.what, key)
         return rows[0]
 
-    def rows(
-        self, db: sqlite_utils.Database, where: str = "", args: Sequence[Any] = ()
-    ) -> list[dict[str, Any]]:
+    def rows(self, db: Db, where: str = "", args: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """The rows matching ``where`` (every row when empty), in list order."""
         condition = f" WHERE {where}" if where else ""
         return list(db.query(f"{self.select}{condition} ORDER BY {self.order}", list(args)))
 
     def page(
-        self, db: sqlite_utils.Database, where: tuple[str, list[Any]], size: int, offset: int
+        self, db: Db, where: tuple[str, list[Any]], size: int, offset: int
     ) -> tuple[int, list[dict[str, Any]]]:
         """(how many rows match, the shaped rows of one page)."""
         clause, args = where
@@ -65,18 +63,18 @@ class Resource:
         return int(total), [self.shape(row) for row in rows]
 
 
-def row_exists(db: sqlite_utils.Database, table: str, row_id: object) -> bool:
+def row_exists(db: Db, table: str, row_id: object) -> bool:
     """Whether ``table`` has a row with this id."""
     return db.execute(f"SELECT 1 FROM {table} WHERE id = ?", [row_id]).fetchone() is not None  # noqa: S608
 
 
-def require_row(db: sqlite_utils.Database, table: str, row_id: object, what: str) -> None:
+def require_row(db: Db, table: str, row_id: object, what: str) -> None:
     """:class:`RowNotFound` naming ``what`` unless ``table`` has the id."""
     if not row_exists(db, table, row_id):
         raise RowNotFound(what, row_id)
 
 
-def require_user(db: sqlite_utils.Database, user_id: int) -> None:
+def require_user(db: Db, user_id: int) -> None:
     """:class:`RowNotFound` (用户) unless the user exists."""
     require_row(db, "users", user_id, "用户")
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from fractions import Fraction
 
-import sqlite_utils
-
+from central.adapters.database import Db
 from central.application.ports import PileTotals
 from central.domain.orders import OrderStatus
 
@@ -18,7 +17,7 @@ REPORTED = (OrderStatus.TO_PAY, OrderStatus.COMPLETED, OrderStatus.ABNORMAL)
 class ReportRows:
     """The application's ``ReportRepository`` over one connection."""
 
-    def __init__(self, db: sqlite_utils.Database) -> None:
+    def __init__(self, db: Db) -> None:
         self.db = db
 
     def pile_totals(self, start: datetime, end: datetime) -> list[PileTotals]:

@@ -6,12 +6,16 @@ stations, piles and ports (the ones the gateways report and the scheduler uses),
 string that billing computed (``amount``), and as a REAL copy (``amount_num``) for SQL aggregates;
 balances are integer cents. Times are ISO 8601 UTC strings unless the column name says ``_ms``.
 New schema changes are new migrations appended here, never edits of applied ones.
+
+The same migrations, by the same names and in the same order, build a PostgreSQL database: the DDL
+is written once (SQLite's) and :func:`central.adapters.postgres.pg_ddl` translates it; the few
+statements with no common form (triggers, a rowid-based cleanup) carry both dialects here.
 """
 
 from __future__ import annotations
 
-import sqlite_utils
-from sqlite_utils import Migrations
+from central.adapters.database import POSTGRESQL, Db, Migrations
+from central.adapters.postgres import PG_FUNCTIONS, pg_ddl
 
 migrations = Migrations("pilegate-central")
 
@@ -175,16 +179,22 @@ CREATE INDEX telemetry_port_ts ON telemetry(pile_no, port, ts);
 
 
 @migrations(name="0001_core")
-def core(db: sqlite_utils.Database) -> None:
+def core(db: Db) -> None:
     """Every table of both APIs and the live service, and the four system roles."""
+    postgresql = db.dialect == POSTGRESQL
+    if postgresql:
+        for statement in PG_FUNCTIONS:
+            db.execute(statement)
     for statement in _CORE.split(";"):  # not executescript(): it would commit mid-migration
         if statement.strip():
-            db.execute(statement)
+            db.execute(pg_ddl(statement) if postgresql else statement)
     for role_id, name, description, level in SYSTEM_ROLES:
         db.execute(
             "INSERT INTO roles (id, name, description, permission_level, is_system) VALUES (?, ?, ?, ?, 1)",
             [role_id, name, description, level],
         )
+    if postgresql:  # ids given explicitly leave the identity behind them
+        db.execute("SELECT setval(pg_get_serial_sequence('roles', 'id'), (SELECT MAX(id) FROM roles))")
 
 
 # --- operator orders: their own migration set (its name is recorded in databases already) ----------
@@ -193,7 +203,7 @@ ORDER_MIGRATIONS = Migrations("pilegate-operator-orders")
 
 
 @ORDER_MIGRATIONS(name="0001_order_indexes")
-def order_indexes(db: sqlite_utils.Database) -> None:
+def order_indexes(db: Db) -> None:
     """Indexes for the operator API's order pages: newest first by start time, per filter."""
     for statement in (
         "CREATE INDEX IF NOT EXISTS orders_start ON orders(start_time)",
@@ -206,7 +216,7 @@ def order_indexes(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
-_COUNT_TRIGGERS = (
+_COUNT_TRIGGERS_SQLITE = (
     "CREATE TABLE order_counts (status INTEGER PRIMARY KEY, n INTEGER NOT NULL)",
     "INSERT INTO order_counts (status, n) SELECT status, COUNT(*) FROM orders GROUP BY status",
     "CREATE TRIGGER order_counts_insert AFTER INSERT ON orders BEGIN "
@@ -222,10 +232,27 @@ _COUNT_TRIGGERS = (
 )
 
 
+_COUNT_TRIGGERS_POSTGRESQL = (
+    "CREATE TABLE order_counts (status BIGINT PRIMARY KEY, n BIGINT NOT NULL)",
+    "INSERT INTO order_counts (status, n) SELECT status, COUNT(*) FROM orders GROUP BY status",
+    "CREATE FUNCTION order_counts_keep() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "IF TG_OP IN ('DELETE', 'UPDATE') THEN "
+    "UPDATE order_counts SET n = n - 1 WHERE status = OLD.status; END IF; "
+    "IF TG_OP IN ('INSERT', 'UPDATE') THEN "
+    "INSERT INTO order_counts (status, n) VALUES (NEW.status, 1) "
+    "ON CONFLICT (status) DO UPDATE SET n = order_counts.n + 1; END IF; "
+    "RETURN NULL; END $$",
+    "CREATE TRIGGER order_counts_insert AFTER INSERT OR DELETE ON orders "
+    "FOR EACH ROW EXECUTE FUNCTION order_counts_keep()",
+    "CREATE TRIGGER order_counts_status AFTER UPDATE OF status ON orders "
+    "FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status) EXECUTE FUNCTION order_counts_keep()",
+)
+
+
 @ORDER_MIGRATIONS(name="0002_order_counts")
-def order_counts(db: sqlite_utils.Database) -> None:
+def order_counts(db: Db) -> None:
     """Orders per status, kept by triggers: the unfiltered (or status-only) page count is O(1)."""
-    for statement in _COUNT_TRIGGERS:
+    for statement in _COUNT_TRIGGERS_POSTGRESQL if db.dialect == POSTGRESQL else _COUNT_TRIGGERS_SQLITE:
         db.execute(statement)
 
 
@@ -233,16 +260,17 @@ def order_counts(db: sqlite_utils.Database) -> None:
 
 
 @migrations(name="0002_payment_proof")
-def payment_proof(db: sqlite_utils.Database) -> None:
+def payment_proof(db: Db) -> None:
     """A provider transaction id pays one order only, and an operator's confirmation names them.
 
     Ids already used more than once (before this rule) keep their first use; every later use is
     renamed ``<id>#reused:<order id>`` so the unique index can exist and an operator can find them.
     """
-    db.execute(
+    db.execute(  # both engines have a rowid on orders (PostgreSQL's is a column: see pg_ddl)
         "UPDATE orders SET transaction_id = transaction_id || '#reused:' || id "
         "WHERE transaction_id IS NOT NULL AND rowid NOT IN "
         "(SELECT MIN(rowid) FROM orders WHERE transaction_id IS NOT NULL GROUP BY transaction_id)"
     )
     db.execute("CREATE UNIQUE INDEX orders_transaction ON orders(transaction_id)")
-    db.execute("ALTER TABLE orders ADD COLUMN payment_confirmed_by INTEGER REFERENCES users(id)")
+    column = "ALTER TABLE orders ADD COLUMN payment_confirmed_by INTEGER REFERENCES users(id)"
+    db.execute(pg_ddl(column) if db.dialect == POSTGRESQL else column)

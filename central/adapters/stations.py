@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import sqlite_utils
+from central.adapters.database import Db
 
 FAST, TRICKLE = 1, 2  # piles.pile_type
 
@@ -43,7 +43,7 @@ PORT_ORDER = "p.pile_no, CAST(t.port_no AS INTEGER), t.port_no"
 
 
 def create_station(
-    db: sqlite_utils.Database,
+    db: Db,
     *,
     name: str,
     now: str,
@@ -62,7 +62,7 @@ def create_station(
     return new_id
 
 
-def station_id(db: sqlite_utils.Database, code: str, *, name: str | None = None, now: str) -> str:
+def station_id(db: Db, code: str, *, name: str | None = None, now: str) -> str:
     """The id of the station whose ``code`` (the MQTT station id) is given; created if missing."""
     rows = list(db.query("SELECT id FROM stations WHERE code = ?", [code]))
     if rows:
@@ -70,16 +70,16 @@ def station_id(db: sqlite_utils.Database, code: str, *, name: str | None = None,
     return create_station(db, code=code, name=name or code, now=now)
 
 
-def station_exists(db: sqlite_utils.Database, station: str) -> bool:
+def station_exists(db: Db, station: str) -> bool:
     return db.execute("SELECT 1 FROM stations WHERE id = ?", [station]).fetchone() is not None
 
 
-def update_station(db: sqlite_utils.Database, station: str, changes: Mapping[str, Any]) -> None:
+def update_station(db: Db, station: str, changes: Mapping[str, Any]) -> None:
     """Set the given columns of a station."""
     db.table("stations").update(station, dict(changes))
 
 
-def delete_station(db: sqlite_utils.Database, station: str) -> None:
+def delete_station(db: Db, station: str) -> None:
     db.execute("DELETE FROM stations WHERE id = ?", [station])
 
 
@@ -87,7 +87,7 @@ def delete_station(db: sqlite_utils.Database, station: str) -> None:
 
 
 def create_pile(
-    db: sqlite_utils.Database,
+    db: Db,
     *,
     station_id: str,
     pile_no: str,
@@ -102,7 +102,7 @@ def create_pile(
 
     ``total_ports`` is the number of ports the pile may have (a cap the ports added later
     respect); ``extra`` carries optional columns (``manufacturer``, ``software_version``,
-    ``gateway``, ...). A ``pile_no`` that exists already raises ``sqlite3.IntegrityError``.
+    ``gateway``, ...). A ``pile_no`` that exists already raises ``IntegrityError``.
     """
     pile_id = uuid.uuid4().hex
     db.table("piles").insert(
@@ -124,29 +124,29 @@ def create_pile(
     return pile_id
 
 
-def total_ports(db: sqlite_utils.Database, pile_id: str) -> int | None:
+def total_ports(db: Db, pile_id: str) -> int | None:
     """A pile's port capacity, or None when there is no such pile."""
     row = db.execute("SELECT total_ports FROM piles WHERE id = ?", [pile_id]).fetchone()
     return None if row is None else int(row[0])
 
 
-def pile_by_no(db: sqlite_utils.Database, pile_no: str) -> tuple[str, int] | None:
+def pile_by_no(db: Db, pile_no: str) -> tuple[str, int] | None:
     """``(id, total_ports)`` of the pile numbered ``pile_no``, or None."""
     row = db.execute("SELECT id, total_ports FROM piles WHERE pile_no = ?", [pile_no]).fetchone()
     return None if row is None else (str(row[0]), int(row[1]))
 
 
-def update_pile(db: sqlite_utils.Database, pile_id: str, changes: Mapping[str, Any]) -> None:
+def update_pile(db: Db, pile_id: str, changes: Mapping[str, Any]) -> None:
     """Set the given columns of a pile."""
     db.table("piles").update(pile_id, dict(changes))
 
 
-def delete_pile(db: sqlite_utils.Database, pile_id: str) -> None:
+def delete_pile(db: Db, pile_id: str) -> None:
     """Delete a pile; its ports go with it (ON DELETE CASCADE)."""
     db.execute("DELETE FROM piles WHERE id = ?", [pile_id])
 
 
-def active_orders(db: sqlite_utils.Database, pile_id: str, port_id: str | None = None) -> int:
+def active_orders(db: Db, pile_id: str, port_id: str | None = None) -> int:
     """Charging orders (status 1) at a pile or port: by their pile / port, or held by a port
     (``ports.current_order_id``; a pointer to an order no longer charging is stale, not busy)."""
     port_clause, args = ("AND t.id = ?", [pile_id, port_id]) if port_id else ("", [pile_id])
@@ -158,7 +158,7 @@ def active_orders(db: sqlite_utils.Database, pile_id: str, port_id: str | None =
     return int(db.execute(sql, [port_id or pile_id, *args]).fetchone()[0])
 
 
-def registered_piles(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+def registered_piles(db: Db) -> list[dict[str, Any]]:
     """Every pile record with the user charging there (operator orders and driver sessions)."""
     return list(
         db.query(
@@ -173,7 +173,7 @@ def registered_piles(db: sqlite_utils.Database) -> list[dict[str, Any]]:
 # --- what the gateways report about piles ------------------------------------------------------------
 
 
-def pile_gateways(db: sqlite_utils.Database, *, station: str) -> list[tuple[str, str]]:
+def pile_gateways(db: Db, *, station: str) -> list[tuple[str, str]]:
     """``(pile_no, gateway)`` of the station's piles whose gateway is known."""
     return [
         (r[0], r[1])
@@ -186,7 +186,7 @@ def pile_gateways(db: sqlite_utils.Database, *, station: str) -> list[tuple[str,
 
 
 def update_pile_identity(
-    db: sqlite_utils.Database,
+    db: Db,
     pile_id: str,
     *,
     online: bool,
@@ -205,25 +205,26 @@ def update_pile_identity(
     )
 
 
-def set_pile_status(db: sqlite_utils.Database, pile_id: str, code: int, heartbeat: str) -> None:
+def set_pile_status(db: Db, pile_id: str, code: int, heartbeat: str) -> None:
     """A pile's status code and its latest heartbeat (an older one never replaces a newer)."""
     db.execute(
         "UPDATE piles SET status = ?, "
-        "last_heartbeat_time = max(COALESCE(last_heartbeat_time, ''), ?) WHERE id = ?",
-        [code, heartbeat, pile_id],
+        "last_heartbeat_time = CASE WHEN last_heartbeat_time > ? THEN last_heartbeat_time ELSE ? END "
+        "WHERE id = ?",
+        [code, heartbeat, heartbeat, pile_id],
     )
 
 
-def set_total_ports(db: sqlite_utils.Database, pile_id: str, total: int) -> None:
+def set_total_ports(db: Db, pile_id: str, total: int) -> None:
     db.execute("UPDATE piles SET total_ports = ? WHERE id = ?", [total, pile_id])
 
 
-def ports_offline(db: sqlite_utils.Database, pile_id: str, now: str) -> None:
+def ports_offline(db: Db, pile_id: str, now: str) -> None:
     """Every port of a pile is offline (status 0)."""
     db.execute("UPDATE ports SET status = 0, update_time = ? WHERE pile_id = ?", [now, pile_id])
 
 
-def piles_offline(db: sqlite_utils.Database, pile_nos: Sequence[str], now: str) -> None:
+def piles_offline(db: Db, pile_nos: Sequence[str], now: str) -> None:
     """The numbered piles and all their ports are offline."""
     marks = ",".join("?" * len(pile_nos))
     db.execute(
@@ -238,7 +239,7 @@ def piles_offline(db: sqlite_utils.Database, pile_nos: Sequence[str], now: str) 
     )
 
 
-def bind_gateway(db: sqlite_utils.Database, gateway: str, pile_nos: Sequence[str]) -> None:
+def bind_gateway(db: Db, gateway: str, pile_nos: Sequence[str]) -> None:
     """The numbered piles that no gateway serves yet are served by ``gateway`` from now on (a pile
     bound to another gateway keeps it: rebinding is an operator's change of the column)."""
     marks = ",".join("?" * len(pile_nos))
@@ -251,7 +252,7 @@ def bind_gateway(db: sqlite_utils.Database, gateway: str, pile_nos: Sequence[str
 # --- ports ---------------------------------------------------------------------------------------
 
 
-def add_port(db: sqlite_utils.Database, pile_id: str, port_no: str, now: str, *, port_type: int = 1) -> str:
+def add_port(db: Db, pile_id: str, port_no: str, now: str, *, port_type: int = 1) -> str:
     """Insert one port of a pile and return its id; a duplicate ``port_no`` raises IntegrityError."""
     port_id = uuid.uuid4().hex
     db.execute(
@@ -261,7 +262,7 @@ def add_port(db: sqlite_utils.Database, pile_id: str, port_no: str, now: str, *,
     return port_id
 
 
-def add_ports(db: sqlite_utils.Database, pile_id: str, port_nos: Iterable[int], now: str) -> None:
+def add_ports(db: Db, pile_id: str, port_nos: Iterable[int], now: str) -> None:
     """Insert the numbered ports a pile lacks (ports it has are left as they are)."""
     for number in port_nos:
         db.execute(
@@ -271,24 +272,24 @@ def add_ports(db: sqlite_utils.Database, pile_id: str, port_nos: Iterable[int], 
         )
 
 
-def port_id_by_no(db: sqlite_utils.Database, pile_id: str, port_no: str) -> str | None:
+def port_id_by_no(db: Db, pile_id: str, port_no: str) -> str | None:
     """The id of a pile's port numbered ``port_no``, or None."""
     row = db.execute("SELECT id FROM ports WHERE pile_id = ? AND port_no = ?", [pile_id, port_no]).fetchone()
     return None if row is None else str(row[0])
 
 
-def numbered_ports(db: sqlite_utils.Database, pile_id: str) -> dict[int, str]:
+def numbered_ports(db: Db, pile_id: str) -> dict[int, str]:
     """``{number: id}`` of a pile's ports whose number is a decimal integer."""
     rows = db.execute("SELECT port_no, id FROM ports WHERE pile_id = ?", [pile_id]).fetchall()
     return {int(no): str(pid) for no, pid in rows if str(no).isdigit()}
 
 
-def update_port(db: sqlite_utils.Database, port_id: str, changes: Mapping[str, Any]) -> None:
+def update_port(db: Db, port_id: str, changes: Mapping[str, Any]) -> None:
     """Set the given columns of a port."""
     db.table("ports").update(port_id, dict(changes))
 
 
-def delete_port(db: sqlite_utils.Database, port_id: str) -> None:
+def delete_port(db: Db, port_id: str) -> None:
     db.execute("DELETE FROM ports WHERE id = ?", [port_id])
 
 
@@ -296,7 +297,7 @@ def delete_port(db: sqlite_utils.Database, port_id: str) -> None:
 
 
 def ensure_station(
-    db: sqlite_utils.Database,
+    db: Db,
     *,
     code: str,
     name: str,

@@ -1,15 +1,14 @@
-"""The application's unit of work over the SQLite :class:`~central.adapters.storage.Store`: each
-write runs on the store's writer thread in ONE transaction with repositories bound to it; reads run
-on a reader connection."""
+"""The application's unit of work over the :class:`~central.adapters.storage.Store` (SQLite or
+PostgreSQL; the ``Sqlite`` in the class names is their history): each write runs on the store's
+writer thread in ONE transaction with repositories bound to it; reads run on a reader connection."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TypeVar
 
-import sqlite_utils
-
 from central.adapters.charging import ChargingRows
+from central.adapters.database import Db
 from central.adapters.orders import NoticeRows, OrderRows
 from central.adapters.reports import ReportRows
 from central.adapters.storage import Store
@@ -21,7 +20,7 @@ T = TypeVar("T")
 class SqliteRepositories:
     """The repositories of one connection (the application's ``Repositories``)."""
 
-    def __init__(self, db: sqlite_utils.Database) -> None:
+    def __init__(self, db: Db) -> None:
         self.db = db
         self._charging = ChargingRows(db)
         self._orders = OrderRows(db)

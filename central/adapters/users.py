@@ -1,18 +1,17 @@
 """The users and tokens tables: accounts, logins, tokens, levels, profiles, balances.
 
-Plain functions of a sqlite-utils ``Database`` (run them inside ``Store.read`` / ``Store.write``).
+Plain functions of a database connection, :class:`~central.adapters.database.Db` (run them inside
+``Store.read`` / ``Store.write``).
 Hashing, token generation and the rules of acceptable registrations are in
 :mod:`central.application.auth`; an account's level is the highest level among its roles.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import sqlite_utils
-
+from central.adapters.database import Db, IntegrityError
 from central.adapters.query import Resource, where_clause
 from central.application.auth import (
     DEFAULT_TOKEN_TTL,
@@ -55,14 +54,14 @@ class UserStillReferenced(Exception):
 # --- accounts ----------------------------------------------------------------------------------
 
 
-def username_taken(db: sqlite_utils.Database, username: str) -> bool:
+def username_taken(db: Db, username: str) -> bool:
     """Whether an account with this username exists (case-insensitively)."""
     row = db.execute("SELECT 1 FROM users WHERE username = ? COLLATE NOCASE", [username]).fetchone()
     return row is not None
 
 
 def insert_user(
-    db: sqlite_utils.Database,
+    db: Db,
     username: str,
     password_hash: str,
     *,
@@ -79,18 +78,18 @@ def insert_user(
     try:
         cursor = db.execute(
             "INSERT INTO users (username, password_hash, email, phone, nickname, avatar, gender,"
-            " register_time, update_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " register_time, update_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             [username, password_hash, email, phone, nickname or username, avatar, gender, stamp, stamp],
         )
-    except sqlite3.IntegrityError as exc:
+    except IntegrityError as exc:
         raise AccountValidationError({"username": "already taken"}) from exc
-    user_id = int(cursor.lastrowid or 0)
+    user_id = int(cursor.fetchone()[0])
     grant_level(db, user_id, level, now=now)
     return user_id
 
 
 def create_user(
-    db: sqlite_utils.Database,
+    db: Db,
     username: str,
     password: str,
     *,
@@ -119,7 +118,7 @@ def create_user(
 
 
 def create_or_update_user(
-    db: sqlite_utils.Database,
+    db: Db,
     username: str,
     password: str,
     *,
@@ -146,7 +145,7 @@ def create_or_update_user(
     return "updated"
 
 
-def grant_level(db: sqlite_utils.Database, user_id: int, level: int, *, now: datetime) -> None:
+def grant_level(db: Db, user_id: int, level: int, *, now: datetime) -> None:
     """Give the user the system role of ``level`` (roles already held are kept)."""
     if level not in SYSTEM_LEVELS:
         raise AccountValidationError({"level": f"must be one of {SYSTEM_LEVELS}, got {level!r}"})
@@ -157,7 +156,7 @@ def grant_level(db: sqlite_utils.Database, user_id: int, level: int, *, now: dat
     )
 
 
-def permission_level(db: sqlite_utils.Database, user_id: int) -> int:
+def permission_level(db: Db, user_id: int) -> int:
     """The highest permission level among the user's roles (1 when the user has none)."""
     row = db.execute(
         "SELECT MAX(r.permission_level) FROM user_roles ur JOIN roles r ON r.id = ur.role_id"
@@ -167,7 +166,7 @@ def permission_level(db: sqlite_utils.Database, user_id: int) -> int:
     return int(row[0]) if row is not None and row[0] is not None else int(PermissionLevel.USER)
 
 
-def active_super_admins(db: sqlite_utils.Database) -> int:
+def active_super_admins(db: Db) -> int:
     """How many enabled accounts hold a level-4 role."""
     row = db.execute(
         "SELECT COUNT(DISTINCT ur.user_id) FROM user_roles ur JOIN roles r ON r.id = ur.role_id"
@@ -180,7 +179,7 @@ def active_super_admins(db: sqlite_utils.Database) -> int:
 # --- logins and tokens -------------------------------------------------------------------------
 
 
-def find_login(db: sqlite_utils.Database, username: str) -> LoginRecord | None:
+def find_login(db: Db, username: str) -> LoginRecord | None:
     """The account a login names (case-insensitively), or None."""
     row = db.execute(
         "SELECT id, username, password_hash, status FROM users WHERE username = ? COLLATE NOCASE",
@@ -189,25 +188,25 @@ def find_login(db: sqlite_utils.Database, username: str) -> LoginRecord | None:
     return None if row is None else LoginRecord(int(row[0]), str(row[1]), str(row[2]), row[3] == 1)
 
 
-def authenticate(db: sqlite_utils.Database, username: str, password: str, *, now: datetime) -> AuthUser:
+def authenticate(db: Db, username: str, password: str, *, now: datetime) -> AuthUser:
     """Check a username and password, stamp the login time; raises ``InvalidCredentials``."""
     return stamp_login(db, check_login(find_login(db, username), password), now=now)
 
 
-def stamp_login(db: sqlite_utils.Database, record: LoginRecord, *, now: datetime) -> AuthUser:
+def stamp_login(db: Db, record: LoginRecord, *, now: datetime) -> AuthUser:
     """After a checked login: stamp its time; the caller it makes."""
     db.execute("UPDATE users SET last_login_time = ? WHERE id = ?", [iso_utc(now), record.user_id])
     return AuthUser.of(record.user_id, record.username, permission_level(db, record.user_id))
 
 
 def start_session(
-    db: sqlite_utils.Database, record: LoginRecord, *, now: datetime, ttl: timedelta = DEFAULT_TOKEN_TTL
+    db: Db, record: LoginRecord, *, now: datetime, ttl: timedelta = DEFAULT_TOKEN_TTL
 ) -> tuple[AuthUser, str]:
     """After a checked login: stamp its time and issue a token; (the caller, the token)."""
     return stamp_login(db, record, now=now), issue_token(db, record.user_id, now=now, ttl=ttl)
 
 
-def get_profile(db: sqlite_utils.Database, user_id: int) -> dict[str, Any] | None:
+def get_profile(db: Db, user_id: int) -> dict[str, Any] | None:
     """The user-API profile fields of an account, or None."""
     row = db.execute("SELECT id, username, email, phone FROM users WHERE id = ?", [user_id]).fetchone()
     if row is None:
@@ -221,9 +220,7 @@ def get_profile(db: sqlite_utils.Database, user_id: int) -> dict[str, Any] | Non
     }
 
 
-def issue_token(
-    db: sqlite_utils.Database, user_id: int, *, now: datetime, ttl: timedelta = DEFAULT_TOKEN_TTL
-) -> str:
+def issue_token(db: Db, user_id: int, *, now: datetime, ttl: timedelta = DEFAULT_TOKEN_TTL) -> str:
     """A new token for ``user_id`` valid for ``ttl``; also purges expired tokens. Returns the token."""
     if ttl <= timedelta(0):
         raise ValueError(f"token ttl must be positive, got {ttl}")
@@ -236,7 +233,7 @@ def issue_token(
     return token
 
 
-def verify_token(db: sqlite_utils.Database, token: str, *, now: datetime) -> AuthUser:
+def verify_token(db: Db, token: str, *, now: datetime) -> AuthUser:
     """The account a token belongs to; raises ``InvalidToken`` (unknown, expired, disabled)."""
     row = db.execute(
         "SELECT u.id, u.username, u.status, t.expires_at FROM tokens t JOIN users u ON u.id = t.user_id"
@@ -252,13 +249,13 @@ def verify_token(db: sqlite_utils.Database, token: str, *, now: datetime) -> Aut
     return AuthUser.of(int(row[0]), str(row[1]), permission_level(db, int(row[0])))
 
 
-def revoke_token(db: sqlite_utils.Database, token: str) -> bool:
+def revoke_token(db: Db, token: str) -> bool:
     """Delete a token (logout); whether it existed."""
     cursor = db.execute("DELETE FROM tokens WHERE token_hash = ?", [token_hash(token)])
     return cursor.rowcount > 0
 
 
-def purge_expired_tokens(db: sqlite_utils.Database, *, now: datetime) -> int:
+def purge_expired_tokens(db: Db, *, now: datetime) -> int:
     """Delete every expired token; how many."""
     cursor = db.execute("DELETE FROM tokens WHERE julianday(expires_at) <= julianday(?)", [iso_utc(now)])
     return cursor.rowcount
@@ -268,7 +265,7 @@ def purge_expired_tokens(db: sqlite_utils.Database, *, now: datetime) -> int:
 
 
 def user_page(
-    db: sqlite_utils.Database, status: int | None, keyword: str | None, size: int, offset: int
+    db: Db, status: int | None, keyword: str | None, size: int, offset: int
 ) -> tuple[int, list[dict[str, Any]]]:
     """(how many users match, one page of them): a status filter and a keyword over the username,
     nickname, phone and e-mail."""
@@ -276,7 +273,7 @@ def user_page(
     return USER_ROWS.page(db, where, size, offset)
 
 
-def update_user(db: sqlite_utils.Database, user_id: int, changes: dict[str, Any], stamp: str) -> None:
+def update_user(db: Db, user_id: int, changes: dict[str, Any], stamp: str) -> None:
     """Set the given columns of a user (and its update time)."""
     sets = "".join(f"{column} = ?, " for column in changes)
     db.execute(
@@ -285,9 +282,7 @@ def update_user(db: sqlite_utils.Database, user_id: int, changes: dict[str, Any]
     )
 
 
-def set_password(
-    db: sqlite_utils.Database, user_id: int, password_hash: str, stamp: str, *, keep_token_hash: str
-) -> None:
+def set_password(db: Db, user_id: int, password_hash: str, stamp: str, *, keep_token_hash: str) -> None:
     """Store a new password hash and end every other session of the user (all but ``keep_token_hash``)."""
     db.execute(
         "UPDATE users SET password_hash = ?, update_time = ? WHERE id = ?", [password_hash, stamp, user_id]
@@ -295,7 +290,7 @@ def set_password(
     db.execute("DELETE FROM tokens WHERE user_id = ? AND token_hash != ?", [user_id, keep_token_hash])
 
 
-def credit_balance(db: sqlite_utils.Database, user_id: int, cents: int, stamp: str) -> int | None:
+def credit_balance(db: Db, user_id: int, cents: int, stamp: str) -> int | None:
     """Add ``cents`` to the user's balance; the new balance, or None when there is no such user."""
     cursor = db.execute(
         "UPDATE users SET balance_cents = balance_cents + ?, update_time = ? WHERE id = ?",
@@ -306,7 +301,7 @@ def credit_balance(db: sqlite_utils.Database, user_id: int, cents: int, stamp: s
     return int(db.execute("SELECT balance_cents FROM users WHERE id = ?", [user_id]).fetchone()[0])
 
 
-def deletion_blocker(db: sqlite_utils.Database, user_id: int) -> str | None:
+def deletion_blocker(db: Db, user_id: int) -> str | None:
     """Why the user cannot be deleted (active charging, or billing history to keep), or None."""
     marks = ", ".join("?" for _ in ACTIVE_REQUEST_STATES)
     active = db.execute(
@@ -330,9 +325,9 @@ def deletion_blocker(db: sqlite_utils.Database, user_id: int) -> str | None:
     return None
 
 
-def delete_user(db: sqlite_utils.Database, user_id: int) -> None:
+def delete_user(db: Db, user_id: int) -> None:
     """Delete the user (its roles, tokens, addresses and notifications go with it)."""
     try:
         db.execute("DELETE FROM users WHERE id = ?", [user_id])
-    except sqlite3.IntegrityError as exc:
+    except IntegrityError as exc:
         raise UserStillReferenced(str(exc)) from None

@@ -22,10 +22,10 @@ from fractions import Fraction
 from typing import Annotated, Any, Literal
 
 import msgspec
-import sqlite_utils
 from aiohttp import web
 
 from central.adapters import driver_queries, notifications, users
+from central.adapters.database import Db
 from central.application import auth
 from central.application.views import RequestView
 from central.domain.units import QuantityError, display_number, exact
@@ -392,7 +392,7 @@ async def register(request: web.Request) -> web.StreamResponse:
     password_hash = await off_loop(request, auth.hash_password, body.password)
     now = settings.clock()
 
-    def create(db: sqlite_utils.Database) -> tuple[int, str]:
+    def create(db: Db) -> tuple[int, str]:
         user_id = users.insert_user(
             db, body.username, password_hash, email=body.email, phone=body.phone, now=now
         )
@@ -552,7 +552,7 @@ class BillQuery:
         until = datetime.combine(end + timedelta(days=1), time(), zone) if end else None
         return cls(page, limit, since, until)
 
-    def rows(self, db: sqlite_utils.Database, user_id: int) -> tuple[int, list[dict[str, Any]]]:
+    def rows(self, db: Db, user_id: int) -> tuple[int, list[dict[str, Any]]]:
         """(total count, rows of this page) of the user's bills."""
         offset = (self.page - 1) * self.limit
         return driver_queries.bill_page(
@@ -697,7 +697,7 @@ async def mark_notification_read(request: web.Request) -> web.StreamResponse:
     notification_id, user_id = path_int(request, "notification_id"), current_user(request).id
     now = auth_settings(request.app).clock()
 
-    def mark(db: sqlite_utils.Database) -> bool:
+    def mark(db: Db) -> bool:
         return notifications.mark_read_if_owner(db, user_id, notification_id, now)
 
     if not await store_of(request).write(mark):

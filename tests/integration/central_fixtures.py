@@ -8,12 +8,20 @@ public ``on_telemetry`` input, as the ingest would deliver them.
 
 A test module loads them with ``pytest_plugins = ("tests.integration.central_fixtures",)`` and imports
 nothing else from here (the plugin must be imported by pytest first, for assertion rewriting).
+
+The store is on SQLite unless the module runs on both engines: ``pytestmark = BOTH_ENGINES`` (from
+:mod:`tests.postgres_server`) parametrizes the ``database`` fixture, and on ``postgresql`` each test gets a
+fresh database copied from a migrated template on one PostgreSQL server per session
+(:mod:`tests.postgres_server`). ``PILEGATE_TEST_DATABASE=postgresql`` makes PostgreSQL every
+module's default.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+import itertools
+import os
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +31,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from central.adapters import users
+from central.adapters import postgres, users
 from central.adapters.schema import migrations
 from central.adapters.storage import Store
 from central.adapters.unit_of_work import SqliteUnitOfWork
@@ -35,6 +43,7 @@ from central.domain.params import StationParams, params_from_mapping
 from central.web import add_user_api
 from central.web.keys import AUTH, ORDERS, SERVICE, STORE
 from protocols.payloads import Telemetry
+from tests.postgres_server import PgServer, create_database, drop_database, start_server
 
 PASSWORD = "correct-horse-9"
 START = datetime(2025, 6, 2, 2, 0, tzinfo=UTC)  # 10:00 in Asia/Shanghai: the peak period starts
@@ -170,10 +179,11 @@ async def start_central(
     start: datetime = START,
     *,
     route_sets: Sequence[RouteSet] = (add_user_api,),
+    database: Path | str | None = None,
 ) -> Central:
-    """Store, service (piles online), an app serving ``route_sets`` (default: the user API) and a
-    client; stop it with :func:`stop_central`."""
-    store = Store(tmp_path / "central.db", [migrations])
+    """Store (on ``database``, default ``tmp_path/central.db``), service (piles online), an app serving
+    ``route_sets`` (default: the user API) and a client; stop it with :func:`stop_central`."""
+    store = Store(database or tmp_path / "central.db", [migrations])
     await store.open()
     wall = FakeWall(start)
     clock = StationClock(1.0, ClockAnchor(wall(), wall()), wall=wall)
@@ -211,10 +221,58 @@ def station_params() -> StationParams:
     return params_from_mapping(SMALL_STATION)
 
 
+TEMPLATE = "pilegate_template"
+# PILEGATE_TEST_DATABASE=postgresql runs every central test on PostgreSQL (the suite keeps SQLite)
+DEFAULT_ENGINE = os.environ.get("PILEGATE_TEST_DATABASE", "sqlite")
+_database_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PgServer]:
+    """One PostgreSQL server for the session, with a template database the central migrations built."""
+    server = start_server()
+    try:
+        url = create_database(server, TEMPLATE)
+        db = postgres.connect(url)
+        try:
+            migrations.apply(db)
+        finally:
+            db.conn.close()
+        yield server
+    finally:
+        server.stop()
+
+
+def _database(request: pytest.FixtureRequest, tmp_path: Path, engine: str) -> Iterator[Path | str]:
+    if engine == "sqlite":
+        yield tmp_path / "central.db"
+        return
+    server: PgServer = request.getfixturevalue("postgres_server")
+    name = f"pilegate_test_{next(_database_numbers)}"
+    yield create_database(server, name, template=TEMPLATE)
+    drop_database(server, name)
+
+
 @pytest.fixture
-async def central(tmp_path: Path, station_params: StationParams) -> AsyncIterator[Central]:
-    """A running central app (see :class:`Central`)."""
-    running = await start_central(tmp_path, station_params)
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path | str]:
+    """Where the test's store lives: ``tmp_path/central.db``, or (parametrized ``postgresql``) a
+    fresh PostgreSQL database copied from the migrated template, dropped after the test."""
+    yield from _database(request, tmp_path, getattr(request, "param", DEFAULT_ENGINE))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def each_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path | str]:
+    """:func:`database` on each engine in turn: for a fixture (a module's ``store``) whose tests
+    should all run on both while the module's other tests run once."""
+    yield from _database(request, tmp_path, request.param)
+
+
+@pytest.fixture
+async def central(
+    tmp_path: Path, station_params: StationParams, database: Path | str
+) -> AsyncIterator[Central]:
+    """A running central app (see :class:`Central`) on the test's ``database``."""
+    running = await start_central(tmp_path, station_params, database=database)
     try:
         yield running
     finally:
@@ -239,11 +297,15 @@ async def staff(central: Central) -> Account:
 __all__ = [
     "PASSWORD",
     "START",
+    "TEMPLATE",
     "Account",
     "Central",
     "central",
+    "database",
     "driver",
     "driver2",
+    "each_database",
+    "postgres_server",
     "staff",
     "start_central",
     "station_params",

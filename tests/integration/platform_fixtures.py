@@ -37,6 +37,9 @@ from tests.integration.central_fixtures import (  # noqa: E402
     START,
     Account,
     Central,
+    database,
+    each_database,
+    postgres_server,
     start_central,
     stop_central,
 )
@@ -44,10 +47,12 @@ from tests.integration.central_fixtures import (  # noqa: E402
 BOTH_APIS = (add_user_api, add_operator_platform_api)
 
 
-async def start_platform(tmp_path: Path, params: StationParams, start: datetime = START) -> Central:
+async def start_platform(
+    tmp_path: Path, params: StationParams, start: datetime = START, *, database: Path | str | None = None
+) -> Central:
     """:func:`~tests.integration.central_fixtures.start_central` serving both APIs; stop it with
     :func:`stop_platform`."""
-    return await start_central(tmp_path, params, start, route_sets=BOTH_APIS)
+    return await start_central(tmp_path, params, start, route_sets=BOTH_APIS, database=database)
 
 
 stop_platform = stop_central
@@ -60,9 +65,11 @@ def platform_station_params() -> StationParams:
 
 
 @pytest.fixture
-async def platform(tmp_path: Path, platform_station_params: StationParams) -> AsyncIterator[Central]:
-    """A running app serving the user API and the operator platform API."""
-    running = await start_platform(tmp_path, platform_station_params)
+async def platform(
+    tmp_path: Path, platform_station_params: StationParams, database: Path | str
+) -> AsyncIterator[Central]:
+    """A running app serving the user API and the operator platform API (on the test's ``database``)."""
+    running = await start_platform(tmp_path, platform_station_params, database=database)
     try:
         yield running
     finally:
@@ -133,11 +140,14 @@ __all__ = [
     "Account",
     "Central",
     "admin_user",
+    "database",
+    "each_database",
     "invalid",
     "normal_user",
     "other_user",
     "platform",
     "platform_station_params",
+    "postgres_server",
     "problem",
     "start_platform",
     "stop_platform",

@@ -8,8 +8,10 @@ import asyncio
 import pytest
 
 from central.application import charging
+from tests.postgres_server import BOTH_ENGINES
 
 pytest_plugins = ("tests.integration.central_fixtures",)
+pytestmark = BOTH_ENGINES
 
 
 async def submit(central, account, mode="fast", kwh=20):

@@ -32,7 +32,7 @@ from tests.helpers import wait_for
 if TYPE_CHECKING:
     from tests.broker_fixtures import MqttProbe
 
-pytest_plugins = ["tests.broker_fixtures"]
+pytest_plugins = ["tests.broker_fixtures", "tests.integration.central_fixtures"]
 
 STATION = "s1"
 
@@ -94,8 +94,8 @@ def tele_topic(pile: str, port: int = 1) -> str:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = Store(tmp_path / "central.db", [migrations])
+async def store(each_database: Path | str) -> AsyncIterator[Store]:
+    store = Store(each_database, [migrations])
     await store.open()
     yield store
     await store.close()

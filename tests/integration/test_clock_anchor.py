@@ -6,16 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import sqlite_utils
 
 from central.adapters.charging import clock_anchor, clock_seen
+from central.adapters.database import Db
 from central.adapters.schema import migrations
 from central.adapters.storage import connect
 from central.application.clock import StationClock
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> sqlite_utils.Database:
+def db(tmp_path: Path) -> Db:
     db = connect(tmp_path / "clock.db")
     migrations.apply(db)
     return db
@@ -26,7 +26,7 @@ def station_s(clock: StationClock, wall_s: float) -> float:
 
 
 def test_a_restart_continues_the_station_time_where_it_stopped_at_the_new_scale(
-    db: sqlite_utils.Database,
+    db: Db,
 ) -> None:
     first = clock_anchor(db, 1_000.0, 60)
     assert station_s(first, 1_000.0) == 1_000.0  # the first start begins at wall time
@@ -43,7 +43,7 @@ def test_a_restart_continues_the_station_time_where_it_stopped_at_the_new_scale(
     assert station_s(fourth, 99_000.0) == 7_900.0
 
 
-def test_after_a_crash_at_the_same_scale_the_clock_has_run_on(db: sqlite_utils.Database) -> None:
+def test_after_a_crash_at_the_same_scale_the_clock_has_run_on(db: Db) -> None:
     clock_anchor(db, 1_000.0, 60)
     clock_seen(db, 1_100.0)  # the last save before a kill -9
     clock = clock_anchor(db, 1_105.0, 60)
@@ -51,7 +51,7 @@ def test_after_a_crash_at_the_same_scale_the_clock_has_run_on(db: sqlite_utils.D
     assert station_s(clock, 1_105.0) == 1_000.0 + 105 * 60
 
 
-def test_timestamps_of_before_a_restart_keep_their_station_times(db: sqlite_utils.Database) -> None:
+def test_timestamps_of_before_a_restart_keep_their_station_times(db: Db) -> None:
     clock_anchor(db, 1_000.0, 60)
     clock_seen(db, 1_100.0, stopped=True)
     clock = clock_anchor(db, 1_105.0, 60)  # 5 s down
@@ -63,7 +63,7 @@ def test_timestamps_of_before_a_restart_keep_their_station_times(db: sqlite_util
     assert [station_s(clock, w) for w in walls] == sorted(station_s(clock, w) for w in walls)
 
 
-def test_at_scale_one_the_station_clock_is_the_wall_clock(db: sqlite_utils.Database) -> None:
+def test_at_scale_one_the_station_clock_is_the_wall_clock(db: Db) -> None:
     clock_anchor(db, 1_000.0, 60)
     clock_seen(db, 1_100.0)
     wall = clock_anchor(db, 2_000.0, 1)

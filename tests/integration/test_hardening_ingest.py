@@ -17,6 +17,8 @@ from central.adapters.storage import Store
 from protocols import topics
 from protocols.payloads import CommandResult, GatewayStatus, PileEvent, PileStatus, Telemetry
 
+pytest_plugins = ("tests.integration.central_fixtures",)
+
 STATION = "s1"
 
 
@@ -43,8 +45,8 @@ class Listener:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = Store(tmp_path / "central.db", [migrations])
+async def store(each_database: Path | str) -> AsyncIterator[Store]:
+    store = Store(each_database, [migrations])
     await store.open()
     yield store
     await store.close()

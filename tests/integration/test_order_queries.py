@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlite_utils
 
 from central.adapters import order_queries
+from central.adapters.database import Db
 from central.adapters.order_queries import ORDER_SELECT, OrderQuery, order_page
 from central.adapters.query import like_pattern
 from central.adapters.schema import ORDER_MIGRATIONS, migrations
@@ -37,7 +37,7 @@ KEYWORDS = [
 ]  # fmt: skip
 
 
-def seed(db: sqlite_utils.Database, rng: random.Random) -> dict[str, Any]:
+def seed(db: Db, rng: random.Random) -> dict[str, Any]:
     """Users, piles and 600 orders whose sets overlap; returns ids the filters use."""
     users = []
     for n, nickname in enumerate(NICKNAMES * 3):
@@ -76,7 +76,7 @@ def seed(db: sqlite_utils.Database, rng: random.Random) -> dict[str, Any]:
     return {"user": users[1], "pile": next(pid for pid, no in piles if no == "F3"), "users": users}
 
 
-def reference(db: sqlite_utils.Database, query: OrderQuery, size: int, offset: int) -> tuple[int, list[Any]]:
+def reference(db: Db, query: OrderQuery, size: int, offset: int) -> tuple[int, list[Any]]:
     """The keyword's meaning as one plain WHERE, counted and sorted as a whole."""
     where, args = query.filters()
     if query.keyword is not None:

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 pytest.register_assert_rewrite("tests.integration.platform_fixtures")
-from central.adapters.schema import ORDER_MIGRATIONS  # noqa: E402
-from central.adapters.storage import connect  # noqa: E402
+from central.adapters.schema import ORDER_MIGRATIONS, migrations  # noqa: E402
+from central.adapters.storage import Store  # noqa: E402
 from tests.helpers import wait_for  # noqa: E402
 from tests.integration.platform_fixtures import (  # noqa: E402
     balance,
@@ -26,8 +26,10 @@ from tests.integration.platform_fixtures import (  # noqa: E402
     stop_platform,
     top_up,
 )
+from tests.postgres_server import BOTH_ENGINES  # noqa: E402
 
 pytest_plugins = ("tests.integration.platform_fixtures",)
+pytestmark = BOTH_ENGINES
 
 
 ORDER_FIELDS = {
@@ -682,7 +684,7 @@ async def test_paged_filters_dates_and_keyword(platform, admin_user, normal_user
 
 
 async def test_a_charging_order_survives_a_restart_and_bills_from_its_first_base(
-    tmp_path, platform, admin_user, normal_user, piles, platform_station_params
+    tmp_path, platform, admin_user, normal_user, piles, platform_station_params, database
 ):
     platform.telemetry("F1", "available", 7_000)
     order_id = await create(platform, admin_user, normal_user, piles["F1"])
@@ -691,7 +693,9 @@ async def test_a_charging_order_survives_a_restart_and_bills_from_its_first_base
     platform.telemetry("F1", "charging", 7_500)
     await wait_for(lambda: _persisted(platform, order_id), what="meter state persisted")
     await stop_platform(platform)
-    restarted = await start_platform(tmp_path, platform_station_params, start=platform.wall.now())
+    restarted = await start_platform(
+        tmp_path, platform_station_params, start=platform.wall.now(), database=database
+    )
     try:
         assert (await order(restarted, admin_user, order_id))["status"] == 1  # restores the session
         assert restarted.service.scheduler.points["F1"].disabled  # still reserved
@@ -715,9 +719,9 @@ async def _persisted(platform: Any, order_id: str) -> bool:
 
 async def test_trigger_kept_counts_give_the_same_totals_as_counting(platform, admin_user, normal_user, piles):
     first = await completed_order(platform, admin_user, normal_user, piles["F1"], kwh=1, seconds=60)
-    db = connect(platform.store.path)  # what central.app registers: the order indexes and counts
-    ORDER_MIGRATIONS.apply(db)
-    db.conn.close()
+    again = Store(platform.store.url, [migrations, ORDER_MIGRATIONS])  # what central.app registers:
+    await again.open()  # the order indexes and counts
+    await again.close()
     await create(platform, admin_user, normal_user, piles["T1"])
     await platform.call("POST", f"/api/Orders/{first}/pay", user=admin_user,
                         json={"paymentMethod": 1, "transactionId": "t"})  # fmt: skip

@@ -3,13 +3,17 @@
 from central.adapters.retention import prune
 from central.adapters.schema import migrations
 from central.adapters.storage import Store
+from tests.postgres_server import BOTH_ENGINES
+
+pytest_plugins = ("tests.integration.central_fixtures",)
+pytestmark = BOTH_ENGINES
 
 DAY_MS = 86_400_000
 NOW_S = 1_800_000_000
 
 
-async def test_old_readings_are_pruned_recent_ones_kept(tmp_path):
-    store = Store(tmp_path / "c.db", [migrations])
+async def test_old_readings_are_pruned_recent_ones_kept(database):
+    store = Store(database, [migrations])
     await store.open()
     try:
         now_ms = NOW_S * 1000

@@ -1,16 +1,20 @@
-"""The central store: migrations applied once, one writer, transactions whole or absent."""
-
-import sqlite3
+"""The central store on both engines: migrations applied once, one writer, transactions whole or
+absent, constraint errors engine-neutral, reads that see committed writes."""
 
 import pytest
 
-from central.adapters.schema import migrations
-from central.adapters.storage import Store, StoreClosed
+from central.adapters.database import IntegrityError
+from central.adapters.schema import ORDER_MIGRATIONS, migrations
+from central.adapters.storage import DatabaseLocked, Store, StoreClosed, database_lock
+from tests.postgres_server import BOTH_ENGINES
+
+pytest_plugins = ("tests.integration.central_fixtures",)
+pytestmark = BOTH_ENGINES
 
 
 @pytest.fixture
-async def store(tmp_path):
-    store = Store(tmp_path / "central.db", [migrations])
+async def store(database):
+    store = Store(database, [migrations])
     await store.open()
     yield store
     await store.close()
@@ -18,18 +22,20 @@ async def store(tmp_path):
 
 async def test_migrations_create_the_schema_and_system_roles(store):
     roles = await store.read(lambda db: [r["permission_level"] for r in db["roles"].rows])
-    assert roles == [1, 2, 3, 4]
+    assert sorted(roles) == [1, 2, 3, 4]
     tables = await store.read(lambda db: set(db.table_names()))
     assert {"users", "orders", "piles", "ports", "telemetry", "notifications"} <= tables
 
 
-async def test_reopening_applies_nothing_twice(tmp_path):
+async def test_reopening_applies_nothing_twice(database):
     for _ in range(2):
-        store = Store(tmp_path / "c.db", [migrations])
+        store = Store(database, [migrations, ORDER_MIGRATIONS])
         await store.open()
         count = await store.read(lambda db: db["roles"].count)
+        applied = await store.read(lambda db: migrations.applied(db) + ORDER_MIGRATIONS.applied(db))
         await store.close()
         assert count == 4
+        assert applied == ["0001_core", "0002_payment_proof", "0001_order_indexes", "0002_order_counts"]
 
 
 async def test_a_failing_write_leaves_nothing_behind(store):
@@ -43,17 +49,98 @@ async def test_a_failing_write_leaves_nothing_behind(store):
 
 
 async def test_constraint_violation_is_an_error_not_a_partial_write(store):
+    user_id = await store.write(
+        lambda db: (
+            db["users"].insert({"username": "ann", "password_hash": "h", "register_time": "t"}).last_rowid
+        )
+    )
+    with pytest.raises(IntegrityError) as caught:
+        await store.write(lambda db: db.execute("UPDATE users SET balance_cents = -1 WHERE username = 'ann'"))
+    assert not caught.value.unique
+    assert await store.read(lambda db: db["users"].get(user_id)["balance_cents"]) == 0
+
+
+async def test_a_duplicate_is_a_unique_violation_whatever_the_case_of_the_name(store):
     await store.write(
         lambda db: db["users"].insert({"username": "ann", "password_hash": "h", "register_time": "t"})
     )
-    with pytest.raises(sqlite3.IntegrityError):
-        await store.write(lambda db: db.execute("UPDATE users SET balance_cents = -1 WHERE username = 'ann'"))
-    assert await store.read(lambda db: db["users"].get(1)["balance_cents"]) == 0
+    with pytest.raises(IntegrityError) as caught:
+        await store.write(
+            lambda db: db.execute(
+                "INSERT INTO users (username, password_hash, register_time) VALUES ('ANN', 'h', 't')"
+            )
+        )
+    assert caught.value.unique
+    found = await store.read(
+        lambda db: db.execute("SELECT COUNT(*) FROM users WHERE username = ?", ["aNn"]).fetchone()
+    )
+    assert found[0] == 1
 
 
-async def test_closed_store_refuses_work(tmp_path):
-    store = Store(tmp_path / "c.db", [migrations])
+async def test_upsert_insert_or_ignore_and_identity_ids(store):
+    def change(db):
+        db["params"].upsert({"key": "k", "value": "1"}, pk="key")
+        db["params"].upsert({"key": "k", "value": "2"}, pk="key")
+        db.execute("INSERT OR IGNORE INTO params (key, value) VALUES (?, ?)", ["k", "3"])
+        role = db.execute(
+            "INSERT INTO roles (name, permission_level) VALUES (?, ?) RETURNING id", ["extra", 2]
+        ).fetchone()[0]
+        return role
+
+    role_id = await store.write(change)
+    assert role_id == 5  # after the four system roles, on both engines
+    assert await store.read(lambda db: db["params"].get("k")["value"]) == "2"
+
+
+async def test_big_integers_and_sums_come_back_as_ints(store):
+    ts_ms = 1_900_000_000_000  # beyond 32 bits
+    rows = [
+        ("F1", 1, ts_ms + i, 1, i, "charging", 400.0, 10.0, 4000.0, 3_000_000_000 + i, 25.0, "none", 0)
+        for i in range(3)
+    ]
+    await store.write(
+        lambda db: db.insert_rows(
+            "telemetry",
+            [
+                "pile_no",
+                "port",
+                "ts",
+                "session",
+                "seq",
+                "state",
+                "voltage_v",
+                "current_a",
+                "power_w",
+                "energy_wh",
+                "temperature_c",
+                "fault",
+                "replayed",
+            ],
+            rows,
+        )
+    )
+    total, newest = await store.read(
+        lambda db: db.execute("SELECT SUM(energy_wh), MAX(ts) FROM telemetry").fetchone()
+    )
+    assert (total, newest) == (9_000_000_003, ts_ms + 2)
+    assert type(total) is int
+
+
+async def test_closed_store_refuses_work(database):
+    store = Store(database, [migrations])
     await store.open()
     await store.close()
     with pytest.raises(StoreClosed):
         await store.write(lambda db: None)
+
+
+async def test_a_second_central_on_the_same_database_is_refused_until_the_first_stops(database):
+    first, second = database_lock(database), database_lock(database)
+    first.acquire()
+    try:
+        with pytest.raises(DatabaseLocked, match=r"in use by another central \(.*pid \d+ on host"):
+            second.acquire()
+    finally:
+        first.release()
+    second.acquire()  # released: the next central starts
+    second.release()

@@ -19,13 +19,16 @@ from central.application.unit_of_work import Changes
 from central.domain.billing import DetailRecord, PeriodCharge
 from central.domain.metering import MeterSession
 from central.domain.tariff import Period
+from tests.postgres_server import BOTH_ENGINES
 
+pytest_plugins = ("tests.integration.central_fixtures",)
+pytestmark = BOTH_ENGINES
 AT = datetime(2024, 1, 1, 2, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-async def uow(tmp_path):
-    store = Store(tmp_path / "central.db", [migrations, ORDER_MIGRATIONS])
+async def uow(database):
+    store = Store(database, [migrations, ORDER_MIGRATIONS])
     await store.open()
     yield SqliteUnitOfWork(store)
     await store.close()

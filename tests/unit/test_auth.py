@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import sqlite_utils
 
 from central.adapters import users
+from central.adapters.database import Db, SqliteDatabase
 from central.adapters.schema import migrations
 from central.application import auth
 
@@ -20,8 +20,8 @@ T0 = datetime(2025, 6, 2, 8, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def db() -> Iterator[sqlite_utils.Database]:
-    database = sqlite_utils.Database(sqlite3.connect(":memory:"))
+def db() -> Iterator[Db]:
+    database = SqliteDatabase(sqlite3.connect(":memory:"))
     migrations.apply(database)
     yield database
     database.conn.close()

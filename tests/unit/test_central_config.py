@@ -57,3 +57,19 @@ def test_a_missing_params_file_is_named(tmp_path):
     (tmp_path / "c.toml").write_text('[station]\nparams_file = "nope.toml"\n')
     with pytest.raises(ConfigError, match=r"station\.params_file: cannot read"):
         load_config(tmp_path / "c.toml")
+
+
+def test_the_database_defaults_to_sqlite_in_the_data_dir_and_takes_either_url(tmp_path):
+    assert parse_config({"central": {"data_dir": "/srv/c"}}).database_url == "sqlite:////srv/c/central.db"
+    relative = parse_config({"central": {"database": "sqlite:///db/c.db"}}, "central.toml", tmp_path)
+    assert relative.database_url == f"sqlite:///{tmp_path}/db/c.db"
+    assert relative.db_path == tmp_path / "db" / "c.db"
+    url = "postgresql://pilegate@db:5432/pilegate"
+    assert parse_config({"central": {"database": url}}).database_url == url
+
+
+def test_an_unknown_database_url_is_named():
+    found = problems('[central]\ndatabase = "mysql://db/x"\n')
+    assert found == [
+        "central.database: expected sqlite:///path or postgresql://user@host:port/db, got 'mysql://db/x'"
+    ]

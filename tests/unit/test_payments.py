@@ -9,8 +9,8 @@ import tomllib
 from fractions import Fraction
 
 import pytest
-import sqlite_utils
 
+from central.adapters.database import SqliteDatabase
 from central.adapters.schema import core, payment_proof
 from central.application.payments import CallbackRejected, PaymentSettings, signature, verify_callback
 from central.config import parse_config
@@ -96,7 +96,7 @@ def test_the_cap_is_what_the_budget_pays_at_the_dearest_kwh():
 
 
 def test_the_migration_keeps_the_first_use_of_a_transaction_id_and_then_refuses_another():
-    db = sqlite_utils.Database(memory=True)
+    db = SqliteDatabase(memory=True)
     core(db)
     db.execute("INSERT INTO users (id, username, password_hash, register_time) VALUES (1, 'u', 'h', 't')")
     for order_id, txn in (("a", "wx-1"), ("b", "wx-1"), ("c", "wx-1"), ("d", "wx-2"), ("e", None)):

@@ -26,11 +26,11 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import msgspec
-import sqlite_utils
 import structlog
 from aiohttp import web
 
 from central.adapters import addresses, notifications, roles, users
+from central.adapters.database import Db
 from central.adapters.query import RowNotFound, require_user, row_exists
 from central.application import auth
 from central.domain.levels import PERMISSION_LEVEL_NAMES
@@ -113,7 +113,7 @@ def exact_cents(amount: float) -> int | None:
     return int(cents) if cents == cents.to_integral_value() else None
 
 
-def guarding_super_admins(db: sqlite_utils.Database, change: Callable[[], None]) -> None:
+def guarding_super_admins(db: Db, change: Callable[[], None]) -> None:
     """Inside a write: run ``change`` and refuse it (409, rolled back) if it leaves no active super
     administrator."""
     before = users.active_super_admins(db)
@@ -249,7 +249,7 @@ async def create_user(request: web.Request) -> web.StreamResponse:
     password_hash = await off_loop(request, auth.hash_password, body.password)
     now = auth_settings(request.app).clock()
 
-    def insert(db: sqlite_utils.Database) -> int:
+    def insert(db: Db) -> int:
         if users.username_taken(db, body.open_id):
             raise invalid("openId", _OPEN_ID_TAKEN)
         try:
@@ -291,7 +291,7 @@ async def update_user(request: web.Request) -> web.StreamResponse:
     changes, status = profile_changes(body, given), body.status
     stamp = now_iso(request)
 
-    def update(db: sqlite_utils.Database) -> None:
+    def update(db: Db) -> None:
         row = users.USER_ROWS.row(db, user_id)
         require_not_outranked(actor, user_id, row["level"])
         if status is not None and status != row["status"]:
@@ -307,7 +307,7 @@ async def delete_user(request: web.Request) -> web.StreamResponse:
     """DELETE /api/Users/{id}: level >= 3; refused (409) while charging or with billing history."""
     user_id, actor = path_id(request, "id", "用户"), current_user(request)
 
-    def delete(db: sqlite_utils.Database) -> None:
+    def delete(db: Db) -> None:
         row = users.USER_ROWS.row(db, user_id)
         require_not_outranked(actor, user_id, row["level"])
         check_deletion(actor, user_id)
@@ -389,7 +389,7 @@ async def change_password(request: web.Request) -> web.StreamResponse:
     return no_content()
 
 
-def password_target(db: sqlite_utils.Database, actor: auth.AuthUser, user_id: int) -> auth.LoginRecord:
+def password_target(db: Db, actor: auth.AuthUser, user_id: int) -> auth.LoginRecord:
     """The login record of the user whose password changes (404 absent, 403 outranked)."""
     row = users.USER_ROWS.row(db, user_id)
     require_not_outranked(actor, user_id, row["level"])
@@ -433,7 +433,7 @@ async def top_up(request: web.Request) -> web.StreamResponse:
     assert cents is not None
     stamp = now_iso(request)
 
-    def credit(db: sqlite_utils.Database) -> int:
+    def credit(db: Db) -> int:
         balance = users.credit_balance(db, user_id, cents, stamp)
         if balance is None:
             raise not_found("用户", user_id)
@@ -472,7 +472,7 @@ def role_of(row: Mapping[str, Any]) -> Role:
     )
 
 
-def require_free_name(db: sqlite_utils.Database, name: str, role_id: int = 0) -> None:
+def require_free_name(db: Db, name: str, role_id: int = 0) -> None:
     """A role name another role has is a bad parameter (400 naming name)."""
     if roles.name_taken(db, name, role_id):
         raise invalid("name", f"{name!r} is already the name of another role")
@@ -513,7 +513,7 @@ async def create_role(request: web.Request) -> web.StreamResponse:
     role = await read_shape(request, RoleCreate)
     stamp = now_iso(request)
 
-    def insert(db: sqlite_utils.Database) -> int:
+    def insert(db: Db) -> int:
         require_free_name(db, role.name)
         return roles.insert_role(db, role.name, role.description, role.permission_level, stamp)
 
@@ -529,7 +529,7 @@ async def update_role(request: web.Request) -> web.StreamResponse:
     role, given = await read_shape_given(request, RoleUpdate)
     stamp = now_iso(request)
 
-    def update(db: sqlite_utils.Database) -> None:
+    def update(db: Db) -> None:
         row = roles.ROLE_ROWS.row(db, role_id)
         level = role.permission_level if role.permission_level is not None else row["permission_level"]
         if row["is_system"] and level != row["permission_level"]:
@@ -549,7 +549,7 @@ async def delete_role(request: web.Request) -> web.StreamResponse:
     role_id = path_id(request, "id", "角色")
     require_role_manager(current_user(request))
 
-    def delete(db: sqlite_utils.Database) -> None:
+    def delete(db: Db) -> None:
         row = roles.ROLE_ROWS.row(db, role_id)
         if row["is_system"]:
             raise conflict(f"系统角色 {row['name']} 不能删除")
@@ -560,7 +560,7 @@ async def delete_role(request: web.Request) -> web.StreamResponse:
     return no_content()
 
 
-def roles_of(db: sqlite_utils.Database, user_id: int) -> list[dict[str, Any]]:
+def roles_of(db: Db, user_id: int) -> list[dict[str, Any]]:
     """The roles of an existing user (404 otherwise)."""
     require_user(db, user_id)
     return roles.roles_of_user(db, user_id)
@@ -594,7 +594,7 @@ async def assign_role(request: web.Request) -> web.StreamResponse:
     user_id, role_id = body.user_id, body.role_id
     stamp = now_iso(request)
 
-    def assign(db: sqlite_utils.Database) -> int:
+    def assign(db: Db) -> int:
         require_user(db, user_id)
         role = roles.ROLE_ROWS.row(db, role_id)
         check_role_grant(actor, user_id, role["permission_level"])
@@ -612,7 +612,7 @@ async def remove_role(request: web.Request) -> web.StreamResponse:
     actor = current_user(request)
     require_role_manager(actor)
 
-    def remove(db: sqlite_utils.Database) -> None:
+    def remove(db: Db) -> None:
         require_user(db, user_id)
         roles.ROLE_ROWS.row(db, role_id)
 
@@ -632,7 +632,7 @@ async def check_role(request: web.Request) -> web.StreamResponse:
     user_id, role_id = path_id(request, "userId", "用户"), path_id(request, "roleId", "角色")
     require_self_or_staff(current_user(request), user_id)
 
-    def holds(db: sqlite_utils.Database) -> bool:
+    def holds(db: Db) -> bool:
         require_user(db, user_id)
         roles.ROLE_ROWS.row(db, role_id)
         return roles.holds_role(db, user_id, role_id)
@@ -648,7 +648,7 @@ async def check_permission(request: web.Request) -> web.StreamResponse:
         raise invalid("permissionLevel", f"must be one of 1, 2, 3, 4; got {raw[:40]!r}")
     require_self_or_staff(current_user(request), user_id)
 
-    def level_of(db: sqlite_utils.Database) -> int:
+    def level_of(db: Db) -> int:
         require_user(db, user_id)
         return users.permission_level(db, user_id)
 
@@ -698,7 +698,7 @@ def address_of(row: Mapping[str, Any]) -> Address:
     )
 
 
-def own_address(db: sqlite_utils.Database, actor: auth.AuthUser, address_id: int) -> dict[str, Any]:
+def own_address(db: Db, actor: auth.AuthUser, address_id: int) -> dict[str, Any]:
     """The address, if the caller may act on it (404 absent, 403 another user's)."""
     row = addresses.ADDRESS_ROWS.row(db, address_id)
     require_self_or_staff(actor, row["user_id"])
@@ -732,7 +732,7 @@ async def addresses_by_user(request: web.Request) -> web.StreamResponse:
     user_id = path_id(request, "userId", "用户")
     require_self_or_staff(current_user(request), user_id)
 
-    def rows(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    def rows(db: Db) -> list[dict[str, Any]]:
         require_user(db, user_id)
         return addresses.addresses_of_user(db, user_id)
 
@@ -750,7 +750,7 @@ async def default_address(request: web.Request) -> web.StreamResponse:
     user_id = path_id(request, "userId", "用户")
     require_self_or_staff(current_user(request), user_id)
 
-    def default(db: sqlite_utils.Database) -> dict[str, Any]:
+    def default(db: Db) -> dict[str, Any]:
         require_user(db, user_id)
         row = addresses.default_address(db, user_id)
         if row is None:
@@ -767,7 +767,7 @@ async def create_address(request: web.Request) -> web.StreamResponse:
     address = await read_shape(request, AddressBody)
     stamp = now_iso(request)
 
-    def insert(db: sqlite_utils.Database) -> int:
+    def insert(db: Db) -> int:
         require_user(db, user_id)
         count = addresses.count_addresses(db, user_id)
         if count >= MAX_ADDRESSES:
@@ -787,7 +787,7 @@ async def update_address(request: web.Request) -> web.StreamResponse:
     address = await read_shape(request, AddressBody)
     stamp = now_iso(request)
 
-    def update(db: sqlite_utils.Database) -> None:
+    def update(db: Db) -> None:
         row = own_address(db, actor, address_id)
         addresses.update_address(db, address_id, address.columns(), stamp)
         if address.is_default:
@@ -801,7 +801,7 @@ async def delete_address(request: web.Request) -> web.StreamResponse:
     """DELETE /api/UserAddresses/{id}: if it was the default, the newest remaining one becomes it."""
     address_id, actor = path_id(request, "id", "地址"), current_user(request)
 
-    def delete(db: sqlite_utils.Database) -> None:
+    def delete(db: Db) -> None:
         row = own_address(db, actor, address_id)
         addresses.delete_address(db, address_id, row["user_id"], bool(row["is_default"]))
 
@@ -815,7 +815,7 @@ async def set_default_address(request: web.Request) -> web.StreamResponse:
     require_self_or_staff(current_user(request), user_id)
     stamp = now_iso(request)
 
-    def set_default(db: sqlite_utils.Database) -> None:
+    def set_default(db: Db) -> None:
         require_user(db, user_id)
         row = addresses.ADDRESS_ROWS.row(db, address_id)
         if row["user_id"] != user_id:
@@ -840,7 +840,7 @@ class NotificationText:
     related_id: str | None
 
 
-def add_notification(db: sqlite_utils.Database, user_id: int, text: NotificationText, stamp: str) -> int:
+def add_notification(db: Db, user_id: int, text: NotificationText, stamp: str) -> int:
     """One notification row, visible to both APIs."""
     return notifications.insert_notification(
         db,
@@ -884,7 +884,7 @@ def notification_of(row: Mapping[str, Any]) -> UserNotification:
     )
 
 
-def notification_row(db: sqlite_utils.Database, actor: auth.AuthUser, notification_id: int) -> dict[str, Any]:
+def notification_row(db: Db, actor: auth.AuthUser, notification_id: int) -> dict[str, Any]:
     """The notification, if the caller may act on it (404 absent, 403 another user's)."""
     row = notifications.NOTIFICATION_ROWS.row(db, notification_id)
     require_self_or_staff(actor, row["user_id"])
@@ -927,14 +927,12 @@ class BatchRead(msgspec.Struct, rename="camel"):
     notification_ids: Ids
 
 
-def user_notifications(
-    request: web.Request, *, unread_only: bool
-) -> Callable[[sqlite_utils.Database], list[dict[str, Any]]]:
+def user_notifications(request: web.Request, *, unread_only: bool) -> Callable[[Db], list[dict[str, Any]]]:
     """The access-checked read of a user's notifications (path ``userId``)."""
     user_id = path_id(request, "userId", "用户")
     require_self_or_staff(current_user(request), user_id)
 
-    def rows(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    def rows(db: Db) -> list[dict[str, Any]]:
         require_user(db, user_id)
         return notifications.notifications_of_user(db, user_id, unread_only=unread_only)
 
@@ -969,14 +967,14 @@ async def create_notification(request: web.Request) -> web.StreamResponse:
     body = await read_shape(request, NotificationCreate)
     stamp = now_iso(request)
 
-    def insert(db: sqlite_utils.Database) -> int:
+    def insert(db: Db) -> int:
         require_user(db, body.user_id)
         return add_notification(db, body.user_id, body.message(), stamp)
 
     return created(await write(request, insert))
 
 
-def require_users(db: sqlite_utils.Database, user_ids: Iterable[int]) -> None:
+def require_users(db: Db, user_ids: Iterable[int]) -> None:
     """404 naming (the first 20 of) the user ids that do not exist, if any."""
     missing = [uid for uid in user_ids if not row_exists(db, "users", uid)]
     if missing:
@@ -990,7 +988,7 @@ async def batch_notifications(request: web.Request) -> web.StreamResponse:
     user_ids, text = list(dict.fromkeys(body.user_ids)), body.message()
     stamp = now_iso(request)
 
-    def insert(db: sqlite_utils.Database) -> int:
+    def insert(db: Db) -> int:
         require_users(db, user_ids)
         for user_id in user_ids:
             add_notification(db, user_id, text, stamp)
@@ -1004,7 +1002,7 @@ async def read_notification(request: web.Request) -> web.StreamResponse:
     notification_id, actor = path_id(request, "id", "通知"), current_user(request)
     stamp = now_iso(request)
 
-    def mark(db: sqlite_utils.Database) -> None:
+    def mark(db: Db) -> None:
         notification_row(db, actor, notification_id)
         notifications.mark_read(db, notification_id, stamp)
 
@@ -1019,7 +1017,7 @@ async def batch_read(request: web.Request) -> web.StreamResponse:
     ids = list(dict.fromkeys((await read_shape(request, BatchRead)).notification_ids))
     stamp = now_iso(request)
 
-    def mark(db: sqlite_utils.Database) -> int:
+    def mark(db: Db) -> int:
         count = 0
         for notification_id in ids:
             owner = notifications.owner_of(db, notification_id)
@@ -1038,7 +1036,7 @@ async def read_all(request: web.Request) -> web.StreamResponse:
     require_self_or_staff(current_user(request), user_id)
     stamp = now_iso(request)
 
-    def mark(db: sqlite_utils.Database) -> int:
+    def mark(db: Db) -> int:
         require_user(db, user_id)
         return notifications.mark_all_read(db, user_id, stamp)
 
@@ -1049,7 +1047,7 @@ async def delete_notification(request: web.Request) -> web.StreamResponse:
     """DELETE /api/UserNotifications/{id}."""
     notification_id, actor = path_id(request, "id", "通知"), current_user(request)
 
-    def delete(db: sqlite_utils.Database) -> None:
+    def delete(db: Db) -> None:
         notification_row(db, actor, notification_id)
         notifications.delete_notification(db, notification_id)
 
@@ -1062,7 +1060,7 @@ async def unread_count(request: web.Request) -> web.StreamResponse:
     user_id = path_id(request, "userId", "用户")
     require_self_or_staff(current_user(request), user_id)
 
-    def count(db: sqlite_utils.Database) -> int:
+    def count(db: Db) -> int:
         require_user(db, user_id)
         return notifications.unread_count(db, user_id)
 

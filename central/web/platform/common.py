@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
-import sqlite_utils
 from aiohttp import web
 
+from central.adapters.database import Db
 from central.adapters.query import Resource
 from central.web.errors import (
     PERMISSION_DENIED,
@@ -283,12 +283,12 @@ def created(new_id: int | str) -> web.Response:
 # --- reading rows ----------------------------------------------------------------------------------
 
 
-async def read(request: web.Request, fn: Callable[[sqlite_utils.Database], Any]) -> Any:
+async def read(request: web.Request, fn: Callable[[Db], Any]) -> Any:
     """Run ``fn(db)`` on one of the store's reader connections."""
     return await store_of(request).read(fn)
 
 
-async def write(request: web.Request, fn: Callable[[sqlite_utils.Database], Any]) -> Any:
+async def write(request: web.Request, fn: Callable[[Db], Any]) -> Any:
     """Run ``fn(db)`` in one write transaction of the store."""
     return await store_of(request).write(fn)
 
@@ -296,7 +296,7 @@ async def write(request: web.Request, fn: Callable[[sqlite_utils.Database], Any]
 async def list_response(
     request: web.Request,
     resource: Resource,
-    fetch: Callable[[sqlite_utils.Database], list[dict[str, Any]]] | None = None,
+    fetch: Callable[[Db], list[dict[str, Any]]] | None = None,
 ) -> web.Response:
     """The JSON array of the rows ``fetch`` reads (default: every row of the resource)."""
     rows = await read(request, fetch or resource.rows)
@@ -309,7 +309,7 @@ async def children_response(
     """The JSON array of the ``children`` rows whose ``column`` is ``parent_key`` (404 naming the
     parent when it does not exist)."""
 
-    def rows(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    def rows(db: Db) -> list[dict[str, Any]]:
         parent.row(db, parent_key)
         return children.rows(db, f"{column} = ?", [parent_key])
 

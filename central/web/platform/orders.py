@@ -24,11 +24,11 @@ from fractions import Fraction
 from typing import Annotated, Any, TypeVar
 
 import msgspec
-import sqlite_utils
 import structlog
 from aiohttp import web
 
 from central.adapters import order_queries
+from central.adapters.database import Db
 from central.adapters.order_queries import OrderQuery
 from central.adapters.orders import Payment, pay_by_callback, pay_order
 from central.adapters.query import require_row, require_user
@@ -187,7 +187,7 @@ async def live_figures(request: web.Request) -> LiveFigures:
     return LiveFigures(service.now(), delivered)
 
 
-async def order_list(request: web.Request, fn: Callable[[sqlite_utils.Database], list[Any]]) -> web.Response:
+async def order_list(request: web.Request, fn: Callable[[Db], list[Any]]) -> web.Response:
     rows, live = await read(request, fn), await live_figures(request)
     return json_response([order_json(row, live) for row in rows])
 
@@ -261,7 +261,7 @@ async def orders_by_user(request: web.Request) -> web.StreamResponse:
     user_id = digits_int("userId", request.match_info["userId"])
     require_self_or_staff(current_user(request), user_id)
 
-    def rows(db: sqlite_utils.Database) -> list[Any]:
+    def rows(db: Db) -> list[Any]:
         require_user(db, user_id)
         return order_queries.orders_of_user(db, user_id)
 
@@ -272,7 +272,7 @@ async def orders_by_pile(request: web.Request) -> web.StreamResponse:
     """GET /api/Orders/byPile/{pileId} (level >= 3)."""
     pile_id = path_key(request, "pileId", "充电桩")
 
-    def rows(db: sqlite_utils.Database) -> list[Any]:
+    def rows(db: Db) -> list[Any]:
         require_row(db, "piles", pile_id, "充电桩")
         return order_queries.orders_of_pile(db, pile_id)
 
@@ -331,9 +331,7 @@ async def acting(action: Awaitable[T]) -> T:
         raise conflict(str(exc)) from None
 
 
-def order_target(
-    db: sqlite_utils.Database, user_id: int, pile_id: str, port_id: str, mode: int
-) -> OrderTarget:
+def order_target(db: Db, user_id: int, pile_id: str, port_id: str, mode: int) -> OrderTarget:
     """The validated target of a new order (404 for ids that do not exist, 409 for a busy port)."""
     require_row(db, "users", user_id, "用户 (userId)")
     pile = order_queries.pile_record(db, pile_id)

@@ -16,16 +16,15 @@ with a charging order or a driver car at it, is refused with 409. Datetimes are 
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import date, datetime
 from typing import Annotated, Any
 
 import msgspec
-import sqlite_utils
 from aiohttp import web
 
 from central.adapters import stations as repo
+from central.adapters.database import Db, IntegrityError
 from central.adapters.query import Resource, where_clause
 from central.application.auth import AuthUser
 from central.application.charging import ChargingService
@@ -281,9 +280,7 @@ def refuse_driver_cars(request: web.Request, pile_no: str, port_no: str | None, 
         raise conflict(f"{where} 有 {cars} 辆司机端车辆正在充电或排队，不能{action}")
 
 
-def refuse_active(
-    db: sqlite_utils.Database, pile_id: str, port_id: str | None, what: str, action: str
-) -> None:
+def refuse_active(db: Db, pile_id: str, port_id: str | None, what: str, action: str) -> None:
     """409 while a charging order is at the pile (or port)."""
     count = repo.active_orders(db, pile_id, port_id)
     if count:
@@ -355,7 +352,7 @@ async def update_station(request: web.Request) -> web.StreamResponse:
     changes = await read_changes(request, StationUpdate, kept={"name", "status"})
     changes["update_time"] = now_iso(request)
 
-    def update(db: sqlite_utils.Database) -> None:
+    def update(db: Db) -> None:
         STATIONS.row(db, station_id)
         repo.update_station(db, station_id, changes)
 
@@ -367,7 +364,7 @@ async def delete_station(request: web.Request) -> web.StreamResponse:
     """DELETE /api/ChargingStations/{id}: only a station without piles."""
     station_id = path_key(request, "id", "充电站")
 
-    def delete(db: sqlite_utils.Database) -> None:
+    def delete(db: Db) -> None:
         row = STATIONS.row(db, station_id)
         if row["pile_count"]:
             raise conflict(f"充电站 {station_id} 下还有 {row['pile_count']} 个充电桩，请先删除充电桩")
@@ -469,29 +466,27 @@ async def paged_piles(request: web.Request) -> web.StreamResponse:
     return await page_response(request, PILES, where, paging(request))
 
 
-def require_station(db: sqlite_utils.Database, station_id: str) -> None:
+def require_station(db: Db, station_id: str) -> None:
     """404 naming stationId unless the station exists."""
     if not repo.station_exists(db, station_id):
         raise not_found("充电站 (stationId)", station_id)
 
 
-def require_unique_pile_no(db: sqlite_utils.Database, pile_no: str, pile_id: str | None = None) -> None:
+def require_unique_pile_no(db: Db, pile_no: str, pile_id: str | None = None) -> None:
     """400 naming pileNo when another pile has the number."""
     other = repo.pile_by_no(db, pile_no)
     if other is not None and other[0] != pile_id:
         raise invalid("pileNo", f"充电桩编号 {pile_no} 已存在")
 
 
-def _unique(
-    fn: Callable[[sqlite_utils.Database], Any], field: str, message: str
-) -> Callable[[sqlite_utils.Database], Any]:
+def _unique(fn: Callable[[Db], Any], field: str, message: str) -> Callable[[Db], Any]:
     """``fn`` with a UNIQUE violation (a concurrent duplicate) reported as 400 naming ``field``."""
 
-    def run(db: sqlite_utils.Database) -> Any:
+    def run(db: Db) -> Any:
         try:
             return fn(db)
-        except sqlite3.IntegrityError as exc:
-            if "UNIQUE" not in str(exc):
+        except IntegrityError as exc:
+            if not exc.unique:
                 raise
             raise invalid(field, message) from None
 
@@ -515,7 +510,7 @@ async def create_pile(request: web.Request) -> web.StreamResponse:
     values = pile_columns(msgspec.structs.asdict(await read_shape(request, PileCreate, valid_days)))
     now = now_iso(request)
 
-    def insert(db: sqlite_utils.Database) -> str:
+    def insert(db: Db) -> str:
         require_station(db, values["station_id"])
         require_unique_pile_no(db, values["pile_no"])
         return repo.create_pile(
@@ -536,7 +531,7 @@ async def create_pile(request: web.Request) -> web.StreamResponse:
     return created(pile_id)
 
 
-def remove_ports_above(db: sqlite_utils.Database, pile_id: str, total: int) -> None:
+def remove_ports_above(db: Db, pile_id: str, total: int) -> None:
     """Numbered ports above a pile's new capacity ``total`` are removed (409 if one charges)."""
     for number, port_id in sorted(repo.numbered_ports(db, pile_id).items()):
         if number > total:
@@ -554,7 +549,7 @@ async def update_pile(request: web.Request) -> web.StreamResponse:
     if renamed:
         refuse_driver_cars(request, current["pile_no"], None, "修改编号")
 
-    def update(db: sqlite_utils.Database) -> None:
+    def update(db: Db) -> None:
         PILES.row(db, pile_id)
         if "station_id" in changes:
             require_station(db, changes["station_id"])
@@ -579,7 +574,7 @@ async def delete_pile(request: web.Request) -> web.StreamResponse:
     current = await read(request, lambda db: PILES.row(db, pile_id))
     refuse_driver_cars(request, current["pile_no"], None, "删除")
 
-    def delete(db: sqlite_utils.Database) -> None:
+    def delete(db: Db) -> None:
         PILES.row(db, pile_id)
         refuse_active(db, pile_id, None, f"充电桩 {current['pile_no']}", "删除")
         repo.delete_pile(db, pile_id)
@@ -692,9 +687,7 @@ async def paged_ports(request: web.Request) -> web.StreamResponse:
     return await page_response(request, ports_seen_by(request), where, paging(request))
 
 
-def require_unique_port_no(
-    db: sqlite_utils.Database, pile_id: str, port_no: str, port_id: str | None = None
-) -> None:
+def require_unique_port_no(db: Db, pile_id: str, port_no: str, port_id: str | None = None) -> None:
     """400 naming portNo when another port of the pile has the number."""
     other = repo.port_id_by_no(db, pile_id, port_no)
     if other is not None and other != port_id:
@@ -713,7 +706,7 @@ async def create_port(request: web.Request) -> web.StreamResponse:
     pile_id, port_no, port_type = body.pile_id, port_number(body.port_no), body.port_type
     now = now_iso(request)
 
-    def insert(db: sqlite_utils.Database) -> str:
+    def insert(db: Db) -> str:
         capacity = repo.total_ports(db, pile_id)
         if capacity is None:
             raise not_found("充电桩 (pileId)", pile_id)
@@ -742,7 +735,7 @@ async def update_port(request: web.Request) -> web.StreamResponse:
         refuse_driver_cars(request, current["pile_no"], current["port_no"], "修改端口编号")
     changes["update_time"] = now_iso(request)
 
-    def update(db: sqlite_utils.Database) -> None:
+    def update(db: Db) -> None:
         PORTS.row(db, port_id)
         if renumbered:
             require_port_in_capacity(changes["port_no"], repo.total_ports(db, current["pile_id"]) or 0)
@@ -762,7 +755,7 @@ async def delete_port(request: web.Request) -> web.StreamResponse:
     current = await read(request, lambda db: PORTS.row(db, port_id))
     refuse_driver_cars(request, current["pile_no"], current["port_no"], "删除")
 
-    def delete(db: sqlite_utils.Database) -> None:
+    def delete(db: Db) -> None:
         PORTS.row(db, port_id)
         refuse_active(db, current["pile_id"], port_id, f"端口 {current['port_no']}", "删除")
         repo.delete_port(db, port_id)
