@@ -178,6 +178,10 @@ def main() -> None:
                 f"outbox depth {status['outbox'].get('depth')}, poll overruns {overruns}, "
                 f"uplink {json.dumps(status['uplink'])}"
             )
+        except Exception:
+            if gateway:
+                print(f"gateway log (end):\n{gateway.proc.log_tail()}", file=sys.stderr)
+            raise
         finally:
             if counter:
                 counter.stop()

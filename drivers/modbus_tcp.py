@@ -67,22 +67,20 @@ class _Pending:
     expect_count: int  # registers a read asks for; registers written for function 16
 
 
-class ModbusTcpClient(asyncio.Protocol):
+class ModbusTcpClient:
     """Modbus TCP to ``host:port``; ``connect()`` before the first request (the bus owner does)."""
 
     def __init__(self, host: str, port: int = 502) -> None:
         self.host, self.port = host, port
-        self._transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
+        self._conn: _Connection | None = None
         self._tid = 0
-        self._pending: _Pending | None = None
         self.last_connect_error = ""
 
     # -- the pymodbus-shaped interface -------------------------------------------------------
 
     @property
     def connected(self) -> bool:
-        return self._transport is not None and not self._transport.is_closing()
+        return self._conn is not None and self._conn.is_open
 
     async def connect(self) -> bool:
         """Open the TCP connection; False when it cannot (refused, unreachable: nothing was sent)."""
@@ -90,23 +88,25 @@ class ModbusTcpClient(asyncio.Protocol):
             return True
         loop = asyncio.get_running_loop()
         try:
-            await loop.create_connection(lambda: self, self.host, self.port)
+            _, conn = await loop.create_connection(_Connection, self.host, self.port)
         except OSError as exc:
             self.last_connect_error = f"{type(exc).__name__}: {exc}"
             return False
-        return self.connected
+        self._conn = conn
+        return conn.is_open
 
     def close(self) -> None:
         """Drop the connection; a request in flight fails with ConnectionError."""
-        if self._transport is not None:
-            self._transport.abort()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.abort()
 
     async def read_holding_registers(self, address: int, *, count: int, device_id: int) -> Reply:
         if not 1 <= count <= MAX_READ:
             raise ValueError(f"count {count} outside 1..{MAX_READ}")
         tid = self._next_tid()
         request = _READ_REQUEST.pack(tid, 0, 6, device_id, READ_HOLDING, address, count)
-        return await self._request(request, _Pending(tid, device_id, READ_HOLDING, self._future(), count))
+        return await self._open_connection().request(request, tid, device_id, READ_HOLDING, count)
 
     async def write_registers(self, address: int, values: Sequence[int], *, device_id: int) -> Reply:
         n = len(values)
@@ -115,26 +115,45 @@ class ModbusTcpClient(asyncio.Protocol):
         tid = self._next_tid()
         pdu = struct.pack(f">BHHB{n}H", WRITE_MULTIPLE, address, n, 2 * n, *values)
         request = _MBAP.pack(tid, 0, 1 + len(pdu), device_id) + pdu
-        return await self._request(request, _Pending(tid, device_id, WRITE_MULTIPLE, self._future(), n))
-
-    # -- one request at a time ---------------------------------------------------------------
+        return await self._open_connection().request(request, tid, device_id, WRITE_MULTIPLE, n)
 
     def _next_tid(self) -> int:
         self._tid = self._tid % 0xFFFF + 1
         return self._tid
 
-    @staticmethod
-    def _future() -> asyncio.Future[Reply]:
-        return asyncio.get_running_loop().create_future()
+    def _open_connection(self) -> _Connection:
+        if self._conn is None or not self._conn.is_open:
+            raise ConnectionError("not connected")
+        return self._conn
 
-    async def _request(self, request: bytes, pending: _Pending) -> Reply:
-        transport = self._transport
-        if transport is None or transport.is_closing():
+
+class _Connection(asyncio.Protocol):
+    """One TCP connection with at most one request in flight; what happens to it stays with it."""
+
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._pending: _Pending | None = None
+        self._lost = False
+
+    @property
+    def is_open(self) -> bool:
+        return self._transport is not None and not self._lost
+
+    def abort(self) -> None:
+        self._lost = True
+        self._fail(ConnectionError("connection closed while awaiting reply"))
+        if self._transport is not None:
+            self._transport.abort()
+
+    async def request(self, request: bytes, tid: int, unit: int, function: int, count: int) -> Reply:
+        if self._transport is None or self._lost:
             raise ConnectionError("not connected")
         if self._pending is not None and not self._pending.future.done():
             raise RuntimeError("a Modbus TCP request is already in flight")
+        pending = _Pending(tid, unit, function, asyncio.get_running_loop().create_future(), count)
         self._pending = pending
-        transport.write(request)
+        self._transport.write(request)
         try:
             return await pending.future
         finally:
@@ -149,10 +168,9 @@ class ModbusTcpClient(asyncio.Protocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._transport = transport
-        self._buffer.clear()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._transport = None
+        self._lost = True
         self._buffer.clear()
         self._fail(ConnectionError(f"connection lost while awaiting reply{f': {exc}' if exc else ''}"))
 
@@ -162,7 +180,8 @@ class ModbusTcpClient(asyncio.Protocol):
         while len(buf) >= 7:
             tid, protocol, length, unit = _MBAP.unpack_from(buf)
             if protocol != 0 or not 2 <= length <= _MAX_ADU_LENGTH:
-                self._garbled(f"not a Modbus TCP reply (protocol id {protocol}, length {length})")
+                self._fail(ReplyError(f"not a Modbus TCP reply (protocol id {protocol}, length {length})"))
+                self.abort()
                 return
             if len(buf) < 6 + length:
                 return
@@ -177,35 +196,31 @@ class ModbusTcpClient(asyncio.Protocol):
         if pending is None or pending.future.done() or tid != pending.tid:
             return  # a late reply to a request that timed out: not the answer to this one
         try:
-            reply = self._parse(pending, unit, pdu)
+            reply = _parse(pending, unit, pdu)
         except ReplyError as exc:
             pending.future.set_exception(exc)
         else:
             pending.future.set_result(reply)
 
-    @staticmethod
-    def _parse(pending: _Pending, unit: int, pdu: bytes) -> Reply:
-        if unit != pending.unit:
-            raise ReplyError(f"reply from unit {unit} to a request to unit {pending.unit}")
-        function = pdu[0]
-        if function == pending.function | 0x80 and len(pdu) == 2:
-            return Reply(function, [], exception_code=pdu[1])
-        if function != pending.function:
-            raise ReplyError(f"reply with function {function} to function {pending.function}")
-        if function == READ_HOLDING:
-            return _parse_read(pending, pdu)
-        if len(pdu) != 5 or _WRITE_REPLY.unpack_from(pdu, 1)[1] != pending.expect_count:
-            raise ReplyError(f"write reply {pdu.hex()} does not confirm {pending.expect_count} registers")
-        return Reply(function, [])
-
-    def _garbled(self, why: str) -> None:
-        self._fail(ReplyError(why))
-        self.close()
-
     def _fail(self, exc: Exception) -> None:
         pending = self._pending
         if pending is not None and not pending.future.done():
             pending.future.set_exception(exc)
+
+
+def _parse(pending: _Pending, unit: int, pdu: bytes) -> Reply:
+    if unit != pending.unit:
+        raise ReplyError(f"reply from unit {unit} to a request to unit {pending.unit}")
+    function = pdu[0]
+    if function == pending.function | 0x80 and len(pdu) == 2:
+        return Reply(function, [], exception_code=pdu[1])
+    if function != pending.function:
+        raise ReplyError(f"reply with function {function} to function {pending.function}")
+    if function == READ_HOLDING:
+        return _parse_read(pending, pdu)
+    if len(pdu) != 5 or _WRITE_REPLY.unpack_from(pdu, 1)[1] != pending.expect_count:
+        raise ReplyError(f"write reply {pdu.hex()} does not confirm {pending.expect_count} registers")
+    return Reply(function, [])
 
 
 def _parse_read(pending: _Pending, pdu: bytes) -> Reply:

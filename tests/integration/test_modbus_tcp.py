@@ -181,3 +181,17 @@ async def test_a_refused_connection_is_reported_not_raised() -> None:
     assert "ConnectionRefusedError" in client.last_connect_error
     with pytest.raises(ConnectionError):
         await client.read_holding_registers(0, count=1, device_id=1)
+
+
+async def test_a_dropped_connection_does_not_disturb_the_one_that_replaced_it(peer_bus) -> None:
+    peer, _bus = await peer_bus(lambda tid, unit, a, c: [frame(tid, unit, registers_pdu([3] * c))])
+    client = ModbusTcpClient("127.0.0.1", peer.port)
+    try:
+        assert await client.connect()
+        client.close()  # its connection_lost runs on a later loop turn...
+        assert await client.connect()  # ...after this new connection is made
+        for _ in range(3):
+            assert (await client.read_holding_registers(0, count=1, device_id=1)).registers == [3]
+        assert peer.connections == 2
+    finally:
+        client.close()
