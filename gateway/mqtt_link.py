@@ -235,6 +235,10 @@ class MqttLink(asyncio.Protocol):
             self._transport.abort()
 
     @property
+    def awaiting_pingresp(self) -> bool:
+        return self._ping_outstanding
+
+    @property
     def is_open(self) -> bool:
         return self._transport is not None and not self._lost
 
