@@ -24,8 +24,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pilegate.broker import MosquittoBroker, free_port
-from tests.e2e.harness import GatewaySettings, spawn, start_gateway, wait_until
+from pilegate.broker import MosquittoBroker
+from tests.e2e.harness import (
+    GatewayProcess,
+    GatewaySettings,
+    free_port,
+    gateway_config,
+    spawn,
+    wait_until,
+)
 
 NOT_VALUES = frozenset({"ts", "session", "seq", "replayed"})
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -93,6 +100,19 @@ def sim_configs(workdir: Path, piles: int, processes: int) -> list[Path]:
     return paths
 
 
+def start_gateway(workdir: Path, piles: dict[str, dict[str, object]], mqtt_port: int) -> GatewayProcess:
+    """The gateway process, handed back before its control API answers, so that a start that fails
+    (a loaded machine may take a while) is still stopped by ``main``'s cleanup."""
+    settings = GatewaySettings(
+        poll_period_s=1.0, timeout_s=0.5, keepalive_s=30, extra_gateway={"log_level": "warning"}
+    )
+    data_dir, config_path = workdir / "gateway-data", workdir / "gateway.toml"
+    control_port = free_port()
+    config_path.write_text(gateway_config(piles, mqtt_port, data_dir, control_port, settings))
+    proc = spawn("gateway", ["gateway", "--config", str(config_path)], workdir)
+    return GatewayProcess(proc, config_path, control_port, data_dir)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--piles", type=int, default=1000)
@@ -117,10 +137,8 @@ def main() -> None:
                     lambda r=ready: r.exists() and json.loads(r.read_text()), 120, "simulator ready", proc
                 )
                 piles.update(doc["piles"])
-            settings = GatewaySettings(
-                poll_period_s=1.0, timeout_s=0.5, keepalive_s=30, extra_gateway={"log_level": "warning"}
-            )
-            gateway = start_gateway(workdir, piles, broker.port, settings)
+            gateway = start_gateway(workdir, piles, broker.port)
+            wait_until(gateway.answering, 180, "gateway control API", gateway.proc)
             counter = Counter(broker.port)
             pid = gateway.proc.popen.pid
             time.sleep(args.warmup)  # benchmark warm-up: a fixed duration, not a condition
