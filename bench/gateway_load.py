@@ -11,6 +11,7 @@ telemetry arriving at the broker. After a warm-up it samples the gateway's CPU t
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -23,9 +24,17 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pilegate.broker import MosquittoBroker, free_port
-from tests.e2e.harness import GatewaySettings, spawn, start_gateway, wait_until
+from pilegate.broker import MosquittoBroker
+from tests.e2e.harness import (
+    GatewayProcess,
+    GatewaySettings,
+    free_port,
+    gateway_config,
+    spawn,
+    wait_until,
+)
 
+NOT_VALUES = frozenset({"ts", "session", "seq", "replayed"})
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -44,6 +53,7 @@ class Counter:
 
     def __init__(self, port: int) -> None:
         self.count = 0
+        self.values = 0
         self.replayed = 0
         self._lock = threading.Lock()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-counter")
@@ -53,12 +63,20 @@ class Counter:
         self.client.loop_start()
 
     def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        values = count_values(msg.payload)
         with self._lock:
             self.count += 1
+            self.values += values
 
     def stop(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def count_values(payload: bytes | bytearray) -> int:
+    """Telemetry values in one message: its non-null fields other than ts, session, seq, replayed."""
+    doc = json.loads(payload)
+    return sum(1 for key, value in doc.items() if key not in NOT_VALUES and value is not None)
 
 
 def sim_configs(workdir: Path, piles: int, processes: int) -> list[Path]:
@@ -82,6 +100,19 @@ def sim_configs(workdir: Path, piles: int, processes: int) -> list[Path]:
     return paths
 
 
+def start_gateway(workdir: Path, piles: dict[str, dict[str, object]], mqtt_port: int) -> GatewayProcess:
+    """The gateway process, handed back before its control API answers, so that a start that fails
+    (a loaded machine may take a while) is still stopped by ``main``'s cleanup."""
+    settings = GatewaySettings(
+        poll_period_s=1.0, timeout_s=0.5, keepalive_s=30, extra_gateway={"log_level": "warning"}
+    )
+    data_dir, config_path = workdir / "gateway-data", workdir / "gateway.toml"
+    control_port = free_port()
+    config_path.write_text(gateway_config(piles, mqtt_port, data_dir, control_port, settings))
+    proc = spawn("gateway", ["gateway", "--config", str(config_path)], workdir)
+    return GatewayProcess(proc, config_path, control_port, data_dir)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--piles", type=int, default=1000)
@@ -90,7 +121,6 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=10.0)
     ap.add_argument("--profile", type=Path, help="also record the gateway with py-spy (collapsed stacks)")
     args = ap.parse_args()
-    import json
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -107,10 +137,8 @@ def main() -> None:
                     lambda r=ready: r.exists() and json.loads(r.read_text()), 120, "simulator ready", proc
                 )
                 piles.update(doc["piles"])
-            settings = GatewaySettings(
-                poll_period_s=1.0, timeout_s=0.5, keepalive_s=30, extra_gateway={"log_level": "warning"}
-            )
-            gateway = start_gateway(workdir, piles, broker.port, settings)
+            gateway = start_gateway(workdir, piles, broker.port)
+            wait_until(gateway.answering, 180, "gateway control API", gateway.proc)
             counter = Counter(broker.port)
             pid = gateway.proc.popen.pid
             time.sleep(args.warmup)  # benchmark warm-up: a fixed duration, not a condition
@@ -135,12 +163,13 @@ def main() -> None:
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
-            c0, n0, r0, t0 = cpu_s(pid), counter.count, rss_mib(pid), time.monotonic()
+            c0, n0, v0 = cpu_s(pid), counter.count, counter.values
+            r0, t0 = rss_mib(pid), time.monotonic()
             rss_samples = [r0]
             while time.monotonic() - t0 < args.seconds:
                 time.sleep(1.0)
                 rss_samples.append(rss_mib(pid))
-            c1, n1, t1 = cpu_s(pid), counter.count, time.monotonic()
+            c1, n1, v1, t1 = cpu_s(pid), counter.count, counter.values, time.monotonic()
             status = gateway.status()
             elapsed = t1 - t0
             overruns = sum(b["poller"]["overruns"] for b in status["buses"].values())
@@ -152,7 +181,13 @@ def main() -> None:
             print(
                 f"telemetry at broker: {(n1 - n0) / elapsed:.1f} msg/s (expected {args.piles:.0f}/s at 1 Hz)"
             )
-            print(f"gateway CPU: {100 * (c1 - c0) / elapsed:.1f}% of one core")
+            cpu = c1 - c0
+            per_msg = (v1 - v0) / max(1, n1 - n0)
+            print(f"gateway CPU: {100 * cpu / elapsed:.1f}% of one core")
+            print(
+                f"per gateway CPU-second: {(n1 - n0) / cpu:.0f} telemetry messages, "
+                f"{(v1 - v0) / cpu:.0f} values ({per_msg:.1f} values per message)"
+            )
             print(
                 f"gateway RSS: start {r0:.1f} MiB, end {rss_samples[-1]:.1f} MiB, "
                 f"max {max(rss_samples):.1f} MiB"
@@ -161,6 +196,10 @@ def main() -> None:
                 f"outbox depth {status['outbox'].get('depth')}, poll overruns {overruns}, "
                 f"uplink {json.dumps(status['uplink'])}"
             )
+        except Exception:
+            if gateway:
+                print(f"gateway log (end):\n{gateway.proc.log_tail()}", file=sys.stderr)
+            raise
         finally:
             if counter:
                 counter.stop()

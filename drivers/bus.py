@@ -12,6 +12,8 @@ timeouts: a silent device is given up on at its first timeout in a cycle). After
 ``fail_after_cycles`` failed cycles a device is ``comm_fault`` and only tried with capped,
 jittered exponential backoff (see :mod:`drivers.health`), so it cannot starve its bus-mates.
 
+Modbus TCP buses use :class:`drivers.modbus_tcp.ModbusTcpClient`, a lean client that answers to
+the same calls and fails the request in flight at once when the connection drops. For serial lines
 pymodbus is configured not to retry (``retries=0``) and not to reconnect on its own
 (``reconnect_delay=0``: its reconnect task would otherwise run behind our back), and its own
 response timeout is set well above ours. Timeouts are enforced here with ``asyncio.timeout``;
@@ -43,6 +45,7 @@ from pymodbus.pdu import ModbusPDU
 
 from drivers.errors import DriverError, to_driver_error
 from drivers.health import DeviceHealth, Transition
+from drivers.modbus_tcp import ModbusTcpClient, Reply
 from drivers.plan import MODBUS_MAX_READ, ReadPlan, compile_read_plan, read_cap
 from drivers.specs import BusSpec, DeviceSpec, RtuTcpTransport, SerialTransport, TcpTransport
 from drivers.timing import bits_per_char, t35_s
@@ -62,8 +65,9 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-Client = AsyncModbusTcpClient | AsyncModbusSerialClient
-Call = Callable[[Client], Awaitable[ModbusPDU]]
+Client = AsyncModbusTcpClient | AsyncModbusSerialClient | ModbusTcpClient
+Response = ModbusPDU | Reply
+Call = Callable[[Client], Awaitable[Response]]
 
 COMMAND_PRIORITY = 0
 POLL_PRIORITY = 1
@@ -200,8 +204,8 @@ class Bus:
         }
         client: Client
         if isinstance(t, TcpTransport):
-            client = AsyncModbusTcpClient(t.host, port=t.port, **common)
-        elif isinstance(t, RtuTcpTransport):
+            return ModbusTcpClient(t.host, t.port)
+        if isinstance(t, RtuTcpTransport):
             client = AsyncModbusTcpClient(t.host, port=t.port, framer=FramerType.RTU, **common)
         else:
             client = AsyncModbusSerialClient(
@@ -227,7 +231,7 @@ class Bus:
 
     def _on_connection_change(self, connected: bool) -> None:
         """pymodbus hook: a connection lost mid-request fails that request now, not at timeout."""
-        if connected or not self._in_flight or self._client is None:
+        if connected or not self._in_flight or isinstance(self._client, ModbusTcpClient | None):
             return
         pending = getattr(self._client.ctx, "response_future", None)
         if isinstance(pending, asyncio.Future) and not pending.done():
@@ -477,7 +481,7 @@ class Bus:
             )
         return values
 
-    async def _exchange(self, unit: int, call: Call, *, idempotent: bool = True) -> ModbusPDU:
+    async def _exchange(self, unit: int, call: Call, *, idempotent: bool = True) -> Response:
         """One request with the device's retries for non-timeout errors."""
         dev = self._by_unit.get(unit)
         retries = dev.spec.retries if dev else 1
@@ -492,7 +496,7 @@ class Bus:
                     raise
                 attempt += 1
 
-    async def _exchange_once(self, unit: int, call: Call, timeout_s: float) -> ModbusPDU:
+    async def _exchange_once(self, unit: int, call: Call, timeout_s: float) -> Response:
         client = self._client
         if client is None:
             raise DriverError("connection", self._label(unit), "bus stopped")

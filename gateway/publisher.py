@@ -5,6 +5,10 @@ piles cost ten transactions a second rather than a thousand. Events, status chan
 results are flushed at once. ``seq`` counts per stream (one port's telemetry, one pile's events)
 within a session and restarts at 1 when the session changes, so the central de-duplicates by
 (stream, session, seq) and counts gaps per stream.
+
+Telemetry is the hot path (one message per port per poll): its JSON is built straight from the
+decoded values with msgspec (:func:`telemetry_payload`), the same document ``Telemetry.to_json``
+writes, and each port's topic is formatted once.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import contextlib
 import time
 from collections.abc import Callable, Mapping
 
+import msgspec
 import structlog
 
 from gateway.outbox import Outbox, OutMessage
@@ -22,6 +27,8 @@ from protocols import topics
 from protocols.payloads import CommandResult, GatewayStatus, PileEvent, PileStatus, Telemetry
 
 log = structlog.get_logger(__name__)
+
+_encode_json = msgspec.json.Encoder().encode
 
 
 def wall_ms() -> int:
@@ -48,6 +55,7 @@ class Publisher:
         self._pending: list[OutMessage] = []
         self._urgent = asyncio.Event()
         self._seq: dict[str, int] = {}
+        self._telemetry_topics: dict[tuple[str, int], str] = {}
         self.session = 0
         self.flushes = 0
         self.written = 0
@@ -66,9 +74,11 @@ class Publisher:
 
     def telemetry(self, pile: str, port: int, ts_ms: int, values: Mapping[str, object]) -> None:
         """Queue one port's reading (decoded register values) as a telemetry message."""
-        topic = topics.telemetry(self.station, pile, port)
-        reading = telemetry_from_values(values, ts_ms, self.session, self._next_seq(topic))
-        self._pending.append(OutMessage(topic, reading.to_json(), 1, False, "telemetry", self._clock_ms()))
+        topic = self._telemetry_topics.get((pile, port))
+        if topic is None:
+            topic = self._telemetry_topics[pile, port] = topics.telemetry(self.station, pile, port)
+        payload = telemetry_payload(values, ts_ms, self.session, self._next_seq(topic))
+        self._pending.append(OutMessage(topic, payload, 1, False, "telemetry", self._clock_ms()))
 
     def now_ms(self) -> int:
         return self._clock_ms()
@@ -139,6 +149,28 @@ class Publisher:
 def _num(values: Mapping[str, object], name: str) -> float:
     value = values.get(name, 0)
     return value if isinstance(value, int | float) else 0
+
+
+def telemetry_payload(values: Mapping[str, object], ts_ms: int, session: int, seq: int) -> bytes:
+    """The telemetry JSON of one port's reading: ``telemetry_from_values(...).to_json()``, faster."""
+    limit, target = values.get("active_limit_W"), values.get("active_target_Wh")
+    return _encode_json(
+        {
+            "ts": ts_ms,
+            "session": session,
+            "seq": seq,
+            "state": state_name(values.get("state")),
+            "voltage_V": _num(values, "voltage_V"),
+            "current_A": _num(values, "current_A"),
+            "power_W": _num(values, "power_W"),
+            "energy_Wh": int(_num(values, "energy_Wh")),
+            "temperature_C": _num(values, "temperature_C"),
+            "fault": fault_name(values.get("fault")),
+            "heartbeat": int(_num(values, "heartbeat")),
+            "active_limit_W": limit if isinstance(limit, int) else None,
+            "active_target_Wh": target if isinstance(target, int) else None,
+        }
+    )
 
 
 def telemetry_from_values(values: Mapping[str, object], ts_ms: int, session: int, seq: int) -> Telemetry:

@@ -1,17 +1,17 @@
 """The gateway's MQTT uplink: drains the outbox to the broker, oldest first, surviving broker outages.
 
-paho-mqtt runs on the asyncio loop without its network thread (paho's ``loop_asyncio`` pattern): the
-socket is registered with ``loop.add_reader`` / ``add_writer`` through paho's socket callbacks, and
-``loop_misc`` (keepalive) runs from the connection task. Only the blocking TCP/TLS connect runs in
-a short-lived thread, so :meth:`Uplink.start` and the loop never wait on an unreachable broker.
+The connection is a :class:`gateway.mqtt_link.MqttLink` (MQTT 3.1.1 as an asyncio protocol, built
+for a thousand publishes and PUBACKs a second); its keepalive runs from the connection task.
+Connecting is a cancellable coroutine with a timeout, so :meth:`Uplink.start` and the loop never
+wait on an unreachable broker.
 
 Delivery contract:
 
 * rows are published in outbox order with at most ``max_inflight`` unacknowledged at once; a row
   is deleted only when the broker acknowledged it (PUBACK; QoS 0 once written to the socket), and
   deletes are batched (every 50 ms or 500 acks);
-* every connection uses a NEW paho client with ``clean_session=True``, so paho never resends its own
-  queue: after a reconnect the outbox is resent from its oldest row. Only rows that were in flight
+* every connection is a NEW link with ``clean_session=True`` that keeps no queue of its own: after a
+  reconnect the outbox is resent from its oldest row. Only rows that were in flight
   when the connection dropped can arrive twice; the central de-duplicates them by (session, seq);
 * telemetry created before the current connection started is sent with ``"replayed":true`` added;
 * each connection gets a new session (``outbox.next_session()``, taken before the first attempt and
@@ -23,8 +23,9 @@ Delivery contract:
 * a row the broker will not take would otherwise block everything behind it: MQTT 3.1.1 lets a
   broker close the connection on a publish it refuses (Mosquitto 2.0.11 does so after an ACL
   denial). A row that was the first one sent on ``STUCK_CONNECTIONS`` connections in a row, each
-  ending without its PUBACK, or that paho refuses outright, is moved to the outbox's quarantine
-  table (logged at ERROR, counted as ``quarantined``), never silently deleted.
+  ending without its PUBACK, or that the link refuses outright, is moved to the outbox's quarantine
+  table (logged at ERROR, counted as ``quarantined``), never silently deleted. So is a row MQTT
+  cannot carry at all (a topic longer than 65535 bytes, a wildcard in the topic).
 """
 
 from __future__ import annotations
@@ -34,20 +35,20 @@ import contextlib
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import paho.mqtt.client as mqtt
 import structlog
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway.outbox import Outbox, OutMessage, StoredMessage, wall_ms
-from pilegate.mqtt_socket import (
-    connect_in_thread,
-    detach_socket,
-    forget_socket,
-    pending_tls_bytes,
+from gateway.mqtt_link import (
+    CONNACK_REASONS,
+    SUBACK_FAILURE,
+    InvalidPublishError,
+    LinkCallbacks,
+    MqttLink,
+    MqttLinkError,
+    Will,
+    connect_packet,
 )
+from gateway.outbox import Outbox, OutMessage, StoredMessage, wall_ms
 
 log = structlog.get_logger(__name__)
 
@@ -142,8 +143,8 @@ class Uplink:
         self._log = log.bind(client_id=config.client_id, broker=f"{config.host}:{config.port}")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
-        self._client: mqtt.Client | None = None
-        self._connack: asyncio.Future[ReasonCode] | None = None
+        self._link: MqttLink | None = None
+        self._connack: asyncio.Future[int] | None = None
         self._wake = asyncio.Event()
         self._stop_requested = asyncio.Event()
         self._progress = asyncio.Event()
@@ -154,7 +155,7 @@ class Uplink:
         self._connect_ms = 0
         self._cursor = 0
         self._more = True
-        self._inflight: dict[int, int] = {}  # paho mid -> outbox row id (0: not an outbox row)
+        self._inflight: dict[int, int] = {}  # packet id -> outbox row id (0: not an outbox row)
         self._acked_ids: list[int] = []
         self._ack_timer: asyncio.TimerHandle | None = None
         self._ack_due = False
@@ -292,60 +293,38 @@ class Uplink:
         if self._pending_session is None:
             self._pending_session = self._outbox.next_session()
         session = self._pending_session
-        client = self._new_client(session)
-        self._client = client
+        link = MqttLink(self._callbacks, self.config.keepalive_s)
+        self._link = link
+        self._connack = asyncio.get_running_loop().create_future()
         try:
-            await self._open_socket(client)
-            self._attach(client)
-            reason = await self._await_connack()
-            if reason.is_failure:
+            await self._open(link, session)
+            code = await self._await_connack()
+            if code != 0:
+                reason = CONNACK_REASONS.get(code, f"return code {code}")
                 raise ConnectFailedError(f"broker refused the connection: {reason}")
-            self._on_connected(client, session)
+            self._on_connected(link, session)
         except BaseException:
             self._after_connection()  # closes the socket (no DISCONNECT) and resets the state
             raise
 
-    def _new_client(self, session: int) -> mqtt.Client:
+    async def _open(self, link: MqttLink, session: int) -> None:
+        """TCP (and TLS) connect and send CONNECT, within CONNECT_TIMEOUT_S."""
         cfg = self.config
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=cfg.client_id, clean_session=True, protocol=mqtt.MQTTv311
-        )
-        client.suppress_exceptions = True
-        client.connect_timeout = CONNECT_TIMEOUT_S
-        client.max_inflight_messages_set(0)  # the window is ours (max_inflight)
-        if cfg.username is not None:
-            client.username_pw_set(cfg.username, cfg.password)
-        if cfg.tls:
-            client.tls_set()
         will = self._will(session)
-        client.will_set(will.topic, will.payload, will.qos, will.retain)
-        client.on_connect = self._on_mqtt_connect
-        client.on_disconnect = self._on_mqtt_disconnect
-        client.on_publish = self._on_mqtt_publish
-        client.on_message = self._on_mqtt_message
-        client.on_subscribe = self._on_mqtt_subscribe
-        return client
+        packet = connect_packet(
+            cfg.client_id,
+            cfg.keepalive_s,
+            Will(will.topic, will.payload, will.qos, will.retain),
+            cfg.username,
+            cfg.password,
+        )
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                await link.open(cfg.host, cfg.port, tls=cfg.tls, connect=packet)
+        except TimeoutError:
+            raise ConnectFailedError(f"no TCP connection within {CONNECT_TIMEOUT_S:g} s") from None
 
-    async def _open_socket(self, client: mqtt.Client) -> None:
-        """TCP (and TLS) connect and send CONNECT, in a thread: it may block for seconds."""
-        c = self.config
-        await connect_in_thread(client, c.host, c.port, c.keepalive_s, f"uplink-connect:{c.client_id}")
-
-    def _attach(self, client: mqtt.Client) -> None:
-        """Register the connected socket with the loop and take over paho's socket callbacks."""
-        sock = client.socket()
-        if sock is None:
-            raise ConnectFailedError("paho returned no socket")
-        loop = asyncio.get_running_loop()
-        self._connack = loop.create_future()
-        loop.add_reader(sock, self._on_readable, client)
-        client.on_socket_close = self._on_socket_close
-        client.on_socket_register_write = self._on_socket_register_write
-        client.on_socket_unregister_write = self._on_socket_unregister_write
-        if client.want_write():
-            loop.add_writer(sock, self._on_writable, client)
-
-    async def _await_connack(self) -> ReasonCode:
+    async def _await_connack(self) -> int:
         assert self._connack is not None
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
@@ -353,13 +332,13 @@ class Uplink:
         except TimeoutError:
             raise ConnectFailedError("no CONNACK from the broker") from None
 
-    def _detach(self, client: mqtt.Client) -> None:
-        """Unregister and close the socket of ``client`` without DISCONNECT (the will fires)."""
-        detach_socket(client, self._loop)
-        if self._client is client:
-            self._client = None
+    def _detach(self, link: MqttLink) -> None:
+        """Close the connection of ``link`` without DISCONNECT (the will fires)."""
+        link.abort()
+        if self._link is link:
+            self._link = None
 
-    def _on_connected(self, client: mqtt.Client, session: int) -> None:
+    def _on_connected(self, link: MqttLink, session: int) -> None:
         self._session, self._pending_session = session, None
         self._connected = self._live = True
         self._connect_ms = self._wall_ms()
@@ -370,10 +349,10 @@ class Uplink:
         self._connections += 1
         self._log.info("broker connected", session=session)
         if self._subscriptions:
-            client.subscribe(self._subscriptions)
-        self._publish_birth(client, session)
+            link.subscribe(self._subscriptions)
+        self._publish_birth(link, session)
 
-    def _publish_birth(self, client: mqtt.Client, session: int) -> None:
+    def _publish_birth(self, link: MqttLink, session: int) -> None:
         try:
             birth = list(self._on_connect(session))
         except Exception:
@@ -381,7 +360,7 @@ class Uplink:
             birth = []
         self._outbox.discard_status(m.topic for m in birth if m.kind == "status")
         for message in birth:
-            self._publish(client, message, message.payload, row_id=0)
+            self._publish(link, message, message.payload, row_id=0)
 
     async def _serve(self) -> None:
         """Send, flush acks and keep alive until the connection ends (or stop() ends it)."""
@@ -406,14 +385,13 @@ class Uplink:
             self._fill_window()
 
     def _begin_disconnect(self, loop: asyncio.AbstractEventLoop) -> float:
-        if self._client is not None:
-            self._client.disconnect()
+        if self._link is not None:
+            self._link.disconnect()
         return loop.time() + DISCONNECT_TIMEOUT_S
 
     def _keepalive(self) -> None:
-        client = self._client
-        if client is not None and client.loop_misc() != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            self._mark_lost("keepalive")
+        if self._link is not None:
+            self._link.keepalive()  # a late PINGRESP ends the connection through on_lost
 
     def _after_connection(self) -> None:
         """The connection ended (or never started): flush acks, forget in-flight rows, clean up."""
@@ -425,8 +403,8 @@ class Uplink:
         self._head, self._head_acked = None, False
         self._inflight.clear()
         self._cursor = 0
-        if self._client is not None:
-            self._detach(self._client)
+        if self._link is not None:
+            self._detach(self._link)
         self._connack = None
         self._progress.set()
         if was_connected and not self._stop_requested.is_set():
@@ -459,9 +437,9 @@ class Uplink:
     # -- sending -----------------------------------------------------------------------------
 
     def _fill_window(self) -> None:
-        client = self._client
+        link = self._link
         space = self.config.max_inflight - len(self._inflight)
-        if client is None or not self._connected or not self._more or space <= 0:
+        if link is None or not self._connected or not self._more or space <= 0:
             return
         if self._stop_requested.is_set():
             return
@@ -473,7 +451,7 @@ class Uplink:
             self._head = rows[0].id
         for row in rows:
             self._cursor = row.id
-            if not self._publish(client, row, self._wire_payload(row), row_id=row.id):
+            if not self._publish(link, row, self._wire_payload(row), row_id=row.id):
                 break
 
     def _wire_payload(self, row: StoredMessage) -> bytes:
@@ -482,20 +460,25 @@ class Uplink:
             return with_replayed(row.payload)
         return row.payload
 
-    def _publish(self, client: mqtt.Client, message: OutMessage, payload: bytes, row_id: int) -> bool:
+    def _publish(self, link: MqttLink, message: OutMessage, payload: bytes, row_id: int) -> bool:
         """Publish one message; False if the connection is gone."""
         try:
-            info = client.publish(message.topic, payload, message.qos, message.retain)
-        except ValueError as exc:  # a row paho refuses (e.g. topic too long) must not wedge us
-            self._log.error("paho refused a message", topic=message.topic[:200], error=str(exc))
+            mid = link.publish(message.topic, payload, message.qos, message.retain)
+        except InvalidPublishError as exc:  # a row MQTT cannot carry must not wedge us
+            self._log.error("MQTT cannot carry a message", topic=message.topic[:200], error=str(exc))
             if row_id:
-                self._quarantine(row_id, f"paho refused it: {exc}")
+                self._quarantine(row_id, f"MQTT cannot carry it: {exc}")
             return True
-        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            self._mark_lost(f"publish: {mqtt.error_string(info.rc)}")
+        except MqttLinkError as exc:
+            self._mark_lost(f"publish: {exc}")
             return False
-        self._inflight[info.mid] = row_id
         self._counts["sent"] += 1
+        if message.qos:
+            self._inflight[mid] = row_id
+        elif row_id:
+            self._row_done(row_id)
+        else:
+            self._counts["acked"] += 1
         return True
 
     # -- acknowledgements --------------------------------------------------------------------
@@ -527,19 +510,25 @@ class Uplink:
         self._ack_due = True
         self._wake.set()
 
-    # -- paho callbacks: run on the loop (from loop_read / loop_write / loop_misc); never raise --
+    # -- link callbacks: run on the loop (from the link's protocol methods); never raise -----
 
-    def _on_mqtt_connect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any
-    ) -> None:
-        if client is self._client and self._connack is not None and not self._connack.done():
-            self._connack.set_result(reason)
+    @property
+    def _callbacks(self) -> LinkCallbacks:
+        return LinkCallbacks(
+            on_connack=self._on_connack,
+            on_puback=self._on_puback,
+            on_message=self._on_link_message,
+            on_suback=self._on_suback,
+            on_lost=self._on_lost,
+        )
 
-    def _on_mqtt_disconnect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any
-    ) -> None:
-        if client is self._client:
-            self._mark_lost(str(reason))
+    def _on_connack(self, link: MqttLink, code: int) -> None:
+        if link is self._link and self._connack is not None and not self._connack.done():
+            self._connack.set_result(code)
+
+    def _on_lost(self, link: MqttLink, why: str) -> None:
+        if link is self._link:
+            self._mark_lost(why)
 
     def _mark_lost(self, why: str) -> None:
         self._log.debug("connection ended", reason=why)
@@ -548,28 +537,32 @@ class Uplink:
             self._connack.set_exception(ConnectFailedError(f"connection closed: {why}"))
         self._wake.set()
 
-    def _on_mqtt_publish(
-        self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any
-    ) -> None:
-        if client is not self._client:
+    def _on_puback(self, link: MqttLink, mid: int) -> None:
+        if link is not self._link:
             return
         row_id = self._inflight.pop(mid, None)
         if row_id is None:
             return
-        self._counts["acked"] += 1
         if row_id:
-            self._head_acked = self._head_acked or row_id == self._head
-            self._acked_ids.append(row_id)
-            if len(self._acked_ids) >= ACK_FLUSH_COUNT:
-                self._wake.set()
-            elif self._ack_timer is None and self._loop is not None:
-                self._ack_timer = self._loop.call_later(ACK_FLUSH_INTERVAL_S, self._ack_timer_fired)
+            self._row_done(row_id)
+        else:
+            self._counts["acked"] += 1
         if self._flush_eagerly or not self._inflight or self._more:
             self._wake.set()
 
-    def _on_mqtt_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if self._on_message is not None and self._loop is not None:
-            self._loop.call_soon(self._deliver, message.topic, bytes(message.payload))
+    def _row_done(self, row_id: int) -> None:
+        """The broker has the row (PUBACK; QoS 0: handed to the connection): delete it soon."""
+        self._counts["acked"] += 1
+        self._head_acked = self._head_acked or row_id == self._head
+        self._acked_ids.append(row_id)
+        if len(self._acked_ids) >= ACK_FLUSH_COUNT:
+            self._wake.set()
+        elif self._ack_timer is None and self._loop is not None:
+            self._ack_timer = self._loop.call_later(ACK_FLUSH_INTERVAL_S, self._ack_timer_fired)
+
+    def _on_link_message(self, link: MqttLink, topic: str, payload: bytes) -> None:
+        if link is self._link and self._on_message is not None and self._loop is not None:
+            self._loop.call_soon(self._deliver, topic, payload)
 
     def _deliver(self, topic: str, payload: bytes) -> None:
         assert self._on_message is not None
@@ -578,42 +571,7 @@ class Uplink:
         except Exception:
             self._log.exception("on_message callback failed", topic=topic)
 
-    def _on_mqtt_subscribe(
-        self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode], properties: Any
-    ) -> None:
-        for (topic, _qos), reason in zip(self._subscriptions, reasons, strict=False):
-            if reason.is_failure:
+    def _on_suback(self, link: MqttLink, mid: int, codes: list[int]) -> None:
+        for (topic, _qos), code in zip(self._subscriptions, codes, strict=False):
+            if code == SUBACK_FAILURE:
                 self._log.error("subscription refused by the broker", topic=topic)
-
-    # -- socket plumbing (paho's asyncio pattern) --------------------------------------------
-
-    def _on_readable(self, client: mqtt.Client) -> None:
-        try:
-            client.loop_read()
-            sock = client.socket()
-            while sock is not None and pending_tls_bytes(sock) > 0:
-                client.loop_read()
-                sock = client.socket()
-        except Exception as exc:
-            self._log.exception("reading from the broker failed")
-            self._mark_lost(f"read: {exc}")
-
-    def _on_writable(self, client: mqtt.Client) -> None:
-        try:
-            client.loop_write()
-        except Exception as exc:
-            self._log.exception("writing to the broker failed")
-            self._mark_lost(f"write: {exc}")
-
-    def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        forget_socket(self._loop, sock)
-        if client is self._client:
-            self._mark_lost("socket closed")
-
-    def _on_socket_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        if self._loop is not None:
-            self._loop.add_writer(sock, self._on_writable, client)
-
-    def _on_socket_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        if self._loop is not None:
-            self._loop.remove_writer(sock)

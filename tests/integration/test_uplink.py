@@ -420,7 +420,7 @@ async def test_a_message_the_broker_never_acks_is_quarantined_and_the_rest_flows
     assert broker.received[-1] == EVENT
 
 
-async def test_a_message_paho_refuses_is_quarantined_and_the_rest_flows(
+async def test_a_message_mqtt_cannot_carry_is_quarantined_and_the_rest_flows(
     tmp_path, mosquitto, mqtt_probe, cleanup
 ):
     await mqtt_probe.subscribe("pilegate/v1/#")
