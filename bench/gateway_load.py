@@ -79,7 +79,8 @@ def count_values(payload: bytes | bytearray) -> int:
     return sum(1 for key, value in doc.items() if key not in NOT_VALUES and value is not None)
 
 
-def sim_configs(workdir: Path, piles: int, processes: int) -> list[Path]:
+def sim_configs(workdir: Path, piles: int, processes: int, maps: list[str]) -> list[Path]:
+    """Simulator configs of ``piles`` single-port piles over ``processes``, speaking ``maps`` in turn."""
     paths = []
     per = -(-piles // processes)
     for i in range(processes):
@@ -92,6 +93,7 @@ def sim_configs(workdir: Path, piles: int, processes: int) -> list[Path]:
                 'kind = "trickle"',
                 "rated_power_W = 7000",
                 "tcp_port = 0",
+                f'map = "{maps[n % len(maps)]}"',
                 "",
             ]
         path = workdir / f"sim{i}.toml"
@@ -119,6 +121,12 @@ def main() -> None:
     ap.add_argument("--sim-processes", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=30.0, help="measurement window")
     ap.add_argument("--warmup", type=float, default=10.0)
+    ap.add_argument(
+        "--maps",
+        default="pilegate-sim-v1",
+        help="comma-separated register maps the piles speak in turn, e.g. "
+        "pilegate-sim-v1,abb-terra-ac,keba-p30,alfen-ng9xx,bender-cc61x",
+    )
     ap.add_argument("--profile", type=Path, help="also record the gateway with py-spy (collapsed stacks)")
     args = ap.parse_args()
 
@@ -129,7 +137,9 @@ def main() -> None:
         sims, gateway, counter = [], None, None
         try:
             piles: dict[str, dict[str, object]] = {}
-            for i, cfg in enumerate(sim_configs(workdir, args.piles, args.sim_processes)):
+            for i, cfg in enumerate(
+                sim_configs(workdir, args.piles, args.sim_processes, args.maps.split(","))
+            ):
                 ready = workdir / f"sim{i}.ready.json"
                 proc = spawn(f"sim{i}", ["sim", "--config", str(cfg), "--ready-file", str(ready)], workdir)
                 sims.append(proc)

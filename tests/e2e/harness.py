@@ -248,6 +248,7 @@ def gateway_config(
             f'bus = "b-{pile_id}"',
             f"unit = {ep.get('unit', 1)}",
             f"ports = {ep.get('ports', 1)}",
+            *([f'map = "{ep["map"]}"'] if ep.get("map") else []),
             "",
         ]
     return "\n".join(lines)
