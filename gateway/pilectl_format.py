@@ -13,6 +13,8 @@ from typing import Any
 
 import click
 
+NUMBERED = ("serial", "product")  # identity numbers worth showing next to a family's text
+
 
 def identity_text(identity: Mapping[str, object]) -> str:
     """``pilegate SIM-AC T1 1.0, 1 port, 7000 W`` from a decoded identity block; a family whose
@@ -23,6 +25,7 @@ def identity_text(identity: Mapping[str, object]) -> str:
     ports, rated = identity.get("num_ports"), identity.get("rated_power_W")
     extras = [f"{ports} port{'' if ports == 1 else 's'}"] if isinstance(ports, int) else []
     extras += [f"{rated} W"] if isinstance(rated, int) else []
+    extras += [f"{k} {v}" for k in NUMBERED if isinstance(v := identity.get(k), int) and v]
     return ", ".join([texts, *extras])
 
 
