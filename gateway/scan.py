@@ -31,6 +31,7 @@ from drivers.specs import SerialTransport, TcpTransport, Transport
 from drivers.timing import READ_REQUEST_BYTES, bits_per_char, read_response_bytes, t35_s, transaction_time_s
 from protocols.maploader import matches as match_rule_fits
 from protocols.registers import MAPS, Block, CodecError, RegisterMap, decode
+from protocols.regmodel import BIT_FUNCTIONS
 
 Read = Callable[[int, int, int], Awaitable[list[int]]]  # (address, count, function) -> one unit's words
 UnitRead = Callable[[int, int, int, int], Awaitable[list[int]]]  # (unit, address, count, function)
@@ -87,9 +88,18 @@ def _socket_read(regmap: RegisterMap) -> ReadRequest:
     return compile_read_plan(regmap, 1).requests[0]
 
 
+def _reply_registers(count: int, function: int) -> int:
+    """A reply's data in registers' worth of bytes: bits come eight to a byte."""
+    return -(-count // 16) if function in BIT_FUNCTIONS else count
+
+
 def _probe_counts(regmap: RegisterMap) -> list[int]:
-    counts = [r.count for b in regmap.identity_blocks for r in identity_reads(regmap, b)]
-    return counts + ([_socket_read(regmap).count] if regmap.identity_unit else [])
+    """The reply sizes (in registers) of the reads a scan may make for ``regmap``."""
+    reads = [(r.count, b.function) for b in regmap.identity_blocks for r in identity_reads(regmap, b)]
+    if regmap.identity_unit:
+        request = _socket_read(regmap)
+        reads.append((request.count, request.function))
+    return [_reply_registers(count, function) for count, function in reads]
 
 
 def min_timeout_s(transport: Transport, maps: Mapping[str, RegisterMap]) -> float:
