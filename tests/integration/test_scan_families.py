@@ -11,13 +11,22 @@ import json
 import shutil
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from drivers.bus import Bus
+from drivers.probe import LineProbe
+from drivers.specs import BusSpec, DeviceSpec, TcpTransport
 from firmware_sim.config import SimConfig, SimPileSpec, SimSerialBusSpec
 from firmware_sim.runner import Simulation, start_simulation
+from gateway.scan import probe_unit, scan
+from protocols.registers import load_map
 from tests.e2e.family_probe import FIXED_REGISTERS
+
+WALLBOX_MAP = Path(__file__).parents[1] / "data" / "test-wallbox-current.toml"  # input registers, bits
+WALLBOX = load_map(WALLBOX_MAP)
 
 pytestmark = pytest.mark.skipif(shutil.which("socat") is None, reason="socat not installed")
 
@@ -46,6 +55,7 @@ SIM = SimConfig(
         pile("S1", "pilegate-sim-v1"),
         pile("T1", "pilegate-sim-v1", unit=1, serial_bus="rs485"),
         pile("A3", "abb-terra-ac", unit=3, serial_bus="rs485"),
+        pile("W1", str(WALLBOX_MAP), unit=7),
     ),
     serial_buses=(SimSerialBusSpec("rs485", baudrate=19200),),
     time_scale=60.0,
@@ -121,3 +131,29 @@ async def test_a_scan_of_an_rs485_line_names_an_abb_pile_next_to_a_sim_pile(sim:
     }
     assert report["found"][1]["matches"][0]["identity"]["model"][0] in "GPST"
     assert "unit 3: answers (abb-terra-ac)" in err
+
+
+async def test_identity_in_input_registers_and_bit_reads_over_a_line_probe_and_the_bus_owner(sim: Simulation):
+    """A map whose identity is in input registers (function 4) is read with that function code by
+    ``pilectl``'s own client and through the gateway's bus owner; both read coils and discrete inputs."""
+    ep = sim.endpoints["W1"]
+    assert ep.host is not None and ep.port is not None
+    transport = TcpTransport(ep.host, ep.port)
+    maps = {WALLBOX.name: WALLBOX}
+    async with LineProbe(transport, 0.5) as probe:
+        (match,) = (await probe_unit(probe.read, 7, maps)).matches
+        assert (match.map, match.confirmed, match.identity["serial"]) == ("test-wallbox-current", True, "W1")
+        assert await probe.read(7, 1005, 1, 2) in ([0], [1])  # port 1's "enabled" discrete input
+    bus = Bus(BusSpec("tcp-W1", transport, (DeviceSpec("W1", 7, WALLBOX, timeout_s=0.5),)))
+    await bus.start()
+    try:
+
+        async def read(unit: int, address: int, count: int, function: int) -> list[int]:
+            return await bus.probe_registers(unit, address, count, 0.5, function)
+
+        report = await scan(read, range(6, 9), maps, deadline_s=10)
+        assert [(u.unit, [m.map for m in u.matches]) for u in report.found] == [(7, ["test-wallbox-current"])]
+        assert await bus.probe_registers(7, 1010, 1, 0.5, 1) == [0]  # the charging_enabled coil, off
+        assert len(await bus.probe_registers(7, 0, 21, 0.5, 4)) == 21  # the identity, input registers
+    finally:
+        await bus.stop()
