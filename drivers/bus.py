@@ -46,7 +46,7 @@ from pymodbus.pdu import ModbusPDU
 from drivers.errors import DriverError, to_driver_error
 from drivers.health import DeviceHealth, Transition
 from drivers.modbus_tcp import ModbusTcpClient, Reply
-from drivers.plan import MODBUS_MAX_READ, ReadPlan, compile_read_plan, read_cap
+from drivers.plan import MODBUS_MAX_BITS, MODBUS_MAX_READ, ReadPlan, compile_read_plan, read_cap
 from drivers.specs import BusSpec, DeviceSpec, RtuTcpTransport, SerialTransport, TcpTransport
 from drivers.timing import bits_per_char, t35_s
 from protocols.registers import CodecError, decode
@@ -334,20 +334,29 @@ class Bus:
         call: Call = lambda c: c.write_registers(address, words, device_id=unit)  # noqa: E731
         await self._submit(COMMAND_PRIORITY, partial(self._exchange, unit, call, idempotent=False))
 
-    async def probe_registers(self, unit: int, address: int, count: int, timeout_s: float) -> list[int]:
-        """Holding registers of any unit id, one attempt within ``timeout_s``, at poll priority
-        (``pilectl scan``: probes take turns with the polls instead of going ahead of them)."""
+    async def probe_registers(
+        self, unit: int, address: int, count: int, timeout_s: float, function: int = 3
+    ) -> list[int]:
+        """Registers (or 0/1 bits for functions 1 and 2) of any unit id, one attempt within
+        ``timeout_s``, at poll priority (``pilectl scan``: probes take turns with the polls instead
+        of going ahead of them). ``function``: 3 holding, 4 input, 1 coils, 2 discrete inputs."""
         self._check_span(unit, address, count)
-        if count > MODBUS_MAX_READ:
-            raise DriverError("invalid", self._label(unit), f"{count} registers > {MODBUS_MAX_READ} per read")
-        call: Call = lambda c: c.read_holding_registers(address, count=count, device_id=unit)  # noqa: E731
+        if function not in _READS:
+            raise DriverError("invalid", self._label(unit), f"function {function} is not a read (1-4)")
+        method, attribute = _READS[function]
+        limit = MODBUS_MAX_BITS if attribute == "bits" else MODBUS_MAX_READ
+        if count > limit:
+            raise DriverError("invalid", self._label(unit), f"{count} {attribute} > {limit} per read")
+        call: Call = lambda c: getattr(c, method)(address, count=count, device_id=unit)  # noqa: E731
         response = await self._submit(POLL_PRIORITY, partial(self._exchange_once, unit, call, timeout_s))
-        registers: list[int] = getattr(response, "registers", [])
-        if len(registers) != count:
+        values: list[int] = list(getattr(response, attribute, []))
+        if attribute == "bits":  # replies pad bits to whole bytes
+            values = [1 if b else 0 for b in values[:count]]
+        if len(values) != count:
             raise DriverError(
-                "decode", self._label(unit), f"asked {count} registers at {address}, got {len(registers)}"
+                "decode", self._label(unit), f"asked {count} {attribute} at {address}, got {len(values)}"
             )
-        return registers
+        return values
 
     def health(self, pile_id: str) -> DeviceHealth:
         """A copy of the device's communication health."""

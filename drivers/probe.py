@@ -17,15 +17,21 @@ from typing import Any
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
 from drivers.errors import DriverError, to_driver_error
-from drivers.plan import MODBUS_MAX_READ
+from drivers.plan import MODBUS_MAX_BITS, MODBUS_MAX_READ
 from drivers.specs import SerialTransport, TcpTransport
 from drivers.timing import bits_per_char, t35_s
 
 BACKSTOP_MARGIN_S = 1.0  # pymodbus's own timeout sits this far beyond ours
+READS = {  # function code -> (pymodbus client method, reply attribute)
+    1: ("read_coils", "bits"),
+    2: ("read_discrete_inputs", "bits"),
+    3: ("read_holding_registers", "registers"),
+    4: ("read_input_registers", "registers"),
+}
 
 
 class LineProbe:
-    """``async with LineProbe(transport, timeout_s) as probe: await probe.read(unit, address, count)``."""
+    """``async with LineProbe(transport, timeout_s) as probe: await probe.read(unit, address, count, 3)``."""
 
     def __init__(self, transport: TcpTransport | SerialTransport, timeout_s: float) -> None:
         if not timeout_s > 0:
@@ -75,10 +81,10 @@ class LineProbe:
         if not connected:
             raise DriverError("connection", self.where, f"cannot open {self.where}")
 
-    async def read(self, unit: int, address: int, count: int) -> list[int]:
-        """``count`` holding registers from ``address`` of ``unit``; one attempt."""
-        if not 1 <= count <= MODBUS_MAX_READ:
-            raise DriverError("invalid", f"unit {unit}", f"count {count} outside 1..{MODBUS_MAX_READ}")
+    async def read(self, unit: int, address: int, count: int, function: int = 3) -> list[int]:
+        """``count`` registers (or 0/1 bits for functions 1 and 2) from ``address`` of ``unit``;
+        one attempt. ``function``: 3 holding, 4 input, 1 coils, 2 discrete inputs."""
+        method, attribute = _read_method(unit, count, function)
         if not self._client.connected:
             await self._connect()
         label = f"unit {unit}"
@@ -86,7 +92,7 @@ class LineProbe:
             await asyncio.sleep(wait_s)  # the RTU silence between frames
         try:
             async with asyncio.timeout(self.timeout_s):
-                response = await self._client.read_holding_registers(address, count=count, device_id=unit)
+                response = await getattr(self._client, method)(address, count=count, device_id=unit)
         except TimeoutError:
             raise DriverError("timeout", label, f"no reply within {self.timeout_s:g} s") from None
         except Exception as exc:  # pymodbus, pyserial and OS errors alike
@@ -95,7 +101,21 @@ class LineProbe:
             self._line_free_at = time.monotonic() + self._gap_s
         if response.isError():
             raise to_driver_error(label, response)
-        registers: list[int] = list(getattr(response, "registers", []))
-        if len(registers) != count:
-            raise DriverError("decode", label, f"asked {count} registers at {address}, got {len(registers)}")
-        return registers
+        values = [int(v) for v in getattr(response, attribute, [])]
+        if attribute == "bits":  # replies pad bits to whole bytes
+            values = values[:count]
+        if len(values) != count:
+            raise DriverError("decode", label, f"asked {count} {attribute} at {address}, got {len(values)}")
+        return values
+
+
+def _read_method(unit: int, count: int, function: int) -> tuple[str, str]:
+    """The pymodbus client method and reply attribute of read ``function``; DriverError if the
+    function is not a read or ``count`` is more than one request carries."""
+    if function not in READS:
+        raise DriverError("invalid", f"unit {unit}", f"function {function} is not a read (1-4)")
+    method, attribute = READS[function]
+    limit = MODBUS_MAX_BITS if attribute == "bits" else MODBUS_MAX_READ
+    if not 1 <= count <= limit:
+        raise DriverError("invalid", f"unit {unit}", f"count {count} outside 1..{limit}")
+    return method, attribute

@@ -36,7 +36,7 @@ from gateway.commands import CommandExecutor
 from gateway.feed import Feed, Subscription
 from gateway.outbox import Outbox
 from gateway.runtime import GatewayRuntime, PileRuntime
-from gateway.scan import UNIT_IDS, UnitReport, default_timeout_s, min_timeout_s, scan, shipped_maps
+from gateway.scan import UnitReport, default_timeout_s, min_timeout_s, scan, shipped_maps, unit_ids
 from pilegate.metrics import Sample, render_metrics
 from protocols.payloads import CommandMessage, PayloadError
 
@@ -326,9 +326,10 @@ class ControlApi:
         return next(iter(buses.values()))
 
     def _scan_params(self, body: Mapping[str, Any], bus: Bus) -> tuple[range, float, float]:
-        first = _int({"first": UNIT_IDS.start, **body}, "first", UNIT_IDS.start, UNIT_IDS.stop - 1)
-        last = _int({"last": UNIT_IDS.stop - 1, **body}, "last", first, UNIT_IDS.stop - 1)
         transport, maps = bus.spec.transport, shipped_maps()
+        units = unit_ids(transport)  # 1..255 behind a TCP host, 1..247 on an RTU line
+        first = _int({"first": units.start, **body}, "first", units.start, units.stop - 1)
+        last = _int({"last": units.stop - 1, **body}, "last", first, units.stop - 1)
         shortest_s = min_timeout_s(transport, maps)
         timeout_s = _number(body, "timeout_s", 0.001, 10.0, default_timeout_s(transport, maps))
         if timeout_s <= shortest_s:
@@ -365,8 +366,8 @@ class ControlApi:
     ) -> None:
         piles = {p.config.unit: p.id for p in self.runtime.piles.values() if p.bus is bus}
 
-        async def read(unit: int, address: int, count: int) -> list[int]:
-            return await bus.probe_registers(unit, address, count, timeout_s)
+        async def read(unit: int, address: int, count: int, function: int) -> list[int]:
+            return await bus.probe_registers(unit, address, count, timeout_s, function)
 
         async def progress(report: UnitReport, probed: int) -> None:
             line = {"kind": "unit", "probed": probed, "pile": piles.get(report.unit), **report.as_dict()}

@@ -38,7 +38,15 @@ from gateway.config import GATEWAY_KEYS, ConfigError, GatewayConfig, load_config
 from gateway.control_token import TokenFileError, read_token
 from gateway.mapview import format_map, map_rows, map_summary
 from gateway.pilectl_format import ScanView, format_outbox, format_scan, format_tail_item
-from gateway.scan import UNIT_IDS, UnitReport, default_timeout_s, min_timeout_s, scan, shipped_maps
+from gateway.scan import (
+    TCP_UNIT_IDS,
+    UnitReport,
+    default_timeout_s,
+    min_timeout_s,
+    scan,
+    shipped_maps,
+    unit_ids,
+)
 from protocols.registers import MapError, PortState, get_map, load_map
 
 DEFAULT_URL = "http://127.0.0.1:8470"
@@ -511,15 +519,21 @@ def write(
 # ---------------------------------------------------------------------------------------- scan
 
 
-def unit_range(text: str) -> range:
-    """``5`` or ``1-247`` as unit ids."""
+def unit_range(text: str, allowed: range = TCP_UNIT_IDS) -> range:
+    """``5`` or ``1-247`` as unit ids within ``allowed`` (1..247 on an RTU line, 1..255 on TCP)."""
     first, _, last = text.partition("-")
     try:
         units = range(int(first), int(last or first) + 1)
     except ValueError:
-        raise click.BadParameter(f"{text!r}: expected UNIT or FIRST-LAST, e.g. 1-247") from None
-    if not units or units.start < UNIT_IDS.start or units.stop > UNIT_IDS.stop:
-        raise click.BadParameter(f"{text!r}: unit ids are 1..247, first <= last")
+        raise click.BadParameter(
+            f"{text!r}: expected UNIT or FIRST-LAST, e.g. 1-247", param_hint="--units"
+        ) from None
+    if not units or units.start < allowed.start or units.stop > allowed.stop:
+        where = "a TCP host" if allowed == TCP_UNIT_IDS else "an RTU line"
+        raise click.BadParameter(
+            f"{text!r}: unit ids on {where} are {allowed.start}..{allowed.stop - 1}, first <= last",
+            param_hint="--units",
+        )
     return units
 
 
@@ -568,7 +582,9 @@ def _scan_gateway(ctx: click.Context, body: dict[str, Any], view: ScanView) -> N
 
 @main.command("scan")
 @click.option(
-    "--units", "units", default="1-247", show_default=True, help="unit ids to probe: N or FIRST-LAST"
+    "--units",
+    "units",
+    help="unit ids to probe: N or FIRST-LAST [default: 1-247 on an RTU line, 1-255 on a TCP host]",
 )
 @click.option(
     "--timeout", "timeout_s", type=click.FloatRange(0.001, 10), help="seconds to wait for each unit"
@@ -595,7 +611,7 @@ def _scan_gateway(ctx: click.Context, body: dict[str, Any], view: ScanView) -> N
 @click.pass_context
 def scan_command(
     ctx: click.Context,
-    units: str,
+    units: str | None,
     timeout_s: float | None,
     deadline_s: float,
     bus: str | None,
@@ -615,28 +631,31 @@ def scan_command(
     gateway runs, directly on a serial line (--device) or a Modbus TCP host (--host). Each unit
     gets a short timeout (--timeout, default from the line speed) and the scan a deadline.
 
+    A map with a match rule fits when the rule accepts the unit's identity; a map without one (a
+    family whose identity text no source pins down) fits "unconfirmed". A family whose identity
+    answers on a station unit (Alfen: 200) shows that unit as its station and its sockets as piles.
+
     Example:
 
         pilectl scan --units 1-32
         pilectl scan --device /dev/ttyUSB0 --baudrate 9600 --parity E
+        pilectl scan --host 192.168.1.40 --units 255
     """
-    unit_ids = unit_range(units)
     if device and host:
         raise click.UsageError("give --device or --host, not both")
     view = ScanView(tty=sys.stderr.isatty())
     if device or host:
         transport = _transport(device, host, tcp_port, (baudrate, int(bytesize), parity, int(stopbits)))
+        allowed = unit_ids(transport)
+        wanted = unit_range(units, allowed) if units else allowed
         timeout_s = _line_timeout_s(transport, timeout_s)
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # our errors say it, once
-        asyncio.run(_scan_line(transport, unit_ids, timeout_s, deadline_s, view))
+        asyncio.run(_scan_line(transport, wanted, timeout_s, deadline_s, view))
     else:
-        body = {
-            "first": unit_ids.start,
-            "last": unit_ids.stop - 1,
-            "deadline_s": deadline_s,
-            "bus": bus,
-            "pile": pile,
-        }
+        body: dict[str, Any] = {"deadline_s": deadline_s, "bus": bus, "pile": pile}
+        if units:  # else the gateway scans every unit id the bus's transport has
+            wanted = unit_range(units)
+            body |= {"first": wanted.start, "last": wanted.stop - 1}
         _scan_gateway(ctx, {**body, **({"timeout_s": timeout_s} if timeout_s else {})}, view)
     if view.done is None:
         raise click.ClickException("the scan ended without a result")

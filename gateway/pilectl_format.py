@@ -13,21 +13,40 @@ from typing import Any
 
 import click
 
+NUMBERED = ("serial", "product")  # identity numbers worth showing next to a family's text
+
 
 def identity_text(identity: Mapping[str, object]) -> str:
-    """``pilegate SIM-AC T1 1.0, 1 port, 7000 W`` from a decoded identity block."""
+    """``pilegate SIM-AC T1 1.0, 1 port, 7000 W`` from a decoded identity block; a family whose
+    identity is all numbers shows them by name (``serial 20512345, product 311201``)."""
     texts = " ".join(v for v in identity.values() if isinstance(v, str) and v)
+    if not texts:
+        return ", ".join(f"{k} {v}" for k, v in identity.items() if not isinstance(v, str))
     ports, rated = identity.get("num_ports"), identity.get("rated_power_W")
     extras = [f"{ports} port{'' if ports == 1 else 's'}"] if isinstance(ports, int) else []
     extras += [f"{rated} W"] if isinstance(rated, int) else []
+    extras += [f"{k} {v}" for k in NUMBERED if isinstance(v := identity.get(k), int) and v]
     return ", ".join([texts, *extras])
+
+
+def match_label(match: Mapping[str, Any]) -> str:
+    """``keba-p30``; ``bender-cc61x (unconfirmed)`` when no match rule confirmed it; ``alfen-ng9xx
+    station`` for a family's station unit, ``(identity on unit 200)`` for a pile of it."""
+    label = str(match["map"])
+    if match.get("role") == "station":
+        label += " station"
+    if match.get("identity_unit") is not None:
+        label += f" (identity on unit {match['identity_unit']})"
+    if match.get("confirmed") is False:
+        label += " (unconfirmed)"
+    return label
 
 
 def format_scan(start: Mapping[str, Any], done: Mapping[str, Any]) -> str:
     lines = [f"{'UNIT':>4}  {'PILE':<8} {'MAP':<20} IDENTITY"]
     for unit in done["found"]:
         matches = unit["matches"]
-        name = ", ".join(m["map"] for m in matches) or "(no map fits)"
+        name = ", ".join(match_label(m) for m in matches) or "(no map fits)"
         about = identity_text(matches[0]["identity"]) if matches else unit["note"]
         lines.append(f"{unit['unit']:>4}  {unit.get('pile') or '-':<8} {name:<20} {about}")
     transport = start.get("transport", {})
@@ -67,7 +86,7 @@ class ScanView:
         if self._bar is not None:
             self._bar.update(1)
         elif item.get("answered"):
-            maps = ", ".join(m["map"] for m in item["matches"]) or f"no map fits: {item['note']}"
+            maps = ", ".join(match_label(m) for m in item["matches"]) or f"no map fits: {item['note']}"
             click.echo(f"unit {item['unit']}: answers ({maps})", err=True)
 
     def close(self) -> None:

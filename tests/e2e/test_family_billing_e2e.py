@@ -1,31 +1,29 @@
 """End to end with the central for each shipped charger family: a driver's trickle request is
-charged by a simulated pile of the family (T1, ``map = NAME``) through the gateway and Mosquitto,
-the central stops the port at the amount (these families take no energy target), and the bill is
-the family's meter: what the pile delivered, less at most what it delivered after the central's last
-reading, priced by the tariff. A sim-v1 fast pile (F1) completes the station.
+charged by a simulated pile of the family (``map = NAME``) through the gateway and Mosquitto, the
+central stops the port at the amount (these families take no energy target), and the bill is the
+family's meter as the central saw it: the difference of the whole-Wh meter readings the gateway
+published for the session, priced by the tariff; and those readings are the pile's own meter.
 
-Where the simulator cannot yet serve a family's registers as the map lays them out, the case says so
-as an expected failure (probed over Modbus before the gateway starts), and runs for real once it can.
+One station serves every family: a sim-v1 fast pile (F1) and one trickle pile per family (T1..T4),
+one gateway, one central; the four drivers' sessions run side by side and each family's case checks
+its own pile's bill.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pilegate.broker import MosquittoBroker, free_port
-from tests.e2e.family_probe import (
-    FAMILIES,
-    UNIT,
-    blank_fields,
-    encoder_gap,
-    fixed_registers_toml,
-    sim_refusal,
-)
+from tests.broker_fixtures import MqttProbe
+from tests.e2e.family_probe import FAMILIES, sim_pile_toml, unit_of
 from tests.e2e.harness import (
     Api,
     CentralProcess,
@@ -40,9 +38,11 @@ pytestmark = pytest.mark.e2e
 
 STATION = "s1"
 SCALE = 60.0
-TRICKLE_W = 10_000  # the central's slow_power_kw; the simulated pile is rated the same
+TRICKLE_W = 10_000  # the central's slow_power_kw; the simulated piles are rated the same
 RATES = {"peak_cost": 1.2, "normal_cost": 0.8, "valley_cost": 0.4}
 REQUESTED_KWH = 1.0
+PILES = {family: f"T{i}" for i, family in enumerate(FAMILIES, start=1)}
+BILL_ROUNDING_KWH = 0.005  # the bill shows kWh to 0.01
 
 
 @pytest.fixture(params=FAMILIES)
@@ -50,88 +50,71 @@ def family(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-def broker(tmp_path: Path):
-    broker = MosquittoBroker(free_port(), tmp_path / "mosquitto", persistence=True)
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("billing")
+
+
+@pytest.fixture(scope="module")
+def broker(workdir: Path) -> Iterator[MosquittoBroker]:
+    broker = MosquittoBroker(free_port(), workdir / "mosquitto", persistence=True)
     broker.start()
     yield broker
     broker.stop()
 
 
-@pytest.fixture
-def sim(tmp_path: Path, family: str):
-    config = tmp_path / "sim.toml"
+@pytest.fixture(scope="module")
+def sim(workdir: Path) -> Iterator[SimProcess]:
+    config = workdir / "sim.toml"
     config.write_text(
         f"time_scale = {SCALE}\ncontrol_port = 0\n\n"
         '[[piles]]\nid = "F1"\nkind = "fast"\nrated_power_W = 30000\n\n'
-        f'[[piles]]\nid = "T1"\nkind = "trickle"\nrated_power_W = {TRICKLE_W}\n'
-        f'unit = {UNIT}\nmap = "{family}"\n' + fixed_registers_toml(family)
+        + "".join(sim_pile_toml(pile, family, TRICKLE_W) for family, pile in PILES.items())
     )
-    gap = encoder_gap(family)
-    if gap is not None:
-        pytest.xfail(f"the simulator cannot render {family} yet: {gap}")
-    ready = tmp_path / "sim.ready.json"
-    proc = spawn("sim", ["sim", "--config", str(config), "--ready-file", str(ready)], tmp_path)
+    ready = workdir / "sim.ready.json"
+    proc = spawn("sim", ["sim", "--config", str(config), "--ready-file", str(ready)], workdir)
     try:
         doc = wait_until(
             lambda: ready.exists() and json.loads(ready.read_text()), 30, "simulator ready", proc
         )
-    except AssertionError:
-        refusal = sim_refusal(proc.log())
-        if refusal is None:
-            raise
-        pytest.xfail(f"the simulator cannot serve {family} yet: {refusal}")
-    process = SimProcess(proc, doc["piles"], int(doc["control_port"]))
-    try:
-        blank = asyncio.run(blank_fields(process, family, "T1"))
-        if blank:
-            pytest.xfail(
-                f"the simulator serves {family}'s {blank} blank (a block's holes over another block)"
-            )
-        yield process
+        yield SimProcess(proc, doc["piles"], int(doc["control_port"]))
     finally:
         proc.stop()
 
 
-def gateway_toml(sim: SimProcess, family: str, mqtt_port: int, data_dir: Path, control_port: int) -> str:
+@pytest.fixture(scope="module")
+def probe(broker: MosquittoBroker) -> Iterator[MqttProbe]:
+    """Sees what the central sees: every port's telemetry as the gateway publishes it."""
+    probe = MqttProbe(broker.port, client_id=f"probe-{uuid.uuid4().hex[:6]}")
+    asyncio.run(probe.connect())
+    asyncio.run(probe.subscribe(f"pilegate/v1/{STATION}/pile/+/port/+/telemetry", qos=1))
+    yield probe
+    probe.close()
+
+
+def gateway_toml(sim: SimProcess, mqtt_port: int, data_dir: Path, control_port: int) -> str:
     lines = [
         f'[gateway]\nid = "gw1"\nstation = "{STATION}"\ndata_dir = "{data_dir}"\npoll_period_s = 0.5',
         f'control_listen = "127.0.0.1:{control_port}"\nlog_format = "json"\n',
         f'[mqtt]\nurl = "mqtt://127.0.0.1:{mqtt_port}"\nkeepalive_s = 5\n',
     ]
-    for pile, map_line in (("F1", ""), ("T1", f'map = "{family}"')):
+    for pile, family in [("F1", None), *((p, f) for f, p in PILES.items())]:
         endpoint = sim.piles[pile]
-        unit = UNIT if pile == "T1" else 1
+        unit = unit_of(family) if family else 1
+        map_line = f'map = "{family}"\n' if family else ""
         lines += [
             f'[[bus]]\nname = "b-{pile}"\ntransport = "tcp"\nhost = "{endpoint["host"]}"',
             f"port = {endpoint['port']}\ntimeout_s = 0.2\n",
-            f'[[pile]]\nid = "{pile}"\nbus = "b-{pile}"\nunit = {unit}\nports = 1\n{map_line}\n',
+            f'[[pile]]\nid = "{pile}"\nbus = "b-{pile}"\nunit = {unit}\nports = 1\n{map_line}',
         ]
     return "\n".join(lines)
 
 
-@pytest.fixture
-def station(tmp_path: Path, sim: SimProcess, broker: MosquittoBroker, family: str):
-    control_port = free_port()
-    config_path = tmp_path / "gateway.toml"
-    config_path.write_text(gateway_toml(sim, family, broker.port, tmp_path / "gw-data", control_port))
-    proc = spawn("gateway", ["gateway", "--config", str(config_path)], tmp_path)
-    gateway = GatewayProcess(proc, config_path, control_port, tmp_path / "gw-data")
-    central: CentralProcess | None = None
-    try:
-        wait_until(gateway.answering, 30, "gateway control API", proc)
-        central = start_central(tmp_path, broker.port, time_scale=SCALE, fast=1, trickle=1)
-        yield {"sim": sim, "central": central}
-    finally:
-        if central is not None:
-            central.proc.stop()
-        proc.stop()
-
-
-def meter_Wh(sim: SimProcess, pile: str) -> int:
+def meter_Wh(sim: SimProcess, pile: str) -> float:
+    """The pile's own meter (the simulator's decoded register: 0.1 Wh steps for KEBA)."""
     ports = sim.snapshot()["piles"][pile]["ports"]
     first = ports["1"] if isinstance(ports, dict) else ports[0]
-    return int(first["energy_Wh"])
+    return float(first["energy_Wh"])
 
 
 def power_W(sim: SimProcess, pile: str) -> int:
@@ -146,39 +129,99 @@ def status(driver: Api) -> dict[str, Any]:
     return dict(body["data"])
 
 
-def pile_online(api: Api, pile: str) -> bool:
+def piles_online(api: Api, piles: set[str]) -> bool:
     code, body = api.call("GET", "/api/charging/piles/status/")
     entries = body["data"]["fast_piles"] + body["data"]["slow_piles"] if code == 200 else []
-    return any(p["pile_id"] == pile and p["status"] == "normal" for p in entries)
+    return piles <= {p["pile_id"] for p in entries if p["status"] == "normal"}
 
 
-def test_a_trickle_request_is_stopped_at_the_amount_and_billed_by_the_family_meter(station, family):
-    sim: SimProcess = station["sim"]
-    driver = Api(station["central"].url).register("driver1")
-    wait_until(lambda: pile_online(driver, "T1"), 30, "T1 online")
-    before_Wh = meter_Wh(sim, "T1")
+@dataclass
+class Session:
+    """One driver's charge as the test saw it: the pile it ran on, the pile's meter before and
+    after, and the driver's bill."""
+
+    pile: str
+    before_Wh: float
+    after_Wh: float
+    bill: dict[str, Any]
+
+
+def charge(driver: Api, sim: SimProcess) -> str:
+    """Request a trickle charge and wait until it charges; the pile it charges on."""
     code, body = driver.call(
         "POST",
         "/api/charging/request/",
         {"charging_mode": "slow", "requested_amount": REQUESTED_KWH, "battery_capacity": 60},
     )
     assert code in (200, 201), body
-    wait_until(lambda: status(driver)["current_status"] == "charging", 30, f"{family} charging")
-    assert status(driver)["charging_pile_id"] == "T1"
-    wait_until(lambda: status(driver)["current_status"] == "completed", 60, "completed")
-    wait_until(lambda: power_W(sim, "T1") == 0, 15, f"{family} stopped by the central")
-    delivered_Wh = meter_Wh(sim, "T1") - before_Wh
+    wait_until(lambda: status(driver)["current_status"] == "charging", 30, "charging")
+    return str(status(driver)["charging_pile_id"])
 
+
+@pytest.fixture(scope="module")
+def sessions(
+    workdir: Path, sim: SimProcess, broker: MosquittoBroker, probe: MqttProbe
+) -> Iterator[dict[str, Session]]:
+    """One driver per family pile, each charged to the amount side by side; by pile."""
+    control_port = free_port()
+    config_path = workdir / "gateway.toml"
+    config_path.write_text(gateway_toml(sim, broker.port, workdir / "gw-data", control_port))
+    proc = spawn("gateway", ["gateway", "--config", str(config_path)], workdir)
+    gateway = GatewayProcess(proc, config_path, control_port, workdir / "gw-data")
+    central: CentralProcess | None = None
+    try:
+        wait_until(gateway.answering, 30, "gateway control API", proc)
+        central = start_central(workdir, broker.port, time_scale=SCALE, fast=1, trickle=len(PILES))
+        drivers = [Api(central.url).register(f"driver{i}") for i in range(1, len(PILES) + 1)]
+        wait_until(lambda: piles_online(drivers[0], set(PILES.values())), 30, "the family piles online")
+        before = {pile: meter_Wh(sim, pile) for pile in PILES.values()}
+        on_pile = {charge(driver, sim): driver for driver in drivers}  # each on a free pile
+        assert sorted(on_pile) == sorted(PILES.values()), on_pile
+        for pile, driver in on_pile.items():
+            wait_until(lambda d=driver: status(d)["current_status"] == "completed", 60, f"{pile} completed")
+            wait_until(lambda p=pile: power_W(sim, p) == 0, 15, f"{pile} stopped by the central")
+        yield {
+            pile: Session(pile, before[pile], meter_Wh(sim, pile), bill(driver))
+            for pile, driver in on_pile.items()
+        }
+    finally:
+        if central is not None:
+            central.proc.stop()
+        proc.stop()
+
+
+def bill(driver: Api) -> dict[str, Any]:
     code, body = driver.call("GET", "/api/charging/bills/")
     assert code == 200, body
-    [bill] = body["data"]["bills"]
-    assert bill["pile_id"] == "T1"
-    billed_kWh = bill["charging_amount"]  # rounded to 0.01 kWh
-    assert billed_kWh >= REQUESTED_KWH - 0.005
-    # the meter ran on between the central's last reading and the pile's stop: at most what the
-    # pile delivers at its rating in two poll periods and the command's round trip (scaled time)
-    unobserved_kWh = TRICKLE_W * 3.0 * SCALE / 3600 / 1000
-    assert delivered_Wh / 1000 - unobserved_kWh - 0.005 <= billed_kWh <= delivered_Wh / 1000 + 0.005
-    kwh_from_fees = sum(bill[k] / rate for k, rate in RATES.items())
-    assert kwh_from_fees == pytest.approx(bill["charging_amount"], abs=0.05)
-    assert bill["service_cost"] == pytest.approx(0.8 * bill["charging_amount"], abs=0.011)
+    [only] = body["data"]["bills"]
+    return dict(only)
+
+
+def published_session_Wh(probe: MqttProbe, pile: str) -> tuple[int, int]:
+    """(baseline, end) of the port's session in the meter readings the gateway published: the last
+    reading before the port charged or its meter moved, and the last reading (the meter stands after
+    the stop)."""
+    readings = [m.json() for m in probe.matching(f"pilegate/v1/{STATION}/pile/{pile}/port/1/telemetry")]
+    readings.sort(key=lambda r: r["seq"])
+    started = next(
+        i
+        for i, r in enumerate(readings)
+        if i and (r["state"] == "charging" or r["energy_Wh"] > readings[i - 1]["energy_Wh"])
+    )
+    return readings[started - 1]["energy_Wh"], readings[-1]["energy_Wh"]
+
+
+def test_a_trickle_request_is_stopped_at_the_amount_and_billed_by_the_family_meter(sessions, probe, family):
+    session = sessions[PILES[family]]
+    baseline_Wh, end_Wh = published_session_Wh(probe, session.pile)
+    assert isinstance(baseline_Wh, int) and isinstance(end_Wh, int)  # whole Wh, as published
+    seen_Wh = end_Wh - baseline_Wh
+    assert seen_Wh >= REQUESTED_KWH * 1000  # the central stopped the port at the amount, not before
+    # the published readings are the pile's own meter, each to within the whole Wh it is published in
+    assert seen_Wh == pytest.approx(session.after_Wh - session.before_Wh, abs=1.0)
+    billed_kWh = session.bill["charging_amount"]
+    assert session.bill["pile_id"] == session.pile
+    assert billed_kWh == pytest.approx(seen_Wh / 1000, abs=BILL_ROUNDING_KWH + 1e-9)
+    kwh_from_fees = sum(session.bill[k] / rate for k, rate in RATES.items())
+    assert kwh_from_fees == pytest.approx(billed_kWh, abs=0.05)
+    assert session.bill["service_cost"] == pytest.approx(0.8 * billed_kWh, abs=0.011)

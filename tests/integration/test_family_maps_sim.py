@@ -16,13 +16,13 @@ from dataclasses import dataclass
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
-from firmware_sim.config import SimConfig, SimConfigError, SimPileSpec
+from firmware_sim.config import SimConfig, SimPileSpec
 from firmware_sim.runner import Simulation, start_simulation
 from protocols import canonical
 from protocols.codec import decode, encode_field
 from protocols.maploader import shipped_names
 from protocols.registers import Block, CurrentRecipe, Field, PortState, RegisterMap, SimFault, get_map
-from tests.e2e.family_probe import FIXED_REGISTERS, encoder_gap
+from tests.e2e.family_probe import FIXED_REGISTERS, unit_of
 from tests.helpers import wait_for
 
 TIME_SCALE = 600.0
@@ -40,11 +40,10 @@ class Family:
     single_write_fc6: bool  # the family's sources write one-register values with function 6
 
 
-# A real P30 answers on unit 255 only; the simulator (like the gateway config) takes 1..247 today.
-KEBA = Family("keba-p30", unit=1, single_write_fc6=True)
-ALFEN = Family("alfen-ng9xx", unit=1, single_write_fc6=False)
-BENDER = Family("bender-cc61x", unit=1, single_write_fc6=False)
-ABB = Family("abb-terra-ac", unit=1, single_write_fc6=False)
+KEBA = Family("keba-p30", unit=unit_of("keba-p30"), single_write_fc6=True)  # 255, as a real P30
+ALFEN = Family("alfen-ng9xx", unit=unit_of("alfen-ng9xx"), single_write_fc6=False)
+BENDER = Family("bender-cc61x", unit=unit_of("bender-cc61x"), single_write_fc6=False)
+ABB = Family("abb-terra-ac", unit=unit_of("abb-terra-ac"), single_write_fc6=False)
 FAMILIES = (KEBA, ALFEN, BENDER, ABB)
 
 
@@ -55,26 +54,9 @@ def family(request: pytest.FixtureRequest) -> Family:
 
 @pytest.fixture
 async def sim(family: Family) -> AsyncIterator[Simulation]:
-    gap = encoder_gap(family.name)
-    if gap is not None:
-        pytest.xfail(f"the simulator cannot render {family.name} yet: {gap}")
     fixed = tuple(FIXED_REGISTERS.get(family.name, {}).items())  # registers the sim does not model
     pile = SimPileSpec("P1", "trickle", RATED_W, unit=family.unit, map=family.name, registers=fixed)
-    try:
-        simulation = await start_simulation(
-            SimConfig(piles=(pile,), time_scale=TIME_SCALE, control_port=None)
-        )
-    except SimConfigError as exc:
-        if any("has no code for faulted" in p for p in exc.problems):
-            # ABB shows a fault only in its error bits (0x4008); its state byte has no fault code
-            pytest.xfail(f"the simulator cannot serve {family.name} yet: {exc.problems}")
-        raise
-    except TypeError as exc:
-        if "is overlapping" not in str(exc):
-            raise
-        # identity registers between the port's registers (KEBA, Bender): pymodbus refuses the
-        # simulator's overlapping data blocks
-        pytest.xfail(f"the simulator cannot serve {family.name} yet: {exc}")
+    simulation = await start_simulation(SimConfig(piles=(pile,), time_scale=TIME_SCALE, control_port=None))
     try:
         yield simulation
     finally:
@@ -158,19 +140,20 @@ class Wallbox:
 
 
 @pytest.fixture
-async def wallbox(client: AsyncModbusTcpClient, family: Family, sim: Simulation) -> Wallbox:
-    box = Wallbox(client, family)
-    served = await box.read("telemetry", raw=True)
+async def wallbox(client: AsyncModbusTcpClient, family: Family) -> Wallbox:
+    return Wallbox(client, family)
+
+
+async def test_the_pile_serves_what_its_simulation_says(wallbox: Wallbox, sim: Simulation):
+    """Every telemetry register, read one field per request, decodes to the simulator's own
+    snapshot of the port: no block's holes blank another block's registers, codes sit in place."""
+    served = await wallbox.read("telemetry", raw=True)
     expected = sim.port_snapshot("P1", 1)
-    wrong = {name: value for name, value in served.items() if value != expected.get(name, value)}
-    state = PortState(int(str((await box.read("telemetry"))["state"])))
-    if state.name != expected["state_name"]:
-        wrong[f"state {state.name}"] = expected["state_name"]  # a code under a mask, say
-    if wrong:
-        # the simulator renders whole blocks, the zeros of a block's holes included, so a block
-        # that spans another one (read-back registers between telemetry registers) blanks it
-        pytest.xfail(f"the simulator serves {family.name}'s {sorted(wrong)} unlike its own snapshot")
-    return box
+    assert {n: v for n, v in served.items() if n in expected} == {
+        n: expected[n] for n in served if n in expected
+    }
+    state = PortState(int(str((await wallbox.read("telemetry"))["state"])))
+    assert state.name == expected["state_name"]
 
 
 async def telemetry(wallbox: Wallbox) -> dict[str, object]:

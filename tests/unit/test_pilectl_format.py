@@ -8,7 +8,8 @@ import click
 import pytest
 
 from gateway.pilectl import register_value, unit_range
-from gateway.pilectl_format import format_outbox, format_tail_item, identity_text
+from gateway.pilectl_format import format_outbox, format_tail_item, identity_text, match_label
+from gateway.scan import UNIT_IDS
 
 TS_MS = 1_700_000_000_123
 CLOCK = time.strftime("%H:%M:%S", time.localtime(TS_MS / 1000)) + ".123"
@@ -107,7 +108,20 @@ def test_identity_and_register_values():
     for bad in ("65536", "-1", "ten"):
         with pytest.raises(click.BadParameter):
             register_value(bad)
-    assert unit_range("5") == range(5, 6) and unit_range("1-247") == range(1, 248)
-    for bad in ("0-3", "9-3", "1-248", "a-b"):
+    assert unit_range("5") == range(5, 6) and unit_range("1-255") == range(1, 256)  # a TCP host
+    assert unit_range("1-247", UNIT_IDS) == range(1, 248)
+    for bad in ("0-3", "9-3", "1-256", "a-b"):
         with pytest.raises(click.BadParameter):
             unit_range(bad)
+    with pytest.raises(click.BadParameter, match=r"on an RTU line are 1\.\.247"):
+        unit_range("255", UNIT_IDS)
+    numbers = {"serial": 20512345, "product": 311201, "firmware": 50990080}
+    assert identity_text(numbers) == "serial 20512345, product 311201, firmware 50990080"
+
+
+def test_scan_matches_say_how_sure_they_are_and_where_the_identity_came_from():
+    base = {"map": "m", "identity": {}, "confirmed": True, "role": "pile", "identity_unit": None}
+    assert match_label(base) == "m"
+    assert match_label({**base, "confirmed": False}) == "m (unconfirmed)"
+    assert match_label({**base, "role": "station"}) == "m station"
+    assert match_label({**base, "identity_unit": 200}) == "m (identity on unit 200)"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
 from drivers.errors import DriverError
-from drivers.specs import SerialTransport, TcpTransport
+from drivers.plan import compile_read_plan
+from drivers.specs import RtuTcpTransport, SerialTransport, TcpTransport
 from gateway.scan import (
     LineError,
     default_timeout_s,
@@ -17,8 +19,9 @@ from gateway.scan import (
     probe_unit,
     scan,
     shipped_maps,
+    unit_ids,
 )
-from protocols.registers import SIM_V1, encode
+from protocols.registers import SIM_V1, RegisterMap, encode, get_map, load_map
 
 IDENTITY = {
     "vendor": "pilegate",
@@ -31,29 +34,51 @@ IDENTITY = {
     "kind": 0,
 }
 MAPS = {SIM_V1.name: SIM_V1}
+NO_RULE = dataclasses.replace(SIM_V1, match=())  # judged by plausibility alone
+
+
+Image = dict[int, dict[int, int]]  # function code -> address -> word (or 0/1 bit)
 
 
 class Line:
-    """Units behind a line: each unit is its register words, or the DriverError it answers with.
-    Units not listed are silent. Every read is recorded; a read advances the clock by ``read_s``."""
+    """Units behind a line: each unit is its register images by function code, or the DriverError
+    it answers with. Units not listed are silent; a read of an address a unit lacks gets exception
+    0x02. Every read is recorded; a read advances the clock by ``read_s``."""
 
-    def __init__(self, units: dict[int, list[int] | DriverError], read_s: float = 0.0) -> None:
-        self.units, self.read_s = units, read_s
+    def __init__(self, units: dict[int, Image | list[int] | DriverError], read_s: float = 0.0) -> None:
+        self.units = {u: holding(a) if isinstance(a, list) else a for u, a in units.items()}
+        self.read_s = read_s
         self.now_s = 0.0
-        self.reads: list[tuple[int, int, int]] = []
+        self.reads: list[tuple[int, int, int, int]] = []
 
     def clock(self) -> float:
         return self.now_s
 
-    async def read(self, unit: int, address: int, count: int) -> list[int]:
-        self.reads.append((unit, address, count))
+    async def read(self, unit: int, address: int, count: int, function: int = 3) -> list[int]:
+        self.reads.append((unit, address, count, function))
         self.now_s += self.read_s
         answer = self.units.get(unit, DriverError("timeout", f"unit {unit}", "no reply within 0.1 s"))
         if isinstance(answer, DriverError):
             raise answer
-        if address + count > len(answer):
+        table = answer.get(function, {})
+        if any(a not in table for a in range(address, address + count)):
             raise exception(unit, 0x02)
-        return answer[address : address + count]
+        return [table[a] for a in range(address, address + count)]
+
+
+def holding(words: list[int], base: int = 0) -> Image:
+    return {3: {base + i: w for i, w in enumerate(words)}}
+
+
+def image(regmap: RegisterMap, values: dict[str, object]) -> Image:
+    """The identity blocks of ``regmap`` holding ``values``, each in its function's table."""
+    out: Image = {}
+    for block in regmap.identity_blocks:
+        words = encode(
+            regmap, block, {k: v for k, v in values.items() if k in {f.name for f in block.fields}}
+        )
+        out.setdefault(block.function, {}).update({block.base + i: w for i, w in enumerate(words)})
+    return out
 
 
 def exception(unit: int, code: int) -> DriverError:
@@ -64,17 +89,17 @@ def sim_words(**changes: object) -> list[int]:
     return encode(SIM_V1, SIM_V1.identity, {**IDENTITY, **changes})
 
 
-def for_unit(line: Line, unit: int) -> Callable[[int, int], Awaitable[list[int]]]:
-    async def read(address: int, count: int) -> list[int]:
-        return await line.read(unit, address, count)
+def for_unit(line: Line, unit: int) -> Callable[[int, int, int], Awaitable[list[int]]]:
+    async def read(address: int, count: int, function: int) -> list[int]:
+        return await line.read(unit, address, count, function)
 
     return read
 
 
 async def test_a_sim_pile_identity_fits_its_map_and_decodes():
     line = Line({3: sim_words()})
-    (match,) = await identify(for_unit(line, 3), MAPS)
-    assert match.map == "pilegate-sim-v1"
+    match = await identify(for_unit(line, 3), SIM_V1.name, SIM_V1)
+    assert match is not None and match.map == "pilegate-sim-v1" and match.confirmed
     assert (match.identity["vendor"], match.identity["serial"], match.identity["num_ports"]) == (
         "pilegate",
         "T7",
@@ -94,13 +119,14 @@ async def test_a_sim_pile_identity_fits_its_map_and_decodes():
     ],
 )
 async def test_an_implausible_identity_fits_no_map(words, why):
-    assert await identify(for_unit(Line({1: words}), 1), MAPS) == [], why
+    assert await identify(for_unit(Line({1: words}), 1), SIM_V1.name, NO_RULE) is None, why
 
 
 async def test_an_exception_reply_rules_the_map_out_but_a_timeout_is_raised():
-    assert await identify(for_unit(Line({1: [1, 2, 3]}), 1), MAPS) == []  # short: ILLEGAL_DATA_ADDRESS
+    short = Line({1: [1, 2, 3]})  # ILLEGAL_DATA_ADDRESS
+    assert await identify(for_unit(short, 1), SIM_V1.name, SIM_V1) is None
     with pytest.raises(DriverError, match="no reply"):
-        await identify(for_unit(Line({}), 1), MAPS)
+        await identify(for_unit(Line({}), 1), SIM_V1.name, SIM_V1)
 
 
 async def test_maps_sharing_an_identity_block_read_it_once():
@@ -108,7 +134,7 @@ async def test_maps_sharing_an_identity_block_read_it_once():
     line = Line({1: sim_words()})
     report = await probe_unit(line.read, 1, {"pilegate-sim-v1": SIM_V1, "twin": twin})
     assert [m.map for m in report.matches] == ["pilegate-sim-v1", "twin"]
-    assert line.reads == [(1, 0, SIM_V1.identity.size)]
+    assert line.reads == [(1, 0, SIM_V1.identity.size, 3)]
 
 
 async def test_silent_units_and_tcp_gateway_replies_are_absent():
@@ -171,3 +197,87 @@ def test_default_timeout_covers_the_identity_read_on_a_slow_line():
     assert default_timeout_s(slow, MAPS) == pytest.approx(min_timeout_s(slow, MAPS) + 0.1, abs=0.001)
     assert default_timeout_s(TcpTransport("10.0.0.5", 502), MAPS) == 0.3
     assert set(shipped_maps()) >= {"pilegate-sim-v1"}
+
+
+# ------------------------------------------------------------------ the maps' own rules and layouts
+
+KEBA = get_map("keba-p30")
+ALFEN = get_map("alfen-ng9xx")
+WALLBOX = load_map(Path(__file__).parents[1] / "data" / "test-wallbox-current.toml")
+
+
+async def test_a_plausible_identity_that_the_match_rule_refuses_fits_no_map():
+    line = Line({1: sim_words(vendor="acme", model="X-1")})  # printable, ports in range: plausible
+    report = await probe_unit(line.read, 1, MAPS)
+    assert report.answered and report.matches == () and report.note == "no shipped map's identity fits"
+    assert (await probe_unit(line.read, 1, {"plain": NO_RULE})).matches[0].confirmed is False
+
+
+async def test_a_confirmed_map_outranks_one_that_is_only_plausible():
+    line = Line({1: sim_words()})
+    alone = await probe_unit(line.read, 1, {"plain": NO_RULE})
+    assert [(m.map, m.confirmed) for m in alone.matches] == [("plain", False)]
+    both = await probe_unit(line.read, 1, {"plain": NO_RULE, SIM_V1.name: SIM_V1})
+    assert [(m.map, m.confirmed) for m in both.matches] == [(SIM_V1.name, True)]
+
+
+async def test_a_family_with_a_small_largest_read_is_read_field_by_field():
+    line = Line({255: image(KEBA, {"serial": 20512345, "product": 311201, "firmware": 0x030A1000})})
+    report = await probe_unit(line.read, 255, {KEBA.name: KEBA})
+    (match,) = report.matches
+    assert (match.map, match.confirmed, match.identity["product"]) == ("keba-p30", True, 311201)
+    assert line.reads == [(255, 1014, 2, 3), (255, 1016, 2, 3), (255, 1018, 2, 3)]  # max_read = 2
+    other = Line({255: image(KEBA, {"serial": 1, "product": 4211201, "firmware": 1})})  # a P40
+    assert (await probe_unit(other.read, 255, {KEBA.name: KEBA})).matches == ()
+
+
+async def test_identity_in_input_registers_is_read_with_function_4():
+    values = {"vendor": "TESTCO", "model": "TW-22", "serial": "W9", "num_ports": 2}
+    line = Line({7: image(WALLBOX, values)})
+    (match,) = (await probe_unit(line.read, 7, {WALLBOX.name: WALLBOX})).matches
+    assert match.identity["serial"] == "W9"
+    assert {function for *_, function in line.reads} == {4}
+    assert (await probe_unit(Line({7: holding(sim_words())}).read, 7, {WALLBOX.name: WALLBOX})).matches == ()
+
+
+def alfen_station(socket_units: tuple[int, ...]) -> dict[int, Image | list[int] | DriverError]:
+    """Alfen's station registers on unit 200, its sockets' polled registers on their own units."""
+    station = image(ALFEN, {"model": "ALF_1000", "vendor": "Alfen NV", "serial": "ACE0001"})
+    request = compile_read_plan(ALFEN, 1).requests[0]
+    socket: Image = {request.function: {request.address + i: 0 for i in range(request.count)}}
+    return {200: station, **dict.fromkeys(socket_units, socket)}
+
+
+async def test_a_family_with_identity_on_a_station_unit_shows_the_station_and_its_sockets():
+    line = Line(alfen_station((1, 2)))
+    report = await scan(line.read, range(1, 256), {ALFEN.name: ALFEN, SIM_V1.name: SIM_V1}, deadline_s=60)
+    by_unit = {u.unit: u.matches for u in report.found}
+    assert sorted(by_unit) == [1, 2, 200]
+    for unit in (1, 2):
+        (socket,) = by_unit[unit]
+        assert (socket.map, socket.role, socket.identity_unit, socket.confirmed) == (
+            "alfen-ng9xx",
+            "pile",
+            200,
+            True,
+        )
+        assert socket.identity["serial"] == "ACE0001"
+    (station,) = by_unit[200]
+    assert (station.role, station.identity_unit, station.identity["vendor"]) == ("station", None, "Alfen NV")
+    station_reads = [r for r in line.reads if r[0] == 200]
+    assert len(station_reads) == len(set(station_reads))  # read once for both sockets
+
+
+async def test_a_unit_is_no_socket_of_a_station_family_unless_the_station_answers_its_identity():
+    units = alfen_station((1,))
+    del units[200]
+    report = await probe_unit(Line(units).read, 1, {ALFEN.name: ALFEN})
+    assert report.answered and report.matches == ()
+    silent = await probe_unit(Line(alfen_station(())).read, 3, {ALFEN.name: ALFEN})
+    assert not silent.answered  # the station answering is not unit 3 answering
+
+
+def test_tcp_hosts_have_unit_ids_up_to_255_and_rtu_lines_up_to_247():
+    assert unit_ids(TcpTransport("10.0.0.5", 502)) == range(1, 256)
+    assert unit_ids(SerialTransport("/dev/ttyUSB0")) == range(1, 248)
+    assert unit_ids(RtuTcpTransport("10.0.0.6", 4001)) == range(1, 248)
