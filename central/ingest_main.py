@@ -43,7 +43,8 @@ from protocols.payloads import CommandResult, PileEvent, Telemetry
 log = structlog.get_logger(__name__)
 
 SEED_ROWS = 50_000  # more than the broker's in-flight window plus a batch: what may come again
-FLUSH_ROWS = 2_000  # rows (or unacknowledged messages) that start a write before the interval
+FLUSH_ROWS = 1_000  # unacknowledged messages that start a write before the interval
+FLUSH_INTERVAL_S = 0.02  # how long a message waits at most for its write (and its PUBACK)
 INGEST_LOCK_KEY = 0x70696C65_696E6774  # "pileingt": the advisory lock of "one ingest per database"
 RESTART_MIN_S, RESTART_MAX_S = 0.5, 10.0
 STABLE_RUN_S = 30.0  # a child that ran this long restarts after the shortest pause again
@@ -123,7 +124,13 @@ async def run_ingest(config: CentralConfig, stop: asyncio.Event) -> Ingest:
         lambda topic, payload: holder["ingest"].handle(topic, payload),
     )
     ingest = holder["ingest"] = Ingest(
-        store, config.station, NoListener(), store_status=False, acks=mqtt, flush_rows=FLUSH_ROWS
+        store,
+        config.station,
+        NoListener(),
+        store_status=False,
+        acks=mqtt,
+        flush_rows=FLUSH_ROWS,
+        flush_interval_s=FLUSH_INTERVAL_S,
     )
     try:
         await ingest.start()

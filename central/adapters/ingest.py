@@ -28,8 +28,11 @@ reason, logged (rate-limited) and dropped.
   stores status changes, not telemetry), the ingest process's with ``store_status=False`` (it
   stores telemetry and the live fields it sets, and follows statuses in memory only). With
   ``acks`` (the ingest process's MQTT client in manual-ack mode) a message is acknowledged to the
-  broker only once the batch holding it committed; a batch that failed is written again with the
-  next, so nothing the broker handed over is lost, and a restarted process seeds its
+  broker only once the batch holding it committed; a write starts after ``flush_interval_s`` or
+  once ``flush_rows`` messages wait for their acknowledgement (the broker sends at most its
+  in-flight window unacknowledged), never sooner than ``WRITE_GAP_S`` after the last one (another
+  process's writer waiting on SQLite's lock gets its turn); a batch that failed is written again
+  with the next, so nothing the broker handed over is lost, and a restarted process seeds its
   de-duplication from the rows stored last (:meth:`Ingest.seed`), so the messages the broker sends
   again are not stored twice.
 * The listener sees readings after de-duplication in the order received, pile states only on
@@ -83,6 +86,7 @@ FALLBACK_POWER_KW = {1: 30.0, 2: 10.0}  # for a pile that does not state its rat
 NO_LIVE_DATA = ("offline", "comm_fault")  # pile states in which its ports' readings are stale
 LOG_EVERY_S = 10.0
 TOPIC_CACHE_SIZE = 65_536
+WRITE_GAP_S = 0.005  # with acks: pause between writes (SQLite's busy handler polls, it is not fair)
 
 
 def wall_ms() -> int:
@@ -344,7 +348,12 @@ class Ingest:
                 async with asyncio.timeout(self._flush_interval_s):
                     await self._kick.wait()
             self._kick.clear()
+            errors = self.counts["store_errors"]
             await self.flush()
+            if self.counts["store_errors"] != errors and not self._stopping:
+                await asyncio.sleep(self._flush_interval_s)  # a kept batch: do not retry at message rate
+            elif self._acks is not None and not self._stopping:
+                await asyncio.sleep(WRITE_GAP_S)  # another process's writer gets the SQLite lock here
 
     async def flush(self) -> int:
         """Write the buffered batch in one transaction; the number of telemetry rows stored.
@@ -415,7 +424,7 @@ class Ingest:
         """Take one message; never raises."""
         self.counts["received"] += 1
         if self._acks is not None and self._acks.unacked >= self._flush_rows:
-            self._kick.set()  # the broker stops sending once its in-flight window is unacknowledged
+            self._kick.set()  # the broker sends no more than its in-flight window unacknowledged
         parsed = self._parse(topic)
         if parsed is None:
             return
