@@ -112,6 +112,9 @@ class IngestLock:
                 f"database {self.url} has an ingest process already ({exc}); one ingest per database"
             ) from None
 
+    def release(self) -> None:
+        self._lock.release()
+
 
 async def run_ingest(config: CentralConfig, stop: asyncio.Event) -> Ingest:
     """Store the station's telemetry until ``stop`` is set; the ingest (for its counts)."""
