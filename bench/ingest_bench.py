@@ -100,7 +100,7 @@ def piles(streams: int) -> list[str]:
     return [f"P{i}" for i in range(max(1, streams // 2))]
 
 
-def messages(count: int, streams: int, start_ms: int) -> list[tuple[str, bytes]]:
+def messages(count: int, streams: int, start_ms: int, state: str = "charging") -> list[tuple[str, bytes]]:
     """``count`` realistic telemetry messages round-robin over ``streams`` (pile, port) streams."""
     names = piles(streams)
     keys = [(names[i // 2], i % 2 + 1) for i in range(len(names) * 2)]
@@ -112,7 +112,7 @@ def messages(count: int, streams: int, start_ms: int) -> list[tuple[str, bytes]]
             start_ms + seq * 1000,
             1,
             seq,
-            "charging",
+            state,
             401.3,
             74.9,
             30_050.0,

@@ -57,10 +57,10 @@ PATHS = [
 ]
 
 
-def paced_publisher(port: int, rate: int, seconds: float, streams: int) -> None:
+def paced_publisher(port: int, rate: int, seconds: float, streams: int, state: str) -> None:
     """Send QoS 1 telemetry at ``rate`` msg/s for ``seconds`` (raw MQTT 3.1.1 over a socket)."""
     count = int(rate * seconds)
-    batch = messages(count, streams, time.time_ns() // 1_000_000)
+    batch = messages(count, streams, time.time_ns() // 1_000_000, state)
     packets = [_publish_packet(t, p, n % 65535 + 1) for n, (t, p) in enumerate(batch)]
     client_id = b"bench-paced"
     variable = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(client_id).to_bytes(2, "big") + client_id
@@ -154,6 +154,13 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0, help="length of the load")
     ap.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     ap.add_argument("--ingest", choices=("process", "inline"), default="process")
+    ap.add_argument(
+        "--state",
+        choices=("charging", "available"),
+        default="charging",
+        help="the readings' port state: charging (the central stops each such port: it has no order "
+        "there, a command per port and grace period) or available (only the live path's bookkeeping)",
+    )
     args = ap.parse_args()
     print(f"command: .venv/bin/python bench/rest_under_ingest.py {' '.join(sys.argv[1:])}")
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
@@ -175,7 +182,7 @@ def main() -> None:
             driver.call("POST", "/api/charging/request/", {"charging_mode": "fast", "requested_amount": 10})
             idle = asyncio.run(timed_calls(central.url, str(driver.token), admin, args.requests))
             publisher = multiprocessing.Process(
-                target=paced_publisher, args=(broker.port, args.rate, args.seconds, args.streams)
+                target=paced_publisher, args=(broker.port, args.rate, args.seconds, args.streams, args.state)
             )
             publisher.start()
             deadline = time.monotonic() + 60
@@ -187,7 +194,7 @@ def main() -> None:
             ingested = stored(database) - before
             publisher.join(args.seconds + 30)
             print(
-                f"database {args.database}, ingest {args.ingest}, "
+                f"database {args.database}, ingest {args.ingest}, readings {args.state}, "
                 f"mosquitto max_inflight_messages {broker.inflight}"
             )
             print(

@@ -118,6 +118,11 @@ class IngestLock:
 
 async def run_ingest(config: CentralConfig, stop: asyncio.Event) -> Ingest:
     """Store the station's telemetry until ``stop`` is set; the ingest (for its counts)."""
+    if config.mqtt.username and not config.ingest.username:
+        log.warning(
+            "the ingest connects as the central's broker user: a broker that takes the user name as "
+            "client id (config/mosquitto) makes the two take each other's connection; set [ingest] username"
+        )
     store = Store(config.database_url, [migrations, ORDER_MIGRATIONS])
     await store.open()
     holder: dict[str, Ingest] = {}
