@@ -1,7 +1,8 @@
 """Central ingest throughput: telemetry messages per second STORED in SQLite or PostgreSQL.
 
 Run: ``.venv/bin/python bench/ingest_bench.py [--database sqlite|postgresql] [--messages 200000]
-[--streams 1000] [--e2e-messages 100000] [--no-e2e] [--profile]``
+[--streams 1000] [--e2e-messages 100000] [--no-e2e] [--ingest process|inline] [--broker-inflight N]
+[--profile]``
 
 ``--database postgresql`` starts a throwaway PostgreSQL server (Debian's binaries, a temporary
 directory, a free port: :mod:`tests.postgres_server`) with ``synchronous_commit=off``, the same
@@ -13,7 +14,10 @@ corrupts); each phase gets a fresh database on it.
 row), batches flushed to a real database by the store's writer thread. Target >= 20,000 msg/s.
 
 (b) end to end: a publisher PROCESS blasts QoS 1 telemetry at a local mosquitto (started on a free
-port, unlimited queue); the central's own client (CentralMqtt -> Ingest) receives and stores it.
+port, unlimited queue); the ingest process's client (CentralMqtt with manual acks -> Ingest with
+``store_status=False``, as ``pilegate ingest`` builds them) receives and stores it, the piles
+registered beforehand as the central does. ``--ingest inline`` measures the single central
+process of before (acks on receipt, flushes every 100 ms) instead.
 Prints the publisher's rate, the stored rate, the central process's CPU share and where its time
 goes (Ingest.handle vs the MQTT client, and the writer thread's busy time). ``--profile`` adds the
 top functions of a cProfile of the central loop. Bounded: ``--e2e-timeout-s`` (default 120).
@@ -45,6 +49,7 @@ from central.adapters.ingest import Ingest
 from central.adapters.mqtt import CentralMqtt, MqttSettings
 from central.adapters.schema import migrations
 from central.adapters.storage import Store
+from central.ingest_main import FLUSH_ROWS, NoListener, ingest_subscriptions
 from pilegate.broker import MosquittoBroker, free_port
 from protocols import topics
 from protocols.payloads import CommandResult, PileEvent, PileStatus, Telemetry
@@ -95,7 +100,7 @@ def piles(streams: int) -> list[str]:
     return [f"P{i}" for i in range(max(1, streams // 2))]
 
 
-def messages(count: int, streams: int, start_ms: int) -> list[tuple[str, bytes]]:
+def messages(count: int, streams: int, start_ms: int, state: str = "charging") -> list[tuple[str, bytes]]:
     """``count`` realistic telemetry messages round-robin over ``streams`` (pile, port) streams."""
     names = piles(streams)
     keys = [(names[i // 2], i % 2 + 1) for i in range(len(names) * 2)]
@@ -107,7 +112,7 @@ def messages(count: int, streams: int, start_ms: int) -> list[tuple[str, bytes]]
             start_ms + seq * 1000,
             1,
             seq,
-            "charging",
+            state,
             401.3,
             74.9,
             30_050.0,
@@ -265,7 +270,7 @@ def run_publisher(port: int, count: int, streams: int) -> None:
 class BenchBroker(MosquittoBroker):
     """Mosquitto with the production config's window towards each subscriber."""
 
-    inflight = 100
+    inflight = 2000
 
     def render_conf(self) -> str:
         return super().render_conf() + f"max_inflight_messages {self.inflight}\n"
@@ -278,34 +283,56 @@ async def wait_stored(ingest: Ingest, count: int, timeout_s: float) -> float:
     return time.perf_counter()
 
 
+async def _register_piles(store: TimedStore, streams: int) -> None:
+    """The piles' statuses stored as the central stores them (so every reading updates a port row)."""
+    central = Ingest(store, STATION, NullListener(), store_telemetry=False)
+    for topic, payload in status_messages(streams):
+        central.handle(topic, payload)
+    await central.flush()
+
+
+def _e2e_parts(
+    store: TimedStore, port: int, process: bool, handle: Callable[[str, bytes], None]
+) -> tuple[CentralMqtt, Ingest]:
+    """The client and the ingest of (b): the ingest process's (manual acks, telemetry and statuses
+    only, group commit) or the single central process's of before (inline)."""
+    if process:
+        settings = MqttSettings("127.0.0.1", port, client_id="bench-ingest", manual_ack=True)
+        mqtt = CentralMqtt(settings, ingest_subscriptions(STATION), handle)
+        ingest = Ingest(store, STATION, NoListener(), store_status=False, acks=mqtt, flush_rows=FLUSH_ROWS)
+        return mqtt, ingest
+    mqtt = CentralMqtt(
+        MqttSettings("127.0.0.1", port, client_id="bench-central"), [topics.station_filter(STATION)], handle
+    )
+    return mqtt, Ingest(store, STATION, NullListener())
+
+
 async def bench_e2e(
-    count: int, streams: int, directory: Path, timeout_s: float, profile: bool, inflight: int
+    count: int, streams: int, directory: Path, timeout_s: float, profile: bool, inflight: int, process: bool
 ) -> None:
     BenchBroker.inflight = inflight
     broker = BenchBroker(free_port(), directory / "mosquitto")
     with broker:
         store = await open_store("e2e")
-        ingest = Ingest(store, STATION, NullListener())
+        await _register_piles(store, streams)
         handle_s = [0.0]
         first: list[float] = []
+        holder: list[Ingest] = []
 
         def timed_handle(topic: str, payload: bytes) -> None:
             h0 = time.perf_counter()
             if not first:
                 first.append(h0)
-            ingest.handle(topic, payload)
+            holder[0].handle(topic, payload)
             handle_s[0] += time.perf_counter() - h0
 
-        mqtt = CentralMqtt(
-            MqttSettings("127.0.0.1", broker.port, client_id="bench-central"),
-            [ingest.subscription],
-            timed_handle,
-        )
+        mqtt, ingest = _e2e_parts(store, broker.port, process, timed_handle)
+        holder.append(ingest)
         await ingest.start()
         await mqtt.start()
         await mqtt.wait_connected(10)
         for topic, payload in status_messages(streams):
-            ingest.handle(topic, payload)
+            ingest.handle(topic, payload)  # what it follows in memory: the piles are online
         await ingest.flush()
         store.busy_s = store.cpu_s = 0.0
         profiler = cProfile.Profile() if profile else None
@@ -340,7 +367,8 @@ async def bench_e2e(
     wall_s = t_end - (first[0] if first else t_end)
     stored = int(str(stats["stored"]))
     print(
-        f"(b) mosquitto max_inflight_messages {inflight}; publisher process (raw MQTT, QoS 1, "
+        f"(b) {'ingest process (manual acks, group commit)' if process else 'one central process (inline)'}; "
+        f"mosquitto max_inflight_messages {inflight}; publisher process (raw MQTT, QoS 1, "
         f"1000 in flight) "
         f"{rate(pub['published'], pub['seconds'] or 1)}"
     )
@@ -373,8 +401,14 @@ def main() -> None:
     parser.add_argument(
         "--broker-inflight",
         type=int,
-        default=100,
-        help="mosquitto max_inflight_messages (production config: 100)",
+        default=2000,
+        help="mosquitto max_inflight_messages (production config: 2000)",
+    )
+    parser.add_argument(
+        "--ingest",
+        choices=("process", "inline"),
+        default="process",
+        help="(b) as the ingest process stores (default) or as the single central process did",
     )
     parser.add_argument("--profile", action="store_true", help="cProfile the central in (b)")
     parser.add_argument("--publisher", nargs=3, type=int, help=argparse.SUPPRESS)
@@ -397,6 +431,7 @@ def main() -> None:
                     args.e2e_timeout_s,
                     args.profile,
                     args.broker_inflight,
+                    args.ingest == "process",
                 )()
             )
 

@@ -1,23 +1,31 @@
 """REST latency of the central while it ingests telemetry: p50/p99 idle and under a paced load.
 
-Real processes on 127.0.0.1: Mosquitto on a free port (with the shipped config's window of 100
-unacknowledged messages per subscriber), the central service (``pilegate central``),
-and a publisher process that sends QoS 1 telemetry for ``--streams`` streams at ``--rate`` messages
+Real processes on 127.0.0.1: Mosquitto on a free port (with the shipped config's window of
+unacknowledged messages per subscriber), the central service (``pilegate central``; with
+``--ingest process``, the default, it runs ``pilegate ingest`` as its child, which stores the
+telemetry; ``--ingest inline`` is the single process of before), on SQLite or, with ``--database
+postgresql``, on a throwaway PostgreSQL server (as ``bench/ingest_bench.py`` starts it), and a
+publisher process that sends QoS 1 telemetry for ``--streams`` streams at ``--rate`` messages
 per second (raw MQTT packets, so the publisher is not the bottleneck). A client then times driver
 and operator API calls, first with no telemetry, then while the load runs; the stored-telemetry
-rate during the window comes from the central's /metrics. Bounded in requests and seconds.
+rate during the window is counted in the database (``telemetry`` rows). Bounded in requests and
+seconds.
 
-    .venv/bin/python bench/rest_under_ingest.py --rate 5000 --requests 400
+    .venv/bin/python bench/rest_under_ingest.py --rate 5000 --requests 400 [--database postgresql]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
+import os
 import socket
+import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +35,8 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import psycopg
+
 from bench.ingest_bench import (
     STATION,
     BenchBroker,
@@ -35,7 +45,8 @@ from bench.ingest_bench import (
     messages,
 )
 from pilegate.broker import free_port
-from tests.e2e.harness import Api, start_central
+from tests.e2e.harness import Api, CentralProcess, central_config, spawn, wait_until
+from tests.postgres_server import create_database, start_server
 
 PATHS = [
     "/api/charging/queue/status/",
@@ -46,10 +57,10 @@ PATHS = [
 ]
 
 
-def paced_publisher(port: int, rate: int, seconds: float, streams: int) -> None:
+def paced_publisher(port: int, rate: int, seconds: float, streams: int, state: str) -> None:
     """Send QoS 1 telemetry at ``rate`` msg/s for ``seconds`` (raw MQTT 3.1.1 over a socket)."""
     count = int(rate * seconds)
-    batch = messages(count, streams, time.time_ns() // 1_000_000)
+    batch = messages(count, streams, time.time_ns() // 1_000_000, state)
     packets = [_publish_packet(t, p, n % 65535 + 1) for n, (t, p) in enumerate(batch)]
     client_id = b"bench-paced"
     variable = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(client_id).to_bytes(2, "big") + client_id
@@ -96,15 +107,35 @@ async def timed_calls(base: str, driver: str, admin: str, requests: int) -> list
 BY_PATH: dict[str, list[float]] = {}
 
 
-def stored(base: str, token: str) -> int:
-    import urllib.request
+def stored(database: str) -> int:
+    """Telemetry rows in the central's database (whichever process stored them)."""
+    if database.startswith("postgresql://"):
+        with psycopg.connect(database) as conn:
+            row = conn.execute("SELECT count(*) FROM telemetry").fetchone()
+    else:
+        with contextlib.closing(sqlite3.connect(database.removeprefix("sqlite:///"), timeout=30)) as conn:
+            row = conn.execute("SELECT count(*) FROM telemetry").fetchone()
+    return int(row[0]) if row else 0
 
-    request = urllib.request.Request(base + "/metrics", headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(request, timeout=5) as resp:
-        for line in resp.read().decode().splitlines():
-            if line.startswith("pilegate_central_ingest_stored "):
-                return int(float(line.split()[1]))
-    return 0
+
+def launch_central(workdir: Path, mqtt_port: int, database: str, ingest: str) -> CentralProcess:
+    """``pilegate central`` on ``database`` with ``[ingest] mode = ingest`` and a bench admin."""
+    config = central_config(STATION, mqtt_port, workdir / "central-data", 60, 1, 1)
+    config = config.replace("[mqtt]", f'database = "{database}"\n[ingest]\nmode = "{ingest}"\n[mqtt]')
+    config_path = workdir / "central.toml"
+    config_path.write_text(config)
+    subprocess.run(
+        [sys.executable, "-m", "pilegate.cli", "create-user", "--config", str(config_path), "--admin"],
+        env={**os.environ, "PILEGATE_PASSWORD": "bench-admin-pw"},
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    port = free_port()
+    proc = spawn("central", ["central", "--config", str(config_path), "--port", str(port)], workdir)
+    central = CentralProcess(proc, config_path, f"http://127.0.0.1:{port}")
+    wait_until(central.answering, 30, "central HTTP", proc)
+    return central
 
 
 def summary(name: str, latencies: list[float]) -> str:
@@ -121,14 +152,29 @@ def main() -> None:
     ap.add_argument("--streams", type=int, default=1000)
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--seconds", type=float, default=30.0, help="length of the load")
+    ap.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    ap.add_argument("--ingest", choices=("process", "inline"), default="process")
+    ap.add_argument(
+        "--state",
+        choices=("charging", "available"),
+        default="charging",
+        help="the readings' port state: charging (the central stops each such port: it has no order "
+        "there, a command per port and grace period) or available (only the live path's bookkeeping)",
+    )
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    print(f"command: .venv/bin/python bench/rest_under_ingest.py {' '.join(sys.argv[1:])}")
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
-        broker = BenchBroker(free_port(), workdir / "mosquitto")  # production's window of 100
+        database = f"sqlite:///{workdir / 'central.db'}"
+        if args.database == "postgresql":
+            server = start_server(settings=("synchronous_commit=off",))
+            stack.callback(server.stop)
+            database = create_database(server, "rest_bench")
+        broker = BenchBroker(free_port(), workdir / "mosquitto")  # production's window
         broker.start()
         central = None
         try:
-            central = start_central(workdir, broker.port, station=STATION, admin_password="bench-admin-pw")
+            central = launch_central(workdir, broker.port, database, args.ingest)
             api = Api(central.url)
             driver = api.register("bench-driver")
             _, body = api.call("POST", "/api/Users/login", {"openId": "admin", "password": "bench-admin-pw"})
@@ -136,17 +182,21 @@ def main() -> None:
             driver.call("POST", "/api/charging/request/", {"charging_mode": "fast", "requested_amount": 10})
             idle = asyncio.run(timed_calls(central.url, str(driver.token), admin, args.requests))
             publisher = multiprocessing.Process(
-                target=paced_publisher, args=(broker.port, args.rate, args.seconds, args.streams)
+                target=paced_publisher, args=(broker.port, args.rate, args.seconds, args.streams, args.state)
             )
             publisher.start()
             deadline = time.monotonic() + 60
-            while stored(central.url, admin) < args.rate and time.monotonic() < deadline:
+            while stored(database) < args.rate and time.monotonic() < deadline:
                 time.sleep(0.1)  # until about a second of telemetry has been stored
-            before, t0 = stored(central.url, admin), time.perf_counter()
+            before, t0 = stored(database), time.perf_counter()
             loaded = asyncio.run(timed_calls(central.url, str(driver.token), admin, args.requests))
             window = time.perf_counter() - t0
-            ingested = stored(central.url, admin) - before
+            ingested = stored(database) - before
             publisher.join(args.seconds + 30)
+            print(
+                f"database {args.database}, ingest {args.ingest}, readings {args.state}, "
+                f"mosquitto max_inflight_messages {broker.inflight}"
+            )
             print(
                 f"central REST latency, {len(PATHS)} endpoints round robin "
                 f"({', '.join(p.split('?')[0] for p in PATHS)})"

@@ -40,6 +40,7 @@ from central.application.orders import OperatorOrders
 from central.config import CentralConfig, load_config
 from central.domain.levels import PermissionLevel
 from central.domain.params import StationParams, params_from_mapping
+from central.ingest_main import IngestChild
 from central.web import add_user_api
 from central.web.dashboard import add_dashboard
 from central.web.keys import AUTH, INGEST, LIVE, ORDERS, PAYMENTS, SERVICE, STORE
@@ -83,7 +84,9 @@ async def _save_clock(store: Store) -> None:
         await store.write(lambda db: clock_seen(db, time.time()))
 
 
-def _lifecycle(config: CentralConfig) -> Callable[[web.Application], AsyncIterator[None]]:
+def _lifecycle(
+    config: CentralConfig, store_telemetry: bool
+) -> Callable[[web.Application], AsyncIterator[None]]:
     """The app's cleanup context: build and start every part, hand them to the web layer by typed
     keys, and stop them in reverse order on shutdown."""
 
@@ -117,7 +120,9 @@ def _lifecycle(config: CentralConfig) -> Callable[[web.Application], AsyncIterat
         )
         hub = LiveHub(service, store)
         listener = ObservedListener(service.live, hub)
-        ingest = holder["ingest"] = Ingest(store, config.station, listener, commands=sender)
+        ingest = holder["ingest"] = Ingest(
+            store, config.station, listener, commands=sender, store_telemetry=store_telemetry
+        )
         app[STORE], app[SERVICE], app[ORDERS], app[INGEST], app[LIVE] = store, service, orders, ingest, hub
         await service.start()
         await orders.start()  # resume operator orders that were charging
@@ -184,14 +189,15 @@ def add_metrics_route(app: web.Application, config: CentralConfig) -> None:
     app.router.add_get("/metrics", guarded)
 
 
-def create_app(config: CentralConfig) -> web.Application:
-    """The whole central service as one aiohttp application."""
+def create_app(config: CentralConfig, *, store_telemetry: bool = True) -> web.Application:
+    """The whole central service as one aiohttp application. ``store_telemetry=False``: another
+    process (``pilegate ingest``) stores the telemetry; this one keeps the live path."""
     app = web.Application(client_max_size=1024**2)
     app[AUTH] = AuthSettings(
         token_ttl=timedelta(seconds=config.token_ttl_s), trusted_proxies=config.trusted_proxies
     )
     app[PAYMENTS] = config.payments
-    app.cleanup_ctx.append(_lifecycle(config))
+    app.cleanup_ctx.append(_lifecycle(config, store_telemetry))
     add_user_api(app)
     add_operator_platform_api(app)
     add_metrics_route(app, config)
@@ -237,15 +243,21 @@ def central_command(config_path: str, port: int | None) -> None:
     # the SQLite writer thread runs Python between statements; hand the GIL back to the event
     # loop sooner than the default 5 ms so REST latency stays low while telemetry is stored
     sys.setswitchinterval(0.0005)
+    child = IngestChild(str(Path(config_path).resolve())) if config.ingest.mode == "process" else None
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, child))
 
 
-async def serve(config: CentralConfig) -> None:
+async def serve(config: CentralConfig, ingest_child: IngestChild | None = None) -> None:
     """Serve the central service until SIGTERM or SIGINT. Under systemd it says READY once the
-    REST port listens and feeds the watchdog from this event loop (a stuck loop stops the pings)."""
-    runner = web.AppRunner(create_app(config), access_log=None, shutdown_timeout=10)
+    REST port listens and feeds the watchdog from this event loop (a stuck loop stops the pings).
+    Telemetry is stored here with ``[ingest] mode = "inline"``, else by ``pilegate ingest``: the
+    ``ingest_child`` this starts once the database is migrated, or a unit of its own."""
+    app = create_app(config, store_telemetry=config.ingest.mode == "inline")
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=10)
     await runner.setup()
+    if ingest_child is not None:
+        await ingest_child.start()
     try:
         try:
             await web.TCPSite(runner, config.http_host, config.http_port).start()
@@ -263,6 +275,8 @@ async def serve(config: CentralConfig) -> None:
         notifier.stopping()
         watchdog.cancel()
     finally:
+        if ingest_child is not None:
+            await ingest_child.stop()
         await runner.cleanup()
 
 

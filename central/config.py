@@ -61,6 +61,14 @@ MQTT_KEYS: dict[str, tuple[Any, str]] = {
     "client_id": ("pilegate-central", "MQTT client id"),
     "keepalive_s": (15, "MQTT keepalive in seconds"),
 }
+INGEST_KEYS: dict[str, tuple[Any, str]] = {
+    "mode": ("process", "process: pilegate central runs pilegate ingest as a child | inline | external"),
+    "client_id": (None, "MQTT client id of the ingest process; default the central's client_id + '-ingest'"),
+    "username": (None, "broker user of the ingest process (see config/mosquitto); default the central's"),
+    "password": (None, "its broker password (prefer password_file)"),
+    "password_file": (None, "file whose first line is the ingest's broker password"),
+}
+INGEST_MODES = ("process", "inline", "external")
 AUTH_KEYS: dict[str, tuple[Any, str]] = {
     "token_ttl_s": (7 * 86400, "how long a login token is valid"),
 }
@@ -101,6 +109,16 @@ class CentralMqttSettings:
 
 
 @dataclass(frozen=True)
+class IngestSettings:
+    """``[ingest]``: where telemetry is stored from (see docs/storage.md) and its broker identity."""
+
+    mode: str = "process"
+    client_id: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+
+@dataclass(frozen=True)
 class CentralConfig:
     station: str
     station_name: str
@@ -119,6 +137,7 @@ class CentralConfig:
     params: StationParams
     payments: PaymentSettings
     database: str = ""  # a sqlite:/// (absolute path) or postgresql:// URL; "" = data_dir/central.db
+    ingest: IngestSettings = IngestSettings()
 
     @property
     def db_path(self) -> Path:
@@ -215,13 +234,20 @@ def _payments(raw: Any, base: Path, problems: list[str]) -> PaymentSettings:
     return PaymentSettings(secrets=secrets, tolerance_s=p["tolerance_s"])
 
 
+def _ingest(raw: Any, base: Path, problems: list[str]) -> IngestSettings:
+    i = take(raw, INGEST_KEYS, "ingest", problems)
+    check(problems, "ingest.mode", i["mode"], str, lambda v: v in INGEST_MODES, " | ".join(INGEST_MODES))
+    password = read_secret(i["password"], i["password_file"], "ingest.password_file", base, problems)
+    return IngestSettings(i["mode"], i["client_id"], i["username"], password)
+
+
 def parse_config(
     data: Mapping[str, Any], source: str = "<config>", base: Path | None = None
 ) -> CentralConfig:
     """Validate a parsed TOML document; raise ConfigError listing every problem."""
     problems: list[str] = []
     base = base or Path.cwd()
-    unknown_tables(data, ("central", "http", "mqtt", "auth", "payments", "station"), problems)
+    unknown_tables(data, ("central", "http", "mqtt", "ingest", "auth", "payments", "station"), problems)
     c = take(data.get("central", {}), CENTRAL_KEYS, "central", problems)
     try:
         check_id("central.station", str(c["station"]))
@@ -258,6 +284,7 @@ def parse_config(
     host, port, tls = parse_mqtt_url(m["url"], "mqtt.url", problems)
     password = read_secret(m["password"], m["password_file"], "mqtt.password_file", base, problems)
     check(problems, "mqtt.keepalive_s", m["keepalive_s"], int, lambda v: 5 <= v <= 3600, "5..3600")
+    ingest = _ingest(data.get("ingest", {}), base, problems)
     a = take(data.get("auth", {}), AUTH_KEYS, "auth", problems)
     check(
         problems,
@@ -290,6 +317,7 @@ def parse_config(
         params=params,
         payments=payments,
         database=database,
+        ingest=ingest,
     )
 
 

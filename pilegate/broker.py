@@ -532,13 +532,18 @@ def gateway_user(station: str, gateway: str) -> str:
 
 
 def render_acl(
-    station: str, gateways: Mapping[str, Sequence[str]], central_user: str, readers: Sequence[str] = ()
+    station: str,
+    gateways: Mapping[str, Sequence[str]],
+    central_user: str,
+    readers: Sequence[str] = (),
+    ingest_user: str | None = None,
 ) -> str:
     """The Mosquitto ACL file for one station.
 
     ``gateways`` maps gateway id -> the ids of its piles; each gateway's user is
-    :func:`gateway_user`. ``readers`` may only read the station's topics. Raises AclError naming
-    any id that cannot appear in a topic.
+    :func:`gateway_user`. ``readers`` may only read the station's topics; ``ingest_user`` (the
+    central's ``pilegate ingest`` process) only its telemetry, statuses and events. Raises
+    AclError naming any id that cannot appear in a topic.
     """
     try:
         _check_acl_input(station, gateways, central_user, readers)
@@ -569,6 +574,12 @@ def render_acl(
                 f"topic write {base}/port/+/cmd/result",
                 f"topic read {base}/port/+/cmd",
             ]
+    if ingest_user is not None:
+        topics.check_id("ingest user", ingest_user)
+        out += ["", f"user {ingest_user}"] + [
+            f"topic read {root}/{station}/{leaf}"
+            for leaf in ("pile/+/port/+/telemetry", "pile/+/status", "pile/+/event", "gw/+/status")
+        ]
     for reader in readers:
         out += ["", f"user {reader}", f"topic read {root}/{station}/#"]
     return "\n".join(out) + "\n"

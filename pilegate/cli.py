@@ -14,6 +14,7 @@ COMMANDS: dict[str, str] = {
     "create-user": "central.app:create_user_command",
     "demo": "pilegate.demo:demo_command",
     "gateway": "gateway.daemon:gateway_command",
+    "ingest": "central.ingest_main:ingest_command",
     "sim": "firmware_sim.cli:sim",
     "sim-fault": "firmware_sim.cli:sim_fault",
     "replay": "central.replay:replay_command",

@@ -16,7 +16,7 @@ so the gateway can flush its outbox and leave its status ``offline``; if the dem
 (even SIGKILL) every child gets SIGTERM from the kernel.
 
 The broker is run as production runs it: no anonymous clients, a random password per user (the
-central, the gateway, and the read-only live view) kept in ``<data dir>/secrets/<user>.password``
+central, its ingest, the gateway, and the read-only live view) kept in ``<data dir>/secrets/<user>.password``
 (mode 0600) and given to the gateway and central through their generated configs, and the
 station's ACL, so no other local process can publish commands.
 """
@@ -54,6 +54,7 @@ from pilegate.traffic import DriverTraffic, sign_in
 
 STATION, GATEWAY = "demo", "gw1"
 CENTRAL_USER, VIEW_USER = "pilegate-central", "demo-view"
+INGEST_USER = "pilegate-ingest"  # the central's telemetry ingest process: a reader of the station
 DRIVER = "demo-driver"  # the newcomer's own driver account; the simulated ones are demo-car-N
 SIMULATED_DRIVERS = 12
 FAST_QUEUE = 3  # fast cars the simulated drivers keep waiting at most
@@ -406,7 +407,7 @@ def broker_access(data_dir: Path, piles: list[str]) -> StationAccess:
     """New random broker passwords for the demo's users, each written to its 0600 password file;
     the gateway may publish for ``piles``."""
     secrets_dir(data_dir)
-    users = [CENTRAL_USER, gateway_user(STATION, GATEWAY), VIEW_USER]
+    users = [CENTRAL_USER, gateway_user(STATION, GATEWAY), VIEW_USER, INGEST_USER]
     passwords = {user: secrets.token_urlsafe(24) for user in users}
     for user, password in passwords.items():
         path = password_file(data_dir, user)
@@ -419,7 +420,7 @@ def broker_access(data_dir: Path, piles: list[str]) -> StationAccess:
         central_user=CENTRAL_USER,
         gateways={GATEWAY: piles},
         passwords=passwords,
-        readers=[VIEW_USER],
+        readers=[VIEW_USER, INGEST_USER],
     )
 
 
@@ -591,6 +592,10 @@ def central_toml(mqtt_port: int, data_dir: Path, opts: dict[str, Any]) -> str:
             'client_id = "pilegate-central-demo"',
             f'username = "{CENTRAL_USER}"',
             f'password_file = "{password_file(data_dir, CENTRAL_USER)}"',
+            "",
+            "[ingest]",
+            f'username = "{INGEST_USER}"',
+            f'password_file = "{password_file(data_dir, INGEST_USER)}"',
             "",
             "[station]",
             f'params_file = "{Path(params).resolve()}"',

@@ -23,6 +23,18 @@ reason, logged (rate-limited) and dropped.
   the publisher, so while the gateway is up only the broker's ACL (a gateway may publish its own
   piles' topics only) tells its messages from a forger's; the binding guards against forged
   births and wills.
+* Split over two processes (``pilegate central`` with its ``pilegate ingest`` child): the
+  central's Ingest runs with ``store_telemetry=False`` (it tells its listener everything and
+  stores status changes, not telemetry), the ingest process's with ``store_status=False`` (it
+  stores telemetry and the live fields it sets, and follows statuses in memory only). With
+  ``acks`` (the ingest process's MQTT client in manual-ack mode) a message is acknowledged to the
+  broker only once the batch holding it committed; a write starts after ``flush_interval_s`` or
+  once ``flush_rows`` messages wait for their acknowledgement (the broker sends at most its
+  in-flight window unacknowledged), never sooner than ``WRITE_GAP_S`` after the last one (another
+  process's writer waiting on SQLite's lock gets its turn); a batch that failed is written again
+  with the next, so nothing the broker handed over is lost, and a restarted process seeds its
+  de-duplication from the rows stored last (:meth:`Ingest.seed`), so the messages the broker sends
+  again are not stored twice.
 * The listener sees readings after de-duplication in the order received, pile states only on
   change, every event and command result; nothing it raises can stop ingest.
 """
@@ -74,6 +86,7 @@ FALLBACK_POWER_KW = {1: 30.0, 2: 10.0}  # for a pile that does not state its rat
 NO_LIVE_DATA = ("offline", "comm_fault")  # pile states in which its ports' readings are stale
 LOG_EVERY_S = 10.0
 TOPIC_CACHE_SIZE = 65_536
+WRITE_GAP_S = 0.005  # with acks: pause between writes (SQLite's busy handler polls, it is not fair)
 
 
 def wall_ms() -> int:
@@ -92,6 +105,15 @@ class IngestListener(Protocol):
     def on_pile_state(self, pile_no: str, state: str) -> None: ...
     def on_command_result(self, pile_no: str, port: int, result: CommandResult) -> None: ...
     def on_pile_event(self, pile_no: str, event: PileEvent) -> None: ...
+
+
+class Acks(Protocol):
+    """Manual MQTT acknowledgements (central.adapters.mqtt.CentralMqtt with manual_ack)."""
+
+    @property
+    def unacked(self) -> int: ...
+    def mark(self) -> tuple[int, int]: ...
+    def ack(self, mark: tuple[int, int]) -> None: ...
 
 
 class CommandResultSink(Protocol):
@@ -220,6 +242,15 @@ class _Batch:
     def __bool__(self) -> bool:
         return bool(self.ops or self.rows or self.ports or self.piles)
 
+    def then(self, later: _Batch) -> _Batch:
+        """This batch followed by ``later`` (a failed batch written again with the next one)."""
+        return _Batch(
+            self.ops + later.ops,
+            self.rows + later.rows,
+            {**self.ports, **later.ports},
+            {**self.piles, **later.piles},
+        )
+
 
 class _RateLimitedLog:
     """Logs the first occurrence of a key at WARNING, then at most once per LOG_EVERY_S."""
@@ -251,10 +282,14 @@ class Ingest:
         clock_ms: Callable[[], int] = wall_ms,
         flush_rows: int = 5000,
         commands: CommandResultSink | None = None,
+        store_telemetry: bool = True,
+        store_status: bool = True,
+        acks: Acks | None = None,
     ) -> None:
         self.station = topics.check_id("station", station)
         self.subscription = topics.station_filter(station)
         self.commands = commands
+        self.store_telemetry, self.store_status, self._acks = store_telemetry, store_status, acks
         self._store, self._listener, self._clock_ms = store, listener, clock_ms
         self._flush_interval_s, self._flush_rows = flush_interval_s, flush_rows
         self._telemetry = Deduplicator(dedup_window)
@@ -313,26 +348,51 @@ class Ingest:
                 async with asyncio.timeout(self._flush_interval_s):
                     await self._kick.wait()
             self._kick.clear()
+            errors = self.counts["store_errors"]
             await self.flush()
+            if self.counts["store_errors"] != errors and not self._stopping:
+                await asyncio.sleep(self._flush_interval_s)  # a kept batch: do not retry at message rate
+            elif self._acks is not None and not self._stopping:
+                await asyncio.sleep(WRITE_GAP_S)  # another process's writer gets the SQLite lock here
 
     async def flush(self) -> int:
-        """Write the buffered batch in one transaction; the number of telemetry rows stored."""
+        """Write the buffered batch in one transaction; the number of telemetry rows stored.
+        With ``acks``, acknowledge what it holds once committed; a batch that failed is kept for
+        the next flush (unacknowledged), without ``acks`` it is dropped and counted."""
         async with self._flush_lock:
             batch, self._batch = self._batch, _Batch()
-            if not batch:
-                return 0
-            write = partial(
-                _write_batch, batch=batch, piles=self._pile_live_rows(batch), now_iso=iso_ms(self._clock_ms())
-            )
-            try:
-                await self._store.write(write)
-            except Exception:
-                self.counts["store_errors"] += 1
-                log.exception("ingest batch not stored", rows=len(batch.rows), ops=len(batch.ops))
-                return 0
-            self.counts["flushes"] += 1
-            self.counts["stored"] += len(batch.rows)
+            mark = self._acks.mark() if self._acks is not None else None
+            if batch:
+                write = partial(
+                    _write_batch,
+                    batch=batch,
+                    piles=self._pile_live_rows(batch),
+                    now_iso=iso_ms(self._clock_ms()),
+                )
+                try:
+                    await self._store.write(write)
+                except Exception:
+                    self.counts["store_errors"] += 1
+                    log.exception("ingest batch not stored", rows=len(batch.rows), ops=len(batch.ops))
+                    if self._acks is not None:
+                        self._batch = batch.then(self._batch)
+                    return 0
+                self.counts["flushes"] += 1
+                self.counts["stored"] += len(batch.rows)
+            if mark is not None and self._acks is not None:
+                self._acks.ack(mark)
             return len(batch.rows)
+
+    async def seed(self, rows: int) -> int:
+        """Feed the de-duplication the last ``rows`` readings stored (a restarted ingest process:
+        the broker sends again what it had not acknowledged, some of which may be stored)."""
+        seen = await self._store.read(partial(telemetry.last_readings, rows=rows))
+        prefix = f"{topics.ROOT}/{topics.VERSION}/{self.station}/pile/"
+        for pile, port, session, seq in seen:
+            self._telemetry.accept(f"{prefix}{pile}/port/{port}/telemetry", session, seq)
+        self._telemetry.duplicates = self._telemetry.gaps = self._telemetry.missing = 0
+        self._telemetry.late = self._telemetry.stale = 0
+        return len(seen)
 
     # -- reading the state -------------------------------------------------------------------
 
@@ -363,6 +423,8 @@ class Ingest:
     def handle(self, topic: str, payload: bytes) -> None:
         """Take one message; never raises."""
         self.counts["received"] += 1
+        if self._acks is not None and self._acks.unacked >= self._flush_rows:
+            self._kick.set()  # the broker sends no more than its in-flight window unacknowledged
         parsed = self._parse(topic)
         if parsed is None:
             return
@@ -432,14 +494,16 @@ class Ingest:
         ):
             return
         batch = self._batch
-        batch.rows.append(_telemetry_row(pile, port, reading))
+        if self.store_telemetry:
+            batch.rows.append(_telemetry_row(pile, port, reading))
         key = (pile, port)
         if reading.ts >= self._latest_ts.get(key, 0):
             self._latest_ts[key] = reading.ts
             code = self._port_code(pile, reading)
             self._port_status.setdefault(pile, {})[port] = code
-            batch.ports[key] = (reading, code)
-            batch.piles[pile] = reading
+            if self.store_telemetry:
+                batch.ports[key] = (reading, code)
+                batch.piles[pile] = reading
         self._notify("on_telemetry", self._listener.on_telemetry, pile, port, reading)
         if len(batch.rows) >= self._flush_rows:
             self._kick.set()
@@ -473,7 +537,7 @@ class Ingest:
         if status.state in NO_LIVE_DATA:
             self._port_status.pop(pile, None)
         self._set_state(pile, status.state)
-        self._batch.ops.append(
+        self._queue_op(
             partial(
                 _apply_pile_status,
                 station=self.station,
@@ -499,9 +563,7 @@ class Ingest:
             self._port_status.pop(pile, None)
             self._set_state(pile, "offline")
         if piles:
-            self._batch.ops.append(
-                partial(stations.piles_offline, pile_nos=piles, now=iso_ms(self._clock_ms()))
-            )
+            self._queue_op(partial(stations.piles_offline, pile_nos=piles, now=iso_ms(self._clock_ms())))
         log.info("gateway down: its piles are offline", gateway=gw, state=status.state, piles=list(piles))
 
     def _claim_piles(self, gw: str, piles: tuple[str, ...]) -> tuple[str, ...]:
@@ -519,8 +581,13 @@ class Ingest:
                 continue
             mine.append(pile)
         if mine:
-            self._batch.ops.append(partial(stations.bind_gateway, gateway=gw, pile_nos=tuple(mine)))
+            self._queue_op(partial(stations.bind_gateway, gateway=gw, pile_nos=tuple(mine)))
         return tuple(mine)
+
+    def _queue_op(self, op: Callable[[Db], None]) -> None:
+        """A status change for the next batch (unless another process stores the statuses)."""
+        if self.store_status:
+            self._batch.ops.append(op)
 
     def bind(self, pile_no: str, gateway: str | None) -> None:
         """An operator bound ``pile_no`` to ``gateway`` (None: to the next gateway that reports it)."""

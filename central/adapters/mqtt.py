@@ -15,6 +15,11 @@ on an unreachable broker.
 * Incoming messages go to ``on_message(topic, payload)`` directly on the loop; it must not
   raise (an exception is logged and the message dropped). Reads are drained in bursts and
   PUBACKs written in batches, so a busy broker costs few loop iterations per message.
+* With ``manual_ack`` (the ingest process) a QoS 1 message is acknowledged only when its
+  consumer says so: :meth:`CentralMqtt.mark` notes what was received so far and
+  :meth:`CentralMqtt.ack` sends those PUBACKs once it is stored, so a process killed before its
+  batch committed leaves the messages with the broker, which sends them again to the same
+  persistent session.
 * :meth:`CentralMqtt.publish` raises :class:`NotConnectedError` while no connection is up and
   returns once the broker acknowledged a QoS 1 message (PUBACK).
 """
@@ -84,6 +89,7 @@ class MqttSettings:
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
     publish_timeout_s: float = 10.0
+    manual_ack: bool = False  # True: PUBACK only through ack(), after the consumer stored the message
 
     def __post_init__(self) -> None:
         problems = [
@@ -140,6 +146,9 @@ class CentralMqtt:
         self._write_scheduled = False
         self._writer_added = False
         self._packets_in = 0
+        self._unacked: list[int] = []  # manual_ack: mids of QoS 1 messages received, not yet acknowledged
+        self._acked = 0  # how many of the current connection's received messages are acknowledged
+        self._generation = 0  # counts connections: a mark of an earlier one acknowledges nothing
         self.counts = {"connects": 0, "received": 0, "published": 0, "callback_errors": 0}
 
     # -- public API --------------------------------------------------------------------------
@@ -209,6 +218,30 @@ class CentralMqtt:
         finally:
             self._acks.pop(info.mid, None)
 
+    def mark(self) -> tuple[int, int]:
+        """Manual acks: a token for every message received so far on this connection."""
+        return (self._generation, self._acked + len(self._unacked))
+
+    def ack(self, mark: tuple[int, int]) -> None:
+        """Manual acks: send the PUBACKs of the messages received up to ``mark``. A mark of a
+        connection that ended acknowledges nothing: the broker sends those messages again."""
+        generation, received = mark
+        client = self._client
+        if generation != self._generation or client is None:
+            return
+        count = received - self._acked
+        if count <= 0:
+            return
+        mids, self._unacked = self._unacked[:count], self._unacked[count:]
+        self._acked = received
+        for mid in mids:
+            client.ack(mid, 1)
+
+    @property
+    def unacked(self) -> int:
+        """Manual acks: messages received on this connection and not yet acknowledged."""
+        return len(self._unacked)
+
     # -- connection task ---------------------------------------------------------------------
 
     async def _run(self) -> None:
@@ -262,6 +295,7 @@ class CentralMqtt:
             client_id=s.client_id,
             clean_session=s.clean_session,
             protocol=mqtt.MQTTv311,
+            manual_ack=s.manual_ack,
         )
         client.suppress_exceptions = True
         client.connect_timeout = CONNECT_TIMEOUT_S
@@ -338,6 +372,8 @@ class CentralMqtt:
         self._acks.clear()
         self._connack = self._suback = None
         self._suback_mid = None
+        self._generation += 1
+        self._unacked, self._acked = [], 0
         self._write_scheduled = self._writer_added = False
 
     def _detach(self, client: mqtt.Client) -> None:
@@ -385,6 +421,8 @@ class CentralMqtt:
         self._packets_in += 1
         self.counts["received"] += 1
         payload = message.payload
+        if self.settings.manual_ack and message.qos == 1:
+            self._unacked.append(message.mid)
         try:
             self._on_message(message.topic, payload if isinstance(payload, bytes) else bytes(payload))
         except Exception:

@@ -61,6 +61,16 @@ def update_pile_live(db: Db, rows: Sequence[tuple[Any, ...]], now: str) -> None:
     db.execute_values(_UPDATE_PILES, rows, now)
 
 
+def last_readings(db: Db, rows: int) -> list[tuple[str, int, int, int]]:
+    """``(pile_no, port, session, seq)`` of the last ``rows`` readings stored, in insertion order."""
+    found = db.query(
+        "SELECT pile_no, port, session, seq FROM telemetry "
+        "WHERE rowid > (SELECT COALESCE(MAX(rowid), 0) FROM telemetry) - ? ORDER BY rowid",
+        [rows],
+    )
+    return [(r["pile_no"], int(r["port"]), int(r["session"]), int(r["seq"])) for r in found]
+
+
 def prune_readings(db: Db, cutoff_ms: int, rows: int) -> int:
     """Delete up to ``rows`` of the oldest-inserted readings older than ``cutoff_ms``; how many."""
     cursor = db.execute(

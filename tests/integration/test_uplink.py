@@ -533,7 +533,7 @@ async def test_central_user_reads_everything_and_may_publish_only_commands(
 def test_shipped_acl_is_the_render_acl_output_for_the_example_station():
     shipped = (REPO / "config/mosquitto/acl").read_text()
     example = {"gw1": ["F1", "T1", "T2"], "gw2": ["F2", "T3"]}
-    assert shipped == render_acl("station1", example, "pilegate-central")
+    assert shipped == render_acl("station1", example, "pilegate-central", ingest_user="pilegate-ingest")
 
 
 @pytest.mark.parametrize(
