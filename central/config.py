@@ -62,7 +62,7 @@ MQTT_KEYS: dict[str, tuple[Any, str]] = {
     "keepalive_s": (15, "MQTT keepalive in seconds"),
 }
 INGEST_KEYS: dict[str, tuple[Any, str]] = {
-    "mode": ("process", "process: pilegate central runs pilegate ingest as a child | inline | external"),
+    "mode": ("inline", "inline: the central stores telemetry | process: it runs pilegate ingest | external"),
     "client_id": (None, "MQTT client id of the ingest process; default the central's client_id + '-ingest'"),
     "username": (None, "broker user of the ingest process (see config/mosquitto); default the central's"),
     "password": (None, "its broker password (prefer password_file)"),
@@ -112,7 +112,7 @@ class CentralMqttSettings:
 class IngestSettings:
     """``[ingest]``: where telemetry is stored from (see docs/storage.md) and its broker identity."""
 
-    mode: str = "process"
+    mode: str = "inline"
     client_id: str | None = None
     username: str | None = None
     password: str | None = None

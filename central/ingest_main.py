@@ -2,7 +2,7 @@
 
 It stores what the piles' telemetry says (the ``telemetry`` rows and the live fields of ports and
 piles) through its own store, with its own writer thread, on the same database as the central,
-and shares nothing else with it. The central (``[ingest] mode = "process"``, the default) starts
+and shares nothing else with it. The central (``[ingest] mode = "process"``) starts
 it as a supervised child (:class:`IngestChild`: restarted when it dies) and keeps only the live
 path (charging sessions, statuses, events, command results); under systemd it can run as its own
 unit instead (``mode = "external"``, ``systemd/pilegate-ingest.service``).

@@ -104,8 +104,11 @@ class Gateway:
 
 @pytest.fixture
 def central(tmp_path: Path, mosquitto: MosquittoBroker, database: Path | str) -> Iterator[CentralProcess]:
-    config = central_config(STATION, mosquitto.port, tmp_path / "data", 60, 1, 1).replace(
-        "[mqtt]", f'database = "{database_url(database)}"\n[mqtt]'
+    config = (
+        central_config(STATION, mosquitto.port, tmp_path / "data", 60, 1, 1).replace(
+            "[mqtt]", f'database = "{database_url(database)}"\n[mqtt]'
+        )
+        + '\n[ingest]\nmode = "process"\n'
     )
     config_path = tmp_path / "central.toml"
     config_path.write_text(config)

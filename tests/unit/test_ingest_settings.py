@@ -12,8 +12,13 @@ from pilegate.settings import ConfigError
 EXAMPLE = Path(__file__).parents[2] / "config" / "central.example.toml"
 
 
-def test_by_default_a_child_process_stores_with_its_own_client_id_and_manual_acks():
-    config = parse_config(tomllib.loads('[mqtt]\nclient_id = "c1"\nusername = "central"\npassword = "pw"'))
+def test_by_default_the_central_stores_and_a_child_process_has_its_own_client_id_and_manual_acks():
+    assert parse_config({}).ingest.mode == "inline"
+    config = parse_config(
+        tomllib.loads(
+            '[mqtt]\nclient_id = "c1"\nusername = "central"\npassword = "pw"\n[ingest]\nmode = "process"'
+        )
+    )
     assert config.ingest.mode == "process"
     settings = ingest_mqtt_settings(config)
     assert settings.client_id == "c1-ingest" and settings.manual_ack and not settings.clean_session
