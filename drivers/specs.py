@@ -75,6 +75,15 @@ class DeviceSpec:
         )
 
 
+def _endpoint_problems(host: str, port: int) -> list[str]:
+    problems = []
+    if not host:
+        problems.append("host is empty")
+    if not 1 <= port <= 65535:
+        problems.append(f"port={port} outside 1..65535")
+    return problems
+
+
 @dataclass(frozen=True)
 class TcpTransport:
     """Modbus TCP to ``host:port``."""
@@ -83,12 +92,7 @@ class TcpTransport:
     port: int
 
     def __post_init__(self) -> None:
-        problems = []
-        if not self.host:
-            problems.append("host is empty")
-        if not 1 <= self.port <= 65535:
-            problems.append(f"port={self.port} outside 1..65535")
-        _raise_if(problems, "tcp transport")
+        _raise_if(_endpoint_problems(self.host, self.port), "tcp transport")
 
     def describe(self) -> dict[str, object]:
         return {"kind": "tcp", "host": self.host, "port": self.port}
@@ -106,12 +110,7 @@ class RtuTcpTransport:
     port: int
 
     def __post_init__(self) -> None:
-        problems = []
-        if not self.host:
-            problems.append("host is empty")
-        if not 1 <= self.port <= 65535:
-            problems.append(f"port={self.port} outside 1..65535")
-        _raise_if(problems, "rtu-tcp transport")
+        _raise_if(_endpoint_problems(self.host, self.port), "rtu-tcp transport")
 
     def describe(self) -> dict[str, object]:
         return {"kind": "rtu-tcp", "host": self.host, "port": self.port}

@@ -13,7 +13,6 @@ the map can show every state the simulator's physics produces.
 from __future__ import annotations
 
 import math
-import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from functools import cached_property
 from typing import Literal
 
 from protocols.codec import encode_value, orders
+from protocols.maploader import fits
 from protocols.regmodel import (
     FLOAT_TYPES,
     INT_RANGE,
@@ -118,20 +118,6 @@ def _kind(f: Field) -> Kind:
 
 
 Want = int | str | tuple[int, int]
-
-
-def _fits(value: object, want: Want) -> bool:
-    """A ``[match]`` entry's test (see ``protocols.maploader.matches``): text with wildcards (an
-    integer by its decimal digits), an integer, or an inclusive range."""
-    if isinstance(value, bool):
-        return False
-    if isinstance(want, tuple):
-        return isinstance(value, int) and want[0] <= value <= want[1]
-    if isinstance(want, str):
-        text = str(value) if isinstance(value, int) else value
-        pattern = re.escape(want).replace(r"\*", ".*").replace(r"\?", ".")
-        return isinstance(text, str) and re.fullmatch(pattern, text.strip(), re.IGNORECASE) is not None
-    return value == want
 
 
 def _example(want: Want, numeric: bool) -> int | str:
@@ -271,7 +257,7 @@ class MapEncoder:
         wanted = dict(values)
         types = {f.name: f.type for b in self.regmap.identity_blocks for f in b.fields}
         for name, accepted in self.regmap.match:
-            if not any(_fits(wanted.get(name), want) for want in accepted):
+            if not any(fits(wanted.get(name), want) for want in accepted):
                 wanted[name] = _example(accepted[0], types.get(name) != "str")
         out = []
         for block in self.regmap.identity_blocks:

@@ -608,10 +608,12 @@ def matches(regmap: RegisterMap, identity: Mapping[str, object]) -> bool:
     (an integer register is matched by its decimal digits), integers, ranges."""
     if not regmap.match:
         return False
-    return all(any(_fits(identity.get(name), want) for want in accepted) for name, accepted in regmap.match)
+    return all(any(fits(identity.get(name), want) for want in accepted) for name, accepted in regmap.match)
 
 
-def _fits(value: object, want: int | str | tuple[int, int]) -> bool:
+def fits(value: object, want: int | str | tuple[int, int]) -> bool:
+    """One ``[match]`` entry's test: text with wildcards (an integer by its decimal digits), an
+    integer, or an inclusive range."""
     if isinstance(value, bool):
         return False
     if isinstance(want, tuple):
