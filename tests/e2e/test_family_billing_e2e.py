@@ -12,7 +12,6 @@ its own pile's bill.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import pytest
 
 from pilegate.broker import MosquittoBroker, free_port
 from tests.broker_fixtures import MqttProbe
-from tests.e2e.family_probe import FAMILIES, sim_pile_toml, unit_of
+from tests.e2e.family_probe import FAMILIES, gateway_toml, running_sim, sim_pile_toml
 from tests.e2e.harness import (
     Api,
     CentralProcess,
@@ -65,21 +64,13 @@ def broker(workdir: Path) -> Iterator[MosquittoBroker]:
 
 @pytest.fixture(scope="module")
 def sim(workdir: Path) -> Iterator[SimProcess]:
-    config = workdir / "sim.toml"
-    config.write_text(
+    text = (
         f"time_scale = {SCALE}\ncontrol_port = 0\n\n"
         '[[piles]]\nid = "F1"\nkind = "fast"\nrated_power_W = 30000\n\n'
         + "".join(sim_pile_toml(pile, family, TRICKLE_W) for family, pile in PILES.items())
     )
-    ready = workdir / "sim.ready.json"
-    proc = spawn("sim", ["sim", "--config", str(config), "--ready-file", str(ready)], workdir)
-    try:
-        doc = wait_until(
-            lambda: ready.exists() and json.loads(ready.read_text()), 30, "simulator ready", proc
-        )
-        yield SimProcess(proc, doc["piles"], int(doc["control_port"]))
-    finally:
-        proc.stop()
+    with running_sim(workdir, text) as sim:
+        yield sim
 
 
 @pytest.fixture(scope="module")
@@ -90,24 +81,6 @@ def probe(broker: MosquittoBroker) -> Iterator[MqttProbe]:
     asyncio.run(probe.subscribe(f"pilegate/v1/{STATION}/pile/+/port/+/telemetry", qos=1))
     yield probe
     probe.close()
-
-
-def gateway_toml(sim: SimProcess, mqtt_port: int, data_dir: Path, control_port: int) -> str:
-    lines = [
-        f'[gateway]\nid = "gw1"\nstation = "{STATION}"\ndata_dir = "{data_dir}"\npoll_period_s = 0.5',
-        f'control_listen = "127.0.0.1:{control_port}"\nlog_format = "json"\n',
-        f'[mqtt]\nurl = "mqtt://127.0.0.1:{mqtt_port}"\nkeepalive_s = 5\n',
-    ]
-    for pile, family in [("F1", None), *((p, f) for f, p in PILES.items())]:
-        endpoint = sim.piles[pile]
-        unit = unit_of(family) if family else 1
-        map_line = f'map = "{family}"\n' if family else ""
-        lines += [
-            f'[[bus]]\nname = "b-{pile}"\ntransport = "tcp"\nhost = "{endpoint["host"]}"',
-            f"port = {endpoint['port']}\ntimeout_s = 0.2\n",
-            f'[[pile]]\nid = "{pile}"\nbus = "b-{pile}"\nunit = {unit}\nports = 1\n{map_line}',
-        ]
-    return "\n".join(lines)
 
 
 def meter_Wh(sim: SimProcess, pile: str) -> float:
@@ -165,7 +138,16 @@ def sessions(
     """One driver per family pile, each charged to the amount side by side; by pile."""
     control_port = free_port()
     config_path = workdir / "gateway.toml"
-    config_path.write_text(gateway_toml(sim, broker.port, workdir / "gw-data", control_port))
+    config_path.write_text(
+        gateway_toml(
+            sim,
+            STATION,
+            [("F1", None), *((p, f) for f, p in PILES.items())],
+            broker.port,
+            workdir / "gw-data",
+            control_port,
+        )
+    )
     proc = spawn("gateway", ["gateway", "--config", str(config_path)], workdir)
     gateway = GatewayProcess(proc, config_path, control_port, workdir / "gw-data")
     central: CentralProcess | None = None

@@ -21,7 +21,7 @@ import pytest
 from pilegate.broker import MosquittoBroker, free_port
 from protocols.registers import CurrentRecipe, get_map
 from tests.broker_fixtures import MqttProbe
-from tests.e2e.family_probe import FAMILIES, sim_pile_toml, unit_of
+from tests.e2e.family_probe import FAMILIES, gateway_toml, running_sim, sim_pile_toml
 from tests.e2e.harness import GatewayProcess, SimProcess, spawn, wait_until
 from tests.helpers import wait_for
 
@@ -51,20 +51,11 @@ def broker(workdir: Path) -> Iterator[MosquittoBroker]:
 
 @pytest.fixture(scope="module")
 def sim(workdir: Path) -> Iterator[SimProcess]:
-    config = workdir / "sim.toml"
-    config.write_text(
-        "time_scale = 60.0\ncontrol_port = 0\n\n"
-        + "".join(sim_pile_toml(pile, family, 22_000) for family, pile in PILES.items())
+    text = "time_scale = 60.0\ncontrol_port = 0\n\n" + "".join(
+        sim_pile_toml(pile, family, 22_000) for family, pile in PILES.items()
     )
-    ready = workdir / "sim.ready.json"
-    proc = spawn("sim", ["sim", "--config", str(config), "--ready-file", str(ready)], workdir)
-    try:
-        doc = wait_until(
-            lambda: ready.exists() and json.loads(ready.read_text()), 30, "simulator ready", proc
-        )
-        yield SimProcess(proc, doc["piles"], int(doc["control_port"]))
-    finally:
-        proc.stop()
+    with running_sim(workdir, text) as sim:
+        yield sim
 
 
 @pytest.fixture(scope="module")
@@ -76,30 +67,17 @@ def probe(broker: MosquittoBroker) -> Iterator[MqttProbe]:
     probe.close()
 
 
-def gateway_toml(sim: SimProcess, mqtt_port: int, data_dir: Path, control_port: int) -> str:
-    lines = [
-        f'[gateway]\nid = "gw1"\nstation = "{STATION}"\ndata_dir = "{data_dir}"\npoll_period_s = 0.5',
-        f'control_listen = "127.0.0.1:{control_port}"\nlog_format = "json"\n',
-        f'[mqtt]\nurl = "mqtt://127.0.0.1:{mqtt_port}"\nkeepalive_s = 5\n',
-    ]
-    for family, pile in PILES.items():
-        endpoint = sim.piles[pile]
-        lines += [
-            f'[[bus]]\nname = "b-{pile}"\ntransport = "tcp"\nhost = "{endpoint["host"]}"',
-            f"port = {endpoint['port']}\ntimeout_s = 0.2\n",
-            f'[[pile]]\nid = "{pile}"\nbus = "b-{pile}"\nunit = {unit_of(family)}\nports = 1\n',
-            f'map = "{family}"\n',
-        ]
-    return "\n".join(lines)
-
-
 @pytest.fixture(scope="module")
 def gateway(
     workdir: Path, sim: SimProcess, broker: MosquittoBroker, probe: MqttProbe
 ) -> Iterator[GatewayProcess]:
     control_port = free_port()
     config_path = workdir / "gateway.toml"
-    config_path.write_text(gateway_toml(sim, broker.port, workdir / "gw-data", control_port))
+    config_path.write_text(
+        gateway_toml(
+            sim, STATION, [(p, f) for f, p in PILES.items()], broker.port, workdir / "gw-data", control_port
+        )
+    )
     proc = spawn("gateway", ["gateway", "--config", str(config_path)], workdir)
     gw = GatewayProcess(proc, config_path, control_port, workdir / "gw-data")
     try:
