@@ -28,6 +28,7 @@ from tests.helpers import wait_for
 
 pytest.register_assert_rewrite("tests.integration.central_fixtures")
 from tests.integration.central_fixtures import start_central, stop_central  # noqa: E402
+from tests.integration.live_helpers import handled, ops, submit  # noqa: E402
 
 pytest_plugins = ("tests.integration.central_fixtures",)
 
@@ -83,22 +84,6 @@ async def gateway(central) -> AsyncIterator[Gateway]:
         yield played
     finally:
         await ingest.stop()
-
-
-async def submit(central, account, mode="fast", kwh=20):
-    body = {"charging_mode": mode, "requested_amount": kwh}
-    status, reply = await central.call("POST", "/api/charging/request/", user=account, json=body)
-    assert status == 201, reply
-    return reply["data"]["request_id"]
-
-
-def ops(central, pile):
-    return [c[2] for c in central.commands.sent if c[0] == pile]
-
-
-def handled(central) -> bool:
-    """Every update the live input scheduled has run (its start-up watch for silent piles aside)."""
-    return all(t.get_name() == "silent-piles" for t in central.service.live.tasks)
 
 
 async def five_kwh_charged_and_one_queued(central, driver, driver2):

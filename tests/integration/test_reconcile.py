@@ -12,6 +12,7 @@ from central.application import live  # noqa: E402
 from central.application.live import START_GRACE_S  # noqa: E402
 from tests.helpers import wait_for  # noqa: E402
 from tests.integration.central_fixtures import start_central, stop_central  # noqa: E402
+from tests.integration.live_helpers import ops  # noqa: E402
 
 pytest_plugins = ("tests.integration.central_fixtures",)
 
@@ -19,10 +20,6 @@ pytest_plugins = ("tests.integration.central_fixtures",)
 async def submit(central, account, mode="fast", kwh=20):
     body = {"charging_mode": mode, "requested_amount": kwh}
     return await central.call("POST", "/api/charging/request/", user=account, json=body)
-
-
-def ops(central, pile):
-    return [c[2] for c in central.commands.sent if c[0] == pile]
 
 
 async def test_a_port_that_stays_idle_after_dispatch_closes_the_segment_and_requeues_the_car(central, driver):

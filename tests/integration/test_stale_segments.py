@@ -17,24 +17,9 @@ from central.application import charging  # noqa: E402
 from central.application.live import START_GRACE_S  # noqa: E402
 from central.domain.model import RequestState  # noqa: E402
 from tests.helpers import wait_for  # noqa: E402
+from tests.integration.live_helpers import handled, ops, submit  # noqa: E402
 
 pytest_plugins = ("tests.integration.central_fixtures",)
-
-
-async def submit(central, account, mode="fast", kwh=20):
-    body = {"charging_mode": mode, "requested_amount": kwh}
-    status, reply = await central.call("POST", "/api/charging/request/", user=account, json=body)
-    assert status == 201, reply
-    return reply["data"]["request_id"]
-
-
-def ops(central, pile):
-    return [c[2] for c in central.commands.sent if c[0] == pile]
-
-
-def handled(central) -> bool:
-    """Every update the live input scheduled has run (its start-up watch for silent piles aside)."""
-    return all(t.get_name() == "silent-piles" for t in central.service.live.tasks)
 
 
 async def completed(central, account) -> None:
