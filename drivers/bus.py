@@ -349,14 +349,7 @@ class Bus:
             raise DriverError("invalid", self._label(unit), f"{count} {attribute} > {limit} per read")
         call: Call = lambda c: getattr(c, method)(address, count=count, device_id=unit)  # noqa: E731
         response = await self._submit(POLL_PRIORITY, partial(self._exchange_once, unit, call, timeout_s))
-        values: list[int] = list(getattr(response, attribute, []))
-        if attribute == "bits":  # replies pad bits to whole bytes
-            values = [1 if b else 0 for b in values[:count]]
-        if len(values) != count:
-            raise DriverError(
-                "decode", self._label(unit), f"asked {count} {attribute} at {address}, got {len(values)}"
-            )
-        return values
+        return self._values(response, attribute, unit, address, count)
 
     def health(self, pile_id: str) -> DeviceHealth:
         """A copy of the device's communication health."""
@@ -481,6 +474,10 @@ class Bus:
         method, attribute = _READS[function]
         call: Call = lambda c: getattr(c, method)(address, count=count, device_id=unit)  # noqa: E731
         response = await self._exchange(unit, call)
+        return self._values(response, attribute, unit, address, count)
+
+    def _values(self, response: object, attribute: str, unit: int, address: int, count: int) -> list[int]:
+        """The registers of a read reply, or its bits as 0/1; a reply of another size is a decode error."""
         values: list[int] = getattr(response, attribute, [])
         if attribute == "bits":  # replies pad bits to whole bytes
             values = [1 if b else 0 for b in values[:count]]
