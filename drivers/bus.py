@@ -49,6 +49,7 @@ from drivers.modbus_tcp import ModbusTcpClient, Reply
 from drivers.plan import MODBUS_MAX_BITS, MODBUS_MAX_READ, ReadPlan, compile_read_plan, read_cap
 from drivers.specs import BusSpec, DeviceSpec, RtuTcpTransport, SerialTransport, TcpTransport
 from drivers.timing import bits_per_char, t35_s
+from pilegate.tasks import cancel_and_wait
 from protocols.registers import CodecError, decode
 
 __all__ = [
@@ -179,12 +180,7 @@ class Bus:
         """Cancel the owner task, fail queued work with a connection error, close the client."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                if (current := asyncio.current_task()) and current.cancelling():
-                    raise
+            await cancel_and_wait([task], what=f"bus {self.spec.name}")
         self._fail_pending()
         if self._client is not None:
             self._client.close()

@@ -27,6 +27,7 @@ from gateway.publisher import Publisher, wall_ms
 from gateway.recipes import CurrentSteps, RecipeRefused, current_steps
 from gateway.refresh import CurrentRefresher, write_register
 from gateway.runtime import GatewayRuntime, PileRuntime
+from pilegate.tasks import cancel_and_wait
 from protocols import topics
 from protocols.codec import decode, decode_field, encode
 from protocols.payloads import CommandMessage, CommandResult, PayloadError, ResultStatus
@@ -280,9 +281,7 @@ class CommandExecutor:
 
     async def close(self) -> None:
         await self._refresher.close()
-        for task in list(self._running.values()):
-            task.cancel()
-        await asyncio.gather(*self._running.values(), return_exceptions=True)
+        await cancel_and_wait(list(self._running.values()), what="commands")
 
 
 def _unit_max_A(pile: PileRuntime, port: int, recipe: CurrentRecipe) -> float | None:

@@ -35,10 +35,12 @@ from pilegate import __version__
 from pilegate.logs import configure_logging
 from pilegate.metrics import Sample
 from pilegate.sdnotify import Notifier
+from pilegate.tasks import cancel_and_wait
 from protocols import topics
 from protocols.payloads import GatewayStatus
 
 log = structlog.get_logger(__name__)
+WEB_SHUTDOWN_S = 2.0  # a control API request still running at stop gets this long (tails end at once)
 
 
 def bus_spec(config: GatewayConfig, bus: BusConfig) -> BusSpec:
@@ -178,7 +180,7 @@ class Gateway:
         api = ControlApi(
             self.runtime, self.executor, self.status, self.metrics, token, outbox=self.outbox, feed=self.feed
         )
-        self._web = web.AppRunner(api.app(), access_log=None)
+        self._web = web.AppRunner(api.app(), access_log=None, shutdown_timeout=WEB_SHUTDOWN_S)
         await self._web.setup()
         host, _, port = self.config.control_listen.rpartition(":")
         site = web.TCPSite(self._web, host.strip("[]"), int(port))
@@ -187,9 +189,7 @@ class Gateway:
 
     async def stop(self) -> None:
         """Clean stop: statuses offline (retained), outbox flushed, clean MQTT disconnect."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks, what="gateway")
         await self.executor.close()
         await self.runtime.close()
         self.runtime.stop_statuses()

@@ -18,6 +18,7 @@ from drivers.errors import DriverError
 from gateway.config import GatewayConfig, PileConfig, pile_map
 from gateway.publisher import Publisher
 from gateway.tracker import PileTracker, SessionMeter
+from pilegate.tasks import cancel_and_wait
 from protocols.payloads import PileState, PileStatus
 from protocols.registers import RegisterMap
 
@@ -167,9 +168,7 @@ class GatewayRuntime:
                 self.publisher.pile_status(pile.id, pile.status(now))
 
     async def close(self) -> None:
-        for task in list(self._identity_tasks):
-            task.cancel()
-        await asyncio.gather(*self._identity_tasks, return_exceptions=True)
+        await cancel_and_wait(list(self._identity_tasks), what="identity reads")
 
     def snapshot(self) -> dict[str, object]:
         """JSON-able view of every pile for the control API."""

@@ -13,6 +13,7 @@ with a message naming ``what`` was awaited. Two optional hooks widen the failure
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, overload
@@ -104,3 +105,16 @@ def wait_for_sync(
             return result
         deadline.check()
         time.sleep(interval_s)
+
+
+async def finishes(awaitable: Awaitable[T], timeout_s: float, what: str) -> T:
+    """Await ``awaitable`` for at most ``timeout_s``; on a timeout fail naming ``what`` and with
+    where every task of the loop stood (a hung teardown then says what hung)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await awaitable
+    except TimeoutError:
+        stacks = io.StringIO()
+        for task in asyncio.all_tasks():
+            task.print_stack(limit=6, file=stacks)
+        raise AssertionError(f"{what} did not finish within {timeout_s}s\n{stacks.getvalue()}") from None

@@ -28,7 +28,7 @@ from gateway.config import load_config
 from gateway.daemon import Gateway
 from pilegate.broker import free_port
 from protocols.registers import SIM_V1, Command, PortState, encode
-from tests.helpers import wait_for
+from tests.helpers import finishes, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("socat") is None, reason="socat not installed")
 
@@ -126,9 +126,9 @@ async def make_site(tmp_path: Path) -> AsyncIterator[SiteFactory]:
     yield make
     for site in sites:
         if not site.stopped:
-            await site.gateway.stop()
+            await finishes(site.gateway.stop(), 30, "the gateway's stop")
     for sim in sims:
-        await sim.stop()
+        await finishes(sim.stop(), 30, "the simulation's stop")
 
 
 @pytest.fixture
