@@ -110,6 +110,19 @@ def lease_holders(url: str, stations: Iterable[str]) -> dict[str, list[str]]:
     return holders
 
 
+def running(nodes: Iterable[Node]) -> dict[str, set[str]]:
+    """station -> the instances whose journal shows its runtime running (acquired, not yet lost)."""
+    found: dict[str, set[str]] = {}
+    for node in nodes:
+        for event in node.events("acquired", "lost"):
+            owners = found.setdefault(event["station"], set())
+            if event["event"] == "acquired":
+                owners.add(node.instance)
+            else:
+                owners.discard(node.instance)
+    return found
+
+
 Span = tuple[float, float, str]  # start, end (time.monotonic()), instance
 
 

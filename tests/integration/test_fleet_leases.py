@@ -15,7 +15,7 @@ import psycopg
 
 from central.adapters.lease import Instance, PgLeases, SingleLeases, station_leases
 from tests.helpers import wait_for, wait_for_sync
-from tests.integration.fleet_helpers import Node, Nodes, lease_holders, overlaps, runtime_intervals
+from tests.integration.fleet_helpers import Node, Nodes, lease_holders, overlaps, running, runtime_intervals
 
 pytest_plugins = ("tests.integration.central_fixtures", "tests.integration.fleet_fixtures")
 
@@ -38,15 +38,19 @@ class Journal:
         return {code for what, code in self.events[index:] if what == kind}
 
 
-def _spread_over(url: str, instances: set[str], doubles: list[object]) -> dict[str, list[str]] | None:
-    """The holders when every station has one holder and ``instances`` all hold some; a double
-    holder is recorded in ``doubles``."""
+def _settled(url: str, live: list[Node], doubles: list[object]) -> dict[str, list[str]] | None:
+    """The holders once every station has one holder (pg_locks), the ``live`` nodes all hold some,
+    and their journals agree (each station's runtime runs on its holder only); a station with two
+    holders, or two running runtimes, is recorded in ``doubles``."""
     holders = lease_holders(url, STATIONS)
-    if any(len(names) > 1 for names in holders.values()):
-        doubles.append(holders)
+    runtimes = running(live)
+    if any(len(names) > 1 for names in holders.values()) or any(len(r) > 1 for r in runtimes.values()):
+        doubles.append((holders, runtimes))
     if any(len(names) != 1 for names in holders.values()):
         return None
-    return holders if {names[0] for names in holders.values()} == instances else None
+    if any(runtimes.get(code, set()) != set(names) for code, names in holders.items()):
+        return None
+    return holders if {names[0] for names in holders.values()} == {n.instance for n in live} else None
 
 
 def _gone(*nodes: Node) -> str | None:
@@ -57,7 +61,7 @@ def test_a_killed_owner_is_taken_over_within_10_s_and_stations_spread_again(node
     doubles: list[object] = []
     a, b = nodes.start("A", STATIONS), nodes.start("B", STATIONS)
     holders = wait_for_sync(
-        lambda: _spread_over(fleet_url, {"A", "B"}, doubles),
+        lambda: _settled(fleet_url, [a, b], doubles),
         30,
         0.05,
         "three stations spread over A and B",
@@ -70,7 +74,7 @@ def test_a_killed_owner_is_taken_over_within_10_s_and_stations_spread_again(node
 
     killed_at = victim.kill()
     wait_for_sync(
-        lambda: all(names == [survivor.instance] for names in lease_holders(fleet_url, STATIONS).values()),
+        lambda: _settled(fleet_url, [survivor], doubles),
         10,
         0.02,
         f"{survivor.instance} owning every station after kill -9 of {victim.instance}",
@@ -83,7 +87,7 @@ def test_a_killed_owner_is_taken_over_within_10_s_and_stations_spread_again(node
 
     back = nodes.start("C", STATIONS)  # the killed one restarted: a new instance
     holders = wait_for_sync(
-        lambda: _spread_over(fleet_url, {survivor.instance, "C"}, doubles),
+        lambda: _settled(fleet_url, [survivor, back], doubles),
         30,
         0.05,
         f"stations spread over {survivor.instance} and C",
