@@ -42,6 +42,10 @@ The rules, per instance:
   the session (the locks go with it), so the others take over at their next try. Rows stale for an
   hour are deleted by whichever instance sees them.
 
+``on_lost`` can tell the two ways of losing apart: :attr:`PgLeases.fencing` is True while it runs
+because the session failed (stop at once; another instance may own the station already), False for
+a hand-over or ``close()`` (a call being applied may finish first).
+
 Callbacks for one station never overlap: ``on_acquired`` and ``on_lost`` are awaited one at a time by
 one task, and an ``on_lost`` always follows its ``on_acquired`` (also when ``on_acquired`` raised:
 the station is then released and cooled down). A lease lost while ``on_acquired`` runs is acted on
@@ -122,6 +126,9 @@ class Leases(Protocol):
 
     def owns(self, code: str) -> bool: ...
 
+    @property
+    def fencing(self) -> bool: ...
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -188,6 +195,10 @@ class SingleLeases:
 
     def owns(self, code: str) -> bool:
         return code in self._callbacks.owned
+
+    @property
+    def fencing(self) -> bool:
+        return False  # nobody else can take a station here
 
     async def start(self) -> None:
         """Own every station of the set now (``on_acquired`` awaited), then follow the set."""
@@ -278,6 +289,7 @@ class PgLeases:
         self._last_release = -math.inf
         self._codes_seen: set[str] = set()
         self._rounds = 0
+        self._fencing = False
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
@@ -288,6 +300,12 @@ class PgLeases:
 
     def owns(self, code: str) -> bool:
         return code in self._callbacks.owned
+
+    @property
+    def fencing(self) -> bool:
+        """True while ``on_lost`` runs because the session failed (the lease may already be another
+        instance's: stop at once, wait for nothing), False for a hand-over or :meth:`close`."""
+        return self._fencing
 
     @property
     def backend_pid(self) -> int | None:
@@ -369,9 +387,11 @@ class PgLeases:
             monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await monitor
+            self._fencing = lost.is_set()
             for code in list(reversed(self._order)):
                 await self._callbacks.lost(code)  # fencing: stop before anything else
             self._order.clear()
+            self._fencing = False
             if self._stopping.is_set() and not lost.is_set():
                 with contextlib.suppress(LeaseLost):
                     await self._db(conn, lost, self._leave(conn))
@@ -397,6 +417,10 @@ class PgLeases:
             await asyncio.wait(
                 {task, gone}, timeout=self.timing.check_deadline_s, return_when=asyncio.FIRST_COMPLETED
             )
+        except asyncio.CancelledError:  # the monitor stopped with the session: no statement left behind
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise
         finally:
             gone.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -27,7 +27,9 @@ the owner, which LISTENs on a connection of its own, applies it and stores the a
   of that station still claimed as failed ("owner stopped while applying; check the request state"),
   never applies it, and the old owner's late answer is discarded (it is stored only while the row
   is still claimed by it). ``unserve`` lets the call being applied finish for up to ``drain_s`` so
-  a graceful hand-over answers it normally.
+  a graceful hand-over answers it normally; after a lost lease (``unserve(code, drain=False)``,
+  when ``central/adapters/lease.py: PgLeases.fencing``) it is cancelled at once. The composition
+  root's ``on_lost`` calls ``unserve`` before it stops the station's runtime.
 - **Time limits.** A call carries ``expires_ms`` (its caller's timeout, in the database server's
   clock); an owner never claims it later, and marks it failed instead. A caller whose call is still
   pending at its deadline withdraws it (pending -> failed, conditional) and raises
@@ -163,7 +165,7 @@ class StationCalls(Protocol):
 
     async def serve(self, station: str) -> None: ...
 
-    async def unserve(self, station: str) -> None: ...
+    async def unserve(self, station: str, *, drain: bool = True) -> None: ...
 
     async def call(self, station: str, kind: str, payload: Any, *, timeout_s: float = ...) -> Any: ...
 
@@ -196,7 +198,7 @@ class LocalStationCalls:
     async def serve(self, station: str) -> None:
         self._applier.served.add(station)
 
-    async def unserve(self, station: str) -> None:
+    async def unserve(self, station: str, *, drain: bool = True) -> None:
         self._applier.served.discard(station)
 
     async def call(self, station: str, kind: str, payload: Any, *, timeout_s: float = 10.0) -> Any:
@@ -336,15 +338,16 @@ class PgStationCalls:
             self._work(station, kick), name=f"station-calls-{station}"
         )
 
-    async def unserve(self, station: str) -> None:
-        """Stop claiming ``station``'s calls; the one being applied gets ``drain_s`` to finish."""
+    async def unserve(self, station: str, *, drain: bool = True) -> None:
+        """Stop claiming ``station``'s calls; the one being applied gets ``drain_s`` to finish, or
+        is cancelled at once without ``drain`` (a lost lease: its next owner answers it)."""
         self._applier.served.discard(station)
         worker = self._workers.pop(station, None)
         kick = self._kicks.pop(station, None)
         if kick is not None:
             kick.set()
         if worker is not None:
-            done, _ = await asyncio.wait({worker}, timeout=self.timing.drain_s)
+            done, _ = await asyncio.wait({worker}, timeout=self.timing.drain_s if drain else 0)
             if not done:
                 worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):

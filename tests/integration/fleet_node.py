@@ -70,10 +70,10 @@ async def run(url: str, instance_id: str, stations: list[str], journal: Journal)
         await calls.serve(code)
 
     async def on_lost(code: str) -> None:
-        await calls.unserve(code)
+        await calls.unserve(code, drain=not leases.fencing)
         journal.write("lost", station=code)
 
-    leases = PgLeases(url, lambda: stations, on_acquired, on_lost, instance=instance)
+    leases: PgLeases = PgLeases(url, lambda: stations, on_acquired, on_lost, instance=instance)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

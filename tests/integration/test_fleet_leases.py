@@ -27,12 +27,16 @@ class Journal:
 
     def __init__(self) -> None:
         self.events: list[tuple[str, str]] = []
+        self.leases: PgLeases | None = None
+        self.fencing: list[bool] = []  # leases.fencing during each on_lost
 
     async def acquired(self, code: str) -> None:
         self.events.append(("acquired", code))
 
     async def lost(self, code: str) -> None:
         self.events.append(("lost", code))
+        if self.leases is not None:
+            self.fencing.append(self.leases.fencing)
 
     def since(self, index: int, kind: str) -> set[str]:
         return {code for what, code in self.events[index:] if what == kind}
@@ -106,6 +110,7 @@ async def test_a_lease_session_the_server_ends_loses_every_station_then_competes
     leases = PgLeases(
         fleet_url, lambda: STATIONS, journal.acquired, journal.lost, instance=Instance("T", "h", 1)
     )
+    journal.leases = leases
     await leases.start()
     try:
         await wait_for(lambda: leases.owned == set(STATIONS), 10, what="every station owned")
@@ -125,6 +130,7 @@ async def test_a_lease_session_the_server_ends_loses_every_station_then_competes
     finally:
         await leases.close()
     assert journal.events[-3:] == [("lost", code) for code in reversed(STATIONS)]
+    assert journal.fencing == [True, True, True, False, False, False]  # the failed session, then close()
 
 
 async def test_a_lease_server_that_stops_answering_stops_every_station_within_the_deadline(fleet_url: str):
