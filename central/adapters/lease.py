@@ -21,12 +21,15 @@ The rules, per instance:
   statement after ``statement_timeout`` (2 s). The connection uses TCP keepalives on both sides
   (libpq's ``keepalives*`` and the server's ``tcp_keepalives_*``/``tcp_user_timeout`` for the
   session), so a server cut off from a live instance drops its session, and its locks, within about
-  8 s, while the instance itself stops its stations after at most 3 s without an answer: the old
-  owner stops before a new one can start. The exception is a session the server ends while the
-  instance is alive (``pg_terminate_backend``, a server restart): another instance may acquire within
-  a second while the old owner notices within ``check_interval_s + check_deadline_s``; the queue and
-  sessions live in the database, and a station's calls are claimed with a conditional UPDATE
-  (``central/adapters/station_calls.py``), so the overlap cannot apply a change twice.
+  8 s (another instance takes over a second later), while the instance itself stops its stations
+  after about 3 s without an answer: the old owner stops before a new one can start. The exception
+  is a session the server ends while the instance lives on (``pg_terminate_backend``, a server
+  restart): another instance may acquire at its next try while the old owner notices only within
+  ``check_interval_s + check_deadline_s`` (3 s), so two runtimes of the station may overlap for up
+  to that long. Forwarded calls cannot be applied twice even then (they are claimed with a
+  conditional UPDATE: ``central/adapters/station_calls.py``); what a runtime does by itself
+  (commands, writes) should check :meth:`PgLeases.owns` before it acts, which turns false as soon
+  as the loss is seen.
 - **Spreading.** Instances announce themselves in ``central_instances`` (id, host, pid, HTTP URL,
   heartbeat in the server's clock, the server process of the lease session) and count as live while
   their heartbeat is younger than ``stale_after_s`` (5 s) and the server still has that session (so
@@ -291,6 +294,7 @@ class PgLeases:
         self._rounds = 0
         self._fencing = False
         self._stopping = asyncio.Event()
+        self._session_lost = asyncio.Event()  # of the current session
         self._task: asyncio.Task[None] | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
 
@@ -299,7 +303,9 @@ class PgLeases:
         return frozenset(self._callbacks.owned)
 
     def owns(self, code: str) -> bool:
-        return code in self._callbacks.owned
+        """Whether this instance owns ``code`` now: False as soon as the session is found failed,
+        before ``on_lost`` has run."""
+        return code in self._callbacks.owned and not self._session_lost.is_set()
 
     @property
     def fencing(self) -> bool:
@@ -372,7 +378,7 @@ class PgLeases:
     async def _hold(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Compete on this session until it fails or :meth:`close`; then every lease is lost."""
         self._conn = conn
-        lost = asyncio.Event()
+        lost = self._session_lost = asyncio.Event()
         monitor = asyncio.create_task(self._monitor(conn, lost), name="station-lease-monitor")
         try:
             while not self._stopping.is_set() and not lost.is_set():

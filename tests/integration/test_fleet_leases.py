@@ -29,6 +29,7 @@ class Journal:
         self.events: list[tuple[str, str]] = []
         self.leases: PgLeases | None = None
         self.fencing: list[bool] = []  # leases.fencing during each on_lost
+        self.owned_when_lost: list[bool] = []  # leases.owns(code) during each on_lost
 
     async def acquired(self, code: str) -> None:
         self.events.append(("acquired", code))
@@ -37,6 +38,7 @@ class Journal:
         self.events.append(("lost", code))
         if self.leases is not None:
             self.fencing.append(self.leases.fencing)
+            self.owned_when_lost.append(self.leases.owns(code))
 
     def since(self, index: int, kind: str) -> set[str]:
         return {code for what, code in self.events[index:] if what == kind}
@@ -131,6 +133,7 @@ async def test_a_lease_session_the_server_ends_loses_every_station_then_competes
         await leases.close()
     assert journal.events[-3:] == [("lost", code) for code in reversed(STATIONS)]
     assert journal.fencing == [True, True, True, False, False, False]  # the failed session, then close()
+    assert journal.owned_when_lost == [False] * 6
 
 
 async def test_a_lease_server_that_stops_answering_stops_every_station_within_the_deadline(fleet_url: str):
