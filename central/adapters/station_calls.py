@@ -23,20 +23,21 @@ the owner, which LISTENs on a connection of its own, applies it and stores the a
   pilegate_station_calls_done`` (the call's id); the caller waits for it, reading the row at least
   every ``poll_s`` in case a notification was missed (a reconnect).
 - **At most once, always answered.** A call's row says who claimed it. An owner that dies (or loses
-  its lease) while applying leaves it ``claimed``; the next owner, in ``serve``, answers every call
-  of that station still claimed as failed ("owner stopped while applying; check the request state"),
-  never applies it, and the old owner's late answer is discarded (it is stored only while the row
-  is still claimed by it). ``unserve`` lets the call being applied finish for up to ``drain_s`` so
-  a graceful hand-over answers it normally; after a lost lease (``unserve(code, drain=False)``,
-  when ``central/adapters/lease.py: PgLeases.fencing``) it is cancelled at once. The composition
-  root's ``on_lost`` calls ``unserve`` before it stops the station's runtime.
+  its lease) while applying leaves it ``claimed``; the next owner, in ``serve`` and then whenever
+  it is idle, answers every call of that station claimed by another instance as failed ("owner
+  stopped while applying; check the request state"), never applies it, and the old owner's late
+  answer is discarded (it is stored only while the row is still claimed by it). ``unserve`` lets
+  the call being applied finish for up to ``drain_s`` so a graceful hand-over answers it normally;
+  after a lost lease (``unserve(code, drain=False)`` when ``central/adapters/lease.py:
+  PgLeases.fencing``) it is cancelled at once. The composition root's ``on_lost`` calls ``unserve``
+  before it stops the station's runtime.
 - **Time limits.** A call carries ``expires_ms`` (its caller's timeout, in the database server's
   clock); an owner never claims it later, and marks it failed instead. A caller whose call is still
   pending at its deadline withdraws it (pending -> failed, conditional) and raises
   :class:`StationCallTimeout` saying it was not applied; a call claimed but unanswered after
   ``claimed_grace_s`` more raises :class:`StationCallTimeout` saying the outcome is unknown.
-- **Pruning.** Answered calls older than ``keep_s`` (1 hour), and pending calls expired that long ago,
-  are deleted by any instance, at most once a minute.
+- **Pruning.** Answered calls older than ``keep_s`` (1 hour), and unanswered ones expired that long
+  ago, are deleted by any instance serving a station, at most once a minute.
 
 On SQLite one instance owns every station, so :class:`LocalStationCalls` applies every call
 in-process under the same per-station lock and the table stays empty; :func:`station_calls` picks
@@ -229,7 +230,7 @@ _UNCLAIM = (
 _ORPHANS = (
     "WITH failed AS (UPDATE station_calls SET status = 'failed', error_kind = 'owner_stopped', "
     "error = %s, error_status = 503, done_ms = pilegate_now_ms() "
-    "WHERE station = %s AND status = 'claimed' RETURNING id) "
+    "WHERE station = %s AND status = 'claimed' AND owner IS DISTINCT FROM %s RETURNING id) "
     "SELECT pg_notify('pilegate_station_calls_done', id::text) FROM failed"
 )
 _DONE = (
@@ -253,7 +254,7 @@ _READ = (
 )
 _PRUNE = (
     "DELETE FROM station_calls WHERE (status IN ('done', 'failed') AND done_ms < pilegate_now_ms() - %s) "
-    "OR (status = 'pending' AND expires_ms < pilegate_now_ms() - %s)"
+    "OR (status IN ('pending', 'claimed') AND expires_ms < pilegate_now_ms() - %s)"
 )
 
 
@@ -305,12 +306,15 @@ class PgStationCalls:
 
     async def start(self) -> None:
         """Open the pool and LISTEN (before the first call, so no answer is missed)."""
-        await self._pool.open(wait=True)
+        await self._pool.open(wait=True, timeout=10.0)
         listening = asyncio.get_running_loop().create_future()
         self._listener = asyncio.create_task(self._listen(listening), name="station-calls-listen")
         await asyncio.wait({listening, self._listener}, return_when=asyncio.FIRST_COMPLETED)
         if self._listener.done():
-            self._listener.result()  # raises what stopped it
+            listener, self._listener = self._listener, None
+            await self._pool.close()
+            exc = listener.exception()
+            raise StationCallError(f"cannot LISTEN for station calls: {exc}") from exc
 
     async def close(self) -> None:
         for station in list(self._workers):
@@ -330,7 +334,7 @@ class PgStationCalls:
         if station in self._workers:
             return
         async with self._pool.connection() as conn:
-            await conn.execute(_ORPHANS, [OWNER_STOPPED, station])
+            await conn.execute(_ORPHANS, [OWNER_STOPPED, station, None])  # all: none is ours yet
         self._applier.served.add(station)
         kick = self._kicks[station] = asyncio.Event()
         kick.set()
@@ -357,13 +361,11 @@ class PgStationCalls:
         while station in self._applier.served:
             kick.clear()
             try:
-                applied = await self._next(station)
+                if await self._next(station):
+                    continue
+                await self._sweep(station)
             except (psycopg.Error, OSError) as exc:
                 log.warning("station_calls_failed", station=station, error=str(exc))
-                applied = False
-            if applied:
-                continue
-            await self._prune()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(kick.wait(), self.timing.poll_s * 2)
 
@@ -393,6 +395,13 @@ class PgStationCalls:
             async with self._pool.connection() as conn:
                 await conn.execute(_DONE, [result, call_id, self.instance_id])
         return True
+
+    async def _sweep(self, station: str) -> None:
+        """While idle: answer calls of ``station`` another instance claimed (only the lease holder
+        claims, so their claimer lost the station while applying), and prune now and then."""
+        async with self._pool.connection() as conn:
+            await conn.execute(_ORPHANS, [OWNER_STOPPED, station, self.instance_id])
+        await self._prune()
 
     async def _prune(self) -> None:
         now = time.monotonic()

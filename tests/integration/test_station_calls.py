@@ -259,3 +259,24 @@ async def test_on_sqlite_calls_are_applied_in_process(tmp_path: Path):
     with pytest.raises(QueueFullError):
         await calls.call("S1", "full", None)
     await calls.close()
+
+
+async def test_a_call_another_instance_claimed_while_both_held_the_station_is_answered_failed(
+    instance: MakeCalls, fleet_url: str
+):
+    async def handler(station: str, kind: str, payload: Any) -> Any:
+        raise AssertionError("a claimed call was applied again")
+
+    owner = await instance("owner", handler)
+    await owner.serve("S1")  # the old owner claims after this: its lease was gone, it had not seen it yet
+    rows(
+        fleet_url,
+        "INSERT INTO station_calls (station, kind, payload, status, caller, owner, created_ms, expires_ms) "
+        "VALUES ('S1', 'echo', '{}', 'claimed', 'x', 'old', pilegate_now_ms(), pilegate_now_ms() + 60000) "
+        "RETURNING id",
+    )
+    await wait_for(
+        lambda: rows(fleet_url, "SELECT status, error FROM station_calls") == [("failed", OWNER_STOPPED)],
+        5,
+        what="the orphaned claim answered failed",
+    )
