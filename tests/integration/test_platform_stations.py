@@ -17,6 +17,8 @@ pytest_plugins = ("tests.integration.platform_fixtures",)
 BASE = "/api/ChargingStations"
 STATION_FIELDS = {
     "id",
+    "code",  # beyond the spec: the MQTT {station} of a station the central runs
+    "running",  # beyond the spec: whether this instance runs it
     "name",
     "status",
     "statusDescription",
