@@ -31,17 +31,17 @@ _names = itertools.count(1)
 def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
     """An empty database on each engine (not the migrated template the other tests copy)."""
     if request.param == "sqlite":
-        db: Db = connect(tmp_path / "old.db")
-        yield db
-        db.conn.close()
+        lite = connect(tmp_path / "old.db")
+        yield lite
+        lite.conn.close()
         return
     server: PgServer = request.getfixturevalue("postgres_server")
     name = f"pilegate_old_{next(_names)}"
-    db = postgres.connect(create_database(server, name))
+    pg = postgres.connect(create_database(server, name))
     try:
-        yield db
+        yield pg
     finally:
-        db.conn.close()
+        pg.conn.close()
         drop_database(server, name)
 
 
@@ -106,10 +106,10 @@ def test_a_single_station_database_keeps_its_rows_and_they_belong_to_its_station
         assert [r[0] for r in rows] == ["site-a"], table
     assert stored_params(db, station="site-a") == {"WaitingAreaSize": 9}
     assert stored_params(db, station="other") is None
-    rows = ChargingRows(db, "site-a")
-    assert rows.scheduler_state() == {"x": 1}
+    charging = ChargingRows(db, "site-a")
+    assert charging.scheduler_state() == {"x": 1}
     assert ChargingRows(db, "other").scheduler_state() is None
-    assert [r.car for r in rows.active_requests()] == ["car1"]
+    assert [r.car for r in charging.active_requests()] == ["car1"]
     assert ChargingRows(db, "other").active_requests() == []
     assert pile_by_no(db, "F1", station="site-a") == ("p1", 1)
     # the port and its pile are still linked, and the order still points at its pile
