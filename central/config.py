@@ -234,11 +234,11 @@ def _more_stations(raw: Any, default: str, base: Path, problems: list[str]) -> t
             problems.append(f"{where}: expected a table")
             continue
         name = table.get("name", code)
-        if not isinstance(name, str) or not name.strip():
+        named = isinstance(name, str) and bool(name.strip())
+        if not named:
             problems.append(f"{where}.name: expected a non-empty string, got {name!r}")
-            continue
         params = _params({k: v for k, v in table.items() if k != "name"}, base, problems, where)
-        if params is not None:
+        if params is not None and named:
             out.append(StationConfig(str(code), name, params))
     return tuple(out)
 
