@@ -49,8 +49,8 @@ from central.application.orders import OperatorOrders
 from central.domain.params import params_from_mapping
 from central.web import add_user_api
 from central.web.keys import AUTH, STATIONS, STORE
-from central.web.station_runtime import StationRuntime, Stations
 from central.web.platform import add_operator_platform_api
+from central.web.station_runtime import StationRuntime, Stations
 
 USERS, PILES, DAYS = 5_000, 20, 365
 END = datetime(2025, 6, 1, tzinfo=UTC)

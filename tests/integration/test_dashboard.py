@@ -248,7 +248,8 @@ async def test_the_operator_sees_the_takings_of_the_station_local_day(central, d
     def billed(db, at: str, peak: str, valley: str) -> None:
         detail = {"periods": {"peak": ["5", "0.25", peak], "valley": ["5", "0.5", valley]}}
         db["orders"].insert({
-            "id": at, "station": "test", "order_no": at, "user_id": driver.user_id, "pile_no": "F1", "status": 2,
+            "id": at, "station": "test", "order_no": at, "user_id": driver.user_id, "pile_no": "F1",
+            "status": 2,
             "electricity": "10", "service_fee": "8", "total_amount": str(8 + float(peak) + float(valley)),
             "detail": json.dumps(detail), "generated_time": at, "create_time": at,
         })  # fmt: skip
