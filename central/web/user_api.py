@@ -65,7 +65,7 @@ from central.web.shapes import (
     decode,
     json_object,
 )
-from central.web.station_runtime import StationRuntime
+from central.web.station_runtime import STATION_NOT_RUNNING, StationRuntime
 
 BILLS_PAGE_LIMIT = (1, 100)
 NOTIFICATIONS_LIMIT = (1, 500)
@@ -611,7 +611,7 @@ class BillQuery:
             raise validation_error(problems)
         since = datetime.combine(start, time(), zone) if start else None
         until = datetime.combine(end + timedelta(days=1), time(), zone) if end else None
-        return cls(page, limit, since, until, query.get("station"))
+        return cls(page, limit, since, until, query.get("station") or None)
 
     def rows(self, db: Db, user_id: int) -> tuple[int, list[dict[str, Any]]]:
         """(total count, rows of this page) of the user's bills."""
@@ -804,6 +804,7 @@ _STATION_QUERY = _query(
 )
 
 _NOT_FOUND = ((404, RESOURCE_NOT_FOUND),)
+_STATION = ((404, RESOURCE_NOT_FOUND), (503, STATION_NOT_RUNNING))  # ?station= / body station
 _CONFLICT = ((409, VALIDATION_ERROR),)
 _AUTH, _CHARGING = "auth", "charging"
 
@@ -857,7 +858,7 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         request_body=SubmitBody,
         response=RequestStatus,
         status=201,
-        errors=((409, QUEUE_FULL), (409, DUPLICATE_REQUEST)),
+        errors=(*_STATION, (409, QUEUE_FULL), (409, DUPLICATE_REQUEST)),
     ),
     RouteSpec(
         "PUT",
@@ -866,7 +867,7 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         "修改充电请求 (waiting area only)",
         request_body=ChangeBody,
         response=RequestStatus,
-        errors=(*_NOT_FOUND, *_CONFLICT, (409, QUEUE_FULL)),
+        errors=(*_STATION, *_NOT_FOUND, *_CONFLICT, (409, QUEUE_FULL)),
         description="409 VALIDATION_ERROR with details.reason CHANGE_NOT_ALLOWED once in the charging area.",
     ),
     RouteSpec(
@@ -875,7 +876,7 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         cancel_request,
         "取消充电请求",
         response=RequestStatus,
-        errors=_NOT_FOUND,
+        errors=_STATION,
     ),
     RouteSpec(
         "GET",
@@ -883,6 +884,7 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         request_status,
         "查看当前充电请求状态",
         parameters=(_STATION_QUERY,),
+        errors=_STATION,
         response=RequestStatus | None,
         description="data is null (with a message) when the caller has never made a request.",
     ),
@@ -892,7 +894,7 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         complete,
         "结束充电",
         response=Completion,
-        errors=(*_NOT_FOUND, *_CONFLICT),
+        errors=(*_STATION, *_NOT_FOUND, *_CONFLICT),
         description="409 VALIDATION_ERROR with details.reason NOT_CHARGING when the caller is not charging.",
     ),
     RouteSpec(
@@ -901,6 +903,7 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         queue_status,
         "查看排队状态 (token required)",
         parameters=(_STATION_QUERY,),
+        errors=_STATION,
         response=QueueStatus,
     ),
     RouteSpec(
@@ -909,6 +912,7 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         piles_status,
         "查看充电桩状态 (token required)",
         parameters=(_STATION_QUERY,),
+        errors=_STATION,
         response=PilesStatus,
     ),
     RouteSpec(
@@ -916,6 +920,7 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         "/api/charging/bills/",
         list_bills,
         "查看充电详单列表 (newest first)",
+        errors=_STATION,
         response=BillList,
         parameters=(
             _query("page", {"type": "integer", "minimum": 1, "default": 1}, "页码"),
@@ -966,6 +971,7 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         get_parameters,
         "获取系统参数 (token required)",
         parameters=(_STATION_QUERY,),
+        errors=_STATION,
         response=Parameters,
     ),
 )

@@ -207,7 +207,7 @@ def station_now_or_wall(request: web.Request, code: str | None = None) -> dateti
 def query_station(request: web.Request) -> str | None:
     """The ``?station=`` filter of a list: a known station's code (404 otherwise), or None."""
     code = request.query.get("station")
-    if code is None:
+    if not code:
         return None
     if code not in request.app[STATIONS].known:
         raise not_found("充电站 (station)", code)

@@ -1058,10 +1058,16 @@ def _routes() -> list[RouteSpec]:
         (StationCreate, StationUpdate),
         {
             "paged": "keyword matches name, address or location.",
-            "create": "status defaults to 1 (在线).",
-            "delete": "409 while the station has piles.",
+            "create": "status defaults to 1 (在线). With a code (its MQTT {station}, unique: 400 naming "
+            "code) it is a station the central runs, at once, while its status is 1.",
+            "update": "A station with a code stops when its status leaves 1 and starts when it returns "
+            "to 1; stopping is 409 while it has charging orders or driver requests, and for the "
+            "default station.",
+            "delete": "409 while the station has piles; a station with a code is stopped and deleted "
+            "with its piles, 409 while it has charging orders or driver requests, and for the default "
+            "station.",
         },
-        {"create": (), "update": (MISSING_404,), "delete": (MISSING_404, CONFLICT_409)},
+        {"create": (), "update": (MISSING_404, CONFLICT_409), "delete": (MISSING_404, CONFLICT_409)},
     )
     piles = _crud(
         "/api/ChargingPiles",
