@@ -48,8 +48,9 @@ from central.application.clock import StationClock
 from central.application.orders import OperatorOrders
 from central.domain.params import params_from_mapping
 from central.web import add_user_api
-from central.web.keys import AUTH, ORDERS, SERVICE, STORE
+from central.web.keys import AUTH, STATIONS, STORE
 from central.web.platform import add_operator_platform_api
+from central.web.station_runtime import StationRuntime, Stations
 
 USERS, PILES, DAYS = 5_000, 20, 365
 END = datetime(2025, 6, 1, tzinfo=UTC)
@@ -195,10 +196,12 @@ async def serve(path: Path) -> tuple[web.AppRunner, Store, str, str]:
     store = Store(path, [migrations, ORDER_MIGRATIONS])
     await store.open()
     params = params_from_mapping({"FastChargingPileNum": 10, "TrickleChargingPileNum": 10})
-    uow, clock = SqliteUnitOfWork(store), StationClock()
+    uow, clock = SqliteUnitOfWork(store, "station1"), StationClock()
     service = ChargingService(uow, params, clock, NoCommands(), station="s1")
     app = web.Application()
-    app[STORE], app[SERVICE], app[ORDERS] = store, service, OperatorOrders(service, uow, clock)
+    stations = Stations("station1")
+    stations.add(StationRuntime("station1", service, OperatorOrders(service, uow, clock)))
+    app[STORE], app[STATIONS] = store, stations
     app[AUTH] = auth.AuthSettings()
     add_user_api(app)
     add_operator_platform_api(app)

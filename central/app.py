@@ -1,9 +1,12 @@
 """The central service's one composition root: ``create_app(config)`` builds everything.
 
 Background parts live in the application's cleanup context (started before ``yield``, stopped
-after): the store and its unit of work, the charging service, operator orders, the MQTT ingest and
+after): the store and the one broker connection, shared by every station, and per station
+(:func:`build_station`) its unit of work, charging service, operator orders, MQTT ingest and
 command sender, and the dashboard's live hub (it sees the port readings on their way from the
-ingest to the service); the web layer gets them under the typed keys of :mod:`central.web.keys`.
+ingest to the service). The stations' registry (:class:`central.web.station_runtime.Stations`)
+starts and stops one station's runtime at any time while the app runs; the web layer gets it and
+the store under the typed keys of :mod:`central.web.keys`.
 Nothing is built at import time. ``pilegate central`` runs it; ``pilegate create-user`` adds
 accounts to its database.
 """
@@ -24,6 +27,7 @@ import click
 import structlog
 from aiohttp import web
 
+from central.adapters import stations as stations_repo
 from central.adapters.charging import clock_anchor, clock_seen, stored_params
 from central.adapters.commands import CommandSender
 from central.adapters.ingest import Ingest
@@ -43,10 +47,11 @@ from central.domain.params import StationParams, params_from_mapping
 from central.ingest_main import IngestChild
 from central.web import add_user_api
 from central.web.dashboard import add_dashboard
-from central.web.keys import AUTH, INGEST, LIVE, ORDERS, PAYMENTS, SERVICE, STORE
+from central.web.keys import AUTH, PAYMENTS, STATIONS, STORE
 from central.web.live import LiveHub, ObservedListener
 from central.web.middleware import require_metrics_reader
 from central.web.platform import add_operator_platform_api
+from central.web.station_runtime import StationRuntime, Stations
 from pilegate.logs import configure_logging
 from pilegate.metrics import Sample, render_metrics
 from pilegate.sdnotify import Notifier
@@ -76,100 +81,197 @@ def _mqtt_settings(config: CentralConfig) -> MqttSettings:
     )
 
 
-async def _save_clock(store: Store) -> None:
+async def _save_clock(store: Store, station: str) -> None:
     """Record every few seconds how far the station clock ran, so that a start after a crash
     continues close to where the station's time stopped."""
     while True:
         await asyncio.sleep(CLOCK_SEEN_PERIOD_S)
-        await store.write(lambda db: clock_seen(db, time.time()))
+        await store.write(lambda db: clock_seen(db, time.time(), station=station))
+
+
+class _Dispatch:
+    """The one MQTT client's messages, handed to the ingest of the station their topic names
+    (``pilegate/v1/{station}/...``); a message of a station not running here is counted and dropped."""
+
+    def __init__(self) -> None:
+        self.ingests: dict[str, Ingest] = {}
+        self.dropped = 0
+
+    def __call__(self, topic: str, payload: bytes) -> None:
+        parts = topic.split("/", 3)
+        ingest = self.ingests.get(parts[2]) if len(parts) > 3 else None
+        if ingest is None:
+            self.dropped += 1
+            return
+        ingest.handle(topic, payload)
+
+
+DISPATCH = web.AppKey("mqtt-dispatch", _Dispatch)
+
+
+def station_filter(code: str) -> str:
+    """The subscription of a station's runtime: its whole topic tree."""
+    return f"pilegate/v1/{code}/#"
+
+
+@dataclasses.dataclass
+class _Shared:
+    """What every station's runtime shares: configuration, store, broker connection."""
+
+    config: CentralConfig
+    store: Store
+    mqtt: CentralMqtt
+    dispatch: _Dispatch
+    store_telemetry: bool
+
+
+async def _station_params(shared: _Shared, code: str) -> StationParams:
+    """Stored parameters (an operator saved them), else the configured ones, else the defaults."""
+    stored = await shared.store.read(lambda db: stored_params(db, station=code))
+    if stored:
+        return params_from_mapping(stored)
+    configured = shared.config.stations.get(code)
+    return configured.params if configured is not None else params_from_mapping({})
+
+
+async def build_station(shared: _Shared, code: str) -> StationRuntime:
+    """Build and start the runtime of station ``code``: its records, clock, service, operator orders,
+    command sender, ingest and live hub; then subscribe to its topics. Its ``close`` undoes it all."""
+    config, store, mqtt = shared.config, shared.store, shared.mqtt
+    params = await _station_params(shared, code)
+    configured = config.stations.get(code)
+    clock = await store.write(lambda db: clock_anchor(db, time.time(), config.time_scale, station=code))
+    await store.write(
+        lambda db: ensure_station(
+            db,
+            code=code,
+            name=configured.name if configured is not None else code,
+            piles=_param_piles(params),
+            now=clock.now().isoformat(),
+        )
+    )
+    sender = CommandSender(mqtt, store, code)
+    uow = SqliteUnitOfWork(store, code)
+    service = ChargingService(uow, params, clock, sender, station=code)
+    orders = OperatorOrders(service, uow, clock)
+    sender.on_outcome = lambda o: service.live.on_command_outcome(
+        o.pile_no, o.op, o.car, o.status, o.reason, o.command_id
+    )
+    hub = LiveHub(service, store)
+    ingest = Ingest(
+        store,
+        code,
+        ObservedListener(service.live, hub),
+        commands=sender,
+        store_telemetry=shared.store_telemetry,
+    )
+    await service.start()
+    await orders.start()  # resume operator orders that were charging
+    await ingest.start()
+    await sender.start()
+    await hub.start()
+    shared.dispatch.ingests[code] = ingest
+    mqtt.subscribe(station_filter(code))
+    clock_saver = asyncio.get_running_loop().create_task(_save_clock(store, code), name=f"clock-seen:{code}")
+
+    async def close() -> None:
+        mqtt.unsubscribe(station_filter(code))
+        shared.dispatch.ingests.pop(code, None)
+        clock_saver.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await clock_saver
+        await hub.stop()
+        await sender.stop()
+        await ingest.stop()
+        await orders.close()
+        await service.close()
+        # the next start continues from here
+        await store.write(lambda db: clock_seen(db, time.time(), station=code, stopped=True))
+
+    return StationRuntime(code, service, orders, ingest, hub, close)
+
+
+async def _boot_stations(config: CentralConfig, store: Store) -> tuple[list[str], set[str]]:
+    """(the codes to run at start, every known code): the configured stations and those recorded
+    with a code, except the ones an operator disabled (status other than 1)."""
+    recorded = {row["code"]: row for row in await store.read(stations_repo.coded_stations)}
+    run = [code for code in config.stations if code not in recorded or recorded[code]["status"] == 1]
+    run += [code for code, row in recorded.items() if code not in config.stations and row["status"] == 1]
+    return run, {*config.stations, *recorded}
 
 
 def _lifecycle(
     config: CentralConfig, store_telemetry: bool
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """The app's cleanup context: build and start every part, hand them to the web layer by typed
-    keys, and stop them in reverse order on shutdown."""
+    """The app's cleanup context: open the store and the broker connection, start every station's
+    runtime, hand the registry to the web layer by typed key, and stop them in reverse order."""
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         store = Store(config.database_url, [migrations, ORDER_MIGRATIONS])
         await store.open()
-        stored = await store.read(stored_params)
-        params = params_from_mapping(stored) if stored else config.params
-        clock = await store.write(lambda db: clock_anchor(db, time.time(), config.time_scale))
-        await store.write(
-            lambda db: ensure_station(
-                db,
-                code=config.station,
-                name=config.station_name,
-                piles=_param_piles(params),
-                now=clock.now().isoformat(),
-            )
-        )
-        holder: dict[str, Ingest] = {}
-        mqtt = CentralMqtt(
-            _mqtt_settings(config),
-            [f"pilegate/v1/{config.station}/#"],
-            lambda topic, payload: holder["ingest"].handle(topic, payload),
-        )
-        sender = CommandSender(mqtt, store, config.station)
-        uow = SqliteUnitOfWork(store)
-        service = ChargingService(uow, params, clock, sender, station=config.station)
-        orders = OperatorOrders(service, uow, clock)
-        sender.on_outcome = lambda o: service.live.on_command_outcome(
-            o.pile_no, o.op, o.car, o.status, o.reason, o.command_id
-        )
-        hub = LiveHub(service, store)
-        listener = ObservedListener(service.live, hub)
-        ingest = holder["ingest"] = Ingest(
-            store, config.station, listener, commands=sender, store_telemetry=store_telemetry
-        )
-        app[STORE], app[SERVICE], app[ORDERS], app[INGEST], app[LIVE] = store, service, orders, ingest, hub
-        await service.start()
-        await orders.start()  # resume operator orders that were charging
-        await ingest.start()
-        await sender.start()
+        dispatch = _Dispatch()
+        mqtt = CentralMqtt(_mqtt_settings(config), [], dispatch)
+        shared = _Shared(config, store, mqtt, dispatch, store_telemetry)
+        boot, known = await _boot_stations(config, store)
+        stations = Stations(config.station, lambda code: build_station(shared, code), known)
+        app[STORE], app[STATIONS] = store, stations
+        app[DISPATCH] = dispatch
         await mqtt.start()
-        await hub.start()
+        try:
+            for code in boot:
+                await stations.start(code)
+        except BaseException:
+            await stations.stop_all()
+            await mqtt.stop()
+            await store.close()
+            raise
         retention = asyncio.get_running_loop().create_task(
             run_retention(store, config.telemetry_retention_days), name="telemetry-retention"
         )
-        clock_saver = asyncio.get_running_loop().create_task(_save_clock(store), name="clock-seen")
-        log.info("central started", station=config.station, http_port=config.http_port)
+        log.info("central started", stations=boot, http_port=config.http_port)
         try:
             yield
         finally:
-            for task in (retention, clock_saver):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await hub.stop()
+            retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await retention
+            await stations.stop_all()
             await mqtt.stop()
-            await sender.stop()
-            await ingest.stop()
-            await orders.close()
-            await service.close()
-            await store.write(lambda db: clock_seen(db, time.time(), stopped=True))  # continued from here
             await store.close()
             log.info("central stopped")
 
     return lifecycle
 
 
-async def _metrics(request: web.Request) -> web.Response:
-    service: ChargingService = request.app[SERVICE]
-    samples: list[Sample] = [
-        (f"pilegate_central_ingest_{key}", "gauge", {}, value)
-        for key, value in request.app[INGEST].stats().items()
-        if isinstance(value, int | float)
+def station_samples(runtime: StationRuntime) -> list[Sample]:
+    """One station's metrics, labelled ``station="CODE"``."""
+    label, service = {"station": runtime.code}, runtime.service
+    samples: list[Sample] = []
+    if runtime.ingest is not None:
+        samples += [
+            (f"pilegate_central_ingest_{key}", "gauge", label, value)
+            for key, value in runtime.ingest.stats().items()
+            if isinstance(value, int | float)
+        ]
+    samples += [
+        ("pilegate_central_waiting_cars", "gauge", label, service.scheduler.waiting_count),
+        ("pilegate_central_live_sessions", "gauge", label, len(service.sessions)),
     ]
     samples += [
-        ("pilegate_central_waiting_cars", "gauge", {}, service.scheduler.waiting_count),
-        ("pilegate_central_live_sessions", "gauge", {}, len(service.sessions)),
-    ]
-    samples += [
-        (f"pilegate_central_{key}_total", "counter", {}, value)
+        (f"pilegate_central_{key}_total", "counter", label, value)
         for key, value in service.live.meter_anomalies().items()
     ]
+    return samples
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    runtimes = request.app[STATIONS].runtimes()
+    samples: list[Sample] = [("pilegate_central_stations_running", "gauge", {}, len(runtimes))]
+    dispatch = request.app.get(DISPATCH)
+    if dispatch is not None:
+        samples.append(("pilegate_central_messages_not_running_total", "counter", {}, dispatch.dropped))
+    for runtime in runtimes:
+        samples += station_samples(runtime)
     return web.Response(text=render_metrics(samples), content_type="text/plain")
 
 

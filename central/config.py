@@ -1,9 +1,11 @@
 """Central service configuration: TOML parsed once into frozen dataclasses, validated completely.
 
 Station parameters come from ``[station]`` (inline keys as in ``config/station.example.toml``) or
-from ``params_file``; the database is ``database`` (``sqlite:///path`` or ``postgresql://...``), by
-default ``central.db`` in ``data_dir``. Every problem is reported together by
-entry name, as for the gateway.
+from ``params_file``: those of the default station (``[central] station``). Further stations the
+central runs are ``[stations.CODE]`` tables (``name``, and ``params_file`` or inline parameter keys
+as in ``[station]``; CODE is the station's MQTT ``{station}``). The database is ``database``
+(``sqlite:///path`` or ``postgresql://...``), by default ``central.db`` in ``data_dir``. Every
+problem is reported together by entry name, as for the gateway.
 """
 
 from __future__ import annotations
@@ -83,6 +85,10 @@ MIN_SECRET_LEN = 16  # a shorter provider secret is guessable
 STATION_EXTRA_KEYS: dict[str, tuple[Any, str]] = {
     "params_file": (None, "station parameters TOML instead of inline keys"),
 }
+STATIONS_EXTRA_KEYS: dict[str, tuple[Any, str]] = {
+    "name": (None, "display name of the station record (default: its code)"),
+    **STATION_EXTRA_KEYS,
+}
 
 
 def load_params(path: str | Path) -> StationParams:
@@ -119,6 +125,15 @@ class IngestSettings:
 
 
 @dataclass(frozen=True)
+class StationConfig:
+    """A station this central runs from its start: code (the MQTT ``{station}``), name, parameters."""
+
+    code: str
+    name: str
+    params: StationParams
+
+
+@dataclass(frozen=True)
 class CentralConfig:
     station: str
     station_name: str
@@ -138,6 +153,13 @@ class CentralConfig:
     payments: PaymentSettings
     database: str = ""  # a sqlite:/// (absolute path) or postgresql:// URL; "" = data_dir/central.db
     ingest: IngestSettings = IngestSettings()
+    more_stations: tuple[StationConfig, ...] = ()  # the [stations.CODE] tables
+
+    @property
+    def stations(self) -> dict[str, StationConfig]:
+        """Every configured station by code, the default one (``[central] station``) first."""
+        default = StationConfig(self.station, self.station_name, self.params)
+        return {default.code: default, **{s.code: s for s in self.more_stations}}
 
     @property
     def db_path(self) -> Path:
@@ -174,20 +196,51 @@ def _database(raw: Any, base: Path, problems: list[str]) -> str:
     return f"{SQLITE_PREFIX}{base / path}"
 
 
-def _params(raw: Any, base: Path, problems: list[str]) -> StationParams | None:
+def _params(raw: Any, base: Path, problems: list[str], where: str = "station") -> StationParams | None:
     table = dict(raw) if isinstance(raw, Mapping) else {}
     path = table.pop("params_file", None)
     if path:
         try:
             table = {**tomllib.loads((base / str(path)).read_text()), **table}
         except (OSError, tomllib.TOMLDecodeError) as exc:
-            problems.append(f"station.params_file: cannot read {base / str(path)}: {exc}")
+            problems.append(f"{where}.params_file: cannot read {base / str(path)}: {exc}")
             return None
     try:
         return params_from_mapping(table)
     except StationParamsError as exc:
-        problems.extend(f"station.{key}: {what}" for key, what in exc.problems)
+        problems.extend(f"{where}.{key}: {what}" for key, what in exc.problems)
         return None
+
+
+def _more_stations(raw: Any, default: str, base: Path, problems: list[str]) -> tuple[StationConfig, ...]:
+    """The ``[stations.CODE]`` tables: codes are topic ids, none is the default station's."""
+    if not isinstance(raw, Mapping):
+        problems.append("stations: expected tables [stations.CODE]")
+        return ()
+    out: list[StationConfig] = []
+    for code, table in raw.items():
+        where = f"stations.{code}"
+        try:
+            check_id(where, str(code))
+        except TopicError as exc:
+            problems.append(str(exc))
+            continue
+        if code == default:
+            problems.append(
+                f"{where}: {code!r} is the default station ([central] station); configure it in [station]"
+            )
+            continue
+        if not isinstance(table, Mapping):
+            problems.append(f"{where}: expected a table")
+            continue
+        name = table.get("name", code)
+        named = isinstance(name, str) and bool(name.strip())
+        if not named:
+            problems.append(f"{where}.name: expected a non-empty string, got {name!r}")
+        params = _params({k: v for k, v in table.items() if k != "name"}, base, problems, where)
+        if params is not None and named:
+            out.append(StationConfig(str(code), name, params))
+    return tuple(out)
 
 
 def _trusted_proxies(raw: Any, problems: list[str]) -> tuple[IPv4Network | IPv6Network, ...]:
@@ -247,7 +300,9 @@ def parse_config(
     """Validate a parsed TOML document; raise ConfigError listing every problem."""
     problems: list[str] = []
     base = base or Path.cwd()
-    unknown_tables(data, ("central", "http", "mqtt", "ingest", "auth", "payments", "station"), problems)
+    unknown_tables(
+        data, ("central", "http", "mqtt", "ingest", "auth", "payments", "station", "stations"), problems
+    )
     c = take(data.get("central", {}), CENTRAL_KEYS, "central", problems)
     try:
         check_id("central.station", str(c["station"]))
@@ -296,6 +351,7 @@ def parse_config(
     )
     payments = _payments(data.get("payments", {}), base, problems)
     params = _params(data.get("station", {}), base, problems)
+    more_stations = _more_stations(data.get("stations", {}), str(c["station"]), base, problems)
     database = _database(c["database"], base, problems)
     if problems or params is None:
         raise ConfigError(source, problems)
@@ -318,6 +374,7 @@ def parse_config(
         payments=payments,
         database=database,
         ingest=ingest,
+        more_stations=more_stations,
     )
 
 

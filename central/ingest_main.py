@@ -7,6 +7,11 @@ it as a supervised child (:class:`IngestChild`: restarted when it dies) and keep
 path (charging sessions, statuses, events, command results); under systemd it can run as its own
 unit instead (``mode = "external"``, ``systemd/pilegate-ingest.service``).
 
+It stores the telemetry of every station on the broker (``pilegate/v1/+/...``): one
+:class:`~central.adapters.ingest.Ingest` per station, made when the station's first message comes,
+all on one MQTT client. They share its acknowledgements (:class:`SharedAcks`): a message is
+acknowledged once every station's ingest has stored what it received before it.
+
 Nothing is lost or stored twice across a crash: its MQTT client has its own client id and a
 persistent session, acknowledges a message only once the batch holding it committed
 (``manual_ack``), and on start seeds its de-duplication from the last rows stored, so the
@@ -26,7 +31,7 @@ from typing import Any
 import click
 import structlog
 
-from central.adapters import postgres
+from central.adapters import postgres, telemetry
 from central.adapters.database import POSTGRESQL, parse_database_url
 from central.adapters.ingest import Ingest
 from central.adapters.mqtt import CentralMqtt, MqttSettings
@@ -71,8 +76,9 @@ class NoListener:
         return None
 
 
-def ingest_subscriptions(station: str) -> list[str]:
-    """What the ingest needs: telemetry, and the statuses that say whether a pile's data is live."""
+def ingest_subscriptions(station: str = "+") -> list[str]:
+    """What the ingest needs: telemetry, and the statuses that say whether a pile's data is live
+    (of one station, or of every station: ``+``)."""
     root = f"{topics.ROOT}/{topics.VERSION}/{station}"
     return [f"{root}/pile/+/port/+/telemetry", f"{root}/pile/+/status", f"{root}/gw/+/status"]
 
@@ -116,8 +122,110 @@ class IngestLock:
         self._lock.release()
 
 
-async def run_ingest(config: CentralConfig, stop: asyncio.Event) -> Ingest:
-    """Store the station's telemetry until ``stop`` is set; the ingest (for its counts)."""
+class SharedAcks:
+    """Manual acknowledgements shared by the ingests of several stations on one MQTT client.
+
+    The client acknowledges messages in the order it received them, up to a mark. Each station's
+    ingest acknowledges a mark once it stored everything of its own received before it; the client
+    then acknowledges up to the lowest mark every ingest has reached, so no message is
+    acknowledged before the ingest it belongs to stored it. Every ingest flushes (and so reaches a
+    new mark) at least every flush interval, stored rows or not.
+    """
+
+    def __init__(self, mqtt: CentralMqtt) -> None:
+        self.mqtt = mqtt
+        self.reached: dict[str, tuple[int, int]] = {}
+
+    def member(self, station: str, received_before: tuple[int, int]) -> MemberAcks:
+        """The acks of a new station's ingest, which has stored everything before ``received_before``."""
+        self.reached[station] = received_before
+        return MemberAcks(self, station)
+
+    def reach(self, station: str, mark: tuple[int, int]) -> None:
+        self.reached[station] = max(self.reached[station], mark)
+        self.mqtt.ack(min(self.reached.values()))
+
+
+class MemberAcks:
+    """One station's view of :class:`SharedAcks` (its ingest's ``Acks``)."""
+
+    def __init__(self, shared: SharedAcks, station: str) -> None:
+        self.shared, self.station = shared, station
+
+    @property
+    def unacked(self) -> int:
+        return self.shared.mqtt.unacked
+
+    def mark(self) -> tuple[int, int]:
+        return self.shared.mqtt.mark()
+
+    def ack(self, mark: tuple[int, int]) -> None:
+        self.shared.reach(self.station, mark)
+
+
+class StationIngests:
+    """The ingest of every station whose messages come, made on its first message."""
+
+    def __init__(self, store: Store, mqtt: CentralMqtt) -> None:
+        self.store, self.acks = store, SharedAcks(mqtt)
+        self.ingests: dict[str, Ingest] = {}
+        self.starting: list[asyncio.Task[None]] = []
+
+    def add(self, station: str, received_before: tuple[int, int]) -> Ingest:
+        ingest = self.ingests[station] = Ingest(
+            self.store,
+            station,
+            NoListener(),
+            store_status=False,
+            acks=self.acks.member(station, received_before),
+            flush_rows=FLUSH_ROWS,
+            flush_interval_s=FLUSH_INTERVAL_S,
+        )
+        return ingest
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        parts = topic.split("/", 3)
+        station = parts[2] if len(parts) > 3 else ""
+        ingest = self.ingests.get(station)
+        if ingest is None:
+            try:
+                topics.check_id("station", station)
+            except topics.TopicError:
+                return  # not a station's topic: nothing to store
+            generation, received = self.acks.mqtt.mark()
+            ingest = self.add(station, (generation, received - 1))  # this message is its own
+            self.starting.append(asyncio.get_running_loop().create_task(ingest.start()))
+            log.info("ingest of a new station", station=station)
+        ingest.handle(topic, payload)
+
+    async def seed(self, rows: int) -> int:
+        """Make the ingests of the stations among the last ``rows`` readings stored and feed each
+        its de-duplication (a restarted process: the broker sends again what it had not
+        acknowledged, some of which may be stored)."""
+        seen = await self.store.read(lambda db: telemetry.last_readings(db, rows))
+        for station in dict.fromkeys(row[0] for row in seen):
+            self.add(station, (0, 0))
+        for ingest in self.ingests.values():
+            await ingest.start()
+            await ingest.seed(rows)
+        return len(seen)
+
+    async def stop(self) -> None:
+        for task in self.starting:
+            await task
+        for ingest in self.ingests.values():
+            await ingest.stop()  # the last batch is written and acknowledged
+
+    def counts(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for ingest in self.ingests.values():
+            for key, value in ingest.counts.items():
+                total[key] = total.get(key, 0) + value
+        return total
+
+
+async def run_ingest(config: CentralConfig, stop: asyncio.Event) -> StationIngests:
+    """Store every station's telemetry until ``stop`` is set; the ingests (for their counts)."""
     if config.mqtt.username and not config.ingest.username:
         log.warning(
             "the ingest connects as the central's broker user: a broker that takes the user name as "
@@ -125,34 +233,27 @@ async def run_ingest(config: CentralConfig, stop: asyncio.Event) -> Ingest:
         )
     store = Store(config.database_url, [migrations, ORDER_MIGRATIONS])
     await store.open()
-    holder: dict[str, Ingest] = {}
+    holder: dict[str, StationIngests] = {}
     mqtt = CentralMqtt(
         ingest_mqtt_settings(config),
-        ingest_subscriptions(config.station),
-        lambda topic, payload: holder["ingest"].handle(topic, payload),
+        ingest_subscriptions(),
+        lambda topic, payload: holder["ingests"].handle(topic, payload),
     )
-    ingest = holder["ingest"] = Ingest(
-        store,
-        config.station,
-        NoListener(),
-        store_status=False,
-        acks=mqtt,
-        flush_rows=FLUSH_ROWS,
-        flush_interval_s=FLUSH_INTERVAL_S,
-    )
+    ingests = holder["ingests"] = StationIngests(store, mqtt)
     try:
-        await ingest.start()
-        seeded = await ingest.seed(SEED_ROWS)
+        seeded = await ingests.seed(SEED_ROWS)
         await mqtt.start()
-        log.info("ingest started", station=config.station, seeded=seeded, client_id=mqtt.settings.client_id)
+        log.info(
+            "ingest started", stations=list(ingests.ingests), seeded=seeded, client_id=mqtt.settings.client_id
+        )
         Notifier().ready("storing telemetry")
         await stop.wait()
     finally:
-        await ingest.stop()  # the last batch is written and acknowledged
+        await ingests.stop()
         await mqtt.stop()
         await store.close()
-        log.info("ingest stopped", **{k: v for k, v in ingest.counts.items() if v})
-    return ingest
+        log.info("ingest stopped", **{k: v for k, v in ingests.counts().items() if v})
+    return ingests
 
 
 async def _serve(config: CentralConfig) -> None:

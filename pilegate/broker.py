@@ -542,7 +542,9 @@ def render_acl(
 
     ``gateways`` maps gateway id -> the ids of its piles; each gateway's user is
     :func:`gateway_user`. ``readers`` may only read the station's topics; ``ingest_user`` (the
-    central's ``pilegate ingest`` process) only its telemetry, statuses and events. Raises
+    central's ``pilegate ingest`` process) only telemetry, statuses and events, of every station
+    (it stores them all: docs/stations.md). Several stations: concatenate each station's file
+    without repeating the central's and the ingest's blocks. Raises
     AclError naming any id that cannot appear in a topic.
     """
     try:
@@ -576,8 +578,8 @@ def render_acl(
             ]
     if ingest_user is not None:
         topics.check_id("ingest user", ingest_user)
-        out += ["", f"user {ingest_user}"] + [
-            f"topic read {root}/{station}/{leaf}"
+        out += ["", f"user {ingest_user}"] + [  # it stores every station's telemetry
+            f"topic read {root}/+/{leaf}"
             for leaf in ("pile/+/port/+/telemetry", "pile/+/status", "pile/+/event", "gw/+/status")
         ]
     for reader in readers:

@@ -38,7 +38,21 @@ def session_order_no(at: datetime, order_id: str) -> str:
     return at.strftime("%Y%m%d%H%M%S") + order_id[:6].upper()
 
 
-def clock_anchor(db: Db, now_s: float, scale: float) -> StationClock:
+def _param(db: Db, station: str, key: str) -> Any:
+    """The JSON value of a station's ``params`` row, or None."""
+    rows = list(db.query("SELECT value FROM params WHERE station = ? AND key = ?", [station, key]))
+    return json.loads(rows[0]["value"]) if rows else None
+
+
+def _save_param(db: Db, station: str, key: str, value: Any, at: str | None = None) -> None:
+    db.execute(
+        "INSERT INTO params (station, key, value, updated_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (station, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        [station, key, json.dumps(value), at],
+    )
+
+
+def clock_anchor(db: Db, now_s: float, scale: float, *, station: str) -> StationClock:
     """The station clock of a start at wall time ``now_s`` running at ``scale``; its anchor saved.
 
     At scale 1 the station clock is the wall clock. At another scale, after a stop the station's time
@@ -49,10 +63,9 @@ def clock_anchor(db: Db, now_s: float, scale: float) -> StationClock:
     wall time. Earlier runs are kept (the last ``CLOCK_RUNS_KEPT``) so that gateway timestamps of
     before this start keep their station times.
     """
-    rows = list(db.query("SELECT value FROM params WHERE key = 'clock_anchor'"))
+    saved = _param(db, station, "clock_anchor")
     anchor, earlier = ClockAnchor(now_s, now_s), []
-    if rows:
-        saved = json.loads(rows[0]["value"])
+    if saved is not None:
         # an anchor saved by an older version has neither scale nor last-seen instant: it runs on
         seen_s, saved_scale = saved.get("seen_wall_s", now_s), saved.get("scale", scale)
         earlier = [ClockRun(*run) for run in saved.get("earlier", [])][-(CLOCK_RUNS_KEPT - 1) :]
@@ -70,22 +83,21 @@ def clock_anchor(db: Db, now_s: float, scale: float) -> StationClock:
         "stopped": False,
         "earlier": [[r.wall_s, r.station_s, r.scale, r.until_wall_s] for r in earlier],
     }
-    db.table("params").upsert({"key": "clock_anchor", "value": json.dumps(value)}, pk="key")
+    _save_param(db, station, "clock_anchor", value)
     return StationClock(scale, anchor, earlier=earlier)
 
 
-def clock_seen(db: Db, wall_s: float, *, stopped: bool = False) -> None:
+def clock_seen(db: Db, wall_s: float, *, station: str, stopped: bool = False) -> None:
     """The station clock ran until wall time ``wall_s``; ``stopped``: the service stops there."""
-    rows = list(db.query("SELECT value FROM params WHERE key = 'clock_anchor'"))
-    if rows:
-        value = {**json.loads(rows[0]["value"]), "seen_wall_s": wall_s, "stopped": stopped}
-        db.execute("UPDATE params SET value = ? WHERE key = 'clock_anchor'", [json.dumps(value)])
+    saved = _param(db, station, "clock_anchor")
+    if saved is not None:
+        _save_param(db, station, "clock_anchor", {**saved, "seen_wall_s": wall_s, "stopped": stopped})
 
 
-def stored_params(db: Db) -> dict[str, Any] | None:
+def stored_params(db: Db, *, station: str) -> dict[str, Any] | None:
     """The station parameters an operator saved (they win over the configuration file)."""
-    rows = list(db.query("SELECT value FROM params WHERE key = 'station'"))
-    return dict(json.loads(rows[0]["value"])) if rows else None
+    saved = _param(db, station, "station")
+    return dict(saved) if saved is not None else None
 
 
 def stored_detail(detail_json: str | None) -> DetailRecord | None:
@@ -148,25 +160,27 @@ def session_from_row(row: Mapping[str, Any]) -> LiveSession:
 
 
 class ChargingRows:
-    """The application's ``ChargingRepository`` over one connection (one transaction when writing)."""
+    """The application's ``ChargingRepository`` over one connection (one transaction when writing),
+    for one station (its code): every row it reads or writes is that station's."""
 
-    def __init__(self, db: Db) -> None:
-        self.db = db
+    def __init__(self, db: Db, station: str) -> None:
+        self.db, self.station = db, station
 
     def scheduler_state(self) -> dict[str, Any] | None:
-        rows = list(self.db.query("SELECT state FROM scheduler_state WHERE id = 1"))
+        rows = list(self.db.query("SELECT state FROM scheduler_state WHERE station = ?", [self.station]))
         return dict(json.loads(rows[0]["state"])) if rows else None
 
     def save_scheduler_state(self, state: Mapping[str, Any], at: datetime) -> None:
         self.db.table("scheduler_state").upsert(
-            {"id": 1, "state": json.dumps(state), "updated_at": iso(at)}, pk="id"
+            {"station": self.station, "state": json.dumps(state), "updated_at": iso(at)}, pk="station"
         )
 
     def live_sessions(self) -> list[LiveSession]:
-        return [session_from_row(row) for row in self.db.query("SELECT * FROM live_sessions")]
+        rows = self.db.query("SELECT * FROM live_sessions WHERE station = ?", [self.station])
+        return [session_from_row(row) for row in rows]
 
     def save_live_session(self, session: LiveSession) -> None:
-        self.db.table("live_sessions").upsert(session_row(session), pk="car")
+        self.db.table("live_sessions").upsert({**session_row(session), "station": self.station}, pk="car")
 
     def delete_live_session(self, car: str) -> None:
         self.db.execute("DELETE FROM live_sessions WHERE car = ?", [car])
@@ -179,7 +193,8 @@ class ChargingRows:
             for r in self.db.query(
                 "SELECT id, user_id, battery_capacity, created_at "
                 "FROM charging_requests "
-                "WHERE current_status IN ('waiting', 'charging')"
+                "WHERE station = ? AND current_status IN ('waiting', 'charging')",
+                [self.station],
             )
         ]
 
@@ -203,6 +218,7 @@ class ChargingRows:
         self.db.table("charging_requests").insert(
             {
                 "id": car,
+                "station": self.station,
                 "user_id": user_id,
                 "queue_number": queue_number,
                 "charging_mode": mode,
@@ -232,6 +248,7 @@ class ChargingRows:
         self.db.table("bills").insert(
             {
                 "id": car,
+                "station": self.station,
                 "request_id": car,
                 "user_id": user_id,
                 "generated_time": iso(at),
@@ -251,6 +268,7 @@ class ChargingRows:
         """The order of a dispatched segment (charging); the port points at it."""
         row: dict[str, Any] = {
             "id": order.order_id,
+            "station": self.station,
             "order_no": session_order_no(order.at, order.order_id),
             "user_id": order.user_id,
             "request_id": order.car,
@@ -262,7 +280,11 @@ class ChargingRows:
             "create_time": iso(order.at),
             "update_time": iso(order.at),
         }
-        piles = list(self.db.query("SELECT id FROM piles WHERE pile_no = ?", [order.pile_no]))
+        piles = list(
+            self.db.query(
+                "SELECT id FROM piles WHERE station = ? AND pile_no = ?", [self.station, order.pile_no]
+            )
+        )
         if piles:
             row["pile_id"] = piles[0]["id"]
             ports = list(
@@ -311,6 +333,7 @@ class ChargingRows:
             self.db.table("orders").insert(
                 {
                     "id": order.order_id,
+                    "station": self.station,
                     "order_no": session_order_no(order.at, order.order_id),
                     "user_id": order.user_id,
                     "request_id": order.car,
@@ -342,14 +365,13 @@ class ChargingRows:
         )
 
     def save_params(self, mapping: Mapping[str, Any], at: datetime) -> None:
-        self.db.table("params").upsert(
-            {"key": "station", "value": json.dumps(mapping), "updated_at": iso(at)}, pk="key"
-        )
+        _save_param(self.db, self.station, "station", dict(mapping), iso(at))
 
     def pile_record(self, pile_no: str) -> PileRecord | None:
         rows = list(
             self.db.query(
-                "SELECT id, pile_type, power_rate, total_ports FROM piles WHERE pile_no = ?", [pile_no]
+                "SELECT id, pile_type, power_rate, total_ports FROM piles WHERE station = ? AND pile_no = ?",
+                [self.station, pile_no],
             )
         )
         if not rows:

@@ -11,8 +11,8 @@ from central.adapters.database import Db
 def insert_command(db: Db, row: Mapping[str, Any]) -> None:
     """Record an attempt (``row`` names every column of ``commands``)."""
     db.execute(
-        "INSERT INTO commands (id, pile_no, port, op, params, car, status, reason, attempt, "
-        "created_ms, expires_ms, updated_ms) VALUES (:id, :pile_no, :port, :op, :params, "
+        "INSERT INTO commands (id, station, pile_no, port, op, params, car, status, reason, attempt, "
+        "created_ms, expires_ms, updated_ms) VALUES (:id, :station, :pile_no, :port, :op, :params, "
         ":car, :status, :reason, :attempt, :created_ms, :expires_ms, :updated_ms)",
         dict(row),
     )

@@ -240,6 +240,7 @@ class CommandSender:
     async def _insert(self, cmd: _Command, cid: str) -> None:
         row = {
             "id": cid,
+            "station": self.station,
             "pile_no": cmd.pile_no,
             "port": cmd.port,
             "op": cmd.op,

@@ -17,14 +17,15 @@ from central.domain.orders import OrderStatus
 PERIODS = ("peak", "normal", "valley")
 
 
-def day_totals(db: Db, start: datetime, end: datetime) -> dict[str, Any]:
-    """Finished, priced segments (driver requests and operator orders) billed in ``[start, end)``:
-    how many, kWh, and the fees of each tariff period plus the service fee (exact fractions)."""
+def day_totals(db: Db, start: datetime, end: datetime, *, station: str) -> dict[str, Any]:
+    """Finished, priced segments (driver requests and operator orders) of the station (its code)
+    billed in ``[start, end)``: how many, kWh, and the fees of each tariff period plus the service
+    fee (exact fractions)."""
     rows = db.query(
         "SELECT electricity, service_fee, total_amount, detail FROM orders "
-        "WHERE generated_time IS NOT NULL AND status IN (?, ?) "
+        "WHERE station = ? AND generated_time IS NOT NULL AND status IN (?, ?) "
         "AND julianday(generated_time) >= julianday(?) AND julianday(generated_time) < julianday(?)",
-        [OrderStatus.COMPLETED, OrderStatus.ABNORMAL, _utc(start), _utc(end)],
+        [station, OrderStatus.COMPLETED, OrderStatus.ABNORMAL, _utc(start), _utc(end)],
     )
     totals: dict[str, Any] = {"sessions": 0, "kwh": Fraction(0), "service": Fraction(0), "total": Fraction(0)}
     totals |= {name: Fraction(0) for name in PERIODS}

@@ -252,12 +252,19 @@ class Migrations:
     def __init__(self, name: str) -> None:
         self.name = name
         self.steps: list[tuple[str, MigrationFn]] = []
+        self.rebuilds: set[str] = set()  # migrations that rebuild a table others reference
 
-    def __call__(self, *, name: str) -> Callable[[MigrationFn], MigrationFn]:
+    def __call__(self, *, name: str, rebuilds: bool = False) -> Callable[[MigrationFn], MigrationFn]:
+        """Register a migration. ``rebuilds``: it rebuilds a table that other tables reference (SQLite's
+        "create new, copy, drop, rename" procedure), so on SQLite it runs with foreign keys off
+        (a pragma that only takes effect outside a transaction) and checks them before it commits."""
+
         def register(fn: MigrationFn) -> MigrationFn:
             if any(step == name for step, _ in self.steps):
                 raise ValueError(f"migration {name!r} is already in set {self.name!r}")
             self.steps.append((name, fn))
+            if rebuilds:
+                self.rebuilds.add(name)
             return fn
 
         return register
@@ -276,13 +283,22 @@ class Migrations:
             for statement in _MIGRATION_DDL[db.dialect]:
                 db.execute(statement)
         for name, fn in self.steps:
-            with db.transaction():
-                if db.dialect == POSTGRESQL:
-                    db.execute(_MIGRATION_LOCK)
-                if name in self.applied(db):
-                    continue
-                fn(db)
-                self._record(db, name)
+            keys_off = name in self.rebuilds and db.dialect == SQLITE
+            if keys_off:
+                db.execute("PRAGMA foreign_keys=OFF")
+            try:
+                with db.transaction():
+                    if db.dialect == POSTGRESQL:
+                        db.execute(_MIGRATION_LOCK)
+                    if name in self.applied(db):
+                        continue
+                    fn(db)
+                    if keys_off and db.execute("PRAGMA foreign_key_check").fetchone() is not None:
+                        raise IntegrityError(f"migration {name!r} broke a foreign key", unique=False)
+                    self._record(db, name)
+            finally:
+                if keys_off:
+                    db.execute("PRAGMA foreign_keys=ON")
 
     def _record(self, db: Db, name: str) -> None:
         table = MIGRATION_TABLES[db.dialect]

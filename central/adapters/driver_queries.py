@@ -12,7 +12,7 @@ from typing import Any
 from central.adapters.database import Db
 
 BILL_COLUMNS = (
-    "id, generated_time, pile_no, electricity, duration, start_time, end_time, "
+    "id, station, generated_time, pile_no, electricity, duration, start_time, end_time, "
     "service_fee, total_amount, detail"
 )
 _BILL_TIME = "julianday(generated_time)"
@@ -27,9 +27,14 @@ def bill_page(
     until: datetime | None,
     limit: int,
     offset: int,
+    station: str | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
-    """(total count, rows of the page) of the user's bills generated in [since, until), newest first."""
+    """(total count, rows of the page) of the user's bills generated in [since, until) (at the
+    station ``station``, when given), newest first."""
     where, args = f"user_id = ? AND {_IS_BILL}", list[Any]([user_id])
+    if station is not None:
+        where += " AND station = ?"
+        args.append(station)
     for bound, op in ((since, ">="), (until, "<")):
         if bound is not None:
             where += f" AND {_BILL_TIME} {op} julianday(?)"
@@ -53,3 +58,21 @@ def bill_rows(db: Db, user_id: int, bill_id: str) -> list[dict[str, Any]]:
             [user_id, bill_id, bill_id],
         )
     )
+
+
+def active_request(db: Db, user_id: int) -> tuple[str, str] | None:
+    """``(request id, station)`` of the user's request that is waiting or charging, if any."""
+    row = db.execute(
+        "SELECT id, station FROM charging_requests WHERE user_id = ? "
+        "AND current_status IN ('waiting', 'charging') LIMIT 1",
+        [user_id],
+    ).fetchone()
+    return None if row is None else (str(row[0]), str(row[1]))
+
+
+def request_station(db: Db, user_id: int, request_id: str) -> str | None:
+    """The station (code) of the user's request ``request_id``, or None."""
+    row = db.execute(
+        "SELECT station FROM charging_requests WHERE id = ? AND user_id = ?", [request_id, user_id]
+    ).fetchone()
+    return None if row is None else str(row[0])

@@ -365,6 +365,7 @@ class Ingest:
             if batch:
                 write = partial(
                     _write_batch,
+                    station=self.station,
                     batch=batch,
                     piles=self._pile_live_rows(batch),
                     now_iso=iso_ms(self._clock_ms()),
@@ -388,7 +389,8 @@ class Ingest:
         the broker sends again what it had not acknowledged, some of which may be stored)."""
         seen = await self._store.read(partial(telemetry.last_readings, rows=rows))
         prefix = f"{topics.ROOT}/{topics.VERSION}/{self.station}/pile/"
-        for pile, port, session, seq in seen:
+        seen = [row for row in seen if row[0] == self.station]
+        for _, pile, port, session, seq in seen:
             self._telemetry.accept(f"{prefix}{pile}/port/{port}/telemetry", session, seq)
         self._telemetry.duplicates = self._telemetry.gaps = self._telemetry.missing = 0
         self._telemetry.late = self._telemetry.stale = 0
@@ -495,7 +497,7 @@ class Ingest:
             return
         batch = self._batch
         if self.store_telemetry:
-            batch.rows.append(_telemetry_row(pile, port, reading))
+            batch.rows.append(_telemetry_row(self.station, pile, port, reading))
         key = (pile, port)
         if reading.ts >= self._latest_ts.get(key, 0):
             self._latest_ts[key] = reading.ts
@@ -563,7 +565,11 @@ class Ingest:
             self._port_status.pop(pile, None)
             self._set_state(pile, "offline")
         if piles:
-            self._queue_op(partial(stations.piles_offline, pile_nos=piles, now=iso_ms(self._clock_ms())))
+            self._queue_op(
+                partial(
+                    stations.piles_offline, pile_nos=piles, now=iso_ms(self._clock_ms()), station=self.station
+                )
+            )
         log.info("gateway down: its piles are offline", gateway=gw, state=status.state, piles=list(piles))
 
     def _claim_piles(self, gw: str, piles: tuple[str, ...]) -> tuple[str, ...]:
@@ -581,7 +587,9 @@ class Ingest:
                 continue
             mine.append(pile)
         if mine:
-            self._queue_op(partial(stations.bind_gateway, gateway=gw, pile_nos=tuple(mine)))
+            self._queue_op(
+                partial(stations.bind_gateway, gateway=gw, pile_nos=tuple(mine), station=self.station)
+            )
         return tuple(mine)
 
     def _queue_op(self, op: Callable[[Db], None]) -> None:
@@ -631,7 +639,7 @@ class Ingest:
 # ---- database functions (run on the store's writer thread, inside one transaction) -------------
 
 
-def _write_batch(db: Db, *, batch: _Batch, piles: list[tuple[Any, ...]], now_iso: str) -> None:
+def _write_batch(db: Db, *, station: str, batch: _Batch, piles: list[tuple[Any, ...]], now_iso: str) -> None:
     for op in batch.ops:
         _isolated(db, op)
     telemetry.insert_readings(db, batch.rows)
@@ -640,8 +648,8 @@ def _write_batch(db: Db, *, batch: _Batch, piles: list[tuple[Any, ...]], now_iso
          r.energy_Wh / 1000, code, _fault_type(r.fault), r.ts, iso_ms(r.ts))
         for (pile, port), (r, code) in batch.ports.items()
     ]  # fmt: skip
-    telemetry.update_port_live(db, ports, now_iso)
-    telemetry.update_pile_live(db, piles, now_iso)
+    telemetry.update_port_live(db, ports, now_iso, station)
+    telemetry.update_pile_live(db, piles, now_iso, station)
 
 
 def _isolated(db: Db, op: Callable[[Db], None]) -> None:
@@ -655,8 +663,8 @@ def _isolated(db: Db, op: Callable[[Db], None]) -> None:
     db.execute("RELEASE ingest_op")
 
 
-def _telemetry_row(pile: str, port: int, r: Telemetry) -> tuple[Any, ...]:
-    return (pile, port, r.ts, r.session, r.seq, r.state, r.voltage_V, r.current_A, r.power_W,
+def _telemetry_row(station: str, pile: str, port: int, r: Telemetry) -> tuple[Any, ...]:
+    return (station, pile, port, r.ts, r.session, r.seq, r.state, r.voltage_V, r.current_A, r.power_W,
             r.energy_Wh, r.temperature_C, r.fault, 1 if r.replayed else 0)  # fmt: skip
 
 
@@ -677,7 +685,7 @@ def _apply_pile_status(
     now_iso: str,
 ) -> None:
     """Register an unknown pile (when its kind is known) or update the live fields of a known one."""
-    known = stations.pile_by_no(db, pile_no)
+    known = stations.pile_by_no(db, pile_no, station=station)
     online = status.state in ("online", "faulted")
     if known is None:
         if status.kind is None:
@@ -716,6 +724,7 @@ def _register_pile(
     pile_id = stations.create_pile(
         db,
         station_id=stations.station_id(db, station, now=now_iso),
+        station=station,
         pile_no=pile_no,
         pile_type=pile_type,
         power_kw=power_kw,

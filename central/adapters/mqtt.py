@@ -12,6 +12,10 @@ on an unreachable broker.
   broker keeps queueing QoS 1 telemetry for the central while it is away. Subscriptions (QoS 1)
   are made again on every connect; :attr:`CentralMqtt.connected` turns true once they are
   acknowledged.
+* :meth:`CentralMqtt.subscribe` and :meth:`CentralMqtt.unsubscribe` change the subscriptions while
+  it runs (a station starting or stopping): at once on the live connection, and on every later
+  connect (a filter dropped while disconnected is unsubscribed there too: the persistent session
+  would keep it).
 * Incoming messages go to ``on_message(topic, payload)`` directly on the loop; it must not
   raise (an exception is logged and the message dropped). Reads are drained in bursts and
   PUBACKs written in batches, so a busy broker costs few loop iterations per message.
@@ -130,6 +134,8 @@ class CentralMqtt:
     ) -> None:
         self.settings = settings
         self._subscriptions = list(subscriptions)
+        self._dropped: set[str] = set()  # filters to unsubscribe on the next connect
+        self._pending_subs: dict[int, list[str]] = {}  # SUBSCRIBE mid -> its filters (for the SUBACK)
         self._on_message = on_message
         self._rand = rand
         self._log = log.bind(client_id=settings.client_id, broker=f"{settings.host}:{settings.port}")
@@ -180,6 +186,37 @@ class CentralMqtt:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+    def subscribe(self, topic_filter: str) -> None:
+        """Add a subscription (QoS 1): now if connected, and on every connect from now on."""
+        self._dropped.discard(topic_filter)
+        if topic_filter in self._subscriptions:
+            return
+        self._subscriptions.append(topic_filter)
+        client = self._client
+        if client is not None and self.connected:
+            rc, mid = client.subscribe(topic_filter, 1)
+            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
+                self._pending_subs[mid] = [topic_filter]
+            else:
+                self._log.warning("subscribe failed; made again on the next connect", topic=topic_filter)
+        self._log.info("subscribed", topic=topic_filter)
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        """Drop a subscription: now if connected, else on the next connect."""
+        if topic_filter in self._subscriptions:
+            self._subscriptions.remove(topic_filter)
+        client = self._client
+        if client is not None and self.connected:
+            rc, _ = client.unsubscribe(topic_filter)
+            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._log.info("unsubscribed", topic=topic_filter)
+                return
+        self._dropped.add(topic_filter)
+
+    @property
+    def subscriptions(self) -> list[str]:
+        return list(self._subscriptions)
 
     async def wait_connected(self, timeout_s: float) -> None:
         """Return once connected and subscribed; :class:`ConnectTimeoutError` after ``timeout_s``."""
@@ -330,6 +367,9 @@ class CentralMqtt:
 
     def _subscribe(self, client: mqtt.Client) -> None:
         self._suback = asyncio.get_running_loop().create_future()
+        if self._dropped:
+            client.unsubscribe(sorted(self._dropped))
+            self._dropped.clear()
         if not self._subscriptions:
             self._suback.set_result(None)
             return
@@ -337,6 +377,8 @@ class CentralMqtt:
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise ConnectFailedError(f"subscribe failed: {mqtt.error_string(rc)}")
         self._suback_mid = mid
+        if mid is not None:
+            self._pending_subs[mid] = list(self._subscriptions)
 
     async def _wait_future(self, future: asyncio.Future[Any] | None, what: str) -> Any:
         assert future is not None
@@ -404,7 +446,7 @@ class CentralMqtt:
     def _on_mqtt_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode], properties: Any
     ) -> None:
-        for topic, reason in zip(self._subscriptions, reasons, strict=False):
+        for topic, reason in zip(self._pending_subs.pop(mid, []), reasons, strict=False):
             if reason.is_failure:
                 self._log.error("subscription refused by the broker", topic=topic)
         if mid == self._suback_mid and self._suback is not None and not self._suback.done():

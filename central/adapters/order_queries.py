@@ -29,7 +29,8 @@ from central.adapters.query import like_pattern
 from central.domain.orders import OrderStatus
 
 ORDER_SELECT = (
-    "SELECT o.id, o.order_no, o.user_id, COALESCE(NULLIF(u.nickname, ''), u.username) AS user_nickname, "
+    "SELECT o.id, o.station, o.order_no, o.user_id, "
+    "COALESCE(NULLIF(u.nickname, ''), u.username) AS user_nickname, "
     "o.pile_id, o.pile_no, o.port_id, o.port_no, o.request_id, o.status, o.billing_mode, o.start_time, "
     "o.end_time, o.duration, o.electricity, o.amount, o.service_fee, o.total_amount, o.payment_status, "
     "o.payment_time, o.payment_method, o.transaction_id, o.create_time, o.update_time "
@@ -54,6 +55,7 @@ class OrderQuery:
     since: str | None = None
     until: str | None = None
     keyword: str | None = None
+    station: str | None = None  # a station's code
 
     def filters(self) -> tuple[str, list[Any]]:
         """Every filter but the keyword, as one condition on ``orders o``."""
@@ -64,6 +66,7 @@ class OrderQuery:
             ("o.status = ?", self.status),
             ("o.start_time >= ?", self.since),
             ("o.start_time < ?", self.until),
+            ("o.station = ?", self.station),
         ):
             if value is not None:
                 conditions.append(condition)
@@ -71,13 +74,18 @@ class OrderQuery:
         return " AND ".join(conditions), args
 
     def without_keyword(self) -> OrderQuery:
-        return OrderQuery(self.user_id, self.pile_id, self.status, self.since, self.until)
+        return OrderQuery(
+            self.user_id, self.pile_id, self.status, self.since, self.until, station=self.station
+        )
 
 
 # --- lists and single orders ----------------------------------------------------------------------
 
 
-def all_orders(db: Db) -> list[Row]:
+def all_orders(db: Db, station: str | None = None) -> list[Row]:
+    """Every order (of the station ``station``, when given), newest first."""
+    if station is not None:
+        return list(db.query(f"{ORDER_SELECT} WHERE o.station = ? ORDER BY {NEWEST_FIRST}", [station]))
     return list(db.query(f"{ORDER_SELECT} ORDER BY {NEWEST_FIRST}"))
 
 
@@ -333,9 +341,12 @@ _STATISTICS = (
 )
 
 
-def order_statistics(db: Db, since: str | None, until: str | None) -> OrderStatistics:
-    """One aggregate over the orders whose start time is in ``[since, until)``."""
-    where, args = OrderQuery(since=since, until=until).filters()
+def order_statistics(
+    db: Db, since: str | None, until: str | None, station: str | None = None
+) -> OrderStatistics:
+    """One aggregate over the orders (of ``station``, when given) whose start time is in
+    ``[since, until)``."""
+    where, args = OrderQuery(since=since, until=until, station=station).filters()
     return OrderStatistics(**next(iter(db.query(_STATISTICS + where, args))))
 
 
@@ -346,6 +357,7 @@ def order_statistics(db: Db, since: str | None, until: str | None) -> OrderStati
 class PileRecord:
     pile_no: str
     power_rate: float
+    station: str  # the code of the station that runs it
 
 
 @dataclass(frozen=True)
@@ -360,8 +372,8 @@ class PortRecord:
 
 
 def pile_record(db: Db, pile_id: str) -> PileRecord | None:
-    row = db.execute("SELECT pile_no, power_rate FROM piles WHERE id = ?", [pile_id]).fetchone()
-    return None if row is None else PileRecord(row[0], row[1])
+    row = db.execute("SELECT pile_no, power_rate, station FROM piles WHERE id = ?", [pile_id]).fetchone()
+    return None if row is None else PileRecord(row[0], row[1], row[2])
 
 
 def port_record(db: Db, port_id: str) -> PortRecord | None:

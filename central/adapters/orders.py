@@ -131,10 +131,11 @@ class NoticeRows:
 
 
 class OrderRows:
-    """The application's ``OrderRepository`` over one connection (one transaction when writing)."""
+    """The application's ``OrderRepository`` over one connection (one transaction when writing), for
+    one station (its code): the operator orders it restores and opens are that station's."""
 
-    def __init__(self, db: Db) -> None:
-        self.db = db
+    def __init__(self, db: Db, station: str) -> None:
+        self.db, self.station = db, station
 
     def order(self, order_id: str) -> dict[str, Any] | None:
         return order_row(self.db, order_id)
@@ -142,9 +143,9 @@ class OrderRows:
     def active_orders(self) -> list[OrderSession]:
         """Operator orders still charging (driver segments are the charging service's)."""
         rows = self.db.query(
-            "SELECT * FROM orders WHERE status = ? AND request_id IS NULL "
+            "SELECT * FROM orders WHERE station = ? AND status = ? AND request_id IS NULL "
             "AND pile_no IS NOT NULL AND port_no IS NOT NULL",
-            [OrderStatus.CHARGING],
+            [self.station, OrderStatus.CHARGING],
         )
         return [restored_session(row) for row in rows]
 
@@ -160,6 +161,7 @@ class OrderRows:
         self.db.table("orders").insert(
             {
                 "id": order_id,
+                "station": self.station,
                 "order_no": order_no(at, order_id),
                 "user_id": target.user_id,
                 "pile_id": target.pile_id,

@@ -15,10 +15,10 @@ REPORTED = (OrderStatus.TO_PAY, OrderStatus.COMPLETED, OrderStatus.ABNORMAL)
 
 
 class ReportRows:
-    """The application's ``ReportRepository`` over one connection."""
+    """The application's ``ReportRepository`` over one connection, for one station (its code)."""
 
-    def __init__(self, db: Db) -> None:
-        self.db = db
+    def __init__(self, db: Db, station: str) -> None:
+        self.db, self.station = db, station
 
     def pile_totals(self, start: datetime, end: datetime) -> list[PileTotals]:
         """Finished orders of driver segments and operator orders that started in ``[start, end)``.
@@ -28,8 +28,9 @@ class ReportRows:
         """
         rows = self.db.query(
             "SELECT pile_no, duration, electricity, amount, service_fee FROM orders "
-            "WHERE pile_no IS NOT NULL AND status IN (?, ?, ?) AND start_time >= ? AND start_time < ?",
-            [*REPORTED, _utc(start), _utc(end)],
+            "WHERE station = ? AND pile_no IS NOT NULL AND status IN (?, ?, ?) "
+            "AND start_time >= ? AND start_time < ?",
+            [self.station, *REPORTED, _utc(start), _utc(end)],
         )
         return [
             PileTotals(

@@ -274,3 +274,102 @@ def payment_proof(db: Db) -> None:
     db.execute("CREATE UNIQUE INDEX orders_transaction ON orders(transaction_id)")
     column = "ALTER TABLE orders ADD COLUMN payment_confirmed_by INTEGER REFERENCES users(id)"
     db.execute(pg_ddl(column) if db.dialect == POSTGRESQL else column)
+
+
+# --- several stations per central --------------------------------------------------------------------
+
+DEFAULT_STATION = "station1"  # `[central] station` when the configuration names none
+STATION_TABLES = ("charging_requests", "bills", "orders", "live_sessions", "commands", "telemetry")
+"""Tables whose rows get a ``station`` column (the station's code, its MQTT ``{station}``)."""
+
+_PILES_BY_STATION = """
+CREATE TABLE piles_by_station (
+    id TEXT PRIMARY KEY,
+    station_id TEXT NOT NULL REFERENCES stations(id),
+    station TEXT NOT NULL,                           -- the code of the station that runs it
+    pile_no TEXT NOT NULL,                           -- the MQTT pile id (F1, T2, ...), unique per station
+    pile_type INTEGER NOT NULL CHECK (pile_type IN (1, 2)),   -- 1 DC fast, 2 AC slow
+    power_rate REAL NOT NULL,                        -- kW
+    manufacturer TEXT, imei TEXT, total_ports INTEGER NOT NULL DEFAULT 1,
+    protocol_version TEXT, software_version TEXT, hardware_version TEXT,
+    status INTEGER NOT NULL DEFAULT 0,               -- 0 offline, 1 idle, 2 in use, 3 fault
+    online_status INTEGER NOT NULL DEFAULT 0,        -- 0 offline, 1 online
+    in_service INTEGER NOT NULL DEFAULT 1,           -- operator switch: 0 = taken out of service
+    signal_strength INTEGER, temperature REAL, last_heartbeat_time TEXT, gateway TEXT,
+    installation_date TEXT, last_maintenance_date TEXT, create_time TEXT, update_time TEXT,
+    UNIQUE (station, pile_no)
+)"""
+_PILE_COLUMNS = (
+    "id, station_id, pile_no, pile_type, power_rate, manufacturer, imei, total_ports, protocol_version, "
+    "software_version, hardware_version, status, online_status, in_service, signal_strength, temperature, "
+    "last_heartbeat_time, gateway, installation_date, last_maintenance_date, create_time, update_time"
+)
+
+
+def existing_station(db: Db) -> str:
+    """The code of the station a single-station database ran (the first station record with a code:
+    the one ``[central] station`` created), else :data:`DEFAULT_STATION`."""
+    row = db.execute("SELECT code FROM stations WHERE code IS NOT NULL ORDER BY rowid LIMIT 1").fetchone()
+    return str(row[0]) if row is not None else DEFAULT_STATION
+
+
+def _rebuild_keyed(db: Db, table: str, ddl: str, copy: str) -> None:
+    """Replace ``table`` (referenced by no other table) by ``ddl`` (creating ``<table>_new``),
+    filled by ``copy``."""
+    postgresql = db.dialect == POSTGRESQL
+    db.execute(pg_ddl(ddl) if postgresql else ddl)
+    db.execute(copy)
+    db.execute(f"DROP TABLE {table}")
+    db.execute(f"ALTER TABLE {table}_new RENAME TO {table}")
+
+
+@migrations(name="0003_stations", rebuilds=True)
+def several_stations(db: Db) -> None:
+    """Rows carry the station (its code) they belong to: one central runs several stations.
+
+    Piles are unique per (station, pile_no); parameters (and the clock anchor) and the scheduler's
+    state are kept per station; requests, bills, orders, live sessions, commands and telemetry name
+    their station. What a database holds already belongs to the station it ran
+    (:func:`existing_station`): the new columns default to that code, so even a large telemetry
+    table is not rewritten.
+    """
+    postgresql = db.dialect == POSTGRESQL
+    code = existing_station(db)  # a topic id (protocols.topics.check_id): safe inside quotes
+    for table in STATION_TABLES:
+        column = f"ALTER TABLE {table} ADD COLUMN station TEXT NOT NULL DEFAULT '{code}'"
+        db.execute(pg_ddl(column) if postgresql else column)
+    if postgresql:
+        db.execute(f"ALTER TABLE piles ADD COLUMN station TEXT NOT NULL DEFAULT '{code}'")
+        db.execute("ALTER TABLE piles DROP CONSTRAINT IF EXISTS piles_pile_no_key")
+        db.execute("ALTER TABLE piles ADD CONSTRAINT piles_station_pile_no UNIQUE (station, pile_no)")
+    else:  # an inline UNIQUE cannot be dropped on SQLite: the table is rebuilt (foreign keys off)
+        db.execute(_PILES_BY_STATION)
+        db.execute(
+            f"INSERT INTO piles_by_station ({_PILE_COLUMNS}, station) "  # noqa: S608 - constants
+            f"SELECT {_PILE_COLUMNS}, ? FROM piles",
+            [code],
+        )
+        db.execute("DROP TABLE piles")
+        db.execute("ALTER TABLE piles_by_station RENAME TO piles")
+    db.execute("CREATE INDEX IF NOT EXISTS piles_station ON piles(station_id)")
+    _rebuild_keyed(
+        db,
+        "params",
+        "CREATE TABLE params_new (station TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, "
+        "updated_at TEXT, PRIMARY KEY (station, key))",
+        f"INSERT INTO params_new (station, key, value, updated_at) "  # noqa: S608
+        f"SELECT '{code}', key, value, updated_at FROM params",
+    )
+    _rebuild_keyed(
+        db,
+        "scheduler_state",
+        "CREATE TABLE scheduler_state_new (station TEXT PRIMARY KEY, state TEXT NOT NULL, "
+        "updated_at TEXT NOT NULL)",
+        f"INSERT INTO scheduler_state_new (station, state, updated_at) "  # noqa: S608
+        f"SELECT '{code}', state, updated_at FROM scheduler_state",
+    )
+    for statement in (
+        "CREATE INDEX orders_station_start ON orders(station, start_time)",
+        "CREATE INDEX charging_requests_station ON charging_requests(station, current_status)",
+    ):
+        db.execute(pg_ddl(statement) if postgresql else statement)

@@ -9,6 +9,12 @@ pile's port capacity: an operator-created pile starts with none of its ports.
 
 The functions run inside a store transaction (``Store.write`` / ``Store.read``); they report facts
 (ids, counts, rows) and leave refusing a request to their callers.
+
+A pile belongs to the station that runs it: ``piles.station`` is that station's code (its MQTT
+``{station}``), and pile numbers are unique per station (two stations may both have an F1). It is the
+code of the pile's station record, or the default station's when that record has no code (a
+station an operator created without one groups piles the default station runs). Every function
+that finds piles by number takes the station.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ FAST, TRICKLE = 1, 2  # piles.pile_type
 # FROM clause a paged list counts over, and the list order.
 STATIONS_FROM = "stations s"
 STATION_READ = (
-    "SELECT s.id, s.name, s.status, s.address, s.location, s.update_time, "
+    "SELECT s.id, s.code, s.name, s.status, s.address, s.location, s.update_time, "
     "(SELECT COUNT(*) FROM piles p WHERE p.station_id = s.id) AS pile_count FROM stations s"
 )
 PILES_FROM = "piles p LEFT JOIN stations s ON s.id = p.station_id"
@@ -36,7 +42,7 @@ _ORDER_OWNERS = (  # who owns the port's orders: only they (and staff) may see t
     "(SELECT o.user_id FROM orders o WHERE o.id = t.current_order_id) AS current_order_user, "
     "(SELECT o.user_id FROM orders o WHERE o.id = t.last_order_id) AS last_order_user"
 )
-PORT_READ = f"SELECT t.*, p.pile_no, {_ORDER_OWNERS} FROM {PORTS_FROM}"  # noqa: S608
+PORT_READ = f"SELECT t.*, p.pile_no, p.station, {_ORDER_OWNERS} FROM {PORTS_FROM}"  # noqa: S608
 PORT_ORDER = "p.pile_no, CAST(t.port_no AS INTEGER), t.port_no"
 
 # --- stations ------------------------------------------------------------------------------------
@@ -74,6 +80,35 @@ def station_exists(db: Db, station: str) -> bool:
     return db.execute("SELECT 1 FROM stations WHERE id = ?", [station]).fetchone() is not None
 
 
+def station_code(db: Db, station_id: str, default: str) -> str | None:
+    """The code of the station that runs the piles of station record ``station_id``: its own code,
+    or ``default`` when it has none; None when there is no such record."""
+    row = db.execute("SELECT code FROM stations WHERE id = ?", [station_id]).fetchone()
+    return None if row is None else str(row[0] or default)
+
+
+def station_by_code(db: Db, code: str) -> dict[str, Any] | None:
+    """The station record whose code is ``code``, or None."""
+    rows = list(db.query("SELECT id, code, name, status FROM stations WHERE code = ?", [code]))
+    return rows[0] if rows else None
+
+
+def coded_stations(db: Db) -> list[dict[str, Any]]:
+    """Every station record with a code (``id``, ``code``, ``name``, ``status``), oldest first."""
+    return list(db.query("SELECT id, code, name, status FROM stations WHERE code IS NOT NULL ORDER BY rowid"))
+
+
+def station_activity(db: Db, code: str) -> dict[str, int]:
+    """What the station ``code`` has going: charging orders and driver requests waiting or charging."""
+    orders = db.execute("SELECT COUNT(*) FROM orders WHERE station = ? AND status = 1", [code]).fetchone()[0]
+    requests = db.execute(
+        "SELECT COUNT(*) FROM charging_requests "
+        "WHERE station = ? AND current_status IN ('waiting', 'charging')",
+        [code],
+    ).fetchone()[0]
+    return {"orders": int(orders), "requests": int(requests)}
+
+
 def update_station(db: Db, station: str, changes: Mapping[str, Any]) -> None:
     """Set the given columns of a station."""
     db.table("stations").update(station, dict(changes))
@@ -83,6 +118,11 @@ def delete_station(db: Db, station: str) -> None:
     db.execute("DELETE FROM stations WHERE id = ?", [station])
 
 
+def delete_station_piles(db: Db, station: str) -> None:
+    """Delete the piles of station record ``station`` (their ports go with them)."""
+    db.execute("DELETE FROM piles WHERE station_id = ?", [station])
+
+
 # --- piles ---------------------------------------------------------------------------------------
 
 
@@ -90,6 +130,7 @@ def create_pile(
     db: Db,
     *,
     station_id: str,
+    station: str,
     pile_no: str,
     pile_type: int,
     power_kw: float,
@@ -102,7 +143,8 @@ def create_pile(
 
     ``total_ports`` is the number of ports the pile may have (a cap the ports added later
     respect); ``extra`` carries optional columns (``manufacturer``, ``software_version``,
-    ``gateway``, ...). A ``pile_no`` that exists already raises ``IntegrityError``.
+    ``gateway``, ...). ``station`` is the code of the station that runs it (see the module doc).
+    A ``pile_no`` that station has already raises ``IntegrityError``.
     """
     pile_id = uuid.uuid4().hex
     db.table("piles").insert(
@@ -110,6 +152,7 @@ def create_pile(
             **(extra or {}),
             "id": pile_id,
             "station_id": station_id,
+            "station": station,
             "pile_no": pile_no,
             "pile_type": pile_type,
             "power_rate": float(power_kw),
@@ -130,9 +173,11 @@ def total_ports(db: Db, pile_id: str) -> int | None:
     return None if row is None else int(row[0])
 
 
-def pile_by_no(db: Db, pile_no: str) -> tuple[str, int] | None:
-    """``(id, total_ports)`` of the pile numbered ``pile_no``, or None."""
-    row = db.execute("SELECT id, total_ports FROM piles WHERE pile_no = ?", [pile_no]).fetchone()
+def pile_by_no(db: Db, pile_no: str, *, station: str) -> tuple[str, int] | None:
+    """``(id, total_ports)`` of the station's pile numbered ``pile_no``, or None."""
+    row = db.execute(
+        "SELECT id, total_ports FROM piles WHERE station = ? AND pile_no = ?", [station, pile_no]
+    ).fetchone()
     return None if row is None else (str(row[0]), int(row[1]))
 
 
@@ -158,14 +203,16 @@ def active_orders(db: Db, pile_id: str, port_id: str | None = None) -> int:
     return int(db.execute(sql, [port_id or pile_id, *args]).fetchone()[0])
 
 
-def registered_piles(db: Db) -> list[dict[str, Any]]:
-    """Every pile record with the user charging there (operator orders and driver sessions)."""
+def registered_piles(db: Db, *, station: str) -> list[dict[str, Any]]:
+    """Every pile record of the station with the user charging there (operator orders and driver
+    sessions)."""
     return list(
         db.query(
             "SELECT p.pile_no, p.pile_type, p.status, p.online_status, p.in_service, "
             "(SELECT u.username FROM ports t JOIN orders o ON o.id = t.current_order_id "
             " JOIN users u ON u.id = o.user_id WHERE t.pile_id = p.id LIMIT 1) AS charging_user "
-            "FROM piles p ORDER BY p.pile_no"
+            "FROM piles p WHERE p.station = ? ORDER BY p.pile_no",
+            [station],
         )
     )
 
@@ -178,8 +225,7 @@ def pile_gateways(db: Db, *, station: str) -> list[tuple[str, str]]:
     return [
         (r[0], r[1])
         for r in db.execute(
-            "SELECT p.pile_no, p.gateway FROM piles p JOIN stations s ON s.id = p.station_id "
-            "WHERE s.code = ? AND p.gateway IS NOT NULL",
+            "SELECT p.pile_no, p.gateway FROM piles p WHERE p.station = ? AND p.gateway IS NOT NULL",
             [station],
         ).fetchall()
     ]
@@ -224,28 +270,29 @@ def ports_offline(db: Db, pile_id: str, now: str) -> None:
     db.execute("UPDATE ports SET status = 0, update_time = ? WHERE pile_id = ?", [now, pile_id])
 
 
-def piles_offline(db: Db, pile_nos: Sequence[str], now: str) -> None:
-    """The numbered piles and all their ports are offline."""
+def piles_offline(db: Db, pile_nos: Sequence[str], now: str, *, station: str) -> None:
+    """The station's numbered piles and all their ports are offline."""
     marks = ",".join("?" * len(pile_nos))
     db.execute(
         f"UPDATE piles SET online_status = 0, status = 0, update_time = ? "  # noqa: S608
-        f"WHERE pile_no IN ({marks})",
-        [now, *pile_nos],
+        f"WHERE station = ? AND pile_no IN ({marks})",
+        [now, station, *pile_nos],
     )
     db.execute(
         f"UPDATE ports SET status = 0, update_time = ? WHERE pile_id IN "  # noqa: S608
-        f"(SELECT id FROM piles WHERE pile_no IN ({marks}))",
-        [now, *pile_nos],
+        f"(SELECT id FROM piles WHERE station = ? AND pile_no IN ({marks}))",
+        [now, station, *pile_nos],
     )
 
 
-def bind_gateway(db: Db, gateway: str, pile_nos: Sequence[str]) -> None:
+def bind_gateway(db: Db, gateway: str, pile_nos: Sequence[str], *, station: str) -> None:
     """The numbered piles that no gateway serves yet are served by ``gateway`` from now on (a pile
     bound to another gateway keeps it: rebinding is an operator's change of the column)."""
     marks = ",".join("?" * len(pile_nos))
     db.execute(
-        f"UPDATE piles SET gateway = ? WHERE gateway IS NULL AND pile_no IN ({marks})",  # noqa: S608
-        [gateway, *pile_nos],
+        f"UPDATE piles SET gateway = ? WHERE gateway IS NULL AND station = ? "  # noqa: S608
+        f"AND pile_no IN ({marks})",
+        [gateway, station, *pile_nos],
     )
 
 
@@ -310,11 +357,12 @@ def ensure_station(
     """
     sid = station_id(db, code, name=name, now=now)
     for pile_no, pile_type, power_kw in piles:
-        if db.table("piles").count_where("pile_no = ?", [pile_no]):
+        if db.table("piles").count_where("station = ? AND pile_no = ?", [code, pile_no]):
             continue
         pile_id = create_pile(
             db,
             station_id=sid,
+            station=code,
             pile_no=pile_no,
             pile_type=pile_type,
             power_kw=power_kw,

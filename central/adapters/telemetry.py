@@ -16,7 +16,7 @@ from typing import Any
 from central.adapters.database import Db
 
 READING_COLUMNS = (
-    "pile_no", "port", "ts", "session", "seq", "state", "voltage_v", "current_a", "power_w",
+    "station", "pile_no", "port", "ts", "session", "seq", "state", "voltage_v", "current_a", "power_w",
     "energy_wh", "temperature_c", "fault", "replayed",
 )  # fmt: skip
 _UPDATE_PORTS = (  # UPDATE ... FROM needs SQLite 3.33
@@ -28,7 +28,7 @@ _UPDATE_PORTS = (  # UPDATE ... FROM needs SQLite 3.33
     "meter_wh = CAST(v.meter_wh AS BIGINT), electricity = CAST(v.kwh AS DOUBLE PRECISION), "
     "status = CAST(v.status AS BIGINT), fault_type = CAST(v.fault_type AS BIGINT), "
     "last_telemetry_ms = CAST(v.ts AS BIGINT), last_check_time = CAST(v.check_time AS TEXT), "
-    "update_time = ? FROM v JOIN piles ON piles.pile_no = CAST(v.pile_no AS TEXT) "
+    "update_time = ? FROM v JOIN piles ON piles.pile_no = CAST(v.pile_no AS TEXT) AND piles.station = ? "
     "WHERE ports.pile_id = piles.id AND ports.port_no = CAST(v.port_no AS TEXT) "
     "AND (ports.last_telemetry_ms IS NULL OR ports.last_telemetry_ms <= CAST(v.ts AS BIGINT))"
 )
@@ -39,36 +39,37 @@ _UPDATE_PILES = (
     "status = CAST(v.status AS BIGINT), "
     f"update_time = ?, last_heartbeat_time = CASE WHEN piles.last_heartbeat_time > {_HEARTBEAT} "
     f"THEN piles.last_heartbeat_time ELSE {_HEARTBEAT} END "
-    "FROM v WHERE piles.pile_no = CAST(v.pile_no AS TEXT)"
+    "FROM v WHERE piles.pile_no = CAST(v.pile_no AS TEXT) AND piles.station = ?"
 )
 
 
 def insert_readings(db: Db, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Store readings: ``(pile_no, port, ts, session, seq, state, voltage_v, current_a, power_w,
+    """Store readings: ``(station, pile_no, port, ts, session, seq, state, voltage_v, current_a, power_w,
     energy_wh, temperature_c, fault, replayed)`` each."""
     db.insert_rows("telemetry", READING_COLUMNS, rows)
 
 
-def update_port_live(db: Db, rows: Sequence[tuple[Any, ...]], now: str) -> None:
-    """Ports' live fields from their latest readings: ``(pile_no, port_no, voltage, current_a,
-    power_kw, temperature, meter_wh, kwh, status, fault_type, ts_ms, check_time)`` each. A reading
-    older than the one a port shows already changes nothing."""
-    db.execute_values(_UPDATE_PORTS, rows, now)
+def update_port_live(db: Db, rows: Sequence[tuple[Any, ...]], now: str, station: str) -> None:
+    """The station's ports' live fields from their latest readings: ``(pile_no, port_no, voltage,
+    current_a, power_kw, temperature, meter_wh, kwh, status, fault_type, ts_ms, check_time)`` each.
+    A reading older than the one a port shows already changes nothing."""
+    db.execute_values(_UPDATE_PORTS, rows, now, station)
 
 
-def update_pile_live(db: Db, rows: Sequence[tuple[Any, ...]], now: str) -> None:
-    """Piles' live fields: ``(pile_no, temperature, status, heartbeat)`` each."""
-    db.execute_values(_UPDATE_PILES, rows, now)
+def update_pile_live(db: Db, rows: Sequence[tuple[Any, ...]], now: str, station: str) -> None:
+    """The station's piles' live fields: ``(pile_no, temperature, status, heartbeat)`` each."""
+    db.execute_values(_UPDATE_PILES, rows, now, station)
 
 
-def last_readings(db: Db, rows: int) -> list[tuple[str, int, int, int]]:
-    """``(pile_no, port, session, seq)`` of the last ``rows`` readings stored, in insertion order."""
+def last_readings(db: Db, rows: int) -> list[tuple[str, str, int, int, int]]:
+    """``(station, pile_no, port, session, seq)`` of the last ``rows`` readings stored, in insertion
+    order."""
     found = db.query(
-        "SELECT pile_no, port, session, seq FROM telemetry "
+        "SELECT station, pile_no, port, session, seq FROM telemetry "
         "WHERE rowid > (SELECT COALESCE(MAX(rowid), 0) FROM telemetry) - ? ORDER BY rowid",
         [rows],
     )
-    return [(r["pile_no"], int(r["port"]), int(r["session"]), int(r["seq"])) for r in found]
+    return [(r["station"], r["pile_no"], int(r["port"]), int(r["session"]), int(r["seq"])) for r in found]
 
 
 def prune_readings(db: Db, cutoff_ms: int, rows: int) -> int:

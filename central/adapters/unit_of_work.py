@@ -1,6 +1,7 @@
 """The application's unit of work over the :class:`~central.adapters.storage.Store` (SQLite or
 PostgreSQL; the ``Sqlite`` in the class names is their history): each write runs on the store's
-writer thread in ONE transaction with repositories bound to it; reads run on a reader connection."""
+writer thread in ONE transaction with repositories bound to it; reads run on a reader connection.
+A unit of work is one station's (its code): its repositories read and write that station's rows."""
 
 from __future__ import annotations
 
@@ -20,12 +21,12 @@ T = TypeVar("T")
 class SqliteRepositories:
     """The repositories of one connection (the application's ``Repositories``)."""
 
-    def __init__(self, db: Db) -> None:
+    def __init__(self, db: Db, station: str) -> None:
         self.db = db
-        self._charging = ChargingRows(db)
-        self._orders = OrderRows(db)
+        self._charging = ChargingRows(db, station)
+        self._orders = OrderRows(db, station)
         self._notices = NoticeRows(db)
-        self._reports = ReportRows(db)
+        self._reports = ReportRows(db, station)
 
     @property
     def charging(self) -> ChargingRows:
@@ -45,13 +46,13 @@ class SqliteRepositories:
 
 
 class SqliteUnitOfWork:
-    """The application's ``UnitOfWork`` over one store."""
+    """The application's ``UnitOfWork`` over one store, for the station ``station`` (its code)."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, store: Store, station: str) -> None:
+        self.store, self.station = store, station
 
     async def write(self, fn: Callable[[Repositories], T]) -> T:
-        return await self.store.write(lambda db: fn(SqliteRepositories(db)))
+        return await self.store.write(lambda db: fn(SqliteRepositories(db, self.station)))
 
     async def read(self, fn: Callable[[Repositories], T]) -> T:
-        return await self.store.read(lambda db: fn(SqliteRepositories(db)))
+        return await self.store.read(lambda db: fn(SqliteRepositories(db, self.station)))

@@ -10,6 +10,8 @@
 - ``GET /dashboard/stream[?ticket=...]``: Server-Sent Events (see :mod:`central.web.live`); without a
   ticket, the public board's channel only.
 
+Both take ``?station=CODE`` (default: the default station): each station has its own live hub.
+
 Every dashboard response carries a strict Content-Security-Policy (scripts and styles only from this
 origin, no inline scripts), ``X-Content-Type-Options: nosniff``, no framing and no referrer. The
 page reads and changes everything else through the two REST APIs with the logged-in token.
@@ -22,9 +24,9 @@ from pathlib import Path
 from aiohttp import web
 
 from central.web.errors import AUTH_INVALID, USER_STYLE, ApiError, validation_error
-from central.web.keys import LIVE
-from central.web.live import OPERATOR, PUBLIC, TICKET_TTL_S, driver_channel
-from central.web.middleware import authenticate_request
+from central.web.keys import STATIONS
+from central.web.live import OPERATOR, PUBLIC, TICKET_TTL_S, LiveHub, driver_channel
+from central.web.middleware import authenticate_request, runtime_of
 from central.web.permissions import forbidden
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -98,14 +100,20 @@ async def ticket(request: web.Request) -> web.StreamResponse:
     except ValueError:
         return USER_STYLE.render(validation_error({"body": "must be a JSON object"}))
     channels = (OPERATOR,) if view == "operator" else (PUBLIC, driver_channel(user.id))
-    issued = request.app[LIVE].issue_ticket(user.id, channels)
+    try:
+        issued = _hub(request).issue_ticket(user.id, channels)
+    except ApiError as exc:
+        return USER_STYLE.render(exc)
     data = {"ticket": issued, "view": view, "expires_in": TICKET_TTL_S, "username": user.username}
     return web.json_response({"success": True, "data": data})
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
     """GET /dashboard/stream: the live stream of a ticket's channels, or of the public board."""
-    hub = request.app[LIVE]
+    try:
+        hub = _hub(request)
+    except ApiError as exc:
+        return USER_STYLE.render(exc)
     given = request.query.get("ticket")
     if given is None:
         return await hub.serve(request, (PUBLIC,))
@@ -120,14 +128,23 @@ async def _secure(request: web.Request, response: web.StreamResponse) -> None:
         response.headers.update(SECURITY_HEADERS)
 
 
+def _hub(request: web.Request) -> LiveHub:
+    """The live hub of the request's station (``?station=``, else the default station)."""
+    hub = runtime_of(request).hub
+    if hub is None:
+        raise ApiError(503, "STATION_NOT_RUNNING", "the station has no live hub")
+    return hub
+
+
 async def _end_streams(app: web.Application) -> None:
-    hub = app.get(LIVE)
-    if hub is not None:
-        hub.close_streams()
+    stations = app.get(STATIONS)
+    for runtime in stations.runtimes() if stations is not None else ():
+        if runtime.hub is not None:
+            runtime.hub.close_streams()
 
 
 def add_dashboard(app: web.Application) -> None:
-    """Register the dashboard's routes; the composition root sets ``app[LIVE]`` before serving."""
+    """Register the dashboard's routes; each station's runtime has its live hub (``?station=``)."""
     app.router.add_get("/", index)
     app[ASSETS_KEY] = load_assets()
     app.router.add_get(STATIC_PREFIX + "/{name}", static)

@@ -5,21 +5,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from central.adapters.ingest import Ingest
 from central.adapters.storage import Store
 from central.application.auth import AuthSettings
-from central.application.charging import ChargingService
-from central.application.orders import OperatorOrders
 from central.application.payments import PaymentSettings
-from central.web.live import LiveHub
+from central.web.station_runtime import Stations
 
 STORE = web.AppKey("store", Store)
-SERVICE = web.AppKey("service", ChargingService)
-ORDERS = web.AppKey("orders", OperatorOrders)
-INGEST = web.AppKey("ingest", Ingest)
+STATIONS = web.AppKey("stations", Stations)
+"""The stations this central runs (each with its service, operator orders, ingest and live hub);
+handlers find a request's station with ``Stations.resolve`` (see :mod:`central.web.station_runtime`)."""
 AUTH = web.AppKey("auth", AuthSettings)
 """Account settings (token lifetime, login limiter, clock); defaults are installed when absent."""
 PAYMENTS = web.AppKey("payments", PaymentSettings)
 """Payment-provider callback secrets; absent: no provider is configured and every callback is refused."""
-LIVE = web.AppKey("live", LiveHub)
-"""The dashboard's live-update hub (Server-Sent Events of what changed)."""

@@ -310,7 +310,7 @@ class LiveHub:
         end = start + timedelta(days=1)
 
         def read(db: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-            totals = dashboard_queries.day_totals(db, start, end)
+            totals = dashboard_queries.day_totals(db, start, end, station=self.service.station)
             return totals, dashboard_queries.recent_notifications(db, RECENT)
 
         totals, notes = await self.store.read(read)

@@ -11,9 +11,10 @@ through :func:`central.web.errors.api_error_for`; :func:`auth_middleware` (inner
 ``Authorization: Token <t>`` or ``Bearer <t>`` and stores the caller under :data:`USER_KEY`.
 
 App keys read (set by the composition root, see :mod:`central.web.keys`): the store
-(:data:`~central.web.keys.STORE`), the charging service (:data:`~central.web.keys.SERVICE`), the
-account settings (:data:`~central.web.keys.AUTH`, else :func:`install_middlewares` installs
-defaults) and ``app["timezone"]`` (IANA name, used when the service is absent).
+(:data:`~central.web.keys.STORE`), the stations and their charging services
+(:data:`~central.web.keys.STATIONS`), the account settings (:data:`~central.web.keys.AUTH`, else
+:func:`install_middlewares` installs defaults) and ``app["timezone"]`` (IANA name, used when no
+station runs).
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ from central.web.errors import (
     ApiStyle,
     api_error_for,
 )
-from central.web.keys import AUTH, SERVICE, STORE
+from central.web.keys import AUTH, STATIONS, STORE
 from central.web.permissions import Access, check_access
+from central.web.station_runtime import StationRuntime
 
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -210,12 +212,18 @@ def store_of(request: web.Request) -> Store:
     return store
 
 
-def service_of(request: web.Request) -> ChargingService:
-    """The charging service (RuntimeError when the application runs without one)."""
-    service = request.app.get(SERVICE)
-    if service is None:
-        raise RuntimeError("the charging service is not running")
-    return service
+def runtime_of(request: web.Request, code: str | None = None) -> StationRuntime:
+    """The runtime of the request's station: ``code`` (a body's ``station``), else ``?station=``,
+    else the default station; 404 for a code no station has, 503 for one not running here."""
+    stations = request.app.get(STATIONS)
+    if stations is None:
+        raise RuntimeError("the application runs no stations")
+    return stations.resolve(request, code)
+
+
+def service_of(request: web.Request, code: str | None = None) -> ChargingService:
+    """The charging service of the request's station (see :func:`runtime_of`)."""
+    return runtime_of(request, code).service
 
 
 def auth_settings(app: web.Application) -> AuthSettings:
@@ -255,11 +263,16 @@ def _is_trusted(text: str, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6
     return any(address in network for network in trusted)
 
 
-def station_zone(request: web.Request) -> zoneinfo.ZoneInfo:
-    """The station time zone: the service's parameters, else ``app["timezone"]``, else Asia/Shanghai."""
+def station_zone(request: web.Request, code: str | None = None) -> zoneinfo.ZoneInfo:
+    """The time zone of the request's station (``code``, else ``?station=``, else the default
+    station): its service's parameters when it runs here, else the default station's, else
+    ``app["timezone"]``, else Asia/Shanghai. Never an error: it only formats times."""
     name = None
-    service = request.app.get(SERVICE)
-    if service is not None:
-        name = service.parameters().get("timezone")
+    stations = request.app.get(STATIONS)
+    if stations is not None:
+        runtime = stations.running.get(code or request.query.get("station") or stations.default)
+        runtime = runtime or stations.running.get(stations.default)
+        if runtime is not None:
+            name = runtime.service.parameters().get("timezone")
     name = name or request.app.get("timezone") or DEFAULT_TIMEZONE
     return zoneinfo.ZoneInfo(str(name))

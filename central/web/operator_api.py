@@ -20,6 +20,7 @@ from central.web.middleware import Handler, service_of, station_zone
 from central.web.openapi import RouteSpec
 from central.web.permissions import Access
 from central.web.shapes import json_object
+from central.web.station_runtime import STATION_NOT_RUNNING
 from central.web.user_api import Parameters, TimeRange, local_values, query_date
 
 ReportPeriod = Literal["day", "week", "month"]
@@ -72,6 +73,7 @@ class PileReport(msgspec.Struct):
     period: ReportPeriod
     date: Annotated[str, msgspec.Meta(extra_json_schema={"format": "date"})]
     piles: list[PileReportRow]
+    station: Annotated[str, msgspec.Meta(description="the code of the report's station")] | None = None
 
 
 class QueuedAtPile(msgspec.Struct):
@@ -175,7 +177,12 @@ async def pile_report(request: web.Request) -> web.StreamResponse:
     service, zone = service_of(request), station_zone(request)
     day = day or service.now().astimezone(zone).date()
     rows = await service.pile_report(period, day)
-    report = {"period": period, "date": day.isoformat(), "piles": local_values(rows, zone)}
+    report = {
+        "period": period,
+        "date": day.isoformat(),
+        "piles": local_values(rows, zone),
+        "station": service.station,
+    }
     return ok(msgspec.convert(report, PileReport))
 
 
@@ -186,6 +193,14 @@ async def pile_queues(request: web.Request) -> web.StreamResponse:
 
 
 _OPS = "operator"
+_STATION = {
+    "name": "station",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "maxLength": 64},
+    "description": "the station's code (default: the default station)",
+}
+_STATION_ERRORS = ((404, RESOURCE_NOT_FOUND), (503, STATION_NOT_RUNNING))
 
 
 def _pile_route(action: PileAction) -> RouteSpec:
@@ -196,7 +211,8 @@ def _pile_route(action: PileAction) -> RouteSpec:
         action.summary,
         Access.STAFF,
         _OPS,
-        errors=((404, RESOURCE_NOT_FOUND), (409, VALIDATION_ERROR)),
+        parameters=(_STATION,),
+        errors=((404, RESOURCE_NOT_FOUND), (409, VALIDATION_ERROR), (503, STATION_NOT_RUNNING)),
         response=action.response,
         description="409 VALIDATION_ERROR with details.reason when the pile is already in that state.",
     )
@@ -211,6 +227,8 @@ OPERATOR_ROUTES: tuple[RouteSpec, ...] = (
         Access.STAFF,
         _OPS,
         request_body=Annotated[ParameterChanges, msgspec.Meta(extra_json_schema={"minProperties": 1})],
+        parameters=(_STATION,),
+        errors=_STATION_ERRORS,
         response=Parameters,
         description="Any subset of the GET shape; pricing and time_periods merge by key, a given "
         "time_periods list replaces that period's list; the result must cover the day.",
@@ -237,7 +255,9 @@ OPERATOR_ROUTES: tuple[RouteSpec, ...] = (
                 "schema": {"type": "string", "format": "date"},
                 "description": "a station-local date in the period (default: today)",
             },
+            _STATION,
         ),
+        errors=_STATION_ERRORS,
         response=PileReport,
     ),
     RouteSpec(
@@ -247,6 +267,8 @@ OPERATOR_ROUTES: tuple[RouteSpec, ...] = (
         "各充电桩排队车辆",
         Access.STAFF,
         _OPS,
+        parameters=(_STATION,),
+        errors=_STATION_ERRORS,
         response=list[PileCars],
     ),
 )

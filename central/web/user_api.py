@@ -28,6 +28,7 @@ from central.adapters import driver_queries, notifications, users
 from central.adapters.database import Db
 from central.application import auth
 from central.application.views import RequestView
+from central.domain.errors import DuplicateRequestError
 from central.domain.units import QuantityError, display_number, exact
 from central.web.errors import (
     DUPLICATE_REQUEST,
@@ -38,12 +39,14 @@ from central.web.errors import (
     ok,
     validation_error,
 )
+from central.web.keys import STATIONS
 from central.web.middleware import (
     TOKEN_KEY,
     auth_settings,
     client_address,
     current_user,
     off_loop,
+    runtime_of,
     service_of,
     station_zone,
     store_of,
@@ -62,6 +65,7 @@ from central.web.shapes import (
     decode,
     json_object,
 )
+from central.web.station_runtime import STATION_NOT_RUNNING, StationRuntime
 
 BILLS_PAGE_LIMIT = (1, 100)
 NOTIFICATIONS_LIMIT = (1, 500)
@@ -203,10 +207,21 @@ class Profile(msgspec.Struct):
     is_staff: bool
 
 
+StationCode = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        description="the station's code (its MQTT {station}); the default station when omitted",
+        extra={"hint": "must be a station code: 1-64 of A-Z a-z 0-9 _ . : -"},
+    ),
+]
+
+
 class SubmitBody(msgspec.Struct):
     charging_mode: Mode
     requested_amount: Kwh
     battery_capacity: Kwh | None = None
+    station: StationCode | None = None
 
 
 class ChangeBody(msgspec.Struct):
@@ -234,6 +249,7 @@ class RequestStatus(msgspec.Struct):
     start_time: LocalTime
     current_amount: Annotated[float, msgspec.Meta(description="kWh so far")]
     created_at: LocalTime
+    station: Annotated[str, msgspec.Meta(description="the code of the request's station")] | None = None
 
 
 class Completion(msgspec.Struct):
@@ -334,6 +350,7 @@ class BillEntry(msgspec.Struct):
     valley_cost: float
     service_cost: float
     total_cost: float
+    station: Annotated[str, msgspec.Meta(description="the code of the bill's station")] | None = None
 
 
 class BillDetail(msgspec.Struct):
@@ -348,6 +365,7 @@ class BillDetail(msgspec.Struct):
     end_time: LocalTime
     cost_breakdown: BillCosts
     time_breakdown: BillHours
+    station: Annotated[str, msgspec.Meta(description="the code of the bill's station")] | None = None
 
 
 class Pagination(msgspec.Struct):
@@ -428,9 +446,10 @@ async def profile(request: web.Request) -> web.StreamResponse:
 # --- charging requests -----------------------------------------------------------------------------
 
 
-def request_data(view: RequestView, zone: zoneinfo.ZoneInfo) -> RequestStatus:
-    """The request status shape of a service view."""
+def request_data(view: RequestView, zone: zoneinfo.ZoneInfo, station: str | None = None) -> RequestStatus:
+    """The request status shape of a service view (of the station ``station``)."""
     data = {
+        "station": station,
         "request_id": view.request_id,
         "queue_number": view.queue_number,
         "charging_mode": view.charging_mode,
@@ -458,10 +477,47 @@ async def submit_request(request: web.Request) -> web.StreamResponse:
         return {}
 
     body = decode(await json_object(request), SubmitBody, rules=within_battery)
-    view = await service_of(request).submit(
-        current_user(request).id, body.charging_mode, body.requested_amount, body.battery_capacity
+    runtime, user_id = runtime_of(request, body.station), current_user(request).id
+    active = await store_of(request).read(lambda db: driver_queries.active_request(db, user_id))
+    if active is not None and active[1] != runtime.code:
+        raise DuplicateRequestError(f"you already have an active charging request at station {active[1]}")
+    view = await runtime.service.submit(
+        user_id, body.charging_mode, body.requested_amount, body.battery_capacity
     )
-    return ok(request_data(view, station_zone(request)), "充电请求提交成功", status=201)
+    zone = station_zone(request, runtime.code)
+    return ok(request_data(view, zone, runtime.code), "充电请求提交成功", status=201)
+
+
+async def runtime_with_request(request: web.Request, user_id: int, request_id: str) -> StationRuntime:
+    """The runtime of the station where the caller's request ``request_id`` is: a running one that
+    has it, else the one the database names (503 if it does not run here), else the request's
+    station (which answers "no such request")."""
+    stations = request.app[STATIONS]
+    for runtime in stations.runtimes():
+        if runtime.service.users.get(request_id) == user_id:
+            return runtime
+    code = await store_of(request).read(lambda db: driver_queries.request_station(db, user_id, request_id))
+    return stations.get(code) if code is not None else runtime_of(request)
+
+
+def runtime_of_driver(request: web.Request, user_id: int) -> StationRuntime:
+    """The runtime where the caller's request is active, else the one of their latest finished
+    request, else the request's station (``?station=`` or the default)."""
+    code = request.query.get("station")
+    runtimes = [runtime_of(request)] if code is not None else request.app[STATIONS].runtimes()
+    active = [
+        r
+        for r in runtimes
+        if any(u == user_id and c in r.service.scheduler.requests for c, u in r.service.users.items())
+    ]
+    if active:
+        return active[0]
+    finished = [
+        (r.service.last_request[user_id].created_at, r) for r in runtimes if user_id in r.service.last_request
+    ]
+    if finished:
+        return max(finished, key=lambda pair: pair[0])[1]
+    return runtime_of(request)
 
 
 async def change_request(request: web.Request) -> web.StreamResponse:
@@ -474,32 +530,36 @@ async def change_request(request: web.Request) -> web.StreamResponse:
         return {}
 
     body = decode(data, ChangeBody, rules=something_to_change)
-    view = await service_of(request).change(
-        current_user(request).id,
-        request.match_info["request_id"],
-        mode=body.charging_mode,
-        kwh=body.requested_amount,
+    user_id, request_id = current_user(request).id, request.match_info["request_id"]
+    runtime = await runtime_with_request(request, user_id, request_id)
+    view = await runtime.service.change(
+        user_id, request_id, mode=body.charging_mode, kwh=body.requested_amount
     )
-    return ok(request_data(view, station_zone(request)), "充电请求修改成功")
+    return ok(request_data(view, station_zone(request, runtime.code), runtime.code), "充电请求修改成功")
 
 
 async def cancel_request(request: web.Request) -> web.StreamResponse:
     """DELETE /api/charging/request/{request_id}/cancel/: leave the queue, or stop and pay."""
-    view = await service_of(request).cancel(current_user(request).id, request.match_info["request_id"])
-    return ok(request_data(view, station_zone(request)), "充电请求已取消")
+    user_id, request_id = current_user(request).id, request.match_info["request_id"]
+    runtime = await runtime_with_request(request, user_id, request_id)
+    view = await runtime.service.cancel(user_id, request_id)
+    return ok(request_data(view, station_zone(request, runtime.code), runtime.code), "充电请求已取消")
 
 
 async def request_status(request: web.Request) -> web.StreamResponse:
-    """GET /api/charging/request/status/: the caller's active (or most recent) request, or null."""
-    view = service_of(request).current_request(current_user(request).id)
+    """GET /api/charging/request/status/[?station=]: the caller's active (or most recent) request,
+    in whichever station it is, or null."""
+    runtime = runtime_of_driver(request, current_user(request).id)
+    view = runtime.service.current_request(current_user(request).id)
     if view is None:
         return ok(None, "当前没有充电请求")
-    return ok(request_data(view, station_zone(request)))
+    return ok(request_data(view, station_zone(request, runtime.code), runtime.code))
 
 
 async def complete(request: web.Request) -> web.StreamResponse:
-    """POST /api/charging/complete/: end the caller's charging now and bill it."""
-    done = await service_of(request).complete(current_user(request).id)
+    """POST /api/charging/complete/: end the caller's charging now (in whichever station) and bill it."""
+    runtime = runtime_of_driver(request, current_user(request).id)
+    done = await runtime.service.complete(current_user(request).id)
     data = {
         "bill_id": done.bill_id,
         "total_amount": rounded(done.total_amount),
@@ -537,6 +597,7 @@ class BillQuery:
     limit: int
     since: datetime | None
     until: datetime | None
+    station: str | None = None
 
     @classmethod
     def parse(cls, query: Mapping[str, str], zone: zoneinfo.ZoneInfo) -> BillQuery:
@@ -550,13 +611,19 @@ class BillQuery:
             raise validation_error(problems)
         since = datetime.combine(start, time(), zone) if start else None
         until = datetime.combine(end + timedelta(days=1), time(), zone) if end else None
-        return cls(page, limit, since, until)
+        return cls(page, limit, since, until, query.get("station") or None)
 
     def rows(self, db: Db, user_id: int) -> tuple[int, list[dict[str, Any]]]:
         """(total count, rows of this page) of the user's bills."""
         offset = (self.page - 1) * self.limit
         return driver_queries.bill_page(
-            db, user_id, since=self.since, until=self.until, limit=self.limit, offset=offset
+            db,
+            user_id,
+            since=self.since,
+            until=self.until,
+            limit=self.limit,
+            offset=offset,
+            station=self.station,
         )
 
 
@@ -570,6 +637,7 @@ class BillFigures:
     """A bill's exact figures (one detail record, or the sum of a request's records)."""
 
     bill_id: str
+    station: str | None
     generated_time: str | None
     pile_id: str
     kwh: Fraction
@@ -588,6 +656,7 @@ class BillFigures:
         split = {name: periods.get(name, ("0", "0", "0")) for name in PERIODS}
         return cls(
             row["id"],
+            row["station"],
             row["generated_time"],
             detail.get("point") or row["pile_no"] or "",
             Fraction(row["electricity"]),
@@ -608,6 +677,7 @@ class BillFigures:
         piles = list(dict.fromkeys(p.pile_id for p in parts))
         return cls(
             bill_id,
+            parts[0].station,
             max((p.generated_time for p in parts), key=_instant),
             ",".join(piles),
             sum((p.kwh for p in parts), Fraction(0)),
@@ -624,6 +694,7 @@ class BillFigures:
         """The fields of both the list entry and the detail."""
         return {
             "bill_id": self.bill_id,
+            "station": self.station,
             "generated_time": local_iso(self.generated_time, zone),
             "pile_id": self.pile_id,
             "charging_amount": rounded(self.kwh),
@@ -649,23 +720,32 @@ class BillFigures:
 
 
 async def list_bills(request: web.Request) -> web.StreamResponse:
-    """GET /api/charging/bills/: the caller's detail records, newest first, paged."""
+    """GET /api/charging/bills/[?station=]: the caller's detail records (of every station, or of the
+    one named), newest first, paged; times in each bill's station's time zone."""
     zone, user_id = station_zone(request), current_user(request).id
     query = BillQuery.parse(request.query, zone)
+    if query.station is not None:
+        runtime_known(request, query.station)
     total, rows = await store_of(request).read(lambda db: query.rows(db, user_id))
-    bills = [BillFigures.from_row(row).entry(zone) for row in rows]
+    bills = [BillFigures.from_row(row).entry(station_zone(request, row["station"])) for row in rows]
     pages = math.ceil(total / query.limit)
     return ok(BillList(bills, Pagination(query.page, pages, total)))
 
 
 async def get_bill(request: web.Request) -> web.StreamResponse:
     """GET /api/charging/bills/{bill_id}/: one detail record (or a request's bill) with breakdowns."""
-    zone, user_id, bill_id = station_zone(request), current_user(request).id, request.match_info["bill_id"]
+    user_id, bill_id = current_user(request).id, request.match_info["bill_id"]
     rows = await store_of(request).read(lambda db: driver_queries.bill_rows(db, user_id, bill_id))
     if not rows:
         raise not_found("详单不存在")
     figures = BillFigures.combine(bill_id, [BillFigures.from_row(row) for row in rows])
-    return ok(figures.detail(zone))
+    return ok(figures.detail(station_zone(request, figures.station)))
+
+
+def runtime_known(request: web.Request, code: str) -> None:
+    """404 unless a station has the code ``code`` (a filter of a list; the station need not run here)."""
+    if code not in request.app[STATIONS].known:
+        raise not_found(f"充电站 {code!r} 不存在 (no station has code {code!r})")
 
 
 # --- notifications ---------------------------------------------------------------------------------
@@ -719,7 +799,12 @@ def _query(name: str, schema: Mapping[str, Any], description: str) -> dict[str, 
 
 
 _DATE = {"type": "string", "format": "date"}
+_STATION_QUERY = _query(
+    "station", {"type": "string", "maxLength": 64}, "the station's code (default: the default station)"
+)
+
 _NOT_FOUND = ((404, RESOURCE_NOT_FOUND),)
+_STATION = ((404, RESOURCE_NOT_FOUND), (503, STATION_NOT_RUNNING))  # ?station= / body station
 _CONFLICT = ((409, VALIDATION_ERROR),)
 _AUTH, _CHARGING = "auth", "charging"
 
@@ -773,7 +858,7 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         request_body=SubmitBody,
         response=RequestStatus,
         status=201,
-        errors=((409, QUEUE_FULL), (409, DUPLICATE_REQUEST)),
+        errors=(*_STATION, (409, QUEUE_FULL), (409, DUPLICATE_REQUEST)),
     ),
     RouteSpec(
         "PUT",
@@ -782,7 +867,7 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         "修改充电请求 (waiting area only)",
         request_body=ChangeBody,
         response=RequestStatus,
-        errors=(*_NOT_FOUND, *_CONFLICT, (409, QUEUE_FULL)),
+        errors=(*_STATION, *_NOT_FOUND, *_CONFLICT, (409, QUEUE_FULL)),
         description="409 VALIDATION_ERROR with details.reason CHANGE_NOT_ALLOWED once in the charging area.",
     ),
     RouteSpec(
@@ -791,13 +876,15 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         cancel_request,
         "取消充电请求",
         response=RequestStatus,
-        errors=_NOT_FOUND,
+        errors=_STATION,
     ),
     RouteSpec(
         "GET",
         "/api/charging/request/status/",
         request_status,
         "查看当前充电请求状态",
+        parameters=(_STATION_QUERY,),
+        errors=_STATION,
         response=RequestStatus | None,
         description="data is null (with a message) when the caller has never made a request.",
     ),
@@ -807,7 +894,7 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         complete,
         "结束充电",
         response=Completion,
-        errors=(*_NOT_FOUND, *_CONFLICT),
+        errors=(*_STATION, *_NOT_FOUND, *_CONFLICT),
         description="409 VALIDATION_ERROR with details.reason NOT_CHARGING when the caller is not charging.",
     ),
     RouteSpec(
@@ -815,6 +902,8 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         "/api/charging/queue/status/",
         queue_status,
         "查看排队状态 (token required)",
+        parameters=(_STATION_QUERY,),
+        errors=_STATION,
         response=QueueStatus,
     ),
     RouteSpec(
@@ -822,6 +911,8 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         "/api/charging/piles/status/",
         piles_status,
         "查看充电桩状态 (token required)",
+        parameters=(_STATION_QUERY,),
+        errors=_STATION,
         response=PilesStatus,
     ),
     RouteSpec(
@@ -829,12 +920,16 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         "/api/charging/bills/",
         list_bills,
         "查看充电详单列表 (newest first)",
+        errors=_STATION,
         response=BillList,
         parameters=(
             _query("page", {"type": "integer", "minimum": 1, "default": 1}, "页码"),
             _query("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}, "每页数量"),
             _query("start_date", _DATE, "first station-local date (inclusive) of generated_time"),
             _query("end_date", _DATE, "last station-local date (inclusive) of generated_time"),
+            _query(
+                "station", {"type": "string", "maxLength": 64}, "only the bills of this station (its code)"
+            ),
         ),
     ),
     RouteSpec(
@@ -875,6 +970,8 @@ USER_ROUTES: tuple[RouteSpec, ...] = (
         "/api/charging/config/parameters/",
         get_parameters,
         "获取系统参数 (token required)",
+        parameters=(_STATION_QUERY,),
+        errors=_STATION,
         response=Parameters,
     ),
 )

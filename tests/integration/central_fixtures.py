@@ -41,7 +41,8 @@ from central.application.clock import ClockAnchor, StationClock
 from central.application.orders import OperatorOrders
 from central.domain.params import StationParams, params_from_mapping
 from central.web import add_user_api
-from central.web.keys import AUTH, ORDERS, SERVICE, STORE
+from central.web.keys import AUTH, STATIONS, STORE
+from central.web.station_runtime import StationRuntime, Stations
 from protocols.payloads import Telemetry
 from tests.postgres_server import PgServer, create_database, drop_database, start_server
 
@@ -180,6 +181,7 @@ async def start_central(
     *,
     route_sets: Sequence[RouteSet] = (add_user_api,),
     database: Path | str | None = None,
+    station: str = "test",
 ) -> Central:
     """Store (on ``database``, default ``tmp_path/central.db``), service (piles online), an app serving
     ``route_sets`` (default: the user API) and a client; stop it with :func:`stop_central`."""
@@ -188,8 +190,8 @@ async def start_central(
     wall = FakeWall(start)
     clock = StationClock(1.0, ClockAnchor(wall(), wall()), wall=wall)
     commands = RecordingCommands()
-    uow = SqliteUnitOfWork(store)
-    service = ChargingService(uow, params, clock, commands, station="test")
+    uow = SqliteUnitOfWork(store, station)
+    service = ChargingService(uow, params, clock, commands, station=station)
     orders = OperatorOrders(service, uow, clock)
     await service.start()
     await orders.start()
@@ -198,7 +200,9 @@ async def start_central(
     ]:
         service.live.health[pile] = "online"
     app = web.Application()
-    app[STORE], app[SERVICE], app[ORDERS] = store, service, orders
+    stations = Stations(station)
+    stations.add(StationRuntime(station, service, orders))
+    app[STORE], app[STATIONS] = store, stations
     app[AUTH] = auth.AuthSettings(clock=wall.now, limiter=auth.LoginRateLimiter(clock=wall))
     for add_routes in route_sets:
         add_routes(app)
@@ -210,8 +214,9 @@ async def start_central(
 async def stop_central(central: Central) -> None:
     """Stop the client and server, the service's tasks, then the store."""
     await central.client.close()
-    await central.app[ORDERS].close()
-    await central.service.close()
+    for runtime in central.app[STATIONS].runtimes():
+        await runtime.orders.close()
+        await runtime.service.close()
     await central.store.close()
 
 

@@ -16,7 +16,7 @@ from aiohttp import ClientResponse, web
 
 from central.web import add_user_api
 from central.web.dashboard import add_dashboard
-from central.web.keys import LIVE, SERVICE, STORE
+from central.web.keys import STATIONS, STORE
 from central.web.live import LiveHub
 from protocols.payloads import Telemetry
 
@@ -26,7 +26,14 @@ pytest_plugins = ("tests.integration.central_fixtures",)
 def with_dashboard(app: web.Application) -> None:
     add_user_api(app)
     add_dashboard(app)
-    app[LIVE] = LiveHub(app[SERVICE], app[STORE])
+    runtime = app[STATIONS].get(app[STATIONS].default)
+    runtime.hub = LiveHub(runtime.service, app[STORE])
+
+
+def hub_of(central) -> LiveHub:
+    hub: LiveHub | None = central.app[STATIONS].get(central.app[STATIONS].default).hub
+    assert hub is not None
+    return hub
 
 
 @pytest.fixture
@@ -39,7 +46,7 @@ async def central(tmp_path, station_params):
     try:
         yield running
     finally:
-        running.app[LIVE].close_streams()
+        hub_of(running).close_streams()
         await stop_central(running)
 
 
@@ -175,7 +182,7 @@ async def test_the_public_board_shows_queue_numbers_but_no_personal_data(central
 
 async def test_the_operator_stream_sends_a_snapshot_then_only_what_changed(central, driver, staff):
     car = (await submit(central, driver, kwh=10))["request_id"]
-    hub: LiveHub = central.app[LIVE]
+    hub: LiveHub = hub_of(central)
     hub.observe_telemetry("F1", 1, reading(central.wall.ms, 0.0, 1000, "idle"))
     response = await open_stream(central, staff)
     event, data = await next_event(response)
@@ -219,7 +226,7 @@ async def test_a_driver_stream_carries_only_their_own_request(central, driver, d
     assert set(snapshots) == {"public", f"driver:{driver.user_id}"}
     assert "driver2" not in json.dumps(snapshots) and "T1" in snapshots["public"]["point:T1"]["queue"]
     await central.call("DELETE", f"/api/charging/request/{mine['request_id']}/cancel/", user=driver)
-    await central.app[LIVE].tick()
+    await hub_of(central).tick()
     changes: dict[str, Any] = {}
     while len(changes) < 2:
         event, data = await next_event(response)
@@ -232,7 +239,7 @@ async def test_a_driver_stream_carries_only_their_own_request(central, driver, d
 async def test_streams_end_when_the_hub_stops(central):
     response = await open_stream(central)
     await next_event(response)
-    await central.app[LIVE].stop()
+    await hub_of(central).stop()
     async with asyncio.timeout(5):
         assert await response.content.read() == b""
 
@@ -241,7 +248,8 @@ async def test_the_operator_sees_the_takings_of_the_station_local_day(central, d
     def billed(db, at: str, peak: str, valley: str) -> None:
         detail = {"periods": {"peak": ["5", "0.25", peak], "valley": ["5", "0.5", valley]}}
         db["orders"].insert({
-            "id": at, "order_no": at, "user_id": driver.user_id, "pile_no": "F1", "status": 2,
+            "id": at, "station": "test", "order_no": at, "user_id": driver.user_id, "pile_no": "F1",
+            "status": 2,
             "electricity": "10", "service_fee": "8", "total_amount": str(8 + float(peak) + float(valley)),
             "detail": json.dumps(detail), "generated_time": at, "create_time": at,
         })  # fmt: skip

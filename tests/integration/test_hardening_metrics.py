@@ -17,7 +17,7 @@ from central.app import add_metrics_route  # noqa: E402
 from central.config import CentralConfig, parse_config  # noqa: E402
 from central.domain.params import params_from_mapping  # noqa: E402
 from central.web import add_user_api  # noqa: E402
-from central.web.keys import INGEST  # noqa: E402
+from central.web.keys import STATIONS  # noqa: E402
 from pilegate.settings import ConfigError  # noqa: E402
 from tests.integration.central_fixtures import SMALL_STATION, Account, Central, start_central, stop_central  # noqa: E402
 
@@ -34,7 +34,8 @@ class StubIngest:
 async def serve(tmp_path: Path, config: CentralConfig) -> Central:
     def routes(app: web.Application) -> None:
         add_user_api(app)
-        app[INGEST] = StubIngest()  # type: ignore[misc]  # only stats() is read
+        runtime = app[STATIONS].get(app[STATIONS].default)
+        runtime.ingest = StubIngest()  # type: ignore[assignment]  # only stats() is read
         add_metrics_route(app, config)
 
     return await start_central(tmp_path, params_from_mapping(SMALL_STATION), route_sets=(routes,))
@@ -67,7 +68,7 @@ async def test_metrics_need_a_token_by_default(guarded: Central) -> None:
 
 async def test_metrics_answer_the_metrics_token_and_staff(guarded: Central) -> None:
     status, text = await get_metrics(guarded, METRICS_TOKEN)
-    assert status == 200 and "pilegate_central_ingest_stored 7" in text
+    assert status == 200 and 'pilegate_central_ingest_stored{station="test"} 7' in text
     staff: Account = await guarded.user("operator", level=3)
     assert (await get_metrics(guarded, staff.token))[0] == 200
 

@@ -26,7 +26,7 @@ from central.application.payments import PaymentSettings  # noqa: E402
 from central.domain.orders import PaymentMethod  # noqa: E402
 from central.domain.params import StationParams  # noqa: E402
 from central.web import add_user_api  # noqa: E402
-from central.web.keys import ORDERS, PAYMENTS  # noqa: E402
+from central.web.keys import PAYMENTS, STATIONS  # noqa: E402
 from central.web.platform import add_operator_platform_api  # noqa: E402
 from tests.helpers import wait_for  # noqa: E402
 from tests.integration.central_fixtures import Central, start_central, stop_central  # noqa: E402
@@ -282,8 +282,10 @@ async def test_a_drivers_order_bills_mode_1_with_service_and_debits_once(
     platform.telemetry("F1", "charging", 104_000)
     platform.wall.advance(120)
     platform.telemetry("F1", "finished", 105_000)  # the pile stops at its 5 kWh target
-    await wait_for(lambda: order_id not in platform.app[ORDERS].sessions, what="order ended")
-    await platform.app[ORDERS].close()
+    await wait_for(
+        lambda: order_id not in platform.app[STATIONS].get("test").orders.sessions, what="order ended"
+    )
+    await platform.app[STATIONS].get("test").orders.close()
     done = await order(platform, normal_user, order_id)
     assert (done["status"], done["billingMode"], done["electricity"]) == (0, 1, 5.0)
     assert (done["amount"], done["serviceFee"], done["totalAmount"]) == (6.0, 4.0, 10.0)  # peak 1.2 + 0.8

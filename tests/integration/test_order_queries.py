@@ -48,7 +48,7 @@ def seed(db: Db, rng: random.Random) -> dict[str, Any]:
         users.append(db.execute("SELECT last_insert_rowid()").fetchone()[0])
     station = station_id(db, "s1", now=NOW)
     piles: list[tuple[str | None, str | None]] = [
-        (create_pile(db, station_id=station, pile_no=no, pile_type=1, power_kw=30, now=NOW), no)
+        (create_pile(db, station_id=station, station="s1", pile_no=no, pile_type=1, power_kw=30, now=NOW), no)
         for no in PILE_NOS
     ]
     piles += [(None, no) for no in UNRECORDED_PILE_NOS]

@@ -34,6 +34,7 @@ pytestmark = BOTH_ENGINES
 
 ORDER_FIELDS = {
     "id",
+    "station",  # beyond the spec: the order's station (several stations per central)
     "orderNo",
     "userId",
     "userNickname",

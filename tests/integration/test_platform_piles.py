@@ -24,6 +24,7 @@ pytest_plugins = ("tests.integration.platform_fixtures",)
 BASE = "/api/ChargingPiles"
 PILE_FIELDS = {
     "id",
+    "station",  # beyond the spec: the code of the station that runs it
     "stationId",
     "stationName",
     "pileNo",

@@ -64,7 +64,7 @@ def test_a_station_local_day_counts_its_driver_segments_and_operator_orders(tmp_
     day = datetime(2025, 6, 2).date()
     start = datetime.combine(day, time.min, SHANGHAI)
     end = datetime.combine(day.replace(day=3), time.min, SHANGHAI)
-    rows = ReportRows(db).pile_totals(start, end)
+    rows = ReportRows(db, "station1").pile_totals(start, end)  # rows without a station: the default one
     one = Fraction(1)
     assert sorted((r.pile_no, r.seconds, r.kwh) for r in rows) == [
         ("F1", 60, one),

@@ -35,12 +35,18 @@ async def test_reopening_applies_nothing_twice(database):
         applied = await store.read(lambda db: migrations.applied(db) + ORDER_MIGRATIONS.applied(db))
         await store.close()
         assert count == 4
-        assert applied == ["0001_core", "0002_payment_proof", "0001_order_indexes", "0002_order_counts"]
+        assert applied == [
+            "0001_core",
+            "0002_payment_proof",
+            "0003_stations",
+            "0001_order_indexes",
+            "0002_order_counts",
+        ]
 
 
 async def test_a_failing_write_leaves_nothing_behind(store):
     def half_then_fail(db):
-        db["params"].insert({"key": "x", "value": "1"})
+        db["params"].insert({"station": "s1", "key": "x", "value": "1"})
         raise ValueError("boom")
 
     with pytest.raises(ValueError, match="boom"):
@@ -79,9 +85,13 @@ async def test_a_duplicate_is_a_unique_violation_whatever_the_case_of_the_name(s
 
 async def test_upsert_insert_or_ignore_and_identity_ids(store):
     def change(db):
-        db["params"].upsert({"key": "k", "value": "1"}, pk="key")
-        db["params"].upsert({"key": "k", "value": "2"}, pk="key")
-        db.execute("INSERT OR IGNORE INTO params (key, value) VALUES (?, ?)", ["k", "3"])
+        state = {"state": "1", "updated_at": "t"}
+        db["scheduler_state"].upsert({"station": "k", **state}, pk="station")
+        db["scheduler_state"].upsert({"station": "k", **state, "state": "2"}, pk="station")
+        db.execute(
+            "INSERT OR IGNORE INTO scheduler_state (station, state, updated_at) VALUES (?, ?, ?)",
+            ["k", "3", "t"],
+        )
         role = db.execute(
             "INSERT INTO roles (name, permission_level) VALUES (?, ?) RETURNING id", ["extra", 2]
         ).fetchone()[0]
@@ -89,7 +99,7 @@ async def test_upsert_insert_or_ignore_and_identity_ids(store):
 
     role_id = await store.write(change)
     assert role_id == 5  # after the four system roles, on both engines
-    assert await store.read(lambda db: db["params"].get("k")["value"]) == "2"
+    assert await store.read(lambda db: db["scheduler_state"].get("k")["state"]) == "2"
 
 
 async def test_big_integers_and_sums_come_back_as_ints(store):

@@ -30,7 +30,7 @@ AT = datetime(2024, 1, 1, 2, 0, tzinfo=UTC)
 async def uow(database):
     store = Store(database, [migrations, ORDER_MIGRATIONS])
     await store.open()
-    yield SqliteUnitOfWork(store)
+    yield SqliteUnitOfWork(store, "test")
     await store.close()
 
 

@@ -17,6 +17,7 @@ pytest_plugins = ("tests.integration.central_fixtures",)
 
 BILL_FIELDS = {
     "bill_id",
+    "station",  # beyond the spec: the bill's station (several stations per central)
     "generated_time",
     "pile_id",
     "charging_amount",
@@ -176,6 +177,7 @@ async def test_bill_detail_has_cost_and_time_breakdowns(central, driver):
             "total_cost": 20.0,
         },
         "time_breakdown": {"peak_hours": 0.33, "normal_hours": 0.0, "valley_hours": 0.0},
+        "station": "station1",  # a row written without a station: the default one's
     }
 
 

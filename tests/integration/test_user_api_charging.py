@@ -15,6 +15,7 @@ pytest_plugins = ("tests.integration.central_fixtures",)
 
 REQUEST_FIELDS = {
     "request_id",
+    "station",  # beyond the spec: the request's station (several stations per central)
     "queue_number",
     "charging_mode",
     "requested_amount",

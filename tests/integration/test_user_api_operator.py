@@ -206,6 +206,7 @@ async def test_openapi_document_describes_auth_bodies_and_errors(central):
     assert "403" in operator["responses"] and [p["name"] for p in operator["parameters"]] == [
         "period",
         "date",
+        "station",
     ]
     read = doc["paths"]["/api/charging/notifications/{notification_id}/read/"]["put"]
     assert [p["name"] for p in read["parameters"]] == ["notification_id"]

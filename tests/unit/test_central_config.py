@@ -73,3 +73,28 @@ def test_an_unknown_database_url_is_named():
     assert found == [
         "central.database: expected sqlite:///path or postgresql://user@host:port/db, got 'mysql://db/x'"
     ]
+
+
+def test_further_stations_are_tables_with_their_own_parameters():
+    config = parse_config(
+        tomllib.loads(
+            '[central]\nstation = "north"\n'
+            '[stations.south]\nname = "South"\ntimezone = "Europe/Berlin"\nFastChargingPileNum = 1\n'
+            "[stations.east]\n"
+        )
+    )
+    assert list(config.stations) == ["north", "south", "east"]  # the default station first
+    south = config.stations["south"]
+    assert (south.name, south.params.timezone, south.params.fast_pile_num) == ("South", "Europe/Berlin", 1)
+    assert config.stations["east"].name == "east"
+
+
+def test_station_codes_are_topic_ids_and_not_the_default_station():
+    found = problems(
+        '[central]\nstation = "north"\n[stations.north]\n[stations."bad/code"]\n'
+        '[stations.south]\nWaitingAreaSize = -1\nname = ""\n'
+    )
+    assert any(p.startswith("stations.north:") and "default station" in p for p in found), found
+    assert any("bad/code" in p for p in found), found
+    assert any(p.startswith("stations.south.name") for p in found), found
+    assert any(p.startswith("stations.south.WaitingAreaSize") for p in found), found

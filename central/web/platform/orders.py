@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from fractions import Fraction
 from typing import Annotated, Any, TypeVar
@@ -47,8 +47,8 @@ from central.web.errors import (
     conflict,
     json_response,
 )
-from central.web.keys import ORDERS, PAYMENTS
-from central.web.middleware import current_user, service_of, station_zone
+from central.web.keys import PAYMENTS, STATIONS
+from central.web.middleware import current_user, runtime_of, service_of, station_zone
 from central.web.openapi import RouteSpec
 from central.web.permissions import (
     Access,
@@ -126,10 +126,12 @@ def kwh(value: Fraction) -> float:
 
 @dataclass(frozen=True)
 class LiveFigures:
-    """What a charging order shows before it is billed: kWh so far (if followed) and elapsed time."""
+    """What a charging order shows before it is billed: kWh so far (if followed) and elapsed time
+    (by its station's clock, when that station runs here)."""
 
     now: datetime
     delivered: Mapping[str, Fraction]
+    station_now: Mapping[str, datetime] = field(default_factory=dict)
 
     def electricity(self, row: Mapping[str, Any]) -> Fraction:
         if row["status"] == OrderStatus.CHARGING and row["id"] in self.delivered:
@@ -139,7 +141,8 @@ class LiveFigures:
     def seconds(self, row: Mapping[str, Any]) -> int:
         if row["status"] == OrderStatus.CHARGING and row["start_time"]:
             started = datetime.fromisoformat(row["start_time"])
-            return max(0, int((self.now - started).total_seconds()))
+            now = self.station_now.get(row.get("station") or "", self.now)
+            return max(0, int((now - started).total_seconds()))
         return int(row["duration"] or 0)
 
 
@@ -148,6 +151,7 @@ def order_json(row: Mapping[str, Any], live: LiveFigures) -> dict[str, Any]:
     seconds = live.seconds(row)
     return {
         "id": row["id"],
+        "station": row.get("station"),
         "orderNo": row["order_no"],
         "userId": row["user_id"],
         "userNickname": row["user_nickname"],
@@ -179,12 +183,35 @@ def order_json(row: Mapping[str, Any], live: LiveFigures) -> dict[str, Any]:
 
 
 async def live_figures(request: web.Request) -> LiveFigures:
-    """Progress of charging orders this process follows (operator orders and driver sessions)."""
-    service = service_of(request)
-    delivered = {s.order_id: Fraction(s.delivered_wh, 1000) for s in service.sessions.values()}
-    orders = request.app[ORDERS]
-    delivered.update({oid: Fraction(s.meter.delivered_wh, 1000) for oid, s in orders.sessions.items()})
-    return LiveFigures(service.now(), delivered)
+    """Progress of charging orders this process follows (operator orders and driver sessions of
+    every station running here)."""
+    delivered: dict[str, Fraction] = {}
+    station_now: dict[str, datetime] = {}
+    for runtime in request.app[STATIONS].runtimes():
+        service = runtime.service
+        station_now[runtime.code] = service.now()
+        delivered.update({s.order_id: Fraction(s.delivered_wh, 1000) for s in service.sessions.values()})
+        orders = runtime.orders.sessions.items()
+        delivered.update({oid: Fraction(s.meter.delivered_wh, 1000) for oid, s in orders})
+    return LiveFigures(station_now_or_wall(request), delivered, station_now)
+
+
+def station_now_or_wall(request: web.Request, code: str | None = None) -> datetime:
+    """Now by the clock of station ``code`` (else the default station) when it runs here, else the
+    wall clock (UTC)."""
+    stations = request.app[STATIONS]
+    runtime = stations.running.get(code or stations.default) or stations.running.get(stations.default)
+    return runtime.service.now() if runtime is not None else datetime.now(UTC)
+
+
+def query_station(request: web.Request) -> str | None:
+    """The ``?station=`` filter of a list: a known station's code (404 otherwise), or None."""
+    code = request.query.get("station")
+    if not code:
+        return None
+    if code not in request.app[STATIONS].known:
+        raise not_found("充电站 (station)", code)
+    return code
 
 
 async def order_list(request: web.Request, fn: Callable[[Db], list[Any]]) -> web.Response:
@@ -231,8 +258,9 @@ def date_range(request: web.Request) -> tuple[str | None, str | None]:
 
 
 async def list_orders(request: web.Request) -> web.StreamResponse:
-    """GET /api/Orders: every order, newest first (level >= 3)."""
-    return await order_list(request, order_queries.all_orders)
+    """GET /api/Orders[?station=CODE]: every order (of that station), newest first (level >= 3)."""
+    station = query_station(request)
+    return await order_list(request, lambda db: order_queries.all_orders(db, station))
 
 
 async def paged_orders(request: web.Request) -> web.StreamResponse:
@@ -246,6 +274,7 @@ async def paged_orders(request: web.Request) -> web.StreamResponse:
         since=since,
         until=until,
         keyword=query_keyword(request),
+        station=query_station(request),
     )
     actor = current_user(request)
     if not may_act_for(actor, query.user_id):
@@ -300,7 +329,8 @@ async def get_order(request: web.Request) -> web.StreamResponse:
 async def statistics(request: web.Request) -> web.StreamResponse:
     """GET /api/Orders/statistics?startDate&endDate (level >= 3)."""
     since, until = date_range(request)
-    figures = await read(request, lambda db: order_queries.order_statistics(db, since, until))
+    station = query_station(request)
+    figures = await read(request, lambda db: order_queries.order_statistics(db, since, until, station))
     return json_response(
         {
             "totalOrders": figures.total,
@@ -331,8 +361,9 @@ async def acting(action: Awaitable[T]) -> T:
         raise conflict(str(exc)) from None
 
 
-def order_target(db: Db, user_id: int, pile_id: str, port_id: str, mode: int) -> OrderTarget:
-    """The validated target of a new order (404 for ids that do not exist, 409 for a busy port)."""
+def order_target(db: Db, user_id: int, pile_id: str, port_id: str, mode: int) -> tuple[str, OrderTarget]:
+    """The station (code) and validated target of a new order (404 for ids that do not exist, 409
+    for a busy port)."""
     require_row(db, "users", user_id, "用户 (userId)")
     pile = order_queries.pile_record(db, pile_id)
     if pile is None:
@@ -351,7 +382,7 @@ def order_target(db: Db, user_id: int, pile_id: str, port_id: str, mode: int) ->
         raise conflict(f"端口 {name} 故障")
     if not str(port.port_no).isdigit():
         raise conflict(f"端口编号 {port.port_no!r} 不是数字，无法下发充电命令")
-    return OrderTarget(
+    return pile.station, OrderTarget(
         user_id, pile_id, pile.pile_no, port_id, int(port.port_no), exact(pile.power_rate), mode
     )
 
@@ -413,8 +444,8 @@ async def create_order(request: web.Request) -> web.StreamResponse:
         )
     else:
         billing = DRIVER_BILLING_MODE
-    target = await read(request, lambda db: order_target(db, user_id, pile_id, port_id, billing))
-    orders = request.app[ORDERS]
+    station, target = await read(request, lambda db: order_target(db, user_id, pile_id, port_id, billing))
+    orders = runtime_of(request, station).orders
     if actor.is_staff:
         order_id = await acting(orders.create(replace(target, energy_wh=wh)))
     else:
@@ -441,9 +472,9 @@ async def complete_order(request: web.Request) -> web.StreamResponse:
     duration = query_number(request, "duration", MAX_DURATION_S)
     row = await owned_order(request)
     if row["request_id"] is not None and row["status"] == OrderStatus.CHARGING:
-        await service_of(request).complete(row["user_id"])  # a driver session: the service ends it
+        await service_of(request, row["station"]).complete(row["user_id"])  # the service ends it
         return no_content()
-    orders = request.app[ORDERS]
+    orders = runtime_of(request, row["station"]).orders
     kwh_given = exact(electricity) if electricity is not None else None
     seconds = int(duration) if duration is not None else None
     await acting(orders.complete(row["id"], electricity_kwh=kwh_given, duration_s=seconds))
@@ -454,9 +485,9 @@ async def cancel_order(request: web.Request) -> web.StreamResponse:
     """POST /api/Orders/{id}/cancel."""
     row = await owned_order(request)
     if row["request_id"] is not None and row["status"] == OrderStatus.CHARGING:
-        await service_of(request).cancel(row["user_id"], row["request_id"])
+        await service_of(request, row["station"]).cancel(row["user_id"], row["request_id"])
         return no_content()
-    orders = request.app[ORDERS]
+    orders = runtime_of(request, row["station"]).orders
     await acting(orders.cancel(row["id"]))
     return no_content()
 
@@ -468,7 +499,7 @@ async def set_order_status(request: web.Request) -> web.StreamResponse:
     row = await owned_order(request)
     if row["request_id"] is not None and row["status"] == OrderStatus.CHARGING:
         raise conflict("司机端正在充电的会话由充电服务管理；请用 /complete 或 /cancel 结束")
-    orders = request.app[ORDERS]
+    orders = runtime_of(request, row["station"]).orders
     await acting(orders.set_status(order_id, status))
     return no_content()
 
@@ -485,7 +516,8 @@ async def pay(request: web.Request) -> web.StreamResponse:
     row = await owned_order(request)
     check_payment_confirmation(actor, method)
     confirmed_by = actor.id if method != PaymentMethod.BALANCE else None
-    payment = Payment(row["id"], method, body.transaction_id, service_of(request).now(), confirmed_by)
+    now = station_now_or_wall(request, row["station"])
+    payment = Payment(row["id"], method, body.transaction_id, now, confirmed_by)
     paid = await acting(write(request, lambda db: pay_order(db, payment)))
     log.info("order paid", order=row["id"], method=method, cents=paid, by=actor.id)
     return no_content()
@@ -514,7 +546,7 @@ async def payment_callback(request: web.Request) -> web.StreamResponse:
         log.warning("payment callback refused", reason=str(exc), remote=request.remote)
         raise ApiError(401, AUTH_INVALID, f"支付回调未通过验证: {exc}") from None
     body = await read_shape(request, ProviderCallback)
-    payment = Payment(body.order_id, method, body.transaction_id, service_of(request).now())
+    payment = Payment(body.order_id, method, body.transaction_id, station_now_or_wall(request))
     paid = await acting(write(request, lambda db: pay_by_callback(db, payment, body.amount_cents)))
     log.info(
         "order paid by provider" if paid else "payment callback replayed",
@@ -530,6 +562,7 @@ async def payment_callback(request: web.Request) -> web.StreamResponse:
 ORDER = obj_schema(
     {
         "id": STR,
+        "station": {**NSTR, "description": "the code of the order's station (its MQTT {station})"},
         "orderNo": STR,
         "userId": INT,
         "userNickname": {**NSTR, "description": "the user's nickname, else their openId"},
@@ -585,6 +618,12 @@ _DATES = (
      "description": "last station-local date (inclusive) of the orders' start time"},
 )  # fmt: skip
 _ID = (key_path("id", "订单ID"),)
+_STATION = {
+    "name": "station",
+    "in": "query",
+    "schema": {"type": "string", "maxLength": 64},
+    "description": "only the orders of this station (its code); an unknown code is 404",
+}
 _CALLBACK_HEADERS = (
     {"name": "X-Payment-Provider", "in": "header", "required": True,
      "schema": {"type": "string", "enum": list(PROVIDERS)}, "description": "who calls back"},
@@ -631,7 +670,9 @@ def _routes() -> list[RouteSpec]:
             list_orders,
             "获取所有订单",
             s,
+            parameters=(_STATION,),
             response=listing,
+            errors=((404, "RESOURCE_NOT_FOUND"),),
             description=f"{_STAFF} Newest start first; for large tables use /api/Orders/paged.",
         ),
         _route(
@@ -646,9 +687,10 @@ def _routes() -> list[RouteSpec]:
                 {"name": "pileId", "in": "query", "schema": {"type": "string", "maxLength": MAX_KEY}},
                 {"name": "status", "in": "query", "schema": int_codes_schema(ORDER_STATUS)},
                 *_DATES,
+                _STATION,
             ),
             response=page_schema(ORDER),
-            errors=((400, "VALIDATION_ERROR"),),
+            errors=((400, "VALIDATION_ERROR"), (404, "RESOURCE_NOT_FOUND")),
             description="Level >= 3, or userId equal to yourself (403 otherwise). Newest start first. "
             "keyword: orderNo starting with it, pileNo equal to it (or containing it, for "
             "piles on record), or the user's nickname/openId containing it. pageSize above "
@@ -661,8 +703,9 @@ def _routes() -> list[RouteSpec]:
             statistics,
             "获取订单统计数据",
             s,
-            parameters=_DATES,
+            parameters=(*_DATES, _STATION),
             response=STATISTICS,
+            errors=((404, "RESOURCE_NOT_FOUND"),),
             description=f"{_STAFF} One aggregate over the orders whose start time falls in the dates "
             "(all orders without dates); totalAmount sums totalAmount of every status.",
         ),

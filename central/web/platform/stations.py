@@ -29,7 +29,7 @@ from central.adapters.query import Resource, where_clause
 from central.application.auth import AuthUser
 from central.application.charging import ChargingService
 from central.web.errors import PLATFORM_STYLE, conflict
-from central.web.keys import INGEST, SERVICE
+from central.web.keys import STATIONS as STATIONS_KEY
 from central.web.middleware import current_user
 from central.web.openapi import RouteSpec
 from central.web.permissions import Access, may_act_for
@@ -73,6 +73,7 @@ from central.web.platform.common import (
     write,
 )
 from central.web.shapes import PLATFORM, S, codes, decode, json_object
+from central.web.station_runtime import StationRuntime, Stations
 
 MAX_PORTS = 10
 POWER_KW = (0.1, 500.0)
@@ -83,6 +84,15 @@ PILE_NO_HINT = "must be 1-64 of A-Z a-z 0-9 _ . : - (the pile's MQTT id)"
 # --- input -----------------------------------------------------------------------------------------
 
 StationName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+StationCode = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        description="the station's MQTT id ({station} of pilegate/v1/{station}/...): a station with a "
+        "code is run by the central from its creation on",
+        extra={"hint": "must be 1-64 of A-Z a-z 0-9 _ . : - (the station's MQTT id)"},
+    ),
+]
 PileNo = Annotated[
     str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$", extra={"hint": PILE_NO_HINT})
 ]  # an MQTT pile id (protocols.topics)
@@ -127,10 +137,12 @@ class StationUpdate(msgspec.Struct, rename="camel"):
 
 
 class StationCreate(StationUpdate):
-    """A new station: a name is required; the status defaults to 1 (在线)."""
+    """A new station: a name is required; the status defaults to 1 (在线). With a ``code`` it is a
+    station the central runs (at once, with default parameters, while its status is 1)."""
 
     name: StationName
     status: Annotated[int, codes(STATION_STATUS)] = 1
+    code: StationCode | None = None
 
 
 class PileUpdate(msgspec.Struct, rename="camel"):
@@ -260,6 +272,22 @@ def point_port(point_id: str, pile_no: str) -> str | None:
     return point_id[len(prefix) :] if point_id.startswith(prefix) else None
 
 
+def stations_of(request: web.Request) -> Stations:
+    return request.app[STATIONS_KEY]
+
+
+def running(request: web.Request, code: str) -> StationRuntime | None:
+    """The runtime of station ``code`` if it runs on this instance."""
+    return stations_of(request).running.get(code)
+
+
+async def ports_changed(request: web.Request, station: str, pile_no: str) -> None:
+    """Tell the station's runtime (if it runs here) that a pile's ports changed."""
+    runtime = running(request, station)
+    if runtime is not None:
+        await runtime.service.live.pile_ports_changed(pile_no)
+
+
 def driver_cars(service: ChargingService | None, pile_no: str, port_no: str | None = None) -> int:
     """Cars the driver queue has at the pile's charging points (or at one port's point)."""
     if service is None:
@@ -272,9 +300,12 @@ def driver_cars(service: ChargingService | None, pile_no: str, port_no: str | No
     return cars
 
 
-def refuse_driver_cars(request: web.Request, pile_no: str, port_no: str | None, action: str) -> None:
-    """409 while the driver queue has cars at the pile (or port)."""
-    cars = driver_cars(request.app.get(SERVICE), pile_no, port_no)
+def refuse_driver_cars(
+    request: web.Request, station: str, pile_no: str, port_no: str | None, action: str
+) -> None:
+    """409 while the driver queue of the station (its code) has cars at the pile (or port)."""
+    runtime = running(request, station)
+    cars = driver_cars(runtime.service if runtime is not None else None, pile_no, port_no)
     if cars:
         where = f"充电桩 {pile_no}" + (f" 端口 {port_no}" if port_no else "")
         raise conflict(f"{where} 有 {cars} 辆司机端车辆正在充电或排队，不能{action}")
@@ -292,6 +323,11 @@ def refuse_active(db: Db, pile_id: str, port_id: str | None, what: str, action: 
 
 class Station(msgspec.Struct, rename="camel"):
     id: str
+    code: (
+        Annotated[str, msgspec.Meta(description="its MQTT {station}; null: not a station the central runs")]
+        | None
+    )
+    running: Annotated[bool, msgspec.Meta(description="whether this central instance runs it")]
     name: str
     status: int
     status_description: str | None
@@ -301,11 +337,13 @@ class Station(msgspec.Struct, rename="camel"):
     pile_count: int
 
 
-def station_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The station shape of a row."""
+def station_json(row: Mapping[str, Any], runs: Collection[str] = ()) -> dict[str, Any]:
+    """The station shape of a row (``runs``: the codes of the stations running here)."""
     return rendered(
         Station(
             id=row["id"],
+            code=row["code"],
+            running=row["code"] is not None and row["code"] in runs,
             name=row["name"],
             status=row["status"],
             status_description=described(row["status"], STATION_STATUS),
@@ -322,55 +360,121 @@ STATIONS = Resource(
 )
 
 
+def stations_seen_by(request: web.Request) -> Resource:
+    """The stations, saying which run on this instance."""
+    runs = set(stations_of(request).running)
+    return STATIONS.shaped(lambda row: station_json(row, runs))
+
+
 async def list_stations(request: web.Request) -> web.StreamResponse:
     """GET /api/ChargingStations."""
-    return await list_response(request, STATIONS)
+    return await list_response(request, stations_seen_by(request))
 
 
 async def get_station(request: web.Request) -> web.StreamResponse:
     """GET /api/ChargingStations/{id}."""
-    return await item_response(request, STATIONS, path_key(request, "id", "充电站"))
+    return await item_response(request, stations_seen_by(request), path_key(request, "id", "充电站"))
 
 
 async def paged_stations(request: web.Request) -> web.StreamResponse:
     """GET /api/ChargingStations/paged?pageNumber&pageSize&status&keyword."""
     status, keyword = query_code(request, "status", STATION_STATUS), query_keyword(request)
-    where = where_clause([("s.status = ?", status)], keyword, ("s.name", "s.address", "s.location"))
-    return await page_response(request, STATIONS, where, paging(request))
+    where = where_clause([("s.status = ?", status)], keyword, ("s.name", "s.address", "s.location", "s.code"))
+    return await page_response(request, stations_seen_by(request), where, paging(request))
 
 
 async def create_station(request: web.Request) -> web.StreamResponse:
-    """POST /api/ChargingStations."""
+    """POST /api/ChargingStations: with a code (and status 1) its runtime starts at once."""
     values = msgspec.structs.asdict(await read_shape(request, StationCreate))
     now = now_iso(request)
-    return created(await write(request, lambda db: repo.create_station(db, **values, now=now)))
+    code = values["code"]
+
+    def insert(db: Db) -> str:
+        if code is not None and repo.station_by_code(db, code) is not None:
+            raise invalid("code", f"充电站编码 {code} 已存在")
+        return repo.create_station(db, **values, now=now)
+
+    station_id = await write(request, _unique(insert, "code", "充电站编码已存在"))
+    if code is not None:
+        stations_of(request).known.add(code)
+        if values["status"] == 1:
+            await stations_of(request).start(code)
+    return created(station_id)
+
+
+async def refuse_busy_station(request: web.Request, code: str, action: str) -> None:
+    """409 while the station ``code`` has charging sessions, charging orders or waiting cars."""
+    activity = await read(request, lambda db: repo.station_activity(db, code))
+    runtime = running(request, code)
+    if runtime is not None:
+        activity["requests"] = max(activity["requests"], len(runtime.service.scheduler.requests))
+        activity["orders"] = max(activity["orders"], len(runtime.orders.sessions))
+    if activity["orders"] or activity["requests"]:
+        raise conflict(
+            f"充电站 {code} 有 {activity['orders']} 个进行中的充电订单和 {activity['requests']} 个"
+            f"排队或充电中的司机请求，不能{action} (station {code} has charging sessions)"
+        )
+
+
+async def stop_station(request: web.Request, code: str, action: str) -> None:
+    """Stop the station's runtime here unless it has charging sessions (409); if some appear while
+    it stops, it runs again and the answer is 409."""
+    await refuse_busy_station(request, code, action)
+    stations = stations_of(request)
+    was_running = await stations.stop(code)
+    try:
+        await refuse_busy_station(request, code, action)
+    except Exception:
+        if was_running:
+            await stations.start(code)
+        raise
 
 
 async def update_station(request: web.Request) -> web.StreamResponse:
-    """PUT /api/ChargingStations/{id}."""
+    """PUT /api/ChargingStations/{id}: a station with a code runs while its status is 1 (a new status
+    starts or stops it; stopping is refused while it has charging sessions)."""
     station_id = path_key(request, "id", "充电站")
     changes = await read_changes(request, StationUpdate, kept={"name", "status"})
     changes["update_time"] = now_iso(request)
+    row = await read(request, lambda db: STATIONS.row(db, station_id))
+    code, status = row["code"], changes.get("status", row["status"])
+    if code is not None and status != 1 and row["status"] == 1:
+        if code == stations_of(request).default:
+            raise conflict(f"默认充电站 {code} 不能停用 (the default station always runs)")
+        await stop_station(request, code, "停用")
 
     def update(db: Db) -> None:
         STATIONS.row(db, station_id)
         repo.update_station(db, station_id, changes)
 
     await write(request, update)
+    if code is not None and status == 1:
+        await stations_of(request).start(code)
     return no_content()
 
 
 async def delete_station(request: web.Request) -> web.StreamResponse:
-    """DELETE /api/ChargingStations/{id}: only a station without piles."""
+    """DELETE /api/ChargingStations/{id}: a station without piles; a station the central runs (with
+    a code) is stopped and deleted with its piles, unless it has charging sessions (409)."""
     station_id = path_key(request, "id", "充电站")
+    row = await read(request, lambda db: STATIONS.row(db, station_id))
+    code = row["code"]
+    if code is not None:
+        if code == stations_of(request).default:
+            raise conflict(f"默认充电站 {code} 不能删除 (the default station always runs)")
+        await stop_station(request, code, "删除")
 
     def delete(db: Db) -> None:
-        row = STATIONS.row(db, station_id)
-        if row["pile_count"]:
-            raise conflict(f"充电站 {station_id} 下还有 {row['pile_count']} 个充电桩，请先删除充电桩")
+        current = STATIONS.row(db, station_id)
+        if code is not None:
+            repo.delete_station_piles(db, station_id)
+        elif current["pile_count"]:
+            raise conflict(f"充电站 {station_id} 下还有 {current['pile_count']} 个充电桩，请先删除充电桩")
         repo.delete_station(db, station_id)
 
     await write(request, delete)
+    if code is not None:
+        stations_of(request).forget(code)
     return no_content()
 
 
@@ -381,6 +485,7 @@ class Pile(msgspec.Struct, rename="camel"):
     id: str
     station_id: str
     station_name: str | None
+    station: Annotated[str, msgspec.Meta(description="the code of the station that runs it")]
     pile_no: str
     pile_type: int
     pile_type_description: str | None
@@ -411,6 +516,7 @@ def pile_json(row: Mapping[str, Any]) -> dict[str, Any]:
             id=row["id"],
             station_id=row["station_id"],
             station_name=row["station_name"],
+            station=row["station"],
             pile_no=row["pile_no"],
             pile_type=row["pile_type"],
             pile_type_description=described(row["pile_type"], PILE_TYPE),
@@ -466,15 +572,18 @@ async def paged_piles(request: web.Request) -> web.StreamResponse:
     return await page_response(request, PILES, where, paging(request))
 
 
-def require_station(db: Db, station_id: str) -> None:
-    """404 naming stationId unless the station exists."""
-    if not repo.station_exists(db, station_id):
+def require_station(db: Db, station_id: str, default: str) -> str:
+    """The code of the station that runs the piles of station record ``station_id`` (404 naming
+    stationId unless the record exists)."""
+    code = repo.station_code(db, station_id, default)
+    if code is None:
         raise not_found("充电站 (stationId)", station_id)
+    return code
 
 
-def require_unique_pile_no(db: Db, pile_no: str, pile_id: str | None = None) -> None:
-    """400 naming pileNo when another pile has the number."""
-    other = repo.pile_by_no(db, pile_no)
+def require_unique_pile_no(db: Db, station: str, pile_no: str, pile_id: str | None = None) -> None:
+    """400 naming pileNo when another pile of the station has the number."""
+    other = repo.pile_by_no(db, pile_no, station=station)
     if other is not None and other[0] != pile_id:
         raise invalid("pileNo", f"充电桩编号 {pile_no} 已存在")
 
@@ -508,14 +617,15 @@ _PILE_EXTRA = (
 async def create_pile(request: web.Request) -> web.StreamResponse:
     """POST /api/ChargingPiles: the pile, with totalPorts as its capacity and no ports yet."""
     values = pile_columns(msgspec.structs.asdict(await read_shape(request, PileCreate, valid_days)))
-    now = now_iso(request)
+    now, default = now_iso(request), stations_of(request).default
 
-    def insert(db: Db) -> str:
-        require_station(db, values["station_id"])
-        require_unique_pile_no(db, values["pile_no"])
-        return repo.create_pile(
+    def insert(db: Db) -> tuple[str, str]:
+        station = require_station(db, values["station_id"], default)
+        require_unique_pile_no(db, station, values["pile_no"])
+        return station, repo.create_pile(
             db,
             station_id=values["station_id"],
+            station=station,
             pile_no=values["pile_no"],
             pile_type=values["pile_type"],
             power_kw=values["power_rate"],
@@ -524,10 +634,10 @@ async def create_pile(request: web.Request) -> web.StreamResponse:
             extra={name: values[name] for name in _PILE_EXTRA},
         )
 
-    pile_id = await write(request, _unique(insert, "pileNo", "充电桩编号已存在"))
-    ingest = request.app.get(INGEST)
-    if values["gateway"] is not None and ingest is not None:
-        ingest.bind(values["pile_no"], values["gateway"])
+    station, pile_id = await write(request, _unique(insert, "pileNo", "充电桩编号已存在"))
+    runtime = running(request, station)
+    if values["gateway"] is not None and runtime is not None and runtime.ingest is not None:
+        runtime.ingest.bind(values["pile_no"], values["gateway"])
     return created(pile_id)
 
 
@@ -540,31 +650,39 @@ def remove_ports_above(db: Db, pile_id: str, total: int) -> None:
 
 
 async def update_pile(request: web.Request) -> web.StreamResponse:
-    """PUT /api/ChargingPiles/{id}: the fields given; a new pileNo only while nothing charges."""
+    """PUT /api/ChargingPiles/{id}: the fields given; a new pileNo, or a station another station's
+    runtime runs, only while nothing charges."""
     pile_id = path_key(request, "id", "充电桩")
     changes = pile_columns(await read_changes(request, PileUpdate, PILE_KEPT, valid_days))
-    now = now_iso(request)
+    now, default = now_iso(request), stations_of(request).default
     current = await read(request, lambda db: PILES.row(db, pile_id))
+    was = current["station"]
+    station = was
+    if "station_id" in changes:
+        station = await read(request, lambda db: require_station(db, changes["station_id"], default))
+    moved = station != was
     renamed = "pile_no" in changes and changes["pile_no"] != current["pile_no"]
-    if renamed:
-        refuse_driver_cars(request, current["pile_no"], None, "修改编号")
+    if renamed or moved:
+        refuse_driver_cars(request, was, current["pile_no"], None, "修改编号或所属充电站")
+    pile_no = changes.get("pile_no", current["pile_no"])
 
     def update(db: Db) -> None:
         PILES.row(db, pile_id)
-        if "station_id" in changes:
-            require_station(db, changes["station_id"])
-        if renamed:
-            require_unique_pile_no(db, changes["pile_no"], pile_id)
-            refuse_active(db, pile_id, None, f"充电桩 {current['pile_no']}", "修改编号")
+        if renamed or moved:
+            require_unique_pile_no(db, station, pile_no, pile_id)
+            refuse_active(db, pile_id, None, f"充电桩 {current['pile_no']}", "修改编号或所属充电站")
         if "total_ports" in changes:
             remove_ports_above(db, pile_id, changes["total_ports"])
-        repo.update_pile(db, pile_id, {**changes, "update_time": now})
+        repo.update_pile(db, pile_id, {**changes, "station": station, "update_time": now})
 
     await write(request, _unique(update, "pileNo", "充电桩编号已存在"))
-    await request.app[SERVICE].live.pile_ports_changed(changes.get("pile_no", current["pile_no"]))
-    ingest = request.app.get(INGEST)
-    if "gateway" in changes and ingest is not None:  # the operator's binding wins over any claim
-        ingest.bind(changes.get("pile_no", current["pile_no"]), changes["gateway"])
+    old, new = running(request, was), running(request, station)
+    if old is not None and (moved or renamed):
+        await old.service.live.unregister_pile(current["pile_no"])
+    if new is not None:
+        await new.service.live.pile_ports_changed(pile_no)
+        if "gateway" in changes and new.ingest is not None:  # the operator's binding wins over any claim
+            new.ingest.bind(pile_no, changes["gateway"])
     return no_content()
 
 
@@ -572,7 +690,7 @@ async def delete_pile(request: web.Request) -> web.StreamResponse:
     """DELETE /api/ChargingPiles/{id}: refused while it charges or has driver cars."""
     pile_id = path_key(request, "id", "充电桩")
     current = await read(request, lambda db: PILES.row(db, pile_id))
-    refuse_driver_cars(request, current["pile_no"], None, "删除")
+    refuse_driver_cars(request, current["station"], current["pile_no"], None, "删除")
 
     def delete(db: Db) -> None:
         PILES.row(db, pile_id)
@@ -580,7 +698,9 @@ async def delete_pile(request: web.Request) -> web.StreamResponse:
         repo.delete_pile(db, pile_id)
 
     await write(request, delete)
-    await request.app[SERVICE].live.unregister_pile(current["pile_no"])  # no longer schedulable
+    runtime = running(request, current["station"])
+    if runtime is not None:
+        await runtime.service.live.unregister_pile(current["pile_no"])  # no longer schedulable
     return no_content()
 
 
@@ -715,8 +835,8 @@ async def create_port(request: web.Request) -> web.StreamResponse:
         return repo.add_port(db, pile_id, port_no, now, port_type=port_type)
 
     port_id = await write(request, _unique(insert, "portNo", "端口编号在该充电桩下已存在"))
-    pile_no = await read(request, lambda db: PILES.row(db, pile_id)["pile_no"])
-    await request.app[SERVICE].live.pile_ports_changed(pile_no)  # the port is a charging point now
+    pile = await read(request, lambda db: PILES.row(db, pile_id))
+    await ports_changed(request, pile["station"], pile["pile_no"])  # the port is a charging point now
     return created(port_id)
 
 
@@ -732,7 +852,9 @@ async def update_port(request: web.Request) -> web.StreamResponse:
     current = await read(request, lambda db: PORTS.row(db, port_id))
     renumbered = "port_no" in changes and changes["port_no"] != current["port_no"]
     if renumbered:
-        refuse_driver_cars(request, current["pile_no"], current["port_no"], "修改端口编号")
+        refuse_driver_cars(
+            request, current["station"], current["pile_no"], current["port_no"], "修改端口编号"
+        )
     changes["update_time"] = now_iso(request)
 
     def update(db: Db) -> None:
@@ -745,7 +867,7 @@ async def update_port(request: web.Request) -> web.StreamResponse:
 
     await write(request, _unique(update, "portNo", "端口编号在该充电桩下已存在"))
     if renumbered:
-        await request.app[SERVICE].live.pile_ports_changed(current["pile_no"])
+        await ports_changed(request, current["station"], current["pile_no"])
     return no_content()
 
 
@@ -753,7 +875,7 @@ async def delete_port(request: web.Request) -> web.StreamResponse:
     """DELETE /api/ChargingPorts/{id}: refused while it charges or driver cars are at it."""
     port_id = path_key(request, "id", "充电端口")
     current = await read(request, lambda db: PORTS.row(db, port_id))
-    refuse_driver_cars(request, current["pile_no"], current["port_no"], "删除")
+    refuse_driver_cars(request, current["station"], current["pile_no"], current["port_no"], "删除")
 
     def delete(db: Db) -> None:
         PORTS.row(db, port_id)
@@ -761,7 +883,7 @@ async def delete_port(request: web.Request) -> web.StreamResponse:
         repo.delete_port(db, port_id)
 
     await write(request, delete)
-    await request.app[SERVICE].live.pile_ports_changed(current["pile_no"])  # no longer a charging point
+    await ports_changed(request, current["station"], current["pile_no"])  # no longer a charging point
     return no_content()
 
 
@@ -794,11 +916,12 @@ def with_registered_piles(
 
 
 async def piles_status_with_registered(request: web.Request) -> dict[str, Any]:
-    """``service.piles_status()`` plus every recorded pile the scheduler does not know (for
-    GET /api/charging/piles/status/)."""
-    service = request.app[SERVICE]
+    """``service.piles_status()`` of the request's station plus every pile recorded for it that the
+    scheduler does not know (for GET /api/charging/piles/status/)."""
+    runtime = stations_of(request).resolve(request)
+    service, code = runtime.service, runtime.code
     scheduled = service.scheduler.pile_ids()
-    piles = await read(request, repo.registered_piles)
+    piles = await read(request, lambda db: repo.registered_piles(db, station=code))
     return with_registered_piles(service.piles_status(), piles, scheduled)
 
 
@@ -935,10 +1058,16 @@ def _routes() -> list[RouteSpec]:
         (StationCreate, StationUpdate),
         {
             "paged": "keyword matches name, address or location.",
-            "create": "status defaults to 1 (在线).",
-            "delete": "409 while the station has piles.",
+            "create": "status defaults to 1 (在线). With a code (its MQTT {station}, unique: 400 naming "
+            "code) it is a station the central runs, at once, while its status is 1.",
+            "update": "A station with a code stops when its status leaves 1 and starts when it returns "
+            "to 1; stopping is 409 while it has charging orders or driver requests, and for the "
+            "default station.",
+            "delete": "409 while the station has piles; a station with a code is stopped and deleted "
+            "with its piles, 409 while it has charging orders or driver requests, and for the default "
+            "station.",
         },
-        {"create": (), "update": (MISSING_404,), "delete": (MISSING_404, CONFLICT_409)},
+        {"create": (), "update": (MISSING_404, CONFLICT_409), "delete": (MISSING_404, CONFLICT_409)},
     )
     piles = _crud(
         "/api/ChargingPiles",
