@@ -2,10 +2,10 @@
 
 A handler changes a station through ``runtime.actions`` (:class:`StationActions`) and never asks
 where the station runs. On the instance that owns the station (``central/adapters/lease.py``) the
-actions are :class:`LocalActions`: its charging service and operator orders, as before. On another
+actions are ``central/web/station_runtime.py: LocalActions``: its charging service and operator orders, as before. On another
 instance of the fleet the runtime is a read view and its actions are :class:`RemoteActions`: each
 method becomes a call of one ``kind`` with a JSON payload (``central/adapters/station_calls.py``),
-applied once by the owner through :func:`call_handler` (which runs the same :class:`LocalActions`
+applied once by the owner through :func:`call_handler` (which runs the same ``LocalActions``
 method on its runtime) and answered with a JSON result that :class:`RemoteActions` turns back into
 the same value. An error comes back as the same answer: a domain error as its own class, an API
 error (``acting``'s order refusals, a bad parameter, a station stopped meanwhile) with its status,
@@ -28,25 +28,18 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from central.adapters.station_calls import StationCalls, StationCallTimeout
-from central.application import orders as core
 from central.application.ports import OrderTarget
 from central.application.views import CompletionView, RequestView
 from central.domain.errors import DomainError
 from central.web.errors import (
-    RESOURCE_NOT_FOUND,
-    VALIDATION_ERROR,
     ApiError,
     api_error_for,
-    conflict,
     validation_error,
 )
-from central.web.station_runtime import StationNotRunning, StationRuntime, Stations
-
-T = TypeVar("T")
-PILE_VERBS = ("on", "off", "fault", "recover")
+from central.web.station_runtime import LocalActions, StationNotRunning, Stations
 
 
 @dataclass
@@ -59,104 +52,6 @@ class ForwardStats:
     failed: int = 0
     timeouts: int = 0
     applied: int = 0
-
-
-async def acting(action: Awaitable[T]) -> T:
-    """Run an order operation, mapping its refusals to 404 / 409 (400 naming a reused transactionId)."""
-    try:
-        return await action
-    except core.TransactionReused as exc:
-        field, message = "transactionId", str(exc)  # as the platform names a field
-        raise ApiError(400, VALIDATION_ERROR, f"{field}: {message}", {field: [message]}) from None
-    except core.OrderNotFound as exc:
-        raise ApiError(404, RESOURCE_NOT_FOUND, str(exc)) from None
-    except core.OrderConflict as exc:
-        raise conflict(str(exc)) from None
-
-
-class StationActions(Protocol):
-    """The changes of one station the web layer makes (see the module docstring)."""
-
-    async def submit(
-        self, user_id: int, mode: str, kwh: float, battery_capacity: float | None
-    ) -> RequestView: ...
-    async def change(
-        self, user_id: int, request_id: str, *, mode: str | None, kwh: float | None
-    ) -> RequestView: ...
-    async def cancel(self, user_id: int, request_id: str) -> RequestView: ...
-    async def complete(self, user_id: int) -> CompletionView: ...
-    async def update_parameters(self, changes: Mapping[str, Any]) -> dict[str, Any]: ...
-    async def pile(self, pile_no: str, verb: str) -> None: ...
-    async def create_order(self, target: OrderTarget, *, staff: bool, energy_wh: int | None) -> str: ...
-    async def complete_order(
-        self, order_id: str, *, electricity_kwh: Fraction | None, duration_s: int | None
-    ) -> None: ...
-    async def cancel_order(self, order_id: str) -> None: ...
-    async def set_order_status(self, order_id: str, status: int) -> None: ...
-    async def pile_ports_changed(self, pile_no: str) -> None: ...
-    async def pile_unregistered(self, pile_no: str) -> None: ...
-    async def pile_gateway(self, pile_no: str, gateway: str) -> None: ...
-
-
-class LocalActions:
-    """The actions on a runtime of this instance."""
-
-    def __init__(self, runtime: StationRuntime) -> None:
-        self.runtime = runtime
-        self.service, self.orders = runtime.service, runtime.orders
-
-    async def submit(
-        self, user_id: int, mode: str, kwh: float, battery_capacity: float | None
-    ) -> RequestView:
-        return await self.service.submit(user_id, mode, kwh, battery_capacity)
-
-    async def change(
-        self, user_id: int, request_id: str, *, mode: str | None, kwh: float | None
-    ) -> RequestView:
-        return await self.service.change(user_id, request_id, mode=mode, kwh=kwh)
-
-    async def cancel(self, user_id: int, request_id: str) -> RequestView:
-        return await self.service.cancel(user_id, request_id)
-
-    async def complete(self, user_id: int) -> CompletionView:
-        return await self.service.complete(user_id)
-
-    async def update_parameters(self, changes: Mapping[str, Any]) -> dict[str, Any]:
-        return await self.service.update_parameters(changes)
-
-    async def pile(self, pile_no: str, verb: str) -> None:
-        if verb in ("on", "off"):
-            await self.service.set_pile_in_service(pile_no, verb == "on")
-        elif verb in ("fault", "recover"):
-            await self.service.declare_fault(pile_no, verb == "fault")
-        else:
-            raise ValueError(f"pile verb must be one of {', '.join(PILE_VERBS)}, got {verb!r}")
-
-    async def create_order(self, target: OrderTarget, *, staff: bool, energy_wh: int | None) -> str:
-        if staff:
-            return await acting(self.orders.create(dataclasses.replace(target, energy_wh=energy_wh)))
-        return await acting(self.orders.create_for_driver(target, energy_wh))
-
-    async def complete_order(
-        self, order_id: str, *, electricity_kwh: Fraction | None, duration_s: int | None
-    ) -> None:
-        await acting(self.orders.complete(order_id, electricity_kwh=electricity_kwh, duration_s=duration_s))
-
-    async def cancel_order(self, order_id: str) -> None:
-        await acting(self.orders.cancel(order_id))
-
-    async def set_order_status(self, order_id: str, status: int) -> None:
-        await acting(self.orders.set_status(order_id, status))
-
-    async def pile_ports_changed(self, pile_no: str) -> None:
-        await self.service.live.pile_ports_changed(pile_no)
-
-    async def pile_unregistered(self, pile_no: str) -> None:
-        await self.service.live.unregister_pile(pile_no)
-
-    async def pile_gateway(self, pile_no: str, gateway: str) -> None:
-        if self.runtime.ingest is not None:  # the operator's binding wins over any claim
-            self.runtime.ingest.bind(pile_no, gateway)
 
 
 # --- the JSON forms -------------------------------------------------------------------------------

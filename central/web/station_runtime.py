@@ -21,22 +21,26 @@ every change to the owner. Any other known station is 503.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+import dataclasses
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import structlog
 from aiohttp import web
 
 from central.adapters.ingest import Ingest
+from central.application import orders as core
 from central.application.charging import ChargingService
 from central.application.orders import OperatorOrders
-from central.web.errors import RESOURCE_NOT_FOUND, ApiError
+from central.application.ports import OrderTarget
+from central.application.views import CompletionView, RequestView
+from central.web.errors import RESOURCE_NOT_FOUND, VALIDATION_ERROR, ApiError, conflict
 from central.web.live import LiveHub
 
 if TYPE_CHECKING:
     from central.adapters.lease import Leases
-    from central.web.station_actions import StationActions
 
 log = structlog.get_logger(__name__)
 
@@ -65,11 +69,7 @@ class StationRuntime:
     @property
     def actions(self) -> StationActions:
         """What the web layer changes on the station: applied here, or forwarded to its owner."""
-        if self.forward is not None:
-            return self.forward
-        from central.web.station_actions import LocalActions  # the actions module imports this one
-
-        return LocalActions(self)
+        return self.forward if self.forward is not None else LocalActions(self)
 
 
 class UnknownStation(ApiError):
@@ -231,3 +231,107 @@ class Stations:
 
     def runtimes(self) -> list[StationRuntime]:
         return list(self.running.values())
+
+
+# --- the changes the web layer makes (central/web/station_actions.py forwards them) ---------------
+
+T = TypeVar("T")
+PILE_VERBS = ("on", "off", "fault", "recover")
+
+
+async def acting(action: Awaitable[T]) -> T:
+    """Run an order operation, mapping its refusals to 404 / 409 (400 naming a reused transactionId)."""
+    try:
+        return await action
+    except core.TransactionReused as exc:
+        field, message = "transactionId", str(exc)  # as the platform names a field
+        raise ApiError(400, VALIDATION_ERROR, f"{field}: {message}", {field: [message]}) from None
+    except core.OrderNotFound as exc:
+        raise ApiError(404, RESOURCE_NOT_FOUND, str(exc)) from None
+    except core.OrderConflict as exc:
+        raise conflict(str(exc)) from None
+
+
+class StationActions(Protocol):
+    """The changes of one station the web layer makes (see the module docstring)."""
+
+    async def submit(
+        self, user_id: int, mode: str, kwh: float, battery_capacity: float | None
+    ) -> RequestView: ...
+    async def change(
+        self, user_id: int, request_id: str, *, mode: str | None, kwh: float | None
+    ) -> RequestView: ...
+    async def cancel(self, user_id: int, request_id: str) -> RequestView: ...
+    async def complete(self, user_id: int) -> CompletionView: ...
+    async def update_parameters(self, changes: Mapping[str, Any]) -> dict[str, Any]: ...
+    async def pile(self, pile_no: str, verb: str) -> None: ...
+    async def create_order(self, target: OrderTarget, *, staff: bool, energy_wh: int | None) -> str: ...
+    async def complete_order(
+        self, order_id: str, *, electricity_kwh: Fraction | None, duration_s: int | None
+    ) -> None: ...
+    async def cancel_order(self, order_id: str) -> None: ...
+    async def set_order_status(self, order_id: str, status: int) -> None: ...
+    async def pile_ports_changed(self, pile_no: str) -> None: ...
+    async def pile_unregistered(self, pile_no: str) -> None: ...
+    async def pile_gateway(self, pile_no: str, gateway: str) -> None: ...
+
+
+class LocalActions:
+    """The actions on a runtime of this instance."""
+
+    def __init__(self, runtime: StationRuntime) -> None:
+        self.runtime = runtime
+        self.service, self.orders = runtime.service, runtime.orders
+
+    async def submit(
+        self, user_id: int, mode: str, kwh: float, battery_capacity: float | None
+    ) -> RequestView:
+        return await self.service.submit(user_id, mode, kwh, battery_capacity)
+
+    async def change(
+        self, user_id: int, request_id: str, *, mode: str | None, kwh: float | None
+    ) -> RequestView:
+        return await self.service.change(user_id, request_id, mode=mode, kwh=kwh)
+
+    async def cancel(self, user_id: int, request_id: str) -> RequestView:
+        return await self.service.cancel(user_id, request_id)
+
+    async def complete(self, user_id: int) -> CompletionView:
+        return await self.service.complete(user_id)
+
+    async def update_parameters(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        return await self.service.update_parameters(changes)
+
+    async def pile(self, pile_no: str, verb: str) -> None:
+        if verb in ("on", "off"):
+            await self.service.set_pile_in_service(pile_no, verb == "on")
+        elif verb in ("fault", "recover"):
+            await self.service.declare_fault(pile_no, verb == "fault")
+        else:
+            raise ValueError(f"pile verb must be one of {', '.join(PILE_VERBS)}, got {verb!r}")
+
+    async def create_order(self, target: OrderTarget, *, staff: bool, energy_wh: int | None) -> str:
+        if staff:
+            return await acting(self.orders.create(dataclasses.replace(target, energy_wh=energy_wh)))
+        return await acting(self.orders.create_for_driver(target, energy_wh))
+
+    async def complete_order(
+        self, order_id: str, *, electricity_kwh: Fraction | None, duration_s: int | None
+    ) -> None:
+        await acting(self.orders.complete(order_id, electricity_kwh=electricity_kwh, duration_s=duration_s))
+
+    async def cancel_order(self, order_id: str) -> None:
+        await acting(self.orders.cancel(order_id))
+
+    async def set_order_status(self, order_id: str, status: int) -> None:
+        await acting(self.orders.set_status(order_id, status))
+
+    async def pile_ports_changed(self, pile_no: str) -> None:
+        await self.service.live.pile_ports_changed(pile_no)
+
+    async def pile_unregistered(self, pile_no: str) -> None:
+        await self.service.live.unregister_pile(pile_no)
+
+    async def pile_gateway(self, pile_no: str, gateway: str) -> None:
+        if self.runtime.ingest is not None:  # the operator's binding wins over any claim
+            self.runtime.ingest.bind(pile_no, gateway)

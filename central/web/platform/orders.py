@@ -98,7 +98,7 @@ from central.web.platform.common import (
     write,
 )
 from central.web.shapes import calendar_day, codes
-from central.web.station_actions import acting
+from central.web.station_runtime import acting
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
