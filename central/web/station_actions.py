@@ -1,15 +1,15 @@
 """Every change the web layer makes to a station, in one shape wherever the station runs.
 
-A handler changes a station through ``runtime.actions`` (:class:`StationActions`) and never asks
-where the station runs. On the instance that owns the station (``central/adapters/lease.py``) the
-actions are ``central/web/station_runtime.py: LocalActions``: its charging service and operator orders, as before. On another
-instance of the fleet the runtime is a read view and its actions are :class:`RemoteActions`: each
-method becomes a call of one ``kind`` with a JSON payload (``central/adapters/station_calls.py``),
-applied once by the owner through :func:`call_handler` (which runs the same ``LocalActions``
-method on its runtime) and answered with a JSON result that :class:`RemoteActions` turns back into
-the same value. An error comes back as the same answer: a domain error as its own class, an API
-error (``acting``'s order refusals, a bad parameter, a station stopped meanwhile) with its status,
-code, message and details (``central/web/errors.py: api_error_for`` maps
+A handler changes a station through ``runtime.actions`` (``StationActions``) and never asks where
+the station runs. On the instance that owns the station (``central/adapters/lease.py``) the actions
+are ``central/web/station_runtime.py: LocalActions``: its charging service and operator orders, as
+before. On another instance of the fleet the runtime is a read view and its actions are
+:class:`RemoteActions`: each method becomes a call of one ``kind`` with a JSON payload
+(``central/adapters/station_calls.py``), applied once by the owner through :func:`call_handler`
+(which runs the same ``LocalActions`` method on its runtime) and answered with a JSON result that
+:class:`RemoteActions` turns back into the same value. An error comes back as the same answer: a
+domain error as its own class, an API error (``acting``'s order refusals, a bad parameter, a
+station stopped meanwhile) with its status, code, message and details (``central/web/errors.py: api_error_for`` maps
 :class:`~central.adapters.station_calls.StationCallFailed` back).
 
 The kinds (payload -> result): ``submit`` (user_id, mode, kwh, battery_capacity -> request view),
