@@ -9,7 +9,8 @@ before. On another instance of the fleet the runtime is a read view and its acti
 (which runs the same ``LocalActions`` method on its runtime) and answered with a JSON result that
 :class:`RemoteActions` turns back into the same value. An error comes back as the same answer: a
 domain error as its own class, an API error (``acting``'s order refusals, a bad parameter, a
-station stopped meanwhile) with its status, code, message and details (``central/web/errors.py: api_error_for`` maps
+station stopped meanwhile) with its status, code, message and details
+(``central/web/errors.py: api_error_for`` maps
 :class:`~central.adapters.station_calls.StationCallFailed` back).
 
 The kinds (payload -> result): ``submit`` (user_id, mode, kwh, battery_capacity -> request view),
