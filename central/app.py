@@ -143,9 +143,14 @@ class _Fleet:
     forwarded: ForwardStats = dataclasses.field(default_factory=ForwardStats)
     lease_losses: int = 0  # stations stopped because the lease session failed
     hand_overs: int = 0  # stations released (fair share, left the set) or stopped on close
+    fenced: int = 0  # commands refused because the station's lease was found lost
 
     def owns(self, code: str) -> bool:
-        return self.leases is None or self.leases.owns(code)
+        """Whether a command to ``code``'s piles may go out from here (a refusal is counted)."""
+        if self.leases is None or self.leases.owns(code):
+            return True
+        self.fenced += 1
+        return False
 
 
 FLEET = web.AppKey("fleet", _Fleet)
@@ -437,6 +442,7 @@ def fleet_samples(fleet: _Fleet, stations: Stations) -> list[Sample]:
         ("pilegate_central_forwarded_calls_timeouts_total", "counter", {}, f.timeouts),
         ("pilegate_central_lease_losses_total", "counter", {}, fleet.lease_losses),
         ("pilegate_central_lease_hand_overs_total", "counter", {}, fleet.hand_overs),
+        ("pilegate_central_commands_fenced_total", "counter", {}, fleet.fenced),
         ("pilegate_central_read_view_loads_total", "counter", {}, stations.view_loads),
     ]
 
