@@ -27,6 +27,7 @@ import getpass
 import json
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -65,8 +66,34 @@ class AclError(ValueError):
     """An ACL input (station, gateway, pile or user name) cannot be written safely."""
 
 
+_PORTS = random.SystemRandom()  # not the global generator: tests reseed that one
+_LISTEN_PORTS_FROM = 20_000
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out for outgoing connections and port-0 binds."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
 def free_port(host: str = HOST) -> int:
-    """A TCP port that was free a moment ago on ``host`` (bind port 0, read it, close)."""
+    """A TCP port that was free a moment ago on ``host``, for a server started next.
+
+    Picked at random below the kernel's ephemeral range, where no outgoing connection takes a
+    source port and no port-0 bind lands, so that in the moment between this check and the
+    server's bind only another such pick could take it. Port 0's choice when that range is too
+    small or full."""
+    low = _ephemeral_low()
+    for _ in range(50 if low - _LISTEN_PORTS_FROM > 1000 else 0):
+        port = _PORTS.randrange(_LISTEN_PORTS_FROM, low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])

@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -21,13 +20,12 @@ from typing import Any
 
 from gateway.config import load_config
 from gateway.control_token import TokenFileError, read_token
+from pilegate.broker import free_port as broker_free_port
 from tests.helpers import wait_for_sync
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return broker_free_port()
 
 
 @dataclass
