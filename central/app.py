@@ -7,6 +7,15 @@ command sender, and the dashboard's live hub (it sees the port readings on their
 ingest to the service). The stations' registry (:class:`central.web.station_runtime.Stations`)
 starts and stops one station's runtime at any time while the app runs; the web layer gets it and
 the store under the typed keys of :mod:`central.web.keys`.
+
+Which stations run here is the leases' call (``central/adapters/lease.py``): the station set
+(configured, or recorded with a code and status 1) goes to :func:`station_leases`, whose
+``on_acquired`` starts a station's runtime and then serves its forwarded calls, and whose ``on_lost``
+stops serving them (draining unless the lease failed) and then stops the runtime. On SQLite one
+central owns every station (the "one central per database" lock, taken by ``pilegate central``);
+on PostgreSQL several centrals share the stations, and a station another instance owns is a read
+view here whose changes go to its owner (:func:`build_view`, ``central/web/station_actions.py``).
+
 Nothing is built at import time. ``pilegate central`` runs it; ``pilegate create-user`` adds
 accounts to its database.
 """
@@ -16,31 +25,40 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import signal
+import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 import structlog
 from aiohttp import web
 
 from central.adapters import stations as stations_repo
-from central.adapters.charging import clock_anchor, clock_seen, stored_params
+from central.adapters.charging import clock_anchor, clock_seen, read_clock, stored_params
 from central.adapters.commands import CommandSender
+from central.adapters.database import POSTGRESQL, parse_database_url
+from central.adapters.fleet_schema import FLEET_MIGRATIONS, station_version
 from central.adapters.ingest import Ingest
+from central.adapters.lease import Instance, Leases, station_leases
 from central.adapters.mqtt import CentralMqtt, MqttSettings
 from central.adapters.retention import run_retention
 from central.adapters.schema import ORDER_MIGRATIONS, migrations
-from central.adapters.stations import FAST, TRICKLE, ensure_station
+from central.adapters.station_calls import StationCalls, station_calls
+from central.adapters.stations import FAST, TRICKLE, ensure_station, registered_piles
 from central.adapters.storage import DatabaseLocked, DatabaseUnreachable, Store, database_lock
 from central.adapters.unit_of_work import SqliteUnitOfWork
 from central.adapters.users import create_or_update_user
 from central.application.auth import AuthError, AuthSettings
 from central.application.charging import ChargingService
 from central.application.orders import OperatorOrders
+from central.application.ports import Op
+from central.application.views import RequestView
 from central.config import CentralConfig, load_config
 from central.domain.levels import PermissionLevel
 from central.domain.params import StationParams, params_from_mapping
@@ -51,6 +69,7 @@ from central.web.keys import AUTH, PAYMENTS, STATIONS, STORE
 from central.web.live import LiveHub, ObservedListener
 from central.web.middleware import require_metrics_reader
 from central.web.platform import add_operator_platform_api
+from central.web.station_actions import ForwardStats, RemoteActions, call_handler
 from central.web.station_runtime import StationRuntime, Stations
 from pilegate.logs import configure_logging
 from pilegate.metrics import Sample, render_metrics
@@ -115,14 +134,39 @@ def station_filter(code: str) -> str:
 
 
 @dataclasses.dataclass
+class _Fleet:
+    """What the centrals sharing a database need of this one: its leases, its forwarded calls and
+    their counters (on SQLite: every station owned here, every call applied here)."""
+
+    leases: Leases | None = None
+    calls: StationCalls | None = None
+    forwarded: ForwardStats = dataclasses.field(default_factory=ForwardStats)
+    lease_losses: int = 0  # stations stopped because the lease session failed
+    hand_overs: int = 0  # stations released (fair share, left the set) or stopped on close
+    fenced: int = 0  # commands refused because the station's lease was found lost
+
+    def owns(self, code: str) -> bool:
+        """Whether a command to ``code``'s piles may go out from here (a refusal is counted)."""
+        if self.leases is None or self.leases.owns(code):
+            return True
+        self.fenced += 1
+        return False
+
+
+FLEET = web.AppKey("fleet", _Fleet)
+
+
+@dataclasses.dataclass
 class _Shared:
-    """What every station's runtime shares: configuration, store, broker connection."""
+    """What every station's runtime shares: configuration, store, broker connection, the fleet."""
 
     config: CentralConfig
     store: Store
     mqtt: CentralMqtt
     dispatch: _Dispatch
     store_telemetry: bool
+    fleet: _Fleet = dataclasses.field(default_factory=_Fleet)
+    versioned: bool = False  # several centrals may share the database: writes move station versions
 
 
 async def _station_params(shared: _Shared, code: str) -> StationParams:
@@ -150,8 +194,8 @@ async def build_station(shared: _Shared, code: str) -> StationRuntime:
             now=clock.now().isoformat(),
         )
     )
-    sender = CommandSender(mqtt, store, code)
-    uow = SqliteUnitOfWork(store, code)
+    sender = CommandSender(mqtt, store, code, owns=lambda: shared.fleet.owns(code))
+    uow = SqliteUnitOfWork(store, code, versioned=shared.versioned)
     service = ChargingService(uow, params, clock, sender, station=code)
     orders = OperatorOrders(service, uow, clock)
     sender.on_outcome = lambda o: service.live.on_command_outcome(
@@ -191,6 +235,56 @@ async def build_station(shared: _Shared, code: str) -> StationRuntime:
     return StationRuntime(code, service, orders, ingest, hub, close)
 
 
+class _NoCommands:
+    """A read view's command port: it never commands a pile (only the station's owner does)."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+
+    async def send(
+        self,
+        pile_no: str,
+        port: int,
+        op: Op,
+        params: Mapping[str, int],
+        *,
+        car: str | None = None,
+        expires_in_s: float = 30.0,
+    ) -> str:
+        raise RuntimeError(f"station {self.code} is owned by another instance; a read view sends nothing")
+
+
+def _pile_health(pile: Mapping[str, Any]) -> str:
+    """A read view's idea of a pile's health: what the owner (and the ingest) last stored."""
+    if pile["status"] == 3:
+        return "faulted"
+    return "online" if pile["online_status"] == 1 else "offline"
+
+
+async def build_view(shared: _Shared, code: str) -> StationRuntime:
+    """A read view of station ``code``, which another instance owns: restored from the database
+    exactly as a takeover restores it (queue, live sessions, requests, parameters, clock; pile
+    health as stored), never started, sending nothing; its ``actions`` forward to the owner."""
+    store = shared.store
+    params = await _station_params(shared, code)
+    clock = await store.read(lambda db: read_clock(db, station=code))
+    uow = SqliteUnitOfWork(store, code)
+    service = ChargingService(uow, params, clock, _NoCommands(code), station=code)
+    await service.restore()
+    piles = await store.read(lambda db: registered_piles(db, station=code))
+    service.live.health.update({pile["pile_no"]: _pile_health(pile) for pile in piles})
+    orders = OperatorOrders(service, uow, clock)
+    await orders.start()  # follows nothing: no telemetry reaches a read view
+    fleet = shared.fleet
+    assert fleet.calls is not None, "a read view needs the forwarded calls"
+
+    def remember(view: RequestView) -> None:
+        service.last_request[view.user_id] = view
+
+    forward = RemoteActions(code, fleet.calls, remember, fleet.forwarded)
+    return StationRuntime(code, service, orders, remote=True, forward=forward)
+
+
 async def _boot_stations(config: CentralConfig, store: Store) -> tuple[list[str], set[str]]:
     """(the codes to run at start, every known code): the configured stations and those recorded
     with a code, except the ones an operator disabled (status other than 1)."""
@@ -203,24 +297,40 @@ async def _boot_stations(config: CentralConfig, store: Store) -> tuple[list[str]
 def _lifecycle(
     config: CentralConfig, store_telemetry: bool
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """The app's cleanup context: open the store and the broker connection, start every station's
-    runtime, hand the registry to the web layer by typed key, and stop them in reverse order."""
+    """The app's cleanup context: open the store and the broker connection, hand the registry to
+    the web layer by typed key, follow the leases (each station's runtime starts once owned here),
+    and stop everything in reverse order."""
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        store = Store(config.database_url, [migrations, ORDER_MIGRATIONS])
+        url = config.database_url
+        several = parse_database_url(url).dialect == POSTGRESQL
+        store = Store(url, [migrations, ORDER_MIGRATIONS, FLEET_MIGRATIONS])
         await store.open()
         dispatch = _Dispatch()
         mqtt = CentralMqtt(_mqtt_settings(config), [], dispatch)
-        shared = _Shared(config, store, mqtt, dispatch, store_telemetry)
-        boot, known = await _boot_stations(config, store)
-        stations = Stations(config.station, lambda code: build_station(shared, code), known)
-        app[STORE], app[STATIONS] = store, stations
-        app[DISPATCH] = dispatch
+        fleet = _Fleet()
+        shared = _Shared(config, store, mqtt, dispatch, store_telemetry, fleet, versioned=several)
+        _, known = await _boot_stations(config, store)
+
+        async def version(code: str) -> int:
+            return await store.read(lambda db: station_version(db, code))
+
+        stations = Stations(
+            config.station,
+            lambda code: build_station(shared, code),
+            known,
+            viewer=(lambda code: build_view(shared, code)) if several else None,
+            version=version if several else None,
+        )
+        app[STORE], app[STATIONS], app[DISPATCH], app[FLEET] = store, stations, dispatch, fleet
+        leases = _leases(config, shared, stations)
         await mqtt.start()
         try:
-            for code in boot:
-                await stations.start(code)
+            await fleet_start(fleet, leases)
+            if several:
+                await leases.refresh(timeout_s=10.0)  # the first round: own what is free before serving
         except BaseException:
+            await fleet_stop(fleet)
             await stations.stop_all()
             await mqtt.stop()
             await store.close()
@@ -228,19 +338,75 @@ def _lifecycle(
         retention = asyncio.get_running_loop().create_task(
             run_retention(store, config.telemetry_retention_days), name="telemetry-retention"
         )
-        log.info("central started", stations=boot, http_port=config.http_port)
+        log.info(
+            "central started",
+            stations=sorted(stations.running),
+            instance=leases.instance.id,
+            http_port=config.http_port,
+        )
         try:
             yield
         finally:
             retention.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await retention
+            await fleet_stop(fleet)  # every station: its calls unserved, then its runtime stopped
             await stations.stop_all()
             await mqtt.stop()
             await store.close()
             log.info("central stopped")
 
     return lifecycle
+
+
+def _leases(config: CentralConfig, shared: _Shared, stations: Stations) -> Leases:
+    """The leases and forwarded calls of this instance, wired to the registry (see the module
+    docstring); the registry follows the station set they read."""
+    fleet, store = shared.fleet, shared.store
+    http_url = f"http://{config.http_host}:{config.http_port}"
+    instance = Instance(config.instance_name, socket.gethostname(), os.getpid(), http_url)
+    calls = fleet.calls = station_calls(
+        config.database_url, call_handler(stations, fleet.forwarded), instance_id=instance.id
+    )
+
+    async def station_set() -> list[str]:
+        run, known = await _boot_stations(config, store)
+        stations.known = {stations.default, *known}
+        stations.wanted = set(run)
+        return run
+
+    async def on_acquired(code: str) -> None:
+        await stations.start(code)
+        await calls.serve(code)
+
+    async def on_lost(code: str) -> None:
+        fencing = leases.fencing
+        if fencing:
+            fleet.lease_losses += 1
+        else:
+            fleet.hand_overs += 1
+        await calls.unserve(code, drain=not fencing)
+        await stations.stop(code)
+
+    leases = fleet.leases = stations.leases = station_leases(
+        config.database_url, station_set, on_acquired, on_lost, instance=instance
+    )
+    return leases
+
+
+async def fleet_start(fleet: _Fleet, leases: Leases) -> None:
+    """Listen for forwarded calls, then compete for the stations (on SQLite: own every one now)."""
+    assert fleet.calls is not None
+    await fleet.calls.start()
+    await leases.start()
+
+
+async def fleet_stop(fleet: _Fleet) -> None:
+    """Release every station (its calls unserved, its runtime stopped), then stop listening."""
+    if fleet.leases is not None:
+        await fleet.leases.close()
+    if fleet.calls is not None:
+        await fleet.calls.close()
 
 
 def station_samples(runtime: StationRuntime) -> list[Sample]:
@@ -264,12 +430,33 @@ def station_samples(runtime: StationRuntime) -> list[Sample]:
     return samples
 
 
+def fleet_samples(fleet: _Fleet, stations: Stations) -> list[Sample]:
+    """The fleet's metrics: stations owned here, forwarded calls, lease losses, read views."""
+    owned = len(fleet.leases.owned) if fleet.leases is not None else len(stations.running)
+    f = fleet.forwarded
+    return [
+        ("pilegate_central_stations_owned", "gauge", {}, owned),
+        ("pilegate_central_forwarded_calls_sent_total", "counter", {}, f.sent),
+        ("pilegate_central_forwarded_calls_applied_total", "counter", {}, f.applied),
+        ("pilegate_central_forwarded_calls_failed_total", "counter", {}, f.failed),
+        ("pilegate_central_forwarded_calls_timeouts_total", "counter", {}, f.timeouts),
+        ("pilegate_central_lease_losses_total", "counter", {}, fleet.lease_losses),
+        ("pilegate_central_lease_hand_overs_total", "counter", {}, fleet.hand_overs),
+        ("pilegate_central_commands_fenced_total", "counter", {}, fleet.fenced),
+        ("pilegate_central_read_view_loads_total", "counter", {}, stations.view_loads),
+    ]
+
+
 async def _metrics(request: web.Request) -> web.Response:
-    runtimes = request.app[STATIONS].runtimes()
+    stations = request.app[STATIONS]
+    runtimes = stations.runtimes()
     samples: list[Sample] = [("pilegate_central_stations_running", "gauge", {}, len(runtimes))]
     dispatch = request.app.get(DISPATCH)
     if dispatch is not None:
         samples.append(("pilegate_central_messages_not_running_total", "counter", {}, dispatch.dropped))
+    fleet = request.app.get(FLEET)
+    if fleet is not None:
+        samples += fleet_samples(fleet, stations)
     for runtime in runtimes:
         samples += station_samples(runtime)
     return web.Response(text=render_metrics(samples), content_type="text/plain")
@@ -336,12 +523,13 @@ def central_command(config_path: str, port: int | None) -> None:
         config = dataclasses.replace(config, http_port=port)
     configure_logging(config.log_level, config.log_format)
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    lock = database_lock(config.database_url)  # held until the process exits, whatever way it exits
-    try:
-        lock.acquire()
-    except (DatabaseLocked, DatabaseUnreachable) as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(2)
+    if parse_database_url(config.database_url).dialect != POSTGRESQL:  # several centrals share a PostgreSQL
+        lock = database_lock(config.database_url)  # held until the process exits, whatever way it exits
+        try:
+            lock.acquire()
+        except (DatabaseLocked, DatabaseUnreachable) as exc:
+            click.echo(str(exc), err=True)
+            sys.exit(2)
     # the SQLite writer thread runs Python between statements; hand the GIL back to the event
     # loop sooner than the default 5 ms so REST latency stays low while telemetry is stored
     sys.setswitchinterval(0.0005)
@@ -413,7 +601,7 @@ def create_user_command(config_path: str, username: str, password: str, admin: b
     level = PermissionLevel.SUPER_ADMIN if admin else PermissionLevel.USER
 
     async def run() -> str:
-        store = Store(config.database_url, [migrations])
+        store = Store(config.database_url, [migrations, ORDER_MIGRATIONS, FLEET_MIGRATIONS])
         await store.open()
         try:
             return await store.write(

@@ -10,6 +10,7 @@ problem is reported together by entry name, as for the gateway.
 
 from __future__ import annotations
 
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,6 +46,11 @@ CENTRAL_KEYS: dict[str, tuple[Any, str]] = {
     "log_level": ("info", "debug | info | warning | error"),
     "log_format": ("auto", "auto (JSON unless on a terminal) | json | console"),
     "telemetry_retention_days": (30, "raw telemetry older than this is pruned (bills keep theirs)"),
+    "instance": (
+        None,
+        "this central's name among the centrals sharing a PostgreSQL database (central_instances); "
+        "default hostname-httpport",
+    ),
 }
 HTTP_KEYS: dict[str, tuple[Any, str]] = {
     "host": ("127.0.0.1", "address the REST APIs listen on"),
@@ -154,6 +160,12 @@ class CentralConfig:
     database: str = ""  # a sqlite:/// (absolute path) or postgresql:// URL; "" = data_dir/central.db
     ingest: IngestSettings = IngestSettings()
     more_stations: tuple[StationConfig, ...] = ()  # the [stations.CODE] tables
+    instance: str = ""  # [central] instance; "" = hostname-httpport (see instance_name)
+
+    @property
+    def instance_name(self) -> str:
+        """This central's name among the centrals on one PostgreSQL database."""
+        return self.instance or f"{socket.gethostname()}-{self.http_port}"
 
     @property
     def stations(self) -> dict[str, StationConfig]:
@@ -353,6 +365,15 @@ def parse_config(
     params = _params(data.get("station", {}), base, problems)
     more_stations = _more_stations(data.get("stations", {}), str(c["station"]), base, problems)
     database = _database(c["database"], base, problems)
+    instance = c["instance"]
+    check(
+        problems,
+        "central.instance",
+        instance,
+        str,
+        lambda v: 0 < len(v) <= 100,
+        "1-100 characters",
+    )
     if problems or params is None:
         raise ConfigError(source, problems)
     return CentralConfig(
@@ -375,6 +396,7 @@ def parse_config(
         database=database,
         ingest=ingest,
         more_stations=more_stations,
+        instance=instance or "",
     )
 
 

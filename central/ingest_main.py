@@ -33,6 +33,7 @@ import structlog
 
 from central.adapters import postgres, telemetry
 from central.adapters.database import POSTGRESQL, parse_database_url
+from central.adapters.fleet_schema import FLEET_MIGRATIONS
 from central.adapters.ingest import Ingest
 from central.adapters.mqtt import CentralMqtt, MqttSettings
 from central.adapters.schema import ORDER_MIGRATIONS, migrations
@@ -231,7 +232,7 @@ async def run_ingest(config: CentralConfig, stop: asyncio.Event) -> StationInges
             "the ingest connects as the central's broker user: a broker that takes the user name as "
             "client id (config/mosquitto) makes the two take each other's connection; set [ingest] username"
         )
-    store = Store(config.database_url, [migrations, ORDER_MIGRATIONS])
+    store = Store(config.database_url, [migrations, ORDER_MIGRATIONS, FLEET_MIGRATIONS])
     await store.open()
     holder: dict[str, StationIngests] = {}
     mqtt = CentralMqtt(

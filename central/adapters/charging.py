@@ -87,6 +87,17 @@ def clock_anchor(db: Db, now_s: float, scale: float, *, station: str) -> Station
     return StationClock(scale, anchor, earlier=earlier)
 
 
+def read_clock(db: Db, *, station: str) -> StationClock:
+    """The station clock its owner runs, read without saving anything (a read view's clock): the
+    saved anchor and scale, else the wall clock."""
+    saved = _param(db, station, "clock_anchor")
+    if saved is None:
+        return StationClock()
+    earlier = [ClockRun(*run) for run in saved.get("earlier", [])]
+    anchor = ClockAnchor(saved["wall_s"], saved["station_s"])
+    return StationClock(saved.get("scale", 1.0), anchor, earlier=earlier)
+
+
 def clock_seen(db: Db, wall_s: float, *, station: str, stopped: bool = False) -> None:
     """The station clock ran until wall time ``wall_s``; ``stopped``: the service stops there."""
     saved = _param(db, station, "clock_anchor")

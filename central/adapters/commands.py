@@ -51,6 +51,10 @@ class CommandError(ValueError):
     """A command cannot be sent as asked (unknown op, bad params, pile id or port)."""
 
 
+class CommandFenced(RuntimeError):
+    """This instance no longer owns the station (its lease is lost): it must not command piles."""
+
+
 class CommandPublisher(Protocol):
     """The MQTT side the sender needs (central.adapters.mqtt.CentralMqtt)."""
 
@@ -110,11 +114,16 @@ class CommandSender:
         retries: int = 2,
         retry_delay_s: float = 0.5,
         tick_s: float = 0.05,
+        owns: Callable[[], bool] | None = None,
     ) -> None:
+        """``owns``: whether this instance still owns the station (``central/adapters/lease.py:
+        Leases.owns``); checked before every publish, a refusal is counted (``fenced``) and the
+        attempt fails as unpublished."""
         if result_timeout_s <= 0 or retries < 0 or retry_delay_s < 0 or tick_s <= 0:
             raise ValueError("need result_timeout_s > 0, retries >= 0, retry_delay_s >= 0, tick_s > 0")
         self.station = topics.check_id("station", station)
         self._mqtt, self._store, self._clock_ms = mqtt, store, clock_ms
+        self._owns = owns
         self._timeout_ms = round(result_timeout_s * 1000)
         self.retries, self._retry_delay_s, self._tick_s = retries, retry_delay_s, tick_s
         self.on_outcome: Callable[[CommandOutcome], None] | None = None
@@ -135,6 +144,7 @@ class CommandSender:
             "unknown": 0,
             "late": 0,
             "store_errors": 0,
+            "fenced": 0,
             **{f"outcome_{s}": 0 for s in FINAL_STATUSES},
         }
 
@@ -212,6 +222,7 @@ class CommandSender:
         self.counts["attempts"] += 1
         message = CommandMessage(cid, cmd.op, cmd.expires_ms, cmd.params)
         try:
+            self._fence()
             await self._insert(cmd, cid)
             await self._publish(cmd, message.to_json())
         except Exception as exc:
@@ -229,11 +240,18 @@ class CommandSender:
                 cmd.sending = False
         log.info("command sent", pile=cmd.pile_no, port=cmd.port, op=cmd.op, id=cid, attempt=cmd.attempt)
 
+    def _fence(self) -> None:
+        """Refuse (counted) once the station's lease is lost: a stale owner during a lease overlap."""
+        if self._owns is not None and not self._owns():
+            self.counts["fenced"] += 1
+            raise CommandFenced(f"station {self.station} is no longer owned by this instance")
+
     async def _publish(self, cmd: _Command, payload: bytes) -> None:
         if not self._mqtt.connected and cmd.attempt > 1:  # a retry may wait for the broker
             wait_s = min(self._timeout_ms, cmd.expires_ms - self._clock_ms()) / 1000
             with contextlib.suppress(TimeoutError):
                 await self._mqtt.wait_connected(max(wait_s, 0.0))
+        self._fence()  # again: a retry may have waited for the broker
         cmd.deadline_ms = self._clock_ms() + self._timeout_ms  # the result is due from now on
         await self._mqtt.publish(cmd.topic, payload, qos=1, retain=False)
 

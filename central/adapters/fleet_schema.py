@@ -9,6 +9,9 @@ to a station's owner. A migration set of its own (``pilegate-fleet``), applied b
   for the owner to apply once (:mod:`central.adapters.station_calls`). ``payload``, ``result`` and
   ``error_details`` are JSON text; ``status`` moves pending -> claimed -> done | failed, or pending ->
   failed when nobody took it in time.
+- ``station_versions``: a counter per station, moved by its owner in the transaction of every write
+  of the station's unit of work (``central/adapters/unit_of_work.py``); an instance that does not own
+  the station reloads its read view of it when the counter moved.
 
 Both engines get both tables (one code path); only PostgreSQL instances ever write them, since on
 SQLite one instance owns every station and applies its calls in-process.
@@ -70,3 +73,28 @@ def instances_and_station_calls(db: Db) -> None:
         db.execute(pg_ddl(statement) if db.dialect == POSTGRESQL else statement)
     if db.dialect == POSTGRESQL:
         db.execute(_NOW_MS_FUNCTION)
+
+
+@FLEET_MIGRATIONS(name="0002_station_versions")
+def station_versions(db: Db) -> None:
+    """``station_versions``: a counter per station that its owner moves in the transaction of every
+    write of the station's unit of work, so another instance knows when its read view is stale."""
+    statement = "CREATE TABLE station_versions (station TEXT PRIMARY KEY, version INTEGER NOT NULL DEFAULT 0)"
+    db.execute(pg_ddl(statement) if db.dialect == POSTGRESQL else statement)
+
+
+_BUMP = (
+    "INSERT INTO station_versions (station, version) VALUES (?, 1) "
+    "ON CONFLICT (station) DO UPDATE SET version = station_versions.version + 1"
+)
+
+
+def bump_station_version(db: Db, station: str) -> None:
+    """Move ``station``'s version (inside the caller's transaction)."""
+    db.execute(_BUMP, [station])
+
+
+def station_version(db: Db, station: str) -> int:
+    """``station``'s version (0 before its first versioned write)."""
+    row = db.execute("SELECT version FROM station_versions WHERE station = ?", [station]).fetchone()
+    return int(row[0]) if row is not None else 0

@@ -134,6 +134,10 @@ class Leases(Protocol):
 
     async def start(self) -> None: ...
 
+    async def refresh(self, timeout_s: float = ...) -> None: ...
+
+    async def wait_released(self, code: str, timeout_s: float = ...) -> bool: ...
+
     async def close(self) -> None: ...
 
 
@@ -191,6 +195,7 @@ class SingleLeases:
         self._callbacks = _Callbacks(on_acquired, on_lost, self.instance)
         self._interval_s = try_interval_s
         self._task: asyncio.Task[None] | None = None
+        self._following = asyncio.Lock()
 
     @property
     def owned(self) -> frozenset[str]:
@@ -202,6 +207,15 @@ class SingleLeases:
     @property
     def fencing(self) -> bool:
         return False  # nobody else can take a station here
+
+    async def refresh(self, timeout_s: float = 5.0) -> None:
+        """Follow the station set now (a station added starts, one removed stops, before this
+        returns)."""
+        await self._follow()
+
+    async def wait_released(self, code: str, timeout_s: float = 5.0) -> bool:
+        """Whether no runtime of ``code`` runs (here, the only instance: after :meth:`refresh`)."""
+        return code not in self._callbacks.owned
 
     async def start(self) -> None:
         """Own every station of the set now (``on_acquired`` awaited), then follow the set."""
@@ -217,11 +231,12 @@ class SingleLeases:
                 log.exception("station_set_failed", instance=self.instance.id)
 
     async def _follow(self) -> None:
-        codes = await _codes(self._stations)
-        for code in sorted(self._callbacks.owned - codes):
-            await self._callbacks.lost(code)
-        for code in sorted(codes - self._callbacks.owned):
-            await self._callbacks.acquired(code)
+        async with self._following:
+            codes = await _codes(self._stations)
+            for code in sorted(self._callbacks.owned - codes):
+                await self._callbacks.lost(code)
+            for code in sorted(codes - self._callbacks.owned):
+                await self._callbacks.acquired(code)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -249,6 +264,12 @@ _LIVE = (
 )
 _FORGET = "DELETE FROM central_instances WHERE heartbeat_ms < pilegate_now_ms() - 3600000"
 _TRY = "SELECT k, pg_try_advisory_lock(k) FROM unnest(%s::bigint[]) AS k"
+# whether a session of this database holds the lease of the key (a bigint key is classid:objid)
+_HELD = (
+    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND ((classid::bigint << 32) | objid::bigint) = %s)"
+)
 
 
 @dataclass(frozen=True)
@@ -295,6 +316,10 @@ class PgLeases:
         self._fencing = False
         self._stopping = asyncio.Event()
         self._session_lost = asyncio.Event()  # of the current session
+        self._wake = asyncio.Event()  # "try now" (refresh)
+        self._rounds_started = 0
+        self._rounds_done = 0
+        self._round_finished = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
 
@@ -322,6 +347,34 @@ class PgLeases:
     async def start(self) -> None:
         """Start competing (the first try runs at once, in the background)."""
         self._task = asyncio.create_task(self._run(), name="station-leases")
+
+    async def refresh(self, timeout_s: float = 5.0) -> None:
+        """Run a trying round now (the station set read afresh: a station that left it is released
+        here, a new one tried) and wait until it finished, at most ``timeout_s`` (a session that
+        is down or reconnecting does not make the caller fail)."""
+        async with self._round_finished:
+            seen = self._rounds_started  # a round that began before this call read the old set
+            self._wake.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._round_finished.wait_for(lambda: self._rounds_done > seen), timeout_s
+                )
+
+    async def wait_released(self, code: str, timeout_s: float = 5.0) -> bool:
+        """Wait until no session holds ``code``'s lease (its owner, whichever instance, stopped it
+        and let it go: it left the station set); False if one still does after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        async with await psycopg.AsyncConnection.connect(
+            self.url, autocommit=True, connect_timeout=max(2, math.ceil(timeout_s))
+        ) as conn:
+            while True:
+                cursor = await conn.execute(_HELD, [station_key(code)])
+                row = await cursor.fetchone()
+                if not (row and row[0]):
+                    return True
+                if time.monotonic() >= deadline:
+                    return False
+                await asyncio.sleep(0.1)
 
     async def close(self) -> None:
         """Stop every owned station (``on_lost``), leave ``central_instances`` and end the session."""
@@ -382,8 +435,13 @@ class PgLeases:
         monitor = asyncio.create_task(self._monitor(conn, lost), name="station-lease-monitor")
         try:
             while not self._stopping.is_set() and not lost.is_set():
+                self._wake.clear()
+                self._rounds_started += 1
                 await self._round(conn, lost)
-                await _first(self._stopping, lost, timeout_s=self.timing.try_interval_s)
+                async with self._round_finished:
+                    self._rounds_done += 1
+                    self._round_finished.notify_all()
+                await _first(self._stopping, lost, self._wake, timeout_s=self.timing.try_interval_s)
         except LeaseLost as exc:
             log.warning("lease_session_lost", instance=self.instance.id, error=str(exc))
         except Exception:  # a bug must not leave stations running unfenced: treat it as a lost session
@@ -393,6 +451,7 @@ class PgLeases:
             monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await monitor
+            self._rounds_done = self._rounds_started  # a round cut short counts as done
             self._fencing = lost.is_set()
             for code in list(reversed(self._order)):
                 await self._callbacks.lost(code)  # fencing: stop before anything else

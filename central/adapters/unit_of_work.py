@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from central.adapters.charging import ChargingRows
 from central.adapters.database import Db
+from central.adapters.fleet_schema import bump_station_version
 from central.adapters.orders import NoticeRows, OrderRows
 from central.adapters.reports import ReportRows
 from central.adapters.storage import Store
@@ -46,13 +47,24 @@ class SqliteRepositories:
 
 
 class SqliteUnitOfWork:
-    """The application's ``UnitOfWork`` over one store, for the station ``station`` (its code)."""
+    """The application's ``UnitOfWork`` over one store, for the station ``station`` (its code).
+    ``versioned``: every write also moves the station's version in its transaction
+    (``central/adapters/fleet_schema.py: station_versions``), for the read views of the other
+    centrals on the database."""
 
-    def __init__(self, store: Store, station: str) -> None:
-        self.store, self.station = store, station
+    def __init__(self, store: Store, station: str, *, versioned: bool = False) -> None:
+        self.store, self.station, self.versioned = store, station, versioned
 
     async def write(self, fn: Callable[[Repositories], T]) -> T:
-        return await self.store.write(lambda db: fn(SqliteRepositories(db, self.station)))
+        if not self.versioned:
+            return await self.store.write(lambda db: fn(SqliteRepositories(db, self.station)))
+
+        def versioned(db: Db) -> T:
+            result = fn(SqliteRepositories(db, self.station))
+            bump_station_version(db, self.station)
+            return result
+
+        return await self.store.write(versioned)
 
     async def read(self, fn: Callable[[Repositories], T]) -> T:
         return await self.store.read(lambda db: fn(SqliteRepositories(db, self.station)))

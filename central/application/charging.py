@@ -117,6 +117,16 @@ class ChargingService:
 
     async def start(self) -> None:
         """Restore the persisted queue and sessions, then start the background tasks."""
+        await self.restore()
+        self._tasks = [asyncio.get_running_loop().create_task(self._flush_sessions(), name="sessions-flush")]
+        self.live.start()
+        log.info(
+            "charging service started", requests=len(self.scheduler.requests), sessions=len(self.sessions)
+        )
+
+    async def restore(self) -> None:
+        """Load the persisted queue, live sessions, active requests and usernames: all a restart
+        (or another central's read-only view of the station) starts from; nothing runs yet."""
 
         def load(repos: Repositories) -> tuple[Any, ...]:
             rows = repos.charging
@@ -133,11 +143,6 @@ class ChargingService:
             self.users[request.car] = request.user_id
             self.battery[request.car] = request.battery_capacity
             self.created[request.car] = request.created_at
-        self._tasks = [asyncio.get_running_loop().create_task(self._flush_sessions(), name="sessions-flush")]
-        self.live.start()
-        log.info(
-            "charging service started", requests=len(self.scheduler.requests), sessions=len(self.sessions)
-        )
 
     async def close(self) -> None:
         tasks = [*self._tasks, *self.live.tasks]

@@ -26,7 +26,7 @@ from aiohttp import web
 from central.web.errors import AUTH_INVALID, USER_STYLE, ApiError, validation_error
 from central.web.keys import STATIONS
 from central.web.live import OPERATOR, PUBLIC, TICKET_TTL_S, LiveHub, driver_channel
-from central.web.middleware import authenticate_request, runtime_of
+from central.web.middleware import authenticate_request, station_of
 from central.web.permissions import forbidden
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -101,7 +101,7 @@ async def ticket(request: web.Request) -> web.StreamResponse:
         return USER_STYLE.render(validation_error({"body": "must be a JSON object"}))
     channels = (OPERATOR,) if view == "operator" else (PUBLIC, driver_channel(user.id))
     try:
-        issued = _hub(request).issue_ticket(user.id, channels)
+        issued = (await _hub(request)).issue_ticket(user.id, channels)
     except ApiError as exc:
         return USER_STYLE.render(exc)
     data = {"ticket": issued, "view": view, "expires_in": TICKET_TTL_S, "username": user.username}
@@ -111,7 +111,7 @@ async def ticket(request: web.Request) -> web.StreamResponse:
 async def stream(request: web.Request) -> web.StreamResponse:
     """GET /dashboard/stream: the live stream of a ticket's channels, or of the public board."""
     try:
-        hub = _hub(request)
+        hub = await _hub(request)
     except ApiError as exc:
         return USER_STYLE.render(exc)
     given = request.query.get("ticket")
@@ -128,12 +128,19 @@ async def _secure(request: web.Request, response: web.StreamResponse) -> None:
         response.headers.update(SECURITY_HEADERS)
 
 
-def _hub(request: web.Request) -> LiveHub:
-    """The live hub of the request's station (``?station=``, else the default station)."""
-    hub = runtime_of(request).hub
-    if hub is None:
+async def _hub(request: web.Request) -> LiveHub:
+    """The live hub of the request's station (``?station=``, else the default station); 503 for a
+    station another central instance runs (its live stream is served by that instance only)."""
+    runtime = await station_of(request)
+    if runtime.remote:
+        raise ApiError(
+            503,
+            "STATION_NOT_RUNNING",
+            f"station {runtime.code} is run by another central instance; its live stream is served there",
+        )
+    if runtime.hub is None:
         raise ApiError(503, "STATION_NOT_RUNNING", "the station has no live hub")
-    return hub
+    return runtime.hub
 
 
 async def _end_streams(app: web.Application) -> None:

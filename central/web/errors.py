@@ -25,6 +25,7 @@ import structlog
 from aiohttp import web
 
 from central.adapters.query import RowNotFound
+from central.adapters.station_calls import StationCallError, StationCallFailed, StationCallTimeout
 from central.application.auth import (
     AccountValidationError,
     AuthError,
@@ -48,6 +49,8 @@ QUEUE_FULL = "QUEUE_FULL"
 DUPLICATE_REQUEST = "DUPLICATE_REQUEST"
 SYSTEM_ERROR = "SYSTEM_ERROR"
 CONFLICT = "CONFLICT"  # the operator platform's refusals (not one of the driver API's codes)
+STATION_NOT_RUNNING = "STATION_NOT_RUNNING"  # a known station no instance runs, or its owner is unreachable
+STATION_TIMEOUT = "STATION_TIMEOUT"  # the station's owner took a change but gave no answer in time
 
 MESSAGES = {  # the common error codes (常见错误码) and their messages
     AUTH_REQUIRED: "需要认证",
@@ -166,6 +169,20 @@ def station_params_details(exc: StationParamsError) -> dict[str, str]:
     return details
 
 
+def _station_call_error(exc: StationCallError) -> ApiError:
+    """A change forwarded to the station's owner (another central instance): the owner's own
+    answer, or 503 (not applied) / 504 (outcome unknown) saying so."""
+    if isinstance(exc, StationCallFailed):
+        status = exc.status if exc.status is not None else 503
+        if exc.error.kind.startswith("api:"):  # the owner's API error, as it would have answered
+            return ApiError(status, exc.code, str(exc), exc.details)
+        code = {500: SYSTEM_ERROR, 504: STATION_TIMEOUT}.get(status, STATION_NOT_RUNNING)
+        return ApiError(status, code, str(exc))
+    if isinstance(exc, StationCallTimeout) and exc.applied is None:
+        return ApiError(504, STATION_TIMEOUT, f"{exc} (the change may have been applied)")
+    return ApiError(503, STATION_NOT_RUNNING, str(exc))
+
+
 def api_error_for(exc: BaseException) -> ApiError:
     """THE mapping from any exception to the error the API shows; unknown ones become SYSTEM_ERROR."""
     mapped: ApiError | None = None
@@ -181,6 +198,8 @@ def api_error_for(exc: BaseException) -> ApiError:
         mapped = validation_error(station_params_details(exc), "参数验证失败")
     elif isinstance(exc, web.HTTPException):
         mapped = _http_error(exc)
+    elif isinstance(exc, StationCallError):
+        mapped = _station_call_error(exc)
     if mapped is None:
         log.error("unexpected error", exc_info=exc)
         mapped = ApiError(500, SYSTEM_ERROR)

@@ -226,6 +226,16 @@ def service_of(request: web.Request, code: str | None = None) -> ChargingService
     return runtime_of(request, code).service
 
 
+async def station_of(request: web.Request, code: str | None = None) -> StationRuntime:
+    """The request's station as :func:`runtime_of` names it, wherever it runs: its runtime here, or
+    a current read view of a station another central owns (whose ``actions`` forward changes);
+    404 for a code no station has, 503 for a station that runs nowhere."""
+    stations = request.app.get(STATIONS)
+    if stations is None:
+        raise RuntimeError("the application runs no stations")
+    return await stations.find_for(request, code)
+
+
 def auth_settings(app: web.Application) -> AuthSettings:
     """The app's account settings (installed by :func:`install_middlewares`)."""
     return app[AUTH]
@@ -265,13 +275,15 @@ def _is_trusted(text: str, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6
 
 def station_zone(request: web.Request, code: str | None = None) -> zoneinfo.ZoneInfo:
     """The time zone of the request's station (``code``, else ``?station=``, else the default
-    station): its service's parameters when it runs here, else the default station's, else
+    station): its service's parameters when it runs here (or its read view's), else the default
+    station's, else
     ``app["timezone"]``, else Asia/Shanghai. Never an error: it only formats times."""
     name = None
     stations = request.app.get(STATIONS)
     if stations is not None:
-        runtime = stations.running.get(code or request.query.get("station") or stations.default)
-        runtime = runtime or stations.running.get(stations.default)
+        wanted = code or request.query.get("station") or stations.default
+        runtime = stations.running.get(wanted) or stations.viewed(wanted)
+        runtime = runtime or stations.running.get(stations.default) or stations.viewed(stations.default)
         if runtime is not None:
             name = runtime.service.parameters().get("timezone")
     name = name or request.app.get("timezone") or DEFAULT_TIMEZONE

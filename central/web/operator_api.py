@@ -8,15 +8,14 @@ API's, and request bodies and response data are msgspec Structs like the driver 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Literal, get_args
 
 import msgspec
 from aiohttp import web
 
 from central.web.errors import RESOURCE_NOT_FOUND, VALIDATION_ERROR, ok, validation_error
-from central.web.middleware import Handler, service_of, station_zone
+from central.web.middleware import Handler, station_of, station_zone
 from central.web.openapi import RouteSpec
 from central.web.permissions import Access
 from central.web.shapes import json_object
@@ -104,25 +103,25 @@ async def update_parameters(request: web.Request) -> web.StreamResponse:
         problems["body"] = f"give at least one of {', '.join(CHANGEABLE_PARAMETERS)}"
     if problems:
         raise validation_error(problems)
-    params = await service_of(request).update_parameters(changes)
+    params = await (await station_of(request)).actions.update_parameters(changes)
     return ok(msgspec.convert(params, Parameters), "系统参数已更新")
 
 
 @dataclass(frozen=True)
 class PileAction:
-    """One operator switch on a pile: which service call, and what the pile is afterwards."""
+    """One operator switch on a pile: its verb (the station action ``pile``), and what the pile is
+    afterwards."""
 
     verb: str
     summary: str
     message: str
-    call: Callable[[Any, str], Awaitable[None]]
     response: type[PileInService] | type[PileFaulted]
     state: bool
 
     def handler(self) -> Handler:
         async def handle(request: web.Request) -> web.StreamResponse:
             pile_id = request.match_info["pile_id"]
-            await self.call(service_of(request), pile_id)
+            await (await station_of(request)).actions.pile(pile_id, self.verb)
             return ok(self.response(pile_id, self.state), self.message)
 
         handle.__name__ = f"pile_{self.verb}"
@@ -134,7 +133,6 @@ PILE_ACTIONS = (
         "on",
         "启用充电桩 (back in service)",
         "充电桩已启用",
-        lambda s, pile: s.set_pile_in_service(pile, True),
         PileInService,
         True,
     ),
@@ -142,7 +140,6 @@ PILE_ACTIONS = (
         "off",
         "停用充电桩 (out of service; its cars are re-placed)",
         "充电桩已停用",
-        lambda s, pile: s.set_pile_in_service(pile, False),
         PileInService,
         False,
     ),
@@ -150,7 +147,6 @@ PILE_ACTIONS = (
         "fault",
         "声明充电桩故障",
         "充电桩已标记为故障",
-        lambda s, pile: s.declare_fault(pile, True),
         PileFaulted,
         True,
     ),
@@ -158,7 +154,6 @@ PILE_ACTIONS = (
         "recover",
         "充电桩故障恢复",
         "充电桩已恢复",
-        lambda s, pile: s.declare_fault(pile, False),
         PileFaulted,
         False,
     ),
@@ -174,7 +169,7 @@ async def pile_report(request: web.Request) -> web.StreamResponse:
     day = query_date(request.query, "date", problems)
     if problems:
         raise validation_error(problems)
-    service, zone = service_of(request), station_zone(request)
+    service, zone = (await station_of(request)).service, station_zone(request)
     day = day or service.now().astimezone(zone).date()
     rows = await service.pile_report(period, day)
     report = {
@@ -188,7 +183,7 @@ async def pile_report(request: web.Request) -> web.StreamResponse:
 
 async def pile_queues(request: web.Request) -> web.StreamResponse:
     """GET /api/charging/admin/queues/: the cars at every pile."""
-    queues = local_values(service_of(request).pile_queues(), station_zone(request))
+    queues = local_values((await station_of(request)).service.pile_queues(), station_zone(request))
     return ok(msgspec.convert(queues, list[PileCars]))
 
 

@@ -46,8 +46,7 @@ from central.web.middleware import (
     client_address,
     current_user,
     off_loop,
-    runtime_of,
-    service_of,
+    station_of,
     station_zone,
     store_of,
 )
@@ -477,11 +476,11 @@ async def submit_request(request: web.Request) -> web.StreamResponse:
         return {}
 
     body = decode(await json_object(request), SubmitBody, rules=within_battery)
-    runtime, user_id = runtime_of(request, body.station), current_user(request).id
+    runtime, user_id = await station_of(request, body.station), current_user(request).id
     active = await store_of(request).read(lambda db: driver_queries.active_request(db, user_id))
     if active is not None and active[1] != runtime.code:
         raise DuplicateRequestError(f"you already have an active charging request at station {active[1]}")
-    view = await runtime.service.submit(
+    view = await runtime.actions.submit(
         user_id, body.charging_mode, body.requested_amount, body.battery_capacity
     )
     zone = station_zone(request, runtime.code)
@@ -489,22 +488,23 @@ async def submit_request(request: web.Request) -> web.StreamResponse:
 
 
 async def runtime_with_request(request: web.Request, user_id: int, request_id: str) -> StationRuntime:
-    """The runtime of the station where the caller's request ``request_id`` is: a running one that
-    has it, else the one the database names (503 if it does not run here), else the request's
-    station (which answers "no such request")."""
+    """The station where the caller's request ``request_id`` is: a running one that has it, else
+    the one the database names (its read view when another central runs it; 503 if it runs
+    nowhere), else the request's station (which answers "no such request")."""
     stations = request.app[STATIONS]
     for runtime in stations.runtimes():
         if runtime.service.users.get(request_id) == user_id:
             return runtime
     code = await store_of(request).read(lambda db: driver_queries.request_station(db, user_id, request_id))
-    return stations.get(code) if code is not None else runtime_of(request)
+    return await stations.find(code) if code is not None else await station_of(request)
 
 
-def runtime_of_driver(request: web.Request, user_id: int) -> StationRuntime:
-    """The runtime where the caller's request is active, else the one of their latest finished
-    request, else the request's station (``?station=`` or the default)."""
+async def runtime_of_driver(request: web.Request, user_id: int) -> StationRuntime:
+    """The station where the caller's request is active (here, else the one the database names),
+    else the one of their latest finished request seen here, else the request's station
+    (``?station=`` or the default)."""
     code = request.query.get("station")
-    runtimes = [runtime_of(request)] if code is not None else request.app[STATIONS].runtimes()
+    runtimes = [await station_of(request)] if code is not None else request.app[STATIONS].runtimes()
     active = [
         r
         for r in runtimes
@@ -512,12 +512,17 @@ def runtime_of_driver(request: web.Request, user_id: int) -> StationRuntime:
     ]
     if active:
         return active[0]
+    if code is None:
+        found = await store_of(request).read(lambda db: driver_queries.active_request(db, user_id))
+        if found is not None and found[1] not in request.app[STATIONS].running:
+            return await request.app[STATIONS].find(found[1])  # another central runs it
+        runtimes += [v for _, v in request.app[STATIONS].views.values()]
     finished = [
         (r.service.last_request[user_id].created_at, r) for r in runtimes if user_id in r.service.last_request
     ]
     if finished:
         return max(finished, key=lambda pair: pair[0])[1]
-    return runtime_of(request)
+    return await station_of(request)
 
 
 async def change_request(request: web.Request) -> web.StreamResponse:
@@ -532,7 +537,7 @@ async def change_request(request: web.Request) -> web.StreamResponse:
     body = decode(data, ChangeBody, rules=something_to_change)
     user_id, request_id = current_user(request).id, request.match_info["request_id"]
     runtime = await runtime_with_request(request, user_id, request_id)
-    view = await runtime.service.change(
+    view = await runtime.actions.change(
         user_id, request_id, mode=body.charging_mode, kwh=body.requested_amount
     )
     return ok(request_data(view, station_zone(request, runtime.code), runtime.code), "充电请求修改成功")
@@ -542,14 +547,14 @@ async def cancel_request(request: web.Request) -> web.StreamResponse:
     """DELETE /api/charging/request/{request_id}/cancel/: leave the queue, or stop and pay."""
     user_id, request_id = current_user(request).id, request.match_info["request_id"]
     runtime = await runtime_with_request(request, user_id, request_id)
-    view = await runtime.service.cancel(user_id, request_id)
+    view = await runtime.actions.cancel(user_id, request_id)
     return ok(request_data(view, station_zone(request, runtime.code), runtime.code), "充电请求已取消")
 
 
 async def request_status(request: web.Request) -> web.StreamResponse:
     """GET /api/charging/request/status/[?station=]: the caller's active (or most recent) request,
     in whichever station it is, or null."""
-    runtime = runtime_of_driver(request, current_user(request).id)
+    runtime = await runtime_of_driver(request, current_user(request).id)
     view = runtime.service.current_request(current_user(request).id)
     if view is None:
         return ok(None, "当前没有充电请求")
@@ -558,8 +563,8 @@ async def request_status(request: web.Request) -> web.StreamResponse:
 
 async def complete(request: web.Request) -> web.StreamResponse:
     """POST /api/charging/complete/: end the caller's charging now (in whichever station) and bill it."""
-    runtime = runtime_of_driver(request, current_user(request).id)
-    done = await runtime.service.complete(current_user(request).id)
+    runtime = await runtime_of_driver(request, current_user(request).id)
+    done = await runtime.actions.complete(current_user(request).id)
     data = {
         "bill_id": done.bill_id,
         "total_amount": rounded(done.total_amount),
@@ -571,7 +576,7 @@ async def complete(request: web.Request) -> web.StreamResponse:
 
 async def queue_status(request: web.Request) -> web.StreamResponse:
     """GET /api/charging/queue/status/."""
-    status = local_values(service_of(request).queue_status(), station_zone(request))
+    status = local_values((await station_of(request)).service.queue_status(), station_zone(request))
     return ok(msgspec.convert(status, QueueStatus))
 
 
@@ -583,7 +588,7 @@ async def piles_status(request: web.Request) -> web.StreamResponse:
 
 async def get_parameters(request: web.Request) -> web.StreamResponse:
     """GET /api/charging/config/parameters/."""
-    return ok(msgspec.convert(service_of(request).parameters(), Parameters))
+    return ok(msgspec.convert((await station_of(request)).service.parameters(), Parameters))
 
 
 # --- bills -----------------------------------------------------------------------------------------

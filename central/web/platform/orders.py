@@ -17,8 +17,8 @@ up to 0.01 and kWh to 0.001 for display (exact in the database); datetimes are I
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from fractions import Fraction
 from typing import Annotated, Any, TypeVar
@@ -32,7 +32,6 @@ from central.adapters.database import Db
 from central.adapters.order_queries import OrderQuery
 from central.adapters.orders import Payment, pay_by_callback, pay_order
 from central.adapters.query import require_row, require_user
-from central.application import orders as core
 from central.application.payments import CallbackRejected, PaymentSettings, verify_callback
 from central.application.ports import OrderTarget
 from central.domain.limits import MAX_KWH, MIN_KWH
@@ -42,13 +41,12 @@ from central.domain.units import display_number, exact
 from central.web.errors import (
     AUTH_INVALID,
     PLATFORM_STYLE,
-    RESOURCE_NOT_FOUND,
     ApiError,
     conflict,
     json_response,
 )
 from central.web.keys import PAYMENTS, STATIONS
-from central.web.middleware import current_user, runtime_of, service_of, station_zone
+from central.web.middleware import current_user, station_of, station_zone
 from central.web.openapi import RouteSpec
 from central.web.permissions import (
     Access,
@@ -100,6 +98,7 @@ from central.web.platform.common import (
     write,
 )
 from central.web.shapes import calendar_day, codes
+from central.web.station_runtime import acting
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -349,18 +348,6 @@ async def statistics(request: web.Request) -> web.StreamResponse:
 # --- handlers: changing ------------------------------------------------------------------------------
 
 
-async def acting(action: Awaitable[T]) -> T:
-    """Run an order operation, mapping its refusals to 404 / 409 (400 naming a reused transactionId)."""
-    try:
-        return await action
-    except core.TransactionReused as exc:
-        raise invalid("transactionId", str(exc)) from None
-    except core.OrderNotFound as exc:
-        raise ApiError(404, RESOURCE_NOT_FOUND, str(exc)) from None
-    except core.OrderConflict as exc:
-        raise conflict(str(exc)) from None
-
-
 def order_target(db: Db, user_id: int, pile_id: str, port_id: str, mode: int) -> tuple[str, OrderTarget]:
     """The station (code) and validated target of a new order (404 for ids that do not exist, 409
     for a busy port)."""
@@ -445,11 +432,8 @@ async def create_order(request: web.Request) -> web.StreamResponse:
     else:
         billing = DRIVER_BILLING_MODE
     station, target = await read(request, lambda db: order_target(db, user_id, pile_id, port_id, billing))
-    orders = runtime_of(request, station).orders
-    if actor.is_staff:
-        order_id = await acting(orders.create(replace(target, energy_wh=wh)))
-    else:
-        order_id = await acting(orders.create_for_driver(target, wh))
+    actions = (await station_of(request, station)).actions
+    order_id = await actions.create_order(target, staff=actor.is_staff, energy_wh=wh)
     return created(order_id)
 
 
@@ -471,24 +455,24 @@ async def complete_order(request: web.Request) -> web.StreamResponse:
     electricity = query_number(request, "electricity", MAX_KWH)
     duration = query_number(request, "duration", MAX_DURATION_S)
     row = await owned_order(request)
+    actions = (await station_of(request, row["station"])).actions
     if row["request_id"] is not None and row["status"] == OrderStatus.CHARGING:
-        await service_of(request, row["station"]).complete(row["user_id"])  # the service ends it
+        await actions.complete(row["user_id"])  # the service ends it
         return no_content()
-    orders = runtime_of(request, row["station"]).orders
     kwh_given = exact(electricity) if electricity is not None else None
     seconds = int(duration) if duration is not None else None
-    await acting(orders.complete(row["id"], electricity_kwh=kwh_given, duration_s=seconds))
+    await actions.complete_order(row["id"], electricity_kwh=kwh_given, duration_s=seconds)
     return no_content()
 
 
 async def cancel_order(request: web.Request) -> web.StreamResponse:
     """POST /api/Orders/{id}/cancel."""
     row = await owned_order(request)
+    actions = (await station_of(request, row["station"])).actions
     if row["request_id"] is not None and row["status"] == OrderStatus.CHARGING:
-        await service_of(request, row["station"]).cancel(row["user_id"], row["request_id"])
+        await actions.cancel(row["user_id"], row["request_id"])
         return no_content()
-    orders = runtime_of(request, row["station"]).orders
-    await acting(orders.cancel(row["id"]))
+    await actions.cancel_order(row["id"])
     return no_content()
 
 
@@ -499,8 +483,7 @@ async def set_order_status(request: web.Request) -> web.StreamResponse:
     row = await owned_order(request)
     if row["request_id"] is not None and row["status"] == OrderStatus.CHARGING:
         raise conflict("司机端正在充电的会话由充电服务管理；请用 /complete 或 /cancel 结束")
-    orders = runtime_of(request, row["station"]).orders
-    await acting(orders.set_status(order_id, status))
+    await (await station_of(request, row["station"])).actions.set_order_status(order_id, status)
     return no_content()
 
 

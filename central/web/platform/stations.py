@@ -73,7 +73,7 @@ from central.web.platform.common import (
     write,
 )
 from central.web.shapes import PLATFORM, S, codes, decode, json_object
-from central.web.station_runtime import StationRuntime, Stations
+from central.web.station_runtime import StationNotRunning, StationRuntime, Stations, UnknownStation
 
 MAX_PORTS = 10
 POWER_KW = (0.1, 500.0)
@@ -276,16 +276,20 @@ def stations_of(request: web.Request) -> Stations:
     return request.app[STATIONS_KEY]
 
 
-def running(request: web.Request, code: str) -> StationRuntime | None:
-    """The runtime of station ``code`` if it runs on this instance."""
-    return stations_of(request).running.get(code)
+async def running(request: web.Request, code: str) -> StationRuntime | None:
+    """The runtime of station ``code`` if it runs here, its read view if another central runs it
+    (its ``actions`` forward to the owner), else None (it runs nowhere)."""
+    try:
+        return await stations_of(request).find(code)
+    except (UnknownStation, StationNotRunning):
+        return None
 
 
 async def ports_changed(request: web.Request, station: str, pile_no: str) -> None:
-    """Tell the station's runtime (if it runs here) that a pile's ports changed."""
-    runtime = running(request, station)
+    """Tell the station's runtime (wherever it runs) that a pile's ports changed."""
+    runtime = await running(request, station)
     if runtime is not None:
-        await runtime.service.live.pile_ports_changed(pile_no)
+        await runtime.actions.pile_ports_changed(pile_no)
 
 
 def driver_cars(service: ChargingService | None, pile_no: str, port_no: str | None = None) -> int:
@@ -300,11 +304,11 @@ def driver_cars(service: ChargingService | None, pile_no: str, port_no: str | No
     return cars
 
 
-def refuse_driver_cars(
+async def refuse_driver_cars(
     request: web.Request, station: str, pile_no: str, port_no: str | None, action: str
 ) -> None:
     """409 while the driver queue of the station (its code) has cars at the pile (or port)."""
-    runtime = running(request, station)
+    runtime = await running(request, station)
     cars = driver_cars(runtime.service if runtime is not None else None, pile_no, port_no)
     if cars:
         where = f"充电桩 {pile_no}" + (f" 端口 {port_no}" if port_no else "")
@@ -398,14 +402,14 @@ async def create_station(request: web.Request) -> web.StreamResponse:
     if code is not None:
         stations_of(request).known.add(code)
         if values["status"] == 1:
-            await stations_of(request).start(code)
+            await stations_of(request).follow(code, run=True)
     return created(station_id)
 
 
 async def refuse_busy_station(request: web.Request, code: str, action: str) -> None:
     """409 while the station ``code`` has charging sessions, charging orders or waiting cars."""
     activity = await read(request, lambda db: repo.station_activity(db, code))
-    runtime = running(request, code)
+    runtime = await running(request, code)
     if runtime is not None:
         activity["requests"] = max(activity["requests"], len(runtime.service.scheduler.requests))
         activity["orders"] = max(activity["orders"], len(runtime.orders.sessions))
@@ -416,17 +420,19 @@ async def refuse_busy_station(request: web.Request, code: str, action: str) -> N
         )
 
 
-async def stop_station(request: web.Request, code: str, action: str) -> None:
-    """Stop the station's runtime here unless it has charging sessions (409); if some appear while
-    it stops, it runs again and the answer is 409."""
+async def stop_station(request: web.Request, station_id: str, code: str, status: int, action: str) -> None:
+    """Stop the station unless it has charging sessions (409): its status becomes ``status`` (not 1)
+    and whichever instance runs it stops it; if sessions appeared while it stopped, its status is 1
+    again, it runs again and the answer is 409."""
     await refuse_busy_station(request, code, action)
     stations = stations_of(request)
-    was_running = await stations.stop(code)
+    await write(request, lambda db: repo.update_station(db, station_id, {"status": status}))
+    await stations.follow(code, run=False)
     try:
         await refuse_busy_station(request, code, action)
     except Exception:
-        if was_running:
-            await stations.start(code)
+        await write(request, lambda db: repo.update_station(db, station_id, {"status": 1}))
+        await stations.follow(code, run=True)
         raise
 
 
@@ -441,7 +447,7 @@ async def update_station(request: web.Request) -> web.StreamResponse:
     if code is not None and status != 1 and row["status"] == 1:
         if code == stations_of(request).default:
             raise conflict(f"默认充电站 {code} 不能停用 (the default station always runs)")
-        await stop_station(request, code, "停用")
+        await stop_station(request, station_id, code, status, "停用")
 
     def update(db: Db) -> None:
         STATIONS.row(db, station_id)
@@ -449,7 +455,7 @@ async def update_station(request: web.Request) -> web.StreamResponse:
 
     await write(request, update)
     if code is not None and status == 1:
-        await stations_of(request).start(code)
+        await stations_of(request).follow(code, run=True)
     return no_content()
 
 
@@ -462,7 +468,10 @@ async def delete_station(request: web.Request) -> web.StreamResponse:
     if code is not None:
         if code == stations_of(request).default:
             raise conflict(f"默认充电站 {code} 不能删除 (the default station always runs)")
-        await stop_station(request, code, "删除")
+        if row["status"] == 1:
+            await stop_station(request, station_id, code, 2, "删除")
+        else:
+            await refuse_busy_station(request, code, "删除")
 
     def delete(db: Db) -> None:
         current = STATIONS.row(db, station_id)
@@ -635,9 +644,9 @@ async def create_pile(request: web.Request) -> web.StreamResponse:
         )
 
     station, pile_id = await write(request, _unique(insert, "pileNo", "充电桩编号已存在"))
-    runtime = running(request, station)
-    if values["gateway"] is not None and runtime is not None and runtime.ingest is not None:
-        runtime.ingest.bind(values["pile_no"], values["gateway"])
+    runtime = await running(request, station)
+    if values["gateway"] is not None and runtime is not None:
+        await runtime.actions.pile_gateway(values["pile_no"], values["gateway"])
     return created(pile_id)
 
 
@@ -663,7 +672,7 @@ async def update_pile(request: web.Request) -> web.StreamResponse:
     moved = station != was
     renamed = "pile_no" in changes and changes["pile_no"] != current["pile_no"]
     if renamed or moved:
-        refuse_driver_cars(request, was, current["pile_no"], None, "修改编号或所属充电站")
+        await refuse_driver_cars(request, was, current["pile_no"], None, "修改编号或所属充电站")
     pile_no = changes.get("pile_no", current["pile_no"])
 
     def update(db: Db) -> None:
@@ -676,13 +685,13 @@ async def update_pile(request: web.Request) -> web.StreamResponse:
         repo.update_pile(db, pile_id, {**changes, "station": station, "update_time": now})
 
     await write(request, _unique(update, "pileNo", "充电桩编号已存在"))
-    old, new = running(request, was), running(request, station)
+    old, new = await running(request, was), await running(request, station)
     if old is not None and (moved or renamed):
-        await old.service.live.unregister_pile(current["pile_no"])
+        await old.actions.pile_unregistered(current["pile_no"])
     if new is not None:
-        await new.service.live.pile_ports_changed(pile_no)
-        if "gateway" in changes and new.ingest is not None:  # the operator's binding wins over any claim
-            new.ingest.bind(pile_no, changes["gateway"])
+        await new.actions.pile_ports_changed(pile_no)
+        if "gateway" in changes:  # the operator's binding wins over any claim
+            await new.actions.pile_gateway(pile_no, changes["gateway"])
     return no_content()
 
 
@@ -690,7 +699,7 @@ async def delete_pile(request: web.Request) -> web.StreamResponse:
     """DELETE /api/ChargingPiles/{id}: refused while it charges or has driver cars."""
     pile_id = path_key(request, "id", "充电桩")
     current = await read(request, lambda db: PILES.row(db, pile_id))
-    refuse_driver_cars(request, current["station"], current["pile_no"], None, "删除")
+    await refuse_driver_cars(request, current["station"], current["pile_no"], None, "删除")
 
     def delete(db: Db) -> None:
         PILES.row(db, pile_id)
@@ -698,9 +707,9 @@ async def delete_pile(request: web.Request) -> web.StreamResponse:
         repo.delete_pile(db, pile_id)
 
     await write(request, delete)
-    runtime = running(request, current["station"])
+    runtime = await running(request, current["station"])
     if runtime is not None:
-        await runtime.service.live.unregister_pile(current["pile_no"])  # no longer schedulable
+        await runtime.actions.pile_unregistered(current["pile_no"])  # no longer schedulable
     return no_content()
 
 
@@ -852,7 +861,7 @@ async def update_port(request: web.Request) -> web.StreamResponse:
     current = await read(request, lambda db: PORTS.row(db, port_id))
     renumbered = "port_no" in changes and changes["port_no"] != current["port_no"]
     if renumbered:
-        refuse_driver_cars(
+        await refuse_driver_cars(
             request, current["station"], current["pile_no"], current["port_no"], "修改端口编号"
         )
     changes["update_time"] = now_iso(request)
@@ -875,7 +884,7 @@ async def delete_port(request: web.Request) -> web.StreamResponse:
     """DELETE /api/ChargingPorts/{id}: refused while it charges or driver cars are at it."""
     port_id = path_key(request, "id", "充电端口")
     current = await read(request, lambda db: PORTS.row(db, port_id))
-    refuse_driver_cars(request, current["station"], current["pile_no"], current["port_no"], "删除")
+    await refuse_driver_cars(request, current["station"], current["pile_no"], current["port_no"], "删除")
 
     def delete(db: Db) -> None:
         PORTS.row(db, port_id)
@@ -918,7 +927,7 @@ def with_registered_piles(
 async def piles_status_with_registered(request: web.Request) -> dict[str, Any]:
     """``service.piles_status()`` of the request's station plus every pile recorded for it that the
     scheduler does not know (for GET /api/charging/piles/status/)."""
-    runtime = stations_of(request).resolve(request)
+    runtime = await stations_of(request).find_for(request)
     service, code = runtime.service, runtime.code
     scheduled = service.scheduler.pile_ids()
     piles = await read(request, lambda db: repo.registered_piles(db, station=code))
