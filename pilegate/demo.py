@@ -435,14 +435,16 @@ def subscribe_live_view(view: LiveView, port: int, password: str, stations: list
     return client
 
 
-def driver_password(data_dir: Path) -> str:
-    """The password of the demo's driver accounts, made at the first run and kept for the next."""
+def driver_password(data_dir: Path) -> tuple[str, bool]:
+    """The password of the demo's driver accounts, made at the first run and kept for the next;
+    whether it is new (made now)."""
     path = data_dir / "secrets" / "drivers.password"
-    if not path.exists():
+    new = not path.exists()
+    if new:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(secrets.token_urlsafe(9) + "\n")
-    return path.read_text().strip()
+    return path.read_text().strip(), new
 
 
 async def your_driver(url: str, password: str, central: Child) -> str:
@@ -452,7 +454,7 @@ async def your_driver(url: str, password: str, central: Child) -> str:
         async with aiohttp.ClientSession() as session:
             return await sign_in(session, url, DRIVER, password)
 
-    return await wait_for(central, 30, f"a login of {DRIVER}", token)
+    return await wait_for(central, 30, f"login of {DRIVER}", token)
 
 
 async def start_traffic(
@@ -678,9 +680,9 @@ async def run_demo(opts: dict[str, Any]) -> None:
             path.write_text(central_toml(mqtt_port, data_dir, opts, number, [s.code for s in stations]))
             configs.append(path)
         password = opts["admin_password"] or secrets.token_urlsafe(12)
-        drivers = driver_password(data_dir)
+        drivers, new = driver_password(data_dir)
         cars = [f"demo-car-{n}" for n in range(1, SIMULATED_DRIVERS * len(stations) + 1)]
-        await create_accounts(configs[0], password, drivers, [DRIVER, *cars])
+        await create_accounts(configs[0], password, drivers, [DRIVER, *cars], reset=new)
         centrals = Centrals(data_dir, configs, opts["http_port"])
         for central in centrals.instances:
             await centrals.start(central)
@@ -856,6 +858,7 @@ def central_toml(mqtt_port: int, data_dir: Path, opts: dict[str, Any], number: i
         f'station = "{codes[0]}"',
         f'station_name = "pilegate demo {"station" if len(codes) == 1 else codes[0]}"',
         f'data_dir = "{data_dir / central_name(number)}"',
+        f'instance = "demo-central-{number}"',  # its name among the instances sharing the database
         *([f"database = {json.dumps(opts['database'])}"] if opts["database"] else []),
         f"time_scale = {opts['time_scale']}",
         'log_format = "json"',
@@ -880,12 +883,13 @@ def central_toml(mqtt_port: int, data_dir: Path, opts: dict[str, Any], number: i
 
 
 async def create_accounts(
-    config: Path, admin_password: str, drivers_password: str, drivers: list[str]
+    config: Path, admin_password: str, drivers_password: str, drivers: list[str], reset: bool
 ) -> None:
     """The operator account ``admin`` with ``admin_password`` (created, or its password reset) and
-    the driver accounts ``drivers`` not there yet, written to the central's database as
-    ``pilegate create-user`` does: registering dozens of drivers through the API from one address
-    would meet the central's registration limit."""
+    the driver accounts ``drivers`` not there yet (``reset``: those there too get
+    ``drivers_password``, a new one: a new data directory on a database an earlier one used),
+    written to the central's database as ``pilegate create-user`` does: registering dozens of
+    drivers through the API from one address would meet the central's registration limit."""
     from central.adapters.schema import migrations  # only the demo's start needs the central's code
     from central.adapters.storage import Store
     from central.adapters.users import create_or_update_user, create_user, find_login
@@ -899,6 +903,8 @@ async def create_accounts(
             if find_login(db, username) is None:
                 email = f"{username}@example.invalid"
                 create_user(db, username, drivers_password, email=email, phone=DRIVER_PHONE, now=now)
+            elif reset:
+                create_or_update_user(db, username, drivers_password, update=True, now=now)
 
     store = Store(load_central_config(config).database_url, [migrations])
     try:
