@@ -59,7 +59,7 @@ from central.application.charging import ChargingService
 from central.application.orders import OperatorOrders
 from central.application.ports import Op
 from central.application.views import RequestView
-from central.config import CentralConfig, load_config
+from central.config import DEFAULT_CLIENT_ID, POSTGRES_PREFIXES, CentralConfig, load_config
 from central.domain.levels import PermissionLevel
 from central.domain.params import StationParams, params_from_mapping
 from central.ingest_main import IngestChild
@@ -88,13 +88,19 @@ def _param_piles(params: StationParams) -> list[tuple[str, int, float]]:
 
 
 def _mqtt_settings(config: CentralConfig) -> MqttSettings:
+    """The broker settings; on PostgreSQL the default client id names the instance, so that several
+    centrals on one broker do not take each other's connection (a broker with
+    ``use_username_as_clientid`` needs a broker user per central instead: docs/fleet.md)."""
     m = config.mqtt
+    client_id = m.client_id
+    if client_id == DEFAULT_CLIENT_ID and config.database_url.startswith(POSTGRES_PREFIXES):
+        client_id = f"{DEFAULT_CLIENT_ID}-{config.instance_name}"[:64]
     return MqttSettings(
         host=m.host,
         port=m.port,
         username=m.username,
         password=m.password,
-        client_id=m.client_id,
+        client_id=client_id,
         tls=m.tls,
         keepalive_s=m.keepalive_s,
     )

@@ -61,12 +61,16 @@ HTTP_KEYS: dict[str, tuple[Any, str]] = {
 }
 METRICS_MODES = ("token", "open", "off")
 MIN_METRICS_TOKEN_LEN = 16  # a shorter token is guessable
+DEFAULT_CLIENT_ID = "pilegate-central"
 MQTT_KEYS: dict[str, tuple[Any, str]] = {
     "url": ("mqtt://127.0.0.1:1883", "broker URL, mqtt://host:port or mqtts://host:port"),
     "username": (None, "broker user of the central service (see config/mosquitto)"),
     "password": (None, "broker password (prefer password_file)"),
     "password_file": (None, "file whose first line is the broker password"),
-    "client_id": ("pilegate-central", "MQTT client id"),
+    "client_id": (
+        DEFAULT_CLIENT_ID,
+        "MQTT client id (on PostgreSQL the default is pilegate-central-<instance>: one per central)",
+    ),
     "keepalive_s": (15, "MQTT keepalive in seconds"),
 }
 INGEST_KEYS: dict[str, tuple[Any, str]] = {

@@ -18,7 +18,8 @@ pymodbus is configured not to retry (``retries=0``) and not to reconnect on its 
 (``reconnect_delay=0``: its reconnect task would otherwise run behind our back), and its own
 response timeout is set well above ours. Timeouts are enforced here with ``asyncio.timeout``;
 a lost connection fails the request in flight at once (``trace_connect``) and the next request
-reconnects. On TCP (and RTU over TCP), ``fail_after_cycles`` unanswered requests in a row also drop
+reconnects. On TCP (and RTU over TCP), ``fail_after_cycles`` unanswered requests in a row to configured
+units (a scan probing empty unit ids does not count) also drop
 the connection, so a half-dead peer gets a fresh one. On a serial line the owner keeps the
 inter-frame silence (3.5 characters, or 1.75 ms above 19200 baud, plus ``turnaround_s``) before
 every request, counted from the last byte of the reply (pymodbus's ``trace_packet`` hook), so the
@@ -539,12 +540,15 @@ class Bus:
         return err
 
     def _account(self, unit: int, err: DriverError | None) -> None:
-        """Count the request on its device; apply the TCP drop-after-silence rule."""
-        if dev := self._by_unit.get(unit):
+        """Count the request on its device; apply the TCP drop-after-silence rule. A unit no pile
+        is configured on (``pilectl scan`` probing empty ids) says nothing about the connection:
+        its silence is not counted."""
+        dev = self._by_unit.get(unit)
+        if dev is not None:
             dev.health.count_request(err)
         if err is None or err.kind == "exception_response":
             self._unanswered = 0
-        elif err.kind == "timeout":
+        elif err.kind == "timeout" and dev is not None:
             self._unanswered += 1
             if self._unanswered >= self.spec.fail_after_cycles and self._is_tcp and self._client:
                 self._log.debug("dropping_silent_connection", unanswered=self._unanswered)

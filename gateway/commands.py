@@ -19,6 +19,7 @@ import asyncio
 import json
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -44,6 +45,14 @@ _REJECTIONS = {
 }
 
 
+@dataclass
+class _Cut:
+    """Set when a later stop of the same port supersedes the command (``by``: the stop's id)."""
+
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    by: str = ""
+
+
 class Rejected(Exception):
     """A command that must not be executed; the message says why."""
 
@@ -67,6 +76,9 @@ class CommandExecutor:
         self._readback_interval_s = readback_interval_s
         self._results: OrderedDict[str, CommandResult] = OrderedDict()
         self._running: dict[str, asyncio.Task[CommandResult]] = {}
+        # a port's commands take turns in arrival order; a stop cuts the line (see submit)
+        self._turns: dict[tuple[str, int], asyncio.Lock] = {}
+        self._lines: dict[tuple[str, int], dict[str, _Cut]] = {}
         self._seq: dict[tuple[str, int], int] = {}
         self._refresher = CurrentRefresher()
         self.counts: dict[str, int] = {"received": 0, "invalid": 0, "duplicate": 0}
@@ -89,7 +101,13 @@ class CommandExecutor:
         self.submit(parsed.pile, parsed.port, command)
 
     def submit(self, pile_id: str, port: int, command: CommandMessage) -> asyncio.Task[CommandResult]:
-        """Execute ``command`` once; a repeated id returns the first execution's task or result."""
+        """Execute ``command`` once; a repeated id returns the first execution's task or result.
+
+        One port's commands run one at a time, in arrival order: a ``limit`` sent right after a
+        ``start`` is written once the start is confirmed, so neither read-back is taken for the
+        other's. A ``stop`` does not wait: every earlier command of its port, queued or waiting for
+        its read-back, is answered ``failed`` ("superseded by stop ...") and the stop runs at once.
+        """
         if command.id in self._running:
             self.counts["duplicate"] += 1
             return self._running[command.id]
@@ -97,8 +115,22 @@ class CommandExecutor:
             self._execute(pile_id, port, command), name=f"cmd-{command.id}"
         )
         self._running[command.id] = task
-        task.add_done_callback(lambda _t: self._running.pop(command.id, None))
+        line = self._lines.setdefault((pile_id, port), {})
+        if command.op == "stop":
+            for earlier in line.values():
+                earlier.by = command.id
+                earlier.event.set()
+        line[command.id] = _Cut()
+        task.add_done_callback(lambda _t: self._done(pile_id, port, command.id))
         return task
+
+    def _done(self, pile_id: str, port: int, command_id: str) -> None:
+        self._running.pop(command_id, None)
+        line = self._lines.get((pile_id, port))
+        if line is not None:
+            line.pop(command_id, None)
+            if not line:
+                del self._lines[(pile_id, port)]
 
     async def _execute(self, pile_id: str, port: int, command: CommandMessage) -> CommandResult:
         if command.id in self._results:
@@ -121,6 +153,31 @@ class CommandExecutor:
         return result
 
     async def _run(self, pile_id: str, port: int, command: CommandMessage) -> CommandResult:
+        """Wait for the port's turn and execute, unless a later stop cuts in first."""
+        cut = self._lines.get((pile_id, port), {}).get(command.id) or _Cut()
+        turn = self._turns.setdefault((pile_id, port), asyncio.Lock())
+        work = asyncio.ensure_future(self._in_turn(turn, pile_id, port, command))
+        cutting = asyncio.ensure_future(cut.event.wait())
+        try:
+            await asyncio.wait({work, cutting}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the gateway stops
+            work.cancel()
+            raise
+        finally:
+            cutting.cancel()
+        if work.done():
+            return work.result()
+        work.cancel()
+        await asyncio.gather(work, return_exceptions=True)  # it leaves the port's turn
+        return self._result(command, "failed", f"superseded by stop {cut.by} before it was confirmed")
+
+    async def _in_turn(
+        self, turn: asyncio.Lock, pile_id: str, port: int, command: CommandMessage
+    ) -> CommandResult:
+        async with turn:
+            return await self._run_in_turn(pile_id, port, command)
+
+    async def _run_in_turn(self, pile_id: str, port: int, command: CommandMessage) -> CommandResult:
         if self._clock_ms() > command.expires_at:
             return self._result(command, "expired", "expires_at is in the past")
         pile = self.runtime.piles[pile_id]

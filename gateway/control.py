@@ -31,7 +31,7 @@ from aiohttp.typedefs import Middleware
 
 from drivers.bus import MODBUS_MAX_WRITE, Bus
 from drivers.errors import DriverError
-from drivers.plan import MODBUS_MAX_READ, compile_read_plan, format_plan
+from drivers.plan import MODBUS_MAX_BITS, MODBUS_MAX_READ, compile_read_plan, format_plan
 from gateway.commands import CommandExecutor
 from gateway.feed import Feed, Subscription
 from gateway.outbox import Outbox
@@ -266,9 +266,12 @@ class ControlApi:
         unit = _int(body, "unit", 1, 247)
         pile = self._pile_for_unit(body, unit)
         address = _int(body, "address", 0, 65535)
-        count = _int(body, "count", 1, MODBUS_MAX_READ)
-        words = await pile.bus.read_registers(unit, address, count)
-        return _json({"pile": pile.id, "unit": unit, "address": address, "registers": words})
+        function = _int(body, "function", 1, 4) if "function" in body else 3
+        bits = function in (1, 2)
+        count = _int(body, "count", 1, MODBUS_MAX_BITS if bits else MODBUS_MAX_READ)
+        values = await pile.bus.read_registers(unit, address, count, function)
+        key = "bits" if bits else "registers"
+        return _json({"pile": pile.id, "unit": unit, "address": address, "function": function, key: values})
 
     async def post_write(self, request: web.Request) -> web.Response:
         """Write holding registers through the bus owner (command priority); every write is logged."""

@@ -314,22 +314,53 @@ def offline_plans(config_file: str) -> dict[str, Any]:
     return plans
 
 
+READ_FUNCTIONS = {"holding": 3, "input": 4, "coils": 1, "discrete": 2, "3": 3, "4": 4, "1": 1, "2": 2}
+
+
 @main.command()
 @click.argument("unit", type=click.IntRange(1, 247))
 @click.argument("address", type=click.IntRange(0, 65535))
-@click.argument("count", type=click.IntRange(1, 125))
+@click.argument("count", type=click.IntRange(1, 2000))
 @click.option("--pile", help="pick the bus of this pile (needed when UNIT is on several buses)")
+@click.option(
+    "--function",
+    "-f",
+    "function_name",
+    type=click.Choice(list(READ_FUNCTIONS)),
+    default="holding",
+    show_default=True,
+    help="what to read: holding (3) or input (4) registers, coils (1) or discrete inputs (2)",
+)
 @json_option
 @connection_options
 @click.pass_context
-def read(ctx: click.Context, unit: int, address: int, count: int, pile: str | None, as_json: bool) -> None:
-    """Read COUNT holding registers from ADDRESS of Modbus device UNIT.
+def read(
+    ctx: click.Context,
+    unit: int,
+    address: int,
+    count: int,
+    pile: str | None,
+    function_name: str,
+    as_json: bool,
+) -> None:
+    """Read COUNT registers (at most 125) or bits (at most 2000) from ADDRESS of Modbus device UNIT.
 
-    Example:
+    Examples:
 
         pilectl read 1 100 11 --pile F1
+
+        pilectl read 3 0 8 --pile W1 --function coils
     """
-    data = _call(ctx, "/read", {"unit": unit, "address": address, "count": count, "pile": pile})
+    function = READ_FUNCTIONS[function_name]
+    bits = function in (1, 2)
+    if not bits and count > 125:
+        raise click.BadParameter(f"{count} registers: at most 125 per read", param_hint="COUNT")
+    body = {"unit": unit, "address": address, "count": count, "pile": pile, "function": function}
+    data = _call(ctx, "/read", body)
+    if bits:
+        rows = [f"{address + i:>5}  {b}" for i, b in enumerate(data["bits"])]
+        _emit(data, as_json, "\n".join([f"{'ADDR':>5}  BIT", *rows]))
+        return
     rows = [f"{address + i:>5}  {w:>5}  0x{w:04x}" for i, w in enumerate(data["registers"])]
     _emit(data, as_json, "\n".join([f"{'ADDR':>5}  {'DEC':>5}  HEX", *rows]))
 

@@ -1,6 +1,7 @@
 """The central as a real process on PostgreSQL: it builds its schema on an empty database, keeps an
-account across a kill -9, and a second central on the same database is refused, naming the holder;
-the advisory lock dies with its holder's session."""
+account across a kill -9, and a second central on the same database joins it (several centrals share
+a PostgreSQL database; docs/fleet.md): both serve, the station is owned by exactly one of them (its
+advisory lock), and a kill -9 of the owner hands the station to the other."""
 
 from __future__ import annotations
 
@@ -38,7 +39,19 @@ def login(central: CentralProcess) -> int:
     return status
 
 
-def test_a_central_on_postgresql_refuses_a_second_and_kill_9_frees_the_database(
+def lease_holders(server: PgServer, database: str) -> list[str]:
+    """The instances (``hostname-httpport``) whose sessions hold a station lease on ``database``."""
+    with server.admin() as conn:
+        rows = conn.execute(
+            "SELECT a.application_name FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+            "JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND d.datname = %s",
+            [database],
+        ).fetchall()
+    return [str(r[0]).removeprefix("pilegate-lease ") for r in rows]
+
+
+def test_centrals_on_postgresql_share_the_database_and_a_kill_9_hands_the_station_over(
     tmp_path, postgres_server: PgServer
 ):
     url = create_database(postgres_server, "pilegate_e2e_lock")
@@ -61,22 +74,30 @@ def test_a_central_on_postgresql_refuses_a_second_and_kill_9_frees_the_database(
         timeout=60,
     )
     first = start(tmp_path, config_path)
+    second = start(tmp_path, config_path, "central-2")
     try:
-        assert login(first) == 200
-        second = spawn(
-            "central-2", ["central", "--config", str(config_path), "--port", str(free_port())], tmp_path
-        )
-        second.popen.wait(60)
-        assert second.popen.returncode == 2
-        message = second.log()
-        assert "pilegate_e2e_lock" in message and "in use by another central" in message
-        assert f"pid {first.proc.popen.pid}" in message and "host" in message
+        assert login(first) == 200 and login(second) == 200  # one database, one set of accounts
+        db = "pilegate_e2e_lock"
+        wait_until(lambda: len(lease_holders(postgres_server, db)) == 1, 15, "one station owner")
+        (holder,) = lease_holders(postgres_server, db)
+        by_port = {c.url.rsplit(":", 1)[1]: c for c in (first, second)}
+        owner = by_port[holder.rsplit("-", 1)[1]]
+        (other,) = [c for c in (first, second) if c is not owner]
 
-        first.proc.stop(signal.SIGKILL)
-        third = first.restart(tmp_path)  # the killed session's lock is gone with it
+        owner.proc.stop(signal.SIGKILL)
+        other_name = f"-{other.url.rsplit(':', 1)[1]}"
+        wait_until(
+            lambda: [h[-len(other_name) :] for h in lease_holders(postgres_server, db)] == [other_name],
+            15,
+            "the other central owns the station",
+        )
+        assert login(other) == 200
+        back = owner.restart(tmp_path)  # as systemd would restart it
         try:
-            assert login(third) == 200  # the account outlived the kill
+            assert login(back) == 200  # the account outlived the kill
+            assert len(lease_holders(postgres_server, db)) == 1  # still exactly one owner
         finally:
-            third.proc.stop()
+            back.proc.stop()
     finally:
+        second.proc.stop()
         first.proc.stop()

@@ -350,3 +350,37 @@ async def test_session_energy_is_published_as_a_meter_and_the_units_maximum_caps
     start = await commands.submit("W1", 1, _command("start", 1, power_W=22_000))
     assert (start.status, start.readback) == ("done", {"current_A": 13.0, "amps": 13.0})
     assert await wallbox.read(3, 300) == 130
+
+
+async def test_a_ports_commands_take_turns_so_each_read_back_is_its_own(
+    wallbox: Wallbox, executor: tuple[CommandExecutor, GatewayRuntime]
+) -> None:
+    commands, runtime = executor
+    await wallbox.set(state="C")  # charging: limits are valid
+    await _poll(runtime)
+    high = commands.submit("W1", 1, _command("limit", 10, power_W=30000))
+    low = commands.submit("W1", 1, _command("limit", 11, power_W=7000))
+    # at once, the second write could land before the first read-back, which then never sees 16 A
+    assert ((await high).status, (await low).status) == ("done", "done")
+    assert ((await high).readback, (await low).readback) == (
+        {"current_A": 16.0, "amps": 16.0},
+        {"current_A": 10.1, "amps": 10.1},
+    )
+    assert await wallbox.read(3, 300) == 101  # the second came second
+
+
+async def test_a_stop_supersedes_a_start_still_waiting_for_its_read_back(
+    wallbox: Wallbox, executor: tuple[CommandExecutor, GatewayRuntime]
+) -> None:
+    commands, runtime = executor
+    await _poll(runtime)
+    runtime.piles["W1"].regmap = _with_confirm(runtime.piles["W1"].regmap, "heartbeat")  # never confirms
+    commands.timeout_s = 60.0
+    start = commands.submit("W1", 1, _command("start", 20, power_W=7000))
+    await wait_for(lambda: wallbox.read(1, 5), 5, what="the start's enable write")  # it is in its read-back
+    queued = commands.submit("W1", 1, _command("start", 21, power_W=7000))
+    stop = commands.submit("W1", 1, _command("stop", 22))
+    results = await asyncio.wait_for(asyncio.gather(start, queued, stop), 10)  # not the 60 s timeout
+    assert [r.status for r in results] == ["failed", "failed", "done"]
+    assert results[0].reason == results[1].reason == "superseded by stop c22 before it was confirmed"
+    assert await wallbox.read(1, 5) == 0

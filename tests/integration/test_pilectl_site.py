@@ -441,3 +441,15 @@ async def test_a_reader_that_falls_behind_is_told_how_many_items_it_lost(site: S
         got = [json.loads(await tail.content.readline()) for _ in range(11)]
     assert [i["n"] for i in got[:10]] == list(range(10))
     assert got[10] == {"kind": "dropped", "count": 491}  # 490 of the burst and the last item
+
+
+async def test_read_takes_a_function_code_for_input_registers_and_bits(site: Site):
+    holding = json.loads((await pilectl(site, "read", "1", "0", "4", "--pile", "T1", "--json")).stdout)
+    assert holding["function"] == 3 and len(holding["registers"]) == 4
+    # the simulated family keeps everything in holding registers: the pile itself answers the others
+    for option, code in (("input", "0x04"), ("coils", "0x01"), ("2", "0x02")):
+        run = await pilectl(site, "read", "1", "0", "16", "--pile", "T1", "--function", option)
+        assert run.returncode == 1
+        assert f"ILLEGAL_DATA_ADDRESS (0x02) in reply to function {code}" in run.stderr
+    too_many = await pilectl(site, "read", "1", "0", "200", "--pile", "T1")
+    assert too_many.returncode == 2 and "200 registers: at most 125 per read" in too_many.stderr

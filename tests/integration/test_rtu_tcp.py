@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 
 from drivers.bus import Bus, BusSpec, DeviceSpec, PollResult, RtuTcpTransport
+from drivers.errors import DriverError
 from firmware_sim.config import SimConfig, SimPileSpec, SimSerialBusSpec
 from firmware_sim.runner import Simulation, start_simulation
 from gateway.poller import Poller
@@ -126,6 +127,21 @@ async def test_an_unknown_unit_is_silent_as_on_the_line(sim: Simulation) -> None
         t1, t9 = await bus.poll_cycle()
         assert t1.ok, t1.error
         assert t9.error is not None and t9.error.kind == "timeout"
+    finally:
+        await bus.stop()
+
+
+async def test_a_scan_of_absent_units_does_not_drop_the_connection_its_piles_poll_on(sim: Simulation) -> None:
+    bus = _bus(sim, units=(1,))
+    await bus.start()
+    try:
+        assert (await bus.poll_cycle())[0].ok
+        for unit in range(9, 9 + bus.spec.fail_after_cycles + 2):  # pilectl scan probing empty ids
+            with pytest.raises(DriverError) as probe:
+                await bus.probe_registers(unit, 0, 1, timeout_s=0.05)
+            assert probe.value.kind == "timeout"
+            assert bus.snapshot()["connected"], f"a probe of absent unit {unit} dropped the connection"
+        assert (await bus.poll_cycle())[0].ok
     finally:
         await bus.stop()
 

@@ -32,6 +32,7 @@ from pilegate.broker import (
     port_accepts,
     render_acl,
 )
+from pilegate.tasks import cancel_and_wait
 from tests.helpers import wait_for, wait_for_sync
 
 if TYPE_CHECKING:
@@ -54,10 +55,10 @@ def status(state: str, session: int) -> OutMessage:
     return OutMessage(GW_STATUS, body, 1, True, "status", wall_ms())
 
 
-def message(seq: int, kind: Kind = "telemetry", qos: int = 1) -> OutMessage:
+def message(seq: int, kind: Kind = "telemetry", qos: int = 1, age_ms: int = 0) -> OutMessage:
     topic = TELEMETRY if kind == "telemetry" else EVENT
     body = json.dumps({"seq": seq, "kind": kind}, separators=(",", ":")).encode()
-    return OutMessage(topic, body, qos, False, kind, wall_ms())
+    return OutMessage(topic, body, qos, False, kind, wall_ms() - age_ms)
 
 
 def seqs(messages: list[ProbeMessage], topic: str = TELEMETRY) -> list[int]:
@@ -155,8 +156,15 @@ class TcpProxy:
         self._server.close()
         self.cut()
         await self._server.wait_closed()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5)
+        # a connection accepted just now has a handler task that has not run (nor registered) yet
+        unstarted = {t for t in asyncio.all_tasks() if self._handles(t)}
+        await cancel_and_wait(self._tasks | unstarted, what="proxy connections")
+
+    def _handles(self, task: asyncio.Task[object]) -> bool:
+        frame = getattr(task.get_coro(), "cr_frame", None)
+        if frame is None or frame.f_code is not TcpProxy._handle.__code__:
+            return False
+        return frame.f_locals.get("self") is self
 
 
 # -- pure helpers ------------------------------------------------------------------------------
@@ -201,7 +209,9 @@ async def test_backlog_is_sent_after_the_birth_and_old_telemetry_is_marked_repla
     await mqtt_probe.subscribe("pilegate/v1/#")
     gw = Gateway(tmp_path, mosquitto.port)
     cleanup(gw.close)
-    gw.send([status("offline", 1), *(message(i) for i in range(20)), message(20, "event")])
+    # queued a second before the connection (in the same millisecond they would count as live)
+    backlog = [message(i, age_ms=1000) for i in range(20)]
+    gw.send([status("offline", 1), *backlog, message(20, "event", age_ms=1000)])
     await gw.uplink.start()
 
     got = await mqtt_probe.wait_for(lambda ms: len(seqs(ms, EVENT)) == 1, timeout_s=10)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from central.app import _mqtt_settings
 from central.config import load_config, parse_config
 from pilegate.settings import ConfigError
 
@@ -98,3 +99,11 @@ def test_station_codes_are_topic_ids_and_not_the_default_station():
     assert any("bad/code" in p for p in found), found
     assert any(p.startswith("stations.south.name") for p in found), found
     assert any(p.startswith("stations.south.WaitingAreaSize") for p in found), found
+
+
+def test_centrals_sharing_postgresql_get_a_client_id_each_unless_one_is_set():
+    pg = {"central": {"database": "postgresql://db.example/pilegate", "instance": "a"}}
+    assert _mqtt_settings(parse_config(pg)).client_id == "pilegate-central-a"
+    assert _mqtt_settings(parse_config({})).client_id == "pilegate-central"  # SQLite: one central
+    own = {**pg, "mqtt": {"client_id": "site-7"}}
+    assert _mqtt_settings(parse_config(own)).client_id == "site-7"
