@@ -4,9 +4,8 @@ central instances' names and configs, a database URL as printed."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 from pilegate.demo import (
     LiveView,
