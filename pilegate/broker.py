@@ -14,7 +14,9 @@
   to their piles' cmd topics; the central user reads everything and publishes only cmd topics.
 * :func:`start_broker` with a :class:`StationAccess` runs either broker as production runs
   Mosquitto: no anonymous clients, a password per user (hashed into the broker's own password
-  file), the station's ACL and, on Mosquitto, the user name as the client id.
+  file), the station's ACL and, on Mosquitto, the user name as the client id. A
+  :class:`FleetAccess` does the same for several stations and several central instances (each
+  central its own user, so each its own client id): :func:`render_fleet_acl`.
 """
 
 from __future__ import annotations
@@ -399,31 +401,60 @@ class StationAccess:
     def users(self) -> list[str]:
         return [self.central_user, *(gateway_user(self.station, g) for g in self.gateways), *self.readers]
 
+    def fleet(self) -> FleetAccess:
+        """The same users as a :class:`FleetAccess` of one station and one central."""
+        return FleetAccess(
+            stations={self.station: self.gateways},
+            central_users=[self.central_user],
+            passwords=self.passwords,
+            readers=self.readers,
+        )
+
+
+@dataclass(frozen=True)
+class FleetAccess:
+    """The users of a broker that serves several stations and several central instances.
+
+    ``stations`` maps station code -> its gateways (gateway id -> pile ids; a gateway's user is
+    :func:`gateway_user` of its station, so two stations may both have a ``gw1`` and an ``F1``);
+    ``central_users`` are the central instances' users, each of which may read every station and
+    command every pile (which instance owns a station changes at run time); ``readers`` may only
+    read, every station's topics; ``passwords`` holds every user's password.
+    """
+
+    stations: Mapping[str, Mapping[str, Sequence[str]]]
+    central_users: Sequence[str]
+    passwords: Mapping[str, str]
+    readers: Sequence[str] = ()
+
+    def users(self) -> list[str]:
+        gateways = [gateway_user(s, g) for s, gws in self.stations.items() for g in gws]
+        return [*self.central_users, *gateways, *self.readers]
+
 
 def start_broker(
     port: int,
     data_dir: str | Path,
     prefer: Literal["mosquitto", "embedded"] = "mosquitto",
     *,
-    access: StationAccess | None = None,
+    access: StationAccess | FleetAccess | None = None,
     die_with_parent: bool = False,
 ) -> BrokerHandle:
     """A started broker on 127.0.0.1:port: Mosquitto if preferred and installed, else amqtt.
 
-    With ``access`` it refuses anonymous clients and wrong passwords and enforces the station's
+    With ``access`` it refuses anonymous clients and wrong passwords and enforces the stations'
     ACL (per-user on both brokers; see :func:`amqtt_acl` for how amqtt's differs).
     """
     data = Path(data_dir)
     data.mkdir(parents=True, exist_ok=True)
+    fleet = access.fleet() if isinstance(access, StationAccess) else access
     broker: MosquittoBroker | EmbeddedBroker
     if prefer == "mosquitto" and find_mosquitto() is not None:
-        if access is None:
+        if fleet is None:
             broker = MosquittoBroker(port, data, die_with_parent=die_with_parent)
         else:
-            write_mosquitto_passwords(data / "passwd", _passwords(access))
-            (data / "acl").write_text(
-                render_acl(access.station, access.gateways, access.central_user, access.readers)
-            )
+            write_mosquitto_passwords(data / "passwd", _passwords(fleet))
+            (data / "acl").write_text(render_fleet_acl(fleet.stations, fleet.central_users, fleet.readers))
             broker = MosquittoBroker(
                 port,
                 data,
@@ -432,11 +463,11 @@ def start_broker(
                 username_as_client_id=True,
                 die_with_parent=die_with_parent,
             )
-    elif access is None:
+    elif fleet is None:
         broker = EmbeddedBroker(port, data, die_with_parent=die_with_parent)
     else:
-        write_amqtt_passwords(data / "passwd", _passwords(access))
-        acl = amqtt_acl(access.station, access.gateways, access.central_user, access.readers)
+        write_amqtt_passwords(data / "passwd", _passwords(fleet))
+        acl = amqtt_fleet_acl(fleet.stations, fleet.central_users, fleet.readers)
         broker = EmbeddedBroker(
             port, data, password_file=data / "passwd", acl=acl, die_with_parent=die_with_parent
         )
@@ -444,7 +475,7 @@ def start_broker(
     return broker
 
 
-def _passwords(access: StationAccess) -> dict[str, str]:
+def _passwords(access: FleetAccess) -> dict[str, str]:
     missing = [u for u in access.users() if not access.passwords.get(u)]
     if missing:
         raise BrokerError(f"no password for broker users {missing}")
@@ -570,39 +601,54 @@ def render_acl(
     ``gateways`` maps gateway id -> the ids of its piles; each gateway's user is
     :func:`gateway_user`. ``readers`` may only read the station's topics; ``ingest_user`` (the
     central's ``pilegate ingest`` process) only telemetry, statuses and events, of every station
-    (it stores them all: docs/stations.md). Several stations: concatenate each station's file
-    without repeating the central's and the ingest's blocks. Raises
-    AclError naming any id that cannot appear in a topic.
+    (it stores them all: docs/stations.md). Several stations or central instances:
+    :func:`render_fleet_acl`. Raises AclError naming any id that cannot appear in a topic.
+    """
+    return render_fleet_acl({station: gateways}, [central_user], readers, ingest_user)
+
+
+def render_fleet_acl(
+    stations: Mapping[str, Mapping[str, Sequence[str]]],
+    central_users: Sequence[str],
+    readers: Sequence[str] = (),
+    ingest_user: str | None = None,
+) -> str:
+    """The Mosquitto ACL file for several stations (code -> gateway id -> pile ids) served by
+    several central instances, each user in one block: every central user reads everything and
+    publishes every station's commands (a station's owner changes at run time), each gateway
+    (:func:`gateway_user` of its station) only its piles' topics, each reader every station's
+    topics. For one station and one central it is :func:`render_acl`'s file. Raises AclError
+    naming any id that cannot appear in a topic.
     """
     try:
-        _check_acl_input(station, gateways, central_user, readers)
+        _check_fleet_input(stations, central_users, readers)
     except topics.TopicError as exc:
         raise AclError(str(exc)) from None
     root = f"{topics.ROOT}/{topics.VERSION}"
     out = [
-        "# Mosquitto ACL for pilegate station " + station,
-        "# generated by pilegate.broker.render_acl; regenerate when piles move between gateways.",
+        f"# Mosquitto ACL for pilegate station{'s' if len(stations) > 1 else ''} {', '.join(stations)}",
+        f"# generated by pilegate.broker.{'render_fleet_acl' if len(stations) > 1 else 'render_acl'}; "
+        "regenerate when piles move between gateways.",
         "# No anonymous access: nothing is granted before the first 'user' line.",
-        "",
-        f"user {central_user}",
-        f"topic read {root}/#",
-        f"topic write {root}/+/pile/+/port/+/cmd",
     ]
-    for gateway, piles in gateways.items():
-        out += [
-            "",
-            f"user {gateway_user(station, gateway)}",
-            f"topic write {topics.gw_status(station, gateway)}",
-        ]
-        for pile in piles:
-            base = f"{root}/{station}/pile/{pile}"
+    for central_user in central_users:
+        out += ["", f"user {central_user}", f"topic read {root}/#", f"topic write {root}/+/pile/+/port/+/cmd"]
+    for station, gateways in stations.items():
+        for gateway, piles in gateways.items():
             out += [
-                f"topic write {base}/status",
-                f"topic write {base}/event",
-                f"topic write {base}/port/+/telemetry",
-                f"topic write {base}/port/+/cmd/result",
-                f"topic read {base}/port/+/cmd",
+                "",
+                f"user {gateway_user(station, gateway)}",
+                f"topic write {topics.gw_status(station, gateway)}",
             ]
+            for pile in piles:
+                base = f"{root}/{station}/pile/{pile}"
+                out += [
+                    f"topic write {base}/status",
+                    f"topic write {base}/event",
+                    f"topic write {base}/port/+/telemetry",
+                    f"topic write {base}/port/+/cmd/result",
+                    f"topic read {base}/port/+/cmd",
+                ]
     if ingest_user is not None:
         topics.check_id("ingest user", ingest_user)
         out += ["", f"user {ingest_user}"] + [  # it stores every station's telemetry
@@ -610,7 +656,7 @@ def render_acl(
             for leaf in ("pile/+/port/+/telemetry", "pile/+/status", "pile/+/event", "gw/+/status")
         ]
     for reader in readers:
-        out += ["", f"user {reader}", f"topic read {root}/{station}/#"]
+        out += ["", f"user {reader}", *(f"topic read {root}/{station}/#" for station in stations)]
     return "\n".join(out) + "\n"
 
 
@@ -624,29 +670,53 @@ def amqtt_acl(
     topics of every pile of its station (Mosquitto limits it to its own piles). Publishing is
     limited exactly as with Mosquitto.
     """
+    return amqtt_fleet_acl({station: gateways}, [central_user], readers)
+
+
+def amqtt_fleet_acl(
+    stations: Mapping[str, Mapping[str, Sequence[str]]],
+    central_users: Sequence[str],
+    readers: Sequence[str] = (),
+) -> dict[str, dict[str, list[str]]]:
+    """The amqtt form of :func:`render_fleet_acl` (with :func:`amqtt_acl`'s difference)."""
     try:
-        _check_acl_input(station, gateways, central_user, readers)
+        _check_fleet_input(stations, central_users, readers)
     except topics.TopicError as exc:
         raise AclError(str(exc)) from None
     root = f"{topics.ROOT}/{topics.VERSION}"
-    publish = {central_user: [f"{root}/+/pile/+/port/+/cmd"]}
-    subscribe = {central_user: [f"{root}/#"]}
-    for gateway, piles in gateways.items():
-        user = gateway_user(station, gateway)
-        publish[user] = [topics.gw_status(station, gateway)]
-        for pile in piles:
-            base = f"{root}/{station}/pile/{pile}"
-            publish[user] += [
-                f"{base}/status",
-                f"{base}/event",
-                f"{base}/port/+/telemetry",
-                f"{base}/port/+/cmd/result",
-            ]
-        subscribe[user] = [f"{root}/{station}/pile/+/port/+/cmd"]
+    publish = {user: [f"{root}/+/pile/+/port/+/cmd"] for user in central_users}
+    subscribe = {user: [f"{root}/#"] for user in central_users}
+    for station, gateways in stations.items():
+        for gateway, piles in gateways.items():
+            user = gateway_user(station, gateway)
+            publish[user] = [topics.gw_status(station, gateway)]
+            for pile in piles:
+                base = f"{root}/{station}/pile/{pile}"
+                publish[user] += [
+                    f"{base}/status",
+                    f"{base}/event",
+                    f"{base}/port/+/telemetry",
+                    f"{base}/port/+/cmd/result",
+                ]
+            subscribe[user] = [f"{root}/{station}/pile/+/port/+/cmd"]
     for reader in readers:
         publish[reader] = []
-        subscribe[reader] = [f"{root}/{station}/#"]
+        subscribe[reader] = [f"{root}/{station}/#" for station in stations]
     return {"publish_acl": publish, "acl": subscribe}
+
+
+def _check_fleet_input(
+    stations: Mapping[str, Mapping[str, Sequence[str]]], central_users: Sequence[str], readers: Sequence[str]
+) -> None:
+    if not stations or not central_users:
+        raise AclError("an ACL needs at least one station and one central user")
+    for station, gateways in stations.items():
+        for central_user in central_users:
+            _check_acl_input(station, gateways, central_user, readers)
+    users = [*central_users, *(gateway_user(s, g) for s, gws in stations.items() for g in gws), *readers]
+    repeated = sorted({user for user in users if users.count(user) > 1})
+    if repeated:
+        raise AclError(f"broker users named twice: {', '.join(repeated)}")
 
 
 def _check_acl_input(

@@ -1,6 +1,9 @@
 """``pilegate demo`` as a user runs it: READY, live charging, a broker closed to strangers, a clean
 stop leaving nothing behind, children that die with the demo even when it is SIGKILLed, a taken port
-refused in one line, the printed driver login, and a restart that continues the station's clock."""
+refused in one line, the printed driver login, a restart that continues the station's clock, a
+central still serving once its watchdog pings have outnumbered the notification socket's queue,
+several stations each charging with its own piles and gateway, and ``--centrals`` without a
+PostgreSQL database refused in one line (``tests/e2e/test_fleet_e2e.py`` runs it on PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -47,6 +50,8 @@ def start_demo(
     http_port: int | None = None,
     time_scale: float = 120,
     cwd: Path | None = None,
+    extra: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[str], list[str]]:
     """``pilegate demo`` in a child process; its output lines collect in the returned list."""
     argv = [
@@ -68,10 +73,11 @@ def start_demo(
         "0.5",
         "--poll-period",
         "0.5",
+        *(extra or []),
     ]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    environ = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), **(env or {})}
     proc = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd, env=env
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd, env=environ
     )
     lines: list[str] = []
     assert proc.stdout is not None
@@ -227,3 +233,75 @@ def test_the_printed_driver_login_works_and_a_restart_continues_the_station_cloc
         assert restarted["scale"] == 30
     finally:
         stop(proc, lines)
+
+
+def get_json(url: str, token: str | None = None) -> Any:
+    headers = {"Authorization": f"Token {token}"} if token else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as resp:
+        return json.load(resp)
+
+
+def test_the_central_keeps_serving_after_more_watchdog_pings_than_the_ready_socket_holds(tmp_path):
+    # the central pings WATCHDOG=1 to the socket it said READY on; a socket nobody reads holds
+    # net.unix.max_dgram_qlen (10) datagrams and then blocks the sender: its whole event loop
+    proc, lines = start_demo(tmp_path / "demo", "mosquitto", free_port(), env={"WATCHDOG_USEC": "100000"})
+    try:
+        wait_ready(lines)
+        url = next(ln.split()[1] for ln in lines if ln.startswith("READY"))
+        pings_s = 30 * 0.05  # thirty pings, one every 50 ms
+        deadline = time.monotonic() + pings_s
+        while time.monotonic() < deadline:  # it must answer throughout, not only at the start
+            assert get_json(f"{url}api/openapi.json")["openapi"]
+    finally:
+        stop(proc, lines)
+
+
+def test_several_stations_each_charge_with_their_own_piles_and_gateway(tmp_path):
+    data_dir = tmp_path / "demo"
+    proc, lines = start_demo(data_dir, "mosquitto", free_port(), extra=["--stations", "2"])
+    try:
+        wait_ready(lines)
+        ready = "".join(lines)
+        assert "stations     station1, station2" in ready and "at each station" in ready
+        wait_for_sync(
+            lambda: [ln for ln in lines if ln.split()[:1] == ["station2"] and "4/5 charging" in ln],
+            timeout_s=30,
+            what="station2's four ports charging in the live view",
+        )
+        url = next(ln.split()[1] for ln in lines if ln.startswith("READY"))
+        token = driver_login(url, lines)
+        for code in ("station1", "station2"):  # each station's own piles, all working
+            piles = get_json(f"{url}api/charging/piles/status/?station={code}", token)["data"]
+            found = {p["pile_id"]: p["status"] for key in ("fast_piles", "slow_piles") for p in piles[key]}
+            assert found == dict.fromkeys(["F1", "F2", "T1", "T2", "T3"], "normal"), (code, piles)
+            assert (data_dir / "stations" / code / "gateway.toml").exists()
+        for user in ("gw-station1-gw1", "gw-station2-gw1"):
+            assert connect_result(int(mqtt_port_of(lines)), username=user, password="guess") != "Success"
+    finally:
+        stop(proc, lines)
+    assert processes_mentioning(str(data_dir)) == [], "demo left processes behind"
+
+
+def driver_login(url: str, lines: list[str]) -> str:
+    """A token of the driver login the READY block printed."""
+    [driver] = [ln.split()[1:4] for ln in lines if ln.split()[:1] == ["driver"] and "/" in ln.split()[2:3]]
+    username, _slash, password = driver
+    body = json.dumps({"username": username, "password": password}).encode()
+    request = urllib.request.Request(
+        f"{url}api/auth/login/", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return str(json.load(resp)["data"]["token"])
+
+
+def mqtt_port_of(lines: list[str]) -> str:
+    [broker] = [ln for ln in lines if ln.split()[:1] == ["broker"]]
+    return broker.split()[1].rsplit(":", 1)[1]
+
+
+def test_several_centrals_without_a_postgresql_database_are_refused_in_one_line(tmp_path):
+    proc, lines = start_demo(tmp_path / "demo", "mosquitto", free_port(), extra=["--centrals", "2"])
+    assert proc.wait(timeout=30) == 2
+    time.sleep(0.2)  # the reader thread takes the last lines
+    [refusal] = [ln for ln in lines if ln.startswith("Error:")]
+    assert "--centrals 2 needs --database postgresql://" in refusal, "".join(lines)
