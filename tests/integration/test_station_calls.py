@@ -207,9 +207,10 @@ async def test_a_call_no_owner_takes_times_out_clearly_and_is_never_applied_late
 
 
 async def test_a_graceful_hand_over_lets_the_call_being_applied_finish(instance: MakeCalls, fleet_url: str):
-    release = asyncio.Event()
+    applying, release = asyncio.Event(), asyncio.Event()
 
     async def slow(station: str, kind: str, payload: Any) -> Any:
+        applying.set()
         await release.wait()
         return "finished"
 
@@ -217,11 +218,10 @@ async def test_a_graceful_hand_over_lets_the_call_being_applied_finish(instance:
     await owner.serve("S1")
     caller = await instance("caller")
     pending = asyncio.create_task(caller.call("S1", "echo", {}))
-    await wait_for(
-        lambda: rows(fleet_url, "SELECT status FROM station_calls") == [("claimed",)],
-        10,
-        what="the call claimed",
-    )
+    # being applied, not merely claimed: a call claimed in the moment its station is released goes
+    # back to pending for the next owner
+    await wait_for(applying.is_set, 10, what="the call being applied")
+    assert rows(fleet_url, "SELECT status FROM station_calls") == [("claimed",)]
     handing_over = asyncio.create_task(owner.unserve("S1"))
     release.set()
     await handing_over
