@@ -31,10 +31,14 @@ class Notifier:
         self.watchdog_interval_s = int(usec) / 2e6 if usec.isdigit() and int(usec) > 0 else DEFAULT_WATCHDOG_S
 
     def notify(self, *lines: str) -> bool:
-        """Send ``lines`` (``KEY=value``) as one datagram; False when there is no socket or it fails."""
+        """Send ``lines`` (``KEY=value``) as one datagram; False when there is no socket or it fails.
+
+        Never blocks: it is called from the event loop, and a receiver that stopped reading (a
+        supervisor that is not systemd) would otherwise stall the daemon once its queue is full."""
         if not self.address:
             return False
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        kind = socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+        with socket.socket(socket.AF_UNIX, kind) as sock:
             try:
                 sock.sendto("\n".join(lines).encode(), self.address)
             except OSError:
