@@ -273,7 +273,13 @@ async def _serve(config: CentralConfig) -> None:
     type=click.Path(dir_okay=False),
     help="the central's TOML file (its database, broker and [ingest] table)",
 )
-def ingest_command(config_path: str) -> None:
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="stand by while another ingest holds the database, and take over when it ends "
+    "(several centrals on one PostgreSQL, each with an ingest child: one stores at a time)",
+)
+def ingest_command(config_path: str, wait: bool) -> None:
     """Store the station's telemetry in the central's database (a process of its own).
 
     `pilegate central` starts it by itself; run it alone when [ingest] mode = "external".
@@ -290,12 +296,39 @@ def ingest_command(config_path: str) -> None:
     configure_logging(config.log_level, config.log_format)
     lock = IngestLock(config.database_url)  # held until the process exits
     try:
-        lock.acquire()
+        acquire_ingest_lock(lock, wait)
     except IngestLocked as exc:
         click.echo(str(exc), err=True)
         sys.exit(2)
+    except KeyboardInterrupt:
+        return
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(config))
+
+
+STANDBY_RETRY_S = 1.0  # how often a standing-by ingest tries the lock (the takeover delay)
+
+
+def acquire_ingest_lock(lock: IngestLock, wait: bool, retry_s: float = STANDBY_RETRY_S) -> None:
+    """Take the one-ingest lock; with ``wait``, try again every ``retry_s`` until it is free.
+
+    Before the lock, an ingest has not connected to the broker: every ingest of a database uses
+    the same client id, so the one that takes over resumes the persistent session of the one
+    that ended, and the broker hands it what was published meanwhile."""
+    said = False
+    while True:
+        try:
+            lock.acquire()
+            if said:
+                log.info("ingest taking over: the database's lock is free")
+            return
+        except IngestLocked as exc:
+            if not wait:
+                raise
+            if not said:
+                log.info("ingest standing by: another ingest stores this database", reason=str(exc))
+                said = True
+        time.sleep(retry_s)
 
 
 class IngestChild:
@@ -303,7 +336,9 @@ class IngestChild:
     pause that doubles while it keeps dying), stopped with SIGTERM. It dies with the central."""
 
     def __init__(self, config_path: str) -> None:
-        self.argv = [sys.executable, "-m", "pilegate.cli", "ingest", "--config", config_path]
+        # --wait: beside other centrals' ingest children on one PostgreSQL, it stands by until the
+        # one that stores ends, instead of dying and being restarted over and over
+        self.argv = [sys.executable, "-m", "pilegate.cli", "ingest", "--config", config_path, "--wait"]
         self.restarts = 0
         self.pid: int | None = None
         self._proc: asyncio.subprocess.Process | None = None

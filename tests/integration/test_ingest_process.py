@@ -122,20 +122,18 @@ def central(tmp_path: Path, mosquitto: MosquittoBroker, database: Path | str) ->
         proc.stop()
 
 
+def ingest_subscribed(central: CentralProcess) -> bool:
+    log = central.proc.log()
+    return '"client_id": "central-s1-ingest"' in log and "broker connected" in log
+
+
 def test_the_ingest_child_stores_while_the_central_serves_and_a_killed_child_loses_and_doubles_nothing(
     central: CentralProcess, mosquitto: MosquittoBroker, database: Path | str
 ) -> None:
     url = database_url(database)
     child = wait_until(lambda: children(central.proc.popen.pid), 30, "the ingest child", central.proc)[0]
-    wait_until(  # its first subscription: from then on its persistent session keeps what it misses
-        lambda: (
-            '"client_id": "central-s1-ingest"' in central.proc.log()
-            and "broker connected" in central.proc.log()
-        ),
-        30,
-        "the ingest child subscribed",
-        central.proc,
-    )
+    # its first subscription: from then on its persistent session keeps what it misses
+    wait_until(lambda: ingest_subscribed(central), 30, "the ingest child subscribed", central.proc)
     driver = Api(central.url).register("ingest-driver")
     gateway = Gateway(mosquitto.port)
     try:
@@ -187,3 +185,37 @@ def test_one_ingest_per_database(database: Path | str) -> None:
     second = IngestLock(database_url(database))
     second.acquire()  # free again once released
     second.release()
+
+
+def test_a_standing_by_ingest_takes_over_when_the_one_that_stores_dies_and_misses_nothing(
+    tmp_path: Path, central: CentralProcess, mosquitto: MosquittoBroker, database: Path | str
+) -> None:
+    """Another central's ingest child on the same database (``pilegate ingest --wait``) stands by;
+    when the storing one dies with its central (kill -9), it takes over the same broker session."""
+    url = database_url(database)
+    # its first subscription: from then on its persistent session keeps what it misses
+    wait_until(lambda: ingest_subscribed(central), 30, "the ingest child subscribed", central.proc)
+    standby = spawn("ingest-2", ["ingest", "--config", str(central.config_path), "--wait"], tmp_path)
+    gateway = Gateway(mosquitto.port)
+    try:
+        wait_until(lambda: "ingest standing by" in standby.log(), 30, "the other ingest standing by", standby)
+        gateway.statuses()
+        gateway.readings(1, 100)
+        wait_until(lambda: stored_count(url) == 100 * len(STREAMS), 30, "the first readings", central.proc)
+        assert "broker connected" not in standby.log()  # it stores nothing while it stands by
+
+        publishing = threading.Thread(target=gateway.readings, args=(101, 600))
+        publishing.start()
+        wait_until(lambda: stored_count(url) > 150 * len(STREAMS), 30, "readings flowing", central.proc)
+        central.proc.stop(signal.SIGKILL)  # its ingest child dies with it, mid-stream
+        publishing.join(60)
+        assert not publishing.is_alive()
+        wait_until(lambda: "ingest taking over" in standby.log(), 30, "the takeover", standby)
+        total = 600 * len(STREAMS)
+        wait_until(lambda: stored_count(url) >= total, 60, "every reading stored", standby)
+        rows = query(url, "SELECT pile_no, port, seq, count(*) FROM telemetry GROUP BY pile_no, port, seq")
+        assert len(rows) == total  # none lost: the same client id resumed the broker session
+        assert {n for *_, n in rows} == {1}  # none twice
+    finally:
+        gateway.close()
+        standby.stop()
