@@ -77,6 +77,9 @@ from pilegate.sdnotify import Notifier
 from pilegate.settings import ConfigError
 
 log = structlog.get_logger(__name__)
+# a broker connection down this long (not a reconnect's moment) makes this instance hand its
+# stations to a central instance that has one (PostgreSQL; docs/fleet.md)
+BROKER_LOST_HAND_OVER_S = 10.0
 CLOCK_SEEN_PERIOD_S = 5.0  # wall seconds between saves of how far the station clock ran
 
 
@@ -394,8 +397,11 @@ def _leases(config: CentralConfig, shared: _Shared, stations: Stations) -> Lease
         await calls.unserve(code, drain=not fencing)
         await stations.stop(code)
 
+    def serving() -> bool:  # a central that cannot reach the broker hands its stations to one that can
+        return shared.mqtt.down_for_s < BROKER_LOST_HAND_OVER_S
+
     leases = fleet.leases = stations.leases = station_leases(
-        config.database_url, station_set, on_acquired, on_lost, instance=instance
+        config.database_url, station_set, on_acquired, on_lost, instance=instance, serving=serving
     )
     return leases
 

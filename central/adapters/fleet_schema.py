@@ -98,3 +98,11 @@ def station_version(db: Db, station: str) -> int:
     """``station``'s version (0 before its first versioned write)."""
     row = db.execute("SELECT version FROM station_versions WHERE station = ?", [station]).fetchone()
     return int(row[0]) if row is not None else 0
+
+
+@FLEET_MIGRATIONS(name="0003_instance_serving")
+def instance_serving(db: Db) -> None:
+    """``central_instances.serving``: 0 while the instance cannot serve its stations (its broker
+    connection is down), so the others take them over and leave it out of the fair share."""
+    statement = "ALTER TABLE central_instances ADD COLUMN serving INTEGER NOT NULL DEFAULT 1"
+    db.execute(pg_ddl(statement) if db.dialect == POSTGRESQL else statement)

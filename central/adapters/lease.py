@@ -41,6 +41,11 @@ The rules, per instance:
   is not tried again by it for ``cooldown_s`` (3 s), so the released station goes to the instance
   short of its share, not back. A free station is otherwise always taken, even beyond the fair share:
   an unowned station is worse than an uneven spread.
+- **Serving.** An instance that cannot serve (``serving()`` false: the central's broker connection
+  has been down for a while, so its stations can neither hear their piles nor command them) says so
+  in its heartbeat. While another live instance can serve, it hands every station over (``on_lost``
+  first, then the unlock) and tries none; the others leave it out of the fair share. With nobody
+  else to serve, it keeps its stations (an unowned station is worse) and competes as usual.
 - **Leaving.** ``close()`` awaits ``on_lost`` for every station, deletes the instance's row and ends
   the session (the locks go with it), so the others take over at their next try. Rows stale for an
   hour are deleted by whichever instance sees them.
@@ -88,6 +93,12 @@ STATION_KEY_NAMESPACE = "pilegate-station-lease:"
 
 StationSet = Callable[[], Iterable[str] | Awaitable[Iterable[str]]]
 StationCallback = Callable[[str], Awaitable[None]]
+Serving = Callable[[], bool]
+"""Whether this instance can serve stations now (the central: its broker connection is up)."""
+
+
+def _always() -> bool:
+    return True
 
 
 def station_key(code: str) -> int:
@@ -253,13 +264,16 @@ class LeaseLost(Exception):
 
 
 _HEARTBEAT = (
-    "INSERT INTO central_instances (id, host, pid, http_url, started_ms, heartbeat_ms, session_pid) "
-    "VALUES (%s, %s, %s, %s, pilegate_now_ms(), pilegate_now_ms(), pg_backend_pid()) "
-    "ON CONFLICT (id) DO UPDATE SET heartbeat_ms = EXCLUDED.heartbeat_ms, session_pid = EXCLUDED.session_pid"
+    "INSERT INTO central_instances (id, host, pid, http_url, started_ms, heartbeat_ms, session_pid, serving) "
+    "VALUES (%s, %s, %s, %s, pilegate_now_ms(), pilegate_now_ms(), pg_backend_pid(), %s) "
+    "ON CONFLICT (id) DO UPDATE SET heartbeat_ms = EXCLUDED.heartbeat_ms, "
+    "session_pid = EXCLUDED.session_pid, serving = EXCLUDED.serving"
 )
-# live: a fresh heartbeat and a lease session the server still has (a killed instance's ends at once)
+# live: a fresh heartbeat and a lease session the server still has (a killed instance's ends at once);
+# counted: the live instances that can serve (for the fair share), and those of them that are not this one
 _LIVE = (
-    "SELECT count(*) FROM central_instances i WHERE i.heartbeat_ms > pilegate_now_ms() - %s "
+    "SELECT count(*), count(*) FILTER (WHERE i.id <> %s) FROM central_instances i "
+    "WHERE i.heartbeat_ms > pilegate_now_ms() - %s AND i.serving = 1 "
     "AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = i.session_pid)"
 )
 _FORGET = "DELETE FROM central_instances WHERE heartbeat_ms < pilegate_now_ms() - 3600000"
@@ -302,10 +316,12 @@ class PgLeases:
         *,
         instance: Instance | None = None,
         timing: LeaseTiming = LeaseTiming(),
+        serving: Serving = _always,
     ) -> None:
         self.url = url
         self.instance = instance or Instance.here()
         self.timing = timing
+        self._serving = serving
         self._stations = stations
         self._callbacks = _Callbacks(on_acquired, on_lost, self.instance)
         self._order: list[str] = []  # owned stations, in the order acquired (the last is released first)
@@ -510,9 +526,16 @@ class PgLeases:
         except Exception:  # the set could not be read this time: keep the last one
             log.exception("station_set_failed", instance=self.instance.id)
             codes = self._codes_seen
-        live = await self._db(conn, lost, self._heartbeat(conn))
+        serving = self._serving()
+        live, others = await self._db(conn, lost, self._heartbeat(conn, serving))
         for code in [c for c in reversed(self._order) if c not in codes]:
             await self._release(conn, lost, code, "left the station set")
+        if not serving and others:  # deaf and mute here, served there: hand every station over
+            for code in list(reversed(self._order)):
+                await self._release(conn, lost, code, "this instance cannot serve (broker connection down)")
+                if lost.is_set():
+                    return
+            return
         now = time.monotonic()
         wanted = sorted(c for c in codes - self._callbacks.owned if self._cooled.get(c, 0.0) <= now)
         if wanted:
@@ -531,16 +554,17 @@ class PgLeases:
             await self._release(conn, lost, self._order[-1], f"over the fair share ({fair} of {len(codes)})")
             self._last_release = time.monotonic()
 
-    async def _heartbeat(self, conn: psycopg.AsyncConnection[Any]) -> int:
-        """Write this instance's heartbeat; the number of live instances (this one included)."""
+    async def _heartbeat(self, conn: psycopg.AsyncConnection[Any], serving: bool) -> tuple[int, int]:
+        """Write this instance's heartbeat; the live instances that can serve (this one included
+        when it can), and how many of them are others."""
         me = self.instance
-        await conn.execute(_HEARTBEAT, [me.id, me.host, me.pid, me.http_url])
-        cursor = await conn.execute(_LIVE, [int(self.timing.stale_after_s * 1000)])
+        await conn.execute(_HEARTBEAT, [me.id, me.host, me.pid, me.http_url, int(serving)])
+        cursor = await conn.execute(_LIVE, [me.id, int(self.timing.stale_after_s * 1000)])
         row = await cursor.fetchone()
         self._rounds += 1
         if self._rounds % 60 == 1:  # now and then, not every second
             await conn.execute(_FORGET)
-        return int(row[0]) if row else 1
+        return (int(row[0]), int(row[1])) if row else (1, 0)
 
     async def _try(self, conn: psycopg.AsyncConnection[Any], codes: list[str]) -> list[str]:
         """Take every lock of ``codes`` that is free; the codes taken, in ``codes``' order."""
@@ -585,10 +609,11 @@ def station_leases(
     on_lost: StationCallback,
     *,
     instance: Instance | None = None,
+    serving: Serving = _always,
 ) -> Leases:
     """The leases of the database's engine: :class:`PgLeases` on PostgreSQL, :class:`SingleLeases`
     (every station owned here) on SQLite."""
     url = parse_database_url(database)
     if url.dialect == POSTGRESQL:
-        return PgLeases(url.target, stations, on_acquired, on_lost, instance=instance)
+        return PgLeases(url.target, stations, on_acquired, on_lost, instance=instance, serving=serving)
     return SingleLeases(stations, on_acquired, on_lost, instance=instance)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -146,6 +147,7 @@ class CentralMqtt:
         self._suback: asyncio.Future[None] | None = None
         self._suback_mid: int | None = None
         self._up = asyncio.Event()  # connected and subscribed
+        self._down_since: float | None = time.monotonic()  # not connected since (monotonic); None: up
         self._lost = asyncio.Event()  # the current connection ended
         self._stopping = False
         self._acks: dict[int, asyncio.Future[None]] = {}
@@ -163,6 +165,11 @@ class CentralMqtt:
     def connected(self) -> bool:
         """True while a connection is up and the subscriptions are acknowledged."""
         return self._up.is_set()
+
+    @property
+    def down_for_s(self) -> float:
+        """How long the broker connection has been down (0 while it is up)."""
+        return 0.0 if self._down_since is None else time.monotonic() - self._down_since
 
     async def start(self) -> None:
         """Start the connection task and return at once."""
@@ -323,6 +330,7 @@ class CentralMqtt:
             raise
         self.counts["connects"] += 1
         self._up.set()
+        self._down_since = None
         self._log.info("broker connected", subscriptions=self._subscriptions)
 
     def _new_client(self) -> mqtt.Client:
@@ -405,6 +413,8 @@ class CentralMqtt:
     def _teardown(self) -> None:
         """Forget the current connection: close its socket, fail pending publishes."""
         self._up.clear()
+        if self._down_since is None:
+            self._down_since = time.monotonic()
         client, self._client = self._client, None
         if client is not None:
             self._detach(client)
@@ -424,6 +434,8 @@ class CentralMqtt:
     def _mark_lost(self, why: str) -> None:
         self._log.debug("connection ended", reason=why)
         self._up.clear()
+        if self._down_since is None:
+            self._down_since = time.monotonic()
         self._lost.set()
         for future, what in ((self._connack, "CONNACK"), (self._suback, "SUBACK")):
             if future is not None and not future.done():

@@ -252,3 +252,52 @@ async def test_the_station_set_may_be_read_from_the_database(fleet_url: str):
         await wait_for(lambda: leases.owned == {"S9"}, 10, what="S9 owned")
     finally:
         await leases.close()
+
+
+async def test_an_instance_that_cannot_serve_hands_its_stations_to_one_that_can(fleet_url: str):
+    first, second = Journal(), Journal()
+    broker_up = {"A": True}
+    a = PgLeases(
+        fleet_url,
+        lambda: STATIONS,
+        first.acquired,
+        first.lost,
+        instance=Instance("A", "h", 1),
+        serving=lambda: broker_up["A"],
+    )
+    b = PgLeases(fleet_url, lambda: STATIONS, second.acquired, second.lost, instance=Instance("B", "h", 2))
+    await a.start()
+    await b.start()
+    try:
+        await wait_for(lambda: len(a.owned) >= 1 and len(b.owned) >= 1, 20, what="the stations spread")
+        broker_up["A"] = False  # A's broker connection is gone: its stations hear and command nothing
+        mark = len(first.events)
+        await wait_for(lambda: b.owned == set(STATIONS), 10, what="B serving every station")
+        assert a.owned == frozenset()
+        assert first.since(mark, "lost") and not first.since(mark, "acquired")
+        assert lease_holders(fleet_url, list(STATIONS)) == {s: ["B"] for s in STATIONS}
+
+        broker_up["A"] = True  # back: it counts in the fair share again and gets its share back
+        await wait_for(lambda: len(a.owned) >= 1, 20, what="A taking its share again")
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_an_instance_that_cannot_serve_keeps_its_stations_when_nobody_else_can(fleet_url: str):
+    journal = Journal()
+    alone = PgLeases(
+        fleet_url,
+        lambda: STATIONS,
+        journal.acquired,
+        journal.lost,
+        instance=Instance("A", "h", 1),
+        serving=lambda: False,
+    )
+    await alone.start()
+    try:
+        await wait_for(lambda: alone.owned == set(STATIONS), 10, what="every station owned")
+        await alone.refresh()  # a further round: still nobody better to hand them to
+        assert alone.owned == set(STATIONS) and not journal.since(0, "lost")
+    finally:
+        await alone.close()
