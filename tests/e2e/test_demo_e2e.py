@@ -86,9 +86,14 @@ def start_demo(
     return proc, lines
 
 
-def wait_ready(lines: list[str]) -> None:
+def wait_ready(lines: list[str], proc: subprocess.Popen[str]) -> None:
+    """Wait for the READY line; fail at once, with the demo's output, if the demo exits first."""
     ready = wait_for_sync(
-        lambda: [ln for ln in lines if ln.startswith("READY http://127.0.0.1:")], timeout_s=60, what="READY"
+        lambda: [ln for ln in lines if ln.startswith("READY http://127.0.0.1:")],
+        timeout_s=60,
+        what="READY",
+        give_up=lambda: None if proc.poll() is None else f"the demo exited with {proc.returncode}",
+        context=lambda: "".join(lines[-30:]),
     )
     assert ready
 
@@ -120,7 +125,7 @@ def test_demo_comes_up_charges_and_stops_cleanly(tmp_path, broker):
     mqtt_port = free_port()
     proc, lines = start_demo(data_dir, broker, mqtt_port)
     try:
-        wait_ready(lines)
+        wait_ready(lines, proc)
         wait_for_sync(
             lambda: sum("charging" in ln for ln in lines) >= 5,
             timeout_s=30,
@@ -149,7 +154,7 @@ def test_children_die_with_the_demo_even_when_it_is_killed(tmp_path, broker):
     data_dir = tmp_path / "demo"
     proc, lines = start_demo(data_dir, broker, free_port())
     try:
-        wait_ready(lines)
+        wait_ready(lines, proc)
         children = children_of(proc.pid)
         assert len(children) >= 4, children  # broker, sim, gateway, central
         proc.send_signal(signal.SIGKILL)
@@ -206,7 +211,7 @@ def test_the_printed_driver_login_works_and_a_restart_continues_the_station_cloc
     proc, lines = start_demo(Path("data/demo"), "embedded", free_port(), time_scale=120, cwd=tmp_path)
     data_dir = tmp_path / "data" / "demo"
     try:
-        wait_ready(lines)
+        wait_ready(lines, proc)
         ready = "".join(lines)
         url = next(ln.split()[1] for ln in lines if ln.startswith("READY"))
         assert f"dashboard    {url}" in ready
@@ -227,7 +232,7 @@ def test_the_printed_driver_login_works_and_a_restart_continues_the_station_cloc
     stopped_at = station_time_at_stop(data_dir / "central" / "central.db")
     proc, lines = start_demo(Path("data/demo"), "embedded", free_port(), time_scale=30, cwd=tmp_path)
     try:
-        wait_ready(lines)
+        wait_ready(lines, proc)
         restarted = anchor(data_dir / "central" / "central.db")
         assert restarted["station_s"] == pytest.approx(stopped_at, abs=1e-3), "the clock jumped"
         assert restarted["scale"] == 30
@@ -246,7 +251,7 @@ def test_the_central_keeps_serving_after_more_watchdog_pings_than_the_ready_sock
     # net.unix.max_dgram_qlen (10) datagrams and then blocks the sender: its whole event loop
     proc, lines = start_demo(tmp_path / "demo", "mosquitto", free_port(), env={"WATCHDOG_USEC": "100000"})
     try:
-        wait_ready(lines)
+        wait_ready(lines, proc)
         url = next(ln.split()[1] for ln in lines if ln.startswith("READY"))
         pings_s = 30 * 0.05  # thirty pings, one every 50 ms
         deadline = time.monotonic() + pings_s
@@ -260,7 +265,7 @@ def test_several_stations_each_charge_with_their_own_piles_and_gateway(tmp_path)
     data_dir = tmp_path / "demo"
     proc, lines = start_demo(data_dir, "mosquitto", free_port(), extra=["--stations", "2"])
     try:
-        wait_ready(lines)
+        wait_ready(lines, proc)
         ready = "".join(lines)
         assert "stations     station1, station2" in ready and "at each station" in ready
         wait_for_sync(
