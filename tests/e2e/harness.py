@@ -291,6 +291,17 @@ class CentralProcess:
             return False
 
 
+def run_central(
+    workdir: Path, config_path: Path, name: str = "central", timeout_s: float = 60
+) -> CentralProcess:
+    """``pilegate central`` on a free port in a child process, once its HTTP side answers."""
+    port = free_port()
+    proc = spawn(name, ["central", "--config", str(config_path), "--port", str(port)], workdir)
+    central = CentralProcess(proc, config_path, f"http://127.0.0.1:{port}")
+    wait_until(central.answering, timeout_s, f"{name} HTTP", proc)
+    return central
+
+
 def central_config(
     station: str,
     mqtt_port: int,
@@ -334,29 +345,29 @@ def start_central(
         central_config(station, mqtt_port, workdir / "central-data", time_scale, fast, trickle, extra_station)
     )
     if admin_password:
-        env = {**os.environ, "PILEGATE_PASSWORD": admin_password}
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pilegate.cli",
-                "create-user",
-                "--config",
-                str(config_path),
-                "--username",
-                "admin",
-                "--admin",
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-    port = free_port()
-    proc = spawn("central", ["central", "--config", str(config_path), "--port", str(port)], workdir)
-    central = CentralProcess(proc, config_path, f"http://127.0.0.1:{port}")
-    wait_until(central.answering, 30, "central HTTP", proc)
-    return central
+        create_admin(config_path, admin_password)
+    return run_central(workdir, config_path, timeout_s=30)
+
+
+def create_admin(config_path: Path, password: str) -> None:
+    """``pilegate create-user --admin`` of the user ``admin`` in the config's database."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pilegate.cli",
+            "create-user",
+            "--config",
+            str(config_path),
+            "--username",
+            "admin",
+            "--admin",
+        ],
+        env={**os.environ, "PILEGATE_PASSWORD": password},
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
 
 
 class Api:

@@ -5,13 +5,18 @@ advisory lock), and a kill -9 of the owner hands the station to the other."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.e2e.harness import Api, CentralProcess, central_config, free_port, spawn, wait_until
+from tests.e2e.harness import (
+    Api,
+    CentralProcess,
+    central_config,
+    create_admin,
+    free_port,
+    run_central,
+    wait_until,
+)
 from tests.postgres_server import PgServer, create_database
 
 pytest_plugins = ("tests.integration.central_fixtures",)
@@ -24,14 +29,6 @@ def central_on(workdir: Path, database: str) -> Path:
     path = workdir / "central.toml"
     path.write_text(config.replace("[central]\n", f'[central]\ndatabase = "{database}"\n', 1))
     return path
-
-
-def start(workdir: Path, config_path: Path, name: str = "central") -> CentralProcess:
-    port = free_port()
-    proc = spawn(name, ["central", "--config", str(config_path), "--port", str(port)], workdir)
-    central = CentralProcess(proc, config_path, f"http://127.0.0.1:{port}")
-    wait_until(central.answering, 30, "central HTTP", proc)
-    return central
 
 
 def login(central: CentralProcess) -> int:
@@ -56,25 +53,9 @@ def test_centrals_on_postgresql_share_the_database_and_a_kill_9_hands_the_statio
 ):
     url = create_database(postgres_server, "pilegate_e2e_lock")
     config_path = central_on(tmp_path, url)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pilegate.cli",
-            "create-user",
-            "--config",
-            str(config_path),
-            "--username",
-            "admin",
-            "--admin",
-        ],
-        env={**os.environ, "PILEGATE_PASSWORD": PASSWORD},
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    first = start(tmp_path, config_path)
-    second = start(tmp_path, config_path, "central-2")
+    create_admin(config_path, PASSWORD)
+    first = run_central(tmp_path, config_path)
+    second = run_central(tmp_path, config_path, "central-2")
     try:
         assert login(first) == 200 and login(second) == 200  # one database, one set of accounts
         db = "pilegate_e2e_lock"

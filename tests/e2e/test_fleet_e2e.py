@@ -55,11 +55,11 @@ from tests.e2e.harness import (
     GatewayProcess,
     GatewaySettings,
     SimProcess,
+    create_admin,
     free_port,
-    spawn,
+    run_central,
     start_gateway,
     start_sim,
-    wait_until,
 )
 from tests.helpers import wait_for_sync
 from tests.integration.fleet_helpers import lease_holders
@@ -104,19 +104,7 @@ client_id = "central-{instance}"
 
 
 def start_instance(workdir: Path, instance: str, config: Path) -> CentralProcess:
-    port = free_port()
-    proc = spawn(f"central-{instance}", ["central", "--config", str(config), "--port", str(port)], workdir)
-    central = CentralProcess(proc, config, f"http://127.0.0.1:{port}")
-    wait_until(central.answering, 60, f"central {instance} HTTP", proc)
-    return central
-
-
-def create_admin(config: Path) -> None:
-    argv = [sys.executable, "-m", "pilegate.cli", "create-user", "--config", str(config)]
-    env = {**os.environ, "PILEGATE_PASSWORD": ADMIN_PASSWORD}
-    subprocess.run(
-        [*argv, "--username", "admin", "--admin"], env=env, check=True, capture_output=True, timeout=60
-    )
+    return run_central(workdir, config, f"central-{instance}")
 
 
 @dataclass
@@ -160,7 +148,7 @@ def fleet(tmp_path: Path, postgres_server: PgServer) -> Iterator[Fleet]:
             gateway = start_gateway(workdir, sim.piles, broker.port, GatewaySettings(station=code))
             sites[code] = Site(sim, gateway)
         configs = {i: fleet_config(tmp_path, i, url, broker.port) for i in ("a", "b")}
-        create_admin(configs["a"])
+        create_admin(configs["a"], ADMIN_PASSWORD)
         for instance, config in configs.items():
             centrals[instance] = start_instance(tmp_path, instance, config)
         yield Fleet(url, broker, sites, centrals)
