@@ -265,12 +265,12 @@ async def timed_reads(
 
 def breakdown(timed: list[Timed]) -> list[str]:
     """Per path, per instance, and owner against non-owner: the lines of the bench's breakdown."""
-    groups: dict[str, list[float]] = {}
+    groups: dict[tuple[int, str], list[float]] = {}
     for t in timed:
         role = {True: "owner", False: "non-owner", None: "no station"}[t.owner]
-        for key in (f"path {t.path}", f"instance {t.instance}", role, f"{t.path} {role}"):
+        for key in ((0, t.path), (1, f"instance {t.instance}"), (2, role), (3, f"{t.path} {role}")):
             groups.setdefault(key, []).append(t.ms)
-    return [summary(key, values) for key, values in groups.items() if len(values) >= 2]
+    return [summary(key[1], values) for key, values in sorted(groups.items()) if len(values) >= 2]
 
 
 async def metric(url: str, token: str, name: str) -> float:
