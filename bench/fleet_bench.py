@@ -224,24 +224,65 @@ def stored(database: str) -> int:
     return int(row[0]) if row else 0
 
 
+@dataclass(frozen=True)
+class Timed:
+    """One timed read: its latency, its path's template, the instance that answered and whether
+    that instance owns the station the read names (None: the read names no station)."""
+
+    ms: float
+    path: str
+    instance: str
+    owner: bool | None
+
+
 async def timed_reads(
-    urls: list[str], stations: list[str], driver: str, admin: str, requests: int
-) -> list[float]:
-    """Latencies (ms) of ``requests`` reads, round robin over the instances, paths and stations."""
-    latencies = []
+    urls: dict[str, str],
+    stations: list[str],
+    spread: dict[str, str],
+    driver: str,
+    admin: str,
+    requests: int,
+) -> list[Timed]:
+    """``requests`` reads, round robin over the instances, paths and stations, timed."""
+    timed = []
+    names = list(urls)
     async with aiohttp.ClientSession() as session:
         for n in range(requests):
-            path = PATHS[n % len(PATHS)].format(station=stations[(n // len(PATHS)) % len(stations)])
+            template = PATHS[n % len(PATHS)]
+            station = stations[(n // len(PATHS)) % len(stations)]
+            path, instance = template.format(station=station), names[n % len(names)]
             token = admin if path.startswith("/api/Orders") else driver
             t0 = time.perf_counter()
-            async with session.get(
-                urls[n % len(urls)] + path, headers={"Authorization": f"Token {token}"}
-            ) as r:
+            async with session.get(urls[instance] + path, headers={"Authorization": f"Token {token}"}) as r:
                 await r.read()
                 if r.status != 200:
-                    raise SystemExit(f"GET {path} on {urls[n % len(urls)]} answered {r.status}")
-            latencies.append((time.perf_counter() - t0) * 1000)
-    return latencies
+                    raise SystemExit(f"GET {path} on {urls[instance]} answered {r.status}")
+            ms = (time.perf_counter() - t0) * 1000
+            owner = spread.get(station) == instance if "{station}" in template else None
+            timed.append(Timed(ms, template.split("?")[0], instance, owner))
+    return timed
+
+
+def breakdown(timed: list[Timed]) -> list[str]:
+    """Per path, per instance, and owner against non-owner: the lines of the bench's breakdown."""
+    groups: dict[tuple[int, str], list[float]] = {}
+    for t in timed:
+        role = {True: "owner", False: "non-owner", None: "no station"}[t.owner]
+        for key in ((0, t.path), (1, f"instance {t.instance}"), (2, role), (3, f"{t.path} {role}")):
+            groups.setdefault(key, []).append(t.ms)
+    return [summary(key[1], values) for key, values in sorted(groups.items()) if len(values) >= 2]
+
+
+async def metric(url: str, token: str, name: str) -> float:
+    """One unlabelled sample of ``url``'s ``/metrics`` (staff token)."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url + "/metrics", headers={"Authorization": f"Token {token}"}) as r,
+    ):
+        for line in (await r.text()).splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return float("nan")
 
 
 def start_instance(workdir: Path, instance: str, config: Path) -> CentralProcess:
@@ -276,7 +317,7 @@ def wait(predicate: object, timeout_s: float, what: str) -> None:
 def summary(name: str, latencies: list[float]) -> str:
     q = statistics.quantiles(latencies, n=100, method="inclusive")
     return (
-        f"{name:<22} n={len(latencies)} p50={statistics.median(latencies):.1f} ms "
+        f"{name:<40} n={len(latencies):<4} p50={statistics.median(latencies):.1f} ms "
         f"p99={q[98]:.1f} ms max={max(latencies):.1f} ms"
     )
 
@@ -359,12 +400,18 @@ def main() -> int:
         stack.callback(publisher.join, 10)
         stack.callback(publisher.terminate)
         wait(lambda: stored(database) >= args.rate, 60, "a second of telemetry stored")
-        urls = [c.url for c in centrals.values()]
+        urls = {name: c.url for name, c in centrals.items()}
+        spread = owners(database, stations)
+        view_loads = "pilegate_central_read_view_loads_total"
+        loads_before = {i: asyncio.run(metric(url, admin, view_loads)) for i, url in urls.items()}
         before, t0 = stored(database), time.perf_counter()
-        loaded = asyncio.run(timed_reads(urls, stations, str(driver.token), admin, args.requests))
+        timed = asyncio.run(timed_reads(urls, stations, spread, str(driver.token), admin, args.requests))
         window = time.perf_counter() - t0
         rate_stored = (stored(database) - before) / window
-        spread = owners(database, stations)
+        loads = {i: asyncio.run(metric(url, admin, view_loads)) - loads_before[i] for i, url in urls.items()}
+        loaded = [t.ms for t in timed]
+        if owners(database, stations) != spread:
+            print("note: a station changed owner while the reads were timed")
         counts = {i: sum(1 for o in spread.values() if o == i) for i in centrals}
         victim_name = max(counts, key=lambda i: counts[i])
         moved = sorted(code for code, o in spread.items() if o == victim_name)
@@ -380,6 +427,12 @@ def main() -> int:
         print(f"stored while timing: {rate_stored:.0f} msg/s (offered {offered:.0f}/s)")
         print(
             summary("REST under load", loaded) + f" ({len(urls)} instances, {len(PATHS)} reads round robin)"
+        )
+        for line in breakdown(timed):
+            print(f"  {line}")
+        print(
+            f"  read views loaded while timing: {', '.join(f'{i} {n:.0f}' for i, n in loads.items())} "
+            f"({window:.1f} s)"
         )
         worst = max(times.values())
         print(

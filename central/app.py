@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import os
 import signal
 import socket
@@ -550,6 +551,20 @@ def central_command(config_path: str, port: int | None) -> None:
         asyncio.run(serve(config, child))
 
 
+def freeze_startup_heap() -> None:
+    """Leave what start-up built out of the cyclic garbage collector's full collections.
+
+    A full (generation 2) collection walks every tracked object and stops the event loop while it
+    does. In a central that has started most of them are the modules', classes' and functions',
+    which live until exit: about 74,000 of the 86,000 a central of ten stations tracks, whose walk
+    took 15-70 ms every few seconds under telemetry load on a busy 2-core machine, a REST
+    request's whole budget (bench/fleet_bench.py). Collected once, then frozen (:func:`gc.freeze`),
+    they are never walked again (the walk of the rest took 3-6 ms there); what the stations
+    allocate later is collected as before."""
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(config: CentralConfig, ingest_child: IngestChild | None = None) -> None:
     """Serve the central service until SIGTERM or SIGINT. Under systemd it says READY once the
     REST port listens and feeds the watchdog from this event loop (a stuck loop stops the pings).
@@ -558,6 +573,7 @@ async def serve(config: CentralConfig, ingest_child: IngestChild | None = None) 
     app = create_app(config, store_telemetry=config.ingest.mode == "inline")
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=10)
     await runner.setup()
+    freeze_startup_heap()
     if ingest_child is not None:
         await ingest_child.start()
     try:

@@ -6,6 +6,7 @@ request ends exactly once (at the end, with every pile back, all of them do)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from datetime import datetime, timedelta
@@ -292,6 +293,21 @@ class SchedulerMachine(RuleBasedStateMachine):
         state = json.loads(json.dumps(self.s.to_dict()))
         assert Scheduler.from_dict(state, self.s.params).to_dict() == state
 
+    @invariant()
+    def a_clone_is_the_same_queue_and_a_what_if_on_it_changes_nothing_here(self):
+        """What a change or an estimate does to a clone never reaches the scheduler it came from."""
+        before, events = self.s.to_dict(), list(self.s.events)
+        what_if = self.s.clone()
+        assert what_if.to_dict() == before and what_if.events == []
+        for point_id, point in what_if.points.items():
+            if point.working and point.queue:
+                what_if.pile_fault(self.now, point_id)
+                break
+        with contextlib.suppress(QueueFullError):
+            what_if.arrive(self.now, "what-if-car", Mode.FAST, 5)
+        complete_all(what_if)
+        assert self.s.to_dict() == before and self.s.events == events
+
     def teardown(self):
         """With every pile back in service and ideal piles running on, every request ends."""
         for point_id, point in self.s.points.items():
@@ -333,3 +349,21 @@ TestBestOrWaitPriority = BestOrWaitPriority.TestCase
 TestBestOrWaitTimeOrder = BestOrWaitTimeOrder.TestCase
 TestBestFreePriority = BestFreePriority.TestCase
 TestBestFreeTimeOrder = BestFreeTimeOrder.TestCase
+
+
+def test_clone_copies_every_attribute_of_the_scheduler():
+    """``Scheduler.clone`` copies by hand: an attribute added to the scheduler must be added there."""
+    assert set(vars(Scheduler(StationParams()))) == {
+        "params",
+        "tariff",
+        "points",
+        "requests",
+        "waiting",
+        "fault_groups",
+        "next_number",
+        "next_seq",
+        "next_detail",
+        "clock",
+        "events",
+        "_touched",
+    }
