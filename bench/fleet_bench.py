@@ -43,7 +43,6 @@ import random
 import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -61,7 +60,7 @@ from bench.ingest_bench import BenchBroker, _publish_packet, _remaining_length
 from pilegate.broker import free_port
 from protocols import topics
 from protocols.payloads import CommandMessage, CommandResult, PayloadError, PileStatus, Telemetry
-from tests.e2e.harness import Api, CentralProcess, spawn, wait_until
+from tests.e2e.harness import Api, CentralProcess, create_admin, run_central
 from tests.integration.fleet_helpers import lease_holders
 from tests.postgres_server import create_database, start_server
 
@@ -285,14 +284,6 @@ async def metric(url: str, token: str, name: str) -> float:
     return float("nan")
 
 
-def start_instance(workdir: Path, instance: str, config: Path) -> CentralProcess:
-    port = free_port()
-    proc = spawn(f"central-{instance}", ["central", "--config", str(config), "--port", str(port)], workdir)
-    central = CentralProcess(proc, config, f"http://127.0.0.1:{port}")
-    wait_until(central.answering, 60, f"central {instance} HTTP", proc)
-    return central
-
-
 def owners(database: str, stations: list[str]) -> dict[str, str]:
     """station -> the instance holding its lease (stations held by none or by two left out)."""
     return {code: h[0] for code, h in lease_holders(database, stations).items() if len(h) == 1}
@@ -374,16 +365,10 @@ def main() -> int:
         stack.callback(broker.stop)
         publish_statuses(broker.port, stations)
         configs = {i: central_config(workdir, i, database, broker.port, stations) for i in ("a", "b")}
-        subprocess.run(
-            [sys.executable, "-m", "pilegate.cli", "create-user", "--config", str(configs["a"]), "--admin"],
-            env={**os.environ, "PILEGATE_PASSWORD": ADMIN_PASSWORD},
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+        create_admin(configs["a"], ADMIN_PASSWORD)
         centrals = {}
         for instance, config in configs.items():
-            centrals[instance] = start_instance(workdir, instance, config)
+            centrals[instance] = run_central(workdir, config, f"central-{instance}")
             stack.callback(centrals[instance].proc.stop)
         wait(lambda: spread_evenly(database, stations), 90, "the stations spread evenly over both instances")
         api = Api(centrals["a"].url)
