@@ -30,6 +30,7 @@ from typing import Any
 
 import psycopg
 import psycopg.adapt
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
 from central.adapters.database import POSTGRESQL, IntegrityError, Params
@@ -166,6 +167,8 @@ class PgDatabase:
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
+        self._staging_made: set[str] = set()  # staging tables this session has (see execute_values)
+        self._staging_filled: set[str] = set()  # ... and those filled in the current transaction
 
     def execute(self, sql: str, parameters: Params = None) -> psycopg.Cursor[Any]:
         try:
@@ -198,12 +201,18 @@ class PgDatabase:
         sql = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename"
         return [row[0] for row in self.conn.execute(sql)]
 
-    def insert_rows(self, table_name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        """COPY the rows in: the fastest way into PostgreSQL, one round trip per batch."""
+    def insert_rows(
+        self, table_name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, typed: bool = False
+    ) -> None:
+        """COPY the rows in: the fastest way into PostgreSQL, one round trip per batch. ``typed``: every
+        value is of its column's type (int for an integer column, int or float for a real one, str for
+        text, or None), so the rows travel in COPY's binary format, which neither side has to format
+        or parse as text; otherwise as text, which the server converts (a str into an integer column)."""
         if not rows:
             return
         types = column_types(self, table_name, tuple(columns))
-        with self.conn.cursor().copy(f"COPY {table_name} ({', '.join(columns)}) FROM STDIN") as copy:
+        binary = " (FORMAT BINARY)" if typed else ""
+        with self.conn.cursor().copy(f"COPY {table_name} ({', '.join(columns)}) FROM STDIN{binary}") as copy:
             copy.set_types(list(types))  # psycopg's own (C) dumpers, not the untyped ones
             for row in rows:
                 copy.write_row(row)
@@ -211,29 +220,49 @@ class PgDatabase:
     def execute_values(self, sql: str, rows: Sequence[Sequence[Any]], *tail: Any) -> None:
         """COPY the rows (as text) into a temporary staging table of their width, then run ``sql``
         over it: one statement per batch. (A VALUES list of thousands of parameters is no way into
-        PostgreSQL: psycopg alone spends a second parsing a 12,000-parameter statement.)"""
+        PostgreSQL: psycopg alone spends a second parsing a 12,000-parameter statement.)
+
+        The staging table empties itself when the transaction ends (``ON COMMIT DELETE ROWS``: the
+        file is truncated, so it never grows; a DELETE would leave dead rows that nothing vacuums,
+        as autovacuum skips temporary tables, and every later scan would read them). Outside a
+        transaction the call opens one, or the rows would be gone before ``sql`` runs."""
         if not rows:
             return
+        if self.conn.info.transaction_status == TransactionStatus.IDLE:
+            with self.transaction():
+                self.execute_values(sql, rows, *tail)
+            return
         staging = self._staging(len(rows[0]))
+        if staging in self._staging_filled:  # used before in what may be this transaction
+            self.conn.execute(f"DELETE FROM {staging}")  # noqa: S608 - a name of ours
+        self._staging_filled.add(staging)
         with self.conn.cursor().copy(f"COPY {staging} FROM STDIN") as copy:
             for row in rows:
                 copy.write_row([_text(v) for v in row])
         self.execute(sql.replace("VALUES {values}", f"SELECT * FROM {staging}"), list(tail))  # noqa: S608
-        self.conn.execute(f"DELETE FROM {staging}")  # noqa: S608 - a name of ours
 
     def _staging(self, width: int) -> str:
-        """The session's staging table of ``width`` text columns (created in the transaction, so a
-        rollback that drops it is followed by a new one)."""
+        """The session's staging table of ``width`` text columns, created once per session (in a
+        transaction: one that rolls back takes it along, and :meth:`transaction` forgets it then)."""
         name = f"pilegate_values_{width}"
-        columns = ", ".join(f"c{i} text" for i in range(width))
-        self.conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} ({columns})")
+        if name not in self._staging_made:
+            columns = ", ".join(f"c{i} text" for i in range(width))
+            self.conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} ({columns}) ON COMMIT DELETE ROWS")
+            self._staging_made.add(name)
         return name
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """One transaction: committed when the block ends, rolled back when it raises."""
-        with self.conn.transaction():
-            yield
+        try:
+            with self.conn.transaction():
+                yield
+        except BaseException:
+            self._staging_made.clear()  # a staging table created in it is gone
+            raise
+        finally:
+            if self.conn.info.transaction_status == TransactionStatus.IDLE:  # not a nested one
+                self._staging_filled.clear()
 
 
 _KEYS: dict[tuple[str, str], tuple[tuple[str, ...], str | None]] = {}
