@@ -152,9 +152,13 @@ class Db(Protocol):
     ) -> None:
         """Bulk-load ``rows``; ``typed``: each value is of its column's type (a faster load on PostgreSQL)."""
 
-    def execute_values(self, sql: str, rows: Sequence[Sequence[Any]], *tail: Any) -> None:
+    def execute_values(
+        self, sql: str, rows: Sequence[Sequence[Any]], *tail: Any, types: Sequence[str] | None = None
+    ) -> None:
         """Run ``sql`` whose ``(VALUES {values})`` is a table of ``rows`` (cast each column where it
-        is used: its values may arrive as text); ``tail`` are the parameters after the values."""
+        is used: its values may arrive as text); ``tail`` are the parameters after the values.
+        ``types``: each column's type, ``text``, ``bigint`` or ``double precision``, when every value
+        is of it (str; int; int or float) or None (a faster load on PostgreSQL)."""
 
     def transaction(self) -> contextlib.AbstractContextManager[None]: ...
 
@@ -197,8 +201,10 @@ class SqliteDatabase(sqlite_utils.Database):
         sql = f"INSERT INTO {table_name} ({', '.join(columns)}) VALUES {{values}}"  # noqa: S608
         self.execute_values(sql, rows)
 
-    def execute_values(self, sql: str, rows: Sequence[Sequence[Any]], *tail: Any) -> None:
-        """As many rows per statement as the variable limit allows."""
+    def execute_values(
+        self, sql: str, rows: Sequence[Sequence[Any]], *tail: Any, types: Sequence[str] | None = None
+    ) -> None:
+        """As many rows per statement as the variable limit allows (``types`` changes nothing here)."""
         if not rows:
             return
         width = len(rows[0])

@@ -217,10 +217,15 @@ class PgDatabase:
             for row in rows:
                 copy.write_row(row)
 
-    def execute_values(self, sql: str, rows: Sequence[Sequence[Any]], *tail: Any) -> None:
-        """COPY the rows (as text) into a temporary staging table of their width, then run ``sql``
-        over it: one statement per batch. (A VALUES list of thousands of parameters is no way into
-        PostgreSQL: psycopg alone spends a second parsing a 12,000-parameter statement.)
+    def execute_values(
+        self, sql: str, rows: Sequence[Sequence[Any]], *tail: Any, types: Sequence[str] | None = None
+    ) -> None:
+        """COPY the rows into a temporary staging table, then run ``sql`` over it: one statement per
+        batch. (A VALUES list of thousands of parameters is no way into PostgreSQL: psycopg alone
+        spends a second parsing a 12,000-parameter statement.) Without ``types`` the staging
+        columns are text and the values go as text; with them (``text``, ``bigint``, ``double
+        precision``: see :meth:`Db.execute_values`) the columns have those types and the rows go
+        in COPY's binary format, which the writer builds in half the time.
 
         The staging table empties itself when the transaction ends (``ON COMMIT DELETE ROWS``: the
         file is truncated, so it never grows; a DELETE would leave dead rows that nothing vacuums,
@@ -230,23 +235,34 @@ class PgDatabase:
             return
         if self.conn.info.transaction_status == TransactionStatus.IDLE:
             with self.transaction():
-                self.execute_values(sql, rows, *tail)
+                self.execute_values(sql, rows, *tail, types=types)
             return
-        staging = self._staging(len(rows[0]))
+        staging = self._staging(tuple(types) if types is not None else ("text",) * len(rows[0]))
         if staging in self._staging_filled:  # used before in what may be this transaction
             self.conn.execute(f"DELETE FROM {staging}")  # noqa: S608 - a name of ours
         self._staging_filled.add(staging)
-        with self.conn.cursor().copy(f"COPY {staging} FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row([_text(v) for v in row])
+        if types is None:
+            with self.conn.cursor().copy(f"COPY {staging} FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row([_text(v) for v in row])
+        else:
+            with self.conn.cursor().copy(f"COPY {staging} FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(list(types))
+                for row in rows:
+                    copy.write_row(row)
         self.execute(sql.replace("VALUES {values}", f"SELECT * FROM {staging}"), list(tail))  # noqa: S608
 
-    def _staging(self, width: int) -> str:
-        """The session's staging table of ``width`` text columns, created once per session (in a
+    def _staging(self, types: tuple[str, ...]) -> str:
+        """The session's staging table with columns of ``types``, created once per session (in a
         transaction: one that rolls back takes it along, and :meth:`transaction` forgets it then)."""
-        name = f"pilegate_values_{width}"
+        try:
+            name = "pilegate_values_" + "".join(_STAGING_TYPES[t] for t in types)
+        except KeyError as exc:
+            raise ValueError(
+                f"execute_values: type {exc.args[0]!r} is not one of {list(_STAGING_TYPES)}"
+            ) from None
         if name not in self._staging_made:
-            columns = ", ".join(f"c{i} text" for i in range(width))
+            columns = ", ".join(f"c{i} {t}" for i, t in enumerate(types))
             self.conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} ({columns}) ON COMMIT DELETE ROWS")
             self._staging_made.add(name)
         return name
@@ -302,6 +318,9 @@ def column_types(db: PgDatabase, table_name: str, columns: tuple[str, ...]) -> t
         )
         _TYPES[cache_key] = tuple(found[c] for c in columns)
     return _TYPES[cache_key]
+
+
+_STAGING_TYPES = {"text": "t", "bigint": "i", "double precision": "f"}  # in a staging table's name
 
 
 def _text(value: Any) -> str | None:

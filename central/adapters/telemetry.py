@@ -4,8 +4,8 @@ Readings go in as one bulk load per batch (``Db.insert_rows``: multi-row INSERTs
 on PostgreSQL); the live fields as one statement over a table of values per batch
 (``Db.execute_values``: multi-row VALUES on SQLite, one step per chunk instead of one per row, as
 ``executemany()`` would release and re-take the GIL around every row's step; a COPY into a staging
-table on PostgreSQL). The values are cast to their columns' types where they are used: PostgreSQL's
-staging table holds text.
+table on PostgreSQL, binary: the rows are typed). The values are cast to their columns' types where
+they are used, as SQLite's VALUES have none.
 """
 
 from __future__ import annotations
@@ -42,7 +42,10 @@ _UPDATE_PORTS_BY_DIALECT = {
     POSTGRESQL: _UPDATE_PORTS,
     SQLITE: _UPDATE_PORTS.replace(" AS MATERIALIZED (", " AS ("),
 }
+_TEXT, _INT, _REAL = "text", "bigint", "double precision"
+_PORT_TYPES = (_TEXT, _TEXT, _REAL, _REAL, _REAL, _REAL, _INT, _REAL, _INT, _INT, _INT, _TEXT)
 _HEARTBEAT = "CAST(v.heartbeat AS TEXT)"
+_PILE_TYPES = (_TEXT, _REAL, _INT, _TEXT)
 _UPDATE_PILES = (
     "WITH v(pile_no, temperature, status, heartbeat) AS (VALUES {values}) "  # noqa: S608 - constants
     "UPDATE piles SET temperature = CAST(v.temperature AS DOUBLE PRECISION), "
@@ -62,14 +65,16 @@ def insert_readings(db: Db, rows: Sequence[tuple[Any, ...]]) -> None:
 
 def update_port_live(db: Db, rows: Sequence[tuple[Any, ...]], now: str, station: str) -> None:
     """The station's ports' live fields from their latest readings: ``(pile_no, port_no, voltage,
-    current_a, power_kw, temperature, meter_wh, kwh, status, fault_type, ts_ms, check_time)`` each.
-    A reading older than the one a port shows already changes nothing."""
-    db.execute_values(_UPDATE_PORTS_BY_DIALECT[db.dialect], rows, station, now)
+    current_a, power_kw, temperature, meter_wh, kwh, status, fault_type, ts_ms, check_time)`` each
+    (str, str, numbers, int, float, int, int, int, str). A reading older than the one a port shows
+    already changes nothing."""
+    db.execute_values(_UPDATE_PORTS_BY_DIALECT[db.dialect], rows, station, now, types=_PORT_TYPES)
 
 
 def update_pile_live(db: Db, rows: Sequence[tuple[Any, ...]], now: str, station: str) -> None:
-    """The station's piles' live fields: ``(pile_no, temperature, status, heartbeat)`` each."""
-    db.execute_values(_UPDATE_PILES, rows, now, station)
+    """The station's piles' live fields: ``(pile_no, temperature, status, heartbeat)`` each (str, a
+    number, int, str)."""
+    db.execute_values(_UPDATE_PILES, rows, now, station, types=_PILE_TYPES)
 
 
 def last_readings(db: Db, rows: int) -> list[tuple[str, str, int, int, int]]:
