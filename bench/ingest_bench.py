@@ -19,7 +19,8 @@ port, unlimited queue); the ingest process's client (CentralMqtt with manual ack
 registered beforehand as the central does. ``--ingest inline`` measures the single central
 process of before (acks on receipt, flushes every 100 ms) instead.
 Prints the publisher's rate, the stored rate, the central process's CPU share and where its time
-goes (Ingest.handle vs the MQTT client, and the writer thread's busy time). ``--profile`` adds the
+goes (Ingest.handle vs the MQTT client, and the writer thread's busy time, with the wall time of
+each part of its writes: readings, ports' and piles' live fields). ``--profile`` adds the
 top functions of a cProfile of the central loop. Bounded: ``--e2e-timeout-s`` (default 120).
 """
 
@@ -44,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import structlog
 
+from central.adapters import telemetry
 from central.adapters.database import Db
 from central.adapters.ingest import Ingest
 from central.adapters.mqtt import CentralMqtt, MqttSettings
@@ -94,6 +96,46 @@ class TimedStore(Store):
                 self.cpu_s += time.thread_time() - c0
 
         return super().submit(timed)
+
+
+class WriterPhases:
+    """Wall time the writer spends in each part of an ingest write (``central.adapters.telemetry``'s
+    functions, wrapped while the bench runs): the readings' bulk load and the ports' and piles'
+    live-field updates."""
+
+    NAMES = ("insert_readings", "update_port_live", "update_pile_live")
+
+    def __init__(self) -> None:
+        self.wall_s = dict.fromkeys(self.NAMES, 0.0)
+        self.calls = dict.fromkeys(self.NAMES, 0)
+        for name in self.NAMES:
+            setattr(telemetry, name, self._timed(name, getattr(telemetry, name)))
+
+    def _timed(self, name: str, fn: Callable[..., None]) -> Callable[..., None]:
+        def timed(*args: object) -> None:
+            t0 = time.perf_counter()
+            try:
+                fn(*args)
+            finally:
+                self.wall_s[name] += time.perf_counter() - t0
+                self.calls[name] += 1
+
+        return timed
+
+    def reset(self) -> None:
+        self.wall_s = dict.fromkeys(self.NAMES, 0.0)
+        self.calls = dict.fromkeys(self.NAMES, 0)
+
+    def line(self, rows: int) -> str:
+        readings, ports, piles = (self.wall_s[n] for n in self.NAMES)
+        writes = max(self.calls["update_port_live"], 1)
+        return (
+            f"    writer wall per part: readings {1e6 * readings / max(rows, 1):.1f} us/row; live fields "
+            f"per write: ports {1e3 * ports / writes:.1f} ms, piles {1e3 * piles / writes:.1f} ms"
+        )
+
+
+PHASES: list[WriterPhases] = []  # the run's (set in main)
 
 
 def piles(streams: int) -> list[str]:
@@ -188,6 +230,7 @@ async def bench_pipeline(count: int, streams: int, directory: Path) -> None:
     await ingest.flush()
     batch = messages(count, streams, time.time_ns() // 1_000_000)
     store.busy_s = store.cpu_s = 0.0
+    PHASES[0].reset()
     t0 = time.perf_counter()
     handle_s = 0.0
     for i in range(0, len(batch), 1000):
@@ -208,6 +251,7 @@ async def bench_pipeline(count: int, streams: int, directory: Path) -> None:
         f"thread {1e6 * store.cpu_s / count:.1f} us/row CPU ({store.busy_s:.2f} s wall) in "
         f"{stats['flushes']} transactions, port and pile rows included"
     )
+    print(PHASES[0].line(count))
 
 
 # -- (b) end to end through mosquitto ----------------------------------------------------------
@@ -335,6 +379,7 @@ async def bench_e2e(
             ingest.handle(topic, payload)  # what it follows in memory: the piles are online
         await ingest.flush()
         store.busy_s = store.cpu_s = 0.0
+        PHASES[0].reset()
         profiler = cProfile.Profile() if profile else None
         publisher = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -386,6 +431,7 @@ async def bench_e2e(
         f"thread {store.cpu_s:.2f} s CPU ({store.busy_s:.2f} s wall) in {stats['flushes']} "
         f"transactions"
     )
+    print(PHASES[0].line(stored))
     if profiler:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
 
@@ -420,6 +466,7 @@ def main() -> None:
     print("command: .venv/bin/python bench/ingest_bench.py " + " ".join(sys.argv[1:]))
     with tempfile.TemporaryDirectory() as tmp, Databases(args.database, Path(tmp)) as databases:
         DATABASES[:] = [databases]
+        PHASES[:] = [WriterPhases()]
         asyncio.run(bench_pipeline(args.messages, args.streams, Path(tmp)))
         if not args.no_e2e:
             asyncio.run(

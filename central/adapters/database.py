@@ -147,11 +147,18 @@ class Db(Protocol):
 
     def table_names(self) -> list[str]: ...
 
-    def insert_rows(self, table_name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None: ...
+    def insert_rows(
+        self, table_name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, typed: bool = False
+    ) -> None:
+        """Bulk-load ``rows``; ``typed``: each value is of its column's type (a faster load on PostgreSQL)."""
 
-    def execute_values(self, sql: str, rows: Sequence[Sequence[Any]], *tail: Any) -> None:
+    def execute_values(
+        self, sql: str, rows: Sequence[Sequence[Any]], *tail: Any, types: Sequence[str] | None = None
+    ) -> None:
         """Run ``sql`` whose ``(VALUES {values})`` is a table of ``rows`` (cast each column where it
-        is used: its values may arrive as text); ``tail`` are the parameters after the values."""
+        is used: its values may arrive as text); ``tail`` are the parameters after the values.
+        ``types``: each column's type, ``text``, ``bigint`` or ``double precision``, when every value
+        is of it (str; int; int or float) or None (a faster load on PostgreSQL)."""
 
     def transaction(self) -> contextlib.AbstractContextManager[None]: ...
 
@@ -185,14 +192,19 @@ class SqliteDatabase(sqlite_utils.Database):
     def __getitem__(self, table_name: str) -> sqlite_utils.db.Table:
         return self.table(table_name)
 
-    def insert_rows(self, table_name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    def insert_rows(
+        self, table_name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, typed: bool = False
+    ) -> None:
         """Multi-row INSERTs, as many rows per statement as SQLite's variable limit allows (one
-        step per chunk: ``executemany`` would release and re-take the GIL around every row)."""
+        step per chunk: ``executemany`` would release and re-take the GIL around every row);
+        ``typed`` changes nothing here."""
         sql = f"INSERT INTO {table_name} ({', '.join(columns)}) VALUES {{values}}"  # noqa: S608
         self.execute_values(sql, rows)
 
-    def execute_values(self, sql: str, rows: Sequence[Sequence[Any]], *tail: Any) -> None:
-        """As many rows per statement as the variable limit allows."""
+    def execute_values(
+        self, sql: str, rows: Sequence[Sequence[Any]], *tail: Any, types: Sequence[str] | None = None
+    ) -> None:
+        """As many rows per statement as the variable limit allows (``types`` changes nothing here)."""
         if not rows:
             return
         width = len(rows[0])

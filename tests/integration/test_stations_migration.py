@@ -99,7 +99,7 @@ def test_a_single_station_database_keeps_its_rows_and_they_belong_to_its_station
     db = empty_db
     old_schema(db)
     before = single_station_rows(db)
-    migrations.apply(db)  # 0003_stations (and nothing else) is new
+    migrations.apply(db)  # 0003_stations (and the ones after it) is new
 
     for table in ("charging_requests", "orders", "live_sessions", "commands", "telemetry", "piles"):
         rows = db.execute(f"SELECT station FROM {table}").fetchall()  # noqa: S608 - our names

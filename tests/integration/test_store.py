@@ -39,6 +39,7 @@ async def test_reopening_applies_nothing_twice(database):
             "0001_core",
             "0002_payment_proof",
             "0003_stations",
+            "0004_live_rows_fillfactor",
             "0001_order_indexes",
             "0002_order_counts",
         ]

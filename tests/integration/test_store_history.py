@@ -33,6 +33,7 @@ async def test_a_database_migrated_by_sqlite_utils_keeps_its_history(tmp_path):
         ("pilegate-central", "0001_core"),
         ("pilegate-central", "0002_payment_proof"),
         ("pilegate-central", "0003_stations"),
+        ("pilegate-central", "0004_live_rows_fillfactor"),
         ("pilegate-operator-orders", "0001_order_indexes"),
         ("pilegate-operator-orders", "0002_order_counts"),
     ]
