@@ -114,8 +114,18 @@ def _fault(obj: Mapping[str, Any], optional: bool = False) -> str:
     return value or "none"
 
 
+MAX_RATED_POWER_W = 10**7  # 10 MW: far above any charger (megawatt charging is 3.75 MW)
+INT64_MAX = 2**63 - 1  # what a database's INTEGER / BIGINT column holds: a larger number is refused here
+
+
 def _positive(obj: Mapping[str, Any], name: str) -> int:
-    return _get(obj, name, int, check=lambda v: v >= 1, expect="an integer >= 1")
+    return _get(obj, name, int, check=lambda v: 1 <= v <= INT64_MAX, expect="an integer 1..2^63-1")
+
+
+def _counter(obj: Mapping[str, Any], name: str) -> int | None:
+    return _get(
+        obj, name, int, optional=True, check=lambda v: 0 <= v <= INT64_MAX, expect="an integer 0..2^63-1"
+    )
 
 
 _NUM = (int, float)
@@ -185,9 +195,9 @@ class Telemetry:
                 o, "temperature_C", _NUM, check=lambda v: -60 <= v <= 200, expect="-60..200 °C"
             ),
             fault=_fault(o),
-            heartbeat=_get(o, "heartbeat", int, optional=True) or 0,
-            active_limit_W=_get(o, "active_limit_W", int, optional=True),
-            active_target_Wh=_get(o, "active_target_Wh", int, optional=True),
+            heartbeat=_counter(o, "heartbeat") or 0,
+            active_limit_W=_counter(o, "active_limit_W"),
+            active_target_Wh=_counter(o, "active_target_Wh"),
             replayed=_get(o, "replayed", bool, optional=True) or False,
         )
 
@@ -209,9 +219,9 @@ def _telemetry_fast(cls: type[Telemetry], o: dict[str, Any]) -> Telemetry | None
         type(ts) is int
         and _TS_MIN_MS <= ts <= _TS_MAX_MS
         and type(session) is int
-        and session >= 1
+        and 1 <= session <= INT64_MAX
         and type(seq) is int
-        and seq >= 1
+        and 1 <= seq <= INT64_MAX
         and type(energy) is int
         and 0 <= energy < 2**32
         and type(v) in _NUM_TYPES
@@ -227,8 +237,9 @@ def _telemetry_fast(cls: type[Telemetry], o: dict[str, Any]) -> Telemetry | None
         and type(fault) is str
         and fault in _FAULT_SET
         and type(heartbeat) is int
-        and (limit is None or type(limit) is int)
-        and (target is None or type(target) is int)
+        and 0 <= heartbeat <= INT64_MAX
+        and (limit is None or (type(limit) is int and 0 <= limit <= INT64_MAX))
+        and (target is None or (type(target) is int and 0 <= target <= INT64_MAX))
         and type(replayed) is bool
     ):
         return None
@@ -302,7 +313,12 @@ class PileStatus:
             kind=_choice(o, "kind", ("fast", "trickle"), optional=True),
             ports=_get(o, "ports", int, optional=True, check=lambda v: 1 <= v <= 99, expect="1..99"),
             rated_power_W=_get(
-                o, "rated_power_W", int, optional=True, check=lambda v: v > 0, expect="positive"
+                o,
+                "rated_power_W",
+                int,
+                optional=True,
+                check=lambda v: 0 < v <= 10**7,
+                expect="1..10,000,000 W",
             ),
             vendor=_get(o, "vendor", str, optional=True),
             model=_get(o, "model", str, optional=True),
@@ -342,7 +358,14 @@ class PileEvent:
             type=_choice(o, "type", get_args(EventType)),
             port=_get(o, "port", int, check=lambda v: 1 <= v <= 99, expect="1..99"),
             fault=_fault(o, optional=True),
-            energy_Wh=_get(o, "energy_Wh", int, optional=True),
+            energy_Wh=_get(
+                o,
+                "energy_Wh",
+                int,
+                optional=True,
+                check=lambda v: 0 <= v < 2**32,
+                expect="a 32-bit meter value",
+            ),
             detail=_get(o, "detail", str, optional=True),
             replayed=_get(o, "replayed", bool, optional=True) or False,
         )

@@ -195,3 +195,17 @@ async def test_deeply_nested_json_over_mqtt_is_dropped_as_malformed(store: Store
         assert listener.readings == [] and listener.states == []
     finally:
         await ingest.stop()
+
+
+async def test_a_sequence_number_no_database_column_holds_is_dropped_and_ingest_goes_on(store: Store) -> None:
+    """Stored, a seq of 2^64 would fail its whole batch (and with manual acks be retried forever)."""
+    ingest, _ = await started(store)
+    try:
+        status(ingest, "F1")
+        reading(ingest, "F1", 2**64)
+        reading(ingest, "F1", 2, energy_Wh=1002)
+        await ingest.flush()
+        assert await rows(store, "SELECT seq FROM telemetry") == [{"seq": 2}]
+        assert ingest.stats()["malformed_by_reason"] == {"payload:telemetry": 1}
+    finally:
+        await ingest.stop()

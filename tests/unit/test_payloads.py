@@ -63,6 +63,12 @@ def _telemetry_with(**changes):
         (_telemetry_with(voltage_V="230"), "'voltage_V' must be"),
         (_telemetry_with(voltage_V=True), "'voltage_V' must be"),
         (_telemetry_with(fault="melted"), "'fault'"),
+        # beyond a database INTEGER: stored, the batch would fail, and with acks be retried forever
+        (_telemetry_with(seq=2**63), "'seq'.*1..2\\^63-1"),
+        (_telemetry_with(session=2**64), "'session'.*1..2\\^63-1"),
+        (_telemetry_with(heartbeat=2**63), "'heartbeat'.*0..2\\^63-1"),
+        (_telemetry_with(heartbeat=-1), "'heartbeat'"),
+        (_telemetry_with(active_limit_W=10**30), "'active_limit_W'"),
         (b"{" + b'"x":' * 0 + b'"pad":"' + b"a" * 70_000 + b'"}', "exceeds"),
     ],
 )

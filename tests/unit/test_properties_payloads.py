@@ -78,8 +78,8 @@ def test_arbitrary_json_values_are_decoded_or_refused_with_payload_error(value):
 # ---- valid payloads -----------------------------------------------------------------------------
 
 TS = st.integers(TS_MIN, TS_MAX)
-POSITIVE = st.integers(1, 2**53)
-ANY_INT = st.integers(-(2**63), 2**63)
+POSITIVE = st.integers(1, 2**63 - 1)  # what a database INTEGER holds
+COUNTER = st.integers(0, 2**63 - 1)
 U32 = st.integers(0, 2**32 - 1)
 FAULTS = st.sampled_from(FAULT_NAMES) | st.integers(0, 10**6).map(lambda n: f"code_{n}")
 
@@ -119,9 +119,9 @@ TELEMETRY = st.builds(
     energy_Wh=U32,
     temperature_C=number(-60, 200),
     fault=FAULTS,
-    heartbeat=ANY_INT,
-    active_limit_W=st.none() | ANY_INT,
-    active_target_Wh=st.none() | ANY_INT,
+    heartbeat=COUNTER,
+    active_limit_W=st.none() | COUNTER,
+    active_target_Wh=st.none() | COUNTER,
     replayed=st.booleans(),
 )
 PAYLOADS: dict[str, st.SearchStrategy[Any]] = {
@@ -140,7 +140,7 @@ PAYLOADS: dict[str, st.SearchStrategy[Any]] = {
         ts=TS,
         kind=st.sampled_from([None, "fast", "trickle"]),
         ports=st.none() | st.integers(1, 99),
-        rated_power_W=st.none() | POSITIVE,
+        rated_power_W=st.none() | st.integers(1, 10**7),
         vendor=OPTIONAL_TEXT,
         model=OPTIONAL_TEXT,
         serial=OPTIONAL_TEXT,
@@ -155,7 +155,7 @@ PAYLOADS: dict[str, st.SearchStrategy[Any]] = {
         type=choice(EventType),
         port=st.integers(1, 99),
         fault=FAULTS,
-        energy_Wh=st.none() | ANY_INT,
+        energy_Wh=st.none() | U32,
         detail=OPTIONAL_TEXT,
         replayed=st.booleans(),
     ),
