@@ -60,7 +60,7 @@ from central.application.charging import ChargingService
 from central.application.orders import OperatorOrders
 from central.application.ports import Op
 from central.application.views import RequestView
-from central.config import DEFAULT_CLIENT_ID, POSTGRES_PREFIXES, CentralConfig, load_config
+from central.config import DEFAULT_CLIENT_ID, CentralConfig, load_config
 from central.domain.levels import PermissionLevel
 from central.domain.params import StationParams, params_from_mapping
 from central.ingest_main import IngestChild
@@ -97,7 +97,7 @@ def _mqtt_settings(config: CentralConfig) -> MqttSettings:
     ``use_username_as_clientid`` needs a broker user per central instead: docs/fleet.md)."""
     m = config.mqtt
     client_id = m.client_id
-    if client_id == DEFAULT_CLIENT_ID and config.database_url.startswith(POSTGRES_PREFIXES):
+    if client_id == DEFAULT_CLIENT_ID and parse_database_url(config.database_url).dialect == POSTGRESQL:
         client_id = f"{DEFAULT_CLIENT_ID}-{config.instance_name}"[:64]
     return MqttSettings(
         host=m.host,

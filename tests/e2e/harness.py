@@ -51,15 +51,21 @@ class Proc:
         return None if self.alive() else f"{self.name} exited ({self.popen.returncode})"
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> int:
-        if self.alive():
-            with contextlib.suppress(ProcessLookupError):
-                self.popen.send_signal(sig)
-            try:
-                self.popen.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(5)
-        return int(self.popen.returncode)
+        return stop_process(self.popen, sig, timeout_s)
+
+
+def stop_process(popen: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> int:
+    """Send ``sig`` to a running process, SIGKILL it if it has not exited after ``timeout_s``;
+    its exit code."""
+    if popen.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            popen.send_signal(sig)
+        try:
+            popen.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait(5)
+    return int(popen.returncode)
 
 
 def spawn(name: str, args: list[str], workdir: Path) -> Proc:

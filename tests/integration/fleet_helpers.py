@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 
 from central.adapters.lease import station_key
+from tests.e2e.harness import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,14 +62,7 @@ class Node:
         return at
 
     def stop(self) -> int:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(20)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(10)
-        return self.popen.returncode
+        return stop_process(self.popen, timeout_s=20)
 
 
 @dataclass

@@ -41,6 +41,7 @@ from central.web.keys import STATIONS, STORE
 from pilegate.broker import MosquittoBroker, free_port
 from protocols import topics
 from protocols.payloads import CommandResult, GatewayStatus, PileStatus, Telemetry
+from tests.e2e.harness import stop_process
 from tests.helpers import wait_for
 from tests.integration.fleet_helpers import lease_holders
 from tests.postgres_server import PgServer, create_database, drop_database
@@ -215,13 +216,7 @@ async def fleet(
         answering.cancel()
         await asyncio.gather(answering, return_exceptions=True)
         await session.close()
-        if other.popen.poll() is None:
-            other.popen.send_signal(signal.SIGTERM)
-            try:
-                other.popen.wait(15)
-            except subprocess.TimeoutExpired:
-                other.popen.kill()
-                other.popen.wait(5)
+        stop_process(other.popen)
         await client.close()
 
 
