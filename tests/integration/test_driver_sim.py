@@ -59,13 +59,13 @@ def _tcp_bus(sim: Simulation) -> Bus:
     return Bus(BusSpec("tcp-F1", TcpTransport(ep.host, ep.port), (device,)))
 
 
-def _rtu_bus(sim: Simulation, **bus_kwargs: float) -> Bus:
+def _rtu_bus(sim: Simulation, timeout_s: float = 0.2, **bus_kwargs: float) -> Bus:
     ep = sim.endpoints["T1"]
     assert ep.device is not None
     assert ep.baudrate is not None
     line = SerialTransport(ep.device, baudrate=ep.baudrate)
     devices = tuple(
-        DeviceSpec(pile, sim.endpoints[pile].unit, SIM_V1, timeout_s=0.2) for pile in ("T1", "T2")
+        DeviceSpec(pile, sim.endpoints[pile].unit, SIM_V1, timeout_s=timeout_s) for pile in ("T1", "T2")
     )
     return Bus(BusSpec("rtu0", line, devices, **bus_kwargs))  # type: ignore[arg-type]
 
@@ -192,8 +192,10 @@ async def test_rtu_two_units_identity_write_and_readback(sim: Simulation) -> Non
 
 
 async def test_silent_device_does_not_starve_bus_mates(sim: Simulation) -> None:
-    timeout_s = 0.2
-    bus = _rtu_bus(sim, fail_after_cycles=2, backoff_base_s=0.3, backoff_max_s=0.6)
+    # the answering unit must answer within it in every cycle: 0.2 s was too little for the
+    # simulator's reply on a loaded 2-core machine (T1 "starved" once in a full parallel run)
+    timeout_s = 0.5
+    bus = _rtu_bus(sim, timeout_s, fail_after_cycles=2, backoff_base_s=0.6, backoff_max_s=1.2)
     await bus.start()
     try:
         sim.inject_fault("T2", 1, SimFault.SILENT)
