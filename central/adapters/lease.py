@@ -574,7 +574,10 @@ class PgLeases:
         return [c for c in codes if c in taken]
 
     async def _leave(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """A clean stop: forget this instance and unlock every station now, so the others take
+        them at their next round rather than after this session's backend has exited."""
         await conn.execute("DELETE FROM central_instances WHERE id = %s", [self.instance.id])
+        await conn.execute("SELECT pg_advisory_unlock_all()")
 
     async def _release(
         self, conn: psycopg.AsyncConnection[Any], lost: asyncio.Event, code: str, why: str

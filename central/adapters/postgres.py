@@ -466,6 +466,11 @@ class AdvisoryLock:
         return f"{row[0] or 'unknown process'}" + (f" from {row[1]}" if row[1] else "")
 
     def release(self) -> None:
+        """Unlock, then end the session. Closing alone would do in the end, but the server drops a
+        closed session's locks only when its backend exits, a moment later: a central restarted at
+        once would be refused. The unlock answers after the lock is free."""
         if self._conn is not None:
-            self._conn.close()  # the session ends: the lock goes with it
-            self._conn = None
+            conn, self._conn = self._conn, None
+            with contextlib.suppress(psycopg.Error):  # a dead session holds no lock anyway
+                conn.execute("SELECT pg_advisory_unlock(%s)", [self.key])
+            conn.close()

@@ -155,3 +155,15 @@ async def test_a_second_central_on_the_same_database_is_refused_until_the_first_
         first.release()
     second.acquire()  # released: the next central starts
     second.release()
+
+
+async def test_a_central_restarted_at_once_is_not_refused(database):
+    """Release frees the lock before it returns: on PostgreSQL, closing the session alone left it
+    held until the server's backend exited, and a central started right after was refused."""
+    lock = database_lock(database)
+    lock.acquire()
+    for _ in range(25):
+        lock.release()
+        lock = database_lock(database)  # the next central, at once
+        lock.acquire()
+    lock.release()
