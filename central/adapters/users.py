@@ -8,6 +8,7 @@ Hashing, token generation and the rules of acceptable registrations are in
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -247,6 +248,22 @@ def verify_token(db: Db, token: str, *, now: datetime) -> AuthUser:
     if row[2] != 1:
         raise InvalidToken("account disabled")
     return AuthUser.of(int(row[0]), str(row[1]), permission_level(db, int(row[0])))
+
+
+def live_token_levels(db: Db, hashes: Collection[str], *, now: datetime) -> dict[str, int]:
+    """Of the token hashes given, those :func:`verify_token` would still accept (known, unexpired,
+    account enabled), each with its account's permission level as of now."""
+    if not hashes:
+        return {}
+    marks = ", ".join("?" * len(hashes))
+    rows = db.execute(
+        "SELECT t.token_hash, u.id, u.status, t.expires_at FROM tokens t JOIN users u"  # noqa: S608
+        f" ON u.id = t.user_id WHERE t.token_hash IN ({marks})",  # placeholders only
+        list(hashes),
+    ).fetchall()
+    good = [(str(r[0]), int(r[1])) for r in rows if r[2] == 1 and datetime.fromisoformat(r[3]) > now]
+    levels = {user_id: permission_level(db, user_id) for user_id in {u for _, u in good}}
+    return {hashed: levels[user_id] for hashed, user_id in good}
 
 
 def revoke_token(db: Db, token: str) -> bool:

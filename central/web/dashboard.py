@@ -23,10 +23,11 @@ from pathlib import Path
 
 from aiohttp import web
 
+from central.application.auth import token_hash
 from central.web.errors import AUTH_INVALID, USER_STYLE, ApiError, validation_error
 from central.web.keys import STATIONS
 from central.web.live import OPERATOR, PUBLIC, TICKET_TTL_S, LiveHub, driver_channel
-from central.web.middleware import authenticate_request, station_of
+from central.web.middleware import TOKEN_KEY, authenticate_request, station_of
 from central.web.permissions import forbidden
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -101,7 +102,7 @@ async def ticket(request: web.Request) -> web.StreamResponse:
         return USER_STYLE.render(validation_error({"body": "must be a JSON object"}))
     channels = (OPERATOR,) if view == "operator" else (PUBLIC, driver_channel(user.id))
     try:
-        issued = (await _hub(request)).issue_ticket(user.id, channels)
+        issued = (await _hub(request)).issue_ticket(user.id, channels, token_hash(request[TOKEN_KEY]))
     except ApiError as exc:
         return USER_STYLE.render(exc)
     data = {"ticket": issued, "view": view, "expires_in": TICKET_TTL_S, "username": user.username}
@@ -120,7 +121,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     grant = hub.redeem(given)
     if grant is None:
         return USER_STYLE.render(ApiError(401, AUTH_INVALID, "认证无效: 票据无效或已过期"))
-    return await hub.serve(request, grant.channels)
+    return await hub.serve(request, grant.channels, grant)
 
 
 async def _secure(request: web.Request, response: web.StreamResponse) -> None:

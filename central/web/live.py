@@ -18,7 +18,10 @@ Channels:
 - ``driver:<user id>``: that driver's request (queue number, position, wait, live kWh and cost).
 
 Operator and driver streams open with a short-lived, single-use ticket bought with the bearer
-token (:meth:`LiveHub.issue_ticket`), so the token itself never travels in a URL.
+token (:meth:`LiveHub.issue_ticket`), so the token itself never travels in a URL. The stream stays
+bound to that token: every :data:`TOKEN_RECHECK_S` the hub checks the tokens behind its open streams
+and ends (an ``ended`` event naming why) each one whose token no longer holds: logged out, expired,
+ended by a password change, account disabled, or an operator view whose account lost its staff role.
 """
 
 from __future__ import annotations
@@ -40,11 +43,12 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from central.adapters import dashboard_queries
+from central.adapters import dashboard_queries, users
 from central.adapters.ingest import IngestListener
 from central.adapters.storage import Store
 from central.application.charging import ChargingService
 from central.application.views import RequestView
+from central.domain.levels import is_staff_level
 from central.domain.model import Mode
 from central.domain.tariff import Tariff
 from central.domain.units import Quantity, display_number, exact
@@ -61,6 +65,7 @@ RETRY_MS = 2000
 CHART_STEP_S = 10.0
 CHART_POINTS = 360  # one hour of samples
 EXTRAS_EVERY_S = 5.0  # how often the day's takings and the notifications are read from the store
+TOKEN_RECHECK_S = 5.0  # how long a stream may outlive the token that opened it
 RECENT = 12
 _MODES = {Mode.FAST: "fast", Mode.TRICKLE: "slow"}
 _BAD_HEALTH = ("faulted", "comm_fault", "offline")
@@ -101,18 +106,20 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
 
 @dataclass(frozen=True)
 class Ticket:
-    """What a stream ticket opens: the channels of one user, until ``expires`` (monotonic s)."""
+    """What a stream ticket opens: the channels of one user, until ``expires`` (monotonic s); the
+    stream it opens lasts as long as the token (by its hash) that bought the ticket."""
 
     user_id: int
     channels: tuple[str, ...]
     expires: float
+    token_hash: str
 
 
 class Stream:
     """One connected page: the encoded events still to write; ``None`` in the queue ends it."""
 
-    def __init__(self, channels: tuple[str, ...]) -> None:
-        self.channels = channels
+    def __init__(self, channels: tuple[str, ...], grant: Ticket | None = None) -> None:
+        self.channels, self.grant = channels, grant
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue(STREAM_BACKLOG + 1)
         self.closed = False
 
@@ -142,10 +149,12 @@ class LiveHub:
         interval_s: float = 1.0,
         monotonic: Callable[[], float] = time.monotonic,
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        token_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.service, self.store = service, store
         self.interval_s = interval_s
         self._monotonic, self._wall_ms = monotonic, wall_ms
+        self._token_clock = token_clock  # the clock tokens expire by (the API's, not the station's)
         self.readings: dict[tuple[str, int], Telemetry] = {}
         self.faults: deque[dict[str, Any]] = deque(maxlen=RECENT)
         self.chart: deque[tuple[int, dict[str, float]]] = deque(maxlen=CHART_POINTS)
@@ -156,6 +165,7 @@ class LiveHub:
         self._extras: dict[str, Any] = {"stats": None, "notes": []}
         self._extras_at = -math.inf
         self._chart_at = -math.inf
+        self._tokens_at = -math.inf
         self._task: asyncio.Task[None] | None = None
 
     # -- what the ingest shows the hub ----------------------------------------------------------
@@ -216,12 +226,13 @@ class LiveHub:
 
     # -- tickets and streams ---------------------------------------------------------------------
 
-    def issue_ticket(self, user_id: int, channels: Iterable[str]) -> str:
-        """A single-use ticket that opens a stream of ``channels`` within :data:`TICKET_TTL_S`."""
+    def issue_ticket(self, user_id: int, channels: Iterable[str], token_hash: str) -> str:
+        """A single-use ticket that opens a stream of ``channels`` within :data:`TICKET_TTL_S`, for
+        as long as the token whose hash is ``token_hash`` holds."""
         now = self._monotonic()
         self._tickets = {t: v for t, v in self._tickets.items() if v.expires > now}
         ticket = secrets.token_urlsafe(24)
-        self._tickets[ticket] = Ticket(user_id, tuple(channels), now + TICKET_TTL_S)
+        self._tickets[ticket] = Ticket(user_id, tuple(channels), now + TICKET_TTL_S, token_hash)
         return ticket
 
     def redeem(self, ticket: str) -> Ticket | None:
@@ -231,8 +242,11 @@ class LiveHub:
             return None
         return grant
 
-    async def serve(self, request: web.Request, channels: tuple[str, ...]) -> web.StreamResponse:
-        """Stream ``channels`` to one page: a snapshot of each, then changes, until either side ends."""
+    async def serve(
+        self, request: web.Request, channels: tuple[str, ...], grant: Ticket | None = None
+    ) -> web.StreamResponse:
+        """Stream ``channels`` to one page: a snapshot of each, then changes, until either side ends
+        or (with a ``grant``) the token behind it stops holding."""
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -241,7 +255,7 @@ class LiveHub:
             }
         )
         await response.prepare(request)
-        stream = Stream(channels)
+        stream = Stream(channels, grant)
         for channel in channels:
             self._streams.setdefault(channel, set()).add(stream)
         try:
@@ -297,6 +311,38 @@ class LiveHub:
             self._states[channel] = new
             if change is not None:
                 self._broadcast(channel, sse("change", {"ch": channel, **change}))
+        if now - self._tokens_at >= TOKEN_RECHECK_S:
+            await self.recheck_tokens()
+
+    async def recheck_tokens(self) -> int:
+        """End every stream whose token no longer holds (see the module's docstring): an ``ended``
+        event naming why, then the end of the stream. The page then asks for a new ticket, which its
+        token no longer buys. How many streams ended."""
+        self._tokens_at = self._monotonic()  # before the read: a failing store is not asked every tick
+        granted = {  # a driver's stream watches two channels: once each
+            stream: grant
+            for streams in self._streams.values()
+            for stream in streams
+            if (grant := stream.grant) is not None and not stream.closed
+        }
+        if not granted:
+            return 0
+        hashes = {grant.token_hash for grant in granted.values()}
+        now = self._token_clock()
+        levels = await self.store.read(lambda db: users.live_token_levels(db, hashes, now=now))
+        ended = 0
+        for stream, grant in granted.items():
+            level = levels.get(grant.token_hash)
+            if level is None:
+                why = "the sign-in that opened this stream has ended (logged out, expired or disabled)"
+            elif OPERATOR in grant.channels and not is_staff_level(level):
+                why = "the account no longer has a staff role"
+            else:
+                continue
+            stream.push(sse("ended", {"reason": why}))
+            stream.close()
+            ended += 1
+        return ended
 
     def _broadcast(self, channel: str, data: bytes) -> None:
         for stream in list(self._streams.get(channel, ())):

@@ -154,6 +154,12 @@ def test_taking_a_pile_out_of_service_requeues_the_drivers_car(
     browser.run(_taking_a_pile_out_of_service_requeues_the_drivers_car, browser.chromium, station)
 
 
+def test_a_page_signs_out_when_an_administrator_resets_the_password(
+    browser: BrowserThread, station: dict[str, Any]
+) -> None:
+    browser.run(_a_page_signs_out_when_an_administrator_resets_the_password, browser.chromium, station)
+
+
 def test_the_page_reconnects_after_the_central_restarts(
     browser: BrowserThread, station: dict[str, Any]
 ) -> None:
@@ -296,6 +302,30 @@ def _taking_a_pile_out_of_service_requeues_the_drivers_car(browser: Browser, sta
     expect(mine.locator("#bills tbody tr").first).to_be_visible(timeout=WAIT_MS)
     operator.close()
     erin.close()
+
+
+def _a_page_signs_out_when_an_administrator_resets_the_password(
+    browser: Browser, station: dict[str, Any]
+) -> None:
+    central: CentralProcess = station["central"]
+    gus = driver(central, "gus")
+    kiosk = Watched(browser, central.url, viewport={"width": 1280, "height": 900})
+    page = kiosk.login("gus", DRIVER_PASSWORD)
+    expect(page.locator("#driver")).to_be_visible()
+    status, profile = gus.call("GET", "/api/auth/profile/")
+    assert status == 200, profile
+    status, body = Api(central.url).call(
+        "POST", "/api/Users/login", {"openId": "admin", "password": ADMIN_PASSWORD}
+    )
+    assert status == 200, body
+    admin = Api(central.url, body["token"])
+    reset = admin.call("PUT", f"/api/Users/{profile['data']['id']}/password", {"newPassword": "another-pw-2"})
+    assert reset[0] == 204, reset
+    # every sign-in of gus ended: the page's stream ends, its next ticket is refused, it signs out
+    expect(page.locator("#login-form")).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator("#driver")).to_be_hidden()
+    expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=WAIT_MS)  # the public board
+    kiosk.close(allowed=r"401")  # the refused ticket
 
 
 def _the_page_reconnects_after_the_central_restarts(browser: Browser, station: dict[str, Any]) -> None:

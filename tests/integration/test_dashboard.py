@@ -9,14 +9,17 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from aiohttp import ClientResponse, web
 
+from central.adapters import users
+from central.application.auth import DEFAULT_TOKEN_TTL
 from central.web import add_user_api
 from central.web.dashboard import add_dashboard
-from central.web.keys import STATIONS, STORE
+from central.web.keys import AUTH, STATIONS, STORE
 from central.web.live import LiveHub
 from protocols.payloads import Telemetry
 
@@ -27,7 +30,7 @@ def with_dashboard(app: web.Application) -> None:
     add_user_api(app)
     add_dashboard(app)
     runtime = app[STATIONS].get(app[STATIONS].default)
-    runtime.hub = LiveHub(runtime.service, app[STORE])
+    runtime.hub = LiveHub(runtime.service, app[STORE], token_clock=app[AUTH].clock)
 
 
 def hub_of(central) -> LiveHub:
@@ -242,6 +245,86 @@ async def test_streams_end_when_the_hub_stops(central):
     await hub_of(central).stop()
     async with asyncio.timeout(5):
         assert await response.content.read() == b""
+
+
+async def snapshots_of(response: ClientResponse, count: int) -> None:
+    for _ in range(count):
+        assert (await next_event(response))[0] == "snapshot"
+
+
+async def ended(response: ClientResponse) -> str:
+    """The reason of the stream's ``ended`` event; the stream must then end."""
+    while True:
+        event, data = await next_event(response)
+        if event == "ended":
+            break
+    async with asyncio.timeout(5):
+        assert await response.content.read() == b""
+    return str(data["reason"])
+
+
+async def _logout(central, account) -> None:
+    assert (await central.call("POST", "/api/auth/logout/", user=account))[0] == 200
+
+
+async def _disable(central, account) -> None:
+    await central.store.write(
+        lambda db: db.execute("UPDATE users SET status = 0 WHERE id = ?", [account.user_id])
+    )
+
+
+async def _expire(central, account) -> None:
+    central.wall.advance(DEFAULT_TOKEN_TTL.total_seconds() + 1)
+
+
+@pytest.mark.parametrize("end", [_logout, _disable, _expire], ids=["logout", "disabled", "expired"])
+async def test_a_driver_stream_ends_when_the_sign_in_behind_it_ends(central, driver, driver2, end):
+    # the other driver signed in for longer: their stream outlives this one whichever way it ends
+    longer = await central.store.write(
+        lambda db: users.issue_token(db, driver2.user_id, now=central.wall.now(), ttl=2 * DEFAULT_TOKEN_TTL)
+    )
+    driver2 = replace(driver2, token=longer)
+    mine, theirs, public = (
+        await open_stream(central, driver),
+        await open_stream(central, driver2),
+        await open_stream(central),
+    )
+    await snapshots_of(mine, 2)
+    await snapshots_of(theirs, 2)
+    hub = hub_of(central)
+    assert await hub.recheck_tokens() == 0  # every token holds: nothing ends
+    await end(central, driver)
+    assert await hub.recheck_tokens() == 1
+    assert "sign-in that opened this stream has ended" in await ended(mine)
+    assert (await ticket(central, driver))[0] == 401  # and the page cannot open another
+    # the other driver's stream and the public board go on
+    await submit(central, driver2, kwh=5)
+    await hub.tick()
+    for response in (theirs, public):
+        assert (await next_event(response))[0] in {"snapshot", "change"}
+    theirs.close()
+    public.close()
+
+
+async def test_an_operator_stream_ends_when_the_account_loses_its_staff_role(central, staff):
+    response = await open_stream(central, staff)
+    await snapshots_of(response, 1)
+    hub = hub_of(central)
+    assert await hub.recheck_tokens() == 0
+    await central.store.write(
+        lambda db: db.execute("DELETE FROM user_roles WHERE user_id = ?", [staff.user_id])
+    )
+    assert await hub.recheck_tokens() == 1
+    assert "no longer has a staff role" in await ended(response)
+    assert (await ticket(central, staff, "operator"))[0] == 403
+
+
+async def test_the_hub_rechecks_the_tokens_as_it_ticks(central, driver):
+    response = await open_stream(central, driver)
+    await snapshots_of(response, 2)
+    await _logout(central, driver)
+    await hub_of(central).tick()  # the first tick is due a check; later ones every TOKEN_RECHECK_S
+    assert "ended" in await ended(response)
 
 
 async def test_the_operator_sees_the_takings_of_the_station_local_day(central, driver, staff):

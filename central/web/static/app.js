@@ -165,7 +165,8 @@ async function connect() {
         headers: { Authorization: `Token ${app.token}`, "Content-Type": "application/json" },
         body: JSON.stringify({ view: app.staff ? "operator" : "driver" }),
       });
-      if (response.status === 401) { logout(false); return; }
+      // 401: the sign-in ended; 403: the account lost its staff role. Either way, sign in again.
+      if (response.status === 401 || response.status === 403) { logout(false); return; }
       if (!response.ok) throw new Error(`ticket ${response.status}`);
       grant = (await response.json()).data;
     } catch (error) {
@@ -195,6 +196,11 @@ async function connect() {
     app.chart.points.push(JSON.parse(e.data));
     if (app.chart.points.length > 360) app.chart.points.shift();
     drawChart();
+  });
+  source.addEventListener("ended", () => {
+    // the token behind this stream no longer holds: a new ticket tells the page what to do
+    source.close();
+    if (app.source === source) connect();
   });
   source.onerror = () => {
     if (app.source !== source) return;
