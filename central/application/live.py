@@ -9,12 +9,13 @@ the service it uses.
 
 Meter anomalies and reconciliation: a meter that goes backwards keeps the segment up to its last
 good reading and carries on from the new baseline (the car keeps charging where it is); a reading
-that rises faster than the pile's rating allows is rejected; both are logged and counted
-(:meth:`LiveInput.meter_anomalies`, the central's /metrics). A dispatched port that still reports
-idle ``START_GRACE_S`` after dispatch (the start was lost, or the pile restarted while the central
-was away) has its segment closed at its last reading and the car re-queued at the head of its mode,
-as after a fault; a port that charges with no session or operator order at the central is stopped
-and reported once.
+that rises faster than the pile's rating allows is rejected; both are logged, counted
+(:meth:`LiveInput.meter_anomalies`, the central's /metrics) and shown to whoever watches them
+(:meth:`LiveInput.watch_anomalies`: the operator dashboard's recent faults). A dispatched port
+that still reports idle ``START_GRACE_S`` after dispatch (the start was lost, or the pile restarted
+while the central was away) has its segment closed at its last reading and the car re-queued at
+the head of its mode, as after a fault; a port that charges with no session or operator order at
+the central is stopped and reported once.
 
 Segments: what belongs to an earlier segment never acts on the car's current one. Updates a
 reading sets going carry the segment (its order id) and do nothing once it has ended; only the
@@ -46,7 +47,7 @@ from central.application.sessions import LiveSession
 from central.application.unit_of_work import Changes
 from central.domain.billing import Bill
 from central.domain.errors import DomainError
-from central.domain.metering import MeterSession, Step
+from central.domain.metering import MeterSession, Step, implausible_text
 from central.domain.model import ChargingPoint, RequestState, multi_port_points
 from central.domain.scheduler import Scheduler
 from central.domain.tariff import MeterSamples
@@ -63,6 +64,7 @@ STOP_GRACE_S = 10.0  # real seconds a stopped port may still report charging bef
 
 PortWatcher = Callable[[Telemetry], None]
 OutcomeWatcher = Callable[[str, str, str | None, str, str | None], None]
+AnomalyWatcher = Callable[[str, str, str], None]  # where (pile-port), kind, what happened
 """(pile_no, op, tag, status, reason) of a command's final outcome."""
 
 
@@ -104,6 +106,7 @@ class LiveInput:
         self.anomalies = {"meter_resets": 0, "implausible_readings": 0, "unordered_charging": 0}
         self._port_watchers: dict[tuple[str, int], PortWatcher] = {}
         self._outcome_watchers: list[OutcomeWatcher] = []
+        self._anomaly_watchers: list[AnomalyWatcher] = []
         self._reconciling: set[str] = set()  # cars whose lost segment is being closed
         self._short_retried: set[str] = set()  # cars whose segment stopped short once (re-queued)
         self._unordered: set[tuple[str, int]] = set()  # ports found charging without an order
@@ -176,9 +179,19 @@ class LiveInput:
         """Wall milliseconds between kept meter samples (``SAMPLE_SPACING_S`` of station time)."""
         return SAMPLE_SPACING_S * 1000 / self.core.clock.scale
 
-    def count_anomaly(self, kind: str) -> None:
-        """One more meter reset, implausible reading or unordered charging (see the counts)."""
+    def watch_anomalies(self, watcher: AnomalyWatcher) -> None:
+        """Show every meter anomaly to ``watcher``: (where, kind, what happened)."""
+        self._anomaly_watchers.append(watcher)
+
+    def count_anomaly(self, kind: str, where: str, what: str) -> None:
+        """One more meter reset, implausible reading or unordered charging (see the counts), at
+        ``where`` (``pile-port``); ``what`` says it for a person."""
         self.anomalies[kind] += 1
+        for watch in self._anomaly_watchers:
+            try:
+                watch(where, kind, what)
+            except Exception:
+                log.exception("anomaly watcher failed", kind=kind, where=where)
 
     def meter_anomalies(self) -> dict[str, int]:
         """Counts since start: meter resets, rejected implausible readings, charging nobody ordered."""
@@ -238,7 +251,11 @@ class LiveInput:
             self.max_wh_per_ms(pile_no, port),
         )
         if update.step is Step.IMPLAUSIBLE:
-            self.count_anomaly("implausible_readings")
+            self.count_anomaly(
+                "implausible_readings",
+                f"{pile_no}-{port}",
+                implausible_text(reading.energy_Wh, session.meter.last_raw_wh),
+            )
             log.warning(
                 "implausible meter reading rejected",
                 pile=pile_no,
@@ -249,7 +266,7 @@ class LiveInput:
             )
             return
         if update.reset is not None:
-            self.count_anomaly("meter_resets")
+            self.count_anomaly("meter_resets", f"{pile_no}-{port}", update.reset.text())
             log.warning(
                 "meter went backwards: segment kept up to the last good reading, new baseline",
                 pile=pile_no,
@@ -394,7 +411,9 @@ class LiveInput:
             return  # a port the central just stopped may report charging a little longer
         if key not in self._unordered:
             self._unordered.add(key)
-            self.count_anomaly("unordered_charging")
+            self.count_anomaly(
+                "unordered_charging", f"{pile_no}-{port}", "charging without an order at the central: stopped"
+            )
             log.error(
                 "port charging without an order at the central: stopping it",
                 pile=pile_no,

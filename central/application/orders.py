@@ -40,7 +40,7 @@ from central.application.clock import StationClock
 from central.application.ports import DriverBudget, OrderEnding, OrderTarget, UnitOfWork
 from central.application.sessions import OrderSession, segment_samples
 from central.domain.errors import DomainError, PileStateError, UnknownPileError
-from central.domain.metering import MeterSession, Step
+from central.domain.metering import MeterSession, Step, implausible_text
 from central.domain.orders import STATUS_TEXT, TRANSITIONS, OrderStatus, PaymentStatus
 from central.domain.pricing import DRIVER_BILLING_MODE, OrderFigures, energy_cap_wh, price_order
 from central.domain.tariff import ConstantPower, EnergyProfile, ProfileError, Tariff
@@ -238,13 +238,19 @@ class OperatorOrders:
             self.service.live.max_wh_per_ms(session.pile_no, session.port),
         )
         if update.step is Step.IMPLAUSIBLE:
-            self.service.live.count_anomaly("implausible_readings")
+            self.service.live.count_anomaly(
+                "implausible_readings",
+                f"{session.pile_no}-{session.port}",
+                implausible_text(reading.energy_Wh, session.meter.last_raw_wh),
+            )
             log.warning(
                 "implausible order meter reading rejected", order=session.order_id, wh=reading.energy_Wh
             )
             return
         if update.reset is not None:
-            self.service.live.count_anomaly("meter_resets")
+            self.service.live.count_anomaly(
+                "meter_resets", f"{session.pile_no}-{session.port}", update.reset.text()
+            )
             log.warning(
                 "order meter went backwards: new baseline", order=session.order_id, reset=str(update.reset)
             )

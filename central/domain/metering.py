@@ -47,6 +47,16 @@ class MeterReset:
     previous_wh: int  # the previous reading, unwrapped
     wh: int  # this reading, unwrapped with the wraps seen so far
 
+    def text(self) -> str:
+        """For a person: what the meter did."""
+        return f"meter went back from {self.previous_wh} Wh to {self.wh} Wh: new baseline"
+
+
+def implausible_text(raw_wh: int, last_wh: int | None) -> str:
+    """For a person: a reading rejected because the pile's rating cannot explain its rise."""
+    since = "" if last_wh is None else f" after {last_wh} Wh"
+    return f"implausible meter reading {raw_wh} Wh{since} rejected"
+
 
 class Step(enum.Enum):
     """What one reading did to a meter session."""

@@ -66,6 +66,7 @@ CHART_STEP_S = 10.0
 CHART_POINTS = 360  # one hour of samples
 EXTRAS_EVERY_S = 5.0  # how often the day's takings and the notifications are read from the store
 TOKEN_RECHECK_S = 5.0  # how long a stream may outlive the token that opened it
+ANOMALY_REPEAT_S = 60.0  # a port's same meter anomaly shows once in this long (the count goes on)
 RECENT = 12
 _MODES = {Mode.FAST: "fast", Mode.TRICKLE: "slow"}
 _BAD_HEALTH = ("faulted", "comm_fault", "offline")
@@ -166,7 +167,9 @@ class LiveHub:
         self._extras_at = -math.inf
         self._chart_at = -math.inf
         self._tokens_at = -math.inf
+        self._anomalies_shown: dict[tuple[str, str], float] = {}
         self._task: asyncio.Task[None] | None = None
+        service.live.watch_anomalies(self.observe_anomaly)
 
     # -- what the ingest shows the hub ----------------------------------------------------------
 
@@ -185,6 +188,15 @@ class LiveHub:
         if self._pile_states.get(pile_no) != state and state in _BAD_HEALTH:
             self._fault(pile_no, state)
         self._pile_states[pile_no] = state
+
+    def observe_anomaly(self, where: str, kind: str, what: str) -> None:
+        """A meter anomaly goes to the recent faults, once per port and kind in
+        :data:`ANOMALY_REPEAT_S` (a meter stuck on bad readings must not push the rest out)."""
+        now = self._monotonic()
+        if now - self._anomalies_shown.get((where, kind), -math.inf) < ANOMALY_REPEAT_S:
+            return
+        self._anomalies_shown[(where, kind)] = now
+        self._fault(where, what)
 
     def _fault(self, where: str, what: str) -> None:
         """Remember a fault with the station's time, as the notifications carry it."""

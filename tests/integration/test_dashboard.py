@@ -215,6 +215,26 @@ async def test_the_operator_stream_sends_a_snapshot_then_only_what_changed(centr
     response.close()
 
 
+async def test_meter_anomalies_show_in_the_operators_recent_faults_once_per_port_and_kind(central, driver):
+    await submit(central, driver, kwh=10)
+    hub = hub_of(central)
+    central.service.live.health["F1"] = "online"
+    at = central.wall.ms
+    for minute, wh in enumerate([1000, 1500, 200, 300, 100, 900_000]):
+        # charging from 1000 Wh; back to 200 (a reset); on; back to 100 (the same again); a leap no
+        # 30 kW pile makes in a minute (implausible)
+        r = reading(at + minute * 60_000, 30000.0, wh, "charging")
+        hub.observe_telemetry("F1", 1, r)
+        central.service.live.on_telemetry("F1", 1, r)
+    assert central.service.live.meter_anomalies()["meter_resets"] == 2
+    assert central.service.live.meter_anomalies()["implausible_readings"] == 1
+    shown = [(f["where"], f["what"]) for f in hub.operator_state()["faults"]]
+    assert shown == [
+        ("F1-1", "implausible meter reading 900000 Wh after 100 Wh rejected"),
+        ("F1-1", "meter went back from 1500 Wh to 200 Wh: new baseline"),
+    ]
+
+
 async def test_a_driver_stream_carries_only_their_own_request(central, driver, driver2):
     mine = await submit(central, driver, kwh=10)
     await submit(central, driver2, mode="slow", kwh=5)
