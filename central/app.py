@@ -43,7 +43,7 @@ from aiohttp import web
 from central.adapters import stations as stations_repo
 from central.adapters.charging import clock_anchor, clock_seen, read_clock, stored_params
 from central.adapters.commands import CommandSender
-from central.adapters.database import POSTGRESQL, parse_database_url
+from central.adapters.database import POSTGRESQL, MigrationRefused, parse_database_url
 from central.adapters.fleet_schema import FLEET_MIGRATIONS, station_version
 from central.adapters.ingest import Ingest
 from central.adapters.lease import Instance, Leases, station_leases
@@ -548,7 +548,11 @@ def central_command(config_path: str, port: int | None) -> None:
     sys.setswitchinterval(0.0005)
     child = IngestChild(str(Path(config_path).resolve())) if config.ingest.mode == "process" else None
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(config, child))
+        try:
+            asyncio.run(serve(config, child))
+        except MigrationRefused as exc:
+            click.echo(f"cannot upgrade database {config.database_url}: {exc}", err=True)
+            sys.exit(2)
 
 
 def freeze_startup_heap() -> None:

@@ -15,11 +15,13 @@ from datetime import datetime
 from fractions import Fraction
 from typing import Any
 
-from central.adapters.database import Db
+from central.adapters.database import Db, IntegrityError
+from central.adapters.schema import ONE_ACTIVE_REQUEST
 from central.application.clock import ClockAnchor, ClockRun, StationClock
 from central.application.ports import ActiveRequest, PileRecord, SessionOrder
 from central.application.sessions import LiveSession
 from central.domain.billing import Bill, DetailRecord
+from central.domain.errors import DuplicateRequestError
 from central.domain.metering import MeterSession
 from central.domain.model import Mode
 from central.domain.orders import OrderStatus
@@ -226,6 +228,25 @@ class ChargingRows:
         battery_capacity: float | None,
         at: datetime,
     ) -> None:
+        try:
+            self._insert_request(car, user_id, queue_number, mode, kwh, battery_capacity, at)
+        except IntegrityError as exc:
+            if exc.unique and _names_one_active(str(exc)):
+                raise DuplicateRequestError(
+                    "you already have an active charging request (at another station)"
+                ) from None
+            raise
+
+    def _insert_request(
+        self,
+        car: str,
+        user_id: int,
+        queue_number: str,
+        mode: str,
+        kwh: Fraction,
+        battery_capacity: float | None,
+        at: datetime,
+    ) -> None:
         self.db.table("charging_requests").insert(
             {
                 "id": car,
@@ -396,3 +417,9 @@ class ChargingRows:
         port_nos = tuple(n for n in range(1, capacity + 1) if str(n) in numbers)
         mode = Mode.FAST if row["pile_type"] == FAST_PILE_TYPE else Mode.TRICKLE
         return PileRecord(mode, capacity, Fraction(str(row["power_rate"])), port_nos)
+
+
+def _names_one_active(message: str) -> bool:
+    """Whether a unique violation is the one-active-request-per-driver index's: PostgreSQL names
+    the index, SQLite the column (the only unique constraint on ``user_id`` there is that index)."""
+    return ONE_ACTIVE_REQUEST in message or "charging_requests.user_id" in message

@@ -31,6 +31,11 @@ SQLITE, POSTGRESQL = "sqlite", "postgresql"
 Params = Sequence[Any] | Mapping[str, Any] | None
 
 
+class MigrationRefused(Exception):
+    """A migration cannot be applied to what this database holds; the message says what to settle
+    first. Nothing of that migration is applied."""
+
+
 class IntegrityError(Exception):
     """A constraint refused a statement (UNIQUE, FOREIGN KEY, CHECK, NOT NULL), on either engine.
 

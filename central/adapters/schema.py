@@ -14,7 +14,7 @@ statements with no common form (triggers, a rowid-based cleanup) carry both dial
 
 from __future__ import annotations
 
-from central.adapters.database import POSTGRESQL, Db, Migrations
+from central.adapters.database import POSTGRESQL, Db, MigrationRefused, Migrations
 from central.adapters.postgres import PG_FUNCTIONS, pg_ddl
 
 migrations = Migrations("pilegate-central")
@@ -387,3 +387,35 @@ def live_rows_fillfactor(db: Db) -> None:
     if db.dialect == POSTGRESQL:
         for table in ("ports", "piles"):
             db.execute(f"ALTER TABLE {table} SET (fillfactor = 50)")
+
+
+ONE_ACTIVE_REQUEST = "charging_requests_one_active"
+
+
+class ActiveRequestsClash(MigrationRefused):
+    """A database holds drivers with more than one active request: the migration that forbids it
+    cannot be applied until they are settled."""
+
+
+@migrations(name="0005_one_active_request_per_driver")
+def one_active_request_per_driver(db: Db) -> None:
+    """A driver has at most one request waiting or charging, across every station, whichever
+    central instance takes it. Each station's service checks this in memory and the API checks the
+    other stations first, but two submits at the same moment to different stations (or to two
+    central instances) could both pass a check that is only a read; the database now refuses the
+    second (see ``central/adapters/charging.py``). A database that already holds such drivers
+    (possible only with several stations) is named in the refusal, to be settled first."""
+    clashes = db.execute(
+        "SELECT user_id, COUNT(*) FROM charging_requests WHERE current_status IN ('waiting', 'charging') "
+        "GROUP BY user_id HAVING COUNT(*) > 1 ORDER BY user_id LIMIT 10"
+    ).fetchall()
+    if clashes:
+        who = ", ".join(f"user {row[0]} ({row[1]} requests)" for row in clashes)
+        raise ActiveRequestsClash(
+            f"drivers with more than one waiting or charging request: {who}; settle the extra ones "
+            "(their charging_requests rows' current_status to 'cancelled') and start again"
+        )
+    db.execute(
+        f"CREATE UNIQUE INDEX {ONE_ACTIVE_REQUEST} ON charging_requests(user_id) "
+        "WHERE current_status IN ('waiting', 'charging')"
+    )

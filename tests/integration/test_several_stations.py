@@ -234,3 +234,32 @@ async def test_an_operator_creates_a_station_that_runs_at_once_and_is_stopped_on
 async def _id_of(site: Site, token: str, code: str) -> str:
     _, stations = await site.call("GET", "/api/ChargingStations", token)
     return str(next(s["id"] for s in stations if s["code"] == code))
+
+
+async def test_a_driver_holds_one_active_request_across_stations_even_when_both_submits_race(
+    site: Site,
+) -> None:
+    driver = await site.account("dana")
+    north = {"charging_mode": "fast", "requested_amount": 2}
+    south = {**north, "station": "south"}
+    for attempt in range(5):  # the race has two outcomes either way; a few tries cover both orders
+        replies = await asyncio.gather(
+            site.call("POST", "/api/charging/request/", driver, north),
+            site.call("POST", "/api/charging/request/", driver, south),
+        )
+        assert sorted(status for status, _ in replies) == [201, 409], replies
+        refused = next(body for status, body in replies if status == 409)
+        assert refused["error"]["code"] == "DUPLICATE_REQUEST", refused
+        active = await site.app[STORE].read(
+            lambda db: db.execute(
+                "SELECT id, station FROM charging_requests WHERE current_status IN ('waiting', 'charging')"
+            ).fetchall()
+        )
+        taken = next(body["data"] for status, body in replies if status == 201)
+        assert [(row[0], row[1]) for row in active] == [(taken["request_id"], taken["station"])]
+        # the refused station kept nothing of it: its queue is empty, the driver can go there next
+        other = "north" if taken["station"] == "south" else "south"
+        assert not site.app[STATIONS].get(other).service.scheduler.requests, attempt
+        cancel = f"/api/charging/request/{taken['request_id']}/cancel/"
+        status, body = await site.call("DELETE", cancel, driver)
+        assert status == 200, body

@@ -16,7 +16,7 @@ import pytest
 from central.adapters import postgres
 from central.adapters.charging import ChargingRows, stored_params
 from central.adapters.database import Db, IntegrityError, Migrations
-from central.adapters.schema import ORDER_MIGRATIONS, core, migrations, payment_proof
+from central.adapters.schema import ORDER_MIGRATIONS, ActiveRequestsClash, core, migrations, payment_proof
 from central.adapters.stations import create_pile, pile_by_no, station_id
 from central.adapters.storage import connect
 from tests.postgres_server import PgServer, create_database, drop_database
@@ -133,3 +133,34 @@ def test_a_single_station_database_keeps_its_rows_and_they_belong_to_its_station
     with db.transaction():  # the scheduler state is kept per station
         ChargingRows(db, "other").save_scheduler_state({"y": 2}, datetime.now(UTC))
     assert ChargingRows(db, "site-a").scheduler_state() == {"x": 1}
+
+
+def test_one_active_request_per_driver_is_refused_over_drivers_that_hold_two_until_settled(
+    empty_db: Db,
+) -> None:
+    db = empty_db
+    before = Migrations(migrations.name)  # every migration up to 0005
+    for name, fn in migrations.steps:
+        if name == "0005_one_active_request_per_driver":
+            break
+        before(name=name, rebuilds=name in migrations.rebuilds)(fn)
+    before.apply(db)
+    with db.transaction():
+        db.execute("INSERT INTO users (username, password_hash, register_time) VALUES ('ann', 'h', ?)", [NOW])
+        user = db.execute("SELECT id FROM users WHERE username = 'ann'").fetchone()[0]
+        for car, station in (("car1", "north"), ("car2", "south")):  # the race, before the index
+            db.execute(
+                "INSERT INTO charging_requests (id, station, user_id, queue_number, charging_mode, "
+                "requested_amount, current_status, created_at) VALUES (?, ?, ?, 'F1', 'fast', '10', "
+                "'waiting', ?)",
+                [car, station, user, NOW],
+            )
+    with pytest.raises(ActiveRequestsClash, match=rf"user {user} \(2 requests\)"):
+        migrations.apply(db)
+    with db.transaction():
+        db.execute("UPDATE charging_requests SET current_status = 'cancelled' WHERE id = 'car2'")
+    migrations.apply(db)
+    assert "0005_one_active_request_per_driver" in migrations.applied(db)
+    with pytest.raises(IntegrityError) as caught, db.transaction():
+        db.execute("UPDATE charging_requests SET current_status = 'charging' WHERE id = 'car2'")
+    assert caught.value.unique

@@ -40,6 +40,7 @@ async def test_reopening_applies_nothing_twice(database):
             "0002_payment_proof",
             "0003_stations",
             "0004_live_rows_fillfactor",
+            "0005_one_active_request_per_driver",
             "0001_order_indexes",
             "0002_order_counts",
         ]

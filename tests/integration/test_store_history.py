@@ -34,6 +34,7 @@ async def test_a_database_migrated_by_sqlite_utils_keeps_its_history(tmp_path):
         ("pilegate-central", "0002_payment_proof"),
         ("pilegate-central", "0003_stations"),
         ("pilegate-central", "0004_live_rows_fillfactor"),
+        ("pilegate-central", "0005_one_active_request_per_driver"),
         ("pilegate-operator-orders", "0001_order_indexes"),
         ("pilegate-operator-orders", "0002_order_counts"),
     ]
