@@ -229,38 +229,26 @@ class ChargingRows:
         at: datetime,
     ) -> None:
         try:
-            self._insert_request(car, user_id, queue_number, mode, kwh, battery_capacity, at)
+            self.db.table("charging_requests").insert(
+                {
+                    "id": car,
+                    "station": self.station,
+                    "user_id": user_id,
+                    "queue_number": queue_number,
+                    "charging_mode": mode,
+                    "requested_amount": str(kwh),
+                    "battery_capacity": battery_capacity,
+                    "current_status": "waiting",
+                    "created_at": iso(at),
+                    "updated_at": iso(at),
+                }
+            )
         except IntegrityError as exc:
             if exc.unique and _names_one_active(str(exc)):
                 raise DuplicateRequestError(
                     "you already have an active charging request (at another station)"
                 ) from None
             raise
-
-    def _insert_request(
-        self,
-        car: str,
-        user_id: int,
-        queue_number: str,
-        mode: str,
-        kwh: Fraction,
-        battery_capacity: float | None,
-        at: datetime,
-    ) -> None:
-        self.db.table("charging_requests").insert(
-            {
-                "id": car,
-                "station": self.station,
-                "user_id": user_id,
-                "queue_number": queue_number,
-                "charging_mode": mode,
-                "requested_amount": str(kwh),
-                "battery_capacity": battery_capacity,
-                "current_status": "waiting",
-                "created_at": iso(at),
-                "updated_at": iso(at),
-            }
-        )
 
     def change_request(self, car: str, queue_number: str, mode: str, kwh: Fraction, at: datetime) -> None:
         self.db.execute(
