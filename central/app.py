@@ -334,6 +334,8 @@ def _lifecycle(
         )
         app[STORE], app[STATIONS], app[DISPATCH], app[FLEET] = store, stations, dispatch, fleet
         leases = _leases(config, shared, stations)
+        if several:  # a killed instance's session may still hold stations others run now
+            mqtt.forget(station_filter(code) for code in {config.station, *known})
         await mqtt.start()
         try:
             await fleet_start(fleet, leases)

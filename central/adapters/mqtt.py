@@ -15,7 +15,9 @@ on an unreachable broker.
 * :meth:`CentralMqtt.subscribe` and :meth:`CentralMqtt.unsubscribe` change the subscriptions while
   it runs (a station starting or stopping): at once on the live connection, and on every later
   connect (a filter dropped while disconnected is unsubscribed there too: the persistent session
-  would keep it).
+  would keep it). :meth:`CentralMqtt.forget` names filters an earlier process with the same client
+  id may have left in that session (killed before it unsubscribed); they are unsubscribed on connect
+  unless subscribed by then.
 * Incoming messages go to ``on_message(topic, payload)`` directly on the loop; it must not
   raise (an exception is logged and the message dropped). Reads are drained in bursts and
   PUBACKs written in batches, so a busy broker costs few loop iterations per message.
@@ -34,7 +36,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -220,6 +222,12 @@ class CentralMqtt:
                 self._log.info("unsubscribed", topic=topic_filter)
                 return
         self._dropped.add(topic_filter)
+
+    def forget(self, filters: Iterable[str]) -> None:
+        """Unsubscribe ``filters`` on the next connect unless subscribed by then: what an earlier
+        process with this client id may have left in the persistent session, so the broker stops
+        sending it here (a central instance killed while it ran stations another now runs)."""
+        self._dropped.update(f for f in filters if f not in self._subscriptions)
 
     @property
     def subscriptions(self) -> list[str]:

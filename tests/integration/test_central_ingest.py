@@ -415,3 +415,24 @@ async def test_client_uses_its_credentials_and_a_wrong_password_never_connects(t
         finally:
             await good.stop()
             await bad.stop()
+
+
+async def test_filters_a_killed_process_left_in_its_session_are_forgotten_on_connect(mosquitto, mqtt_probe):
+    settings = MqttSettings("127.0.0.1", mosquitto.port, client_id="central-a")
+    earlier = CentralMqtt(settings, ["pilegate/v1/south/#"], print)
+    await earlier.start()
+    await earlier.wait_connected(10)
+    await earlier.stop()  # gone without unsubscribing: the persistent session keeps south
+    received: list[str] = []
+    now = CentralMqtt(settings, ["pilegate/v1/north/#"], lambda topic, _: received.append(topic))
+    now.forget(["pilegate/v1/north/#", "pilegate/v1/south/#"])  # north is wanted: kept
+    await now.start()
+    try:
+        await now.wait_connected(10)
+        mqtt_probe.publish(topics.telemetry("south", "S1", 1), reading(1))
+        mqtt_probe.publish(topics.telemetry("north", "N1", 1), reading(1))
+        await wait_for(lambda: received, timeout_s=5, what="north's message")
+        # one publisher's messages arrive in order: south's, sent first, would be here by now
+        assert received == [topics.telemetry("north", "N1", 1)]
+    finally:
+        await now.stop()
