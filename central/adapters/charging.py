@@ -20,7 +20,7 @@ from central.adapters.schema import ONE_ACTIVE_REQUEST
 from central.application.clock import ClockAnchor, ClockRun, StationClock
 from central.application.ports import ActiveRequest, PileRecord, SessionOrder
 from central.application.sessions import LiveSession
-from central.domain.billing import Bill, DetailRecord
+from central.domain.billing import ABNORMAL_REASONS, Bill, DetailRecord
 from central.domain.errors import DuplicateRequestError
 from central.domain.metering import MeterSession
 from central.domain.model import Mode
@@ -330,7 +330,7 @@ class ChargingRows:
         is freed and its totals grow."""
         kwh, charge, service = detail.kwh, detail.charge_fee, detail.service_fee
         row = {
-            "status": OrderStatus.ABNORMAL if detail.reason == "fault" else OrderStatus.COMPLETED,
+            "status": OrderStatus.ABNORMAL if detail.reason in ABNORMAL_REASONS else OrderStatus.COMPLETED,
             "start_time": iso(detail.start),
             "end_time": iso(detail.stop),
             "duration": int((detail.stop - detail.start).total_seconds()),

@@ -387,20 +387,16 @@ class LiveInput:
                         car=car,
                         kwh=str(session.delivered_wh / 1000),
                     )
-                    await self._requeue_locked(session)
+                    await self._requeue_locked(session, "not_started")
         finally:
             self._reconciling.discard(car)
 
-    async def _requeue_locked(self, session: LiveSession) -> None:
-        """End the session's segment at its last reading; the car's rest heads its mode's queue."""
+    async def _requeue_locked(self, session: LiveSession, reason: str) -> None:
+        """End the session's segment at its last reading; the car's rest heads its mode's queue
+        (``Scheduler.requeue``: no other car moves)."""
         core, car = self.core, session.car
-        point_id, reading = session.point_id, core.profile(session)
-
-        def requeue(now: datetime) -> None:
-            core.scheduler.pile_fault(now, point_id, readings={car: reading}, dispatch=False)
-            core.scheduler.pile_recover(now, point_id)
-
-        await core.apply(requeue)
+        reading = core.profile(session)
+        await core.apply(lambda now: core.scheduler.requeue(now, car, reason, reading))
 
     def _unordered_charging(self, pile_no: str, port: int, reading: Telemetry) -> None:
         """A port charging with no session or operator order here (someone published a start):
@@ -454,7 +450,7 @@ class LiveInput:
                     kwh=str(session.delivered_wh / 1000),
                     target_kwh=str(session.target_kwh),
                 )
-                await self._requeue_locked(session)  # the pile stopped for something else: the rest waits
+                await self._requeue_locked(session, "stopped_short")  # the rest waits
                 return
             short = self._stopped_short(session)
             self._short_retried.discard(car)

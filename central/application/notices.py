@@ -35,6 +35,15 @@ def car_returned(user: int, car: str, point_id: str, at: datetime) -> Notice:
     return Notice(user, "queue_update", "重新排队", f"充电桩 {point_id} 不可用，您的车辆将重新调度", car, at)
 
 
+def car_requeued(user: int, car: str, point_id: str, reason: str, at: datetime) -> Notice:
+    """A segment that ended with no fault (the port stopped short, or never started): the rest of
+    the request waits at the head of the queue."""
+    what = "未能开始充电" if reason == "not_started" else "提前停止充电"
+    return Notice(
+        user, "queue_update", "重新排队", f"充电桩 {point_id} {what}，剩余电量将优先重新调度", car, at
+    )
+
+
 def charging_started(user: int, car: str, point_id: str, at: datetime) -> Notice:
     return Notice(user, "charging_start", "开始充电", f"您的车辆已在充电桩 {point_id} 开始充电", car, at)
 

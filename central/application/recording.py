@@ -101,7 +101,10 @@ def on_car_called(state: Recording, event: CarCalled, changes: Changes) -> None:
 def on_car_returned(state: Recording, event: CarReturned, changes: Changes) -> None:
     user = state.users.get(event.car)
     if user is not None:
-        changes.notify(notices.car_returned(user, event.car, event.point_id, event.at))
+        if event.reason == "unavailable":
+            changes.notify(notices.car_returned(user, event.car, event.point_id, event.at))
+        else:
+            changes.notify(notices.car_requeued(user, event.car, event.point_id, event.reason, event.at))
 
 
 def on_charging_started(state: Recording, event: ChargingStarted, changes: Changes) -> None:

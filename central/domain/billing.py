@@ -16,6 +16,12 @@ from typing import Any
 from central.domain.tariff import EnergyProfile, Period, Tariff
 from central.domain.units import utc
 
+REQUEUE_REASONS = ("stopped_short", "not_started")
+"""Why a segment ended with no fault and its car's rest went back to the head of the queue: the
+port stopped by itself well short of the amount, or never ran the segment."""
+ABNORMAL_REASONS = ("fault", *REQUEUE_REASONS)
+"""Segments whose order is closed ``abnormal`` rather than ``completed``."""
+
 
 @dataclass(frozen=True)
 class PeriodCharge:
@@ -40,7 +46,7 @@ class DetailRecord:
     generated_at: datetime
     periods: Mapping[Period, PeriodCharge]
     service_fee: Fraction
-    reason: str  # completed | cancelled | fault | disabled
+    reason: str  # completed | cancelled | fault | disabled | stopped_short | not_started
 
     @property
     def kwh(self) -> Fraction:

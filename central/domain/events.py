@@ -49,10 +49,12 @@ class CarCalled(Event):
 
 @dataclass(frozen=True)
 class CarReturned(Event):
-    """A car was taken off a point's queue (fault, out of service, re-placement)."""
+    """A car was taken off a point's queue: ``unavailable`` (fault, out of service, re-placement),
+    or its segment ended short with no fault (:data:`REQUEUE_REASONS`, :meth:`Scheduler.requeue`)."""
 
     car: str
     point_id: str
+    reason: str = "unavailable"
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from central.domain.billing import Bill, DetailRecord, SegmentInfo, make_detail
+from central.domain.billing import REQUEUE_REASONS, Bill, DetailRecord, SegmentInfo, make_detail
 from central.domain.errors import (
     ChangeNotAllowedError,
     DuplicateRequestError,
@@ -215,6 +215,31 @@ class Scheduler:
     def pile_recover(self, now: datetime, pile: str, *, dispatch: bool = True) -> None:
         """A faulted pile or point works again: its mode's queued cars are re-placed by number."""
         self._bring_back(self._tick(now), pile, "faulted", dispatch)
+
+    def requeue(
+        self, now: datetime, car: str, reason: str, reading: Reading | None = None, *, dispatch: bool = True
+    ) -> None:
+        """A charging car's segment ended with no fault at its point: the port stopped by itself well
+        short of the amount (``stopped_short``) or never ran the segment (``not_started``). The
+        segment is settled with that reason; the rest of the car heads its mode's fault group, to
+        be called before anyone else. No other car moves: the point's next queued car starts."""
+        if reason not in REQUEUE_REASONS:
+            raise ValueError(f"requeue reason must be one of {', '.join(REQUEUE_REASONS)}, got {reason!r}")
+        now = self._tick(now)
+        request = self._charging(car)
+        assert request.point_id is not None
+        point = self.points[request.point_id]
+        self._end_segment(now, request, reason, reading)
+        point.queue.remove(car)
+        if request.remaining_kwh <= 0:
+            request.point_id = None
+            self._finish(now, request, "completed")
+        else:
+            self._return(now, request, point, reason)
+            self.fault_groups[request.mode].insert(0, car)
+        self._touched.add(request.mode)
+        self._start_head(now, point)
+        self._close(now, dispatch)
 
     def pile_disable(
         self,
@@ -685,9 +710,11 @@ class Scheduler:
                 del point.queue[1:]
         return pulled
 
-    def _return(self, now: datetime, request: Request, point: PointState) -> None:
+    def _return(
+        self, now: datetime, request: Request, point: PointState, reason: str = "unavailable"
+    ) -> None:
         request.state, request.point_id = RequestState.FAULT_QUEUE, None
-        self.events.append(CarReturned(now, request.car, point.point.point_id))
+        self.events.append(CarReturned(now, request.car, point.point.point_id, reason))
 
     def _group_requests(self, group: list[str]) -> list[Request]:
         return [self.requests[c] for c in group]

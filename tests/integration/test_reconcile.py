@@ -48,6 +48,12 @@ async def test_a_port_that_stays_idle_after_dispatch_closes_the_segment_and_requ
         )
     )
     assert len(orders) == 2 and orders[0]["end_time"] is not None and orders[1]["end_time"] is None
+    notices = await central.store.read(
+        lambda db: [
+            r["content"] for r in db.query("SELECT content FROM notifications WHERE title = '重新排队'")
+        ]
+    )
+    assert notices == ["充电桩 F1 未能开始充电，剩余电量将优先重新调度"]
     status, body = await central.call("GET", "/api/charging/request/status/", user=driver)
     assert status == 200 and body["data"]["current_status"] == "charging"
     central.wall.advance(2)
@@ -133,3 +139,7 @@ async def test_a_port_that_stops_short_by_itself_requeues_the_rest_once_then_com
     )
     short = [n for n in notices if n["title"] == "充电提前结束"]
     assert len(short) == 1 and "1.0 kWh" in short[0]["content"]  # told once, with what was delivered
+    # the first short stop was no fault: the driver was told the rest waits, not that F1 faulted
+    assert not [n for n in notices if n["title"] == "充电桩故障"]
+    requeued = [n["content"] for n in notices if n["title"] == "重新排队"]
+    assert requeued == ["充电桩 F1 提前停止充电，剩余电量将优先重新调度"]

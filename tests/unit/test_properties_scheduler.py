@@ -19,7 +19,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from central.domain.billing import Bill
+from central.domain.billing import REQUEUE_REASONS, Bill
 from central.domain.errors import (
     ChangeNotAllowedError,
     DuplicateRequestError,
@@ -194,6 +194,27 @@ class SchedulerMachine(RuleBasedStateMachine):
         assert self.s.segment_finished(self.now, car, delivered).status == "completed"
         self.drain()
         assert self.ended[car] == "completed"
+
+    @precondition(lambda self: any(True for _ in iter_charging(self.s)))
+    @rule(index=PICK, reason=st.sampled_from(REQUEUE_REASONS))
+    def port_stops_by_itself(self, index, reason):
+        """A port stops short with no fault (or never ran the segment): the rest of the car is
+        called again first, or it completes if nothing is left; no other car moves."""
+        car = self.pick(self.charging(), index)
+        others = {
+            c: (r.state, r.point_id)
+            for c, r in self.s.requests.items()
+            if c != car and r.state is RequestState.QUEUED
+        }
+        point, number = self.s.requests[car].point_id, self.s.requests[car].queue_number
+        self.s.requeue(self.now, car, reason)
+        self.drain()
+        if car in self.s.requests:
+            assert self.s.requests[car].queue_number == number  # it keeps its place in the order
+        for other, (state, at) in others.items():  # queued cars stay; the next at its point may start
+            request = self.s.requests[other]
+            assert request.point_id == at, other
+            assert request.state is state or (at == point and request.state is RequestState.CHARGING)
 
     # ---- piles and time ---------------------------------------------------------------------
 

@@ -220,3 +220,41 @@ def test_multi_port_pile_offers_each_port_as_a_charging_point():
     assert fault_queue(s) == ["V1", "V2"]  # the newly interrupted car goes to the head
     assert s.requests["V1"].details[0].pile_id == "F1"
     assert s.requests["V1"].details[0].point_id == "F1-1"
+
+
+@pytest.mark.parametrize("reason", ["stopped_short", "not_started"])
+@pytest.mark.parametrize("strategy", list(FaultStrategy))
+def test_a_requeue_settles_the_segment_and_moves_only_that_car(strategy, reason):
+    """A port that stopped by itself short of the amount (or never ran the segment) is no fault:
+    the segment is settled with its reason, the car's rest heads the fault group and is called
+    again, the point's next car starts, and nobody else moves (a fault and recovery of the point
+    would have re-placed the queued cars of every fast pile)."""
+    s = six_cars(strategy)
+    s.requeue(at(10, 20), "V1", reason)
+    events = s.pop_events()
+    ended = [e for e in events if isinstance(e, SegmentEnded)]
+    assert [(e.car, e.detail.kwh, e.detail.reason) for e in ended] == [("V1", Fraction(10), reason)]
+    returned = [(e.car, e.reason) for e in events if isinstance(e, CarReturned)]
+    assert returned == [("V1", reason)]
+    assert not any(isinstance(e, PointStatusChanged) for e in events)  # the point never faulted
+    # V3 charges at F1 now; V1 (20 kWh left, its number kept) was called back behind V4 there
+    assert queues(s) == {"F1": ["V3", "V4", "V1"], "F2": ["V2", "V5", "V6"], "T1": []}
+    v1 = s.requests["V1"]
+    assert (v1.queue_number, v1.remaining_kwh, v1.state) == ("F1", 20, RequestState.QUEUED)
+    assert s.requests["V3"].state is RequestState.CHARGING
+    assert fault_queue(s) == []
+
+
+def test_a_requeue_of_a_car_that_got_its_amount_completes_it():
+    s = six_cars(FaultStrategy.PRIORITY)
+    s.requeue(at(11), "V1", "stopped_short")  # an hour at 30 kW: the 30 kWh are in
+    assert "V1" not in s.requests
+    assert queues(s)["F1"] == ["V3", "V4"]
+
+
+def test_a_requeue_needs_a_charging_car_and_a_known_reason():
+    s = six_cars(FaultStrategy.PRIORITY)
+    with pytest.raises(ValueError, match="requeue reason"):
+        s.requeue(at(10, 20), "V1", "fault")
+    with pytest.raises(Exception, match="not charging"):
+        s.requeue(at(10, 20), "V3", "stopped_short")
