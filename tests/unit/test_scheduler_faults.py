@@ -240,7 +240,7 @@ def test_a_requeue_settles_the_segment_and_moves_only_that_car(strategy, reason)
     # V3 charges at F1 now; V1 (20 kWh left, its number kept) was called back behind V4 there
     assert queues(s) == {"F1": ["V3", "V4", "V1"], "F2": ["V2", "V5", "V6"], "T1": []}
     v1 = s.requests["V1"]
-    assert (v1.queue_number, v1.remaining_kwh, v1.state) == ("F1", 20, RequestState.QUEUED)
+    assert (v1.queue_number, v1.remaining_kwh, v1.state) == ("F1", Fraction(20), RequestState.QUEUED)
     assert s.requests["V3"].state is RequestState.CHARGING
     assert fault_queue(s) == []
 
