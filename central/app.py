@@ -375,8 +375,7 @@ def _leases(config: CentralConfig, shared: _Shared, stations: Stations) -> Lease
     """The leases and forwarded calls of this instance, wired to the registry (see the module
     docstring); the registry follows the station set they read."""
     fleet, store = shared.fleet, shared.store
-    http_url = f"http://{config.http_host}:{config.http_port}"
-    instance = Instance(config.instance_name, socket.gethostname(), os.getpid(), http_url)
+    instance = Instance(config.instance_name, socket.gethostname(), os.getpid(), config.peer_url)
     calls = fleet.calls = station_calls(
         config.database_url, call_handler(stations, fleet.forwarded), instance_id=instance.id
     )

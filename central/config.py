@@ -58,6 +58,11 @@ HTTP_KEYS: dict[str, tuple[Any, str]] = {
     "trusted_proxies": ([], "reverse proxies (addresses or networks) whose X-Forwarded-For names the client"),
     "metrics": ("token", "GET /metrics: token (a staff token or the metrics token) | open | off"),
     "metrics_token_file": (None, "file whose first line is a bearer token that may read /metrics"),
+    "advertise_url": (
+        None,
+        "where the other centrals on one PostgreSQL reach this one (they pass it dashboard streams of "
+        "its stations); default http://HOST:PORT, this machine's name for a wildcard host",
+    ),
 }
 METRICS_MODES = ("token", "open", "off")
 MIN_METRICS_TOKEN_LEN = 16  # a shorter token is guessable
@@ -165,6 +170,17 @@ class CentralConfig:
     ingest: IngestSettings = IngestSettings()
     more_stations: tuple[StationConfig, ...] = ()  # the [stations.CODE] tables
     instance: str = ""  # [central] instance; "" = hostname-httpport (see instance_name)
+    advertise_url: str | None = None  # [http] advertise_url; None: see peer_url
+
+    @property
+    def peer_url(self) -> str:
+        """Where the other centrals reach this one's HTTP side."""
+        if self.advertise_url:
+            return self.advertise_url.rstrip("/")
+        wildcard = self.http_host in ("0.0.0.0", "::", "")  # noqa: S104 - compared, not bound
+        host = socket.gethostname() if wildcard else self.http_host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.http_port}"
 
     @property
     def instance_name(self) -> str:
@@ -349,6 +365,14 @@ def parse_config(
     check(
         problems, "http.metrics", h["metrics"], str, lambda v: v in METRICS_MODES, " | ".join(METRICS_MODES)
     )
+    check(
+        problems,
+        "http.advertise_url",
+        h["advertise_url"],
+        str,
+        lambda v: v.startswith(("http://", "https://")),
+        "an http:// or https:// URL",
+    )
     trusted_proxies = _trusted_proxies(h["trusted_proxies"], problems)
     metrics_token = _metrics_token(h, base, problems)
     m = take(data.get("mqtt", {}), MQTT_KEYS, "mqtt", problems)
@@ -401,6 +425,7 @@ def parse_config(
         ingest=ingest,
         more_stations=more_stations,
         instance=instance or "",
+        advertise_url=h["advertise_url"],
     )
 
 

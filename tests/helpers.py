@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, overload
+
+import aiohttp
 
 T = TypeVar("T")
 
@@ -118,3 +121,18 @@ async def finishes(awaitable: Awaitable[T], timeout_s: float, what: str) -> T:
         for task in asyncio.all_tasks():
             task.print_stack(limit=6, file=stacks)
         raise AssertionError(f"{what} did not finish within {timeout_s}s\n{stacks.getvalue()}") from None
+
+
+async def next_event(response: aiohttp.ClientResponse, timeout_s: float = 10) -> tuple[str, Any]:
+    """The next named Server-Sent Event of a stream (retry lines and keep-alive comments skipped)."""
+    event: str | None = None
+    data: Any = None
+    async with asyncio.timeout(timeout_s):
+        while True:
+            line = (await response.content.readline()).decode().rstrip("\n")
+            if line.startswith("event: "):
+                event = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                data = json.loads(line.removeprefix("data: "))
+            elif line == "" and event is not None:
+                return event, data

@@ -85,7 +85,7 @@ from typing import Any, Protocol
 import psycopg
 import structlog
 
-from central.adapters.database import POSTGRESQL, DatabaseUrl, parse_database_url
+from central.adapters.database import POSTGRESQL, DatabaseUrl, Db, parse_database_url
 
 log = structlog.get_logger(__name__)
 
@@ -284,6 +284,23 @@ _HELD = (
     "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
     "AND ((classid::bigint << 32) | objid::bigint) = %s)"
 )
+
+# the HTTP URL of the live instance whose lease session holds the key
+_OWNER_URL = (
+    "SELECT i.http_url FROM pg_locks l JOIN central_instances i ON i.session_pid = l.pid "
+    "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND ((l.classid::bigint << 32) | l.objid::bigint) = ? ORDER BY i.heartbeat_ms DESC LIMIT 1"
+)
+
+
+def owner_url(db: Db, code: str) -> str | None:
+    """Where the instance that runs station ``code`` now serves HTTP (its ``http_url``), by who
+    holds the station's lease; None when nobody does or on SQLite (one central runs every station)."""
+    if db.dialect != POSTGRESQL:
+        return None
+    row = db.execute(_OWNER_URL, [station_key(code)]).fetchone()
+    return None if row is None or row[0] is None else str(row[0])
 
 
 @dataclass(frozen=True)

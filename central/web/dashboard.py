@@ -10,7 +10,9 @@
 - ``GET /dashboard/stream[?ticket=...]``: Server-Sent Events (see :mod:`central.web.live`); without a
   ticket, the public board's channel only.
 
-Both take ``?station=CODE`` (default: the default station): each station has its own live hub.
+Both take ``?station=CODE`` (default: the default station): each station has its own live hub, in
+the central instance that runs it; another instance relays both to that one
+(:mod:`central.web.peer_streams`).
 
 Every dashboard response carries a strict Content-Security-Policy (scripts and styles only from this
 origin, no inline scripts), ``X-Content-Type-Options: nosniff``, no framing and no referrer. The
@@ -19,6 +21,7 @@ page reads and changes everything else through the two REST APIs with the logged
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from aiohttp import web
@@ -28,7 +31,9 @@ from central.web.errors import AUTH_INVALID, USER_STYLE, ApiError, validation_er
 from central.web.keys import STATIONS
 from central.web.live import OPERATOR, PUBLIC, TICKET_TTL_S, LiveHub, driver_channel
 from central.web.middleware import TOKEN_KEY, authenticate_request, station_of
+from central.web.peer_streams import PEERS, peer_streams
 from central.web.permissions import forbidden
+from central.web.station_runtime import StationRuntime
 
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_PREFIX = "/dashboard/static"
@@ -88,7 +93,8 @@ async def ticket(request: web.Request) -> web.StreamResponse:
     """POST /dashboard/ticket: a stream ticket for the caller's view."""
     try:
         user = await authenticate_request(request)
-        body = await request.json() if request.can_read_body else {}
+        raw = await request.read()
+        body = json.loads(raw) if raw else {}
         view = body.get("view") if isinstance(body, dict) else None
         if view is None:
             view = "operator" if user.is_staff else "driver"
@@ -102,7 +108,10 @@ async def ticket(request: web.Request) -> web.StreamResponse:
         return USER_STYLE.render(validation_error({"body": "must be a JSON object"}))
     channels = (OPERATOR,) if view == "operator" else (PUBLIC, driver_channel(user.id))
     try:
-        issued = (await _hub(request)).issue_ticket(user.id, channels, token_hash(request[TOKEN_KEY]))
+        runtime = await station_of(request)
+        if runtime.remote:
+            return await request.app[PEERS].ticket(request, runtime.code, raw)
+        issued = _hub(runtime).issue_ticket(user.id, channels, token_hash(request[TOKEN_KEY]))
     except ApiError as exc:
         return USER_STYLE.render(exc)
     data = {"ticket": issued, "view": view, "expires_in": TICKET_TTL_S, "username": user.username}
@@ -112,7 +121,10 @@ async def ticket(request: web.Request) -> web.StreamResponse:
 async def stream(request: web.Request) -> web.StreamResponse:
     """GET /dashboard/stream: the live stream of a ticket's channels, or of the public board."""
     try:
-        hub = await _hub(request)
+        runtime = await station_of(request)
+        if runtime.remote:
+            return await request.app[PEERS].stream(request, runtime.code)
+        hub = _hub(runtime)
     except ApiError as exc:
         return USER_STYLE.render(exc)
     given = request.query.get("ticket")
@@ -129,22 +141,16 @@ async def _secure(request: web.Request, response: web.StreamResponse) -> None:
         response.headers.update(SECURITY_HEADERS)
 
 
-async def _hub(request: web.Request) -> LiveHub:
-    """The live hub of the request's station (``?station=``, else the default station); 503 for a
-    station another central instance runs (its live stream is served by that instance only)."""
-    runtime = await station_of(request)
-    if runtime.remote:
-        raise ApiError(
-            503,
-            "STATION_NOT_RUNNING",
-            f"station {runtime.code} is run by another central instance; its live stream is served there",
-        )
+def _hub(runtime: StationRuntime) -> LiveHub:
+    """The live hub of a station this instance runs."""
     if runtime.hub is None:
         raise ApiError(503, "STATION_NOT_RUNNING", "the station has no live hub")
     return runtime.hub
 
 
 async def _end_streams(app: web.Application) -> None:
+    if (peers := app.get(PEERS)) is not None:
+        peers.end_streams()
     stations = app.get(STATIONS)
     for runtime in stations.runtimes() if stations is not None else ():
         if runtime.hub is not None:
@@ -159,4 +165,5 @@ def add_dashboard(app: web.Application) -> None:
     app.router.add_post("/dashboard/ticket", ticket)
     app.router.add_get("/dashboard/stream", stream)
     app.on_response_prepare.append(_secure)
+    app.cleanup_ctx.append(peer_streams)
     app.on_shutdown.append(_end_streams)

@@ -22,6 +22,7 @@ from central.web.dashboard import add_dashboard
 from central.web.keys import AUTH, STATIONS, STORE
 from central.web.live import LiveHub
 from protocols.payloads import Telemetry
+from tests.helpers import next_event
 
 pytest_plugins = ("tests.integration.central_fixtures",)
 
@@ -51,21 +52,6 @@ async def central(tmp_path, station_params):
     finally:
         hub_of(running).close_streams()
         await stop_central(running)
-
-
-async def next_event(response: ClientResponse) -> tuple[str, Any]:
-    """The next named event of a stream (retry lines and keep-alive comments are skipped)."""
-    event: str | None = None
-    data: Any = None
-    async with asyncio.timeout(5):
-        while True:
-            line = (await response.content.readline()).decode().rstrip("\n")
-            if line.startswith("event: "):
-                event = line.removeprefix("event: ")
-            elif line.startswith("data: "):
-                data = json.loads(line.removeprefix("data: "))
-            elif line == "" and event is not None:
-                return event, data
 
 
 async def ticket(central, account, view: str | None = None):

@@ -42,7 +42,7 @@ from pilegate.broker import MosquittoBroker, free_port
 from protocols import topics
 from protocols.payloads import CommandResult, GatewayStatus, PileStatus, Telemetry
 from tests.e2e.harness import stop_process
-from tests.helpers import wait_for
+from tests.helpers import next_event, wait_for
 from tests.integration.fleet_helpers import lease_holders
 from tests.postgres_server import PgServer, create_database, drop_database
 
@@ -220,6 +220,40 @@ async def fleet(
         await client.close()
 
 
+async def _dashboard_of_south_through_a(fleet: Fleet, driver: str) -> None:
+    """South's live hub is b's; a relays the dashboard's ticket and streams there."""
+
+    async def b_serves() -> bool:  # b may own south before its HTTP side listens (its first lease round)
+        try:
+            async with fleet.session.get(f"{fleet.b.url}/") as page:
+                return page.status == 200
+        except aiohttp.ClientConnectionError:
+            return False
+
+    await wait_for(b_serves, timeout_s=20, what="b's HTTP side", give_up=fleet.b.exited)
+    async with fleet.a.get("/dashboard/stream?station=south") as public:
+        assert public.status == 200, await public.text()
+        assert public.headers["Content-Type"].startswith("text/event-stream")
+        event, data = await next_event(public)
+        assert (event, data["ch"]) == ("snapshot", "public") and "point:F1" in data["state"]
+    headers = {"Authorization": f"Token {driver}"}
+    async with fleet.a.post("/dashboard/ticket?station=south", headers=headers, json={}) as answer:
+        assert answer.status == 200, await answer.text()
+        ticket = (await answer.json())["data"]["ticket"]
+    async with fleet.a.get(f"/dashboard/stream?station=south&ticket={ticket}") as mine:
+        assert mine.status == 200
+        channels = {(await next_event(mine))[1]["ch"] for _ in range(2)}
+        assert "public" in channels and any(c.startswith("driver:") for c in channels), channels
+    # b issued the ticket and a's relay used it up there: it opens nothing more, on either instance
+    async with fleet.session.get(f"{fleet.b.url}/dashboard/stream?station=south&ticket={ticket}") as again:
+        assert again.status == 401
+    async with fleet.a.get(f"/dashboard/stream?station=south&ticket={ticket}") as again:
+        assert again.status == 401
+    # a request that says it was relayed already is not relayed again (no loops)
+    async with fleet.a.get("/dashboard/stream?station=south", headers={"X-Pilegate-Relayed": "1"}) as looped:
+        assert looped.status == 503
+
+
 def _active(service: ChargingService) -> list[str]:
     return list(service.scheduler.requests)
 
@@ -235,6 +269,7 @@ async def test_two_centrals_share_the_stations_and_one_takes_over_when_the_other
 
     await wait_for(spread, timeout_s=20, what="south owned by b, north by a", give_up=fleet.b.exited)
     assert await fleet.holders("north") == ["a"]
+    await _dashboard_of_south_through_a(fleet, driver)
 
     # a token issued by one central works on the other
     status, login = await fleet.call_b(

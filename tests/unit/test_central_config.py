@@ -1,5 +1,6 @@
 """Central config validation: every problem at once, by entry name; the example is valid."""
 
+import socket
 import tomllib
 from pathlib import Path
 
@@ -107,3 +108,15 @@ def test_centrals_sharing_postgresql_get_a_client_id_each_unless_one_is_set():
     assert _mqtt_settings(parse_config({})).client_id == "pilegate-central"  # SQLite: one central
     own = {**pg, "mqtt": {"client_id": "site-7"}}
     assert _mqtt_settings(parse_config(own)).client_id == "site-7"
+
+
+def test_the_url_other_centrals_reach_this_one_at():
+    assert parse_config({"http": {"port": 5046}}).peer_url == "http://127.0.0.1:5046"
+    assert parse_config({"http": {"host": "::1", "port": 5046}}).peer_url == "http://[::1]:5046"
+    wildcard = parse_config({"http": {"host": "0.0.0.0", "port": 5046}}).peer_url
+    assert wildcard == f"http://{socket.gethostname()}:5046"
+    given = parse_config({"http": {"advertise_url": "https://c1.site.lan:8443/"}})
+    assert given.peer_url == "https://c1.site.lan:8443"
+    assert problems('[http]\nadvertise_url = "c1:5045"') == [
+        "http.advertise_url: 'c1:5045' is not an http:// or https:// URL"
+    ]
