@@ -86,8 +86,7 @@ class PeerStreams:
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=TICKET_TIMEOUT_S, sock_connect=CONNECT_TIMEOUT_S),
             ) as upstream:
-                answer = await upstream.read()
-                return web.Response(status=upstream.status, body=answer, content_type="application/json")
+                return await _as_answered(upstream)
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("dashboard ticket relay failed", station=code, owner=owner, error=str(exc))
             raise not_running(code, "the central instance that runs it cannot be reached") from None
@@ -111,8 +110,7 @@ class PeerStreams:
         self._relaying.add(upstream)
         try:
             if upstream.status != 200:  # a refused ticket (401), the owner's own 503: as it answered
-                answer = await upstream.read()
-                return web.Response(status=upstream.status, body=answer, content_type="application/json")
+                return await _as_answered(upstream)
             response = web.StreamResponse(headers=SSE_HEADERS)
             await response.prepare(request)
             try:
@@ -124,6 +122,13 @@ class PeerStreams:
         finally:
             self._relaying.discard(upstream)
             upstream.close()
+
+
+async def _as_answered(upstream: aiohttp.ClientResponse) -> web.Response:
+    """The owner's answer, status, body and content type unchanged."""
+    body = await upstream.read()
+    content_type = upstream.headers.get("Content-Type", "application/json")
+    return web.Response(status=upstream.status, body=body, headers={"Content-Type": content_type})
 
 
 PEERS = web.AppKey("dashboard_peer_streams", PeerStreams)
