@@ -62,6 +62,7 @@ TICKET_TTL_S = 60.0
 STREAM_BACKLOG = 32  # events a slow page may lag behind before its stream is ended (it re-syncs)
 HEARTBEAT_S = 15.0
 RETRY_MS = 2000
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 CHART_STEP_S = 10.0
 CHART_POINTS = 360  # one hour of samples
 EXTRAS_EVERY_S = 5.0  # how often the day's takings and the notifications are read from the store
@@ -259,13 +260,7 @@ class LiveHub:
     ) -> web.StreamResponse:
         """Stream ``channels`` to one page: a snapshot of each, then changes, until either side ends
         or (with a ``grant``) the token behind it stops holding."""
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-store",
-                "X-Accel-Buffering": "no",
-            }
-        )
+        response = web.StreamResponse(headers=SSE_HEADERS)
         await response.prepare(request)
         stream = Stream(channels, grant)
         for channel in channels:

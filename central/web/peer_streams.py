@@ -23,7 +23,7 @@ from aiohttp import web
 
 from central.adapters.lease import owner_url
 from central.web.errors import ApiError
-from central.web.live import HEARTBEAT_S
+from central.web.live import HEARTBEAT_S, SSE_HEADERS
 from central.web.middleware import store_of
 
 log = structlog.get_logger(__name__)
@@ -32,7 +32,6 @@ RELAYED = "X-Pilegate-Relayed"
 CONNECT_TIMEOUT_S = 3.0
 TICKET_TIMEOUT_S = 10.0
 STREAM_SILENCE_S = HEARTBEAT_S + 15  # the owner's keep-alives come every HEARTBEAT_S
-SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 
 def not_running(code: str, why: str) -> ApiError:
