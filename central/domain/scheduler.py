@@ -230,15 +230,12 @@ class Scheduler:
         assert request.point_id is not None
         point = self.points[request.point_id]
         self._end_segment(now, request, reason, reading)
-        point.queue.remove(car)
+        self._detach(now, request)  # off its point, whose next car starts
         if request.remaining_kwh <= 0:
-            request.point_id = None
             self._finish(now, request, "completed")
         else:
             self._return(now, request, point, reason)
             self.fault_groups[request.mode].insert(0, car)
-        self._touched.add(request.mode)
-        self._start_head(now, point)
         self._close(now, dispatch)
 
     def pile_disable(
