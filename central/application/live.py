@@ -14,8 +14,8 @@ that rises faster than the pile's rating allows is rejected; both are logged, co
 (:meth:`LiveInput.watch_anomalies`: the operator dashboard's recent faults). A dispatched port
 that still reports idle ``START_GRACE_S`` after dispatch (the start was lost, or the pile restarted
 while the central was away) has its segment closed at its last reading and the car re-queued at
-the head of its mode, as after a fault; a port that charges with no session or operator order at
-the central is stopped and reported once.
+the head of its mode without any other car moving (``Scheduler.requeue``); a port that charges with
+no session or operator order at the central is stopped and reported once.
 
 Segments: what belongs to an earlier segment never acts on the car's current one. Updates a
 reading sets going carry the segment (its order id) and do nothing once it has ended; only the
@@ -64,8 +64,9 @@ STOP_GRACE_S = 10.0  # real seconds a stopped port may still report charging bef
 
 PortWatcher = Callable[[Telemetry], None]
 OutcomeWatcher = Callable[[str, str, str | None, str, str | None], None]
-AnomalyWatcher = Callable[[str, str, str], None]  # where (pile-port), kind, what happened
 """(pile_no, op, tag, status, reason) of a command's final outcome."""
+AnomalyWatcher = Callable[[str, str, str], None]
+"""(where: ``pile-port``, kind, what happened for a person) of a meter anomaly."""
 
 
 class ChargingCore(Protocol):
