@@ -5,37 +5,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from central.adapters.database import Migrations
 from central.adapters.schema import ORDER_MIGRATIONS, migrations
 from central.adapters.storage import connect
 from tests.e2e.harness import central_config, free_port, run_central, spawn
-
-NOW = "2025-06-02T02:00:00+00:00"
+from tests.migration_helpers import ONE_ACTIVE, driver_with_two_active_requests, migrations_before
 
 
 def database_before_one_active_request(path: Path) -> None:
     """A database migrated up to (not including) 0005, where one driver won the race the index now
     forbids: a waiting request at north and another at south."""
-    before = Migrations(migrations.name)
-    for name, fn in migrations.steps:
-        if name == "0005_one_active_request_per_driver":
-            break
-        before(name=name, rebuilds=name in migrations.rebuilds)(fn)
     db = connect(path)
     try:
-        before.apply(db)
+        migrations_before(ONE_ACTIVE).apply(db)
         ORDER_MIGRATIONS.apply(db)
-        with db.transaction():
-            db.execute(
-                "INSERT INTO users (username, password_hash, register_time) VALUES ('ann', 'h', ?)", [NOW]
-            )
-            for car, station in (("car1", "north"), ("car2", "south")):
-                db.execute(
-                    "INSERT INTO charging_requests (id, station, user_id, queue_number, charging_mode, "
-                    "requested_amount, current_status, created_at) VALUES (?, ?, 1, 'F1', 'fast', '10', "
-                    "'waiting', ?)",
-                    [car, station, NOW],
-                )
+        driver_with_two_active_requests(db)
     finally:
         db.conn.close()
 
@@ -58,7 +41,7 @@ def test_a_database_with_a_driver_holding_two_active_requests_is_named_until_set
 
     db = connect(data / "central.db")
     try:
-        assert "0005_one_active_request_per_driver" not in migrations.applied(db)  # nothing applied
+        assert ONE_ACTIVE not in migrations.applied(db)  # nothing applied
         with db.transaction():
             db.execute("UPDATE charging_requests SET current_status = 'cancelled' WHERE id = 'car2'")
     finally:

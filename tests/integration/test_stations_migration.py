@@ -15,10 +15,11 @@ import pytest
 
 from central.adapters import postgres
 from central.adapters.charging import ChargingRows, stored_params
-from central.adapters.database import Db, IntegrityError, Migrations
-from central.adapters.schema import ORDER_MIGRATIONS, ActiveRequestsClash, core, migrations, payment_proof
+from central.adapters.database import Db, IntegrityError
+from central.adapters.schema import ORDER_MIGRATIONS, ActiveRequestsClash, migrations
 from central.adapters.stations import create_pile, pile_by_no, station_id
 from central.adapters.storage import connect
+from tests.migration_helpers import ONE_ACTIVE, driver_with_two_active_requests, migrations_before
 from tests.postgres_server import PgServer, create_database, drop_database
 
 pytest_plugins = ("tests.integration.central_fixtures",)
@@ -47,10 +48,7 @@ def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
 
 def old_schema(db: Db) -> None:
     """The schema as a single-station central built it."""
-    old = Migrations("pilegate-central")
-    old(name="0001_core")(core)
-    old(name="0002_payment_proof")(payment_proof)
-    old.apply(db)
+    migrations_before("0003_stations").apply(db)
     ORDER_MIGRATIONS.apply(db)
 
 
@@ -139,28 +137,14 @@ def test_one_active_request_per_driver_is_refused_over_drivers_that_hold_two_unt
     empty_db: Db,
 ) -> None:
     db = empty_db
-    before = Migrations(migrations.name)  # every migration up to 0005
-    for name, fn in migrations.steps:
-        if name == "0005_one_active_request_per_driver":
-            break
-        before(name=name, rebuilds=name in migrations.rebuilds)(fn)
-    before.apply(db)
-    with db.transaction():
-        db.execute("INSERT INTO users (username, password_hash, register_time) VALUES ('ann', 'h', ?)", [NOW])
-        user = db.execute("SELECT id FROM users WHERE username = 'ann'").fetchone()[0]
-        for car, station in (("car1", "north"), ("car2", "south")):  # the race, before the index
-            db.execute(
-                "INSERT INTO charging_requests (id, station, user_id, queue_number, charging_mode, "
-                "requested_amount, current_status, created_at) VALUES (?, ?, ?, 'F1', 'fast', '10', "
-                "'waiting', ?)",
-                [car, station, user, NOW],
-            )
+    migrations_before(ONE_ACTIVE).apply(db)
+    user = driver_with_two_active_requests(db)
     with pytest.raises(ActiveRequestsClash, match=rf"user {user} \(2 requests\)"):
         migrations.apply(db)
     with db.transaction():
         db.execute("UPDATE charging_requests SET current_status = 'cancelled' WHERE id = 'car2'")
     migrations.apply(db)
-    assert "0005_one_active_request_per_driver" in migrations.applied(db)
+    assert ONE_ACTIVE in migrations.applied(db)
     with pytest.raises(IntegrityError) as caught, db.transaction():
         db.execute("UPDATE charging_requests SET current_status = 'charging' WHERE id = 'car2'")
     assert caught.value.unique
